@@ -1,0 +1,176 @@
+//! Stable numeric error codes carried in responses. A retired code is never reused.
+
+/// A wire error code (u16 on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// Success.
+    None = 0,
+    /// An unexpected server error.
+    Unknown = 1,
+    /// A batch failed its CRC or layout check; nothing was appended.
+    CorruptMessage = 2,
+    /// The topic or partition does not exist.
+    UnknownTopicOrPartition = 3,
+    /// The requested offset is outside the log's range.
+    OffsetOutOfRange = 4,
+    /// A batch or request exceeds the configured size limit.
+    MessageTooLarge = 5,
+    /// This broker does not lead the partition; refresh metadata.
+    NotLeaderForPartition = 6,
+    /// The request did not complete within its timeout.
+    RequestTimedOut = 7,
+    /// The api key is known but the version is not supported.
+    UnsupportedVersion = 8,
+    /// The api key is not known to this broker.
+    UnknownApi = 9,
+    /// The request body could not be decoded.
+    InvalidRequest = 10,
+    /// The topic already exists.
+    TopicAlreadyExists = 11,
+    /// The topic name is empty, too long or has characters outside `[a-zA-Z0-9._-]`.
+    InvalidTopic = 12,
+    /// The partition count is zero or too large.
+    InvalidPartitions = 13,
+    /// A topic config key or value is not valid.
+    InvalidConfig = 14,
+    /// The disk is full; the partition refuses writes until space is freed.
+    DiskFull = 15,
+    /// A storage error (I/O failure, failed fsync); the partition is read-only until restart.
+    StorageError = 16,
+    /// The batch uses a compression codec this broker does not support.
+    UnsupportedCompression = 17,
+    /// The broker is shutting down.
+    BrokerShuttingDown = 18,
+    /// The acks value is not 0, 1 or 2.
+    InvalidRequiredAcks = 19,
+    /// The group is rebalancing; rejoin.
+    RebalanceInProgress = 20,
+    /// The generation is stale (fenced).
+    IllegalGeneration = 21,
+    /// The member id is not known to the group.
+    UnknownMemberId = 22,
+    /// The group does not exist.
+    GroupIdNotFound = 23,
+    /// The group still has members.
+    NonEmptyGroup = 24,
+    /// The member does not own the partition it tried to commit.
+    NotPartitionOwner = 25,
+    /// The group id is empty or invalid.
+    InvalidGroupId = 26,
+    /// Session timeout is outside the allowed range.
+    InvalidSessionTimeout = 27,
+}
+
+impl ErrorCode {
+    /// Every defined code, in numeric order.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::None,
+        ErrorCode::Unknown,
+        ErrorCode::CorruptMessage,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::NotLeaderForPartition,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::UnknownApi,
+        ErrorCode::InvalidRequest,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidTopic,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::InvalidConfig,
+        ErrorCode::DiskFull,
+        ErrorCode::StorageError,
+        ErrorCode::UnsupportedCompression,
+        ErrorCode::BrokerShuttingDown,
+        ErrorCode::InvalidRequiredAcks,
+        ErrorCode::RebalanceInProgress,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::GroupIdNotFound,
+        ErrorCode::NonEmptyGroup,
+        ErrorCode::NotPartitionOwner,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::InvalidSessionTimeout,
+    ];
+
+    /// The numeric value sent on the wire.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// Maps a wire value back to a code; unknown values become [`ErrorCode::Unknown`].
+    pub fn from_code(code: u16) -> ErrorCode {
+        ErrorCode::ALL
+            .get(code as usize)
+            .copied()
+            .unwrap_or(ErrorCode::Unknown)
+    }
+
+    /// The SCREAMING_SNAKE name used in logs, the CLI and `protocol.md`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::None => "NONE",
+            ErrorCode::Unknown => "UNKNOWN_SERVER_ERROR",
+            ErrorCode::CorruptMessage => "CORRUPT_MESSAGE",
+            ErrorCode::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PARTITION",
+            ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            ErrorCode::NotLeaderForPartition => "NOT_LEADER_FOR_PARTITION",
+            ErrorCode::RequestTimedOut => "REQUEST_TIMED_OUT",
+            ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            ErrorCode::UnknownApi => "UNKNOWN_API",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
+            ErrorCode::InvalidTopic => "INVALID_TOPIC",
+            ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
+            ErrorCode::InvalidConfig => "INVALID_CONFIG",
+            ErrorCode::DiskFull => "DISK_FULL",
+            ErrorCode::StorageError => "STORAGE_ERROR",
+            ErrorCode::UnsupportedCompression => "UNSUPPORTED_COMPRESSION",
+            ErrorCode::BrokerShuttingDown => "BROKER_SHUTTING_DOWN",
+            ErrorCode::InvalidRequiredAcks => "INVALID_REQUIRED_ACKS",
+            ErrorCode::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
+            ErrorCode::IllegalGeneration => "ILLEGAL_GENERATION",
+            ErrorCode::UnknownMemberId => "UNKNOWN_MEMBER_ID",
+            ErrorCode::GroupIdNotFound => "GROUP_ID_NOT_FOUND",
+            ErrorCode::NonEmptyGroup => "NON_EMPTY_GROUP",
+            ErrorCode::NotPartitionOwner => "NOT_PARTITION_OWNER",
+            ErrorCode::InvalidGroupId => "INVALID_GROUP_ID",
+            ErrorCode::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
+        }
+    }
+
+    /// Whether a client may retry the same request and expect it to succeed later.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::UnknownTopicOrPartition
+                | ErrorCode::NotLeaderForPartition
+                | ErrorCode::RequestTimedOut
+                | ErrorCode::BrokerShuttingDown
+                | ErrorCode::RebalanceInProgress
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_dense_and_round_trip() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(c.code() as usize, i, "{c:?} out of place in ALL");
+            assert_eq!(ErrorCode::from_code(c.code()), *c);
+        }
+        assert_eq!(ErrorCode::from_code(60000), ErrorCode::Unknown);
+    }
+}

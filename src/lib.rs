@@ -1,0 +1,2 @@
+//! Sluice client facade.
+pub use sluice_client::*;
