@@ -22,7 +22,34 @@
 //! |     61 |    … | records                | zigzag-varint encoded, see `Record`          |
 //!
 //! All integers are big-endian.
+//!
+//! Each record (Kafka's v2 record layout), back to back after the header:
+//!
+//! | field            | type                | notes                                   |
+//! |------------------|---------------------|-----------------------------------------|
+//! | length           | varint              | bytes of the record after this field    |
+//! | attributes       | i8                  | unused, 0                               |
+//! | timestamp_delta  | varlong             | timestamp minus batch base_timestamp    |
+//! | offset_delta     | varint              | offset minus batch base_offset          |
+//! | key_length       | varint              | -1 = null key                           |
+//! | key              | key_length bytes    |                                         |
+//! | value_length     | varint              | -1 = null value                         |
+//! | value            | value_length bytes  |                                         |
+//! | header_count     | varint              | >= 0                                    |
+//! | headers          | header_count times: |                                         |
+//! |   key_length     | varint              | >= 0                                    |
+//! |   key            | UTF-8 bytes         |                                         |
+//! |   value_length   | varint              | -1 = null value                         |
+//! |   value          | value_length bytes  |                                         |
+//!
+//! varint/varlong are zigzag-encoded base-128 (protobuf `sint32`/`sint64`):
+//! 7 bits per byte, least significant group first, high bit = "more bytes".
+//!
+//! [`RecordBatchBuilder`] writes batches, [`RecordBatch`] / [`batches`] read them
+//! without copying or allocating per record, and [`validate`] is the full check
+//! the broker runs before appending.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
 /// Size of the fixed batch header in bytes.
@@ -187,7 +214,9 @@ impl BatchHeader {
             record_count: be_i32(buf, 57),
         };
         if h.record_count < 0 || h.last_offset_delta < 0 {
-            return Err(BatchError::InvalidHeader("negative record count or offset delta"));
+            return Err(BatchError::InvalidHeader(
+                "negative record count or offset delta",
+            ));
         }
         Ok(h)
     }
@@ -210,9 +239,9 @@ impl BatchHeader {
 
 /// Computes the CRC-32C a batch should carry (over attributes..end).
 ///
-/// `batch` must hold exactly one whole batch.
+/// `batch` must hold exactly one whole batch (a slice shorter than a header gives the CRC of nothing).
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+    crc32c::crc32c(batch.get(ATTRIBUTES_OFFSET..).unwrap_or(&[]))
 }
 
 /// Checks the stored CRC of one whole batch against its contents.
@@ -239,4 +268,854 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
 /// Overwrites the partition leader epoch of a batch in place (outside the CRC).
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// Attribute bit 3: the timestamps are LogAppendTime (all records carry `max_timestamp`).
+pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+/// Attribute bit 4: the batch is part of a transaction.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit 5: the batch is a control batch (transaction markers).
+pub const ATTR_CONTROL: i16 = 0x20;
+
+/// Smallest possible encoded record: length, attributes, timestamp delta,
+/// offset delta, key length, value length and header count, one byte each.
+const MIN_RECORD_LEN: usize = 7;
+
+/// Number of bytes the zigzag varlong encoding of `v` takes (1..=10).
+pub fn varlong_len(v: i64) -> usize {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut n = 1;
+    while z >= 0x80 {
+        z >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Number of bytes the zigzag varint encoding of `v` takes (1..=5).
+pub fn varint_len(v: i32) -> usize {
+    varlong_len(v as i64)
+}
+
+/// Appends the zigzag varlong encoding of `v`.
+pub fn put_varlong(dst: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        dst.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    dst.put_u8(z as u8);
+}
+
+/// Appends the zigzag varint encoding of `v`.
+pub fn put_varint(dst: &mut BytesMut, v: i32) {
+    put_varlong(dst, v as i64)
+}
+
+/// Reads a zigzag varint of at most `max_bytes` bytes from the front of `buf`,
+/// advancing it. Never panics.
+fn read_zigzag(buf: &mut &[u8], max_bytes: usize) -> Result<i64, BatchError> {
+    let mut z: u64 = 0;
+    for i in 0..max_bytes {
+        let Some((&b, rest)) = buf.split_first() else {
+            return Err(BatchError::MalformedRecord("varint truncated"));
+        };
+        *buf = rest;
+        z |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    Err(BatchError::MalformedRecord("varint too long"))
+}
+
+/// Reads a zigzag varlong (up to 10 bytes) from the front of `buf`.
+pub fn read_varlong(buf: &mut &[u8]) -> Result<i64, BatchError> {
+    read_zigzag(buf, 10)
+}
+
+/// Reads a zigzag varint (up to 5 bytes, must fit an i32) from the front of `buf`.
+pub fn read_varint(buf: &mut &[u8]) -> Result<i32, BatchError> {
+    let v = read_zigzag(buf, 5)?;
+    i32::try_from(v).map_err(|_| BatchError::MalformedRecord("varint out of i32 range"))
+}
+
+/// Splits `len` bytes off the front of `buf`.
+fn take<'a>(buf: &mut &'a [u8], len: usize, what: &'static str) -> Result<&'a [u8], BatchError> {
+    if buf.len() < len {
+        return Err(BatchError::MalformedRecord(what));
+    }
+    let (head, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(head)
+}
+
+/// Reads a varint length-prefixed nullable byte string (-1 = null).
+fn read_nullable<'a>(
+    buf: &mut &'a [u8],
+    what: &'static str,
+) -> Result<Option<&'a [u8]>, BatchError> {
+    let len = read_varint(buf)?;
+    match len {
+        -1 => Ok(None),
+        l if l < -1 => Err(BatchError::MalformedRecord(what)),
+        l => take(buf, l as usize, what).map(Some),
+    }
+}
+
+fn nullable_len(v: Option<&[u8]>) -> usize {
+    match v {
+        None => varint_len(-1),
+        Some(b) => varint_len(len_i32(b.len())) + b.len(),
+    }
+}
+
+fn put_nullable(dst: &mut BytesMut, v: Option<&[u8]>) {
+    match v {
+        None => put_varint(dst, -1),
+        Some(b) => {
+            put_varint(dst, len_i32(b.len()));
+            dst.put_slice(b);
+        }
+    }
+}
+
+/// Lengths in a batch are i32 on the wire; a single field over 2 GiB cannot
+/// be represented (and is far above any frame limit), so it saturates.
+fn len_i32(len: usize) -> i32 {
+    i32::try_from(len).unwrap_or(i32::MAX)
+}
+
+/// Builds one uncompressed RecordBatch v2 from records pushed one by one.
+///
+/// The builder keeps one `BytesMut`; a push computes the record's encoded size
+/// first (the length varint precedes the record) and writes it in place, so no
+/// allocation happens per record once the buffer has grown to the batch size.
+/// Defaults: base offset 0 (the broker assigns offsets), producer id/epoch and
+/// base sequence -1 (not idempotent), leader epoch -1, attributes 0
+/// (CreateTime, no compression). `base_timestamp` is the first record's timestamp.
+#[derive(Debug)]
+pub struct RecordBatchBuilder {
+    buf: BytesMut,
+    /// Capacity to ask for after `finish` hands the buffer away: the larger of
+    /// the requested capacity and the last batch, so the next batch of similar
+    /// size needs one allocation instead of a chain of doublings.
+    capacity_hint: usize,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl Default for RecordBatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordBatchBuilder {
+    /// An empty builder with a small initial buffer.
+    pub fn new() -> Self {
+        Self::with_capacity(1024)
+    }
+
+    /// An empty builder whose buffer can hold `bytes` bytes before growing.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut b = RecordBatchBuilder {
+            buf: BytesMut::with_capacity(bytes.max(HEADER_LEN)),
+            capacity_hint: bytes.max(HEADER_LEN),
+            count: 0,
+            base_timestamp: 0,
+            max_timestamp: i64::MIN,
+        };
+        b.reset();
+        b
+    }
+
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.buf.reserve(self.capacity_hint);
+        self.buf.put_bytes(0, HEADER_LEN);
+        self.count = 0;
+        self.base_timestamp = 0;
+        self.max_timestamp = i64::MIN;
+    }
+
+    /// Encoded size of one record (length varint included) with the given
+    /// timestamp delta (from the batch's first record) and offset delta.
+    pub fn record_len(
+        timestamp_delta: i64,
+        offset_delta: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> usize {
+        let body = Self::body_len(timestamp_delta, offset_delta, key, value, headers);
+        varint_len(len_i32(body)) + body
+    }
+
+    fn body_len(
+        timestamp_delta: i64,
+        offset_delta: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> usize {
+        let mut n = 1 // attributes
+            + varlong_len(timestamp_delta)
+            + varint_len(offset_delta)
+            + nullable_len(key)
+            + nullable_len(value)
+            + varint_len(len_i32(headers.len()));
+        for (k, v) in headers {
+            n += varint_len(len_i32(k.len())) + k.len() + nullable_len(Some(v));
+        }
+        n
+    }
+
+    /// Appends one record. Its offset delta is the number of records pushed before it.
+    pub fn push(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) {
+        if self.count == 0 {
+            self.base_timestamp = timestamp_ms;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
+        let ts_delta = timestamp_ms.wrapping_sub(self.base_timestamp);
+        let offset_delta = self.count;
+        let body = Self::body_len(ts_delta, offset_delta, key, value, headers);
+        self.buf.reserve(varint_len(len_i32(body)) + body);
+        put_varint(&mut self.buf, len_i32(body));
+        self.buf.put_i8(0);
+        put_varlong(&mut self.buf, ts_delta);
+        put_varint(&mut self.buf, offset_delta);
+        put_nullable(&mut self.buf, key);
+        put_nullable(&mut self.buf, value);
+        put_varint(&mut self.buf, len_i32(headers.len()));
+        for (k, v) in headers {
+            put_varint(&mut self.buf, len_i32(k.len()));
+            self.buf.put_slice(k.as_bytes());
+            put_nullable(&mut self.buf, Some(v));
+        }
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Exact bytes `push` with these arguments would add to `encoded_len()`
+    /// (including the 61-byte header when the builder is empty), so producers
+    /// can stop before a batch exceeds a size limit.
+    pub fn push_len(
+        &self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> usize {
+        if self.count == 0 {
+            HEADER_LEN + Self::record_len(0, 0, key, value, headers)
+        } else {
+            let delta = timestamp_ms.wrapping_sub(self.base_timestamp);
+            Self::record_len(delta, self.count, key, value, headers)
+        }
+    }
+
+    /// Number of records pushed since the last `finish`.
+    pub fn record_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Bytes the finished batch will take (0 while empty: `finish` then returns no batch).
+    pub fn encoded_len(&self) -> usize {
+        if self.count == 0 {
+            0
+        } else {
+            self.buf.len()
+        }
+    }
+
+    /// True when no record has been pushed since the last `finish`.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Completes the batch (header and CRC) and returns it; the builder is reset for reuse.
+    ///
+    /// Returns an empty `Bytes` (zero batches) when no record was pushed.
+    pub fn finish(&mut self) -> Bytes {
+        if self.count == 0 {
+            return Bytes::new();
+        }
+        let batch_length = len_i32(self.buf.len() - LOG_OVERHEAD);
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&0i64.to_be_bytes());
+        h[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        h[12..16].copy_from_slice(&(-1i32).to_be_bytes());
+        h[16] = MAGIC_V2 as u8;
+        // 17..21 CRC, filled below
+        h[21..23].copy_from_slice(&0i16.to_be_bytes());
+        h[23..27].copy_from_slice(&(self.count - 1).to_be_bytes());
+        h[27..35].copy_from_slice(&self.base_timestamp.to_be_bytes());
+        h[35..43].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        h[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+        h[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+        h[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        h[57..61].copy_from_slice(&self.count.to_be_bytes());
+        self.buf[..HEADER_LEN].copy_from_slice(&h);
+        let crc = compute_crc(&self.buf);
+        self.buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        self.capacity_hint = self.capacity_hint.max(self.buf.len());
+        let out = self.buf.split().freeze();
+        self.reset();
+        out
+    }
+}
+
+/// One whole batch held as a `Bytes` slice (zero-copy view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    header: BatchHeader,
+    bytes: Bytes,
+}
+
+impl RecordBatch {
+    /// Parses the batch at the start of `buf` (header and length only; see [`RecordBatch::validate`]).
+    ///
+    /// The returned batch holds exactly `header.total_len()` bytes of `buf`.
+    pub fn parse(buf: &Bytes) -> Result<RecordBatch, BatchError> {
+        let header = BatchHeader::parse(buf)?;
+        Ok(RecordBatch {
+            header,
+            bytes: buf.slice(..header.total_len()),
+        })
+    }
+
+    /// The decoded 61-byte header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch, header included.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Full check: CRC, supported compression, and every record well-formed (see [`validate`]).
+    pub fn validate(&self) -> Result<(), BatchError> {
+        validate(&self.bytes).map(|_| ())
+    }
+
+    /// Iterates the records without allocating.
+    ///
+    /// Yields `Err` once and then stops on a malformed record or an unsupported
+    /// compression codec. Does not check the CRC.
+    pub fn records(&self) -> Records<'_> {
+        let body = self.bytes.get(HEADER_LEN..).unwrap_or(&[]);
+        let pending_error = match self.header.compression() {
+            Ok(Compression::None) => None,
+            Ok(_) => Some(BatchError::UnsupportedCompression(
+                (self.header.attributes & 0x07) as u8,
+            )),
+            Err(e) => Some(e),
+        };
+        Records {
+            header: &self.header,
+            buf: body,
+            remaining: self.header.record_count.max(0) as usize,
+            pending_error,
+            done: false,
+        }
+    }
+}
+
+/// Iterator over the records of one batch; see [`RecordBatch::records`].
+#[derive(Debug)]
+pub struct Records<'a> {
+    header: &'a BatchHeader,
+    buf: &'a [u8],
+    remaining: usize,
+    pending_error: Option<BatchError>,
+    done: bool,
+}
+
+impl<'a> Records<'a> {
+    fn next_record(&mut self) -> Result<Record<'a>, BatchError> {
+        let len = read_varint(&mut self.buf)?;
+        if len < 0 {
+            return Err(BatchError::MalformedRecord("negative record length"));
+        }
+        let mut body = take(&mut self.buf, len as usize, "record longer than batch")?;
+        let _attributes = take(&mut body, 1, "record truncated")?;
+        let ts_delta = read_varlong(&mut body)?;
+        let offset_delta = read_varint(&mut body)?;
+        if offset_delta < 0 {
+            return Err(BatchError::MalformedRecord("negative offset delta"));
+        }
+        let key = read_nullable(&mut body, "bad key length")?;
+        let value = read_nullable(&mut body, "bad value length")?;
+        let header_count = read_varint(&mut body)?;
+        // Each header takes at least two bytes (two one-byte varints).
+        if header_count < 0 || header_count as usize > body.len() / 2 {
+            return Err(BatchError::MalformedRecord("bad header count"));
+        }
+        let timestamp = if self.header.attributes & ATTR_LOG_APPEND_TIME != 0 {
+            self.header.max_timestamp
+        } else {
+            self.header.base_timestamp.wrapping_add(ts_delta)
+        };
+        Ok(Record {
+            offset: self.header.base_offset.wrapping_add(offset_delta as i64),
+            timestamp,
+            key,
+            value,
+            header_count: header_count as usize,
+            headers: body,
+        })
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if let Some(e) = self.pending_error.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        if self.remaining == 0 {
+            self.done = true;
+            return None;
+        }
+        self.remaining -= 1;
+        let r = self.next_record();
+        if r.is_err() {
+            self.done = true;
+        }
+        Some(r)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            (0, Some(self.remaining + 1))
+        }
+    }
+}
+
+/// One record of a batch, borrowing the batch's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Absolute offset (batch base offset + offset delta).
+    pub offset: i64,
+    /// Absolute timestamp in ms (base timestamp + delta, or the batch max timestamp under LogAppendTime).
+    pub timestamp: i64,
+    /// Key, `None` when null.
+    pub key: Option<&'a [u8]>,
+    /// Value, `None` when null.
+    pub value: Option<&'a [u8]>,
+    /// Number of headers declared.
+    header_count: usize,
+    /// The encoded headers (the rest of the record).
+    headers: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// Iterates the record's headers without allocating.
+    pub fn headers(&self) -> Headers<'a> {
+        Headers {
+            buf: self.headers,
+            remaining: self.header_count,
+            done: false,
+        }
+    }
+
+    /// Number of headers the record declares.
+    pub fn header_count(&self) -> usize {
+        self.header_count
+    }
+}
+
+/// Iterator over a record's headers: `(key, value)`, value `None` when null.
+#[derive(Debug, Clone)]
+pub struct Headers<'a> {
+    buf: &'a [u8],
+    remaining: usize,
+    done: bool,
+}
+
+impl<'a> Headers<'a> {
+    fn next_header(&mut self) -> Result<(&'a str, Option<&'a [u8]>), BatchError> {
+        let klen = read_varint(&mut self.buf)?;
+        if klen < 0 {
+            return Err(BatchError::MalformedRecord("negative header key length"));
+        }
+        let k = take(&mut self.buf, klen as usize, "header key truncated")?;
+        let k = std::str::from_utf8(k)
+            .map_err(|_| BatchError::MalformedRecord("header key is not UTF-8"))?;
+        let v = read_nullable(&mut self.buf, "bad header value length")?;
+        Ok((k, v))
+    }
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = Result<(&'a str, Option<&'a [u8]>), BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.remaining == 0 {
+            self.done = true;
+            if !self.buf.is_empty() {
+                return Some(Err(BatchError::MalformedRecord("bytes after last header")));
+            }
+            return None;
+        }
+        self.remaining -= 1;
+        let r = self.next_header();
+        if r.is_err() {
+            self.done = true;
+        }
+        Some(r)
+    }
+}
+
+/// Iterates the whole batches concatenated in `buf` (zero-copy slices).
+pub fn batches(buf: &Bytes) -> Batches {
+    Batches {
+        buf: buf.clone(),
+        done: false,
+    }
+}
+
+/// Iterator over concatenated batches; see [`batches`].
+///
+/// Parses headers and lengths only (no CRC check). Yields `Err` once and stops
+/// at the first malformed or truncated batch.
+#[derive(Debug, Clone)]
+pub struct Batches {
+    buf: Bytes,
+    done: bool,
+}
+
+impl Iterator for Batches {
+    type Item = Result<RecordBatch, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.buf.is_empty() {
+            self.done = true;
+            return None;
+        }
+        match RecordBatch::parse(&self.buf) {
+            Ok(b) => {
+                let _ = self.buf.split_to(b.bytes.len());
+                Some(Ok(b))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Fully validates the batch at the start of `batch` and returns its header.
+///
+/// Checks: header (length, magic), CRC-32C over exactly `header.total_len()`
+/// bytes (bytes after the batch are ignored: step with `total_len()`), the
+/// compression codec is supported (only none today), `record_count <=
+/// last_offset_delta + 1`, and every record is well-formed with strictly
+/// increasing offset deltas no greater than `last_offset_delta`, the records
+/// filling the batch exactly.
+pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let whole = batch
+        .get(..header.total_len())
+        .ok_or(BatchError::Truncated {
+            needed: header.total_len(),
+            available: batch.len(),
+        })?;
+    verify_crc(whole)?;
+    match header.compression()? {
+        Compression::None => {}
+        _ => {
+            return Err(BatchError::UnsupportedCompression(
+                (header.attributes & 0x07) as u8,
+            ))
+        }
+    }
+    let count = header.record_count as i64;
+    if count > header.last_offset_delta as i64 + 1 {
+        return Err(BatchError::InvalidHeader(
+            "record_count exceeds last_offset_delta + 1",
+        ));
+    }
+    let body = whole.get(HEADER_LEN..).unwrap_or(&[]);
+    if (count as usize).saturating_mul(MIN_RECORD_LEN) > body.len() {
+        return Err(BatchError::InvalidHeader(
+            "record_count too large for batch length",
+        ));
+    }
+    let mut records = Records {
+        header: &header,
+        buf: body,
+        remaining: count as usize,
+        pending_error: None,
+        done: false,
+    };
+    let mut prev_delta: i64 = -1;
+    for r in records.by_ref() {
+        let r = r?;
+        let delta = r.offset.wrapping_sub(header.base_offset);
+        if delta <= prev_delta || delta > header.last_offset_delta as i64 {
+            return Err(BatchError::MalformedRecord(
+                "offset delta out of order or range",
+            ));
+        }
+        prev_delta = delta;
+        for h in r.headers() {
+            h?;
+        }
+    }
+    if !records.buf.is_empty() {
+        return Err(BatchError::MalformedRecord("bytes after last record"));
+    }
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bytes {
+        let mut b = RecordBatchBuilder::new();
+        b.push(1000, Some(b"k1"), Some(b"v1"), &[("a", b"1"), ("b", b"")]);
+        b.push(999, None, None, &[]);
+        b.push(5000, Some(b""), Some(&[7u8; 300]), &[]);
+        b.finish()
+    }
+
+    #[test]
+    fn varints_match_known_encodings() {
+        for (v, enc) in [
+            (0i64, &[0x00u8][..]),
+            (-1, &[0x01]),
+            (1, &[0x02]),
+            (-64, &[0x7f]),
+            (64, &[0x80, 0x01]),
+            (300, &[0xd8, 0x04]),
+            (
+                i64::MIN,
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
+        ] {
+            let mut b = BytesMut::new();
+            put_varlong(&mut b, v);
+            assert_eq!(&b[..], enc, "{v}");
+            assert_eq!(varlong_len(v), enc.len());
+            let mut s = enc;
+            assert_eq!(read_varlong(&mut s).unwrap(), v);
+            assert!(s.is_empty());
+        }
+        let mut s: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0x1f];
+        assert!(read_varint(&mut s).is_err(), "value beyond i32 accepted");
+        let mut s: &[u8] = &[0x80; 11];
+        assert!(read_varlong(&mut s).is_err());
+        let mut s: &[u8] = &[0x80];
+        assert!(read_varint(&mut s).is_err());
+    }
+
+    #[test]
+    fn crc_is_castagnoli_with_the_documented_check_value() {
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn builder_output_validates_and_iterates() {
+        let bytes = sample();
+        let h = validate(&bytes).unwrap();
+        assert_eq!(h.record_count, 3);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.base_timestamp, 1000);
+        assert_eq!(h.max_timestamp, 5000);
+        assert_eq!(h.producer_id, -1);
+        assert_eq!(h.total_len(), bytes.len());
+        let batch = RecordBatch::parse(&bytes).unwrap();
+        let recs: Vec<_> = batch.records().collect::<Result<_, _>>().unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!((recs[0].offset, recs[0].timestamp), (0, 1000));
+        assert_eq!(recs[0].key, Some(&b"k1"[..]));
+        assert_eq!(recs[0].value, Some(&b"v1"[..]));
+        let hs: Vec<_> = recs[0].headers().collect::<Result<_, _>>().unwrap();
+        assert_eq!(hs, vec![("a", Some(&b"1"[..])), ("b", Some(&b""[..]))]);
+        assert_eq!((recs[1].offset, recs[1].timestamp), (1, 999));
+        assert_eq!((recs[1].key, recs[1].value), (None, None));
+        assert_eq!(recs[1].headers().count(), 0);
+        assert_eq!(recs[2].key, Some(&b""[..]));
+        assert_eq!(recs[2].value.map(|v| v.len()), Some(300));
+    }
+
+    #[test]
+    fn push_len_predicts_growth_exactly() {
+        let mut b = RecordBatchBuilder::new();
+        type Case<'a> = (
+            i64,
+            Option<&'a [u8]>,
+            Option<&'a [u8]>,
+            &'a [(&'a str, &'a [u8])],
+        );
+        let cases: [Case<'_>; 4] = [
+            (1_000, Some(b"key"), Some(b"value"), &[("h", b"1")]),
+            (1_000 + (1 << 40), None, Some(&[0u8; 200]), &[]),
+            (
+                1_000 - (1 << 40),
+                Some(b""),
+                None,
+                &[("a", b""), ("bb", b"cc")],
+            ),
+            (i64::MAX, None, None, &[]),
+        ];
+        for (ts, k, v, h) in cases {
+            let before = b.encoded_len();
+            let predicted = b.push_len(ts, k, v, h);
+            b.push(ts, k, v, h);
+            assert_eq!(b.encoded_len() - before, predicted);
+        }
+        // Timestamp deltas beyond the i32 range need varlongs, as Kafka's spec says.
+        let bytes = b.finish();
+        validate(&bytes).unwrap();
+        let batch = RecordBatch::parse(&bytes).unwrap();
+        let ts: Vec<i64> = batch.records().map(|r| r.unwrap().timestamp).collect();
+        assert_eq!(
+            ts,
+            vec![1_000, 1_000 + (1 << 40), 1_000 - (1 << 40), i64::MAX]
+        );
+    }
+
+    #[test]
+    fn builder_is_reusable_and_reports_lengths() {
+        let mut b = RecordBatchBuilder::with_capacity(64);
+        assert!(b.is_empty());
+        assert_eq!(b.encoded_len(), 0);
+        assert!(b.finish().is_empty());
+        b.push(1, Some(b"x"), Some(b"y"), &[]);
+        let expected =
+            HEADER_LEN + RecordBatchBuilder::record_len(0, 0, Some(b"x"), Some(b"y"), &[]);
+        assert_eq!(b.encoded_len(), expected);
+        assert_eq!(b.record_count(), 1);
+        let first = b.finish();
+        assert_eq!(first.len(), expected);
+        assert!(b.is_empty());
+        b.push(1, Some(b"x"), Some(b"y"), &[]);
+        let second = b.finish();
+        assert_eq!(first, second, "reset builder must produce identical bytes");
+    }
+
+    #[test]
+    fn base_offset_and_epoch_patch_keeps_crc_valid() {
+        let mut v = sample().to_vec();
+        set_base_offset(&mut v, 1_000);
+        set_partition_leader_epoch(&mut v, 7);
+        let h = validate(&v).unwrap();
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (1_000, 7));
+        let b = Bytes::from(v);
+        let batch = RecordBatch::parse(&b).unwrap();
+        let offsets: Vec<i64> = batch.records().map(|r| r.unwrap().offset).collect();
+        assert_eq!(offsets, vec![1000, 1001, 1002]);
+    }
+
+    #[test]
+    fn flipped_byte_fails_crc() {
+        let good = sample();
+        for i in ATTRIBUTES_OFFSET..good.len() {
+            let mut v = good.to_vec();
+            v[i] ^= 0x40;
+            assert!(validate(&v).is_err(), "flip at {i} not detected");
+        }
+    }
+
+    /// Re-signs a hand-modified batch so only the targeted check can fail.
+    fn resign(v: &mut [u8]) {
+        let crc = compute_crc(v);
+        v[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn unsupported_compression_is_rejected() {
+        for codec in 1u8..=7 {
+            let mut v = sample().to_vec();
+            v[ATTRIBUTES_OFFSET + 1] |= codec;
+            resign(&mut v);
+            assert_eq!(
+                validate(&v).unwrap_err(),
+                BatchError::UnsupportedCompression(codec)
+            );
+            let b = Bytes::from(v);
+            let batch = RecordBatch::parse(&b).unwrap();
+            let mut it = batch.records();
+            assert_eq!(
+                it.next(),
+                Some(Err(BatchError::UnsupportedCompression(codec)))
+            );
+            assert_eq!(it.next(), None);
+        }
+    }
+
+    #[test]
+    fn inconsistent_counts_are_rejected() {
+        // record_count larger than last_offset_delta + 1
+        let mut v = sample().to_vec();
+        v[57..61].copy_from_slice(&4i32.to_be_bytes());
+        resign(&mut v);
+        assert!(matches!(validate(&v), Err(BatchError::InvalidHeader(_))));
+        // record_count smaller than the records present: bytes left over
+        let mut v = sample().to_vec();
+        v[57..61].copy_from_slice(&2i32.to_be_bytes());
+        resign(&mut v);
+        assert!(matches!(validate(&v), Err(BatchError::MalformedRecord(_))));
+        // last_offset_delta smaller than a record's delta
+        let mut v = sample().to_vec();
+        v[23..27].copy_from_slice(&1i32.to_be_bytes());
+        v[57..61].copy_from_slice(&2i32.to_be_bytes());
+        resign(&mut v);
+        assert!(validate(&v).is_err());
+        // a huge record count cannot pass the size sanity check
+        let mut v = sample().to_vec();
+        v[23..27].copy_from_slice(&i32::MAX.to_be_bytes());
+        v[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        resign(&mut v);
+        assert!(matches!(validate(&v), Err(BatchError::InvalidHeader(_))));
+    }
+
+    #[test]
+    fn batches_iterates_concatenation_and_stops_on_truncation() {
+        let one = sample();
+        let mut cat = BytesMut::new();
+        cat.put_slice(&one);
+        cat.put_slice(&one);
+        cat.put_slice(&one[..one.len() - 1]);
+        let cat = cat.freeze();
+        let got: Vec<_> = batches(&cat).collect();
+        assert_eq!(got.len(), 3);
+        assert!(got[0].is_ok() && got[1].is_ok());
+        assert!(matches!(got[2], Err(BatchError::Truncated { .. })));
+        assert_eq!(got[1].as_ref().unwrap().as_bytes(), &one);
+        assert_eq!(batches(&Bytes::new()).count(), 0);
+    }
+
+    #[test]
+    fn log_append_time_uses_max_timestamp() {
+        let mut v = sample().to_vec();
+        v[ATTRIBUTES_OFFSET + 1] |= ATTR_LOG_APPEND_TIME as u8;
+        resign(&mut v);
+        validate(&v).unwrap();
+        let b = Bytes::from(v);
+        let batch = RecordBatch::parse(&b).unwrap();
+        assert!(batch.records().all(|r| r.unwrap().timestamp == 5000));
+    }
 }

@@ -418,3 +418,167 @@ pub struct ListOffsetsResponse {
     /// Topics.
     pub topics: Vec<ListOffsetsTopicResponse>,
 }
+
+impl ApiKey {
+    /// Every assigned api key, in numeric order (keys 7..=13 are reserved, not yet served).
+    pub const ALL: &'static [ApiKey] = &[
+        ApiKey::ApiVersions,
+        ApiKey::Metadata,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::JoinGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
+    ];
+
+    /// Maps a wire value to a key; `None` for unassigned values.
+    pub fn from_u16(v: u16) -> Option<ApiKey> {
+        ApiKey::ALL.get(v as usize).copied()
+    }
+
+    /// The CamelCase name used in logs, metrics labels and `protocol.md`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiKey::ApiVersions => "ApiVersions",
+            ApiKey::Metadata => "Metadata",
+            ApiKey::CreateTopics => "CreateTopics",
+            ApiKey::DeleteTopics => "DeleteTopics",
+            ApiKey::Produce => "Produce",
+            ApiKey::Fetch => "Fetch",
+            ApiKey::ListOffsets => "ListOffsets",
+            ApiKey::JoinGroup => "JoinGroup",
+            ApiKey::Heartbeat => "Heartbeat",
+            ApiKey::LeaveGroup => "LeaveGroup",
+            ApiKey::OffsetCommit => "OffsetCommit",
+            ApiKey::OffsetFetch => "OffsetFetch",
+            ApiKey::ListGroups => "ListGroups",
+            ApiKey::DescribeGroups => "DescribeGroups",
+        }
+    }
+
+    /// The supported version range, `None` when the key is reserved but not served.
+    pub fn versions(self) -> Option<ApiVersionRange> {
+        SUPPORTED_APIS
+            .iter()
+            .find(|r| r.api_key == self as u16)
+            .copied()
+    }
+
+    /// True when this broker version decodes and serves the key.
+    pub fn is_served(self) -> bool {
+        self.versions().is_some()
+    }
+
+    /// True when `version` is within the supported range of a served key.
+    pub fn supports_version(self, version: u16) -> bool {
+        self.versions()
+            .is_some_and(|r| (r.min_version..=r.max_version).contains(&version))
+    }
+}
+
+impl std::fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What ApiVersions returns: version 0 of keys 0..=6.
+pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
+    ApiVersionRange {
+        api_key: ApiKey::ApiVersions as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::Metadata as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::CreateTopics as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::DeleteTopics as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::Produce as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::Fetch as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::ListOffsets as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+];
+
+impl Request {
+    /// The api key this request is sent with.
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Request::ApiVersions => ApiKey::ApiVersions,
+            Request::Metadata(_) => ApiKey::Metadata,
+            Request::CreateTopics(_) => ApiKey::CreateTopics,
+            Request::DeleteTopics(_) => ApiKey::DeleteTopics,
+            Request::Produce(_) => ApiKey::Produce,
+            Request::Fetch(_) => ApiKey::Fetch,
+            Request::ListOffsets(_) => ApiKey::ListOffsets,
+        }
+    }
+}
+
+impl Response {
+    /// The api key of the body, `None` for a header-level [`Response::Error`].
+    pub fn api_key(&self) -> Option<ApiKey> {
+        Some(match self {
+            Response::Error(_) => return None,
+            Response::ApiVersions(_) => ApiKey::ApiVersions,
+            Response::Metadata(_) => ApiKey::Metadata,
+            Response::CreateTopics(_) => ApiKey::CreateTopics,
+            Response::DeleteTopics(_) => ApiKey::DeleteTopics,
+            Response::Produce(_) => ApiKey::Produce,
+            Response::Fetch(_) => ApiKey::Fetch,
+            Response::ListOffsets(_) => ApiKey::ListOffsets,
+        })
+    }
+}
+
+impl OffsetSpec {
+    /// The i64 sent on the wire: -2 earliest, -1 latest, >= 0 a timestamp.
+    pub fn to_wire(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+            OffsetSpec::Timestamp(t) => t,
+        }
+    }
+
+    /// Parses the wire value; anything below -2 is invalid.
+    pub fn from_wire(v: i64) -> Result<OffsetSpec, crate::ProtocolError> {
+        match v {
+            -2 => Ok(OffsetSpec::Earliest),
+            -1 => Ok(OffsetSpec::Latest),
+            t if t >= 0 => Ok(OffsetSpec::Timestamp(t)),
+            other => Err(crate::ProtocolError::InvalidValue {
+                what: "offset spec",
+                value: other,
+            }),
+        }
+    }
+}

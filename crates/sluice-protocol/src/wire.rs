@@ -1,0 +1,1115 @@
+//! Encoding and decoding of request and response frames (version 0 of every api).
+//!
+//! Encoders write whole frames (u32 length prefix included) into a caller's
+//! `BytesMut`. Decoders take one frame payload (as produced by
+//! [`crate::codec::FrameCodec`]) as `Bytes`; `records` fields come out as
+//! zero-copy slices of that payload. Every read is checked: no input makes a
+//! decoder panic, and an array count read from the wire is checked against
+//! the bytes left (each item has a known minimum size) before any
+//! `Vec::with_capacity`.
+//!
+//! Request frame:
+//!
+//! | offset | size | field          | notes                              |
+//! |-------:|-----:|----------------|------------------------------------|
+//! |      0 |    4 | length (u32)   | bytes after this field             |
+//! |      4 |    2 | api_key (u16)  | see [`ApiKey`]                     |
+//! |      6 |    2 | api_version    | u16                                |
+//! |      8 |    4 | correlation_id | u32, echoed in the response        |
+//! |     12 |  2+n | client_id      | string (u16 length + UTF-8)        |
+//! |  14+n  |    … | body           | per api, see `protocol.md`         |
+//!
+//! Response frame:
+//!
+//! | offset | size | field          | notes                                         |
+//! |-------:|-----:|----------------|-----------------------------------------------|
+//! |      0 |    4 | length (u32)   | bytes after this field                        |
+//! |      4 |    4 | correlation_id | u32, from the request                         |
+//! |      8 |    2 | error_code     | u16; non-zero = header-level error, no body   |
+//! |     10 |    … | body           | per api, only when error_code = 0             |
+//!
+//! Primitives: integers big-endian; string = u16 length + UTF-8; bytes = u32
+//! length + raw; array = u32 count + items; ErrorCode = u16; Acks = u8;
+//! OffsetSpec = i64 (-2 earliest, -1 latest, >= 0 timestamp).
+//!
+//! Bodies, version 0 (`[T]` = array of T; fields in order, nothing between):
+//!
+//! | api (key)        | request body                                                          | response body |
+//! |------------------|-----------------------------------------------------------------------|---------------|
+//! | ApiVersions (0)  | empty                                                                 | `[api_key u16, min u16, max u16]` |
+//! | Metadata (1)     | `[topic string]` (empty = all)                                        | `[node_id u32, host string, port u16]`, `[error u16, name string, [partition u32, error u16, leader u32, start u64, end u64, size u64], [key string, value string]]` |
+//! | CreateTopics (2) | `[name string, partitions u32, [key string, value string]]`           | `[name string, error u16, message string]` |
+//! | DeleteTopics (3) | `[name string]`                                                       | `[name string, error u16, message string]` |
+//! | Produce (4)      | `acks u8, timeout_ms u32, [name string, [partition u32, records bytes]]` | `[name string, [partition u32, error u16, base_offset u64, last_offset u64]]` (no response at all for acks 0) |
+//! | Fetch (5)        | `max_wait_ms u32, min_bytes u32, max_bytes u32, [name string, [partition u32, fetch_offset u64, max_bytes u32]]` | `[name string, [partition u32, error u16, high_watermark u64, log_start_offset u64, records bytes]]` |
+//! | ListOffsets (6)  | `[name string, [partition u32, spec i64]]`                            | `[name string, [partition u32, error u16, offset u64, timestamp i64]]` |
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::messages::*;
+use crate::{ErrorCode, ProtocolError, RequestError};
+
+// ----------------------------------------------------------------------------
+// Encoding
+// ----------------------------------------------------------------------------
+
+/// Write side: a buffer, plus (in chunked mode) where record payloads go instead of being copied.
+struct Enc<'a> {
+    buf: &'a mut BytesMut,
+    /// `(position in buf, payload)`: the payload belongs right before `buf[position]`.
+    splices: Option<&'a mut Vec<(usize, Bytes)>>,
+    spliced_len: usize,
+}
+
+impl<'a> Enc<'a> {
+    fn u8(&mut self, v: u8) {
+        self.buf.put_u8(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.buf.put_u16(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.put_u32(v);
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.put_u64(v);
+    }
+    fn i64(&mut self, v: i64) {
+        self.buf.put_i64(v);
+    }
+    fn code(&mut self, c: ErrorCode) {
+        self.u16(c.code());
+    }
+    /// Strings longer than 65,535 bytes cannot be represented; they are cut
+    /// at the last character boundary that fits (names are validated far
+    /// below that by the broker).
+    fn string(&mut self, s: &str) {
+        let mut end = s.len().min(u16::MAX as usize);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.u16(end as u16);
+        self.buf.put_slice(&s.as_bytes()[..end]);
+    }
+    fn count(&mut self, n: usize) {
+        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    fn records(&mut self, b: &Bytes) {
+        self.u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
+        match self.splices.as_mut() {
+            Some(s) => {
+                if !b.is_empty() {
+                    s.push((self.buf.len(), b.clone()));
+                    self.spliced_len += b.len();
+                }
+            }
+            None => self.buf.put_slice(b),
+        }
+    }
+    fn pairs(&mut self, kv: &[(String, String)]) {
+        self.count(kv.len());
+        for (k, v) in kv {
+            self.string(k);
+            self.string(v);
+        }
+    }
+    fn strings(&mut self, v: &[String]) {
+        self.count(v.len());
+        for s in v {
+            self.string(s);
+        }
+    }
+}
+
+fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
+    match request {
+        Request::ApiVersions => {}
+        Request::Metadata(r) => e.strings(&r.topics),
+        Request::CreateTopics(r) => {
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.u32(t.partitions);
+                e.pairs(&t.configs);
+            }
+        }
+        Request::DeleteTopics(r) => e.strings(&r.topics),
+        Request::Produce(r) => {
+            e.u8(r.acks as u8);
+            e.u32(r.timeout_ms);
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.records(&p.records);
+                }
+            }
+        }
+        Request::Fetch(r) => {
+            e.u32(r.max_wait_ms);
+            e.u32(r.min_bytes);
+            e.u32(r.max_bytes);
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.u64(p.fetch_offset);
+                    e.u32(p.max_bytes);
+                }
+            }
+        }
+        Request::ListOffsets(r) => {
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.i64(p.spec.to_wire());
+                }
+            }
+        }
+    }
+}
+
+fn encode_response_body(e: &mut Enc<'_>, response: &Response) {
+    match response {
+        Response::Error(_) => {}
+        Response::ApiVersions(r) => {
+            e.count(r.apis.len());
+            for a in &r.apis {
+                e.u16(a.api_key);
+                e.u16(a.min_version);
+                e.u16(a.max_version);
+            }
+        }
+        Response::Metadata(r) => {
+            e.count(r.brokers.len());
+            for b in &r.brokers {
+                e.u32(b.node_id);
+                e.string(&b.host);
+                e.u16(b.port);
+            }
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.code(t.error);
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.code(p.error);
+                    e.u32(p.leader);
+                    e.u64(p.start_offset);
+                    e.u64(p.end_offset);
+                    e.u64(p.size_bytes);
+                }
+                e.pairs(&t.configs);
+            }
+        }
+        Response::CreateTopics(CreateTopicsResponse { topics })
+        | Response::DeleteTopics(DeleteTopicsResponse { topics }) => {
+            e.count(topics.len());
+            for t in topics {
+                e.string(&t.name);
+                e.code(t.error);
+                e.string(&t.message);
+            }
+        }
+        Response::Produce(r) => {
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.code(p.error);
+                    e.u64(p.base_offset);
+                    e.u64(p.last_offset);
+                }
+            }
+        }
+        Response::Fetch(r) => {
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.code(p.error);
+                    e.u64(p.high_watermark);
+                    e.u64(p.log_start_offset);
+                    e.records(&p.records);
+                }
+            }
+        }
+        Response::ListOffsets(r) => {
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.code(p.error);
+                    e.u64(p.offset);
+                    e.i64(p.timestamp);
+                }
+            }
+        }
+    }
+}
+
+fn write_request(e: &mut Enc<'_>, correlation_id: u32, client_id: &str, request: &Request) {
+    e.u16(request.api_key() as u16);
+    e.u16(0);
+    e.u32(correlation_id);
+    e.string(client_id);
+    encode_request_body(e, request);
+}
+
+fn write_response(e: &mut Enc<'_>, correlation_id: u32, response: &Response) {
+    e.u32(correlation_id);
+    match response {
+        Response::Error(code) => e.code(*code),
+        _ => e.code(ErrorCode::None),
+    }
+    encode_response_body(e, response);
+}
+
+/// Runs `body` between a length placeholder and the patch of the real length.
+fn framed(
+    dst: &mut BytesMut,
+    splices: Option<&mut Vec<(usize, Bytes)>>,
+    body: impl FnOnce(&mut Enc<'_>),
+) {
+    let start = dst.len();
+    dst.put_u32(0);
+    let mut e = Enc {
+        buf: dst,
+        splices,
+        spliced_len: 0,
+    };
+    body(&mut e);
+    let spliced = e.spliced_len;
+    let len = dst.len() - start - 4 + spliced;
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Turns the metadata buffer and its splice points into an ordered chunk list.
+fn emit_chunks(meta: BytesMut, splices: Vec<(usize, Bytes)>, out: &mut Vec<Bytes>) {
+    let meta = meta.freeze();
+    let mut prev = 0;
+    for (pos, payload) in splices {
+        if pos > prev {
+            out.push(meta.slice(prev..pos));
+        }
+        out.push(payload);
+        prev = pos;
+    }
+    if meta.len() > prev {
+        out.push(meta.slice(prev..));
+    }
+}
+
+/// Encodes a whole request frame (length prefix included) into `dst`. Requests are always version 0.
+pub fn encode_request(correlation_id: u32, client_id: &str, request: &Request, dst: &mut BytesMut) {
+    framed(dst, None, |e| {
+        write_request(e, correlation_id, client_id, request)
+    });
+}
+
+/// Like [`encode_request`], but produce record payloads are pushed as their own chunks, not copied.
+pub fn encode_request_chunks(
+    correlation_id: u32,
+    client_id: &str,
+    request: &Request,
+    out: &mut Vec<Bytes>,
+) {
+    let mut meta = BytesMut::with_capacity(256);
+    let mut splices = Vec::new();
+    framed(&mut meta, Some(&mut splices), |e| {
+        write_request(e, correlation_id, client_id, request)
+    });
+    emit_chunks(meta, splices, out);
+}
+
+/// Encodes a whole response frame (length prefix included) into `dst`.
+pub fn encode_response(correlation_id: u32, response: &Response, dst: &mut BytesMut) {
+    framed(dst, None, |e| write_response(e, correlation_id, response));
+}
+
+/// Same bytes as [`encode_response`], as chunks: metadata in small chunks, and each
+/// non-empty fetch `records` payload pushed as its own `Bytes` (never copied), ready
+/// for a vectored write.
+pub fn encode_response_chunks(correlation_id: u32, response: &Response, out: &mut Vec<Bytes>) {
+    let mut meta = BytesMut::with_capacity(256);
+    let mut splices = Vec::new();
+    framed(&mut meta, Some(&mut splices), |e| {
+        write_response(e, correlation_id, response)
+    });
+    emit_chunks(meta, splices, out);
+}
+
+// ----------------------------------------------------------------------------
+// Decoding
+// ----------------------------------------------------------------------------
+
+/// Checked reader over a frame payload.
+struct Dec {
+    buf: Bytes,
+}
+
+type PResult<T> = Result<T, ProtocolError>;
+
+impl Dec {
+    fn need(&self, n: usize, what: &'static str) -> PResult<()> {
+        if self.buf.len() < n {
+            return Err(ProtocolError::Truncated {
+                what,
+                needed: n,
+                available: self.buf.len(),
+            });
+        }
+        Ok(())
+    }
+    // Each read checks the length first; `Buf::get_*` then only moves the
+    // view's start (no reference-count traffic, unlike `split_to`).
+    fn u8(&mut self, what: &'static str) -> PResult<u8> {
+        self.need(1, what)?;
+        Ok(self.buf.get_u8())
+    }
+    fn u16(&mut self, what: &'static str) -> PResult<u16> {
+        self.need(2, what)?;
+        Ok(self.buf.get_u16())
+    }
+    fn u32(&mut self, what: &'static str) -> PResult<u32> {
+        self.need(4, what)?;
+        Ok(self.buf.get_u32())
+    }
+    fn u64(&mut self, what: &'static str) -> PResult<u64> {
+        self.need(8, what)?;
+        Ok(self.buf.get_u64())
+    }
+    fn i64(&mut self, what: &'static str) -> PResult<i64> {
+        self.need(8, what)?;
+        Ok(self.buf.get_i64())
+    }
+    fn code(&mut self, what: &'static str) -> PResult<ErrorCode> {
+        Ok(ErrorCode::from_code(self.u16(what)?))
+    }
+    fn string(&mut self, what: &'static str) -> PResult<String> {
+        let len = self.u16(what)? as usize;
+        self.need(len, what)?;
+        let s = std::str::from_utf8(&self.buf[..len])
+            .map_err(|source| ProtocolError::InvalidUtf8 { what, source })?
+            .to_owned();
+        self.buf.advance(len);
+        Ok(s)
+    }
+    fn bytes(&mut self, what: &'static str) -> PResult<Bytes> {
+        let len = self.u32(what)? as usize;
+        self.need(len, what)?;
+        Ok(self.buf.split_to(len))
+    }
+    /// Reads an array: the count is checked against the bytes left (each item
+    /// takes at least `min_item` bytes) before anything is allocated, and the
+    /// initial capacity is further capped so it never exceeds the bytes left.
+    fn vec<T>(
+        &mut self,
+        what: &'static str,
+        min_item: usize,
+        mut item: impl FnMut(&mut Dec) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        let count = self.u32(what)?;
+        let available = self.buf.len();
+        if (count as usize).saturating_mul(min_item.max(1)) > available {
+            return Err(ProtocolError::CountTooLarge {
+                what,
+                count,
+                available,
+            });
+        }
+        let cap = (count as usize).min(available / std::mem::size_of::<T>().max(1));
+        let mut v = Vec::with_capacity(cap);
+        for _ in 0..count {
+            v.push(item(self)?);
+        }
+        Ok(v)
+    }
+    fn pairs(&mut self, what: &'static str) -> PResult<Vec<(String, String)>> {
+        self.vec(what, 4, |d| Ok((d.string(what)?, d.string(what)?)))
+    }
+    fn strings(&mut self, what: &'static str) -> PResult<Vec<String>> {
+        self.vec(what, 2, |d| d.string(what))
+    }
+    fn finish(&self, what: &'static str) -> PResult<()> {
+        if !self.buf.is_empty() {
+            return Err(ProtocolError::TrailingBytes {
+                what,
+                count: self.buf.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn decode_header(d: &mut Dec) -> PResult<RequestHeader> {
+    Ok(RequestHeader {
+        api_key: d.u16("api_key")?,
+        api_version: d.u16("api_version")?,
+        correlation_id: d.u32("correlation_id")?,
+        client_id: d.string("client_id")?,
+    })
+}
+
+fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
+    Ok(match key {
+        ApiKey::ApiVersions => Request::ApiVersions,
+        ApiKey::Metadata => Request::Metadata(MetadataRequest {
+            topics: d.strings("topics")?,
+        }),
+        ApiKey::CreateTopics => Request::CreateTopics(CreateTopicsRequest {
+            topics: d.vec("topics", 10, |d| {
+                Ok(CreateTopic {
+                    name: d.string("topic name")?,
+                    partitions: d.u32("partitions")?,
+                    configs: d.pairs("configs")?,
+                })
+            })?,
+        }),
+        ApiKey::DeleteTopics => Request::DeleteTopics(DeleteTopicsRequest {
+            topics: d.strings("topics")?,
+        }),
+        ApiKey::Produce => {
+            let acks = match d.u8("acks")? {
+                0 => Acks::None,
+                1 => Acks::Leader,
+                2 => Acks::Durable,
+                other => {
+                    return Err(ProtocolError::InvalidValue {
+                        what: "acks",
+                        value: other as i64,
+                    })
+                }
+            };
+            Request::Produce(ProduceRequest {
+                acks,
+                timeout_ms: d.u32("timeout_ms")?,
+                topics: d.vec("topics", 6, |d| {
+                    Ok(ProduceTopic {
+                        name: d.string("topic name")?,
+                        partitions: d.vec("partitions", 8, |d| {
+                            Ok(ProducePartition {
+                                partition: d.u32("partition")?,
+                                records: d.bytes("records")?,
+                            })
+                        })?,
+                    })
+                })?,
+            })
+        }
+        ApiKey::Fetch => Request::Fetch(FetchRequest {
+            max_wait_ms: d.u32("max_wait_ms")?,
+            min_bytes: d.u32("min_bytes")?,
+            max_bytes: d.u32("max_bytes")?,
+            topics: d.vec("topics", 6, |d| {
+                Ok(FetchTopic {
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 16, |d| {
+                        Ok(FetchPartition {
+                            partition: d.u32("partition")?,
+                            fetch_offset: d.u64("fetch_offset")?,
+                            max_bytes: d.u32("max_bytes")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        ApiKey::ListOffsets => Request::ListOffsets(ListOffsetsRequest {
+            topics: d.vec("topics", 6, |d| {
+                Ok(ListOffsetsTopic {
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 12, |d| {
+                        Ok(ListOffsetsPartition {
+                            partition: d.u32("partition")?,
+                            spec: OffsetSpec::from_wire(d.i64("offset spec")?)?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        other => return Err(ProtocolError::UnknownApiKey(other as u16)),
+    })
+}
+
+/// Decodes one request frame payload (without the length prefix).
+///
+/// On failure, [`RequestError::header`] is `Some` when the header decoded: the
+/// broker then answers with [`RequestError::code`] (UNKNOWN_API for an unknown
+/// or reserved key, UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS for a bad acks
+/// byte, INVALID_REQUEST for any other malformed body) and keeps the connection.
+pub fn decode_request(payload: Bytes) -> Result<(RequestHeader, Request), RequestError> {
+    let mut d = Dec { buf: payload };
+    let header = decode_header(&mut d).map_err(|source| RequestError {
+        header: None,
+        code: ErrorCode::InvalidRequest,
+        source,
+    })?;
+    let fail = |code: ErrorCode, source: ProtocolError, header: RequestHeader| RequestError {
+        header: Some(header),
+        code,
+        source,
+    };
+    let key = match ApiKey::from_u16(header.api_key) {
+        Some(k) if k.is_served() => k,
+        _ => {
+            let source = ProtocolError::UnknownApiKey(header.api_key);
+            return Err(fail(ErrorCode::UnknownApi, source, header));
+        }
+    };
+    if !key.supports_version(header.api_version) {
+        let source = ProtocolError::UnsupportedVersion {
+            api_key: header.api_key,
+            version: header.api_version,
+        };
+        return Err(fail(ErrorCode::UnsupportedVersion, source, header));
+    }
+    let body = decode_request_body(key, &mut d).and_then(|b| d.finish(key.name()).map(|_| b));
+    match body {
+        Ok(b) => Ok((header, b)),
+        Err(source) => {
+            let code = match source {
+                ProtocolError::InvalidValue { what: "acks", .. } => ErrorCode::InvalidRequiredAcks,
+                _ => ErrorCode::InvalidRequest,
+            };
+            Err(fail(code, source, header))
+        }
+    }
+}
+
+fn decode_response_body(key: ApiKey, d: &mut Dec) -> PResult<Response> {
+    Ok(match key {
+        ApiKey::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
+            apis: d.vec("apis", 6, |d| {
+                Ok(ApiVersionRange {
+                    api_key: d.u16("api_key")?,
+                    min_version: d.u16("min_version")?,
+                    max_version: d.u16("max_version")?,
+                })
+            })?,
+        }),
+        ApiKey::Metadata => Response::Metadata(MetadataResponse {
+            brokers: d.vec("brokers", 8, |d| {
+                Ok(BrokerInfo {
+                    node_id: d.u32("node_id")?,
+                    host: d.string("host")?,
+                    port: d.u16("port")?,
+                })
+            })?,
+            topics: d.vec("topics", 12, |d| {
+                Ok(TopicMetadata {
+                    error: d.code("error")?,
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 34, |d| {
+                        Ok(PartitionMetadata {
+                            partition: d.u32("partition")?,
+                            error: d.code("error")?,
+                            leader: d.u32("leader")?,
+                            start_offset: d.u64("start_offset")?,
+                            end_offset: d.u64("end_offset")?,
+                            size_bytes: d.u64("size_bytes")?,
+                        })
+                    })?,
+                    configs: d.pairs("configs")?,
+                })
+            })?,
+        }),
+        ApiKey::CreateTopics => Response::CreateTopics(CreateTopicsResponse {
+            topics: topic_results(d)?,
+        }),
+        ApiKey::DeleteTopics => Response::DeleteTopics(DeleteTopicsResponse {
+            topics: topic_results(d)?,
+        }),
+        ApiKey::Produce => Response::Produce(ProduceResponse {
+            topics: d.vec("topics", 6, |d| {
+                Ok(ProduceTopicResponse {
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 22, |d| {
+                        Ok(ProducePartitionResponse {
+                            partition: d.u32("partition")?,
+                            error: d.code("error")?,
+                            base_offset: d.u64("base_offset")?,
+                            last_offset: d.u64("last_offset")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        ApiKey::Fetch => Response::Fetch(FetchResponse {
+            topics: d.vec("topics", 6, |d| {
+                Ok(FetchTopicResponse {
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 26, |d| {
+                        Ok(FetchPartitionResponse {
+                            partition: d.u32("partition")?,
+                            error: d.code("error")?,
+                            high_watermark: d.u64("high_watermark")?,
+                            log_start_offset: d.u64("log_start_offset")?,
+                            records: d.bytes("records")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        ApiKey::ListOffsets => Response::ListOffsets(ListOffsetsResponse {
+            topics: d.vec("topics", 6, |d| {
+                Ok(ListOffsetsTopicResponse {
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 22, |d| {
+                        Ok(ListOffsetsPartitionResponse {
+                            partition: d.u32("partition")?,
+                            error: d.code("error")?,
+                            offset: d.u64("offset")?,
+                            timestamp: d.i64("timestamp")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        other => return Err(ProtocolError::UnknownApiKey(other as u16)),
+    })
+}
+
+fn topic_results(d: &mut Dec) -> PResult<Vec<TopicResult>> {
+    d.vec("topics", 6, |d| {
+        Ok(TopicResult {
+            name: d.string("topic name")?,
+            error: d.code("error")?,
+            message: d.string("message")?,
+        })
+    })
+}
+
+/// Decodes one response frame payload (without the length prefix) of a request made with `api_key`.
+///
+/// Returns the correlation id and the response; a non-zero header error code
+/// gives `Response::Error(code)` (no body).
+pub fn decode_response(api_key: ApiKey, payload: Bytes) -> Result<(u32, Response), ProtocolError> {
+    let mut d = Dec { buf: payload };
+    let correlation_id = d.u32("correlation_id")?;
+    let code = d.u16("error_code")?;
+    let response = if code != 0 {
+        Response::Error(ErrorCode::from_code(code))
+    } else {
+        decode_response_body(api_key, &mut d)?
+    };
+    d.finish(api_key.name())?;
+    Ok((correlation_id, response))
+}
+
+/// Reads only the correlation id of a response payload (to route it before decoding).
+pub fn peek_correlation_id(payload: &[u8]) -> Option<u32> {
+    let b = payload.get(..4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::RecordBatchBuilder;
+    use crate::codec::FrameCodec;
+    use tokio_util::codec::Decoder;
+
+    fn sample_records() -> Bytes {
+        let mut b = RecordBatchBuilder::new();
+        b.push(
+            1_700_000_000_000,
+            Some(b"k"),
+            Some(b"hello"),
+            &[("h", b"v")],
+        );
+        b.push(1_700_000_000_001, None, Some(b"world"), &[]);
+        b.finish()
+    }
+
+    pub(crate) fn all_requests() -> Vec<Request> {
+        vec![
+            Request::ApiVersions,
+            Request::Metadata(MetadataRequest { topics: vec![] }),
+            Request::Metadata(MetadataRequest {
+                topics: vec!["a".into(), "bé".into()],
+            }),
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreateTopic {
+                    name: "orders".into(),
+                    partitions: 3,
+                    configs: vec![("retention.ms".into(), "1000".into())],
+                }],
+            }),
+            Request::DeleteTopics(DeleteTopicsRequest {
+                topics: vec!["orders".into()],
+            }),
+            Request::Produce(ProduceRequest {
+                acks: Acks::Durable,
+                timeout_ms: 30_000,
+                topics: vec![ProduceTopic {
+                    name: "orders".into(),
+                    partitions: vec![
+                        ProducePartition {
+                            partition: 0,
+                            records: sample_records(),
+                        },
+                        ProducePartition {
+                            partition: 1,
+                            records: Bytes::new(),
+                        },
+                    ],
+                }],
+            }),
+            Request::Fetch(FetchRequest {
+                max_wait_ms: 500,
+                min_bytes: 1,
+                max_bytes: 1 << 20,
+                topics: vec![FetchTopic {
+                    name: "orders".into(),
+                    partitions: vec![FetchPartition {
+                        partition: 2,
+                        fetch_offset: 42,
+                        max_bytes: 65536,
+                    }],
+                }],
+            }),
+            Request::ListOffsets(ListOffsetsRequest {
+                topics: vec![ListOffsetsTopic {
+                    name: "orders".into(),
+                    partitions: vec![
+                        ListOffsetsPartition {
+                            partition: 0,
+                            spec: OffsetSpec::Earliest,
+                        },
+                        ListOffsetsPartition {
+                            partition: 1,
+                            spec: OffsetSpec::Latest,
+                        },
+                        ListOffsetsPartition {
+                            partition: 2,
+                            spec: OffsetSpec::Timestamp(1_700_000_000_000),
+                        },
+                    ],
+                }],
+            }),
+        ]
+    }
+
+    pub(crate) fn all_responses() -> Vec<Response> {
+        vec![
+            Response::Error(ErrorCode::UnknownApi),
+            Response::ApiVersions(ApiVersionsResponse {
+                apis: SUPPORTED_APIS.to_vec(),
+            }),
+            Response::Metadata(MetadataResponse {
+                brokers: vec![BrokerInfo {
+                    node_id: 0,
+                    host: "127.0.0.1".into(),
+                    port: 7171,
+                }],
+                topics: vec![TopicMetadata {
+                    error: ErrorCode::None,
+                    name: "orders".into(),
+                    partitions: vec![PartitionMetadata {
+                        partition: 0,
+                        error: ErrorCode::None,
+                        leader: 0,
+                        start_offset: 5,
+                        end_offset: 10,
+                        size_bytes: 4096,
+                    }],
+                    configs: vec![("flush".into(), "interval".into())],
+                }],
+            }),
+            Response::CreateTopics(CreateTopicsResponse {
+                topics: vec![TopicResult {
+                    name: "orders".into(),
+                    error: ErrorCode::TopicAlreadyExists,
+                    message: "exists".into(),
+                }],
+            }),
+            Response::DeleteTopics(DeleteTopicsResponse {
+                topics: vec![TopicResult {
+                    name: "gone".into(),
+                    error: ErrorCode::None,
+                    message: String::new(),
+                }],
+            }),
+            Response::Produce(ProduceResponse {
+                topics: vec![ProduceTopicResponse {
+                    name: "orders".into(),
+                    partitions: vec![ProducePartitionResponse {
+                        partition: 0,
+                        error: ErrorCode::None,
+                        base_offset: 100,
+                        last_offset: 101,
+                    }],
+                }],
+            }),
+            Response::Fetch(FetchResponse {
+                topics: vec![FetchTopicResponse {
+                    name: "orders".into(),
+                    partitions: vec![
+                        FetchPartitionResponse {
+                            partition: 0,
+                            error: ErrorCode::None,
+                            high_watermark: 2,
+                            log_start_offset: 0,
+                            records: sample_records(),
+                        },
+                        FetchPartitionResponse {
+                            partition: 1,
+                            error: ErrorCode::OffsetOutOfRange,
+                            high_watermark: 0,
+                            log_start_offset: 0,
+                            records: Bytes::new(),
+                        },
+                        FetchPartitionResponse {
+                            partition: 2,
+                            error: ErrorCode::None,
+                            high_watermark: 2,
+                            log_start_offset: 0,
+                            records: sample_records(),
+                        },
+                    ],
+                }],
+            }),
+            Response::ListOffsets(ListOffsetsResponse {
+                topics: vec![ListOffsetsTopicResponse {
+                    name: "orders".into(),
+                    partitions: vec![ListOffsetsPartitionResponse {
+                        partition: 0,
+                        error: ErrorCode::None,
+                        offset: 7,
+                        timestamp: -1,
+                    }],
+                }],
+            }),
+        ]
+    }
+
+    /// Strips the length prefix through the real codec, checking it matches.
+    fn unframe(mut frame: BytesMut) -> Bytes {
+        let mut codec = FrameCodec::new(1 << 20);
+        let payload = codec.decode(&mut frame).unwrap().unwrap();
+        assert!(frame.is_empty(), "length prefix does not cover the frame");
+        payload
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let reqs = all_requests();
+        for key in ApiKey::ALL.iter().filter(|k| k.is_served()) {
+            assert!(
+                reqs.iter().any(|r| r.api_key() == *key),
+                "no request sample for {key}"
+            );
+        }
+        for (i, req) in reqs.iter().enumerate() {
+            let mut buf = BytesMut::new();
+            encode_request(i as u32 + 7, "client-1", req, &mut buf);
+            let (header, got) = decode_request(unframe(buf)).unwrap();
+            assert_eq!(header.api_key, req.api_key() as u16);
+            assert_eq!(header.api_version, 0);
+            assert_eq!(header.correlation_id, i as u32 + 7);
+            assert_eq!(header.client_id, "client-1");
+            assert_eq!(&got, req);
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        let resps = all_responses();
+        for key in ApiKey::ALL.iter().filter(|k| k.is_served()) {
+            assert!(
+                resps.iter().any(|r| r.api_key() == Some(*key)),
+                "no response sample for {key}"
+            );
+        }
+        for (i, resp) in resps.iter().enumerate() {
+            let mut buf = BytesMut::new();
+            encode_response(i as u32, resp, &mut buf);
+            let key = resp.api_key().unwrap_or(ApiKey::Fetch);
+            let (cid, got) = decode_response(key, unframe(buf)).unwrap();
+            assert_eq!(cid, i as u32);
+            assert_eq!(&got, resp);
+        }
+    }
+
+    #[test]
+    fn chunks_equal_flat_encoding_and_share_records() {
+        for (i, resp) in all_responses().iter().enumerate() {
+            let mut flat = BytesMut::new();
+            encode_response(i as u32, resp, &mut flat);
+            let mut chunks = Vec::new();
+            encode_response_chunks(i as u32, resp, &mut chunks);
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(joined, &flat[..], "response {i}");
+            if let Response::Fetch(f) = resp {
+                for p in f.topics.iter().flat_map(|t| &t.partitions) {
+                    if p.records.is_empty() {
+                        continue;
+                    }
+                    // The records chunk is the very same memory, not a copy.
+                    assert!(
+                        chunks.iter().any(|c| c.as_ptr() == p.records.as_ptr() && c.len() == p.records.len()),
+                        "records were copied"
+                    );
+                }
+            }
+        }
+        for (i, req) in all_requests().iter().enumerate() {
+            let mut flat = BytesMut::new();
+            encode_request(i as u32, "c", req, &mut flat);
+            let mut chunks = Vec::new();
+            encode_request_chunks(i as u32, "c", req, &mut chunks);
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(joined, &flat[..], "request {i}");
+        }
+    }
+
+    #[test]
+    fn decoded_records_are_slices_of_the_frame() {
+        let req = &all_requests()[5];
+        let mut buf = BytesMut::new();
+        encode_request(1, "c", req, &mut buf);
+        let payload = unframe(buf);
+        let range = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
+        let (_, got) = decode_request(payload.clone()).unwrap();
+        let Request::Produce(p) = got else {
+            panic!("not produce")
+        };
+        let rec = &p.topics[0].partitions[0].records;
+        assert!(range.contains(&(rec.as_ptr() as usize)));
+    }
+
+    fn header_bytes(api_key: u16, version: u16, cid: u32) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_u16(api_key);
+        b.put_u16(version);
+        b.put_u32(cid);
+        b.put_u16(2);
+        b.put_slice(b"id");
+        b
+    }
+
+    #[test]
+    fn unknown_key_reserved_key_and_version_keep_the_header() {
+        for (key, version, code) in [
+            (99u16, 0u16, ErrorCode::UnknownApi),
+            (ApiKey::JoinGroup as u16, 0, ErrorCode::UnknownApi),
+            (ApiKey::Fetch as u16, 1, ErrorCode::UnsupportedVersion),
+        ] {
+            let err = decode_request(header_bytes(key, version, 77).freeze()).unwrap_err();
+            assert_eq!(err.code, code);
+            let h = err.header.expect("header decoded");
+            assert_eq!(
+                (h.api_key, h.api_version, h.correlation_id),
+                (key, version, 77)
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_body_is_invalid_request_with_header() {
+        let mut b = header_bytes(ApiKey::Fetch as u16, 0, 5);
+        b.put_u32(1); // max_wait_ms only, the rest missing
+        let err = decode_request(b.freeze()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert_eq!(err.header.map(|h| h.correlation_id), Some(5));
+
+        let mut b = header_bytes(ApiKey::Produce as u16, 0, 6);
+        b.put_u8(9); // acks
+        b.put_u32(0);
+        b.put_u32(0);
+        let err = decode_request(b.freeze()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequiredAcks);
+
+        let mut b = header_bytes(ApiKey::ApiVersions as u16, 0, 8);
+        b.put_u8(0); // trailing garbage
+        let err = decode_request(b.freeze()).unwrap_err();
+        assert!(matches!(err.source, ProtocolError::TrailingBytes { .. }));
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn malformed_header_has_no_header() {
+        let err = decode_request(Bytes::from_static(&[0, 1, 0])).unwrap_err();
+        assert!(err.header.is_none());
+        let mut b = BytesMut::new();
+        b.put_u16(0);
+        b.put_u16(0);
+        b.put_u32(1);
+        b.put_u16(2);
+        b.put_slice(&[0xff, 0xfe]); // invalid UTF-8 client id
+        let err = decode_request(b.freeze()).unwrap_err();
+        assert!(err.header.is_none());
+        assert!(matches!(err.source, ProtocolError::InvalidUtf8 { .. }));
+    }
+
+    #[test]
+    fn huge_array_count_is_rejected_before_allocating() {
+        let mut b = header_bytes(ApiKey::Metadata as u16, 0, 1);
+        b.put_u32(u32::MAX);
+        let err = decode_request(b.freeze()).unwrap_err();
+        assert!(matches!(
+            err.source,
+            ProtocolError::CountTooLarge {
+                count: u32::MAX,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn invalid_offset_spec_is_rejected() {
+        let mut b = header_bytes(ApiKey::ListOffsets as u16, 0, 1);
+        b.put_u32(1);
+        b.put_u16(1);
+        b.put_slice(b"t");
+        b.put_u32(1);
+        b.put_u32(0);
+        b.put_i64(-3);
+        let err = decode_request(b.freeze()).unwrap_err();
+        assert!(matches!(
+            err.source,
+            ProtocolError::InvalidValue {
+                what: "offset spec",
+                value: -3
+            }
+        ));
+    }
+
+    #[test]
+    fn response_error_has_no_body() {
+        let mut buf = BytesMut::new();
+        encode_response(9, &Response::Error(ErrorCode::UnsupportedVersion), &mut buf);
+        assert_eq!(&buf[..], &[0, 0, 0, 6, 0, 0, 0, 9, 0, 8]);
+        assert_eq!(peek_correlation_id(&buf[4..]), Some(9));
+    }
+
+    #[test]
+    fn api_keys_are_dense_and_named_once() {
+        for (i, k) in ApiKey::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+            assert_eq!(ApiKey::from_u16(i as u16), Some(*k));
+        }
+        assert_eq!(ApiKey::from_u16(ApiKey::ALL.len() as u16), None);
+        let mut names: Vec<_> = ApiKey::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ApiKey::ALL.len());
+        let served: Vec<u16> = SUPPORTED_APIS.iter().map(|r| r.api_key).collect();
+        assert_eq!(served, (0..=6).collect::<Vec<u16>>());
+    }
+}
