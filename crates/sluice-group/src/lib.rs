@@ -1,0 +1,74 @@
+//! Sluice consumer groups, independent of any wire protocol.
+//!
+//! This crate owns the decisions that are easy to get wrong — membership,
+//! generations, sticky balanced assignment, revoke-before-grant, commit
+//! fencing — as pure code that tests drive without sockets or clocks, plus
+//! the durable committed-offset store over `sluice-log`. The broker maps the
+//! native JoinGroup/Heartbeat/LeaveGroup/OffsetCommit/OffsetFetch/ListGroups/
+//! DescribeGroups requests onto it; a later Kafka-wire front end can run the
+//! classic JoinGroup/SyncGroup protocol over the same coordinator and store.
+//!
+//! Layout:
+//! - [`mod@assign`]: the assignment function (sticky, balanced), a plain function.
+//! - [`coordinator`]: the state machine for many groups: join, heartbeat,
+//!   leave, `tick` expiry, generations, revocation before grant, fencing checks.
+//! - [`offsets`]: the `__consumer_offsets` log: record layout, replay
+//!   (compaction on load), durable commits, and the fenced commit/delete/seek
+//!   entry points that consult the coordinator.
+//! - [`mod@lag`]: lag in records and in milliseconds.
+//! - [`error`]: [`GroupError`], one variant per group error code.
+//!
+//! Locking is the caller's: the broker keeps one `Coordinator` behind a mutex
+//! and one `OffsetStore` (internally synchronised) beside it; see
+//! [`offsets::begin_fenced_commit`] for how a commit is fenced under the
+//! coordinator lock but waits for its fsync outside it.
+//!
+//! # Wiring the group APIs (broker side)
+//!
+//! | API            | calls                                                                        |
+//! |----------------|------------------------------------------------------------------------------|
+//! | JoinGroup      | `Coordinator::join` → `MemberView` (member id, generation, assignment, ...)  |
+//! | Heartbeat      | `Coordinator::heartbeat` with the member's `owned` report → `MemberView`; may be parked until `take_notifications` names the member or the interval passes |
+//! | LeaveGroup     | `Coordinator::leave`                                                         |
+//! | (timer)        | `Coordinator::tick` at `next_deadline_ms`; the catalog is the topic table    |
+//! | OffsetCommit   | under the coordinator lock `offsets::begin_fenced_commit`, unlock, `OffsetStore::finish` |
+//! | OffsetFetch    | `OffsetStore::fetch` / `fetch_group`                                         |
+//! | ListGroups     | `Coordinator::list_groups` ∪ `OffsetStore::groups` (offset-only groups are `Empty`) |
+//! | DescribeGroups | `Coordinator::describe` + `OffsetStore::fetch_group` + each partition's end offset and [`lag::timestamp_at`] → [`lag::lag`] |
+//! | group delete   | `offsets::delete_group` (NonEmptyGroup while members exist)                  |
+//! | group seek     | resolve earliest/latest/timestamp per partition, then `offsets::reset_offsets` |
+//!
+//! Every error maps to a wire code with [`GroupError::code`].
+
+#![warn(missing_docs)]
+
+pub mod assign;
+pub mod coordinator;
+pub mod error;
+pub mod lag;
+pub mod offsets;
+
+pub use assign::{assign, Assignment, MemberId, TopicPartition};
+pub use coordinator::{
+    AssignmentMode, Committer, Coordinator, CoordinatorConfig, Expired, ExpiryReason,
+    GroupDescription, GroupListing, GroupState, JoinRequest, MemberDescription, MemberView,
+    TopicCatalog,
+};
+pub use error::GroupError;
+pub use lag::{lag, timestamp_at, Lag};
+pub use offsets::{
+    begin_fenced_commit, fenced_commit, reset_offsets, CommitTicket, CommittedOffset, OffsetCommit,
+    OffsetStore, ReplayStats,
+};
+
+#[cfg(test)]
+mod tests {
+    /// The broker shares these across tasks.
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Coordinator>();
+        check::<crate::OffsetStore>();
+        check::<crate::GroupError>();
+    }
+}

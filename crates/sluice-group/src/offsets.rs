@@ -1,0 +1,654 @@
+//! Durable committed offsets: the `__consumer_offsets` log.
+//!
+//! Committed offsets live in an internal log on the same storage engine as
+//! topics (`sluice-log`), in a directory the caller chooses (the broker uses
+//! `<data>/__consumer_offsets/0`). Each commit appends one RecordBatch v2
+//! holding one record per partition and returns only once the batch is
+//! fsynced ([`sluice_log::Log::wait_durable`]): *a commit acknowledged is a
+//! commit kept*. On open the whole log is replayed into memory, latest record
+//! per key winning (compaction on load); a record with a null value (a
+//! tombstone) deletes its key, which is how a group is deleted.
+//!
+//! # Record key (version 0)
+//!
+//! | offset  | size | field                                   |
+//! |--------:|-----:|-----------------------------------------|
+//! |       0 |    1 | key version (u8) = 0: committed offset  |
+//! |       1 |    2 | group length `g` (u16 BE)               |
+//! |       3 |  `g` | group id, UTF-8                         |
+//! |   3 + g |    2 | topic length `t` (u16 BE)               |
+//! |   5 + g |  `t` | topic, UTF-8                            |
+//! | 5 + g + t |  4 | partition (u32 BE)                      |
+//!
+//! # Record value (version 0); a null value is a tombstone
+//!
+//! | offset | size | field                                              |
+//! |-------:|-----:|----------------------------------------------------|
+//! |      0 |    1 | value version (u8) = 0                             |
+//! |      1 |    8 | committed offset (u64 BE): next offset to consume  |
+//! |      9 |    8 | commit timestamp (i64 BE, ms since the Unix epoch) |
+//! |     17 |    2 | metadata length `m` (u16 BE)                       |
+//! |     19 |  `m` | metadata, UTF-8 (free text from the committer)     |
+//!
+//! The record timestamp is the commit timestamp too. Records whose key or
+//! value version is unknown are skipped on replay (a later version may add
+//! other record kinds, e.g. group metadata) and counted in [`ReplayStats`].
+//!
+//! # Ordering and concurrency
+//!
+//! Appends are ordered by the log; the in-memory map applies a commit only
+//! after its fsync and only if its log offset is newer than the entry it
+//! replaces, so concurrent commits to one key end with the same winner in
+//! memory as on replay. Fenced commits check the coordinator and append while
+//! the caller holds the coordinator lock ([`begin_fenced_commit`]), so the log
+//! order of commits agrees with ownership changes; the fsync wait
+//! ([`OffsetStore::finish`]) happens after the lock is released.
+//!
+//! The log is never compacted on disk yet (retention off); it is compacted
+//! only in memory on load. Key-based segment compaction is a later step.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use sluice_log::{FlushPolicy, Log, LogConfig, LogError};
+use sluice_protocol::batch::{batches, RecordBatchBuilder};
+
+use crate::assign::TopicPartition;
+use crate::coordinator::{Committer, Coordinator};
+use crate::error::{validate_group_id, GroupError};
+
+/// Key version byte of a committed-offset record.
+pub const KEY_VERSION_OFFSET: u8 = 0;
+/// Value version byte of a committed-offset record.
+pub const VALUE_VERSION: u8 = 0;
+/// Bytes read per call while replaying.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// A committed offset as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The next offset the group will consume.
+    pub offset: u64,
+    /// When it was committed, ms since the Unix epoch.
+    pub commit_timestamp_ms: i64,
+    /// Free text supplied by the committer.
+    pub metadata: String,
+}
+
+/// One partition's offset in a commit request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommit {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The next offset to consume.
+    pub offset: u64,
+    /// Free text (at most 65535 bytes).
+    pub metadata: String,
+}
+
+impl OffsetCommit {
+    /// A commit without metadata.
+    pub fn new(partition: TopicPartition, offset: u64) -> Self {
+        OffsetCommit {
+            partition,
+            offset,
+            metadata: String::new(),
+        }
+    }
+}
+
+/// What [`OffsetStore::open`] found while replaying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplayStats {
+    /// Records read.
+    pub records: u64,
+    /// Records skipped (unknown version or undecodable key/value).
+    pub skipped: u64,
+    /// Live (group, partition) entries after compaction on load.
+    pub live_keys: usize,
+}
+
+/// A commit appended but not yet durable; hand it to [`OffsetStore::finish`].
+#[derive(Debug)]
+#[must_use = "a commit is not acknowledged until OffsetStore::finish returns Ok"]
+pub struct CommitTicket {
+    group: String,
+    /// (partition, log offset of its record, new value or tombstone)
+    entries: Vec<(TopicPartition, u64, Option<CommittedOffset>)>,
+    /// `wait_durable` argument: one past the last appended offset.
+    durable_at: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    log_offset: u64,
+    /// `None` = deleted (kept so a late-applied older commit cannot resurrect it).
+    value: Option<CommittedOffset>,
+}
+
+/// The committed-offset store. `Send + Sync`; every method takes `&self`.
+#[derive(Debug)]
+pub struct OffsetStore {
+    log: Log,
+    entries: Mutex<BTreeMap<String, BTreeMap<TopicPartition, Entry>>>,
+    stats: ReplayStats,
+}
+
+impl OffsetStore {
+    /// The log configuration the broker should use: fsync every commit (group
+    /// commit), small segments and preallocation, no retention.
+    pub fn default_log_config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            preallocate_bytes: 4 * 1024 * 1024,
+            flush: FlushPolicy::Always,
+            retention_ms: None,
+            retention_bytes: None,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Opens (creating if needed) the log in `dir` and replays it.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<OffsetStore, GroupError> {
+        let log = Log::open(dir, config)?;
+        let mut map: BTreeMap<String, BTreeMap<TopicPartition, Entry>> = BTreeMap::new();
+        let mut stats = ReplayStats::default();
+        let mut pos = log.start_offset();
+        let end = log.end_offset();
+        while pos < end {
+            let chunk = log.read(pos, REPLAY_READ_BYTES)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let mut next = pos;
+            for batch in batches(&chunk) {
+                let batch = batch.map_err(LogError::from)?;
+                for record in batch.records() {
+                    let record = record.map_err(LogError::from)?;
+                    let Ok(offset) = u64::try_from(record.offset) else {
+                        stats.skipped += 1;
+                        continue;
+                    };
+                    if offset < pos {
+                        continue;
+                    }
+                    stats.records += 1;
+                    let decoded = record
+                        .key
+                        .and_then(decode_key)
+                        .and_then(|(g, tp)| match record.value {
+                            None => Some((g, tp, None)),
+                            Some(v) => decode_value(v).map(|v| (g, tp, Some(v))),
+                        });
+                    match decoded {
+                        Some((group, tp, value)) => {
+                            map.entry(group).or_default().insert(
+                                tp,
+                                Entry {
+                                    log_offset: offset,
+                                    value,
+                                },
+                            );
+                        }
+                        None => stats.skipped += 1,
+                    }
+                }
+                let last = u64::try_from(batch.header().last_offset()).unwrap_or(0);
+                next = next.max(last.saturating_add(1));
+            }
+            if next <= pos {
+                // No progress: a malformed chunk; stop rather than loop.
+                tracing::warn!(
+                    offset = pos,
+                    "offsets log replay made no progress; stopping"
+                );
+                break;
+            }
+            pos = next;
+        }
+        // Compaction on load: drop tombstones and empty groups.
+        for entries in map.values_mut() {
+            entries.retain(|_, e| e.value.is_some());
+        }
+        map.retain(|_, e| !e.is_empty());
+        stats.live_keys = map.values().map(BTreeMap::len).sum();
+        if stats.skipped > 0 {
+            tracing::warn!(
+                skipped = stats.skipped,
+                "offsets log: skipped undecodable records"
+            );
+        }
+        Ok(OffsetStore {
+            log,
+            entries: Mutex::new(map),
+            stats,
+        })
+    }
+
+    /// What replay found when the store was opened.
+    pub fn replay_stats(&self) -> ReplayStats {
+        self.stats
+    }
+
+    /// The underlying log (for metrics: size, end offset).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Appends a commit without any fencing; not durable until [`OffsetStore::finish`].
+    pub fn append_commit(
+        &self,
+        group: &str,
+        commits: &[OffsetCommit],
+        now_ms: i64,
+    ) -> Result<CommitTicket, GroupError> {
+        validate_group_id(group)?;
+        let rows: Vec<(TopicPartition, Option<CommittedOffset>)> = commits
+            .iter()
+            .map(|c| {
+                (
+                    c.partition.clone(),
+                    Some(CommittedOffset {
+                        offset: c.offset,
+                        commit_timestamp_ms: now_ms,
+                        metadata: c.metadata.clone(),
+                    }),
+                )
+            })
+            .collect();
+        self.append_rows(group, rows, now_ms)
+    }
+
+    /// Waits until a ticket's batch is fsynced, then makes it visible to fetches.
+    pub fn finish(&self, ticket: CommitTicket) -> Result<(), GroupError> {
+        if ticket.entries.is_empty() {
+            return Ok(());
+        }
+        self.log.wait_durable(ticket.durable_at)?;
+        let mut map = self.lock();
+        let group = map.entry(ticket.group).or_default();
+        for (tp, log_offset, value) in ticket.entries {
+            let older = match group.get(&tp) {
+                Some(e) => e.log_offset < log_offset,
+                None => true,
+            };
+            if older {
+                group.insert(tp, Entry { log_offset, value });
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits without fencing and returns once durable (raw store API).
+    pub fn commit(
+        &self,
+        group: &str,
+        commits: &[OffsetCommit],
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        let ticket = self.append_commit(group, commits, now_ms)?;
+        self.finish(ticket)
+    }
+
+    /// The committed offset of one partition.
+    pub fn fetch(&self, group: &str, partition: &TopicPartition) -> Option<CommittedOffset> {
+        self.lock()
+            .get(group)
+            .and_then(|g| g.get(partition))
+            .and_then(|e| e.value.clone())
+    }
+
+    /// Every committed offset of a group.
+    pub fn fetch_group(&self, group: &str) -> BTreeMap<TopicPartition, CommittedOffset> {
+        self.lock()
+            .get(group)
+            .map(|g| {
+                g.iter()
+                    .filter_map(|(tp, e)| e.value.clone().map(|v| (tp.clone(), v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Groups that have at least one committed offset.
+    pub fn groups(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, g)| g.values().any(|e| e.value.is_some()))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Deletes every offset of a group with tombstones (no fencing); returns
+    /// how many partitions were deleted, once durable.
+    pub fn delete_group_offsets(&self, group: &str, now_ms: i64) -> Result<usize, GroupError> {
+        let partitions: Vec<TopicPartition> = self
+            .lock()
+            .get(group)
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, e)| e.value.is_some())
+                    .map(|(tp, _)| tp.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.delete_offsets(group, &partitions, now_ms)
+    }
+
+    /// Deletes the offsets of some partitions of a group with tombstones (no
+    /// fencing; e.g. after a topic is deleted); returns how many existed, once durable.
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+        now_ms: i64,
+    ) -> Result<usize, GroupError> {
+        let existing: Vec<TopicPartition> = {
+            let map = self.lock();
+            partitions
+                .iter()
+                .filter(|tp| {
+                    map.get(group)
+                        .and_then(|g| g.get(*tp))
+                        .is_some_and(|e| e.value.is_some())
+                })
+                .cloned()
+                .collect()
+        };
+        let n = existing.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let rows = existing.into_iter().map(|tp| (tp, None)).collect();
+        let ticket = self.append_rows(group, rows, now_ms)?;
+        self.finish(ticket)?;
+        Ok(n)
+    }
+
+    /// Flushes and closes the log.
+    pub fn close(&self) -> Result<(), GroupError> {
+        self.log.close()?;
+        Ok(())
+    }
+
+    fn append_rows(
+        &self,
+        group: &str,
+        rows: Vec<(TopicPartition, Option<CommittedOffset>)>,
+        now_ms: i64,
+    ) -> Result<CommitTicket, GroupError> {
+        if rows.is_empty() {
+            return Ok(CommitTicket {
+                group: group.to_string(),
+                entries: Vec::new(),
+                durable_at: 0,
+            });
+        }
+        let mut builder = RecordBatchBuilder::new();
+        let mut key = Vec::new();
+        let mut value = Vec::new();
+        for (tp, v) in &rows {
+            key.clear();
+            encode_key(group, tp, &mut key)?;
+            match v {
+                Some(v) => {
+                    value.clear();
+                    encode_value(v, &mut value)?;
+                    builder.push(now_ms, Some(&key), Some(&value), &[]);
+                }
+                None => builder.push(now_ms, Some(&key), None, &[]),
+            }
+        }
+        let batch: Bytes = builder.finish();
+        let info = self.log.append(&batch)?;
+        let entries = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (tp, v))| (tp, info.base_offset + i as u64, v))
+            .collect();
+        Ok(CommitTicket {
+            group: group.to_string(),
+            entries,
+            durable_at: info.last_offset.saturating_add(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, BTreeMap<TopicPartition, Entry>>> {
+        // A panic while holding the lock cannot leave the map half-updated in a
+        // way that matters (each insert is atomic), so keep going.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Fenced commit, first half: checks `committer` against the coordinator and
+/// appends. Call with the coordinator locked, then release the lock and call
+/// [`OffsetStore::finish`] on the ticket.
+pub fn begin_fenced_commit(
+    coordinator: &Coordinator,
+    store: &OffsetStore,
+    group: &str,
+    committer: Committer<'_>,
+    commits: &[OffsetCommit],
+    now_ms: i64,
+) -> Result<CommitTicket, GroupError> {
+    let partitions: Vec<TopicPartition> = commits.iter().map(|c| c.partition.clone()).collect();
+    coordinator.check_commit(group, committer, &partitions)?;
+    store.append_commit(group, commits, now_ms)
+}
+
+/// Fenced commit in one call (check, append, wait for the fsync).
+pub fn fenced_commit(
+    coordinator: &Coordinator,
+    store: &OffsetStore,
+    group: &str,
+    committer: Committer<'_>,
+    commits: &[OffsetCommit],
+    now_ms: i64,
+) -> Result<(), GroupError> {
+    let ticket = begin_fenced_commit(coordinator, store, group, committer, commits, now_ms)?;
+    store.finish(ticket)
+}
+
+/// Seek (reset offsets): overwrites committed offsets, only while the group
+/// has no members. The caller resolves earliest/latest/timestamp to offsets.
+pub fn reset_offsets(
+    coordinator: &Coordinator,
+    store: &OffsetStore,
+    group: &str,
+    commits: &[OffsetCommit],
+    now_ms: i64,
+) -> Result<(), GroupError> {
+    validate_group_id(group)?;
+    let members = coordinator.member_count(group);
+    if members > 0 {
+        return Err(GroupError::NonEmptyGroup {
+            group: group.to_string(),
+            members,
+        });
+    }
+    store.commit(group, commits, now_ms)
+}
+
+/// Group delete: tombstones every offset and forgets the coordinator's state,
+/// only while the group has no members. `GroupIdNotFound` when neither knows it.
+pub fn delete_group(
+    coordinator: &mut Coordinator,
+    store: &OffsetStore,
+    group: &str,
+    now_ms: i64,
+) -> Result<usize, GroupError> {
+    validate_group_id(group)?;
+    let members = coordinator.member_count(group);
+    if members > 0 {
+        return Err(GroupError::NonEmptyGroup {
+            group: group.to_string(),
+            members,
+        });
+    }
+    let known = coordinator.generation(group).is_some();
+    let deleted = store.delete_group_offsets(group, now_ms)?;
+    if known {
+        coordinator.delete_group(group)?;
+    } else if deleted == 0 {
+        return Err(GroupError::GroupIdNotFound {
+            group: group.to_string(),
+        });
+    }
+    Ok(deleted)
+}
+
+fn put_str16(s: &str, what: &str, out: &mut Vec<u8>) -> Result<(), GroupError> {
+    let len = u16::try_from(s.len())
+        .map_err(|_| GroupError::InvalidRequest(format!("{what} longer than 65535 bytes")))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// Encodes a record key (layout in the module docs).
+pub fn encode_key(group: &str, tp: &TopicPartition, out: &mut Vec<u8>) -> Result<(), GroupError> {
+    out.push(KEY_VERSION_OFFSET);
+    put_str16(group, "group id", out)?;
+    put_str16(&tp.topic, "topic", out)?;
+    out.extend_from_slice(&tp.partition.to_be_bytes());
+    Ok(())
+}
+
+/// Encodes a record value (layout in the module docs).
+pub fn encode_value(v: &CommittedOffset, out: &mut Vec<u8>) -> Result<(), GroupError> {
+    out.push(VALUE_VERSION);
+    out.extend_from_slice(&v.offset.to_be_bytes());
+    out.extend_from_slice(&v.commit_timestamp_ms.to_be_bytes());
+    put_str16(&v.metadata, "offset metadata", out)
+}
+
+/// Reads `n` bytes off the front of `buf`.
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if buf.len() < n {
+        return None;
+    }
+    let (head, tail) = buf.split_at(n);
+    *buf = tail;
+    Some(head)
+}
+
+fn take_str16(buf: &mut &[u8]) -> Option<String> {
+    let len = take(buf, 2)?;
+    let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+    let s = take(buf, len)?;
+    String::from_utf8(s.to_vec()).ok()
+}
+
+fn take_u64(buf: &mut &[u8]) -> Option<u64> {
+    let b = take(buf, 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Some(u64::from_be_bytes(a))
+}
+
+/// Decodes a record key; `None` if malformed or of an unknown version.
+pub fn decode_key(mut buf: &[u8]) -> Option<(String, TopicPartition)> {
+    let version = take(&mut buf, 1)?;
+    if version[0] != KEY_VERSION_OFFSET {
+        return None;
+    }
+    let group = take_str16(&mut buf)?;
+    let topic = take_str16(&mut buf)?;
+    let p = take(&mut buf, 4)?;
+    let partition = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+    if !buf.is_empty() {
+        return None;
+    }
+    Some((group, TopicPartition { topic, partition }))
+}
+
+/// Decodes a record value; `None` if malformed or of an unknown version.
+pub fn decode_value(mut buf: &[u8]) -> Option<CommittedOffset> {
+    let version = take(&mut buf, 1)?;
+    if version[0] != VALUE_VERSION {
+        return None;
+    }
+    let offset = take_u64(&mut buf)?;
+    let commit_timestamp_ms = take_u64(&mut buf)? as i64;
+    let metadata = take_str16(&mut buf)?;
+    if !buf.is_empty() {
+        return None;
+    }
+    Some(CommittedOffset {
+        offset,
+        commit_timestamp_ms,
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn key_layout_matches_table() {
+        let mut k = Vec::new();
+        encode_key("g", &TopicPartition::new("tp", 7), &mut k).unwrap();
+        assert_eq!(k, [0, 0, 1, b'g', 0, 2, b't', b'p', 0, 0, 0, 7]);
+        let mut v = Vec::new();
+        let val = CommittedOffset {
+            offset: 258,
+            commit_timestamp_ms: 1,
+            metadata: "m".into(),
+        };
+        encode_value(&val, &mut v).unwrap();
+        assert_eq!(
+            v,
+            [0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'm']
+        );
+    }
+
+    #[test]
+    fn decode_rejects_garbage_and_unknown_versions() {
+        assert_eq!(decode_key(&[]), None);
+        assert_eq!(decode_key(&[1, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(decode_key(&[0, 0, 5, b'a']), None);
+        assert_eq!(decode_value(&[0, 1, 2]), None);
+        assert_eq!(decode_value(&[9; 19]), None);
+    }
+
+    #[test]
+    fn too_long_fields_are_rejected() {
+        let mut k = Vec::new();
+        let tp = TopicPartition::new("x".repeat(70_000), 0);
+        assert!(matches!(
+            encode_key("g", &tp, &mut k),
+            Err(GroupError::InvalidRequest(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn key_value_round_trip(
+            group in "[a-z0-9._-]{1,40}",
+            topic in "\\PC{0,40}",
+            partition in any::<u32>(),
+            offset in any::<u64>(),
+            ts in any::<i64>(),
+            metadata in "\\PC{0,60}",
+        ) {
+            let tp = TopicPartition::new(topic, partition);
+            let mut k = Vec::new();
+            encode_key(&group, &tp, &mut k).unwrap();
+            prop_assert_eq!(decode_key(&k), Some((group, tp)));
+            let v = CommittedOffset { offset, commit_timestamp_ms: ts, metadata };
+            let mut b = Vec::new();
+            encode_value(&v, &mut b).unwrap();
+            prop_assert_eq!(decode_value(&b), Some(v));
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_key(&bytes);
+            let _ = decode_value(&bytes);
+        }
+    }
+}

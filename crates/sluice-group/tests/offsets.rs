@@ -1,0 +1,364 @@
+//! The committed-offset store on a real `sluice-log` in a temp dir.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use sluice_group::offsets::{self, OffsetStore};
+use sluice_group::{Committer, GroupError, OffsetCommit, TopicPartition};
+use sluice_log::{Log, LogConfig};
+use sluice_protocol::batch::RecordBatchBuilder;
+use sluice_protocol::ErrorCode;
+
+fn open(dir: &std::path::Path) -> OffsetStore {
+    OffsetStore::open(dir, OffsetStore::default_log_config()).expect("open store")
+}
+
+fn oc(topic: &str, p: u32, offset: u64) -> OffsetCommit {
+    OffsetCommit::new(TopicPartition::new(topic, p), offset)
+}
+
+fn member(c: &Client, generation: u32) -> Committer<'_> {
+    Committer::Member {
+        member_id: &c.id,
+        generation,
+    }
+}
+
+#[test]
+fn offsets_survive_reopen_without_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("__consumer_offsets").join("0");
+    {
+        let store = open(&path);
+        store
+            .commit("g1", &[oc("t", 0, 10), oc("t", 1, 20)], 1_000)
+            .unwrap();
+        let mut with_meta = oc("u", 3, 7);
+        with_meta.metadata = "ckpt=42".into();
+        store.commit("g2", &[with_meta], 2_000).unwrap();
+        // Dropped without close(): everything acknowledged must be on disk.
+    }
+    let store = open(&path);
+    let t0 = store.fetch("g1", &TopicPartition::new("t", 0)).unwrap();
+    assert_eq!((t0.offset, t0.commit_timestamp_ms), (10, 1_000));
+    assert_eq!(
+        store
+            .fetch("g1", &TopicPartition::new("t", 1))
+            .unwrap()
+            .offset,
+        20
+    );
+    let u3 = store.fetch("g2", &TopicPartition::new("u", 3)).unwrap();
+    assert_eq!((u3.offset, u3.metadata.as_str()), (7, "ckpt=42"));
+    assert_eq!(store.fetch("g1", &TopicPartition::new("t", 9)), None);
+    assert_eq!(store.groups(), vec!["g1".to_string(), "g2".to_string()]);
+    assert_eq!(store.fetch_group("g1").len(), 2);
+}
+
+#[test]
+fn compaction_on_load_keeps_only_the_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for i in 0..40u64 {
+            store
+                .commit("g", &[oc("t", 0, i), oc("t", 1, 1_000 + i)], i as i64)
+                .unwrap();
+        }
+        store.commit("g", &[oc("t", 2, 5)], 99).unwrap();
+        store.close().unwrap();
+    }
+    let store = open(dir.path());
+    let stats = store.replay_stats();
+    assert_eq!(stats.records, 81);
+    assert_eq!(stats.skipped, 0);
+    assert_eq!(stats.live_keys, 3);
+    assert_eq!(
+        store
+            .fetch("g", &TopicPartition::new("t", 0))
+            .unwrap()
+            .offset,
+        39
+    );
+    assert_eq!(
+        store
+            .fetch("g", &TopicPartition::new("t", 1))
+            .unwrap()
+            .offset,
+        1_039
+    );
+    assert_eq!(
+        store
+            .fetch("g", &TopicPartition::new("t", 2))
+            .unwrap()
+            .offset,
+        5
+    );
+}
+
+#[test]
+fn tombstones_delete_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .commit("a", &[oc("t", 0, 1), oc("t", 1, 2)], 1)
+            .unwrap();
+        store.commit("b", &[oc("t", 0, 3)], 1).unwrap();
+        assert_eq!(store.delete_group_offsets("a", 2).unwrap(), 2);
+        assert_eq!(store.delete_group_offsets("a", 3).unwrap(), 0);
+        assert_eq!(store.groups(), vec!["b".to_string()]);
+    }
+    let store = open(dir.path());
+    assert_eq!(store.groups(), vec!["b".to_string()]);
+    assert!(store.fetch_group("a").is_empty());
+    // Single partitions can be deleted too.
+    store.commit("b", &[oc("t", 1, 4)], 3).unwrap();
+    let n = store
+        .delete_offsets(
+            "b",
+            &[TopicPartition::new("t", 1), TopicPartition::new("zz", 0)],
+            3,
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(store.fetch_group("b").len(), 1);
+    // Re-committing after delete works and wins on reload.
+    store.commit("a", &[oc("t", 0, 9)], 4).unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .fetch("a", &TopicPartition::new("t", 0))
+            .unwrap()
+            .offset,
+        9
+    );
+}
+
+#[test]
+fn fenced_commit_rejects_stale_generation_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cat = catalog(&[("t", 2)]);
+    let mut coord = coordinator();
+    let a = join(&mut coord, 0, "g", "a", &["t"], 1_000, &cat);
+    let gen_a = a.generation;
+    offsets::fenced_commit(
+        &coord,
+        &store,
+        "g",
+        member(&a, gen_a),
+        &[oc("t", 0, 5), oc("t", 1, 6)],
+        1,
+    )
+    .unwrap();
+
+    // b joins; after the hand-over b owns one partition.
+    let b = join(&mut coord, 1, "g", "b", &["t"], 1_000, &cat);
+    let mut clients = vec![a, b];
+    settle(&mut coord, 2, "g", &mut clients, &cat, 10).unwrap();
+    let (a, b) = (&clients[0], &clients[1]);
+    let moved = b.consuming.iter().next().unwrap().clone();
+    let end = store.log().end_offset();
+    let err = offsets::fenced_commit(
+        &coord,
+        &store,
+        "g",
+        member(a, gen_a),
+        &[OffsetCommit::new(moved.clone(), 1)],
+        3,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::IllegalGeneration);
+    assert_eq!(
+        store.log().end_offset(),
+        end,
+        "a rejected commit must not be written"
+    );
+    assert_eq!(
+        store.fetch("g", &moved).unwrap().offset,
+        if moved.partition == 0 { 5 } else { 6 }
+    );
+
+    // The new owner commits through the split API (check+append, then wait).
+    let ticket = offsets::begin_fenced_commit(
+        &coord,
+        &store,
+        "g",
+        member(b, b.generation),
+        &[OffsetCommit::new(moved.clone(), 100)],
+        4,
+    )
+    .unwrap();
+    assert_ne!(
+        store.fetch("g", &moved).unwrap().offset,
+        100,
+        "visible only once durable"
+    );
+    store.finish(ticket).unwrap();
+    assert_eq!(store.fetch("g", &moved).unwrap().offset, 100);
+
+    // An unknown member is rejected too.
+    let err = offsets::fenced_commit(
+        &coord,
+        &store,
+        "g",
+        Committer::Member {
+            member_id: "ghost",
+            generation: 1,
+        },
+        &[OffsetCommit::new(moved, 1)],
+        5,
+    )
+    .unwrap_err();
+    assert!(matches!(err, GroupError::UnknownMemberId { .. }));
+}
+
+#[test]
+fn delete_and_seek_need_an_empty_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cat = catalog(&[("t", 1)]);
+    let mut coord = coordinator();
+    let a = join(&mut coord, 0, "g", "a", &["t"], 1_000, &cat);
+    offsets::fenced_commit(
+        &coord,
+        &store,
+        "g",
+        Committer::Member {
+            member_id: &a.id,
+            generation: a.generation,
+        },
+        &[oc("t", 0, 50)],
+        1,
+    )
+    .unwrap();
+    let err = offsets::reset_offsets(&coord, &store, "g", &[oc("t", 0, 0)], 2).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NonEmptyGroup);
+    let err = offsets::delete_group(&mut coord, &store, "g", 2).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NonEmptyGroup);
+    // Standalone commits are refused while members exist.
+    let err = offsets::fenced_commit(
+        &coord,
+        &store,
+        "g",
+        Committer::Standalone,
+        &[oc("t", 0, 1)],
+        2,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UnknownMemberId);
+
+    coord.leave(3, "g", &a.id, &cat).unwrap();
+    offsets::reset_offsets(&coord, &store, "g", &[oc("t", 0, 0)], 4).unwrap();
+    assert_eq!(
+        store
+            .fetch("g", &TopicPartition::new("t", 0))
+            .unwrap()
+            .offset,
+        0
+    );
+    assert_eq!(
+        offsets::delete_group(&mut coord, &store, "g", 5).unwrap(),
+        1
+    );
+    assert!(coord.describe("g").is_none());
+    assert!(store.groups().is_empty());
+    let err = offsets::delete_group(&mut coord, &store, "g", 6).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::GroupIdNotFound);
+    let err = store.commit("", &[oc("t", 0, 1)], 7).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidGroupId);
+}
+
+#[test]
+fn concurrent_commits_agree_with_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..15u64 {
+                    store.commit("g", &[oc("t", 0, t * 1_000 + i)], 0).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let live = store
+        .fetch("g", &TopicPartition::new("t", 0))
+        .unwrap()
+        .offset;
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(
+        reopened
+            .fetch("g", &TopicPartition::new("t", 0))
+            .unwrap()
+            .offset,
+        live
+    );
+    assert_eq!(reopened.replay_stats().records, 60);
+}
+
+#[test]
+fn unknown_record_versions_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), OffsetStore::default_log_config()).unwrap();
+        let mut b = RecordBatchBuilder::new();
+        b.push(0, Some(&[7, 0, 0]), Some(&[1]), &[]); // key version 7: a future record kind
+        b.push(0, None, Some(&[1]), &[]); // no key at all
+        let mut key = Vec::new();
+        offsets::encode_key("g", &TopicPartition::new("t", 0), &mut key).unwrap();
+        b.push(0, Some(&key), Some(&[9, 9]), &[]); // unknown value version
+        log.append(&b.finish()).unwrap();
+        log.close().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.replay_stats().skipped, 3);
+    assert!(store.groups().is_empty());
+    store.commit("g", &[oc("t", 0, 1)], 0).unwrap();
+    assert_eq!(
+        store
+            .fetch("g", &TopicPartition::new("t", 0))
+            .unwrap()
+            .offset,
+        1
+    );
+}
+
+#[test]
+fn lag_time_from_a_real_partition_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let mut b = RecordBatchBuilder::new();
+    for ts in [1_000, 2_000, 3_000] {
+        b.push(ts, None, Some(b"x"), &[]);
+    }
+    log.append(&b.finish()).unwrap();
+    for ts in [4_000, 5_000] {
+        b.push(ts, None, Some(b"y"), &[]);
+    }
+    log.append(&b.finish()).unwrap();
+    assert_eq!(sluice_group::timestamp_at(&log, 0).unwrap(), Some(1_000));
+    assert_eq!(sluice_group::timestamp_at(&log, 2).unwrap(), Some(3_000));
+    assert_eq!(sluice_group::timestamp_at(&log, 4).unwrap(), Some(5_000));
+    assert_eq!(sluice_group::timestamp_at(&log, 5).unwrap(), None);
+    let end = log.end_offset();
+    let ts = sluice_group::timestamp_at(&log, 1).unwrap();
+    let lag = sluice_group::lag(end, 1, ts, 10_000);
+    assert_eq!((lag.records, lag.ms), (4, Some(8_000)));
+    let lag = sluice_group::lag(
+        end,
+        end,
+        sluice_group::timestamp_at(&log, end).unwrap(),
+        10_000,
+    );
+    assert_eq!((lag.records, lag.ms), (0, Some(0)));
+}
