@@ -1,1 +1,188 @@
-//! placeholder
+//! Sluice storage engine: the segmented, memory-mapped partition log.
+//!
+//! This crate owns everything a partition stores on disk: segment files,
+//! their sparse indexes, recovery after a crash, retention, and flushing
+//! (durability). It knows nothing of sockets. Its one dependency inside the
+//! workspace is `sluice_protocol::batch`, the RecordBatch v2 format, which is
+//! both the disk and the wire format (pure code, no I/O).
+//!
+//! # Layout
+//!
+//! - [`Log`] (`log.rs`): one partition = an ordered list of segments in one
+//!   directory; the public API (append, read, flush, retention, config).
+//!   One writer (an internal mutex), any number of concurrent readers.
+//! - `segment.rs`: one segment (`.log` + `.index` + `.timeindex`): the
+//!   read view shared by readers, the writer's active-segment handle,
+//!   recovery and index rebuild.
+//! - `index.rs`: the index file formats and their (pure) lookups.
+//! - [`policy`]: pure decisions, unit-tested without disks: when to roll and
+//!   which sealed segments retention deletes.
+//! - [`io`]: the fault-injection seam ([`FileIo`]) for the calls whose
+//!   failure must be handled: space reservation and fdatasync.
+//! - `sys.rs`: every `unsafe` block (memory maps, `fallocate`, `flock`),
+//!   behind small safe types with a publish protocol.
+//!
+//! # Directory
+//!
+//! One directory per partition. A segment is named by its base offset (the
+//! offset of its first record), zero-padded to 20 digits:
+//! `00000000000000000000.log`, `.index`, `.timeindex`. A `.lock` file holds
+//! an advisory `flock` so two processes never open the same log.
+//!
+//! # `.log`: record batches back to back
+//!
+//! Each batch is exactly Kafka's RecordBatch v2 (see
+//! `sluice_protocol::batch` for the 61-byte header table); the log assigns
+//! the base offset (bytes 0..8, outside the CRC) when it copies the batch
+//! into the mapping. There is no per-file header: the file is raw batches,
+//! so a segment can be served to a socket verbatim.
+//!
+//! | offset in file | size           | content                                   |
+//! |---------------:|----------------|-------------------------------------------|
+//! |              0 | 12 + len(0)    | batch 0 (base offset = segment base)      |
+//! |   12 + len(0)  | 12 + len(1)    | batch 1 (base offset = last offset(0) + 1)|
+//! |            ... | ...            | ...                                       |
+//! |            end | preallocated   | zeros reserved with `fallocate` (active   |
+//! |                |                | segment only; trimmed on roll and close)  |
+//!
+//! A segment rolls when an append would take it past `segment_bytes`, or
+//! when its first append (wall clock, in this process: the age restarts at
+//! reopen) is older than `segment_ms`. One append never spans segments.
+//!
+//! Base offsets are contiguous: each batch starts at the previous batch's
+//! `base_offset + last_offset_delta + 1`. Recovery and reads check this.
+//! Index positions are `u32`, so a segment stays below 2 GiB (the
+//! configured `segment_bytes` is clamped).
+//!
+//! # `.index` and `.timeindex`
+//!
+//! Both start with a 24-byte header, then fixed-size big-endian entries. The
+//! active segment's files are mapped and grow in 4 KiB steps; sealed ones are
+//! trimmed to the used size and mapped read-only.
+//!
+//! Header:
+//!
+//! | offset | size | field       | value                                           |
+//! |-------:|-----:|-------------|-------------------------------------------------|
+//! |      0 |    4 | magic       | `SLIX` (`.index`) or `SLTX` (`.timeindex`)      |
+//! |      4 |    2 | version     | 1 (u16)                                         |
+//! |      6 |    2 | entry_len   | 8 (`.index`) or 12 (`.timeindex`) (u16)         |
+//! |      8 |    8 | base_offset | the segment's base offset (u64)                 |
+//! |     16 |    4 | reserved    | 0                                               |
+//! |     20 |    4 | crc         | `crc32fast` (IEEE CRC-32) of bytes 0..20 (u32)  |
+//!
+//! `.index` entry (one per `index_interval_bytes` of log, never at position 0):
+//!
+//! | offset | size | field      | meaning                                          |
+//! |-------:|-----:|------------|--------------------------------------------------|
+//! |      0 |    4 | rel_offset | batch base offset minus segment base (u32)       |
+//! |      4 |    4 | position   | byte position of that batch in the `.log` (u32)  |
+//!
+//! `.timeindex` entry (written with an `.index` entry when the running
+//! maximum timestamp grew):
+//!
+//! | offset | size | field      | meaning                                          |
+//! |-------:|-----:|------------|--------------------------------------------------|
+//! |      0 |    8 | timestamp  | largest batch max-timestamp so far (i64, ms)     |
+//! |      8 |    4 | rel_offset | every batch up to and including the one at this  |
+//! |        |      |            | relative offset has max-timestamp <= timestamp   |
+//!
+//! Entries are valid while both columns increase (timestamps never
+//! decrease) and, for `.index`, the position is non-zero and inside the
+//! `.log`; an all-zero entry (preallocated space) ends the list. A header
+//! that does not check out, a missing file, or a last entry that does not
+//! point at a batch with the expected base offset makes the index "damaged":
+//! it is rebuilt from the `.log` on open.
+//!
+//! # Recovery (on open)
+//!
+//! - Sealed segments (all but the last) are trusted by size and index: the
+//!   last index entry is checked to point at a batch, then batch headers
+//!   (not CRCs) are walked from it to the end of the file; anything after
+//!   the last well-formed batch is ignored (and logged). Their CRCs are
+//!   checked lazily on read (below).
+//! - The active (last) segment: starting at the last index entry that points
+//!   at a CRC-valid batch with the expected base offset (or at 0 if none, or
+//!   if an index is damaged), every batch is checked (whole, sane header,
+//!   expected base offset, CRC-32C). The file is cut at the first short,
+//!   zero-length/zero-filled, over-long or CRC-failing batch: `set_len` to the
+//!   cut, fsync, and a `tracing::warn!` with the position, next offset and
+//!   cut byte count (a zero-filled preallocated tail is dropped silently; it
+//!   is not data). Both index files are then rewritten from the kept and
+//!   rescanned entries and fsynced.
+//! - Recovery never drops a durable batch: an fsynced batch is whole and
+//!   CRC-valid, and everything before it too.
+//!
+//! # Reads and verification
+//!
+//! [`Log::read`] returns whole batches as `Bytes` that borrow the mapping
+//! (the owner holds an `Arc` of it, so bytes of a segment deleted by
+//! retention stay valid). Every returned batch's header and base offset are
+//! checked. CRCs are checked on read for data this process did not append
+//! or recover itself (sealed segments found on open, and the part of the
+//! active segment before the recovery scan); a per-segment "verified prefix"
+//! watermark makes a sequential consumer pay each CRC once. A damaged batch
+//! yields [`LogError::Corrupt`] naming the file and position; the batches
+//! before and after it stay readable.
+//!
+//! # Durability
+//!
+//! Writes are stores into a shared mapping; `fdatasync` of the `.log`
+//! writes those dirty pages back (Linux keeps one page cache for both).
+//! [`FlushPolicy::Always`] is a group commit: `append` does not wait;
+//! callers that acknowledge only durable data call [`Log::wait_durable`], and
+//! one fdatasync (by whichever waiter leads) covers every append that arrived
+//! while the previous one ran; [`Log::maybe_flush`] also syncs whenever
+//! anything is not durable, so nothing stays unsynced for long. [`FlushPolicy::Interval`] syncs from [`Log::maybe_flush`], which
+//! the owner calls on a timer; [`FlushPolicy::Os`] leaves it to the page
+//! cache. A failed fdatasync poisons the log ([`LogError::Poisoned`]) until
+//! it is reopened; it is never retried or ignored (after a failed fsync the
+//! kernel may have dropped the dirty pages).
+//!
+//! Roll and close trim the preallocated tails (`set_len`) and fsync all
+//! three files; creating a segment fsyncs the directory. On roll with
+//! `Always` the fsync is inline (normally cheap: waiters have synced most
+//! of the data already); with `Interval`/`Os` it runs on a short-lived background thread,
+//! as Kafka does, so producers do not stall behind a whole segment's
+//! writeback. [`Log::flush`] and [`Log::wait_durable`] also sync any sealed
+//! segment whose background fsync has not finished before advancing
+//! [`Log::durable_offset`]; a background failure poisons the log. Indexes
+//! are not synced on flush (they are rebuildable from the `.log`).
+//!
+//! Disk space is reserved with `fallocate` (mode 0, so the file size grows)
+//! in steps of `preallocate_bytes` before any byte is stored into the map:
+//! a store into a sparse mapping on a full disk would be a SIGBUS. `ENOSPC`
+//! becomes [`LogError::DiskFull`] before any byte of the append is written
+//! (when a whole step does not fit, exactly what the append needs is tried).
+//!
+//! # Later: compaction
+//!
+//! Sealed segments are immutable read views swapped into the segment list
+//! under a lock; a compactor can write a replacement segment (same base
+//! offset, fewer batches, offsets kept) to a temporary name, rename it over
+//! the old files and swap the view the same way roll does. Offsets inside a
+//! segment then need not be contiguous; the read path only requires that
+//! they increase, which is the one check to relax.
+
+#![warn(missing_docs)]
+
+mod error;
+mod index;
+pub mod io;
+mod log;
+pub mod policy;
+mod segment;
+mod sys;
+
+pub use crate::error::LogError;
+pub use crate::io::{FaultyFileIo, FileIo, OsFileIo};
+pub use crate::log::{AppendInfo, FlushPolicy, Log, LogConfig};
+pub use crate::segment::file_name;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

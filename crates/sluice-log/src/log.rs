@@ -1,0 +1,705 @@
+//! [`Log`]: one partition, an ordered list of segments in one directory.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_protocol::batch::{self, BatchError, HEADER_LEN};
+
+use crate::error::LogError;
+use crate::io::{FileIo, OsFileIo};
+use crate::policy::{self, SegmentSummary};
+use crate::segment::{self, ActiveSegment, Segment, SegmentSettings};
+
+/// When appended data is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Group commit: every append is meant to be acknowledged only after an
+    /// fdatasync covers it. `append` itself does not block; the caller waits
+    /// with [`Log::wait_durable`], and one fdatasync covers every append that
+    /// arrived while the previous one ran. [`Log::maybe_flush`] also syncs
+    /// whenever anything is not yet durable. Rolls sync the sealed segment
+    /// inline.
+    Always,
+    /// fdatasync when [`Log::maybe_flush`] finds this much time has passed.
+    Interval(Duration),
+    /// Page cache only; data is synced on roll and close.
+    Os,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        FlushPolicy::Interval(Duration::from_secs(1))
+    }
+}
+
+/// Settings of one log; may change at runtime with [`Log::set_config`].
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Roll when the active segment would exceed this many bytes.
+    pub segment_bytes: u64,
+    /// Roll when the active segment's first append is older than this.
+    pub segment_ms: Option<u64>,
+    /// Sparse index granularity in bytes.
+    pub index_interval_bytes: u32,
+    /// `fallocate` step in bytes.
+    pub preallocate_bytes: u64,
+    /// Larger batches are rejected.
+    pub max_batch_bytes: u32,
+    /// Durability policy.
+    pub flush: FlushPolicy,
+    /// Delete sealed segments whose newest data is older than this (None: keep).
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest sealed segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: None,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 64 << 20,
+            max_batch_bytes: 16 << 20,
+            flush: FlushPolicy::default(),
+            retention_ms: None,
+            retention_bytes: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Segment-level settings, clamped to what the formats allow (positions
+    /// in the index are u32, so segments stay below 2 GiB).
+    fn settings(&self) -> SegmentSettings {
+        let max_batch = self.max_batch_bytes.clamp(HEADER_LEN as u32, 1 << 30);
+        SegmentSettings {
+            segment_bytes: self.segment_bytes.clamp(4096, 2 << 30),
+            index_interval: self.index_interval_bytes.max(1),
+            preallocate: self.preallocate_bytes.max(4096),
+            max_batch,
+        }
+    }
+}
+
+/// What one append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record of the first batch.
+    pub base_offset: u64,
+    /// Offset of the last record of the last batch.
+    pub last_offset: u64,
+    /// Largest max-timestamp among the batches.
+    pub max_timestamp: i64,
+    /// Bytes appended.
+    pub bytes: usize,
+    /// Number of batches appended.
+    pub batches: usize,
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: ActiveSegment,
+}
+
+/// A sealed segment's files waiting for their fsync.
+#[derive(Debug, Clone)]
+struct PendingSync {
+    id: u64,
+    files: [(Arc<File>, PathBuf); 3],
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// A group-commit leader is in fdatasync right now.
+    in_flight: bool,
+}
+
+/// One partition log. `Send + Sync`; one writer (internal mutex), many readers.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: RwLock<LogConfig>,
+    io: Arc<dyn FileIo>,
+    /// Oldest first; the last one is the active segment's read view.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    /// Serialises retention runs (the writer only ever touches the tail).
+    retention: Mutex<()>,
+    end_offset: AtomicU64,
+    durable_offset: AtomicU64,
+    /// Shared with background seal-sync threads, which poison on failure.
+    poisoned: Arc<AtomicBool>,
+    /// Sealed segments whose background fsync has not finished yet; a flush
+    /// syncs them too before it advances the durable offset.
+    pending_syncs: Arc<Mutex<Vec<PendingSync>>>,
+    next_sync_id: AtomicU64,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    last_flush: Mutex<Instant>,
+    /// Holds the directory's advisory lock for the life of the log.
+    _lock: File,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks every batch of an append; returns (bytes, offsets they take).
+fn validate_all(batches: &[u8], max_batch: usize) -> Result<(usize, u64), LogError> {
+    if batches.is_empty() {
+        return Err(LogError::InvalidBatch(BatchError::Truncated {
+            needed: HEADER_LEN,
+            available: 0,
+        }));
+    }
+    let mut pos = 0usize;
+    let mut offsets = 0u64;
+    while pos < batches.len() {
+        let rest = &batches[pos..];
+        // Size first so an oversized batch is refused before it is CRC-checked.
+        if rest.len() >= batch::LOG_OVERHEAD {
+            let mut len = [0u8; 4];
+            len.copy_from_slice(&rest[8..12]);
+            let total = batch::LOG_OVERHEAD as i64 + i64::from(i32::from_be_bytes(len));
+            if total > max_batch as i64 {
+                return Err(LogError::BatchTooLarge {
+                    size: total as usize,
+                    max: max_batch,
+                });
+            }
+        }
+        let h = batch::validate(rest)?;
+        offsets += h.last_offset_delta as u64 + 1;
+        pos += h.total_len();
+    }
+    Ok((pos, offsets))
+}
+
+impl Log {
+    /// Opens (creating the directory if needed) and recovers the log in `dir`.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, LogError> {
+        Self::open_with_io(dir, config, Arc::new(OsFileIo))
+    }
+
+    /// Like [`Log::open`], with the file-system calls that can fail routed
+    /// through `io` (the fault-injection seam used by tests).
+    pub fn open_with_io(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        io: Arc<dyn FileIo>,
+    ) -> Result<Log, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let lock_path = dir.join(".lock");
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| LogError::io(&lock_path, e))?;
+        crate::sys::try_lock_exclusive(&lock_file).map_err(|e| LogError::io(&lock_path, e))?;
+
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
+            let entry = entry.map_err(|e| LogError::io(&dir, e))?;
+            if let Some(base) = entry.file_name().to_str().and_then(segment::parse_log_name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let settings = config.settings();
+        let mut segments = Vec::with_capacity(bases.len() + 1);
+        let active = match bases.split_last() {
+            None => ActiveSegment::create(&dir, 0, &settings, io.as_ref())?,
+            Some((&last, sealed)) => {
+                for (i, &base) in sealed.iter().enumerate() {
+                    let seg = segment::open_sealed(&dir, base, &settings)?;
+                    let next_base = sealed.get(i + 1).copied().unwrap_or(last);
+                    if seg.next_offset() != next_base {
+                        tracing::warn!(
+                            segment = %seg.log_path.display(),
+                            next_offset = seg.next_offset(),
+                            next_segment = next_base,
+                            "offset gap or overlap between segments"
+                        );
+                    }
+                    segments.push(seg);
+                }
+                ActiveSegment::open_recover(&dir, last, &settings, io.as_ref())?
+            }
+        };
+        // What recovery kept is durable from here on.
+        io.sync_data(&active.file)
+            .map_err(|e| LogError::io(&active.seg.log_path, e))?;
+        segments.push(active.seg.clone());
+        let end = active.next_offset();
+        Ok(Log {
+            dir,
+            config: RwLock::new(config),
+            io,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer { active }),
+            retention: Mutex::new(()),
+            end_offset: AtomicU64::new(end),
+            durable_offset: AtomicU64::new(end),
+            poisoned: Arc::new(AtomicBool::new(false)),
+            pending_syncs: Arc::new(Mutex::new(Vec::new())),
+            next_sync_id: AtomicU64::new(0),
+            sync: Mutex::new(SyncState::default()),
+            sync_cv: Condvar::new(),
+            last_flush: Mutex::new(Instant::now()),
+            _lock: lock_file,
+        })
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A copy of the current configuration.
+    pub fn config(&self) -> LogConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poison(&self, what: &LogError) {
+        if !self.poisoned.swap(true, Ordering::SeqCst) {
+            tracing::error!(dir = %self.dir.display(), error = %what, "fsync failed; log poisoned, appends refused until reopen");
+        }
+        let _guard = lock(&self.sync);
+        self.sync_cv.notify_all();
+    }
+
+    /// Appends one or more whole batches. Every batch is validated before
+    /// any byte is written; offsets are assigned consecutively; the append is
+    /// all or nothing. It never waits for an fsync (except the inline sync of
+    /// a sealed segment on roll with [`FlushPolicy::Always`]): call
+    /// [`Log::wait_durable`] with `last_offset + 1` to learn when it is durable.
+    pub fn append(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        if self.is_poisoned() {
+            return Err(LogError::Poisoned);
+        }
+        let (settings, segment_ms) = {
+            let c = self.config.read().unwrap_or_else(|p| p.into_inner());
+            (c.settings(), c.segment_ms)
+        };
+        let (total, offsets) = validate_all(batches, settings.max_batch as usize)?;
+        let now = crate::now_ms();
+        let info = {
+            let mut w = lock(&self.writer);
+            if self.is_poisoned() {
+                return Err(LogError::Poisoned);
+            }
+            let a = &w.active;
+            let roll = policy::should_roll(
+                a.size(),
+                total as u64,
+                a.first_append_ms,
+                now,
+                settings.segment_bytes,
+                segment_ms,
+            );
+            if roll || !a.fits(total, offsets) {
+                self.roll(&mut w, &settings, total as u64)?;
+                if !w.active.fits(total, offsets) {
+                    // Only possible with absurd offset deltas: relative
+                    // offsets in one segment must fit in a u32.
+                    return Err(LogError::InvalidBatch(BatchError::InvalidHeader(
+                        "append spans more offsets than one segment can index",
+                    )));
+                }
+            }
+            w.active
+                .reserve(total, settings.preallocate, self.io.as_ref())?;
+            let (base, last, max_ts, count) =
+                w.active
+                    .append_validated(&batches[..total], now, self.io.as_ref())?;
+            self.end_offset.store(last + 1, Ordering::Release);
+            AppendInfo {
+                base_offset: base,
+                last_offset: last,
+                max_timestamp: max_ts,
+                bytes: total,
+                batches: count,
+            }
+        };
+        Ok(info)
+    }
+
+    /// Seals the active segment and starts a new one at the end offset.
+    fn roll(
+        &self,
+        w: &mut Writer,
+        settings: &SegmentSettings,
+        incoming: u64,
+    ) -> Result<(), LogError> {
+        let mut s = *settings;
+        s.segment_bytes = s.segment_bytes.max(incoming);
+        if w.active.size() == 0 {
+            // Nothing to seal, but the mapping is too small for this append:
+            // map the same (empty) files again with a larger mapping. The
+            // files stay in place, so a crash here cannot lose the base offset.
+            let base = w.active.next_offset();
+            let old_seg = w.active.seg.clone();
+            let fresh = ActiveSegment::open_recover(&self.dir, base, &s, self.io.as_ref())?;
+            let new_seg = fresh.seg.clone();
+            w.active = fresh;
+            let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = list.iter_mut().rev().find(|x| Arc::ptr_eq(x, &old_seg)) {
+                *slot = new_seg;
+            }
+            return Ok(());
+        }
+        // Trim the old segment before the new one exists, so a crash never
+        // leaves a newer segment behind an untrimmed one. With
+        // `FlushPolicy::Always` the fsync is inline (waiters have normally
+        // synced most of the data already). Otherwise it runs on a
+        // background thread (as Kafka does on roll) so appends do not stall
+        // for a whole segment's writeback; flushes wait for it and a failure
+        // poisons the log.
+        let sync_now = self.config().flush == FlushPolicy::Always;
+        if let Err(e) = w.active.trim(self.io.as_ref(), sync_now) {
+            if sync_now {
+                self.poison(&e);
+            }
+            return Err(e);
+        }
+        let files = w.active.files();
+        let base = w.active.next_offset();
+        let fresh = ActiveSegment::create(&self.dir, base, &s, self.io.as_ref())?;
+        let new_seg = fresh.seg.clone();
+        let old = std::mem::replace(&mut w.active, fresh);
+        let old_seg = old.seg.clone();
+        // If the read-only remap fails, the writable view stays in the list:
+        // it is still a correct view of the (now immutable) bytes.
+        let sealed = match old.seal() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not remap sealed segment read-only");
+                old_seg.clone()
+            }
+        };
+        let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = list.iter_mut().rev().find(|x| Arc::ptr_eq(x, &old_seg)) {
+            *slot = sealed;
+        }
+        list.push(new_seg);
+        drop(list);
+        if !sync_now {
+            self.sync_sealed_in_background(files);
+        }
+        tracing::debug!(dir = %self.dir.display(), base, "rolled to a new segment");
+        Ok(())
+    }
+
+    fn sync_sealed_in_background(&self, files: [(Arc<File>, PathBuf); 3]) {
+        let id = self.next_sync_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.pending_syncs).push(PendingSync {
+            id,
+            files: files.clone(),
+        });
+        let pending = self.pending_syncs.clone();
+        let poisoned = self.poisoned.clone();
+        let io = self.io.clone();
+        let job = move || {
+            for (file, path) in &files {
+                if let Err(e) = io.sync_data(file) {
+                    if !poisoned.swap(true, Ordering::SeqCst) {
+                        tracing::error!(path = %path.display(), error = %e, "fsync of sealed segment failed; log poisoned");
+                    }
+                    return;
+                }
+            }
+            lock(&pending).retain(|p| p.id != id);
+        };
+        // The job is shared so that it can still run inline if no thread
+        // can be started.
+        let job = Arc::new(Mutex::new(Some(job)));
+        let for_thread = job.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sluice-seal-sync".into())
+            .spawn(move || {
+                if let Some(j) = lock(&for_thread).take() {
+                    j()
+                }
+            });
+        if spawned.is_err() {
+            if let Some(j) = lock(&job).take() {
+                j()
+            }
+        }
+    }
+
+    /// Whole batches starting at the batch that contains `offset`, up to
+    /// `max_bytes` but at least one batch; empty at the end offset. The
+    /// returned `Bytes` borrows the mapping (no copy).
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, LogError> {
+        let end = self.end_offset();
+        let (start, candidates) = {
+            let segs = self.segments();
+            let start = segs.first().map_or(0, |s| s.base);
+            // The segment containing `offset` and the ones after it (gaps).
+            let i = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
+            let picked: [Option<Arc<Segment>>; 2] =
+                [segs.get(i).cloned(), segs.get(i + 1).cloned()];
+            (start, picked)
+        };
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset == end {
+            return Ok(Bytes::new());
+        }
+        for seg in candidates.iter().flatten() {
+            if let Some(b) = seg.read(offset.max(seg.base), max_bytes)? {
+                return Ok(b);
+            }
+        }
+        // Only reachable through a gap between segments at the very end.
+        Ok(Bytes::new())
+    }
+
+    /// The first batch whose max timestamp is `>= timestamp_ms`: its base
+    /// offset and max timestamp; `None` if there is none.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, LogError> {
+        let segs: Vec<Arc<Segment>> = self.segments().clone();
+        let last = segs.len().saturating_sub(1);
+        for (i, seg) in segs.iter().enumerate() {
+            if i != last && seg.max_timestamp() < timestamp_ms {
+                continue;
+            }
+            if let Some(found) = seg.find_timestamp(timestamp_ms)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// First offset still in the log.
+    pub fn start_offset(&self) -> u64 {
+        self.segments().first().map_or(0, |s| s.base)
+    }
+
+    /// Offset the next appended record gets.
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    /// Every offset below this is on disk (fdatasync returned success).
+    pub fn durable_offset(&self) -> u64 {
+        self.durable_offset.load(Ordering::Acquire)
+    }
+
+    /// Bytes of batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments().iter().map(|s| s.size()).sum()
+    }
+
+    /// Number of segments (sealed + active).
+    pub fn segment_count(&self) -> usize {
+        self.segments().len()
+    }
+
+    /// Base offsets of all segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<u64> {
+        self.segments().iter().map(|s| s.base).collect()
+    }
+
+    /// fsyncs everything appended so far (joins an in-flight group commit).
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.flush_to(self.end_offset())
+    }
+
+    /// Blocks until `durable_offset() >= offset` (clamped to the end offset),
+    /// leading or joining a group commit.
+    pub fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
+        self.flush_to(offset.min(self.end_offset()))
+    }
+
+    /// Group commit: the first caller becomes the leader and fdatasyncs
+    /// everything appended up to the moment it starts; callers arriving while
+    /// it runs wait, and the next leader covers all of them at once.
+    fn flush_to(&self, target: u64) -> Result<(), LogError> {
+        loop {
+            if self.is_poisoned() {
+                return Err(LogError::Poisoned);
+            }
+            if self.durable_offset() >= target {
+                return Ok(());
+            }
+            let mut st = lock(&self.sync);
+            if st.in_flight {
+                let _st = self.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            if self.durable_offset() >= target || self.is_poisoned() {
+                continue;
+            }
+            st.in_flight = true;
+            drop(st);
+            // Snapshot under the writer lock: every offset below `end` is in
+            // the active file or in a sealed segment that is synced or pending.
+            let (file, end, path, pending) = {
+                let w = lock(&self.writer);
+                let pending: Vec<PendingSync> = lock(&self.pending_syncs).clone();
+                (
+                    w.active.file.clone(),
+                    w.active.next_offset(),
+                    w.active.seg.log_path.clone(),
+                    pending,
+                )
+            };
+            let mut result = Ok(());
+            let mut failed_path = path;
+            for p in &pending {
+                let (f, fp) = &p.files[0];
+                if let Err(e) = self.io.sync_data(f) {
+                    result = Err(e);
+                    failed_path = fp.clone();
+                    break;
+                }
+            }
+            if result.is_ok() {
+                result = self.io.sync_data(&file);
+                if !pending.is_empty() {
+                    lock(&self.pending_syncs).retain(|p| pending.iter().all(|q| q.id != p.id));
+                }
+            }
+            let path = failed_path;
+            let mut st = lock(&self.sync);
+            st.in_flight = false;
+            match result {
+                Ok(()) => {
+                    self.durable_offset.fetch_max(end, Ordering::AcqRel);
+                    *lock(&self.last_flush) = Instant::now();
+                    self.sync_cv.notify_all();
+                }
+                Err(source) => {
+                    drop(st);
+                    let err = LogError::Io { path, source };
+                    self.poison(&err);
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Flushes if due: with [`FlushPolicy::Interval`] when the interval has
+    /// passed since the last flush, with [`FlushPolicy::Always`] whenever
+    /// something is not durable, never with [`FlushPolicy::Os`]. Returns
+    /// whether it flushed. Meant to be called on a timer by the owner.
+    pub fn maybe_flush(&self, now: Instant) -> Result<bool, LogError> {
+        if self.durable_offset() >= self.end_offset() {
+            return Ok(false);
+        }
+        match self.config().flush {
+            FlushPolicy::Os => return Ok(false),
+            FlushPolicy::Always => {}
+            FlushPolicy::Interval(every) => {
+                let last = *lock(&self.last_flush);
+                if now.saturating_duration_since(last) < every {
+                    return Ok(false);
+                }
+            }
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// Deletes whole sealed segments that retention (time, size) no longer
+    /// keeps; never the active one. Returns how many were deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let _one_at_a_time = lock(&self.retention);
+        let (retention_ms, retention_bytes) = {
+            let c = self.config.read().unwrap_or_else(|p| p.into_inner());
+            (c.retention_ms, c.retention_bytes)
+        };
+        if retention_ms.is_none() && retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let segs: Vec<Arc<Segment>> = self.segments().clone();
+        let Some((active, sealed)) = segs.split_last() else {
+            return Ok(0);
+        };
+        let summaries: Vec<SegmentSummary> = sealed
+            .iter()
+            .map(|s| SegmentSummary {
+                base_offset: s.base,
+                size_bytes: s.size(),
+                max_timestamp: s.max_timestamp().max(-1),
+                modified_ms: s.modified_ms(),
+            })
+            .collect();
+        let n = policy::segments_to_delete(
+            &summaries,
+            active.size(),
+            now_ms,
+            retention_ms,
+            retention_bytes,
+        );
+        if n == 0 {
+            return Ok(0);
+        }
+        let removed: Vec<Arc<Segment>> = {
+            let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            // Only the writer changes the list besides us, and only at its
+            // tail, so the first n are still the ones we decided about.
+            let n = n.min(list.len().saturating_sub(1));
+            list.drain(..n).collect()
+        };
+        let mut first_err = None;
+        for seg in &removed {
+            tracing::info!(segment = %seg.log_path.display(), base = seg.base, next = seg.next_offset(), bytes = seg.size(), "retention deleted segment");
+            // Readers holding bytes of this segment keep its mapping alive.
+            for p in [&seg.log_path, &seg.index_path, &seg.time_path] {
+                if let Err(e) = std::fs::remove_file(p) {
+                    if e.kind() != std::io::ErrorKind::NotFound && first_err.is_none() {
+                        first_err = Some(LogError::io(p.as_path(), e));
+                    }
+                }
+            }
+        }
+        segment::sync_dir(&self.dir)?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(removed.len()),
+        }
+    }
+
+    /// Replaces the configuration; segment settings apply from the next roll,
+    /// flush and retention settings at once.
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// Flushes, then trims the preallocated tails of the active segment and
+    /// its indexes and fsyncs them. The log stays usable (a later append
+    /// reserves space again).
+    pub fn close(&self) -> Result<(), LogError> {
+        self.flush()?;
+        let mut w = lock(&self.writer);
+        if let Err(e) = w.active.trim(self.io.as_ref(), true) {
+            self.poison(&e);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// True after a failed fsync: appends are refused until the log is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,975 @@
+//! One segment: a `.log` file of batches plus its `.index` and `.timeindex`.
+//!
+//! [`Segment`] is the shared, read-side view (any thread); [`ActiveSegment`]
+//! is the writer's handle on the last segment. Sealing an active segment
+//! trims its files and produces a new read-only [`Segment`]; readers that
+//! still hold the old one keep working because every `Bytes` they got owns
+//! an `Arc` of its mapping.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::batch::{self, BatchHeader, LOG_OVERHEAD};
+
+use crate::error::LogError;
+use crate::index::{
+    self, IndexKind, IndexWriter, OffsetEntry, TimeEntry, INDEX_HEADER_LEN, OFFSET_ENTRY_LEN,
+    TIME_ENTRY_LEN,
+};
+use crate::io::FileIo;
+use crate::sys::{region_bytes, Region, RegionWriter};
+
+/// File name of a segment file: 20-digit zero-padded base offset + extension.
+pub fn file_name(base_offset: u64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+/// Parses `NNNNNNNNNNNNNNNNNNNN.log` into its base offset.
+pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Per-segment settings derived from the log config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentSettings {
+    pub segment_bytes: u64,
+    pub index_interval: u32,
+    pub preallocate: u64,
+    pub max_batch: u32,
+}
+
+impl SegmentSettings {
+    /// Entries the preallocated index files of a new segment can hold.
+    fn index_capacity(&self) -> usize {
+        (self.segment_bytes / u64::from(self.index_interval.max(1)) + 4).min(1 << 24) as usize
+    }
+    /// Length of the mapping of a new active segment: room for a full
+    /// segment plus one maximal batch, so a roll is only ever needed for size.
+    fn map_len(&self, at_least: u64) -> usize {
+        let len = self.segment_bytes.max(at_least) + u64::from(self.max_batch) + 4096;
+        let len = len.min(u64::from(u32::MAX));
+        ((len + 4095) & !4095) as usize
+    }
+}
+
+/// Where scanning stopped and why.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanOutcome {
+    /// Position after the last good batch.
+    pub end: usize,
+    /// Offset after the last good batch.
+    pub next_offset: u64,
+    /// Largest max-timestamp among the scanned good batches (or `i64::MIN`).
+    pub max_timestamp: i64,
+    /// Why the scan stopped before the end of the data, if it did.
+    pub stop: Option<String>,
+}
+
+/// Checks the batch at `pos` of `data`: whole, sane header, expected base
+/// offset, and (if `verify`) its CRC. Returns the header and the offset after it.
+pub(crate) fn check_batch_at(
+    data: &[u8],
+    pos: usize,
+    expected_base: u64,
+    verify: bool,
+) -> Result<(BatchHeader, u64), String> {
+    let rest = data.get(pos..).unwrap_or(&[]);
+    if rest.len() < LOG_OVERHEAD {
+        if rest.iter().all(|b| *b == 0) {
+            return Err(format!("zero-filled tail of {} bytes", rest.len()));
+        }
+        return Err(format!("short batch: {} bytes left", rest.len()));
+    }
+    if rest[..LOG_OVERHEAD].iter().all(|b| *b == 0) {
+        return Err("zero-filled data (preallocated space)".into());
+    }
+    let h = BatchHeader::parse(rest).map_err(|e| match e {
+        batch::BatchError::Truncated { needed, available } => {
+            format!("declared batch size {needed} exceeds the {available} bytes left in the file")
+        }
+        other => other.to_string(),
+    })?;
+    if h.base_offset < 0 || h.base_offset as u64 != expected_base {
+        return Err(format!(
+            "base offset {} where {} was expected",
+            h.base_offset, expected_base
+        ));
+    }
+    let next = expected_base
+        .checked_add(h.last_offset_delta as u64 + 1)
+        .ok_or_else(|| "offset overflow".to_string())?;
+    if verify {
+        let whole = rest.get(..h.total_len()).unwrap_or(&[]);
+        batch::verify_crc(whole).map_err(|e| e.to_string())?;
+    }
+    Ok((h, next))
+}
+
+/// Walks batches from `pos` (whose base offset must be `expected`) to the end
+/// of `data`, stopping at the first bad one; `on_batch(pos, header)` is called
+/// for each good batch.
+pub(crate) fn scan(
+    data: &[u8],
+    mut pos: usize,
+    mut expected: u64,
+    verify: bool,
+    mut on_batch: impl FnMut(usize, &BatchHeader),
+) -> ScanOutcome {
+    let mut max_timestamp = i64::MIN;
+    let mut stop = None;
+    while pos < data.len() {
+        match check_batch_at(data, pos, expected, verify) {
+            Ok((h, next)) => {
+                on_batch(pos, &h);
+                max_timestamp = max_timestamp.max(h.max_timestamp);
+                pos += h.total_len();
+                expected = next;
+            }
+            Err(reason) => {
+                stop = Some(reason);
+                break;
+            }
+        }
+    }
+    ScanOutcome {
+        end: pos,
+        next_offset: expected,
+        max_timestamp,
+        stop,
+    }
+}
+
+/// Builds sparse index entries while batches go by (append, recovery, rebuild).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexBuilder {
+    pub interval: u32,
+    pub last_indexed_pos: usize,
+    pub running_max_ts: i64,
+    pub last_time: Option<TimeEntry>,
+}
+
+/// What to write for one batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IndexUpdate {
+    pub offset: Option<OffsetEntry>,
+    pub time: Option<TimeEntry>,
+}
+
+impl IndexBuilder {
+    /// Decides the entries for the batch at `pos` with relative base `rel`.
+    /// An offset entry is written every `interval` bytes (never at position
+    /// 0); a time entry goes with it when the running max timestamp grew.
+    pub(crate) fn on_batch(&mut self, pos: usize, rel: u32, max_ts: i64) -> IndexUpdate {
+        self.running_max_ts = self.running_max_ts.max(max_ts);
+        let mut up = IndexUpdate::default();
+        if pos > 0
+            && pos - self.last_indexed_pos >= self.interval.max(1) as usize
+            && pos <= u32::MAX as usize
+        {
+            self.last_indexed_pos = pos;
+            up.offset = Some(OffsetEntry {
+                rel,
+                pos: pos as u32,
+            });
+            let grew = self
+                .last_time
+                .is_none_or(|t| self.running_max_ts > t.timestamp && rel > t.rel);
+            if grew {
+                let t = TimeEntry {
+                    timestamp: self.running_max_ts,
+                    rel,
+                };
+                self.last_time = Some(t);
+                up.time = Some(t);
+            }
+        }
+        up
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |e| LogError::io(path, e)
+}
+
+/// fsyncs a directory so a created, renamed or deleted entry is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+fn mtime_ms(file: &File) -> i64 {
+    file.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The read side of a segment, shared by readers and the writer.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base: u64,
+    pub log_path: PathBuf,
+    pub index_path: PathBuf,
+    pub time_path: PathBuf,
+    log: Arc<Region>,
+    index: Arc<Region>,
+    time: Arc<Region>,
+    /// Offset after the last published batch (Release after the log region
+    /// is published, so a reader that sees it sees the bytes).
+    next_offset: AtomicU64,
+    max_timestamp: AtomicI64,
+    /// Batches at or after this position were CRC-checked when appended or
+    /// recovered in this process.
+    trusted_from: usize,
+    /// Batches below this position were CRC-checked by a read.
+    verified: AtomicUsize,
+    /// Modification time at open (retention fallback when no timestamps).
+    modified_ms: AtomicI64,
+}
+
+impl Segment {
+    /// Offset after the last published batch.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+    /// Published bytes of the `.log`.
+    pub fn size(&self) -> u64 {
+        self.log.published() as u64
+    }
+    /// Largest batch max-timestamp known (or `i64::MIN` when empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+    /// Modification time of the `.log` (ms since the epoch).
+    pub fn modified_ms(&self) -> i64 {
+        self.modified_ms.load(Ordering::Relaxed)
+    }
+
+    fn offset_entries(&self) -> &[u8] {
+        self.index.bytes().get(INDEX_HEADER_LEN..).unwrap_or(&[])
+    }
+    fn time_entries(&self) -> &[u8] {
+        self.time.bytes().get(INDEX_HEADER_LEN..).unwrap_or(&[])
+    }
+
+    fn corrupt(&self, position: usize, reason: String) -> LogError {
+        LogError::Corrupt {
+            path: self.log_path.clone(),
+            position: position as u64,
+            reason,
+        }
+    }
+
+    /// Position and base offset of the batch to start a search for `target` at.
+    fn seek(&self, target: u64) -> (usize, u64) {
+        let entries = self.offset_entries();
+        let count = entries.len() / OFFSET_ENTRY_LEN;
+        match index::lookup_offset(entries, count, target.saturating_sub(self.base)) {
+            Some(e) => (e.pos as usize, self.base + u64::from(e.rel)),
+            None => (0, self.base),
+        }
+    }
+
+    /// Like [`Segment::seek`], but if the index entry does not point at a
+    /// batch with the expected offset (a damaged entry that still looked
+    /// plausible), falls back to walking headers from the segment start, so
+    /// damage in the index never makes good data unreadable.
+    fn seek_checked(&self, data: &[u8], target: u64) -> (usize, u64) {
+        let (pos, expected) = self.seek(target);
+        if pos != 0 && check_batch_at(data, pos, expected, false).is_err() {
+            tracing::warn!(
+                index = %self.index_path.display(),
+                position = pos,
+                offset = expected,
+                "index entry does not point at its batch; scanning from the segment start"
+            );
+            return (0, self.base);
+        }
+        (pos, expected)
+    }
+
+    /// CRC-checks the batch at `pos` unless it is known good.
+    fn verify_at(&self, data: &[u8], pos: usize, len: usize) -> Result<(), LogError> {
+        if pos >= self.trusted_from || pos + len <= self.verified.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let whole = data.get(pos..pos + len).unwrap_or(&[]);
+        batch::verify_crc(whole).map_err(|e| self.corrupt(pos, e.to_string()))?;
+        // Extend the verified prefix when this batch continues it.
+        let _ = self
+            .verified
+            .compare_exchange(pos, pos + len, Ordering::AcqRel, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whole batches from the one containing `offset`, up to `max_bytes`
+    /// (at least one). `None` when `offset` is not in this segment.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<Bytes>, LogError> {
+        let next = self.next_offset();
+        if offset < self.base || offset >= next {
+            return Ok(None);
+        }
+        let data = self.log.bytes();
+        let (mut pos, mut expected) = self.seek_checked(data, offset);
+        loop {
+            let (_, after) =
+                check_batch_at(data, pos, expected, false).map_err(|r| self.corrupt(pos, r))?;
+            if after > offset {
+                break;
+            }
+            let h =
+                BatchHeader::parse(&data[pos..]).map_err(|e| self.corrupt(pos, e.to_string()))?;
+            pos += h.total_len();
+            expected = after;
+        }
+        let start = pos;
+        let mut end = pos;
+        while end < data.len() {
+            let (h, after) = match check_batch_at(data, end, expected, false) {
+                Ok(v) => v,
+                Err(r) if end == start => return Err(self.corrupt(end, r)),
+                Err(_) => break,
+            };
+            let total = h.total_len();
+            if end > start && end - start + total > max_bytes {
+                break;
+            }
+            match self.verify_at(data, end, total) {
+                Ok(()) => {}
+                Err(e) if end == start => return Err(e),
+                Err(_) => break,
+            }
+            end += total;
+            expected = after;
+            if end - start >= max_bytes {
+                break;
+            }
+        }
+        Ok(region_bytes(&self.log, start, end - start))
+    }
+
+    /// The first batch with `max_timestamp >= ts`: `(base offset, max timestamp)`.
+    pub fn find_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>, LogError> {
+        let data = self.log.bytes();
+        let entries = self.time_entries();
+        let start_offset = match index::lookup_time(entries, entries.len() / TIME_ENTRY_LEN, ts) {
+            Some(t) => self.base + u64::from(t.rel),
+            None => self.base,
+        };
+        let (mut pos, mut expected) = self.seek_checked(data, start_offset);
+        while pos < data.len() {
+            let (h, after) =
+                check_batch_at(data, pos, expected, false).map_err(|r| self.corrupt(pos, r))?;
+            if h.max_timestamp >= ts {
+                return Ok(Some((expected, h.max_timestamp)));
+            }
+            pos += h.total_len();
+            expected = after;
+        }
+        Ok(None)
+    }
+}
+
+/// Reads and checks an index file; the valid entry bytes, or why not.
+fn load_index(path: &Path, kind: IndexKind, base: u64, log_len: u64) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    index::check_header(kind, base, &bytes)?;
+    let entries = bytes.get(INDEX_HEADER_LEN..).unwrap_or(&[]);
+    let count = match kind {
+        IndexKind::Offset => index::count_offset_entries(entries, log_len),
+        IndexKind::Time => index::count_time_entries(entries),
+    };
+    Ok(entries[..count * kind.entry_len()].to_vec())
+}
+
+/// Writes a complete, exact-size index file and fsyncs it.
+fn write_index_file(
+    path: &Path,
+    kind: IndexKind,
+    base: u64,
+    entries: &[u8],
+) -> Result<File, LogError> {
+    use std::io::Write;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(&index::encode_header(kind, base))
+        .map_err(io_err(path))?;
+    f.write_all(entries).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))?;
+    Ok(f)
+}
+
+/// Entries of both indexes for `data`, built by a header-only scan from 0.
+fn rebuild_entries(
+    data: &[u8],
+    base: u64,
+    interval: u32,
+    verify: bool,
+) -> (Vec<u8>, Vec<u8>, ScanOutcome) {
+    let mut off = Vec::new();
+    let mut time = Vec::new();
+    let mut b = IndexBuilder {
+        interval,
+        last_indexed_pos: 0,
+        running_max_ts: i64::MIN,
+        last_time: None,
+    };
+    let outcome = scan(data, 0, base, verify, |pos, h| {
+        let rel = (h.base_offset as u64 - base) as u32;
+        let up = b.on_batch(pos, rel, h.max_timestamp);
+        if let Some(e) = up.offset {
+            off.extend_from_slice(&index::encode_offset_entry(e));
+        }
+        if let Some(t) = up.time {
+            time.extend_from_slice(&index::encode_time_entry(t));
+        }
+    });
+    (off, time, outcome)
+}
+
+/// Opens a sealed segment: trusted by size and index (capped at the file
+/// length), indexes rebuilt if missing or damaged.
+pub(crate) fn open_sealed(
+    dir: &Path,
+    base: u64,
+    settings: &SegmentSettings,
+) -> Result<Arc<Segment>, LogError> {
+    let log_path = dir.join(file_name(base, "log"));
+    let index_path = dir.join(file_name(base, "index"));
+    let time_path = dir.join(file_name(base, "timeindex"));
+    let file = File::open(&log_path).map_err(io_err(&log_path))?;
+    let file_len = file.metadata().map_err(io_err(&log_path))?.len();
+    let full = Region::map_read_only(&file, file_len as usize).map_err(io_err(&log_path))?;
+    let data = full.bytes();
+
+    let loaded = (
+        load_index(&index_path, IndexKind::Offset, base, file_len),
+        load_index(&time_path, IndexKind::Time, base, file_len),
+    );
+    let (off_entries, time_entries, outcome) = match loaded {
+        (Ok(off), Ok(time)) => {
+            let count = off.len() / OFFSET_ENTRY_LEN;
+            let last = if count > 0 {
+                index::offset_entry(&off, count - 1)
+            } else {
+                None
+            };
+            let (pos, expected) = match last {
+                Some(e) => (e.pos as usize, base + u64::from(e.rel)),
+                None => (0, base),
+            };
+            // The last entry must point at a batch with the right offset;
+            // otherwise the index is damaged.
+            if pos > 0 && check_batch_at(data, pos, expected, false).is_err() {
+                tracing::warn!(path = %index_path.display(), "last index entry does not point at a batch; rebuilding indexes");
+                let (o, t, out) = rebuild_entries(data, base, settings.index_interval, false);
+                write_index_file(&index_path, IndexKind::Offset, base, &o)?;
+                write_index_file(&time_path, IndexKind::Time, base, &t)?;
+                (o, t, out)
+            } else {
+                let mut out = scan(data, pos, expected, false, |_, _| {});
+                let last_time = time.len() / TIME_ENTRY_LEN;
+                if let Some(t) = last_time
+                    .checked_sub(1)
+                    .and_then(|i| index::time_entry(&time, i))
+                {
+                    out.max_timestamp = out.max_timestamp.max(t.timestamp);
+                }
+                (off, time, out)
+            }
+        }
+        (a, b) => {
+            let why = a.err().or(b.err()).unwrap_or_default();
+            tracing::warn!(segment = %log_path.display(), reason = %why, "index damaged or missing; rebuilding from the log");
+            let (o, t, out) = rebuild_entries(data, base, settings.index_interval, false);
+            write_index_file(&index_path, IndexKind::Offset, base, &o)?;
+            write_index_file(&time_path, IndexKind::Time, base, &t)?;
+            sync_dir(dir)?;
+            (o, t, out)
+        }
+    };
+    if (outcome.end as u64) < file_len {
+        tracing::warn!(
+            segment = %log_path.display(),
+            valid_bytes = outcome.end,
+            ignored_bytes = file_len - outcome.end as u64,
+            next_offset = outcome.next_offset,
+            reason = outcome.stop.as_deref().unwrap_or(""),
+            "sealed segment has trailing bytes that are not batches; ignoring them"
+        );
+    }
+    drop(full);
+    let log = Region::map_read_only(&file, outcome.end).map_err(io_err(&log_path))?;
+    let index = map_index_ro(&index_path, off_entries.len())?;
+    let time = map_index_ro(&time_path, time_entries.len())?;
+    Ok(Arc::new(Segment {
+        base,
+        log_path,
+        index_path,
+        time_path,
+        log,
+        index,
+        time,
+        next_offset: AtomicU64::new(outcome.next_offset),
+        max_timestamp: AtomicI64::new(outcome.max_timestamp),
+        trusted_from: usize::MAX,
+        verified: AtomicUsize::new(0),
+        modified_ms: AtomicI64::new(mtime_ms(&file)),
+    }))
+}
+
+fn map_index_ro(path: &Path, entry_bytes: usize) -> Result<Arc<Region>, LogError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let len = f.metadata().map_err(io_err(path))?.len() as usize;
+    Region::map_read_only(&f, (INDEX_HEADER_LEN + entry_bytes).min(len)).map_err(io_err(path))
+}
+
+/// The writer's handle on the last segment.
+#[derive(Debug)]
+pub(crate) struct ActiveSegment {
+    pub seg: Arc<Segment>,
+    /// The `.log` file; shared with the flusher so it can fdatasync without
+    /// holding the writer lock.
+    pub file: Arc<File>,
+    log_w: RegionWriter,
+    index: IndexWriter,
+    time: IndexWriter,
+    /// Published end of the `.log`.
+    end: usize,
+    next_offset: u64,
+    /// Bytes of the file reserved with fallocate.
+    allocated: u64,
+    builder: IndexBuilder,
+    /// Wall time of the first append (roll by `segment_ms`).
+    pub first_append_ms: Option<i64>,
+}
+
+impl ActiveSegment {
+    /// Creates a new, empty segment at `base` and fsyncs the directory.
+    /// Fails (touching nothing) if a `.log` for `base` already exists.
+    pub(crate) fn create(
+        dir: &Path,
+        base: u64,
+        settings: &SegmentSettings,
+        io: &dyn FileIo,
+    ) -> Result<ActiveSegment, LogError> {
+        let log_path = dir.join(file_name(base, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&log_path)
+            .map_err(io_err(&log_path))?;
+        let result = Self::assemble(
+            dir,
+            base,
+            settings,
+            file,
+            0,
+            0,
+            base,
+            i64::MIN,
+            &[],
+            &[],
+            None,
+            io,
+        )
+        .and_then(|seg| sync_dir(dir).map(|()| seg));
+        if result.is_err() {
+            // We created these files: leave no half-made segment behind
+            // (best effort; the error that matters is the one returned).
+            for ext in ["log", "index", "timeindex"] {
+                let _ = std::fs::remove_file(dir.join(file_name(base, ext)));
+            }
+            tracing::warn!(segment = %log_path.display(), "segment creation failed; removed partial files");
+        }
+        result
+    }
+
+    /// Builds the writer state around an open `.log` whose first `end` bytes
+    /// are good, and (re)writes both index files from the given entries.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        dir: &Path,
+        base: u64,
+        settings: &SegmentSettings,
+        file: File,
+        end: usize,
+        trusted_from: usize,
+        next_offset: u64,
+        max_ts: i64,
+        off_entries: &[u8],
+        time_entries: &[u8],
+        last_indexed_pos: Option<usize>,
+        io: &dyn FileIo,
+    ) -> Result<ActiveSegment, LogError> {
+        let log_path = dir.join(file_name(base, "log"));
+        let index_path = dir.join(file_name(base, "index"));
+        let time_path = dir.join(file_name(base, "timeindex"));
+        let map_len = settings.map_len(end as u64);
+        let (region, mut log_w) =
+            Region::map_writable(&file, map_len).map_err(io_err(&log_path))?;
+        log_w.set_writable(end);
+        log_w.publish(end);
+        let capacity = settings.index_capacity();
+        let index = IndexWriter::create(
+            IndexKind::Offset,
+            &index_path,
+            base,
+            capacity,
+            off_entries,
+            io,
+        )
+        .map_err(|e| LogError::io(&index_path, e))?;
+        let time = IndexWriter::create(
+            IndexKind::Time,
+            &time_path,
+            base,
+            capacity,
+            time_entries,
+            io,
+        )
+        .map_err(|e| LogError::io(&time_path, e))?;
+        let last_time = time_entries
+            .len()
+            .checked_div(TIME_ENTRY_LEN)
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| index::time_entry(time_entries, i));
+        let modified = mtime_ms(&file);
+        let seg = Arc::new(Segment {
+            base,
+            log_path,
+            index_path,
+            time_path,
+            log: region,
+            index: index.region(),
+            time: time.region(),
+            next_offset: AtomicU64::new(next_offset),
+            max_timestamp: AtomicI64::new(max_ts),
+            trusted_from,
+            verified: AtomicUsize::new(0),
+            modified_ms: AtomicI64::new(modified),
+        });
+        Ok(ActiveSegment {
+            seg,
+            file: Arc::new(file),
+            log_w,
+            index,
+            time,
+            end,
+            next_offset,
+            allocated: end as u64,
+            builder: IndexBuilder {
+                interval: settings.index_interval,
+                last_indexed_pos: last_indexed_pos.unwrap_or(0),
+                running_max_ts: max_ts,
+                last_time,
+            },
+            first_append_ms: None,
+        })
+    }
+
+    /// Opens the last segment of a log and recovers its tail: scan from the
+    /// last index entry that points at a good batch, CRC-check every batch
+    /// from there, cut at the first bad one, and rewrite the indexes.
+    pub(crate) fn open_recover(
+        dir: &Path,
+        base: u64,
+        settings: &SegmentSettings,
+        io: &dyn FileIo,
+    ) -> Result<ActiveSegment, LogError> {
+        let log_path = dir.join(file_name(base, "log"));
+        let index_path = dir.join(file_name(base, "index"));
+        let time_path = dir.join(file_name(base, "timeindex"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .map_err(io_err(&log_path))?;
+        let file_len = file.metadata().map_err(io_err(&log_path))?.len();
+        let scan_map =
+            Region::map_read_only(&file, file_len as usize).map_err(io_err(&log_path))?;
+        let data = scan_map.bytes();
+
+        let loaded = (
+            load_index(&index_path, IndexKind::Offset, base, file_len),
+            load_index(&time_path, IndexKind::Time, base, file_len),
+        );
+        let mut off_entries;
+        let mut time_entries;
+        let start: (usize, u64);
+        match loaded {
+            (Ok(off), Ok(time)) => {
+                // Walk back to the last entry that points at a good batch.
+                let mut count = off.len() / OFFSET_ENTRY_LEN;
+                let mut found = (0usize, base);
+                while count > 0 {
+                    let Some(e) = index::offset_entry(&off, count - 1) else {
+                        break;
+                    };
+                    let expected = base + u64::from(e.rel);
+                    if check_batch_at(data, e.pos as usize, expected, true).is_ok() {
+                        found = (e.pos as usize, expected);
+                        break;
+                    }
+                    count -= 1;
+                }
+                off_entries = off[..count * OFFSET_ENTRY_LEN].to_vec();
+                let start_rel = found.1 - base;
+                let keep_time = (0..time.len() / TIME_ENTRY_LEN)
+                    .take_while(|&i| {
+                        index::time_entry(&time, i).is_some_and(|t| u64::from(t.rel) <= start_rel)
+                    })
+                    .count();
+                time_entries = time[..keep_time * TIME_ENTRY_LEN].to_vec();
+                start = found;
+            }
+            (a, b) => {
+                let why = a.err().or(b.err()).unwrap_or_default();
+                tracing::warn!(segment = %log_path.display(), reason = %why, "index damaged or missing; rebuilding from the log");
+                off_entries = Vec::new();
+                time_entries = Vec::new();
+                start = (0, base);
+            }
+        }
+        let last_time = time_entries
+            .len()
+            .checked_div(TIME_ENTRY_LEN)
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| index::time_entry(&time_entries, i));
+        let mut builder = IndexBuilder {
+            interval: settings.index_interval,
+            last_indexed_pos: start.0,
+            running_max_ts: last_time.map_or(i64::MIN, |t| t.timestamp),
+            last_time,
+        };
+        let outcome = scan(data, start.0, start.1, true, |pos, h| {
+            let rel = (h.base_offset as u64 - base) as u32;
+            let up = builder.on_batch(pos, rel, h.max_timestamp);
+            if let Some(e) = up.offset {
+                off_entries.extend_from_slice(&index::encode_offset_entry(e));
+            }
+            if let Some(t) = up.time {
+                time_entries.extend_from_slice(&index::encode_time_entry(t));
+            }
+        });
+        let end = outcome.end;
+        if (end as u64) < file_len {
+            let cut = &data[end..];
+            let nonzero = cut.iter().any(|b| *b != 0);
+            if nonzero {
+                tracing::warn!(
+                    segment = %log_path.display(),
+                    position = end,
+                    next_offset = outcome.next_offset,
+                    cut_bytes = file_len - end as u64,
+                    reason = outcome.stop.as_deref().unwrap_or(""),
+                    "recovery cut the tail of the active segment"
+                );
+            } else {
+                tracing::debug!(segment = %log_path.display(), zero_bytes = file_len - end as u64, "dropping preallocated zero tail");
+            }
+        }
+        let max_ts = builder.running_max_ts.max(outcome.max_timestamp);
+        drop(scan_map);
+        if (end as u64) != file_len {
+            file.set_len(end as u64).map_err(io_err(&log_path))?;
+            file.sync_all().map_err(io_err(&log_path))?;
+        }
+        let last_pos = builder.last_indexed_pos;
+        let mut seg = Self::assemble(
+            dir,
+            base,
+            settings,
+            file,
+            end,
+            start.0,
+            outcome.next_offset,
+            max_ts,
+            &off_entries,
+            &time_entries,
+            Some(last_pos),
+            io,
+        )?;
+        // Index contents were rewritten: make them durable before appending.
+        seg.index.file.sync_all().map_err(io_err(&index_path))?;
+        seg.time.file.sync_all().map_err(io_err(&time_path))?;
+        sync_dir(dir)?;
+        seg.builder.running_max_ts = max_ts;
+        Ok(seg)
+    }
+
+    /// Published end of the `.log`.
+    pub(crate) fn size(&self) -> u64 {
+        self.end as u64
+    }
+
+    /// Offset the next batch gets.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Whether `incoming` more bytes fit in the mapping and keep relative
+    /// offsets within u32.
+    pub(crate) fn fits(&self, incoming: usize, offsets: u64) -> bool {
+        let rel_ok = self.next_offset - self.seg.base + offsets <= u64::from(u32::MAX);
+        self.end + incoming <= self.log_w.region().map_len() && rel_ok
+    }
+
+    /// Reserves file space so `incoming` more bytes can be stored.
+    pub(crate) fn reserve(
+        &mut self,
+        incoming: usize,
+        step: u64,
+        io: &dyn FileIo,
+    ) -> Result<(), LogError> {
+        let needed = (self.end + incoming) as u64;
+        if needed <= self.allocated {
+            return Ok(());
+        }
+        let map_len = self.log_w.region().map_len() as u64;
+        let step = step.max(4096);
+        let target = needed
+            .div_ceil(step)
+            .saturating_mul(step)
+            .min(map_len)
+            .max(needed);
+        let path = &self.seg.log_path;
+        match io.allocate(&self.file, self.allocated, target - self.allocated) {
+            Ok(()) => self.allocated = target,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                // Not room for a whole step: try exactly what this append needs.
+                let exact = needed.div_ceil(4096) * 4096;
+                let exact = exact.min(map_len).max(needed);
+                io.allocate(&self.file, self.allocated, exact - self.allocated)
+                    .map_err(|e| LogError::io(path, e))?;
+                self.allocated = exact;
+            }
+            Err(e) => return Err(LogError::io(path, e)),
+        }
+        self.log_w.set_writable(self.allocated as usize);
+        Ok(())
+    }
+
+    /// Copies pre-validated `batches` (total `total` bytes) into the map,
+    /// assigns offsets, updates indexes and publishes. Space must be reserved.
+    /// Returns (base offset, last offset, max timestamp, batch count).
+    pub(crate) fn append_validated(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+        io: &dyn FileIo,
+    ) -> Result<(u64, u64, i64, usize), LogError> {
+        let start = self.end;
+        if !self.log_w.write(start, batches) {
+            return Err(LogError::Io {
+                path: self.seg.log_path.clone(),
+                source: std::io::Error::other("append beyond reserved space"),
+            });
+        }
+        let first_offset = self.next_offset;
+        let mut next = self.next_offset;
+        let mut pos = 0usize;
+        let mut max_ts = i64::MIN;
+        let mut count = 0usize;
+        while pos < batches.len() {
+            let Some(dst) = self.log_w.unpublished_mut(start + pos, batches.len() - pos) else {
+                break;
+            };
+            let Ok(h) = BatchHeader::parse(dst) else {
+                break;
+            };
+            let total = h.total_len();
+            batch::set_base_offset(dst, next as i64);
+            let rel = (next - self.seg.base) as u32;
+            let up = self.builder.on_batch(start + pos, rel, h.max_timestamp);
+            if let Some(e) = up.offset {
+                self.index.push(&index::encode_offset_entry(e), io);
+            }
+            if let Some(t) = up.time {
+                self.time.push(&index::encode_time_entry(t), io);
+            }
+            max_ts = max_ts.max(h.max_timestamp);
+            next += h.last_offset_delta as u64 + 1;
+            pos += total;
+            count += 1;
+        }
+        self.end = start + pos;
+        self.next_offset = next;
+        if self.first_append_ms.is_none() {
+            self.first_append_ms = Some(now_ms);
+        }
+        self.log_w.publish(self.end);
+        self.seg.max_timestamp.fetch_max(max_ts, Ordering::AcqRel);
+        self.seg.next_offset.store(next, Ordering::Release);
+        Ok((first_offset, next - 1, max_ts, count))
+    }
+
+    /// Trims the preallocated tails of all three files (close, and before
+    /// sealing); with `sync`, also fsyncs them. Appends may continue
+    /// afterwards (space is reserved again on demand).
+    pub(crate) fn trim(&mut self, io: &dyn FileIo, sync: bool) -> Result<(), LogError> {
+        let path = self.seg.log_path.clone();
+        self.file.set_len(self.end as u64).map_err(io_err(&path))?;
+        self.allocated = self.end as u64;
+        self.log_w.set_writable(self.end);
+        for ix in [&mut self.index, &mut self.time] {
+            ix.trim().map_err(io_err(&ix.path))?;
+        }
+        if sync {
+            for (file, path) in self.files() {
+                io.sync_data(&file).map_err(|e| LogError::io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The three files with their paths, `.log` first (for syncing).
+    pub(crate) fn files(&self) -> [(Arc<File>, PathBuf); 3] {
+        [
+            (self.file.clone(), self.seg.log_path.clone()),
+            (self.index.file.clone(), self.index.path.clone()),
+            (self.time.file.clone(), self.time.path.clone()),
+        ]
+    }
+
+    /// Seals the segment: a read-only
+    /// view that replaces this one in the segment list.
+    /// Call [`ActiveSegment::trim`] first: sealing itself only remaps.
+    pub(crate) fn seal(self) -> Result<Arc<Segment>, LogError> {
+        let log =
+            Region::map_read_only(&self.file, self.end).map_err(io_err(&self.seg.log_path))?;
+        let index = map_index_ro(&self.seg.index_path, self.index.count * OFFSET_ENTRY_LEN)?;
+        let time = map_index_ro(&self.seg.time_path, self.time.count * TIME_ENTRY_LEN)?;
+        let old = &self.seg;
+        Ok(Arc::new(Segment {
+            base: old.base,
+            log_path: old.log_path.clone(),
+            index_path: old.index_path.clone(),
+            time_path: old.time_path.clone(),
+            log,
+            index,
+            time,
+            next_offset: AtomicU64::new(self.next_offset),
+            max_timestamp: AtomicI64::new(old.max_timestamp()),
+            trusted_from: old.trusted_from,
+            verified: AtomicUsize::new(old.verified.load(Ordering::Acquire)),
+            modified_ms: AtomicI64::new(crate::now_ms()),
+        }))
+    }
+}
