@@ -6,7 +6,9 @@
 //! Layout:
 //! - [`batch`]: Kafka RecordBatch v2, the unit stored on disk and sent on the wire.
 //! - [`error_code`]: stable numeric error codes.
-//! - [`messages`]: request and response bodies of every API, api keys, supported versions.
+//! - [`messages`]: request and response bodies of every API, api keys, supported versions
+//!   ([`SUPPORTED_APIS`], served today; [`GROUP_APIS`], the consumer-group apis 7..=13,
+//!   encoded and decoded here, served once the broker advertises them).
 //! - [`codec`]: `FrameCodec`, the u32-length-prefixed tokio-util framing with a size limit.
 //! - [`wire`]: encode/decode of whole request and response frames (zero-copy `records`).
 //! - [`error`]: `ProtocolError` and `RequestError`.

@@ -43,6 +43,18 @@
 //! | Produce (4)      | `acks u8, timeout_ms u32, [name string, [partition u32, records bytes]]` | `[name string, [partition u32, error u16, base_offset u64, last_offset u64]]` (no response at all for acks 0) |
 //! | Fetch (5)        | `max_wait_ms u32, min_bytes u32, max_bytes u32, [name string, [partition u32, fetch_offset u64, max_bytes u32]]` | `[name string, [partition u32, error u16, high_watermark u64, log_start_offset u64, records bytes]]` |
 //! | ListOffsets (6)  | `[name string, [partition u32, spec i64]]`                            | `[name string, [partition u32, error u16, offset u64, timestamp i64]]` |
+//! | JoinGroup (7)    | `group_id string, member_id string, [topic string], session_timeout_ms u32, rebalance_timeout_ms u32, metadata bytes` | `error u16, member_id string, generation u32, heartbeat_interval_ms u32, assignment TP, revoke TP` |
+//! | Heartbeat (8)    | `group_id string, member_id string, generation u32, owned TP, max_wait_ms u32` | `error u16, generation u32, heartbeat_interval_ms u32, assignment TP, revoke TP` |
+//! | LeaveGroup (9)   | `group_id string, member_id string`                                   | `error u16` |
+//! | OffsetCommit (10)| `group_id string, member_id string, generation u32, [name string, [partition u32, offset u64, metadata string]]` | `[name string, [partition u32, error u16]]` |
+//! | OffsetFetch (11) | `group_id string, TP` (empty = all committed)                         | `error u16, [name string, [partition u32, error u16, offset i64, metadata string]]` |
+//! | ListGroups (12)  | empty                                                                 | `[group_id string, state string, members u32, generation u32]` |
+//! | DescribeGroups (13) | `[group_id string]`                                                | `[error u16, group_id string, state string, generation u32, [member_id string, client_id string, [topic string], assignment TP, revoking TP], [topic string, partition u32, committed_offset i64, end_offset u64, lag u64, lag_ms i64]]` |
+//!
+//! `TP` = `[topic string, [partition u32]]` ([`TopicPartitions`]). An `i64`
+//! offset or `lag_ms` uses -1 for "none/unknown"; below -1 is malformed. The
+//! group apis (7..=13, [`GROUP_APIS`]) are encoded and decoded here but are
+//! served only once the broker lists them in ApiVersions.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -119,6 +131,21 @@ impl<'a> Enc<'a> {
             self.string(s);
         }
     }
+    /// Opaque bytes that are always copied (only `records` are spliced).
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
+        self.buf.put_slice(b);
+    }
+    fn topic_partitions(&mut self, v: &[TopicPartitions]) {
+        self.count(v.len());
+        for t in v {
+            self.string(&t.topic);
+            self.count(t.partitions.len());
+            for p in &t.partitions {
+                self.u32(*p);
+            }
+        }
+    }
 }
 
 fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
@@ -173,6 +200,46 @@ fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
                 }
             }
         }
+        Request::JoinGroup(r) => {
+            e.string(&r.group_id);
+            e.string(&r.member_id);
+            e.strings(&r.topics);
+            e.u32(r.session_timeout_ms);
+            e.u32(r.rebalance_timeout_ms);
+            e.bytes(&r.metadata);
+        }
+        Request::Heartbeat(r) => {
+            e.string(&r.group_id);
+            e.string(&r.member_id);
+            e.u32(r.generation);
+            e.topic_partitions(&r.owned);
+            e.u32(r.max_wait_ms);
+        }
+        Request::LeaveGroup(r) => {
+            e.string(&r.group_id);
+            e.string(&r.member_id);
+        }
+        Request::OffsetCommit(r) => {
+            e.string(&r.group_id);
+            e.string(&r.member_id);
+            e.u32(r.generation);
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.u64(p.offset);
+                    e.string(&p.metadata);
+                }
+            }
+        }
+        Request::OffsetFetch(r) => {
+            e.string(&r.group_id);
+            e.topic_partitions(&r.topics);
+        }
+        Request::ListGroups => {}
+        Request::DescribeGroups(r) => e.strings(&r.group_ids),
     }
 }
 
@@ -256,6 +323,82 @@ fn encode_response_body(e: &mut Enc<'_>, response: &Response) {
                     e.code(p.error);
                     e.u64(p.offset);
                     e.i64(p.timestamp);
+                }
+            }
+        }
+        Response::JoinGroup(r) => {
+            e.code(r.error);
+            e.string(&r.member_id);
+            e.u32(r.generation);
+            e.u32(r.heartbeat_interval_ms);
+            e.topic_partitions(&r.assignment);
+            e.topic_partitions(&r.revoke);
+        }
+        Response::Heartbeat(r) => {
+            e.code(r.error);
+            e.u32(r.generation);
+            e.u32(r.heartbeat_interval_ms);
+            e.topic_partitions(&r.assignment);
+            e.topic_partitions(&r.revoke);
+        }
+        Response::LeaveGroup(r) => e.code(r.error),
+        Response::OffsetCommit(r) => {
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.code(p.error);
+                }
+            }
+        }
+        Response::OffsetFetch(r) => {
+            e.code(r.error);
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.partitions.len());
+                for p in &t.partitions {
+                    e.u32(p.partition);
+                    e.code(p.error);
+                    e.i64(p.offset);
+                    e.string(&p.metadata);
+                }
+            }
+        }
+        Response::ListGroups(r) => {
+            e.count(r.groups.len());
+            for g in &r.groups {
+                e.string(&g.group_id);
+                e.string(&g.state);
+                e.u32(g.members);
+                e.u32(g.generation);
+            }
+        }
+        Response::DescribeGroups(r) => {
+            e.count(r.groups.len());
+            for g in &r.groups {
+                e.code(g.error);
+                e.string(&g.group_id);
+                e.string(&g.state);
+                e.u32(g.generation);
+                e.count(g.members.len());
+                for m in &g.members {
+                    e.string(&m.member_id);
+                    e.string(&m.client_id);
+                    e.strings(&m.topics);
+                    e.topic_partitions(&m.assignment);
+                    e.topic_partitions(&m.revoking);
+                }
+                e.count(g.offsets.len());
+                for o in &g.offsets {
+                    e.string(&o.topic);
+                    e.u32(o.partition);
+                    e.i64(o.committed_offset);
+                    e.u64(o.end_offset);
+                    e.u64(o.lag);
+                    e.i64(o.lag_ms);
                 }
             }
         }
@@ -446,6 +589,23 @@ impl Dec {
     fn strings(&mut self, what: &'static str) -> PResult<Vec<String>> {
         self.vec(what, 2, |d| d.string(what))
     }
+    /// `array<TopicPartitions>`: each item is a topic string and an `array<u32>` (min 6 bytes).
+    fn topic_partitions(&mut self, what: &'static str) -> PResult<Vec<TopicPartitions>> {
+        self.vec(what, 6, |d| {
+            Ok(TopicPartitions {
+                topic: d.string("topic name")?,
+                partitions: d.vec("partitions", 4, |d| d.u32("partition"))?,
+            })
+        })
+    }
+    /// An i64 offset where -1 means "none"; anything below -1 is malformed.
+    fn offset_or_none(&mut self, what: &'static str) -> PResult<i64> {
+        let v = self.i64(what)?;
+        if v < -1 {
+            return Err(ProtocolError::InvalidValue { what, value: v });
+        }
+        Ok(v)
+    }
     fn finish(&self, what: &'static str) -> PResult<()> {
         if !self.buf.is_empty() {
             return Err(ProtocolError::TrailingBytes {
@@ -542,7 +702,50 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
                 })
             })?,
         }),
-        other => return Err(ProtocolError::UnknownApiKey(other as u16)),
+        ApiKey::JoinGroup => Request::JoinGroup(JoinGroupRequest {
+            group_id: d.string("group_id")?,
+            member_id: d.string("member_id")?,
+            topics: d.strings("topics")?,
+            session_timeout_ms: d.u32("session_timeout_ms")?,
+            rebalance_timeout_ms: d.u32("rebalance_timeout_ms")?,
+            metadata: d.bytes("metadata")?,
+        }),
+        ApiKey::Heartbeat => Request::Heartbeat(HeartbeatRequest {
+            group_id: d.string("group_id")?,
+            member_id: d.string("member_id")?,
+            generation: d.u32("generation")?,
+            owned: d.topic_partitions("owned")?,
+            max_wait_ms: d.u32("max_wait_ms")?,
+        }),
+        ApiKey::LeaveGroup => Request::LeaveGroup(LeaveGroupRequest {
+            group_id: d.string("group_id")?,
+            member_id: d.string("member_id")?,
+        }),
+        ApiKey::OffsetCommit => Request::OffsetCommit(OffsetCommitRequest {
+            group_id: d.string("group_id")?,
+            member_id: d.string("member_id")?,
+            generation: d.u32("generation")?,
+            topics: d.vec("topics", 6, |d| {
+                Ok(OffsetCommitTopic {
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 14, |d| {
+                        Ok(OffsetCommitPartition {
+                            partition: d.u32("partition")?,
+                            offset: d.u64("offset")?,
+                            metadata: d.string("metadata")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        ApiKey::OffsetFetch => Request::OffsetFetch(OffsetFetchRequest {
+            group_id: d.string("group_id")?,
+            topics: d.topic_partitions("topics")?,
+        }),
+        ApiKey::ListGroups => Request::ListGroups,
+        ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest {
+            group_ids: d.strings("group_ids")?,
+        }),
     })
 }
 
@@ -550,8 +753,12 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
 ///
 /// On failure, [`RequestError::header`] is `Some` when the header decoded: the
 /// broker then answers with [`RequestError::code`] (UNKNOWN_API for an unknown
-/// or reserved key, UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS for a bad acks
-/// byte, INVALID_REQUEST for any other malformed body) and keeps the connection.
+/// key, UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS for a bad acks byte,
+/// INVALID_REQUEST for any other malformed body) and keeps the connection.
+///
+/// Every key in [`ApiKey::ALL`] decodes, including the group apis
+/// ([`GROUP_APIS`]) that the broker may not serve yet: serving is the
+/// broker's decision (it answers UNKNOWN_API for a key it has no handler for).
 pub fn decode_request(payload: Bytes) -> Result<(RequestHeader, Request), RequestError> {
     let mut d = Dec { buf: payload };
     let header = decode_header(&mut d).map_err(|source| RequestError {
@@ -564,14 +771,16 @@ pub fn decode_request(payload: Bytes) -> Result<(RequestHeader, Request), Reques
         code,
         source,
     };
+    // Group apis decode although the broker may not serve them yet: it answers
+    // UNKNOWN_API itself for keys it has no handler for.
     let key = match ApiKey::from_u16(header.api_key) {
-        Some(k) if k.is_served() => k,
+        Some(k) if k.wire_versions().is_some() => k,
         _ => {
             let source = ProtocolError::UnknownApiKey(header.api_key);
             return Err(fail(ErrorCode::UnknownApi, source, header));
         }
     };
-    if !key.supports_version(header.api_version) {
+    if !key.decodes_version(header.api_version) {
         let source = ProtocolError::UnsupportedVersion {
             api_key: header.api_key,
             version: header.api_version,
@@ -680,7 +889,92 @@ fn decode_response_body(key: ApiKey, d: &mut Dec) -> PResult<Response> {
                 })
             })?,
         }),
-        other => return Err(ProtocolError::UnknownApiKey(other as u16)),
+        ApiKey::JoinGroup => Response::JoinGroup(JoinGroupResponse {
+            error: d.code("error")?,
+            member_id: d.string("member_id")?,
+            generation: d.u32("generation")?,
+            heartbeat_interval_ms: d.u32("heartbeat_interval_ms")?,
+            assignment: d.topic_partitions("assignment")?,
+            revoke: d.topic_partitions("revoke")?,
+        }),
+        ApiKey::Heartbeat => Response::Heartbeat(HeartbeatResponse {
+            error: d.code("error")?,
+            generation: d.u32("generation")?,
+            heartbeat_interval_ms: d.u32("heartbeat_interval_ms")?,
+            assignment: d.topic_partitions("assignment")?,
+            revoke: d.topic_partitions("revoke")?,
+        }),
+        ApiKey::LeaveGroup => Response::LeaveGroup(LeaveGroupResponse {
+            error: d.code("error")?,
+        }),
+        ApiKey::OffsetCommit => Response::OffsetCommit(OffsetCommitResponse {
+            topics: d.vec("topics", 6, |d| {
+                Ok(OffsetCommitTopicResponse {
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 6, |d| {
+                        Ok(OffsetCommitPartitionResponse {
+                            partition: d.u32("partition")?,
+                            error: d.code("error")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        ApiKey::OffsetFetch => Response::OffsetFetch(OffsetFetchResponse {
+            error: d.code("error")?,
+            topics: d.vec("topics", 6, |d| {
+                Ok(OffsetFetchTopicResponse {
+                    name: d.string("topic name")?,
+                    partitions: d.vec("partitions", 16, |d| {
+                        Ok(OffsetFetchPartitionResponse {
+                            partition: d.u32("partition")?,
+                            error: d.code("error")?,
+                            offset: d.offset_or_none("committed offset")?,
+                            metadata: d.string("metadata")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        ApiKey::ListGroups => Response::ListGroups(ListGroupsResponse {
+            groups: d.vec("groups", 12, |d| {
+                Ok(ListedGroup {
+                    group_id: d.string("group_id")?,
+                    state: d.string("state")?,
+                    members: d.u32("members")?,
+                    generation: d.u32("generation")?,
+                })
+            })?,
+        }),
+        ApiKey::DescribeGroups => Response::DescribeGroups(DescribeGroupsResponse {
+            groups: d.vec("groups", 18, |d| {
+                Ok(DescribedGroup {
+                    error: d.code("error")?,
+                    group_id: d.string("group_id")?,
+                    state: d.string("state")?,
+                    generation: d.u32("generation")?,
+                    members: d.vec("members", 16, |d| {
+                        Ok(DescribedMember {
+                            member_id: d.string("member_id")?,
+                            client_id: d.string("client_id")?,
+                            topics: d.strings("topics")?,
+                            assignment: d.topic_partitions("assignment")?,
+                            revoking: d.topic_partitions("revoking")?,
+                        })
+                    })?,
+                    offsets: d.vec("offsets", 38, |d| {
+                        Ok(PartitionLag {
+                            topic: d.string("topic name")?,
+                            partition: d.u32("partition")?,
+                            committed_offset: d.offset_or_none("committed offset")?,
+                            end_offset: d.u64("end_offset")?,
+                            lag: d.u64("lag")?,
+                            lag_ms: d.offset_or_none("lag_ms")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
     })
 }
 
@@ -802,6 +1096,66 @@ mod tests {
                     ],
                 }],
             }),
+            Request::JoinGroup(JoinGroupRequest {
+                group_id: "billing".into(),
+                member_id: String::new(),
+                topics: vec!["orders".into(), "refunds".into()],
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 0,
+                metadata: Bytes::from_static(b"\x00\x01meta"),
+            }),
+            Request::Heartbeat(HeartbeatRequest {
+                group_id: "billing".into(),
+                member_id: "client-1-a-1".into(),
+                generation: 4,
+                owned: vec![
+                    TopicPartitions::new("orders", vec![0, 2]),
+                    TopicPartitions::new("refunds", vec![]),
+                ],
+                max_wait_ms: 3_000,
+            }),
+            Request::LeaveGroup(LeaveGroupRequest {
+                group_id: "billing".into(),
+                member_id: "client-1-a-1".into(),
+            }),
+            Request::OffsetCommit(OffsetCommitRequest {
+                group_id: "billing".into(),
+                member_id: "client-1-a-1".into(),
+                generation: 4,
+                topics: vec![OffsetCommitTopic {
+                    name: "orders".into(),
+                    partitions: vec![
+                        OffsetCommitPartition {
+                            partition: 0,
+                            offset: 1_000,
+                            metadata: String::new(),
+                        },
+                        OffsetCommitPartition {
+                            partition: 2,
+                            offset: u64::MAX,
+                            metadata: "host-7".into(),
+                        },
+                    ],
+                }],
+            }),
+            Request::OffsetCommit(OffsetCommitRequest {
+                group_id: "admin-reset".into(),
+                member_id: String::new(),
+                generation: 0,
+                topics: vec![],
+            }),
+            Request::OffsetFetch(OffsetFetchRequest {
+                group_id: "billing".into(),
+                topics: vec![],
+            }),
+            Request::OffsetFetch(OffsetFetchRequest {
+                group_id: "billing".into(),
+                topics: vec![TopicPartitions::new("orders", vec![1, 0])],
+            }),
+            Request::ListGroups,
+            Request::DescribeGroups(DescribeGroupsRequest {
+                group_ids: vec!["billing".into(), "nope".into()],
+            }),
         ]
     }
 
@@ -895,6 +1249,137 @@ mod tests {
                     }],
                 }],
             }),
+            Response::JoinGroup(JoinGroupResponse {
+                error: ErrorCode::None,
+                member_id: "client-1-a-1".into(),
+                generation: 3,
+                heartbeat_interval_ms: 3_000,
+                assignment: vec![TopicPartitions::new("orders", vec![0, 1])],
+                revoke: vec![],
+            }),
+            Response::JoinGroup(JoinGroupResponse {
+                error: ErrorCode::InvalidSessionTimeout,
+                member_id: String::new(),
+                generation: 0,
+                heartbeat_interval_ms: 0,
+                assignment: vec![],
+                revoke: vec![],
+            }),
+            Response::Heartbeat(HeartbeatResponse {
+                error: ErrorCode::None,
+                generation: 5,
+                heartbeat_interval_ms: 50,
+                assignment: vec![TopicPartitions::new("orders", vec![0])],
+                revoke: vec![TopicPartitions::new("orders", vec![2])],
+            }),
+            Response::Heartbeat(HeartbeatResponse {
+                error: ErrorCode::UnknownMemberId,
+                generation: 0,
+                heartbeat_interval_ms: 0,
+                assignment: vec![],
+                revoke: vec![],
+            }),
+            Response::LeaveGroup(LeaveGroupResponse {
+                error: ErrorCode::None,
+            }),
+            Response::OffsetCommit(OffsetCommitResponse {
+                topics: vec![OffsetCommitTopicResponse {
+                    name: "orders".into(),
+                    partitions: vec![
+                        OffsetCommitPartitionResponse {
+                            partition: 0,
+                            error: ErrorCode::None,
+                        },
+                        OffsetCommitPartitionResponse {
+                            partition: 2,
+                            error: ErrorCode::IllegalGeneration,
+                        },
+                    ],
+                }],
+            }),
+            Response::OffsetFetch(OffsetFetchResponse {
+                error: ErrorCode::None,
+                topics: vec![OffsetFetchTopicResponse {
+                    name: "orders".into(),
+                    partitions: vec![
+                        OffsetFetchPartitionResponse {
+                            partition: 0,
+                            error: ErrorCode::None,
+                            offset: 1_000,
+                            metadata: "host-7".into(),
+                        },
+                        OffsetFetchPartitionResponse {
+                            partition: 1,
+                            error: ErrorCode::None,
+                            offset: -1,
+                            metadata: String::new(),
+                        },
+                    ],
+                }],
+            }),
+            Response::OffsetFetch(OffsetFetchResponse {
+                error: ErrorCode::InvalidGroupId,
+                topics: vec![],
+            }),
+            Response::ListGroups(ListGroupsResponse {
+                groups: vec![
+                    ListedGroup {
+                        group_id: "billing".into(),
+                        state: "Stable".into(),
+                        members: 3,
+                        generation: 7,
+                    },
+                    ListedGroup {
+                        group_id: "old".into(),
+                        state: "Empty".into(),
+                        members: 0,
+                        generation: 2,
+                    },
+                ],
+            }),
+            Response::DescribeGroups(DescribeGroupsResponse {
+                groups: vec![
+                    DescribedGroup {
+                        error: ErrorCode::None,
+                        group_id: "billing".into(),
+                        state: "Reconciling".into(),
+                        generation: 7,
+                        members: vec![DescribedMember {
+                            member_id: "client-1-a-1".into(),
+                            client_id: "client-1".into(),
+                            topics: vec!["orders".into()],
+                            assignment: vec![TopicPartitions::new("orders", vec![0])],
+                            revoking: vec![TopicPartitions::new("orders", vec![1])],
+                        }],
+                        offsets: vec![
+                            PartitionLag {
+                                topic: "orders".into(),
+                                partition: 0,
+                                committed_offset: 90,
+                                end_offset: 100,
+                                lag: 10,
+                                lag_ms: 1_250,
+                            },
+                            PartitionLag {
+                                topic: "orders".into(),
+                                partition: 1,
+                                committed_offset: -1,
+                                end_offset: 5,
+                                lag: 5,
+                                lag_ms: -1,
+                            },
+                        ],
+                    },
+                    DescribedGroup {
+                        error: ErrorCode::GroupIdNotFound,
+                        group_id: "nope".into(),
+                        state: String::new(),
+                        generation: 0,
+                        members: vec![],
+                        offsets: vec![],
+                    },
+                ],
+            }),
         ]
     }
 
@@ -909,7 +1394,7 @@ mod tests {
     #[test]
     fn every_request_round_trips() {
         let reqs = all_requests();
-        for key in ApiKey::ALL.iter().filter(|k| k.is_served()) {
+        for key in ApiKey::ALL {
             assert!(
                 reqs.iter().any(|r| r.api_key() == *key),
                 "no request sample for {key}"
@@ -930,7 +1415,7 @@ mod tests {
     #[test]
     fn every_response_round_trips() {
         let resps = all_responses();
-        for key in ApiKey::ALL.iter().filter(|k| k.is_served()) {
+        for key in ApiKey::ALL {
             assert!(
                 resps.iter().any(|r| r.api_key() == Some(*key)),
                 "no response sample for {key}"
@@ -1004,11 +1489,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_reserved_key_and_version_keep_the_header() {
+    fn unknown_key_and_version_keep_the_header() {
         for (key, version, code) in [
             (99u16, 0u16, ErrorCode::UnknownApi),
-            (ApiKey::JoinGroup as u16, 0, ErrorCode::UnknownApi),
+            (ApiKey::ALL.len() as u16, 0, ErrorCode::UnknownApi),
             (ApiKey::Fetch as u16, 1, ErrorCode::UnsupportedVersion),
+            (ApiKey::JoinGroup as u16, 1, ErrorCode::UnsupportedVersion),
+            // A group api decodes (served or not), so a bad body is INVALID_REQUEST.
+            (ApiKey::JoinGroup as u16, 0, ErrorCode::InvalidRequest),
         ] {
             let err = decode_request(header_bytes(key, version, 77).freeze()).unwrap_err();
             assert_eq!(err.code, code);
@@ -1018,6 +1506,153 @@ mod tests {
                 (key, version, 77)
             );
         }
+    }
+
+    #[test]
+    fn group_apis_decode_but_are_not_served() {
+        let (h, req) = decode_request(header_bytes(ApiKey::ListGroups as u16, 0, 3).freeze())
+            .expect("ListGroups decodes");
+        assert_eq!(h.correlation_id, 3);
+        assert_eq!(req, Request::ListGroups);
+        for key in ApiKey::ALL {
+            let k = *key as u16;
+            assert_eq!(key.is_group_api(), (7..=13).contains(&k), "{key}");
+            assert_eq!(key.is_served(), k <= 6, "{key}");
+            assert!(key.decodes_version(0), "{key}");
+            assert!(!key.decodes_version(1), "{key}");
+            assert_eq!(key.supports_version(0), key.is_served(), "{key}");
+            assert_eq!(key.versions().is_some(), key.is_served(), "{key}");
+        }
+        let group: Vec<u16> = GROUP_APIS.iter().map(|r| r.api_key).collect();
+        assert_eq!(group, (7..=13).collect::<Vec<u16>>());
+        assert!(GROUP_APIS
+            .iter()
+            .all(|r| (r.min_version, r.max_version) == (0, 0)));
+    }
+
+    #[test]
+    fn negative_offsets_below_minus_one_are_rejected() {
+        let resp = Response::OffsetFetch(OffsetFetchResponse {
+            error: ErrorCode::None,
+            topics: vec![OffsetFetchTopicResponse {
+                name: "t".into(),
+                partitions: vec![OffsetFetchPartitionResponse {
+                    partition: 0,
+                    error: ErrorCode::None,
+                    offset: -2,
+                    metadata: String::new(),
+                }],
+            }],
+        });
+        let mut buf = BytesMut::new();
+        encode_response(1, &resp, &mut buf);
+        let err = decode_response(ApiKey::OffsetFetch, unframe(buf)).unwrap_err();
+        assert!(matches!(
+            err,
+            ProtocolError::InvalidValue {
+                what: "committed offset",
+                value: -2
+            }
+        ));
+        let mut resps = all_responses();
+        let Some(Response::DescribeGroups(d)) = resps
+            .iter_mut()
+            .find(|r| r.api_key() == Some(ApiKey::DescribeGroups))
+        else {
+            panic!("no DescribeGroups sample")
+        };
+        d.groups[0].offsets[0].lag_ms = i64::MIN;
+        let resp = Response::DescribeGroups(d.clone());
+        let mut buf = BytesMut::new();
+        encode_response(1, &resp, &mut buf);
+        let err = decode_response(ApiKey::DescribeGroups, unframe(buf)).unwrap_err();
+        assert!(matches!(
+            err,
+            ProtocolError::InvalidValue { what: "lag_ms", .. }
+        ));
+    }
+
+    #[test]
+    fn group_bodies_have_the_documented_layout() {
+        // Heartbeat: group_id, member_id, generation, owned TP, max_wait_ms.
+        let req = Request::Heartbeat(HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: "m".into(),
+            generation: 2,
+            owned: vec![TopicPartitions::new("t", vec![1, 3])],
+            max_wait_ms: 500,
+        });
+        let mut buf = BytesMut::new();
+        encode_request(1, "", &req, &mut buf);
+        let body = &unframe(buf)[10..];
+        let expected: Vec<u8> = [
+            &[0, 1, b'g', 0, 1, b'm'][..],
+            &[0, 0, 0, 2],
+            &[0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3],
+            &[0, 0, 1, 0xf4],
+        ]
+        .concat();
+        assert_eq!(body, &expected[..]);
+        // LeaveGroup response: just the error code.
+        let mut buf = BytesMut::new();
+        encode_response(
+            4,
+            &Response::LeaveGroup(LeaveGroupResponse {
+                error: ErrorCode::UnknownMemberId,
+            }),
+            &mut buf,
+        );
+        assert_eq!(&buf[..], &[0, 0, 0, 8, 0, 0, 0, 4, 0, 0, 0, 22]);
+    }
+
+    #[test]
+    fn lying_counts_in_group_bodies_are_rejected_before_allocating() {
+        // OffsetFetch: group_id "g", then a topics count far beyond the bytes left.
+        let mut b = header_bytes(ApiKey::OffsetFetch as u16, 0, 1);
+        b.put_u16(1);
+        b.put_u8(b'g');
+        b.put_u32(1_000_000);
+        b.put_slice(&[0; 32]);
+        let err = decode_request(b.freeze()).unwrap_err();
+        assert!(matches!(
+            err.source,
+            ProtocolError::CountTooLarge {
+                count: 1_000_000,
+                ..
+            }
+        ));
+        // Heartbeat owned: one topic claiming 2^30 partitions.
+        let mut b = header_bytes(ApiKey::Heartbeat as u16, 0, 1);
+        b.put_u16(0);
+        b.put_u16(0);
+        b.put_u32(1);
+        b.put_u32(1);
+        b.put_u16(0);
+        b.put_u32(1 << 30);
+        b.put_slice(&[0; 16]);
+        let err = decode_request(b.freeze()).unwrap_err();
+        assert!(matches!(
+            err.source,
+            ProtocolError::CountTooLarge {
+                what: "partitions",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn topic_partitions_group_and_flatten() {
+        let grouped = TopicPartitions::from_pairs([("b", 2), ("a", 1), ("b", 0), ("b", 2)]);
+        assert_eq!(
+            grouped,
+            vec![
+                TopicPartitions::new("a", vec![1]),
+                TopicPartitions::new("b", vec![0, 2]),
+            ]
+        );
+        let flat: Vec<(&str, u32)> = TopicPartitions::pairs(&grouped).collect();
+        assert_eq!(flat, vec![("a", 1), ("b", 0), ("b", 2)]);
+        assert!(TopicPartitions::from_pairs(Vec::<(String, u32)>::new()).is_empty());
     }
 
     #[test]

@@ -172,16 +172,20 @@ fn check_bounded(input: &[u8]) {
 /// Header of a request/response with a large array count right after it.
 fn lying_counts() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for key in 0u16..7 {
+    for key in 0u16..ApiKey::ALL.len() as u16 {
         let mut req = Vec::new();
         req.extend_from_slice(&key.to_be_bytes());
         req.extend_from_slice(&0u16.to_be_bytes());
         req.extend_from_slice(&1u32.to_be_bytes());
         req.extend_from_slice(&0u16.to_be_bytes());
-        // Produce and Fetch have fixed fields before the first array; pad so the count lands on it.
+        // Some apis have fixed fields (empty strings are 2 zero bytes) before
+        // the first array; pad so the count lands on it.
         let pad = match key {
-            4 => 5,
-            5 => 12,
+            4 => 5,      // Produce: acks, timeout_ms
+            5 => 12,     // Fetch: max_wait_ms, min_bytes, max_bytes
+            7 => 4,      // JoinGroup: group_id, member_id
+            8 | 10 => 8, // Heartbeat, OffsetCommit: group_id, member_id, generation
+            11 => 2,     // OffsetFetch: group_id
             _ => 0,
         };
         req.extend(std::iter::repeat_n(0u8, pad));
@@ -189,12 +193,18 @@ fn lying_counts() -> Vec<Vec<u8>> {
         req.extend(std::iter::repeat_n(0u8, 64));
         out.push(req);
     }
-    let mut resp = Vec::new();
-    resp.extend_from_slice(&1u32.to_be_bytes());
-    resp.extend_from_slice(&0u16.to_be_bytes());
-    resp.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
-    resp.extend(std::iter::repeat_n(0u8, 64));
-    out.push(resp);
+    // Response bodies: the first array right after the header (most apis),
+    // after an error code (OffsetFetch), or after error + generation +
+    // interval (Heartbeat) / error + member_id + generation + interval (JoinGroup).
+    for pad in [0usize, 2, 10, 12] {
+        let mut resp = Vec::new();
+        resp.extend_from_slice(&1u32.to_be_bytes());
+        resp.extend_from_slice(&0u16.to_be_bytes());
+        resp.extend(std::iter::repeat_n(0u8, pad));
+        resp.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+        resp.extend(std::iter::repeat_n(0u8, 64));
+        out.push(resp);
+    }
     out
 }
 

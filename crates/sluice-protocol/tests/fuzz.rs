@@ -51,7 +51,7 @@ fn sample_batch(n: usize) -> Bytes {
 }
 
 fn valid_frames() -> Vec<(Option<ApiKey>, Vec<u8>)> {
-    let reqs = vec![
+    let reqs = [
         Request::ApiVersions,
         Request::Metadata(MetadataRequest {
             topics: vec!["t".into()],
@@ -78,10 +78,15 @@ fn valid_frames() -> Vec<(Option<ApiKey>, Vec<u8>)> {
         }),
     ];
     let mut out = Vec::new();
-    for r in &reqs {
+    for r in reqs.iter().chain(&sample_group_requests()) {
         let mut b = BytesMut::new();
         encode_request(1, "fuzz", r, &mut b);
         out.push((None, b[4..].to_vec()));
+    }
+    for r in sample_group_responses() {
+        let mut b = BytesMut::new();
+        encode_response(3, &r, &mut b);
+        out.push((r.api_key(), b[4..].to_vec()));
     }
     let resp = Response::Fetch(FetchResponse {
         topics: vec![FetchTopicResponse {
@@ -221,6 +226,398 @@ fn other_request() -> impl Strategy<Value = Request> {
     ]
 }
 
+/// One valid, non-trivial sample of every group request.
+fn sample_group_requests() -> Vec<Request> {
+    let tp = || {
+        vec![
+            TopicPartitions::new("t", vec![0, 3]),
+            TopicPartitions::new("u", vec![]),
+        ]
+    };
+    vec![
+        Request::JoinGroup(JoinGroupRequest {
+            group_id: "g".into(),
+            member_id: String::new(),
+            topics: vec!["t".into(), "u".into()],
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 0,
+            metadata: Bytes::from_static(b"meta"),
+        }),
+        Request::Heartbeat(HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: "m-1".into(),
+            generation: 3,
+            owned: tp(),
+            max_wait_ms: 1_000,
+        }),
+        Request::LeaveGroup(LeaveGroupRequest {
+            group_id: "g".into(),
+            member_id: "m-1".into(),
+        }),
+        Request::OffsetCommit(OffsetCommitRequest {
+            group_id: "g".into(),
+            member_id: "m-1".into(),
+            generation: 3,
+            topics: vec![OffsetCommitTopic {
+                name: "t".into(),
+                partitions: vec![OffsetCommitPartition {
+                    partition: 0,
+                    offset: 42,
+                    metadata: "x".into(),
+                }],
+            }],
+        }),
+        Request::OffsetFetch(OffsetFetchRequest {
+            group_id: "g".into(),
+            topics: tp(),
+        }),
+        Request::ListGroups,
+        Request::DescribeGroups(DescribeGroupsRequest {
+            group_ids: vec!["g".into(), "h".into()],
+        }),
+    ]
+}
+
+/// One valid, non-trivial sample of every group response.
+fn sample_group_responses() -> Vec<Response> {
+    let tp = || vec![TopicPartitions::new("t", vec![0, 3])];
+    vec![
+        Response::JoinGroup(JoinGroupResponse {
+            error: ErrorCode::None,
+            member_id: "m-1".into(),
+            generation: 3,
+            heartbeat_interval_ms: 3_000,
+            assignment: tp(),
+            revoke: vec![],
+        }),
+        Response::Heartbeat(HeartbeatResponse {
+            error: ErrorCode::None,
+            generation: 4,
+            heartbeat_interval_ms: 50,
+            assignment: tp(),
+            revoke: tp(),
+        }),
+        Response::LeaveGroup(LeaveGroupResponse {
+            error: ErrorCode::None,
+        }),
+        Response::OffsetCommit(OffsetCommitResponse {
+            topics: vec![OffsetCommitTopicResponse {
+                name: "t".into(),
+                partitions: vec![OffsetCommitPartitionResponse {
+                    partition: 0,
+                    error: ErrorCode::NotPartitionOwner,
+                }],
+            }],
+        }),
+        Response::OffsetFetch(OffsetFetchResponse {
+            error: ErrorCode::None,
+            topics: vec![OffsetFetchTopicResponse {
+                name: "t".into(),
+                partitions: vec![OffsetFetchPartitionResponse {
+                    partition: 0,
+                    error: ErrorCode::None,
+                    offset: -1,
+                    metadata: String::new(),
+                }],
+            }],
+        }),
+        Response::ListGroups(ListGroupsResponse {
+            groups: vec![ListedGroup {
+                group_id: "g".into(),
+                state: "Stable".into(),
+                members: 2,
+                generation: 4,
+            }],
+        }),
+        Response::DescribeGroups(DescribeGroupsResponse {
+            groups: vec![DescribedGroup {
+                error: ErrorCode::None,
+                group_id: "g".into(),
+                state: "Stable".into(),
+                generation: 4,
+                members: vec![DescribedMember {
+                    member_id: "m-1".into(),
+                    client_id: "c".into(),
+                    topics: vec!["t".into()],
+                    assignment: tp(),
+                    revoking: vec![],
+                }],
+                offsets: vec![PartitionLag {
+                    topic: "t".into(),
+                    partition: 0,
+                    committed_offset: 5,
+                    end_offset: 9,
+                    lag: 4,
+                    lag_ms: 120,
+                }],
+            }],
+        }),
+    ]
+}
+
+fn topic_partitions() -> impl Strategy<Value = Vec<TopicPartitions>> {
+    proptest::collection::vec(
+        (name(), proptest::collection::vec(any::<u32>(), 0..4))
+            .prop_map(|(topic, partitions)| TopicPartitions { topic, partitions }),
+        0..3,
+    )
+}
+
+/// -1 ("none") or a non-negative value, as the i64 offset fields allow.
+fn offset_or_none() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(-1i64), 0i64..=i64::MAX]
+}
+
+fn group_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (
+            name(),
+            name(),
+            proptest::collection::vec(name(), 0..4),
+            any::<u32>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(|(group_id, member_id, topics, s, r, m)| {
+                Request::JoinGroup(JoinGroupRequest {
+                    group_id,
+                    member_id,
+                    topics,
+                    session_timeout_ms: s,
+                    rebalance_timeout_ms: r,
+                    metadata: Bytes::from(m),
+                })
+            }),
+        (
+            name(),
+            name(),
+            any::<u32>(),
+            topic_partitions(),
+            any::<u32>()
+        )
+            .prop_map(|(group_id, member_id, generation, owned, max_wait_ms)| {
+                Request::Heartbeat(HeartbeatRequest {
+                    group_id,
+                    member_id,
+                    generation,
+                    owned,
+                    max_wait_ms,
+                })
+            }),
+        (name(), name()).prop_map(|(group_id, member_id)| {
+            Request::LeaveGroup(LeaveGroupRequest {
+                group_id,
+                member_id,
+            })
+        }),
+        (
+            name(),
+            name(),
+            any::<u32>(),
+            proptest::collection::vec(
+                (
+                    name(),
+                    proptest::collection::vec((any::<u32>(), any::<u64>(), name()), 0..3)
+                ),
+                0..3
+            ),
+        )
+            .prop_map(|(group_id, member_id, generation, t)| {
+                Request::OffsetCommit(OffsetCommitRequest {
+                    group_id,
+                    member_id,
+                    generation,
+                    topics: t
+                        .into_iter()
+                        .map(|(name, ps)| OffsetCommitTopic {
+                            name,
+                            partitions: ps
+                                .into_iter()
+                                .map(|(partition, offset, metadata)| OffsetCommitPartition {
+                                    partition,
+                                    offset,
+                                    metadata,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                })
+            }),
+        (name(), topic_partitions()).prop_map(|(group_id, topics)| {
+            Request::OffsetFetch(OffsetFetchRequest { group_id, topics })
+        }),
+        Just(Request::ListGroups),
+        proptest::collection::vec(name(), 0..4)
+            .prop_map(|group_ids| Request::DescribeGroups(DescribeGroupsRequest { group_ids })),
+    ]
+}
+
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    proptest::sample::select(ErrorCode::ALL)
+}
+
+fn group_response() -> impl Strategy<Value = Response> {
+    let member = (
+        name(),
+        name(),
+        proptest::collection::vec(name(), 0..3),
+        topic_partitions(),
+        topic_partitions(),
+    )
+        .prop_map(
+            |(member_id, client_id, topics, assignment, revoking)| DescribedMember {
+                member_id,
+                client_id,
+                topics,
+                assignment,
+                revoking,
+            },
+        );
+    let lag = (
+        name(),
+        any::<u32>(),
+        offset_or_none(),
+        any::<u64>(),
+        any::<u64>(),
+        offset_or_none(),
+    )
+        .prop_map(
+            |(topic, partition, committed_offset, end_offset, lag, lag_ms)| PartitionLag {
+                topic,
+                partition,
+                committed_offset,
+                end_offset,
+                lag,
+                lag_ms,
+            },
+        );
+    let group = (
+        error_code(),
+        name(),
+        name(),
+        any::<u32>(),
+        proptest::collection::vec(member, 0..3),
+        proptest::collection::vec(lag, 0..3),
+    )
+        .prop_map(
+            |(error, group_id, state, generation, members, offsets)| DescribedGroup {
+                error,
+                group_id,
+                state,
+                generation,
+                members,
+                offsets,
+            },
+        );
+    prop_oneof![
+        (
+            error_code(),
+            name(),
+            any::<u32>(),
+            any::<u32>(),
+            topic_partitions(),
+            topic_partitions()
+        )
+            .prop_map(|(error, member_id, generation, hb, assignment, revoke)| {
+                Response::JoinGroup(JoinGroupResponse {
+                    error,
+                    member_id,
+                    generation,
+                    heartbeat_interval_ms: hb,
+                    assignment,
+                    revoke,
+                })
+            }),
+        (
+            error_code(),
+            any::<u32>(),
+            any::<u32>(),
+            topic_partitions(),
+            topic_partitions()
+        )
+            .prop_map(|(error, generation, hb, assignment, revoke)| {
+                Response::Heartbeat(HeartbeatResponse {
+                    error,
+                    generation,
+                    heartbeat_interval_ms: hb,
+                    assignment,
+                    revoke,
+                })
+            }),
+        error_code().prop_map(|error| Response::LeaveGroup(LeaveGroupResponse { error })),
+        proptest::collection::vec(
+            (
+                name(),
+                proptest::collection::vec((any::<u32>(), error_code()), 0..3)
+            ),
+            0..3
+        )
+        .prop_map(|t| Response::OffsetCommit(OffsetCommitResponse {
+            topics: t
+                .into_iter()
+                .map(|(name, ps)| OffsetCommitTopicResponse {
+                    name,
+                    partitions: ps
+                        .into_iter()
+                        .map(|(partition, error)| OffsetCommitPartitionResponse {
+                            partition,
+                            error
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })),
+        (
+            error_code(),
+            proptest::collection::vec(
+                (
+                    name(),
+                    proptest::collection::vec(
+                        (any::<u32>(), error_code(), offset_or_none(), name()),
+                        0..3
+                    )
+                ),
+                0..3
+            )
+        )
+            .prop_map(|(error, t)| Response::OffsetFetch(OffsetFetchResponse {
+                error,
+                topics: t
+                    .into_iter()
+                    .map(|(name, ps)| OffsetFetchTopicResponse {
+                        name,
+                        partitions: ps
+                            .into_iter()
+                            .map(|(partition, error, offset, metadata)| {
+                                OffsetFetchPartitionResponse {
+                                    partition,
+                                    error,
+                                    offset,
+                                    metadata,
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })),
+        proptest::collection::vec((name(), name(), any::<u32>(), any::<u32>()), 0..4).prop_map(
+            |g| Response::ListGroups(ListGroupsResponse {
+                groups: g
+                    .into_iter()
+                    .map(|(group_id, state, members, generation)| ListedGroup {
+                        group_id,
+                        state,
+                        members,
+                        generation,
+                    })
+                    .collect(),
+            })
+        ),
+        proptest::collection::vec(group, 0..3)
+            .prop_map(|groups| Response::DescribeGroups(DescribeGroupsResponse { groups })),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
@@ -231,7 +628,7 @@ proptest! {
 
     #[test]
     fn mutated_valid_frames_never_panic(
-        which in 0usize..5,
+        which in 0usize..64,
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in any::<prop::sample::Index>(),
         truncate in any::<bool>(),
@@ -272,7 +669,7 @@ proptest! {
 
     #[test]
     fn random_requests_round_trip(
-        req in prop_oneof![produce_request(), other_request()],
+        req in prop_oneof![produce_request(), other_request(), group_request()],
         cid in any::<u32>(),
         client in name(),
     ) {
@@ -285,6 +682,23 @@ proptest! {
         prop_assert_eq!(h.correlation_id, cid);
         prop_assert_eq!(h.client_id, client);
         prop_assert_eq!(got, req);
+    }
+
+    #[test]
+    fn random_group_responses_round_trip(resp in group_response(), cid in any::<u32>()) {
+        let key = resp.api_key().expect("a body");
+        let mut b = BytesMut::new();
+        encode_response(cid, &resp, &mut b);
+        let mut chunks = Vec::new();
+        encode_response_chunks(cid, &resp, &mut chunks);
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        prop_assert_eq!(&joined[..], &b[..]);
+        let mut codec = FrameCodec::default();
+        let frame = codec.decode(&mut b).unwrap().unwrap();
+        prop_assert!(b.is_empty());
+        let (got_cid, got) = decode_response(key, frame).unwrap();
+        prop_assert_eq!(got_cid, cid);
+        prop_assert_eq!(got, resp);
     }
 }
 

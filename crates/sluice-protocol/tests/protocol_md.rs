@@ -23,15 +23,22 @@ fn every_error_code_is_documented_with_number_name_and_retriability() {
 #[test]
 fn every_api_key_is_documented() {
     for key in ApiKey::ALL {
-        let row = match key.versions() {
-            Some(r) => format!(
+        let row = match (key.versions(), key.wire_versions()) {
+            (Some(r), _) => format!(
                 "| {} | {} | {}..={} |",
                 *key as u16,
                 key.name(),
                 r.min_version,
                 r.max_version
             ),
-            None => format!(
+            (None, Some(r)) => format!(
+                "| {} | {} | {}..={}, served once advertised in ApiVersions |",
+                *key as u16,
+                key.name(),
+                r.min_version,
+                r.max_version
+            ),
+            (None, None) => format!(
                 "| {} | {} | reserved, not yet served |",
                 *key as u16,
                 key.name()
@@ -41,9 +48,167 @@ fn every_api_key_is_documented() {
             SPEC.contains(&row),
             "protocol.md lacks the api row starting `{row}`"
         );
+        let heading = format!("\n### {} (key {})\n", key.name(), *key as u16);
+        assert!(
+            SPEC.contains(&heading),
+            "protocol.md lacks a section `{}`",
+            heading.trim()
+        );
     }
     assert!(SPEC.contains(&format!("{} bytes", DEFAULT_MAX_FRAME_BYTES)));
     assert!(SPEC.contains("## On-disk storage format"));
+}
+
+/// The text of the `### NAME (key K)` section, up to the next heading.
+fn api_section(key: ApiKey) -> &'static str {
+    let heading = format!("\n### {} (key {})\n", key.name(), key as u16);
+    let start = SPEC
+        .find(&heading)
+        .unwrap_or_else(|| panic!("protocol.md lacks `{}`", heading.trim()))
+        + heading.len();
+    let rest = &SPEC[start..];
+    let end = [rest.find("\n### "), rest.find("\n## ")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// Every field of every group message (as encoded, in order) is a row of its
+/// api's section, and every nested structure has a min-size table.
+#[test]
+fn group_apis_are_fully_documented() {
+    let fields: &[(ApiKey, &[&str])] = &[
+        (
+            ApiKey::JoinGroup,
+            &[
+                "group_id",
+                "member_id",
+                "topics",
+                "session_timeout_ms",
+                "rebalance_timeout_ms",
+                "metadata",
+                "error",
+                "generation",
+                "heartbeat_interval_ms",
+                "assignment",
+                "revoke",
+            ],
+        ),
+        (
+            ApiKey::Heartbeat,
+            &[
+                "group_id",
+                "member_id",
+                "generation",
+                "owned",
+                "max_wait_ms",
+                "error",
+                "heartbeat_interval_ms",
+                "assignment",
+                "revoke",
+            ],
+        ),
+        (ApiKey::LeaveGroup, &["group_id", "member_id", "error"]),
+        (
+            ApiKey::OffsetCommit,
+            &[
+                "group_id",
+                "member_id",
+                "generation",
+                "topics",
+                "name",
+                "partitions",
+                "partition",
+                "offset",
+                "metadata",
+                "error",
+            ],
+        ),
+        (
+            ApiKey::OffsetFetch,
+            &[
+                "group_id",
+                "topics",
+                "error",
+                "name",
+                "partitions",
+                "partition",
+                "offset",
+                "metadata",
+            ],
+        ),
+        (
+            ApiKey::ListGroups,
+            &["groups", "group_id", "state", "members", "generation"],
+        ),
+        (
+            ApiKey::DescribeGroups,
+            &[
+                "group_ids",
+                "groups",
+                "error",
+                "group_id",
+                "state",
+                "generation",
+                "members",
+                "offsets",
+                "member_id",
+                "client_id",
+                "topics",
+                "assignment",
+                "revoking",
+                "topic",
+                "partition",
+                "committed_offset",
+                "end_offset",
+                "lag",
+                "lag_ms",
+            ],
+        ),
+    ];
+    for key in ApiKey::ALL.iter().filter(|k| k.is_group_api()) {
+        let (_, names) = fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no field list for {key}"));
+        let section = api_section(*key);
+        for name in *names {
+            assert!(
+                section.contains(&format!("| `{name}` ")),
+                "{key} section lacks a row for `{name}`"
+            );
+        }
+    }
+    let structs = [
+        ("TopicPartitions", 6),
+        ("OffsetCommitTopic", 6),
+        ("OffsetCommitPartition", 14),
+        ("OffsetCommitTopicResponse", 6),
+        ("OffsetCommitPartitionResponse", 6),
+        ("OffsetFetchTopicResponse", 6),
+        ("OffsetFetchPartitionResponse", 16),
+        ("ListedGroup", 12),
+        ("DescribedGroup", 18),
+        ("DescribedMember", 16),
+        ("PartitionLag", 38),
+    ];
+    for (name, min) in structs {
+        let line = format!("`{name}` (min size {min})");
+        assert!(SPEC.contains(&line), "protocol.md lacks `{line}`");
+    }
+    for needle in [
+        "## Consumer groups",
+        "### Commit fencing",
+        "### Long-poll heartbeats",
+        "served once the broker advertises keys 7 to 13",
+        "ILLEGAL_GENERATION",
+        "NOT_PARTITION_OWNER",
+        "UNKNOWN_MEMBER_ID",
+    ] {
+        assert!(SPEC.contains(needle), "protocol.md lacks `{needle}`");
+    }
 }
 
 /// The record batch of the worked example: one record, fixed timestamp.
@@ -109,6 +274,20 @@ pub fn example_frames() -> Vec<(&'static str, Vec<u8>)> {
             }],
         }],
     });
+    let heartbeat = Request::Heartbeat(HeartbeatRequest {
+        group_id: "billing".into(),
+        member_id: "demo-7-1".into(),
+        generation: 2,
+        owned: vec![TopicPartitions::new("orders", vec![0, 1])],
+        max_wait_ms: 1_000,
+    });
+    let heartbeat_resp = Response::Heartbeat(HeartbeatResponse {
+        error: ErrorCode::None,
+        generation: 3,
+        heartbeat_interval_ms: 50,
+        assignment: vec![TopicPartitions::new("orders", vec![0])],
+        revoke: vec![TopicPartitions::new("orders", vec![1])],
+    });
     let mut out = Vec::new();
     let mut b = BytesMut::new();
     encode_request(1, "demo", &produce, &mut b);
@@ -122,6 +301,12 @@ pub fn example_frames() -> Vec<(&'static str, Vec<u8>)> {
     let mut b = BytesMut::new();
     encode_response(2, &fetch_resp, &mut b);
     out.push(("fetch-response", b.to_vec()));
+    let mut b = BytesMut::new();
+    encode_request(3, "demo", &heartbeat, &mut b);
+    out.push(("heartbeat-request", b.to_vec()));
+    let mut b = BytesMut::new();
+    encode_response(3, &heartbeat_resp, &mut b);
+    out.push(("heartbeat-response", b.to_vec()));
     out
 }
 
@@ -196,4 +381,17 @@ fn worked_examples_decode() {
         decode_response(ApiKey::Fetch, Bytes::copy_from_slice(&frames[3].1[4..])).unwrap();
     assert_eq!(cid, 2);
     assert!(matches!(resp, Response::Fetch(_)));
+    let (hdr, req) = decode_request(Bytes::copy_from_slice(&frames[4].1[4..])).unwrap();
+    assert_eq!((hdr.api_key, hdr.correlation_id), (8, 3));
+    let Request::Heartbeat(h) = req else {
+        panic!("not a heartbeat")
+    };
+    assert_eq!(h.owned, vec![TopicPartitions::new("orders", vec![0, 1])]);
+    let (cid, resp) =
+        decode_response(ApiKey::Heartbeat, Bytes::copy_from_slice(&frames[5].1[4..])).unwrap();
+    assert_eq!(cid, 3);
+    let Response::Heartbeat(r) = resp else {
+        panic!("not a heartbeat response")
+    };
+    assert_eq!(r.revoke, vec![TopicPartitions::new("orders", vec![1])]);
 }
