@@ -1,0 +1,653 @@
+//! The protocol-neutral broker API.
+//!
+//! [`Broker`] is what every front end calls: the native protocol handler in
+//! [`crate::handler`] today, a Kafka-wire listener later. It speaks in topics,
+//! partitions, offsets and record-batch bytes, never in frames. It holds a
+//! few separate handles (the [`TopicRegistry`] with its own lock, the
+//! [`Metrics`]) rather than owning everything.
+//!
+//! Produce is split in two so a front end can keep per-connection order
+//! without blocking on fsync: [`Broker::append`] runs inline (a memcpy into
+//! the mapped segment) and returns an [`Appended`]; [`Appended::durable`] is
+//! the (possibly long) wait for the fsync, to be awaited off the read path.
+//! [`Broker::produce`] does both for callers that do not care.
+//!
+//! Fetch likewise: [`Broker::prepare_fetch`] resolves the partitions,
+//! [`PreparedFetch::try_complete`] answers at once when it can, and
+//! [`PreparedFetch::wait`] parks on the partitions' end-offset watches
+//! until `min_bytes` are there, `max_wait` passes, or shutdown begins.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::select_all;
+use sluice_log::AppendInfo;
+use sluice_protocol::{Acks, OffsetSpec};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BrokerConfig, FlushMode};
+use crate::error::BrokerError;
+use crate::metrics::Metrics;
+use crate::partition::{Partition, DEFAULT_DURABLE_TIMEOUT};
+use crate::topic_meta::{validate_topic_name, TopicConfig, TopicOverrides};
+use crate::topics::{Topic, TopicRegistry};
+
+/// The broker: topic admin, produce, fetch, offsets, metadata.
+pub struct Broker {
+    topics: TopicRegistry,
+    metrics: Metrics,
+    auto_create_topics: bool,
+    default_partitions: u32,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of an inline append; await [`Appended::durable`] before acknowledging.
+#[derive(Debug)]
+pub struct Appended {
+    partition: Arc<Partition>,
+    /// Offsets and sizes assigned by the log.
+    pub info: AppendInfo,
+    needs_fsync: bool,
+}
+
+impl Appended {
+    /// Whether acknowledging requires waiting for an fsync
+    /// (acks = durable, or the topic's flush policy is `always`).
+    pub fn needs_fsync(&self) -> bool {
+        self.needs_fsync
+    }
+
+    /// Waits (at most `timeout`; zero means the 30 s default) until the
+    /// appended records are durable if that is required, then returns the
+    /// append's offsets.
+    pub async fn durable(self, timeout: Duration) -> Result<AppendInfo, BrokerError> {
+        if !self.needs_fsync {
+            return Ok(self.info);
+        }
+        let timeout = if timeout.is_zero() {
+            DEFAULT_DURABLE_TIMEOUT
+        } else {
+            timeout
+        };
+        match tokio::time::timeout(
+            timeout,
+            self.partition.wait_durable(self.info.last_offset + 1),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(self.info),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(BrokerError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+}
+
+/// One partition to read in a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTarget {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// First offset wanted.
+    pub offset: u64,
+    /// Upper bound for this partition (one whole batch is always allowed).
+    pub max_bytes: usize,
+}
+
+/// A fetch request, independent of any wire format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchParams {
+    /// Partitions, answered in this order.
+    pub targets: Vec<FetchTarget>,
+    /// Answer as soon as this many bytes are available in total.
+    pub min_bytes: usize,
+    /// Upper bound on the whole answer (the first batch found is always allowed).
+    pub max_bytes: usize,
+    /// Longest time to park waiting for `min_bytes`.
+    pub max_wait: Duration,
+}
+
+/// Data read from one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedData {
+    /// Whole record batches (possibly empty), borrowed from the log's mapping.
+    pub records: Bytes,
+    /// Log end offset when read.
+    pub high_watermark: u64,
+    /// First offset still stored.
+    pub log_start_offset: u64,
+}
+
+enum Lookup {
+    Found(Arc<Partition>),
+    NoTopic,
+    NoPartition,
+}
+
+/// A fetch whose partitions are resolved; see the module docs.
+pub struct PreparedFetch {
+    params: FetchParams,
+    lookups: Vec<Lookup>,
+    deadline: Instant,
+    metrics: Metrics,
+}
+
+/// One partition's entry in a fetch answer (same order as the targets).
+pub type FetchResult = Result<FetchedData, BrokerError>;
+
+/// Description of one topic for metadata answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// Topic name.
+    pub name: String,
+    /// Effective config.
+    pub config: TopicConfig,
+    /// Partitions in index order.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// Description of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// Index.
+    pub index: u32,
+    /// First stored offset.
+    pub start_offset: u64,
+    /// Next offset to be written.
+    pub end_offset: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Broker {
+    /// Opens the data directory and recovers every topic in it.
+    pub fn open(config: &BrokerConfig, metrics: Metrics) -> Result<Broker, BrokerError> {
+        let topics = TopicRegistry::open(
+            &config.data_dir,
+            config.topic_defaults.clone(),
+            metrics.clone(),
+        )?;
+        Ok(Broker {
+            topics,
+            metrics,
+            auto_create_topics: config.auto_create_topics,
+            default_partitions: config.default_partitions,
+        })
+    }
+
+    /// The topic registry.
+    pub fn topics(&self) -> &TopicRegistry {
+        &self.topics
+    }
+
+    /// The metrics handle.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn topic(&self, name: &str, create: bool) -> Result<Arc<Topic>, BrokerError> {
+        match self.topics.get(name) {
+            Some(t) => Ok(t),
+            None if create && self.auto_create_topics => {
+                self.topics.get_or_create(name, self.default_partitions)
+            }
+            None => Err(BrokerError::UnknownTopic(name.to_string())),
+        }
+    }
+
+    /// The partition, if topic and partition exist (no auto-creation).
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, BrokerError> {
+        let t = self.topic(topic, false)?;
+        t.partition(partition)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    /// Appends whole record batches to a partition, auto-creating the topic if
+    /// allowed. Fast (a copy into the mapped segment); call it in request order
+    /// to keep per-connection order, then await [`Appended::durable`].
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[u8],
+        acks: Acks,
+    ) -> Result<Appended, BrokerError> {
+        if records.is_empty() {
+            return Err(BrokerError::EmptyProduce {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        let t = self.topic(topic, true)?;
+        let p = t
+            .partition(partition)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })?;
+        let info = p.append(records)?;
+        Ok(Appended {
+            partition: p,
+            info,
+            needs_fsync: acks == Acks::Durable || t.config().flush == FlushMode::Always,
+        })
+    }
+
+    /// Append then wait for durability as `acks` requires.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[u8],
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<AppendInfo, BrokerError> {
+        self.append(topic, partition, records, acks)?
+            .durable(timeout)
+            .await
+    }
+
+    /// Resolves a fetch's partitions; see [`PreparedFetch`].
+    pub fn prepare_fetch(&self, params: FetchParams) -> PreparedFetch {
+        let lookups = params
+            .targets
+            .iter()
+            .map(|t| match self.topics.get(&t.topic) {
+                None => Lookup::NoTopic,
+                Some(topic) => match topic.partition(t.partition) {
+                    Some(p) => Lookup::Found(Arc::clone(p)),
+                    None => Lookup::NoPartition,
+                },
+            })
+            .collect();
+        PreparedFetch {
+            deadline: Instant::now() + params.max_wait,
+            params,
+            lookups,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Long-poll fetch: answers when `min_bytes` are available, `max_wait`
+    /// passes, an error occurs, or `cancel` fires.
+    pub async fn fetch(&self, params: FetchParams, cancel: &CancellationToken) -> Vec<FetchResult> {
+        let mut f = self.prepare_fetch(params);
+        match f.try_complete() {
+            Some(r) => r,
+            None => f.wait(cancel).await,
+        }
+    }
+
+    /// Offset lookup: earliest, latest, or the first batch at/after a timestamp
+    /// (the log end offset and -1 when no batch is that recent).
+    pub fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<(u64, i64), BrokerError> {
+        let p = self.partition(topic, partition)?;
+        Ok(match spec {
+            OffsetSpec::Earliest => (p.start_offset(), -1),
+            OffsetSpec::Latest => (p.end_offset(), -1),
+            OffsetSpec::Timestamp(ts) => match p.offset_for_timestamp(ts)? {
+                Some((offset, ts)) => (offset, ts),
+                None => (p.end_offset(), -1),
+            },
+        })
+    }
+
+    fn describe(t: &Topic) -> TopicDescription {
+        TopicDescription {
+            name: t.name().to_string(),
+            config: t.config().clone(),
+            partitions: t
+                .partitions()
+                .iter()
+                .map(|p| PartitionDescription {
+                    index: p.index(),
+                    start_offset: p.start_offset(),
+                    end_offset: p.end_offset(),
+                    size_bytes: p.size_bytes(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Describes every topic, sorted by name.
+    pub fn describe_all(&self) -> Vec<TopicDescription> {
+        self.topics
+            .list()
+            .iter()
+            .map(|t| Self::describe(t))
+            .collect()
+    }
+
+    /// Describes one topic (never auto-creates); `InvalidTopic` for a bad name.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+        validate_topic_name(name)?;
+        let t = self.topic(name, false)?;
+        Ok(Self::describe(&t))
+    }
+
+    /// Creates a topic with `partitions` (1..=10000) and config overrides.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &[(String, String)],
+    ) -> Result<(), BrokerError> {
+        validate_topic_name(name)?;
+        let overrides = TopicOverrides::from_pairs(configs)?;
+        self.topics.create(name, partitions, overrides).map(|_| ())
+    }
+
+    /// Partition count given to auto-created topics.
+    pub fn default_partitions(&self) -> u32 {
+        self.default_partitions
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        self.topics.delete(name)
+    }
+
+    /// Flushes partitions whose `interval` policy is due (blocking; run off the runtime).
+    pub fn flush_due(&self) {
+        let now = std::time::Instant::now();
+        for t in self.topics.list() {
+            if t.config().flush != FlushMode::Interval {
+                continue;
+            }
+            for p in t.partitions() {
+                if let Err(e) = p.maybe_flush(now) {
+                    tracing::error!(topic = t.name(), partition = p.index(), error = %crate::error::chain(&e), "interval flush failed");
+                }
+            }
+        }
+    }
+
+    /// Deletes expired segments everywhere (blocking; run off the runtime).
+    pub fn enforce_retention(&self) -> usize {
+        let now = now_ms();
+        let mut deleted = 0;
+        for t in self.topics.list() {
+            for p in t.partitions() {
+                match p.enforce_retention(now) {
+                    Ok(n) => deleted += n,
+                    Err(e) => {
+                        tracing::error!(topic = t.name(), partition = p.index(), error = %crate::error::chain(&e), "retention failed")
+                    }
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(segments = deleted, "retention deleted segments");
+        }
+        deleted
+    }
+
+    /// Flushes and closes every log (shutdown); logs and returns the first error.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        let mut errors = self.topics.close_all();
+        for e in &errors {
+            tracing::error!(error = %crate::error::chain(e), "closing a log failed");
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.swap_remove(0))
+        }
+    }
+}
+
+impl PreparedFetch {
+    /// The request this fetch answers.
+    pub fn params(&self) -> &FetchParams {
+        &self.params
+    }
+
+    /// One read pass over every target. Returns the results, the bytes found,
+    /// and whether any partition failed.
+    fn read_pass(&self) -> (Vec<FetchResult>, usize, bool) {
+        let mut total = 0usize;
+        let mut failed = false;
+        let mut out = Vec::with_capacity(self.lookups.len());
+        for (t, l) in self.params.targets.iter().zip(&self.lookups) {
+            let r = match l {
+                Lookup::NoTopic => Err(BrokerError::UnknownTopic(t.topic.clone())),
+                Lookup::NoPartition => Err(BrokerError::UnknownPartition {
+                    topic: t.topic.clone(),
+                    partition: t.partition,
+                }),
+                Lookup::Found(p) => {
+                    let budget = self.params.max_bytes.saturating_sub(total);
+                    let high_watermark = p.end_offset();
+                    let log_start_offset = p.start_offset();
+                    if budget == 0 && total > 0 {
+                        Ok(FetchedData {
+                            records: Bytes::new(),
+                            high_watermark,
+                            log_start_offset,
+                        })
+                    } else {
+                        p.read(t.offset, t.max_bytes.min(budget.max(1)))
+                            .map(|mut records| {
+                                // Past the first data found, the total budget is strict.
+                                if total > 0 && records.len() > budget {
+                                    records = Bytes::new();
+                                }
+                                total += records.len();
+                                FetchedData {
+                                    records,
+                                    high_watermark,
+                                    log_start_offset,
+                                }
+                            })
+                    }
+                }
+            };
+            failed |= r.is_err();
+            out.push(r);
+        }
+        (out, total, failed)
+    }
+
+    fn finish(&self, results: Vec<FetchResult>) -> Vec<FetchResult> {
+        for (r, l) in results.iter().zip(&self.lookups) {
+            if let (Ok(d), Lookup::Found(p)) = (r, l) {
+                if !d.records.is_empty() {
+                    p.record_fetch(&d.records);
+                }
+            }
+        }
+        results
+    }
+
+    /// Reads once; `Some` when the fetch is complete (enough bytes, an error,
+    /// or no waiting allowed), `None` when it should [`wait`](Self::wait).
+    pub fn try_complete(&mut self) -> Option<Vec<FetchResult>> {
+        let (results, total, failed) = self.read_pass();
+        if failed
+            || total >= self.params.min_bytes.max(1)
+            || self.params.max_wait.is_zero()
+            || self.params.min_bytes == 0
+            || Instant::now() >= self.deadline
+        {
+            Some(self.finish(results))
+        } else {
+            None
+        }
+    }
+
+    /// Parks until enough data arrives, the deadline passes, or `cancel` fires;
+    /// then answers with whatever is there.
+    pub async fn wait(self, cancel: &CancellationToken) -> Vec<FetchResult> {
+        self.metrics.parked_fetches.inc();
+        let out = self.wait_inner(cancel).await;
+        self.metrics.parked_fetches.dec();
+        self.finish(out)
+    }
+
+    async fn wait_inner(&self, cancel: &CancellationToken) -> Vec<FetchResult> {
+        loop {
+            // Subscribe before reading: an append after the read still wakes us.
+            let mut receivers: Vec<_> = self
+                .lookups
+                .iter()
+                .filter_map(|l| match l {
+                    Lookup::Found(p) => Some(p.subscribe()),
+                    _ => None,
+                })
+                .collect();
+            let (results, total, failed) = self.read_pass();
+            if failed
+                || receivers.is_empty()
+                || total >= self.params.min_bytes.max(1)
+                || Instant::now() >= self.deadline
+            {
+                return results;
+            }
+            let changed = select_all(receivers.iter_mut().map(|r| Box::pin(r.changed())));
+            tokio::select! {
+                (res, _, _) = changed => {
+                    if res.is_err() {
+                        // The partition was dropped (topic deleted): answer now.
+                        return self.read_pass().0;
+                    }
+                }
+                _ = tokio::time::sleep_until(self.deadline) => return self.read_pass().0,
+                _ = cancel.cancelled() => return self.read_pass().0,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigLayer;
+
+    pub(crate) fn test_broker(dir: &std::path::Path, extra: ConfigLayer) -> Broker {
+        let layer = ConfigLayer {
+            data_dir: Some(dir.to_path_buf()),
+            segment_bytes: Some(1 << 20),
+            ..ConfigLayer::default()
+        };
+        let cfg = extra.or(layer).resolve().unwrap();
+        Broker::open(&cfg, Metrics::new()).unwrap()
+    }
+
+    #[test]
+    fn unknown_topics_and_auto_create_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_broker(
+            dir.path(),
+            ConfigLayer {
+                auto_create_topics: Some(false),
+                ..ConfigLayer::default()
+            },
+        );
+        let e = b.append("nope", 0, b"x", Acks::Leader).unwrap_err();
+        assert_eq!(
+            e.code(),
+            sluice_protocol::ErrorCode::UnknownTopicOrPartition
+        );
+        assert!(b.topics().get("nope").is_none());
+        let e = b.list_offset("nope", 0, OffsetSpec::Latest).unwrap_err();
+        assert_eq!(
+            e.code(),
+            sluice_protocol::ErrorCode::UnknownTopicOrPartition
+        );
+        let e = b.create_topic("t", 0, &[]).unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::InvalidPartitions);
+        let e = b.describe_topic("a/b").unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::InvalidTopic);
+        b.create_topic("t", 1, &[]).unwrap();
+        assert_eq!(b.describe_topic("t").unwrap().partitions.len(), 1);
+        let e = b.create_topic("t", 1, &[]).unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::TopicAlreadyExists);
+        let e = b
+            .create_topic("u", 1, &[("flush".into(), "never".into())])
+            .unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::InvalidConfig);
+        let e = b.append("t", 7, b"x", Acks::Leader).unwrap_err();
+        assert_eq!(
+            e.code(),
+            sluice_protocol::ErrorCode::UnknownTopicOrPartition
+        );
+        let e = b.append("t", 0, b"", Acks::Leader).unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::InvalidRequest);
+        b.delete_topic("t").unwrap();
+        assert!(b.describe_all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn fetch_of_missing_partition_answers_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_broker(dir.path(), ConfigLayer::default());
+        let params = FetchParams {
+            targets: vec![FetchTarget {
+                topic: "missing".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1024,
+            }],
+            min_bytes: 1,
+            max_bytes: 1024,
+            max_wait: Duration::from_secs(60),
+        };
+        let r = b.fetch(params, &CancellationToken::new()).await;
+        assert_eq!(r.len(), 1);
+        assert!(matches!(r[0], Err(BrokerError::UnknownTopic(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_fetch_times_out_with_empty_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_broker(dir.path(), ConfigLayer::default());
+        b.create_topic("t", 1, &[]).unwrap();
+        let params = FetchParams {
+            targets: vec![FetchTarget {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1024,
+            }],
+            min_bytes: 1,
+            max_bytes: 1024,
+            max_wait: Duration::from_millis(500),
+        };
+        let started = Instant::now();
+        let r = b.fetch(params, &CancellationToken::new()).await;
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        let d = r[0].as_ref().unwrap();
+        assert!(d.records.is_empty());
+        assert_eq!(d.high_watermark, 0);
+        assert_eq!(b.metrics().parked_fetches.get(), 0);
+    }
+}

@@ -1,0 +1,422 @@
+//! Broker configuration: a TOML file, overridden by `SLUICE_*` environment
+//! variables, overridden by command-line flags.
+//!
+//! Every setting lives once in [`ConfigLayer`], a struct of `Option`s that is
+//! both the clap argument group (flags and their `SLUICE_*` env variables —
+//! clap already ranks a flag above its env variable) and the serde shape of
+//! the TOML file. [`ConfigLayer::or`] stacks layers and [`ConfigLayer::resolve`]
+//! fills what is still unset with the defaults below.
+//!
+//! | key (TOML / flag)        | env                          | default          |
+//! |--------------------------|------------------------------|------------------|
+//! | `data_dir`               | `SLUICE_DATA_DIR`            | `./sluice-data`  |
+//! | `listen`                 | `SLUICE_LISTEN`              | `127.0.0.1:7171` |
+//! | `http_listen`            | `SLUICE_HTTP_LISTEN`         | `127.0.0.1:7180` |
+//! | `auto_create_topics`     | `SLUICE_AUTO_CREATE_TOPICS`  | `true`           |
+//! | `default_partitions`     | `SLUICE_DEFAULT_PARTITIONS`  | `1`              |
+//! | `flush`                  | `SLUICE_FLUSH`               | `interval`       |
+//! | `flush_interval_ms`      | `SLUICE_FLUSH_INTERVAL_MS`   | `1000`           |
+//! | `segment_bytes`          | `SLUICE_SEGMENT_BYTES`       | 1 GiB            |
+//! | `segment_ms`             | `SLUICE_SEGMENT_MS`          | none             |
+//! | `retention_ms`           | `SLUICE_RETENTION_MS`        | none (forever)   |
+//! | `retention_bytes`        | `SLUICE_RETENTION_BYTES`     | none (unbounded) |
+//! | `max_batch_bytes`        | `SLUICE_MAX_BATCH_BYTES`     | 16 MiB           |
+//! | `max_frame_bytes`        | `SLUICE_MAX_FRAME_BYTES`     | 64 MiB           |
+//! | `max_connections`        | `SLUICE_MAX_CONNECTIONS`     | `10000`          |
+//! | `housekeeping_interval_ms` | `SLUICE_HOUSEKEEPING_INTERVAL_MS` | `5000` (retention checks) |
+//! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
+//! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info`         |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
+
+/// Default native protocol address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
+/// Default HTTP (metrics/health) address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7180";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
+/// Largest partition count a topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// Durability policy of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// fsync before acknowledging each append (group commit).
+    Always,
+    /// fsync every `flush_interval_ms`.
+    Interval,
+    /// Leave flushing to the OS page cache.
+    Os,
+}
+
+impl FlushMode {
+    /// The config-string form (`always`, `interval`, `os`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushMode::Always => "always",
+            FlushMode::Interval => "interval",
+            FlushMode::Os => "os",
+        }
+    }
+
+    /// Parses the config-string form.
+    pub fn parse(s: &str) -> Option<FlushMode> {
+        match s {
+            "always" => Some(FlushMode::Always),
+            "interval" => Some(FlushMode::Interval),
+            "os" => Some(FlushMode::Os),
+            _ => None,
+        }
+    }
+}
+
+/// One layer of settings; `None` means "not set at this layer".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Directory holding one sub-directory per topic.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Native protocol listen address.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP listen address for /metrics and /health.
+    #[arg(long, env = "SLUICE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Create unknown topics on first produce.
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub auto_create_topics: Option<bool>,
+    /// Partition count of auto-created topics and of CreateTopics with 0 partitions.
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
+    /// Default flush policy for topics that do not override it.
+    #[arg(long, env = "SLUICE_FLUSH", value_enum)]
+    pub flush: Option<FlushMode>,
+    /// Flush period for the `interval` policy.
+    #[arg(long, env = "SLUICE_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Default segment size before rolling.
+    #[arg(long, env = "SLUICE_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Default segment age before rolling.
+    #[arg(long, env = "SLUICE_SEGMENT_MS")]
+    pub segment_ms: Option<u64>,
+    /// Default retention by age.
+    #[arg(long, env = "SLUICE_RETENTION_MS")]
+    pub retention_ms: Option<u64>,
+    /// Default retention by size per partition.
+    #[arg(long, env = "SLUICE_RETENTION_BYTES")]
+    pub retention_bytes: Option<u64>,
+    /// Largest append (one produce partition) accepted by a log.
+    #[arg(long, env = "SLUICE_MAX_BATCH_BYTES")]
+    pub max_batch_bytes: Option<u32>,
+    /// Largest request frame accepted; larger ones close the connection.
+    #[arg(long, env = "SLUICE_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Most simultaneous client connections; further ones wait in the backlog.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How often retention is enforced.
+    #[arg(long, env = "SLUICE_HOUSEKEEPING_INTERVAL_MS")]
+    pub housekeeping_interval_ms: Option<u64>,
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// tracing filter (e.g. `info`, `sluice_broker=debug`).
+    #[arg(long, env = "SLUICE_LOG")]
+    pub log_level: Option<String>,
+}
+
+/// `sluiced` command line.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sluiced", version, about = "The Sluice message broker")]
+pub struct Cli {
+    /// Optional TOML config file (lowest precedence).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Settings from flags and `SLUICE_*` variables.
+    #[command(flatten)]
+    pub layer: ConfigLayer,
+}
+
+/// Fully resolved broker settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Native listener.
+    pub listen: SocketAddr,
+    /// HTTP listener.
+    pub http_listen: SocketAddr,
+    /// Auto-create topics on produce.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics.
+    pub default_partitions: u32,
+    /// Topic defaults (overridable per topic).
+    pub topic_defaults: TopicDefaults,
+    /// Largest request frame.
+    pub max_frame_bytes: usize,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Retention check period.
+    pub housekeeping_interval: Duration,
+    /// Shutdown deadline for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// tracing filter.
+    pub log_level: String,
+}
+
+/// Broker-wide defaults for the per-topic settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDefaults {
+    /// Flush policy.
+    pub flush: FlushMode,
+    /// Flush period for `interval`.
+    pub flush_interval_ms: u64,
+    /// Segment roll size.
+    pub segment_bytes: u64,
+    /// Segment roll age.
+    pub segment_ms: Option<u64>,
+    /// Retention by age.
+    pub retention_ms: Option<u64>,
+    /// Retention by size.
+    pub retention_bytes: Option<u64>,
+    /// Largest single append.
+    pub max_batch_bytes: u32,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            flush: FlushMode::Interval,
+            flush_interval_ms: 1000,
+            segment_bytes: 1 << 30,
+            segment_ms: None,
+            retention_ms: None,
+            retention_bytes: None,
+            max_batch_bytes: 16 << 20,
+        }
+    }
+}
+
+impl ConfigLayer {
+    /// Field by field: `self` where set, else `lower`.
+    pub fn or(self, lower: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            http_listen: self.http_listen.or(lower.http_listen),
+            auto_create_topics: self.auto_create_topics.or(lower.auto_create_topics),
+            default_partitions: self.default_partitions.or(lower.default_partitions),
+            flush: self.flush.or(lower.flush),
+            flush_interval_ms: self.flush_interval_ms.or(lower.flush_interval_ms),
+            segment_bytes: self.segment_bytes.or(lower.segment_bytes),
+            segment_ms: self.segment_ms.or(lower.segment_ms),
+            retention_ms: self.retention_ms.or(lower.retention_ms),
+            retention_bytes: self.retention_bytes.or(lower.retention_bytes),
+            max_batch_bytes: self.max_batch_bytes.or(lower.max_batch_bytes),
+            max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
+            max_connections: self.max_connections.or(lower.max_connections),
+            housekeeping_interval_ms: self
+                .housekeeping_interval_ms
+                .or(lower.housekeeping_interval_ms),
+            shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+            log_level: self.log_level.or(lower.log_level),
+        }
+    }
+
+    /// Parses a TOML file into a layer.
+    pub fn from_toml_file(path: &Path) -> Result<ConfigLayer, BrokerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BrokerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| BrokerError::ConfigFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Fills unset fields with defaults and checks ranges.
+    pub fn resolve(self) -> Result<BrokerConfig, BrokerError> {
+        let d = TopicDefaults::default();
+        let parse_addr = |s: &str| -> SocketAddr {
+            // The constants are valid literals; fall back to loopback if that ever changes.
+            s.parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        };
+        let cfg = BrokerConfig {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: self.listen.unwrap_or_else(|| parse_addr(DEFAULT_LISTEN)),
+            http_listen: self
+                .http_listen
+                .unwrap_or_else(|| parse_addr(DEFAULT_HTTP_LISTEN)),
+            auto_create_topics: self.auto_create_topics.unwrap_or(true),
+            default_partitions: self.default_partitions.unwrap_or(1),
+            topic_defaults: TopicDefaults {
+                flush: self.flush.unwrap_or(d.flush),
+                flush_interval_ms: self.flush_interval_ms.unwrap_or(d.flush_interval_ms),
+                segment_bytes: self.segment_bytes.unwrap_or(d.segment_bytes),
+                segment_ms: self.segment_ms.or(d.segment_ms),
+                retention_ms: self.retention_ms.or(d.retention_ms),
+                retention_bytes: self.retention_bytes.or(d.retention_bytes),
+                max_batch_bytes: self.max_batch_bytes.unwrap_or(d.max_batch_bytes),
+            },
+            max_frame_bytes: self
+                .max_frame_bytes
+                .unwrap_or(sluice_protocol::codec::DEFAULT_MAX_FRAME_BYTES),
+            max_connections: self.max_connections.unwrap_or(10_000),
+            housekeeping_interval: Duration::from_millis(
+                self.housekeeping_interval_ms.unwrap_or(5000),
+            ),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms.unwrap_or(10_000)),
+            log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+        };
+        if cfg.default_partitions == 0 || cfg.default_partitions > MAX_PARTITIONS {
+            return Err(BrokerError::Config(format!(
+                "default_partitions must be 1..={MAX_PARTITIONS}, got {}",
+                cfg.default_partitions
+            )));
+        }
+        if cfg.max_connections == 0 {
+            return Err(BrokerError::Config("max_connections must be > 0".into()));
+        }
+        if cfg.max_frame_bytes < 64 {
+            return Err(BrokerError::Config(format!(
+                "max_frame_bytes must be at least 64, got {}",
+                cfg.max_frame_bytes
+            )));
+        }
+        if cfg.topic_defaults.flush_interval_ms == 0 {
+            return Err(BrokerError::Config("flush_interval_ms must be > 0".into()));
+        }
+        if cfg.housekeeping_interval.is_zero() {
+            return Err(BrokerError::Config(
+                "housekeeping_interval_ms must be > 0".into(),
+            ));
+        }
+        if cfg.topic_defaults.segment_bytes < 1024 {
+            return Err(BrokerError::Config(
+                "segment_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+impl Cli {
+    /// Applies the layers: config file < env < flags, then defaults.
+    pub fn into_config(self) -> Result<BrokerConfig, BrokerError> {
+        let file = match &self.config {
+            Some(path) => ConfigLayer::from_toml_file(path)?,
+            None => ConfigLayer::default(),
+        };
+        self.layer.or(file).resolve()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let cfg = ConfigLayer::default().resolve().unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("./sluice-data"));
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:7171");
+        assert_eq!(cfg.http_listen.to_string(), "127.0.0.1:7180");
+        assert!(cfg.auto_create_topics);
+        assert_eq!(cfg.default_partitions, 1);
+        assert_eq!(cfg.topic_defaults.flush, FlushMode::Interval);
+        assert_eq!(cfg.topic_defaults.flush_interval_ms, 1000);
+        assert_eq!(cfg.max_frame_bytes, 64 << 20);
+        assert_eq!(cfg.max_connections, 10_000);
+    }
+
+    #[test]
+    fn toml_file_parses_and_rejects_unknown_keys() {
+        let layer: ConfigLayer = toml::from_str(
+            "data_dir = \"/d\"\nflush = \"always\"\nretention_ms = 5\nauto_create_topics = false\n",
+        )
+        .unwrap();
+        assert_eq!(layer.flush, Some(FlushMode::Always));
+        assert_eq!(layer.auto_create_topics, Some(false));
+        assert!(toml::from_str::<ConfigLayer>("no_such_key = 1\n").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let layer = ConfigLayer {
+            default_partitions: Some(0),
+            ..ConfigLayer::default()
+        };
+        assert!(layer.resolve().is_err());
+        assert!(Cli::try_parse_from(["sluiced", "--flush", "sometimes"]).is_err());
+        assert!(Cli::try_parse_from(["sluiced", "--listen", "nowhere"]).is_err());
+    }
+
+    /// The only test in this crate that touches `SLUICE_*` variables, so
+    /// parallel tests cannot observe them.
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from-file\"\nlisten = \"127.0.0.1:1001\"\ndefault_partitions = 3\n\
+             flush_interval_ms = 11\nmax_connections = 7\n",
+        )
+        .unwrap();
+        std::env::set_var("SLUICE_LISTEN", "127.0.0.1:2002");
+        std::env::set_var("SLUICE_DEFAULT_PARTITIONS", "4");
+        std::env::set_var("SLUICE_AUTO_CREATE_TOPICS", "false");
+        let cli = Cli::try_parse_from([
+            "sluiced",
+            "--config",
+            file.to_str().unwrap(),
+            "--default-partitions",
+            "5",
+            "--flush",
+            "os",
+        ]);
+        std::env::remove_var("SLUICE_LISTEN");
+        std::env::remove_var("SLUICE_DEFAULT_PARTITIONS");
+        std::env::remove_var("SLUICE_AUTO_CREATE_TOPICS");
+        let cfg = cli.unwrap().into_config().unwrap();
+        // Only in the file.
+        assert_eq!(cfg.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(cfg.topic_defaults.flush_interval_ms, 11);
+        assert_eq!(cfg.max_connections, 7);
+        // File and env: env wins.
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:2002");
+        assert!(!cfg.auto_create_topics);
+        // File, env and flag: flag wins.
+        assert_eq!(cfg.default_partitions, 5);
+        // Only a flag.
+        assert_eq!(cfg.topic_defaults.flush, FlushMode::Os);
+        // Nowhere: default.
+        assert_eq!(cfg.http_listen.to_string(), "127.0.0.1:7180");
+
+        // A bare boolean flag means true and beats the file.
+        let layer = Cli::try_parse_from(["sluiced", "--auto-create-topics"])
+            .unwrap()
+            .layer;
+        assert_eq!(layer.auto_create_topics, Some(true));
+        let layer = Cli::try_parse_from(["sluiced", "--auto-create-topics=no"])
+            .unwrap()
+            .layer;
+        assert_eq!(layer.auto_create_topics, Some(false));
+    }
+}

@@ -1,0 +1,254 @@
+//! The broker's error type and its mapping to wire error codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sluice_log::LogError;
+use sluice_protocol::batch::BatchError;
+use sluice_protocol::ErrorCode;
+
+/// Everything that can go wrong inside the broker.
+///
+/// Request-level variants map to an [`ErrorCode`] with [`BrokerError::code`];
+/// startup variants (config, bind, topic metadata) end the process.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The topic does not exist (and was not auto-created).
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// The topic exists but has no such partition.
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition {
+        /// Topic name.
+        topic: String,
+        /// Requested partition.
+        partition: u32,
+    },
+    /// The topic name is not `[a-zA-Z0-9._-]{1,249}` (or is `.`/`..`).
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic {
+        /// The rejected name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A topic with that name already exists.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// The partition count is zero or above the limit.
+    #[error("invalid partition count {count} (must be 1..={max})")]
+    InvalidPartitions {
+        /// Requested count.
+        count: u32,
+        /// Largest allowed.
+        max: u32,
+    },
+    /// A topic config key or value is not valid.
+    #[error("invalid topic config {key}={value:?}: {reason}")]
+    InvalidConfig {
+        /// Config key.
+        key: String,
+        /// Rejected value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A produce request carried no record batch.
+    #[error("produce request for {topic}/{partition} carries no record batch")]
+    EmptyProduce {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+    /// The storage engine refused or failed an operation on one partition.
+    #[error("log {topic}/{partition}")]
+    Log {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The storage error.
+        #[source]
+        source: LogError,
+    },
+    /// Waiting for an fsync failed; shared by every request of one group commit.
+    #[error("durability wait on {topic}/{partition} failed")]
+    Durability {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The storage error, shared between the waiters of one flush.
+        #[source]
+        source: Arc<LogError>,
+    },
+    /// Durability was not reached within the request's timeout.
+    #[error("timed out after {timeout_ms} ms waiting for durability")]
+    Timeout {
+        /// The request's timeout.
+        timeout_ms: u64,
+    },
+    /// The broker is shutting down and refuses new work.
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    /// A `topic.meta` file is missing, damaged or has an unknown version.
+    #[error("topic metadata {path}: {reason}")]
+    TopicMeta {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A filesystem operation on broker-owned files failed.
+    #[error("i/o error on {path}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the data directory's lock file.
+    #[error("data directory is in use by another broker (lock {path} is held)")]
+    DataDirLocked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A listener could not be bound.
+    #[error("cannot bind {addr}")]
+    Bind {
+        /// Requested address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML config file could not be parsed.
+    #[error("config file {path}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A config value is out of its domain.
+    #[error("invalid config: {0}")]
+    Config(String),
+}
+
+impl BrokerError {
+    /// The wire error code a client receives for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+                ErrorCode::UnknownTopicOrPartition
+            }
+            BrokerError::InvalidTopic { .. } => ErrorCode::InvalidTopic,
+            BrokerError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+            BrokerError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+            BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            BrokerError::EmptyProduce { .. } => ErrorCode::InvalidRequest,
+            BrokerError::Log { source, .. } => log_error_code(source),
+            BrokerError::Durability { source, .. } => log_error_code(source),
+            BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,
+            BrokerError::ShuttingDown => ErrorCode::BrokerShuttingDown,
+            BrokerError::TopicMeta { .. }
+            | BrokerError::Io { .. }
+            | BrokerError::DataDirLocked { .. } => ErrorCode::StorageError,
+            BrokerError::Bind { .. } | BrokerError::ConfigFile { .. } | BrokerError::Config(_) => {
+                ErrorCode::Unknown
+            }
+        }
+    }
+}
+
+impl BrokerError {
+    /// For an out-of-range offset: the log's `(start, end)` offsets, so a
+    /// front end can tell the client where to reposition.
+    pub fn offset_range(&self) -> Option<(u64, u64)> {
+        match self {
+            BrokerError::Log {
+                source: LogError::OffsetOutOfRange { start, end, .. },
+                ..
+            } => Some((*start, *end)),
+            _ => None,
+        }
+    }
+}
+
+/// Maps a storage error to the code a client sees.
+pub fn log_error_code(err: &LogError) -> ErrorCode {
+    match err {
+        LogError::InvalidBatch(BatchError::UnsupportedCompression(_)) => {
+            ErrorCode::UnsupportedCompression
+        }
+        LogError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        LogError::DiskFull { .. } => ErrorCode::DiskFull,
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::Io { .. } | LogError::Poisoned | LogError::Corrupt { .. } => {
+            ErrorCode::StorageError
+        }
+        #[allow(unreachable_patterns)]
+        _ => ErrorCode::StorageError,
+    }
+}
+
+/// Formats an error with its whole `source()` chain on one line (for log lines).
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_errors_map_to_documented_codes() {
+        let cases = [
+            (
+                LogError::InvalidBatch(BatchError::CrcMismatch {
+                    stored: 1,
+                    computed: 2,
+                }),
+                ErrorCode::CorruptMessage,
+            ),
+            (
+                LogError::InvalidBatch(BatchError::UnsupportedCompression(4)),
+                ErrorCode::UnsupportedCompression,
+            ),
+            (
+                LogError::DiskFull {
+                    path: PathBuf::from("x"),
+                },
+                ErrorCode::DiskFull,
+            ),
+            (LogError::Poisoned, ErrorCode::StorageError),
+            (
+                LogError::OffsetOutOfRange {
+                    offset: 9,
+                    start: 0,
+                    end: 3,
+                },
+                ErrorCode::OffsetOutOfRange,
+            ),
+            (
+                LogError::BatchTooLarge { size: 10, max: 1 },
+                ErrorCode::MessageTooLarge,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(log_error_code(&err), code, "{err:?}");
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Prometheus metrics of the broker, served as text on `GET /metrics`.
+//!
+//! | metric                                  | type      | labels            |
+//! |-----------------------------------------|-----------|-------------------|
+//! | `sluice_messages_in_total`              | counter   | topic             |
+//! | `sluice_bytes_in_total`                 | counter   | topic             |
+//! | `sluice_messages_out_total`             | counter   | topic             |
+//! | `sluice_bytes_out_total`                | counter   | topic             |
+//! | `sluice_request_duration_seconds`       | histogram | api               |
+//! | `sluice_active_connections`             | gauge     |                   |
+//! | `sluice_parked_fetches`                 | gauge     |                   |
+//! | `sluice_fsync_duration_seconds`         | histogram |                   |
+//! | `sluice_log_end_offset`                 | gauge     | topic, partition  |
+//! | `sluice_log_start_offset`               | gauge     | topic, partition  |
+//!
+//! Hot paths hold pre-resolved label handles ([`TopicMetrics`],
+//! [`PartitionMetrics`]) so a request does no label lookup.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use sluice_protocol::ApiKey;
+
+/// All broker metrics and the registry they are registered in.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    messages_in: IntCounterVec,
+    bytes_in: IntCounterVec,
+    messages_out: IntCounterVec,
+    bytes_out: IntCounterVec,
+    request_duration: HistogramVec,
+    /// Open client connections.
+    pub active_connections: IntGauge,
+    /// Fetch requests parked waiting for data.
+    pub parked_fetches: IntGauge,
+    /// Time spent in fsync (group commits and interval flushes).
+    pub fsync_duration: Histogram,
+    log_end_offset: IntGaugeVec,
+    log_start_offset: IntGaugeVec,
+}
+
+/// Pre-resolved per-topic counters.
+#[derive(Clone)]
+pub struct TopicMetrics {
+    /// Records appended.
+    pub messages_in: IntCounter,
+    /// Batch bytes appended.
+    pub bytes_in: IntCounter,
+    /// Records served by fetch.
+    pub messages_out: IntCounter,
+    /// Batch bytes served by fetch.
+    pub bytes_out: IntCounter,
+}
+
+/// Pre-resolved per-partition gauges.
+#[derive(Clone)]
+pub struct PartitionMetrics {
+    /// Next offset to be written.
+    pub end_offset: IntGauge,
+    /// First offset still stored.
+    pub start_offset: IntGauge,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static and registered once on a fresh registry;
+    // a failure here is a programming error caught by the unit test below.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric on a fresh registry.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = must(IntGaugeVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let latency_buckets = vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let request_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_request_duration_seconds",
+                "Time from receiving a request to its response being ready, per API",
+            )
+            .buckets(latency_buckets.clone()),
+            &["api"],
+        ));
+        must(registry.register(Box::new(request_duration.clone())));
+        let fsync_duration = must(Histogram::with_opts(
+            HistogramOpts::new("sluice_fsync_duration_seconds", "Duration of log flushes")
+                .buckets(latency_buckets),
+        ));
+        must(registry.register(Box::new(fsync_duration.clone())));
+        Metrics {
+            messages_in: counter(
+                "sluice_messages_in_total",
+                "Records appended per topic",
+                &["topic"],
+            ),
+            bytes_in: counter(
+                "sluice_bytes_in_total",
+                "Record batch bytes appended per topic",
+                &["topic"],
+            ),
+            messages_out: counter(
+                "sluice_messages_out_total",
+                "Records returned by fetch per topic",
+                &["topic"],
+            ),
+            bytes_out: counter(
+                "sluice_bytes_out_total",
+                "Record batch bytes returned by fetch per topic",
+                &["topic"],
+            ),
+            request_duration,
+            active_connections: gauge("sluice_active_connections", "Open client connections"),
+            parked_fetches: gauge("sluice_parked_fetches", "Fetch requests waiting for data"),
+            fsync_duration,
+            log_end_offset: gauge_vec(
+                "sluice_log_end_offset",
+                "Offset the next record of a partition will get",
+                &["topic", "partition"],
+            ),
+            log_start_offset: gauge_vec(
+                "sluice_log_start_offset",
+                "First offset still stored in a partition",
+                &["topic", "partition"],
+            ),
+            registry,
+        }
+    }
+
+    /// Handles for one topic's counters.
+    pub fn topic(&self, topic: &str) -> TopicMetrics {
+        TopicMetrics {
+            messages_in: self.messages_in.with_label_values(&[topic]),
+            bytes_in: self.bytes_in.with_label_values(&[topic]),
+            messages_out: self.messages_out.with_label_values(&[topic]),
+            bytes_out: self.bytes_out.with_label_values(&[topic]),
+        }
+    }
+
+    /// Handles for one partition's gauges.
+    pub fn partition(&self, topic: &str, partition: u32) -> PartitionMetrics {
+        let p = partition.to_string();
+        PartitionMetrics {
+            end_offset: self.log_end_offset.with_label_values(&[topic, &p]),
+            start_offset: self.log_start_offset.with_label_values(&[topic, &p]),
+        }
+    }
+
+    /// Drops every series of a deleted topic.
+    pub fn remove_topic(&self, topic: &str, partitions: u32) {
+        for v in [
+            &self.messages_in,
+            &self.bytes_in,
+            &self.messages_out,
+            &self.bytes_out,
+        ] {
+            let _ = v.remove_label_values(&[topic]);
+        }
+        for p in 0..partitions {
+            let p = p.to_string();
+            let _ = self.log_end_offset.remove_label_values(&[topic, &p]);
+            let _ = self.log_start_offset.remove_label_values(&[topic, &p]);
+        }
+    }
+
+    /// The latency histogram of one API (label is the API name, or "unknown").
+    pub fn request_timer(&self, api: Option<ApiKey>) -> Histogram {
+        let name = api.map_or("unknown", |k| k.name());
+        self.request_duration.with_label_values(&[name])
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_renders() {
+        let m = Metrics::new();
+        let t = m.topic("orders");
+        t.messages_in.inc_by(3);
+        m.partition("orders", 2).end_offset.set(42);
+        m.request_timer(Some(ApiKey::Produce)).observe(0.001);
+        m.active_connections.inc();
+        let text = m.render();
+        assert!(
+            text.contains("sluice_messages_in_total{topic=\"orders\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_log_end_offset{partition=\"2\",topic=\"orders\"} 42"));
+        assert!(text.contains("sluice_request_duration_seconds_bucket{api=\"Produce\""));
+        assert!(text.contains("sluice_active_connections 1"));
+        m.remove_topic("orders", 3);
+        assert!(!m.render().contains("topic=\"orders\""));
+    }
+}

@@ -1,0 +1,294 @@
+//! One partition: its log, the end-offset watch that wakes parked fetches,
+//! and the group-commit flusher that durable produces wait on.
+//!
+//! Why a watch and not a `Notify`: a fetch subscribes *before* it reads, so
+//! an append that lands between its read and its wait still wakes it (the
+//! receiver sees a value it has not marked seen). There is no polling.
+//!
+//! Why a flusher task: many produce requests waiting for the same fsync must
+//! not each hold a blocking thread. Waiters queue on an unbounded channel;
+//! the flusher takes all queued waiters, runs one `Log::wait_durable` for the
+//! highest offset on the blocking pool, and answers them all (group commit on
+//! top of the log's own).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prometheus::Histogram;
+use sluice_log::{AppendInfo, Log, LogConfig, LogError};
+use sluice_protocol::batch::BatchHeader;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::BrokerError;
+use crate::metrics::{PartitionMetrics, TopicMetrics};
+
+type DurableReply = oneshot::Sender<Result<(), Arc<LogError>>>;
+
+/// A partition of a topic: shared by handlers, fetch waiters and housekeeping.
+pub struct Partition {
+    topic: Arc<str>,
+    index: u32,
+    log: Arc<Log>,
+    end_tx: watch::Sender<u64>,
+    flusher: OnceLock<mpsc::UnboundedSender<(u64, DurableReply)>>,
+    topic_metrics: TopicMetrics,
+    metrics: PartitionMetrics,
+    fsync_duration: Histogram,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Partition({}/{})", self.topic, self.index)
+    }
+}
+
+impl Partition {
+    /// Opens (or creates and recovers) the log in `dir`.
+    pub fn open(
+        dir: &std::path::Path,
+        topic: Arc<str>,
+        index: u32,
+        config: LogConfig,
+        topic_metrics: TopicMetrics,
+        metrics: PartitionMetrics,
+        fsync_duration: Histogram,
+    ) -> Result<Partition, BrokerError> {
+        let log = Log::open(dir, config).map_err(|source| BrokerError::Log {
+            topic: topic.to_string(),
+            partition: index,
+            source,
+        })?;
+        let end = log.end_offset();
+        metrics.end_offset.set(end as i64);
+        metrics.start_offset.set(log.start_offset() as i64);
+        let (end_tx, _) = watch::channel(end);
+        Ok(Partition {
+            topic,
+            index,
+            log: Arc::new(log),
+            end_tx,
+            flusher: OnceLock::new(),
+            topic_metrics,
+            metrics,
+            fsync_duration,
+        })
+    }
+
+    /// Topic name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Partition index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The underlying log (for front ends that need more than this API).
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    fn log_err(&self, source: LogError) -> BrokerError {
+        BrokerError::Log {
+            topic: self.topic.to_string(),
+            partition: self.index,
+            source,
+        }
+    }
+
+    /// Appends whole batches (validated by the log) and wakes fetch waiters.
+    pub fn append(&self, batches: &[u8]) -> Result<AppendInfo, BrokerError> {
+        let info = self.log.append(batches).map_err(|e| self.log_err(e))?;
+        let end = info.last_offset + 1;
+        // Appends from several connections may finish out of order: only move forward.
+        self.end_tx.send_if_modified(|v| {
+            if end > *v {
+                *v = end;
+                true
+            } else {
+                false
+            }
+        });
+        self.metrics.end_offset.set(*self.end_tx.borrow() as i64);
+        self.topic_metrics
+            .messages_in
+            .inc_by(info.last_offset + 1 - info.base_offset);
+        self.topic_metrics.bytes_in.inc_by(info.bytes as u64);
+        Ok(info)
+    }
+
+    /// Whole batches from the one containing `offset`, at most about `max_bytes`
+    /// (at least one batch). Empty at the end of the log.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, BrokerError> {
+        self.log
+            .read(offset, max_bytes)
+            .map_err(|e| self.log_err(e))
+    }
+
+    /// Counts records served to a consumer in the per-topic metrics.
+    pub fn record_fetch(&self, records: &Bytes) {
+        self.topic_metrics.bytes_out.inc_by(records.len() as u64);
+        self.topic_metrics
+            .messages_out
+            .inc_by(count_records(records));
+    }
+
+    /// Offset the next record will get.
+    pub fn end_offset(&self) -> u64 {
+        self.log.end_offset()
+    }
+
+    /// First offset still stored.
+    pub fn start_offset(&self) -> u64 {
+        self.log.start_offset()
+    }
+
+    /// Bytes on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
+    /// A receiver that changes whenever the end offset grows; it starts "seen".
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.end_tx.subscribe()
+    }
+
+    /// First offset whose batch has `max_timestamp >= ts`, with that timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>, BrokerError> {
+        self.log
+            .offset_for_timestamp(ts)
+            .map_err(|e| self.log_err(e))
+    }
+
+    /// Resolves once every offset below `offset` is fsynced (group commit).
+    pub async fn wait_durable(&self, offset: u64) -> Result<(), BrokerError> {
+        if self.log.durable_offset() >= offset {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        let flusher = self.flusher.get_or_init(|| self.spawn_flusher());
+        let durability = |source| BrokerError::Durability {
+            topic: self.topic.to_string(),
+            partition: self.index,
+            source,
+        };
+        if flusher.send((offset, tx)).is_err() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(durability(e)),
+            Err(_) => Err(BrokerError::ShuttingDown),
+        }
+    }
+
+    fn spawn_flusher(&self) -> mpsc::UnboundedSender<(u64, DurableReply)> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, DurableReply)>();
+        let log = Arc::clone(&self.log);
+        let hist = self.fsync_duration.clone();
+        let name = format!("{}/{}", self.topic, self.index);
+        tokio::spawn(async move {
+            let mut waiters = Vec::new();
+            while let Some(first) = rx.recv().await {
+                waiters.push(first);
+                while let Ok(more) = rx.try_recv() {
+                    waiters.push(more);
+                }
+                let target = waiters.iter().map(|(o, _)| *o).max().unwrap_or(0);
+                let log2 = Arc::clone(&log);
+                let started = Instant::now();
+                let result = tokio::task::spawn_blocking(move || log2.wait_durable(target)).await;
+                hist.observe(started.elapsed().as_secs_f64());
+                let result = match result {
+                    Ok(r) => r.map_err(Arc::new),
+                    Err(join) => Err(Arc::new(LogError::Io {
+                        path: name.clone().into(),
+                        source: std::io::Error::other(join.to_string()),
+                    })),
+                };
+                if let Err(e) = &result {
+                    tracing::error!(partition = %name, error = %crate::error::chain(e.as_ref()), "fsync failed");
+                }
+                for (_, reply) in waiters.drain(..) {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        tx
+    }
+
+    /// For the `interval` policy: flushes if due, recording the fsync time.
+    pub fn maybe_flush(&self, now: Instant) -> Result<bool, BrokerError> {
+        let started = Instant::now();
+        let flushed = self.log.maybe_flush(now).map_err(|e| self.log_err(e))?;
+        if flushed {
+            self.fsync_duration.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(flushed)
+    }
+
+    /// Deletes expired sealed segments; returns how many.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
+        let n = self
+            .log
+            .enforce_retention(now_ms)
+            .map_err(|e| self.log_err(e))?;
+        self.metrics
+            .start_offset
+            .set(self.log.start_offset() as i64);
+        Ok(n)
+    }
+
+    /// Flushes and closes the log.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.log.close().map_err(|e| self.log_err(e))
+    }
+}
+
+/// Counts the records in concatenated whole batches (stops at the first bad header).
+pub fn count_records(batches: &[u8]) -> u64 {
+    let mut pos = 0usize;
+    let mut n = 0u64;
+    while let Some(rest) = batches.get(pos..) {
+        if rest.is_empty() {
+            break;
+        }
+        match BatchHeader::parse(rest) {
+            Ok(h) => {
+                n += h.record_count.max(0) as u64;
+                pos += h.total_len();
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// How long a durable produce may wait when its request says 0.
+pub const DEFAULT_DURABLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_protocol::batch::RecordBatchBuilder;
+
+    #[test]
+    fn counts_records_across_batches_and_stops_at_garbage() {
+        let mut b = RecordBatchBuilder::new();
+        let mut all = Vec::new();
+        for n in [1usize, 5, 3] {
+            for i in 0..n {
+                b.push(1, None, Some(format!("{i}").as_bytes()), &[]);
+            }
+            all.extend_from_slice(&b.finish());
+        }
+        assert_eq!(count_records(&all), 9);
+        let good = all.len();
+        all.extend_from_slice(&[0xff; 20]);
+        assert_eq!(count_records(&all), 9);
+        assert_eq!(count_records(&all[..good - 1]), 6);
+        assert_eq!(count_records(&[]), 0);
+    }
+}

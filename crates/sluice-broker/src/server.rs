@@ -1,0 +1,268 @@
+//! Listeners, the accept loop, housekeeping, and phased graceful shutdown.
+//!
+//! Shutdown (when the token passed to [`Server::run`] fires):
+//! 1. stop accepting native and HTTP connections;
+//! 2. every connection stops reading; parked fetches answer with what they
+//!    have; durable produces finish their fsync; all tracked tasks are waited
+//!    for, up to `shutdown_timeout`;
+//! 3. housekeeping stops and every log is flushed and closed.
+//!
+//! A semaphore caps simultaneous connections at `max_connections`: at the cap
+//! the accept loop waits, leaving new clients in the kernel backlog.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::handler::Context;
+use crate::metrics::Metrics;
+
+/// How often partitions with the `interval` policy are checked for a due flush.
+const FLUSH_TICK: Duration = Duration::from_millis(100);
+
+/// Pending-connection queue of the native listener. tokio's default (128,
+/// like std) overflows when hundreds of clients connect at once on a busy
+/// machine, and each overflow costs the client a 1 s SYN retransmit.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, BrokerError> {
+    let err = |source| BrokerError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(backlog).map_err(err)
+}
+
+/// A broker with its listeners bound, ready to [`run`](Server::run).
+pub struct Server {
+    config: BrokerConfig,
+    broker: Arc<Broker>,
+    native: TcpListener,
+    http: TcpListener,
+    native_addr: SocketAddr,
+    http_addr: SocketAddr,
+}
+
+impl Server {
+    /// Recovers the data directory and binds both listeners.
+    pub async fn bind(config: BrokerConfig) -> Result<Server, BrokerError> {
+        let cfg = config.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open(&cfg, Metrics::new()))
+            .await
+            .map_err(|e| BrokerError::Io {
+                path: config.data_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        let native = bind(config.listen, LISTEN_BACKLOG)?;
+        let http = bind(config.http_listen, 128)?;
+        let local = |l: &TcpListener, addr: SocketAddr| {
+            l.local_addr()
+                .map_err(|source| BrokerError::Bind { addr, source })
+        };
+        let native_addr = local(&native, config.listen)?;
+        let http_addr = local(&http, config.http_listen)?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            native = %native_addr,
+            http = %http_addr,
+            data_dir = %config.data_dir.display(),
+            topics_recovered = broker.topics().len(),
+            "sluiced started"
+        );
+        Ok(Server {
+            config,
+            broker: Arc::new(broker),
+            native,
+            http,
+            native_addr,
+            http_addr,
+        })
+    }
+
+    /// The bound native protocol address.
+    pub fn native_addr(&self) -> SocketAddr {
+        self.native_addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The broker API (for embedding and tests).
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Serves until `shutdown` fires, then shuts down in phases.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
+        let Server {
+            config,
+            broker,
+            native,
+            http,
+            ..
+        } = self;
+        let tracker = TaskTracker::new();
+        let http_task = tokio::spawn(crate::http::serve(
+            http,
+            broker.metrics().clone(),
+            shutdown.clone(),
+        ));
+        let housekeeping_stop = CancellationToken::new();
+        let housekeeping = tokio::spawn(housekeeping(
+            Arc::clone(&broker),
+            config.housekeeping_interval,
+            housekeeping_stop.clone(),
+        ));
+
+        // On a worker thread, not on the thread that called `run` (often `block_on`).
+        let acceptor = tokio::spawn(accept_loop(
+            native,
+            Arc::clone(&broker),
+            config.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        if let Err(e) = acceptor.await {
+            tracing::error!(error = %e, "accept loop failed");
+        }
+
+        // Phase 2: in-flight requests.
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = tracker.len(),
+                "shutdown deadline passed with requests still in flight"
+            );
+        }
+        let _ = http_task.await;
+        // Phase 3: flush and close every log.
+        housekeeping_stop.cancel();
+        let _ = housekeeping.await;
+        let b = Arc::clone(&broker);
+        let closed = tokio::task::spawn_blocking(move || b.close())
+            .await
+            .map_err(|e| BrokerError::Io {
+                path: config.data_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        tracing::info!("sluiced stopped");
+        closed
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: BrokerConfig,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = Arc::clone(&limit).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let local_addr = match stream.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "connection lost before it was served");
+                continue;
+            }
+        };
+        let ctx = Context {
+            broker: Arc::clone(&broker),
+            local_addr,
+            shutdown: shutdown.clone(),
+        };
+        let gauge = broker.metrics().active_connections.clone();
+        let max_frame = config.max_frame_bytes;
+        let t = tracker.clone();
+        tracker.spawn(async move {
+            gauge.inc();
+            crate::connection::serve(stream, peer, ctx, max_frame, t).await;
+            gauge.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn housekeeping(broker: Arc<Broker>, retention_every: Duration, stop: CancellationToken) {
+    let mut flush = tokio::time::interval(FLUSH_TICK);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retention = tokio::time::interval(retention_every);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let b = Arc::clone(&broker);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = flush.tick() => {
+                let _ = tokio::task::spawn_blocking(move || b.flush_due()).await;
+            }
+            _ = retention.tick() => {
+                let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+            }
+        }
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives (or a handler cannot be installed).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+                }
+            }
+            _ => {
+                tracing::error!("cannot install signal handlers; waiting for Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

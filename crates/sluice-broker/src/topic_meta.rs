@@ -1,0 +1,452 @@
+//! Per-topic configuration and its `topic.meta` file.
+//!
+//! `<data>/<topic>/topic.meta` records the partition count and the config
+//! keys the topic overrides; everything else follows the broker defaults at
+//! the time of each start (as Kafka does with topic overrides).
+//!
+//! File layout (all integers big-endian):
+//!
+//! | offset | size     | field     | notes                                          |
+//! |-------:|---------:|-----------|------------------------------------------------|
+//! |      0 |        4 | magic     | ASCII `SLTM`                                   |
+//! |      4 |        2 | version   | u16, currently 1                               |
+//! |      6 |        2 | reserved  | u16, written 0, ignored on read                |
+//! |      8 |        4 | body_len  | u32: bytes of body                             |
+//! |     12 |        4 | body_crc  | u32: CRC-32 (IEEE, `crc32fast`) of the body    |
+//! |     16 | body_len | body      | UTF-8 JSON object, see [`TopicMeta`]           |
+//!
+//! Nothing may follow the body. A bad magic, unknown version, length
+//! mismatch, CRC mismatch or undecodable body is reported as
+//! [`BrokerError::TopicMeta`]. The file is replaced atomically: written to
+//! `topic.meta.tmp`, fsynced, renamed, and the directory fsynced.
+//!
+//! Topic config keys (CreateTopics `configs`, Metadata `configs`):
+//! `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`
+//! (`-1` = unlimited for the three optional ones), `flush`
+//! (`always|interval|os`) and `flush.interval.ms`.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_log::{FlushPolicy, LogConfig};
+
+use crate::config::{FlushMode, TopicDefaults};
+use crate::error::BrokerError;
+
+/// File name of the metadata file inside a topic directory.
+pub const META_FILE: &str = "topic.meta";
+/// Magic bytes at the start of the file.
+pub const MAGIC: [u8; 4] = *b"SLTM";
+/// Current format version.
+pub const VERSION: u16 = 1;
+const HEADER_LEN: usize = 16;
+/// Largest body accepted on read (a sanity bound, far above any real topic).
+const MAX_BODY: usize = 1 << 20;
+
+/// Config values a topic sets explicitly; `None` follows the broker default.
+/// For the optional limits a negative value means "unlimited".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicOverrides {
+    /// `retention.ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<i64>,
+    /// `segment.bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<u64>,
+    /// `segment.ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_ms: Option<i64>,
+    /// `flush`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush: Option<FlushMode>,
+    /// `flush.interval.ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
+}
+
+/// What `topic.meta` stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicMeta {
+    /// Partition count.
+    pub partitions: u32,
+    /// Explicit config values.
+    #[serde(default)]
+    pub overrides: TopicOverrides,
+}
+
+/// Effective configuration of one topic (overrides applied on defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Partition count.
+    pub partitions: u32,
+    /// Flush policy.
+    pub flush: FlushMode,
+    /// Period of the `interval` policy.
+    pub flush_interval_ms: u64,
+    /// Segment roll size.
+    pub segment_bytes: u64,
+    /// Segment roll age.
+    pub segment_ms: Option<u64>,
+    /// Retention by age.
+    pub retention_ms: Option<u64>,
+    /// Retention by size.
+    pub retention_bytes: Option<u64>,
+    /// Largest single append.
+    pub max_batch_bytes: u32,
+}
+
+fn limit(v: Option<i64>, default: Option<u64>) -> Option<u64> {
+    match v {
+        Some(v) if v < 0 => None,
+        Some(v) => Some(v as u64),
+        None => default,
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> BrokerError {
+    BrokerError::InvalidConfig {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl TopicOverrides {
+    /// Parses CreateTopics `configs` pairs; unknown keys and bad values are errors.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<TopicOverrides, BrokerError> {
+        let mut o = TopicOverrides::default();
+        for (key, value) in pairs {
+            let v = value.trim();
+            let signed = || -> Result<i64, BrokerError> {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
+                if n < -1 {
+                    return Err(invalid(key, value, "must be -1 (unlimited) or >= 0"));
+                }
+                Ok(n)
+            };
+            let positive = || -> Result<u64, BrokerError> {
+                let n: u64 = v
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
+                if n == 0 {
+                    return Err(invalid(key, value, "must be > 0"));
+                }
+                Ok(n)
+            };
+            match key.as_str() {
+                "retention.ms" => o.retention_ms = Some(signed()?),
+                "retention.bytes" => o.retention_bytes = Some(signed()?),
+                "segment.ms" => o.segment_ms = Some(signed()?),
+                "segment.bytes" => {
+                    let n = positive()?;
+                    if n < 1024 {
+                        return Err(invalid(key, value, "must be at least 1024"));
+                    }
+                    o.segment_bytes = Some(n);
+                }
+                "flush" => {
+                    o.flush =
+                        Some(FlushMode::parse(v).ok_or_else(|| {
+                            invalid(key, value, "expected always, interval or os")
+                        })?)
+                }
+                "flush.interval.ms" => o.flush_interval_ms = Some(positive()?),
+                _ => return Err(invalid(key, value, "unknown topic config key")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+impl TopicMeta {
+    /// Effective config of this topic under the given broker defaults.
+    pub fn effective(&self, d: &TopicDefaults) -> TopicConfig {
+        let o = &self.overrides;
+        TopicConfig {
+            partitions: self.partitions,
+            flush: o.flush.unwrap_or(d.flush),
+            flush_interval_ms: o.flush_interval_ms.unwrap_or(d.flush_interval_ms),
+            segment_bytes: o.segment_bytes.unwrap_or(d.segment_bytes),
+            segment_ms: limit(o.segment_ms, d.segment_ms),
+            retention_ms: limit(o.retention_ms, d.retention_ms),
+            retention_bytes: limit(o.retention_bytes, d.retention_bytes),
+            max_batch_bytes: d.max_batch_bytes,
+        }
+    }
+
+    /// Serializes to the framed file format.
+    pub fn encode(&self) -> Vec<u8> {
+        // A struct of integers, strings and enums always serializes.
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Parses the framed file format, detecting damage.
+    pub fn decode(buf: &[u8]) -> Result<TopicMeta, String> {
+        let header = buf
+            .get(..HEADER_LEN)
+            .ok_or_else(|| format!("file is {} bytes, shorter than the header", buf.len()))?;
+        if header[0..4] != MAGIC {
+            return Err(format!("bad magic {:02x?}", &header[0..4]));
+        }
+        let version = u16::from_be_bytes([header[4], header[5]]);
+        if version != VERSION {
+            return Err(format!("unsupported version {version}"));
+        }
+        let body_len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let crc = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
+        if body_len > MAX_BODY {
+            return Err(format!("body length {body_len} is implausible"));
+        }
+        let body = &buf[HEADER_LEN..];
+        if body.len() != body_len {
+            return Err(format!(
+                "body is {} bytes, header says {body_len}",
+                body.len()
+            ));
+        }
+        let computed = crc32fast::hash(body);
+        if computed != crc {
+            return Err(format!(
+                "crc mismatch: stored {crc:#010x}, computed {computed:#010x}"
+            ));
+        }
+        let meta: TopicMeta =
+            serde_json::from_slice(body).map_err(|e| format!("undecodable body: {e}"))?;
+        if meta.partitions == 0 {
+            return Err("partition count is 0".into());
+        }
+        Ok(meta)
+    }
+
+    /// Reads `<topic_dir>/topic.meta`.
+    pub fn load(topic_dir: &Path) -> Result<TopicMeta, BrokerError> {
+        let path = topic_dir.join(META_FILE);
+        let buf = fs::read(&path).map_err(|source| BrokerError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        TopicMeta::decode(&buf).map_err(|reason| BrokerError::TopicMeta { path, reason })
+    }
+
+    /// Atomically writes `<topic_dir>/topic.meta` (tmp file, fsync, rename, fsync dir).
+    pub fn store(&self, topic_dir: &Path) -> Result<(), BrokerError> {
+        let path = topic_dir.join(META_FILE);
+        let tmp = topic_dir.join("topic.meta.tmp");
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| BrokerError::Io { path: p, source }
+        };
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&self.encode()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        sync_dir(topic_dir)
+    }
+}
+
+/// fsyncs a directory so a new or renamed entry in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| BrokerError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+impl TopicConfig {
+    /// The storage engine configuration for each partition of this topic.
+    pub fn log_config(&self) -> LogConfig {
+        let flush = match self.flush {
+            FlushMode::Always => FlushPolicy::Always,
+            FlushMode::Interval => {
+                FlushPolicy::Interval(Duration::from_millis(self.flush_interval_ms))
+            }
+            FlushMode::Os => FlushPolicy::Os,
+        };
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            index_interval_bytes: 4096,
+            // Never preallocate more than one segment can hold.
+            preallocate_bytes: self.segment_bytes.min(64 << 20),
+            max_batch_bytes: self.max_batch_bytes,
+            flush,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+        }
+    }
+
+    /// The effective values as config pairs (for Metadata).
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-1".to_string(), |v| v.to_string());
+        vec![
+            ("partitions".into(), self.partitions.to_string()),
+            ("retention.ms".into(), opt(self.retention_ms)),
+            ("retention.bytes".into(), opt(self.retention_bytes)),
+            ("segment.bytes".into(), self.segment_bytes.to_string()),
+            ("segment.ms".into(), opt(self.segment_ms)),
+            ("flush".into(), self.flush.as_str().into()),
+            (
+                "flush.interval.ms".into(),
+                self.flush_interval_ms.to_string(),
+            ),
+        ]
+    }
+}
+
+/// Checks a topic name: `[a-zA-Z0-9._-]{1,249}`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    let bad = |reason| BrokerError::InvalidTopic {
+        name: name.chars().take(300).collect(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if name.len() > 249 {
+        return Err(bad("longer than 249 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("'.' and '..' are reserved"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(bad("characters outside [a-zA-Z0-9._-]"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TopicMeta {
+        TopicMeta {
+            partitions: 3,
+            overrides: TopicOverrides::from_pairs(&[
+                ("retention.ms".into(), "60000".into()),
+                ("flush".into(), "always".into()),
+                ("segment.bytes".into(), "1048576".into()),
+                ("retention.bytes".into(), "-1".into()),
+            ])
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn round_trip_in_memory_and_on_disk() {
+        let m = sample();
+        assert_eq!(TopicMeta::decode(&m.encode()).unwrap(), m);
+        let dir = tempfile::tempdir().unwrap();
+        m.store(dir.path()).unwrap();
+        assert_eq!(TopicMeta::load(dir.path()).unwrap(), m);
+        // Overwrite is atomic and leaves no tmp file.
+        let m2 = TopicMeta {
+            partitions: 9,
+            overrides: TopicOverrides::default(),
+        };
+        m2.store(dir.path()).unwrap();
+        assert_eq!(TopicMeta::load(dir.path()).unwrap(), m2);
+        assert!(!dir.path().join("topic.meta.tmp").exists());
+    }
+
+    #[test]
+    fn every_flipped_byte_and_truncation_is_detected() {
+        let buf = sample().encode();
+        for i in 0..buf.len() {
+            // Reserved bytes are documented as ignored.
+            if i == 6 || i == 7 {
+                continue;
+            }
+            let mut b = buf.clone();
+            b[i] ^= 0x40;
+            assert!(TopicMeta::decode(&b).is_err(), "flip at {i} not detected");
+        }
+        for len in 0..buf.len() {
+            assert!(
+                TopicMeta::decode(&buf[..len]).is_err(),
+                "truncation to {len}"
+            );
+        }
+        let mut longer = buf.clone();
+        longer.push(0);
+        assert!(TopicMeta::decode(&longer).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(META_FILE), &buf[..buf.len() - 1]).unwrap();
+        assert!(matches!(
+            TopicMeta::load(dir.path()),
+            Err(BrokerError::TopicMeta { .. })
+        ));
+    }
+
+    #[test]
+    fn effective_config_applies_overrides_on_defaults() {
+        let d = TopicDefaults {
+            retention_bytes: Some(10),
+            ..TopicDefaults::default()
+        };
+        let c = sample().effective(&d);
+        assert_eq!(c.partitions, 3);
+        assert_eq!(c.retention_ms, Some(60000));
+        assert_eq!(c.retention_bytes, None, "-1 overrides a default limit");
+        assert_eq!(c.flush, FlushMode::Always);
+        assert_eq!(c.segment_bytes, 1 << 20);
+        assert_eq!(c.flush_interval_ms, d.flush_interval_ms);
+        let lc = c.log_config();
+        assert!(matches!(lc.flush, FlushPolicy::Always));
+        assert_eq!(lc.preallocate_bytes, 1 << 20);
+        let pairs = c.to_pairs();
+        assert!(pairs.contains(&("flush".to_string(), "always".to_string())));
+    }
+
+    #[test]
+    fn bad_config_pairs_are_rejected() {
+        for (k, v) in [
+            ("retention.ms", "abc"),
+            ("retention.ms", "-5"),
+            ("segment.bytes", "0"),
+            ("segment.bytes", "100"),
+            ("flush", "sometimes"),
+            ("flush.interval.ms", "0"),
+            ("no.such.key", "1"),
+        ] {
+            let r = TopicOverrides::from_pairs(&[(k.into(), v.into())]);
+            assert!(
+                matches!(r, Err(BrokerError::InvalidConfig { .. })),
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_names() {
+        for ok in ["a", "orders", "a.b_c-D9", &"x".repeat(249)] {
+            validate_topic_name(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(250), "../etc"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

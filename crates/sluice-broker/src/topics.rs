@@ -1,0 +1,444 @@
+//! The topic registry: which topics exist, their config and partitions.
+//!
+//! On disk: `<data>/<topic>/topic.meta` plus one log directory per partition,
+//! `<data>/<topic>/<partition>/`. Creation opens the partition logs first and
+//! writes `topic.meta` last, so a topic exists exactly when its metadata file
+//! does. Deletion closes the logs, renames the directory to
+//! `<topic>~deleted~<nanos>` (`~` cannot occur in a topic name), fsyncs the
+//! data directory and then removes it; leftovers of an interrupted deletion
+//! are removed on the next start.
+//!
+//! Locking: the name -> topic map has its own `RwLock`, held only to look up
+//! or swap entries. Creation and deletion are serialized by a separate admin
+//! mutex so the slow file work never blocks lookups.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::{TopicDefaults, MAX_PARTITIONS};
+use crate::error::BrokerError;
+use crate::metrics::{Metrics, TopicMetrics};
+use crate::partition::Partition;
+use crate::topic_meta::{sync_dir, validate_topic_name, TopicConfig, TopicMeta, TopicOverrides};
+
+/// Marker in the name of a directory being deleted.
+const TRASH_MARKER: &str = "~deleted~";
+
+/// One topic: immutable once created (partition count and config).
+#[derive(Debug)]
+pub struct Topic {
+    name: Arc<str>,
+    meta: TopicMeta,
+    config: TopicConfig,
+    partitions: Vec<Arc<Partition>>,
+    dir: PathBuf,
+}
+
+impl Topic {
+    /// Topic name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Effective config.
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// Stored metadata (partition count and overrides).
+    pub fn meta(&self) -> &TopicMeta {
+        &self.meta
+    }
+
+    /// Partitions in index order.
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+
+    /// One partition, if it exists.
+    pub fn partition(&self, index: u32) -> Option<&Arc<Partition>> {
+        self.partitions.get(index as usize)
+    }
+
+    /// The topic's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// All topics of this broker.
+pub struct TopicRegistry {
+    data_dir: PathBuf,
+    defaults: TopicDefaults,
+    metrics: Metrics,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    admin: Mutex<()>,
+    /// Held (with an exclusive `flock`) for the registry's lifetime: two
+    /// brokers appending to the same logs would corrupt them.
+    _lock: fs::File,
+}
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE: &str = "sluiced.lock";
+
+/// Takes an exclusive, non-blocking `flock` on `<data>/sluiced.lock`. The
+/// kernel drops it when the process dies, so a crash never leaves it stale.
+fn lock_data_dir(data_dir: &Path) -> Result<fs::File, BrokerError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock(2) on a descriptor we own and keep open; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(BrokerError::DataDirLocked { path });
+            }
+            return Err(BrokerError::Io { path, source: err });
+        }
+    }
+    Ok(file)
+}
+
+impl std::fmt::Debug for TopicRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicRegistry")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerError + '_ {
+    move |source| BrokerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl TopicRegistry {
+    /// Opens the data directory (creating it), recovering every topic in it.
+    pub fn open(
+        data_dir: &Path,
+        defaults: TopicDefaults,
+        metrics: Metrics,
+    ) -> Result<TopicRegistry, BrokerError> {
+        fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        let lock = lock_data_dir(data_dir)?;
+        let reg = TopicRegistry {
+            data_dir: data_dir.to_path_buf(),
+            defaults,
+            metrics,
+            topics: RwLock::new(HashMap::new()),
+            admin: Mutex::new(()),
+            _lock: lock,
+        };
+        let mut names = Vec::new();
+        for entry in fs::read_dir(data_dir).map_err(io_err(data_dir))? {
+            let entry = entry.map_err(io_err(data_dir))?;
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                tracing::warn!(dir = %path.display(), "skipping directory with a non-UTF-8 name");
+                continue;
+            };
+            if name.contains(TRASH_MARKER) {
+                tracing::info!(dir = %path.display(), "removing leftovers of an interrupted topic deletion");
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                continue;
+            }
+            if validate_topic_name(&name).is_err()
+                || !path.join(crate::topic_meta::META_FILE).exists()
+            {
+                tracing::warn!(dir = %path.display(), "skipping directory that is not a topic (no topic.meta)");
+                continue;
+            }
+            names.push(name);
+        }
+        names.sort();
+        let mut map = HashMap::new();
+        for name in names {
+            let dir = data_dir.join(&name);
+            let meta = TopicMeta::load(&dir)?;
+            let topic = reg.open_topic(&name, dir, meta)?;
+            map.insert(name, Arc::new(topic));
+        }
+        *reg.write_map() = map;
+        Ok(reg)
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        // A panic while holding this lock cannot leave the map half-updated
+        // (every write is a single insert/remove), so poisoning is ignored.
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn topic_metrics(&self, name: &str) -> TopicMetrics {
+        self.metrics.topic(name)
+    }
+
+    fn open_topic(&self, name: &str, dir: PathBuf, meta: TopicMeta) -> Result<Topic, BrokerError> {
+        let config = meta.effective(&self.defaults);
+        let name: Arc<str> = Arc::from(name);
+        let tm = self.topic_metrics(&name);
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        for i in 0..meta.partitions {
+            let p = Partition::open(
+                &dir.join(i.to_string()),
+                Arc::clone(&name),
+                i,
+                config.log_config(),
+                tm.clone(),
+                self.metrics.partition(&name, i),
+                self.metrics.fsync_duration.clone(),
+            )?;
+            partitions.push(Arc::new(p));
+        }
+        Ok(Topic {
+            name,
+            meta,
+            config,
+            partitions,
+            dir,
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Broker-wide topic defaults.
+    pub fn defaults(&self) -> &TopicDefaults {
+        &self.defaults
+    }
+
+    /// Looks a topic up.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_map().get(name).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self.read_map().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Number of topics.
+    pub fn len(&self) -> usize {
+        self.read_map().len()
+    }
+
+    /// Whether there are no topics.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Creates a topic; fails with `TopicExists` if it is already there.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        overrides: TopicOverrides,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        self.create_inner(name, partitions, overrides, false)
+    }
+
+    /// Returns the topic, creating it with `partitions` and default config if missing
+    /// (concurrent callers all get the same topic).
+    pub fn get_or_create(&self, name: &str, partitions: u32) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        self.create_inner(name, partitions, TopicOverrides::default(), true)
+    }
+
+    fn create_inner(
+        &self,
+        name: &str,
+        partitions: u32,
+        overrides: TopicOverrides,
+        existing_ok: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        validate_topic_name(name)?;
+        if name.starts_with("__") {
+            return Err(BrokerError::InvalidTopic {
+                name: name.to_string(),
+                reason: "names starting with '__' are reserved for internal topics",
+            });
+        }
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(BrokerError::InvalidPartitions {
+                count: partitions,
+                max: MAX_PARTITIONS,
+            });
+        }
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self.get(name) {
+            return if existing_ok {
+                Ok(t)
+            } else {
+                Err(BrokerError::TopicExists(name.to_string()))
+            };
+        }
+        let dir = self.data_dir.join(name);
+        if dir.exists() {
+            // No topic.meta (or we would have loaded it): an interrupted creation.
+            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let meta = TopicMeta {
+            partitions,
+            overrides,
+        };
+        let topic = match self.open_topic(name, dir.clone(), meta.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        meta.store(&dir)?;
+        sync_dir(&self.data_dir)?;
+        let topic = Arc::new(topic);
+        self.write_map()
+            .insert(name.to_string(), Arc::clone(&topic));
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: closes its logs and removes its directory.
+    pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self
+            .write_map()
+            .remove(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        for p in topic.partitions() {
+            if let Err(e) = p.close() {
+                tracing::warn!(topic = name, partition = p.index(), error = %crate::error::chain(&e), "closing a deleted partition failed");
+            }
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let trash = self.data_dir.join(format!("{name}{TRASH_MARKER}{nanos}"));
+        fs::rename(&topic.dir, &trash).map_err(io_err(&topic.dir))?;
+        sync_dir(&self.data_dir)?;
+        fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
+        self.metrics.remove_topic(name, topic.meta.partitions);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Flushes and closes every log; returns the errors (after trying all).
+    pub fn close_all(&self) -> Vec<BrokerError> {
+        let mut errors = Vec::new();
+        for t in self.list() {
+            for p in t.partitions() {
+                if let Err(e) = p.close() {
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_defaults() -> TopicDefaults {
+        TopicDefaults {
+            segment_bytes: 1 << 20,
+            ..TopicDefaults::default()
+        }
+    }
+
+    #[test]
+    fn create_reload_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let reg = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+            let o = TopicOverrides::from_pairs(&[("retention.ms".into(), "1000".into())]).unwrap();
+            reg.create("a", 3, o).unwrap();
+            reg.create("b", 1, TopicOverrides::default()).unwrap();
+            assert!(matches!(
+                reg.create("a", 1, TopicOverrides::default()),
+                Err(BrokerError::TopicExists(_))
+            ));
+            assert!(matches!(
+                reg.create("bad/name", 1, TopicOverrides::default()),
+                Err(BrokerError::InvalidTopic { .. })
+            ));
+            assert!(matches!(
+                reg.create("zero", 0, TopicOverrides::default()),
+                Err(BrokerError::InvalidPartitions { .. })
+            ));
+            assert_eq!(reg.get_or_create("b", 5).unwrap().partitions().len(), 1);
+            assert!(reg.close_all().is_empty());
+        }
+        // A stray non-topic directory and deletion leftovers.
+        fs::create_dir_all(dir.path().join("not-a-topic")).unwrap();
+        fs::create_dir_all(dir.path().join("x~deleted~1/0")).unwrap();
+        let reg = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+        let names: Vec<_> = reg.list().iter().map(|t| t.name().to_string()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(!dir.path().join("x~deleted~1").exists());
+        let a = reg.get("a").unwrap();
+        assert_eq!(a.partitions().len(), 3);
+        assert_eq!(a.config().retention_ms, Some(1000));
+        drop(a);
+        reg.delete("a").unwrap();
+        assert!(reg.get("a").is_none());
+        assert!(!dir.path().join("a").exists());
+        assert!(matches!(reg.delete("a"), Err(BrokerError::UnknownTopic(_))));
+        // The name can be reused.
+        reg.create("a", 2, TopicOverrides::default()).unwrap();
+        assert_eq!(reg.get("a").unwrap().partitions().len(), 2);
+    }
+
+    #[test]
+    fn a_data_dir_serves_one_broker_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+        let second = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new());
+        assert!(matches!(second, Err(BrokerError::DataDirLocked { .. })));
+        drop(first);
+        TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+    }
+
+    #[test]
+    fn corrupt_meta_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let reg = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+            reg.create("t", 1, TopicOverrides::default()).unwrap();
+            reg.close_all();
+        }
+        let meta = dir.path().join("t").join(crate::topic_meta::META_FILE);
+        let mut b = fs::read(&meta).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        fs::write(&meta, b).unwrap();
+        let err = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap_err();
+        assert!(matches!(err, BrokerError::TopicMeta { .. }), "{err}");
+    }
+}
