@@ -1,1 +1,46 @@
-//! placeholder
+//! Async Producer, Consumer and Admin for the Sluice native protocol.
+//!
+//! Layout:
+//! - [`connection`]: one multiplexed TCP connection per broker (pipelined
+//!   requests matched by correlation id, timeouts, reconnect with backoff).
+//! - `cluster` (internal): the metadata cache that routes each partition's
+//!   requests to its leader and refreshes on `NOT_LEADER_FOR_PARTITION` /
+//!   `UNKNOWN_TOPIC_OR_PARTITION`.
+//! - [`Admin`]: create, list, describe, delete topics; list offsets.
+//! - [`Producer`]: per-partition batching, key-hash and sticky partitioning
+//!   ([`partitioner`]), bounded buffer with backpressure, retries.
+//! - [`Consumer`]: assigned partitions, seeks, pipelined long-poll fetches,
+//!   records as a `futures::Stream`.
+//! - [`ClientError`]: the one error type.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sluice_client::ClientError> {
+//! use sluice_client::{Consumer, Producer, Record, SeekTo};
+//! let producer = Producer::new("127.0.0.1:7171");
+//! let (partition, offset) = producer.send(Record::new("events", "hello").key("k")).await?;
+//! let mut consumer = Consumer::new("127.0.0.1:7171");
+//! consumer.assign(vec![("events".to_string(), partition)]);
+//! consumer.seek("events", partition, SeekTo::Offset(offset))?;
+//! let record = consumer.next().await.expect("assigned")?;
+//! assert_eq!(record.value.as_deref(), Some(&b"hello"[..]));
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod admin;
+mod cluster;
+mod config;
+pub mod connection;
+mod consumer;
+mod error;
+pub mod partitioner;
+mod producer;
+
+pub use admin::{Admin, ListedOffset, PartitionInfo, TopicInfo};
+pub use config::{ClientConfig, DEFAULT_BROKER};
+pub use connection::Connection;
+pub use consumer::{AssignmentSource, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use error::{ClientError, Result};
+pub use producer::{Delivery, Producer, ProducerConfig, Record, UNKNOWN_OFFSET};
+pub use sluice_protocol::{Acks, ErrorCode, OffsetSpec};

@@ -1,0 +1,434 @@
+//! `sluice bench produce|consume`: throughput and latency, like
+//! `kafka-producer-perf-test` / `iggy-bench`.
+//!
+//! Produce: K producers (one connection each) send N records of B bytes in
+//! total (keyless, so sticky partitioning fills whole batches); latency is
+//! enqueue -> acknowledgement per record. Consume: K consumers split the
+//! topic's partitions and read from the earliest offset until N records (or
+//! everything present when the bench started); latency is how long each read
+//! that had to wait for the network waited. Percentiles come from an HDR
+//! histogram in microseconds. A progress bar runs on a terminal unless `--json`.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use futures::FutureExt;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use sluice_client::{
+    ClientConfig, ClientError, Consumer, ConsumerConfig, Delivery, ErrorCode, Producer,
+    ProducerConfig, Record, SeekTo,
+};
+use tokio::sync::mpsc;
+
+use crate::errors::CliError;
+use crate::produce::AcksArg;
+
+/// Bench commands.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Produce N records and report throughput and latency.
+    Produce(BenchArgs),
+    /// Consume N records from the earliest offset and report throughput.
+    Consume(BenchArgs),
+}
+
+/// Options shared by both benches.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Topic (created by `bench produce` if missing).
+    #[arg(long, default_value = "sluice-bench")]
+    pub topic: String,
+    /// Number of records in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Value size in bytes (produce).
+    #[arg(long, default_value_t = 1000)]
+    pub size: usize,
+    /// Concurrent producers (or consumers), each with its own connection.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Producer batch size in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub batch_bytes: usize,
+    /// Producer buffer in bytes: records wait here when the broker is slower
+    /// than the bench, so it bounds the queueing part of the latency.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub buffer_bytes: usize,
+    /// Producer linger in ms.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Acknowledgement level.
+    #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
+    pub acks: AcksArg,
+    /// Partitions of the topic when `bench produce` creates it.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Print one JSON object instead of text (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a bench command.
+pub async fn run(broker: &str, command: BenchCommand) -> Result<i32, CliError> {
+    match command {
+        BenchCommand::Produce(args) => produce(broker, args).await,
+        BenchCommand::Consume(args) => consume(broker, args).await,
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h at 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist()))
+}
+
+fn unreachable_hist() -> Histogram<u64> {
+    // Histogram::new(3) only fails for sigfig > 5; keep the bench alive regardless.
+    Histogram::new(2).unwrap_or_else(|_| std::process::exit(1))
+}
+
+fn progress(total: u64, hidden: bool, what: &str) -> ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+    ) {
+        pb.set_style(style);
+    }
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Keeps the progress bar in step with `done` until `total` or until aborted.
+fn spawn_ticker(pb: ProgressBar, done: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            pb.set_position(done.load(Ordering::Relaxed));
+        }
+    })
+}
+
+struct Summary {
+    mode: &'static str,
+    messages: u64,
+    bytes: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+    failed: u64,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn report(s: &Summary, args: &BenchArgs) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let msgs = s.messages as f64 / secs;
+    let mb = s.bytes as f64 / secs / 1e6;
+    let h = &s.hist;
+    let (p50, p99, p999, max) = if h.is_empty() {
+        (0, 0, 0, 0)
+    } else {
+        (
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+        )
+    };
+    if args.json {
+        let v = json!({
+            "mode": s.mode,
+            "topic": args.topic,
+            "messages": s.messages,
+            "failed": s.failed,
+            "bytes": s.bytes,
+            "size": if s.mode == "produce" { args.size as u64 } else { s.bytes / s.messages.max(1) },
+            "producers": args.producers,
+            "batch_bytes": args.batch_bytes,
+            "buffer_bytes": args.buffer_bytes,
+            "acks": args.acks.name(),
+            "seconds": secs,
+            "msgs_per_sec": msgs,
+            "mb_per_sec": mb,
+            "latency_ms": { "p50": ms(p50), "p99": ms(p99), "p99_9": ms(p999), "max": ms(max) },
+        });
+        println!("{v}");
+    } else {
+        let verb = if s.mode == "produce" {
+            "produced"
+        } else {
+            "consumed"
+        };
+        println!(
+            "{verb} {} messages ({:.1} MB) in {:.2} s: {:.0} msg/s, {:.1} MB/s",
+            s.messages,
+            s.bytes as f64 / 1e6,
+            secs,
+            msgs,
+            mb
+        );
+        let what = if s.mode == "produce" {
+            "latency (send -> ack)"
+        } else {
+            "latency (fetch wait)"
+        };
+        println!(
+            "{what}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+            ms(p50),
+            ms(p99),
+            ms(p999),
+            ms(max)
+        );
+        if s.failed > 0 {
+            println!("{} messages failed", s.failed);
+        }
+    }
+}
+
+async fn ensure_topic(broker: &str, args: &BenchArgs) -> Result<(), CliError> {
+    let admin = crate::topic::admin(broker).await?;
+    match admin.describe_topic(&args.topic).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(ErrorCode::UnknownTopicOrPartition) => {
+            match admin
+                .create_topic(&args.topic, args.partitions, Vec::new())
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => Ok(()),
+                Err(e) => Err(CliError::topic(&args.topic)(e)),
+            }
+        }
+        Err(e) => Err(CliError::topic(&args.topic)(e)),
+    }
+}
+
+async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
+    if args.producers == 0 {
+        return Err(CliError::msg("--producers must be at least 1"));
+    }
+    ensure_topic(broker, &args).await?;
+    let payload = Bytes::from(
+        (0..args.size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let topic: Arc<str> = Arc::from(args.topic.as_str());
+    let acked = Arc::new(AtomicU64::new(0));
+    let pb = progress(args.messages, args.json, "produce");
+    let ticker = spawn_ticker(pb.clone(), acked.clone());
+    let k = args.producers as u64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..k {
+        let n = args.messages / k + u64::from(i < args.messages % k);
+        let producer = Producer::with_config(
+            ClientConfig::new(broker),
+            ProducerConfig {
+                batch_bytes: args.batch_bytes,
+                buffer_bytes: args.buffer_bytes,
+                linger: Duration::from_millis(args.linger_ms),
+                acks: args.acks.acks(),
+                ..ProducerConfig::default()
+            },
+        );
+        let payload = payload.clone();
+        let topic = topic.clone();
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            let (tx, mut rx) =
+                mpsc::channel::<(Instant, Result<Delivery, ClientError>)>(128 * 1024);
+            let waiter = tokio::spawn(async move {
+                let mut hist = histogram();
+                let mut failed = 0u64;
+                let mut first_error = None;
+                let mut last_ack = Instant::now();
+                while let Some((sent, d)) = rx.recv().await {
+                    let r = match d {
+                        Ok(d) => d.await,
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(_) => {
+                            last_ack = Instant::now();
+                            let _ = hist.record((last_ack - sent).as_micros().max(1) as u64);
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (hist, failed, first_error, last_ack)
+            });
+            for _ in 0..n {
+                let record = Record {
+                    topic: topic.clone(),
+                    key: None,
+                    value: Some(payload.clone()),
+                    headers: Vec::new(),
+                    timestamp: None,
+                    partition: None,
+                };
+                let sent = Instant::now();
+                let d = producer.enqueue(record).await;
+                if tx.send((sent, d)).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            producer.close().await;
+            waiter.await
+        }));
+    }
+    let mut hist = histogram();
+    let mut failed = 0;
+    let mut first_error = None;
+    let mut last = started;
+    for t in tasks {
+        match t.await {
+            Ok(Ok((h, f, e, l))) => {
+                let _ = hist.add(&h);
+                failed += f;
+                if first_error.is_none() {
+                    first_error = e;
+                }
+                last = last.max(l);
+            }
+            _ => return Err(CliError::msg("a producer task failed unexpectedly")),
+        }
+    }
+    ticker.abort();
+    pb.finish_and_clear();
+    let ok = hist.len();
+    let summary = Summary {
+        mode: "produce",
+        messages: ok,
+        bytes: ok * args.size as u64,
+        elapsed: last - started,
+        hist,
+        failed,
+    };
+    report(&summary, &args);
+    if let Some(e) = first_error {
+        return Err(CliError::topic(&args.topic)(e));
+    }
+    Ok(0)
+}
+
+async fn consume(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
+    let k = args.producers.max(1);
+    let admin = crate::topic::admin(broker).await?;
+    let info = admin
+        .describe_topic(&args.topic)
+        .await
+        .map_err(CliError::topic(&args.topic))?;
+    let available: u64 = info
+        .partitions
+        .iter()
+        .map(|p| p.end_offset.saturating_sub(p.start_offset))
+        .sum();
+    if available == 0 {
+        return Err(CliError::msg(format!(
+            "topic \"{}\" is empty; run `sluice bench produce --topic {}` first",
+            args.topic, args.topic
+        )));
+    }
+    let target = args.messages.min(available);
+    let consumed = Arc::new(AtomicU64::new(0));
+    let pb = progress(target, args.json, "consume");
+    let ticker = spawn_ticker(pb.clone(), consumed.clone());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..k {
+        // (partition, end offset at start): each consumer reads its share up to there.
+        let mine: Vec<(u32, u64)> = info
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(j, p)| j % k == i && p.end_offset > p.start_offset)
+            .map(|(_, p)| (p.partition, p.end_offset))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let topic = args.topic.clone();
+        let consumed = consumed.clone();
+        let broker = broker.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut consumer = Consumer::with_config(
+                ClientConfig::new(broker),
+                ConsumerConfig {
+                    start: SeekTo::Earliest,
+                    ..ConsumerConfig::default()
+                },
+            );
+            consumer.assign(mine.iter().map(|(p, _)| (topic.clone(), *p)).collect());
+            let mut remaining: Vec<(u32, u64)> = mine;
+            let mut hist = histogram();
+            let mut bytes = 0u64;
+            let mut count = 0u64;
+            while !remaining.is_empty() && consumed.load(Ordering::Relaxed) < target {
+                let r = match consumer.next().now_or_never() {
+                    Some(r) => r,
+                    None => {
+                        let t = Instant::now();
+                        let r = consumer.next().await;
+                        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                        r
+                    }
+                };
+                let record = match r {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                };
+                bytes += record.value.as_ref().map_or(0, |v| v.len()) as u64
+                    + record.key.as_ref().map_or(0, |k| k.len()) as u64;
+                count += 1;
+                consumed.fetch_add(1, Ordering::Relaxed);
+                let next = record.offset + 1;
+                remaining.retain(|(p, end)| !(*p == record.partition && next >= *end));
+            }
+            Ok((hist, count, bytes, Instant::now()))
+        }));
+    }
+    let mut hist = histogram();
+    let (mut count, mut bytes, mut last) = (0, 0, started);
+    for t in tasks {
+        match t.await {
+            Ok(Ok((h, c, b, l))) => {
+                let _ = hist.add(&h);
+                count += c;
+                bytes += b;
+                last = last.max(l);
+            }
+            Ok(Err(e)) => return Err(CliError::topic(&args.topic)(e)),
+            Err(_) => return Err(CliError::msg("a consumer task failed unexpectedly")),
+        }
+    }
+    ticker.abort();
+    pb.finish_and_clear();
+    let summary = Summary {
+        mode: "consume",
+        messages: count,
+        bytes,
+        elapsed: last - started,
+        hist,
+        failed: 0,
+    };
+    report(&summary, &args);
+    Ok(0)
+}

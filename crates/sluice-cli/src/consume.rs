@@ -1,0 +1,194 @@
+//! `sluice topic consume NAME`: print records of a topic.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+use futures::FutureExt;
+use sluice_client::{ClientConfig, Consumer, ConsumerConfig, SeekTo};
+
+use crate::errors::CliError;
+use crate::format;
+
+/// How long retriable errors (broker restarting, leader moving) may last before consume gives up.
+const RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+/// Options of `topic consume`.
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// Topic name.
+    pub name: String,
+    /// Consume as part of a consumer group (not available yet).
+    #[arg(long, short = 'g')]
+    pub group: Option<String>,
+    /// Where to start: earliest, latest, an OFFSET, or @UNIX_MS (first record at or after that time).
+    #[arg(long, default_value = "earliest")]
+    pub from: String,
+    /// Read only this partition (default: all).
+    #[arg(long, short = 'p')]
+    pub partition: Option<u32>,
+    /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// Stop after this many ms without a new record.
+    #[arg(long)]
+    pub exit_idle: Option<u64>,
+    /// Output format: %k %v %p %o %t %h and \n \t escapes (like kcat -f).
+    #[arg(long, short = 'f', default_value = format::DEFAULT_FORMAT)]
+    pub format: String,
+}
+
+/// Parses `--from`.
+pub fn parse_from(s: &str) -> Result<SeekTo, String> {
+    match s {
+        "earliest" | "start" | "beginning" => Ok(SeekTo::Earliest),
+        "latest" | "end" => Ok(SeekTo::Latest),
+        _ => {
+            if let Some(ts) = s.strip_prefix('@') {
+                ts.parse::<i64>()
+                    .ok()
+                    .filter(|t| *t >= 0)
+                    .map(SeekTo::Timestamp)
+                    .ok_or_else(|| {
+                        format!("invalid --from {s:?}: expected @UNIX_MS, e.g. @1700000000000")
+                    })
+            } else {
+                s.parse::<u64>().map(SeekTo::Offset).map_err(|_| {
+                    format!(
+                        "invalid --from {s:?}: expected earliest, latest, an offset or @UNIX_MS"
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Runs `topic consume`.
+pub async fn run(broker: &str, args: ConsumeArgs) -> Result<i32, CliError> {
+    if let Some(group) = &args.group {
+        return Err(CliError::msg(format!(
+            "consumer groups are not available yet (--group {group}); \
+             drop --group to read all partitions, or pick one with --partition"
+        )));
+    }
+    let from = parse_from(&args.from).map_err(CliError::msg)?;
+    let tokens =
+        format::parse(&args.format).map_err(|e| CliError::msg(format!("invalid --format: {e}")))?;
+    if args.count == Some(0) {
+        return Ok(0);
+    }
+    let admin = crate::topic::admin(broker).await?;
+    let info = admin
+        .describe_topic(&args.name)
+        .await
+        .map_err(CliError::topic(&args.name))?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) if info.partitions.iter().any(|x| x.partition == p) => vec![p],
+        Some(p) => {
+            return Err(CliError::msg(format!(
+                "topic \"{}\" has no partition {p} (it has {})",
+                args.name,
+                info.partitions.len()
+            )))
+        }
+        None => info.partitions.iter().map(|p| p.partition).collect(),
+    };
+    let mut consumer = Consumer::with_config(
+        ClientConfig::new(broker),
+        ConsumerConfig {
+            start: from,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer.assign(partitions.iter().map(|p| (args.name.clone(), *p)).collect());
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let idle = args.exit_idle.map(Duration::from_millis);
+    let mut stop = crate::produce::stop_signal()?;
+    let mut seen = 0u64;
+    let mut failing_since: Option<std::time::Instant> = None;
+    loop {
+        // Flush before blocking so output appears as soon as records stop arriving.
+        let next = match consumer.next().now_or_never() {
+            Some(r) => r,
+            None => {
+                if let Err(e) = out.flush() {
+                    return write_failed(e);
+                }
+                let wait = async {
+                    match idle {
+                        Some(d) => tokio::time::timeout(d, consumer.next()).await.ok(),
+                        None => Some(consumer.next().await),
+                    }
+                };
+                tokio::select! {
+                    r = wait => match r {
+                        Some(r) => r,
+                        None => break, // idle for --exit-idle
+                    },
+                    _ = &mut stop => break,
+                }
+            }
+        };
+        let record = match next {
+            Some(Ok(r)) => {
+                failing_since = None;
+                r
+            }
+            // A broker restart or a leader move: the consumer retries on its own;
+            // give up only when errors persist.
+            Some(Err(e))
+                if e.is_retriable() && failing_since.is_none_or(|t| t.elapsed() < RETRY_WINDOW) =>
+            {
+                failing_since.get_or_insert_with(std::time::Instant::now);
+                tracing::debug!(error = %e, "retrying after error");
+                continue;
+            }
+            Some(Err(e)) => {
+                let _ = out.flush();
+                return Err(CliError::topic(&args.name)(e));
+            }
+            None => break,
+        };
+        if let Err(e) = format::write_record(&mut out, &tokens, &record) {
+            return write_failed(e);
+        }
+        seen += 1;
+        if args.count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    if let Err(e) = out.flush() {
+        return write_failed(e);
+    }
+    Ok(0)
+}
+
+/// A closed stdout (`| head`) ends the command quietly.
+fn write_failed(e: std::io::Error) -> Result<i32, CliError> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(0)
+    } else {
+        Err(CliError::msg(format!("cannot write to stdout: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_from() {
+        assert_eq!(parse_from("earliest"), Ok(SeekTo::Earliest));
+        assert_eq!(parse_from("latest"), Ok(SeekTo::Latest));
+        assert_eq!(parse_from("42"), Ok(SeekTo::Offset(42)));
+        assert_eq!(
+            parse_from("@1700000000000"),
+            Ok(SeekTo::Timestamp(1_700_000_000_000))
+        );
+        assert!(parse_from("@x").is_err());
+        assert!(parse_from("-3").is_err());
+        assert!(parse_from("yesterday").is_err());
+    }
+}

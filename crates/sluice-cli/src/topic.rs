@@ -1,0 +1,232 @@
+//! `sluice topic ...`.
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use sluice_client::{Admin, ClientConfig, TopicInfo};
+
+use crate::errors::CliError;
+
+/// Topic commands.
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List topics.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a topic's partitions (start offset, end offset, bytes) and configuration.
+    Describe {
+        /// Topic name.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a topic and all its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Produce one record per stdin line.
+    Produce(crate::produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(crate::consume::ConsumeArgs),
+}
+
+/// Flush policy of a topic.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum FlushArg {
+    /// fsync every append before acknowledging durable produces (group commit).
+    Always,
+    /// fsync periodically.
+    Interval,
+    /// Leave flushing to the OS page cache.
+    Os,
+}
+
+/// Options of `topic create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub partitions: u32,
+    /// Delete segments older than this.
+    #[arg(long)]
+    pub retention_ms: Option<u64>,
+    /// Delete old segments beyond this many bytes per partition.
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+    /// Roll segments at this size.
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Flush policy.
+    #[arg(long, value_enum)]
+    pub flush: Option<FlushArg>,
+}
+
+/// Connects an admin client.
+pub async fn admin(broker: &str) -> Result<Admin, CliError> {
+    Ok(Admin::with_config(ClientConfig::new(broker)).await?)
+}
+
+/// Runs a topic command.
+pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
+    match command {
+        TopicCommand::Create(args) => {
+            let mut configs = Vec::new();
+            if let Some(v) = args.retention_ms {
+                configs.push(("retention.ms".to_string(), v.to_string()));
+            }
+            if let Some(v) = args.retention_bytes {
+                configs.push(("retention.bytes".to_string(), v.to_string()));
+            }
+            if let Some(v) = args.segment_bytes {
+                configs.push(("segment.bytes".to_string(), v.to_string()));
+            }
+            if let Some(f) = args.flush {
+                let v = match f {
+                    FlushArg::Always => "always",
+                    FlushArg::Interval => "interval",
+                    FlushArg::Os => "os",
+                };
+                configs.push(("flush".to_string(), v.to_string()));
+            }
+            let admin = admin(broker).await?;
+            admin
+                .create_topic(&args.name, args.partitions, configs)
+                .await
+                .map_err(CliError::topic(&args.name))?;
+            println!(
+                "created topic \"{}\" with {} partition{}",
+                args.name,
+                args.partitions,
+                if args.partitions == 1 { "" } else { "s" }
+            );
+            Ok(0)
+        }
+        TopicCommand::List { json } => {
+            let topics = admin(broker).await?.list_topics().await?;
+            if json {
+                let v: Vec<_> = topics
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "name": t.name,
+                            "partitions": t.partitions.len(),
+                            "size_bytes": t.size_bytes(),
+                            "messages": t.partitions.iter().map(|p| p.end_offset - p.start_offset.min(p.end_offset)).sum::<u64>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                let width = topics
+                    .iter()
+                    .map(|t| t.name.len())
+                    .max()
+                    .unwrap_or(4)
+                    .max(4);
+                println!("{:<width$}  {:>10}  {:>14}", "NAME", "PARTITIONS", "SIZE");
+                for t in &topics {
+                    println!(
+                        "{:<width$}  {:>10}  {:>14}",
+                        t.name,
+                        t.partitions.len(),
+                        human_bytes(t.size_bytes())
+                    );
+                }
+            }
+            Ok(0)
+        }
+        TopicCommand::Describe { name, json } => {
+            let info = admin(broker)
+                .await?
+                .describe_topic(&name)
+                .await
+                .map_err(CliError::topic(&name))?;
+            if json {
+                println!("{}", describe_json(&info));
+            } else {
+                print_describe(&info);
+            }
+            Ok(0)
+        }
+        TopicCommand::Delete { name } => {
+            admin(broker)
+                .await?
+                .delete_topic(&name)
+                .await
+                .map_err(CliError::topic(&name))?;
+            println!("deleted topic \"{name}\"");
+            Ok(0)
+        }
+        TopicCommand::Produce(args) => crate::produce::run(broker, args).await,
+        TopicCommand::Consume(args) => crate::consume::run(broker, args).await,
+    }
+}
+
+fn describe_json(t: &TopicInfo) -> serde_json::Value {
+    let configs: serde_json::Map<String, serde_json::Value> = t
+        .configs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    json!({
+        "name": t.name,
+        "partitions": t.partitions.iter().map(|p| json!({
+            "partition": p.partition,
+            "leader": p.leader,
+            "start_offset": p.start_offset,
+            "end_offset": p.end_offset,
+            "size_bytes": p.size_bytes,
+        })).collect::<Vec<_>>(),
+        "configs": configs,
+    })
+}
+
+fn print_describe(t: &TopicInfo) {
+    println!("NAME        {}", t.name);
+    println!("PARTITIONS  {}", t.partitions.len());
+    if !t.configs.is_empty() {
+        println!("CONFIGS");
+        for (k, v) in &t.configs {
+            println!("  {k}={v}");
+        }
+    }
+    println!();
+    println!(
+        "{:>9}  {:>6}  {:>14}  {:>14}  {:>14}",
+        "PARTITION", "LEADER", "START-OFFSET", "END-OFFSET", "SIZE"
+    );
+    for p in &t.partitions {
+        println!(
+            "{:>9}  {:>6}  {:>14}  {:>14}  {:>14}",
+            p.partition,
+            p.leader,
+            p.start_offset,
+            p.end_offset,
+            human_bytes(p.size_bytes)
+        );
+    }
+}
+
+/// `1536` -> `1.5 KiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,203 @@
+//! Metadata cache and request routing.
+//!
+//! The client asks Metadata which broker leads each partition and sends
+//! partition requests there. The cache is refreshed when a broker answers
+//! `NOT_LEADER_FOR_PARTITION` or `UNKNOWN_TOPIC_OR_PARTITION`, or when a
+//! leader's connection fails. Today there is one broker, so every route ends
+//! at the bootstrap connection; the routing is real so that several brokers
+//! need no client change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_protocol::{ErrorCode, MetadataRequest, MetadataResponse, Request, Response};
+
+use crate::config::ClientConfig;
+use crate::connection::Connection;
+use crate::error::{ClientError, Result};
+
+/// What the cache knows about one topic.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicRoute {
+    /// Leader node id per partition, in partition order.
+    pub leaders: Vec<u32>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Node id -> (advertised address, connection).
+    brokers: HashMap<u32, (String, Connection)>,
+    topics: HashMap<String, TopicRoute>,
+    /// Topics the broker said do not exist, and when (to avoid asking in a tight loop).
+    missing: HashMap<String, Instant>,
+}
+
+/// Shared routing state of one client (producer, consumer or admin).
+pub(crate) struct Cluster {
+    config: ClientConfig,
+    bootstrap: Connection,
+    state: Mutex<State>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a "topic does not exist" answer is trusted before asking again.
+const MISSING_TTL: Duration = Duration::from_millis(100);
+
+impl Cluster {
+    pub fn new(config: ClientConfig) -> Arc<Cluster> {
+        let bootstrap = Connection::new(config.bootstrap.clone(), config.clone());
+        Arc::new(Cluster {
+            config,
+            bootstrap,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The connection to the bootstrap broker (for cluster-wide requests).
+    pub fn bootstrap(&self) -> &Connection {
+        &self.bootstrap
+    }
+
+    /// Sends a Metadata request for `topics` (empty = all) and updates the cache.
+    pub async fn fetch_metadata(&self, topics: Vec<String>) -> Result<MetadataResponse> {
+        let request = Request::Metadata(MetadataRequest {
+            topics: topics.clone(),
+        });
+        let response = match self.bootstrap.request(&request).await? {
+            Response::Metadata(m) => m,
+            other => {
+                return Err(ClientError::UnexpectedResponse {
+                    request: "Metadata",
+                    got: format!("{other:?}"),
+                })
+            }
+        };
+        self.update(&response);
+        Ok(response)
+    }
+
+    fn update(&self, response: &MetadataResponse) {
+        let mut state = lock(&self.state);
+        for b in &response.brokers {
+            let addr = self.broker_addr(&b.host, b.port);
+            let stale = match state.brokers.get(&b.node_id) {
+                Some((known, _)) => *known != addr,
+                None => true,
+            };
+            if stale {
+                let conn =
+                    if addr == self.config.bootstrap || b.port == 0 || is_unspecified(&b.host) {
+                        self.bootstrap.clone()
+                    } else {
+                        Connection::new(addr.clone(), self.config.clone())
+                    };
+                state.brokers.insert(b.node_id, (addr, conn));
+            }
+        }
+        for t in &response.topics {
+            if t.error == ErrorCode::None {
+                let leaders = t.partitions.iter().map(|p| p.leader).collect();
+                state.missing.remove(&t.name);
+                state.topics.insert(t.name.clone(), TopicRoute { leaders });
+            } else {
+                state.topics.remove(&t.name);
+                if t.error == ErrorCode::UnknownTopicOrPartition {
+                    state.missing.insert(t.name.clone(), Instant::now());
+                }
+            }
+        }
+    }
+
+    fn broker_addr(&self, host: &str, port: u16) -> String {
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+
+    /// The cached route of `topic`, asking the broker when it is not cached.
+    ///
+    /// `Ok(None)` means the broker says the topic does not exist (yet).
+    pub async fn route(&self, topic: &str) -> Result<Option<TopicRoute>> {
+        {
+            let state = lock(&self.state);
+            if let Some(r) = state.topics.get(topic) {
+                return Ok(Some(r.clone()));
+            }
+            if let Some(at) = state.missing.get(topic) {
+                if at.elapsed() < MISSING_TTL {
+                    return Ok(None);
+                }
+            }
+        }
+        self.fetch_metadata(vec![topic.to_string()]).await?;
+        Ok(lock(&self.state).topics.get(topic).cloned())
+    }
+
+    /// The cached route of `topic` without asking the broker.
+    pub fn cached_route(&self, topic: &str) -> Option<TopicRoute> {
+        lock(&self.state).topics.get(topic).cloned()
+    }
+
+    /// Partition count of `topic` from the cache, without asking the broker.
+    pub fn cached_partition_count(&self, topic: &str) -> Option<u32> {
+        lock(&self.state)
+            .topics
+            .get(topic)
+            .map(|r| r.leaders.len() as u32)
+    }
+
+    /// Forgets what is cached about `topic` so the next [`route`](Self::route) asks again.
+    pub fn invalidate(&self, topic: &str) {
+        let mut state = lock(&self.state);
+        state.topics.remove(topic);
+        state.missing.remove(topic);
+    }
+
+    /// Connection to the broker that leads `topic`/`partition`.
+    ///
+    /// When the topic is not known (it may be auto-created by a produce), the
+    /// bootstrap broker is used.
+    pub async fn leader(&self, topic: &str, partition: u32) -> Result<(Option<u32>, Connection)> {
+        let route = self.route(topic).await?;
+        let Some(route) = route else {
+            return Ok((None, self.bootstrap.clone()));
+        };
+        let Some(&node) = route.leaders.get(partition as usize) else {
+            return Err(ClientError::broker(
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "partition {partition} of topic \"{topic}\" ({} partitions)",
+                    route.leaders.len()
+                ),
+            ));
+        };
+        Ok((Some(node), self.node(node)))
+    }
+
+    /// Connection to broker `node`, or the bootstrap connection if the node is unknown.
+    pub fn node(&self, node: u32) -> Connection {
+        lock(&self.state)
+            .brokers
+            .get(&node)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| self.bootstrap.clone())
+    }
+}
+
+fn is_unspecified(host: &str) -> bool {
+    host.is_empty()
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_unspecified())
+            .unwrap_or(false)
+}

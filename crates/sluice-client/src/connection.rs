@@ -1,0 +1,691 @@
+//! One multiplexed TCP connection to one broker.
+//!
+//! A [`Connection`] owns at most one live *session* (a TCP stream) at a time.
+//! Each session has a writer task, fed encoded frames through a bounded
+//! channel, and a reader task that decodes response frames with
+//! [`FrameCodec`] and completes the waiting request by correlation id, so many
+//! requests can be in flight at once and their answers may arrive in any
+//! order (a parked long-poll fetch does not hold up a produce).
+//!
+//! Failure rules:
+//! - when a session ends (EOF, I/O error, undecodable frame), every request
+//!   still waiting on it completes with [`ClientError::Disconnected`]; none is
+//!   left hanging;
+//! - the next request reconnects; after a failed connect, requests within an
+//!   exponentially growing backoff (`reconnect_backoff` doubling up to
+//!   `reconnect_backoff_max`) fail at once with the same error instead of
+//!   dialling again, so a dead broker is not hammered and callers (which
+//!   retry on their own schedule) are not stalled;
+//! - every request has a timeout; a late answer to a timed-out request is
+//!   dropped by the reader.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sluice_protocol::codec::FrameCodec;
+use sluice_protocol::wire::{decode_response, encode_request_chunks};
+use sluice_protocol::{ApiKey, Request, Response};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::config::ClientConfig;
+use crate::error::{ClientError, Result};
+
+/// How many encoded frames may wait for the writer task before senders wait.
+const WRITE_QUEUE: usize = 256;
+
+type Reply = oneshot::Sender<Result<Response>>;
+
+/// Requests waiting for an answer on one session.
+struct Pending {
+    /// Set once the session has ended; no new request may register after that.
+    closed: Option<ClientError>,
+    waiting: HashMap<u32, (ApiKey, Reply)>,
+}
+
+/// One live TCP stream with its writer and reader tasks.
+struct Session {
+    writes: mpsc::Sender<Outgoing>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+/// A frame for the writer task, with an optional "it reached the socket" signal.
+///
+/// The frame is a list of chunks: produce payloads are their own chunks so
+/// that a record batch is never copied into a request buffer.
+struct Outgoing {
+    frame: Vec<Bytes>,
+    written: Option<oneshot::Sender<Result<()>>>,
+}
+
+impl Session {
+    fn is_closed(&self) -> bool {
+        self.writes.is_closed() || lock(&self.pending).closed.is_some()
+    }
+}
+
+struct Backoff {
+    failures: u32,
+    last_failure: Option<Instant>,
+    last_error: Option<ClientError>,
+}
+
+struct Inner {
+    addr: String,
+    config: ClientConfig,
+    next_correlation_id: AtomicU32,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    backoff: Mutex<Backoff>,
+}
+
+/// A multiplexed, reconnecting connection to one broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the maps half-updated in a
+    // way that matters (every update is a single insert/remove), so recover.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn api_key_of(request: &Request) -> ApiKey {
+    request.api_key()
+}
+
+impl Connection {
+    /// A connection to `addr` (`host:port`); nothing is dialled until the first request.
+    pub fn new(addr: impl Into<String>, config: ClientConfig) -> Connection {
+        Connection {
+            inner: Arc::new(Inner {
+                addr: addr.into(),
+                config,
+                next_correlation_id: AtomicU32::new(1),
+                session: tokio::sync::Mutex::new(None),
+                backoff: Mutex::new(Backoff {
+                    failures: 0,
+                    last_failure: None,
+                    last_error: None,
+                }),
+            }),
+        }
+    }
+
+    /// The broker address this connection dials.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Connects now if not connected (honouring the reconnect backoff).
+    pub async fn connect(&self) -> Result<()> {
+        self.session().await.map(|_| ())
+    }
+
+    /// Sends `request` and waits for its response, up to the configured request timeout.
+    pub async fn request(&self, request: &Request) -> Result<Response> {
+        self.request_with_timeout(request, self.inner.config.request_timeout)
+            .await
+    }
+
+    /// Sends `request` and waits for its response, up to `timeout`.
+    ///
+    /// A `Response::Error(code)` from the broker is returned as `ClientError::Broker`.
+    pub async fn request_with_timeout(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let api_key = api_key_of(request);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let session = match tokio::time::timeout_at(deadline, self.session()).await {
+            Ok(s) => s?,
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    what: format!("connecting to {}", self.inner.addr),
+                    after: timeout,
+                })
+            }
+        };
+        let correlation_id = self
+            .inner
+            .next_correlation_id
+            .fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(4);
+        encode_request_chunks(
+            correlation_id,
+            &self.inner.config.client_id,
+            request,
+            &mut frame,
+        );
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&session.pending);
+            if let Some(e) = &pending.closed {
+                return Err(e.clone());
+            }
+            pending.waiting.insert(correlation_id, (api_key, tx));
+        }
+        let outgoing = Outgoing {
+            frame,
+            written: None,
+        };
+        let sent = tokio::time::timeout_at(deadline, session.writes.send(outgoing)).await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                let removed = lock(&session.pending).waiting.remove(&correlation_id);
+                drop(removed);
+                return Err(self.disconnected("writer stopped"));
+            }
+            Err(_) => {
+                lock(&session.pending).waiting.remove(&correlation_id);
+                return Err(ClientError::Timeout {
+                    what: format!("{} request to {}", api_key.name(), self.inner.addr),
+                    after: timeout,
+                });
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(Response::Error(code)))) => Err(ClientError::broker(
+                code,
+                format!("{} request to {}", api_key.name(), self.inner.addr),
+            )),
+            Ok(Ok(result)) => result,
+            // The reader dropped our sender without answering: the session ended.
+            Ok(Err(_)) => Err(self.disconnected("connection closed")),
+            Err(_) => {
+                lock(&session.pending).waiting.remove(&correlation_id);
+                Err(ClientError::Timeout {
+                    what: format!("{} request to {}", api_key.name(), self.inner.addr),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// Sends a request that gets no response (produce with `acks = none`).
+    ///
+    /// Returns once the frame has been written to the socket.
+    pub async fn send_only(&self, request: &Request) -> Result<()> {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let what = || ClientError::Timeout {
+            what: format!(
+                "{} request to {}",
+                api_key_of(request).name(),
+                self.inner.addr
+            ),
+            after: timeout,
+        };
+        let session = tokio::time::timeout_at(deadline, self.session())
+            .await
+            .map_err(|_| what())??;
+        let correlation_id = self
+            .inner
+            .next_correlation_id
+            .fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(4);
+        encode_request_chunks(
+            correlation_id,
+            &self.inner.config.client_id,
+            request,
+            &mut frame,
+        );
+        let (tx, rx) = oneshot::channel();
+        let outgoing = Outgoing {
+            frame,
+            written: Some(tx),
+        };
+        tokio::time::timeout_at(deadline, session.writes.send(outgoing))
+            .await
+            .map_err(|_| what())?
+            .map_err(|_| self.disconnected("writer stopped"))?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(self.disconnected("writer stopped")),
+            Err(_) => Err(what()),
+        }
+    }
+
+    fn disconnected(&self, reason: &str) -> ClientError {
+        ClientError::Disconnected {
+            addr: self.inner.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The live session, dialling a new one if there is none (after the backoff).
+    async fn session(&self) -> Result<Arc<Session>> {
+        let mut slot = self.inner.session.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+            *slot = None;
+        }
+        // Within the backoff window after a failed connect, fail fast with that
+        // error instead of dialling again: callers retry on their own schedule.
+        {
+            let b = lock(&self.inner.backoff);
+            if let (Some(at), Some(err)) = (b.last_failure, &b.last_error) {
+                let cfg = &self.inner.config;
+                let exp = b.failures.saturating_sub(1).min(16);
+                let backoff = cfg
+                    .reconnect_backoff
+                    .saturating_mul(1u32 << exp)
+                    .min(cfg.reconnect_backoff_max);
+                if at.elapsed() < backoff {
+                    return Err(err.clone());
+                }
+            }
+        }
+        match self.dial().await {
+            Ok(session) => {
+                let session = Arc::new(session);
+                *slot = Some(session.clone());
+                let mut b = lock(&self.inner.backoff);
+                b.failures = 0;
+                b.last_failure = None;
+                b.last_error = None;
+                Ok(session)
+            }
+            Err(e) => {
+                let mut b = lock(&self.inner.backoff);
+                b.failures = b.failures.saturating_add(1);
+                b.last_failure = Some(Instant::now());
+                b.last_error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    async fn dial(&self) -> Result<Session> {
+        let addr = self.inner.addr.clone();
+        let unreachable = |source: std::io::Error| ClientError::Unreachable {
+            addr: addr.clone(),
+            source: Arc::new(source),
+        };
+        let stream = match tokio::time::timeout(
+            self.inner.config.connect_timeout,
+            TcpStream::connect(addr.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(unreachable(e)),
+            Err(_) => {
+                return Err(unreachable(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )))
+            }
+        };
+        stream.set_nodelay(true).map_err(unreachable)?;
+        tracing::debug!(addr = %addr, "connected");
+        let (read, write) = stream.into_split();
+        let pending = Arc::new(Mutex::new(Pending {
+            closed: None,
+            waiting: HashMap::new(),
+        }));
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(write_loop(
+            write,
+            rx,
+            pending.clone(),
+            addr.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(read_loop(
+            read,
+            pending.clone(),
+            addr,
+            self.inner.config.max_frame_bytes,
+            shutdown,
+        ));
+        Ok(Session {
+            writes: tx,
+            pending,
+        })
+    }
+}
+
+/// Marks the session closed and fails every waiting request with `Disconnected`.
+fn close_session(pending: &Mutex<Pending>, addr: &str, reason: String) {
+    let waiting = {
+        let mut p = lock(pending);
+        if p.closed.is_some() {
+            return;
+        }
+        let err = ClientError::Disconnected {
+            addr: addr.to_string(),
+            reason,
+        };
+        p.closed = Some(err);
+        std::mem::take(&mut p.waiting)
+    };
+    let err = lock(pending).closed.clone();
+    if let Some(err) = err {
+        for (_, (_, reply)) in waiting {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+}
+
+async fn write_loop(
+    write: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    pending: Arc<Mutex<Pending>>,
+    addr: String,
+    shutdown: Arc<tokio::sync::Notify>,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, write);
+    let mut written = Vec::new();
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = shutdown.notified() => None,
+        };
+        let Some(first) = first else { break };
+        let mut next = Some(first);
+        let mut result = Ok(());
+        // Write everything queued, then flush once: small requests share a syscall.
+        while let Some(msg) = next.take() {
+            // Small chunks gather in the buffer; large ones (record batches) go
+            // straight to the socket (BufWriter bypasses its buffer for them).
+            for chunk in &msg.frame {
+                if let Err(e) = out.write_all(chunk).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if result.is_err() {
+                if let Some(w) = msg.written {
+                    written.push(w);
+                }
+                break;
+            }
+            if let Some(w) = msg.written {
+                written.push(w);
+            }
+            next = rx.try_recv().ok();
+        }
+        if result.is_ok() {
+            result = out.flush().await;
+        }
+        match result {
+            Ok(()) => {
+                for w in written.drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let reason = format!("write failed: {e}");
+                let err = ClientError::Disconnected {
+                    addr: addr.clone(),
+                    reason: reason.clone(),
+                };
+                for w in written.drain(..) {
+                    let _ = w.send(Err(err.clone()));
+                }
+                close_session(&pending, &addr, reason);
+                break;
+            }
+        }
+    }
+    // Fail frames that never reached the socket.
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let Some(w) = msg.written {
+            let _ = w.send(Err(ClientError::Disconnected {
+                addr: addr.clone(),
+                reason: "connection closed".into(),
+            }));
+        }
+    }
+    close_session(&pending, &addr, "connection closed".into());
+    let _ = out.shutdown().await;
+}
+
+async fn read_loop(
+    read: OwnedReadHalf,
+    pending: Arc<Mutex<Pending>>,
+    addr: String,
+    max_frame_bytes: usize,
+    shutdown: Arc<tokio::sync::Notify>,
+) {
+    let mut frames = FramedRead::with_capacity(read, FrameCodec::new(max_frame_bytes), 256 * 1024);
+    let reason = loop {
+        let frame = match frames.next().await {
+            None => break "closed by broker".to_string(),
+            Some(Err(e)) => break format!("read failed: {e}"),
+            Some(Ok(frame)) => frame,
+        };
+        let Some(id) = frame.get(..4) else {
+            break "response frame shorter than a correlation id".to_string();
+        };
+        let correlation_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let waiter = lock(&pending).waiting.remove(&correlation_id);
+        let Some((api_key, reply)) = waiter else {
+            tracing::debug!(addr = %addr, correlation_id, "dropping response to a request that timed out");
+            continue;
+        };
+        match decode_response(api_key, frame) {
+            Ok((_, response)) => {
+                let _ = reply.send(Ok(response));
+            }
+            Err(e) => {
+                let reason = format!("undecodable {} response: {e}", api_key.name());
+                let _ = reply.send(Err(ClientError::from(e)));
+                break reason;
+            }
+        }
+    };
+    tracing::debug!(addr = %addr, reason = %reason, "connection ended");
+    close_session(&pending, &addr, reason);
+    shutdown.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use futures::SinkExt;
+    use sluice_protocol::wire::{decode_request, encode_response};
+    use sluice_protocol::{MetadataRequest, MetadataResponse};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    fn config() -> ClientConfig {
+        ClientConfig {
+            request_timeout: Duration::from_secs(5),
+            reconnect_backoff: Duration::from_millis(10),
+            reconnect_backoff_max: Duration::from_millis(50),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// A metadata request whose single topic name tags it.
+    fn tagged(tag: &str) -> Request {
+        Request::Metadata(MetadataRequest {
+            topics: vec![tag.to_string()],
+        })
+    }
+
+    /// The metadata response echoing the tag (as a broker host name).
+    fn echo(request: &Request) -> Response {
+        let tag = match request {
+            Request::Metadata(m) => m.topics.first().cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        Response::Metadata(MetadataResponse {
+            brokers: vec![sluice_protocol::BrokerInfo {
+                node_id: 0,
+                host: tag,
+                port: 1,
+            }],
+            topics: Vec::new(),
+        })
+    }
+
+    fn tag_of(response: &Response) -> String {
+        match response {
+            Response::Metadata(m) => m.brokers[0].host.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    async fn read_request(
+        frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    ) -> (u32, Request) {
+        let payload = frames.next().await.expect("frame").expect("valid frame");
+        let (header, request) = decode_request(payload).expect("decodes");
+        (header.correlation_id, request)
+    }
+
+    async fn respond(write: &mut tokio::net::tcp::OwnedWriteHalf, id: u32, response: &Response) {
+        let mut buf = BytesMut::new();
+        encode_response(id, response, &mut buf);
+        write.write_all(&buf).await.expect("write response");
+    }
+
+    #[tokio::test]
+    async fn pipelined_responses_may_arrive_out_of_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let a = read_request(&mut frames).await;
+            let b = read_request(&mut frames).await;
+            let c = read_request(&mut frames).await;
+            // Answer in reverse order.
+            for (id, req) in [c, b, a] {
+                respond(&mut write, id, &echo(&req)).await;
+            }
+            // Keep the connection open until the client is done.
+            let _ = frames.next().await;
+        });
+        let conn = Connection::new(addr, config());
+        let (a, b, c) = (tagged("a"), tagged("b"), tagged("c"));
+        let (ra, rb, rc) = tokio::join!(conn.request(&a), conn.request(&b), conn.request(&c));
+        assert_eq!(tag_of(&ra.unwrap()), "a");
+        assert_eq!(tag_of(&rb.unwrap()), "b");
+        assert_eq!(tag_of(&rc.unwrap()), "c");
+    }
+
+    #[tokio::test]
+    async fn in_flight_requests_fail_on_connection_loss_and_the_next_one_reconnects() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            // First connection: read two requests, then drop the connection unanswered.
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, write) = stream.into_split();
+            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let _ = read_request(&mut frames).await;
+            let _ = read_request(&mut frames).await;
+            drop(frames);
+            drop(write);
+            // Second connection: answer normally.
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            while let Some(Ok(payload)) = frames.next().await {
+                let (h, req) = decode_request(payload).unwrap();
+                respond(&mut write, h.correlation_id, &echo(&req)).await;
+            }
+        });
+        let conn = Connection::new(addr, config());
+        let (x, y) = (tagged("x"), tagged("y"));
+        let (r1, r2) = tokio::join!(conn.request(&x), conn.request(&y));
+        for r in [r1, r2] {
+            let e = r.expect_err("connection was dropped");
+            assert!(matches!(e, ClientError::Disconnected { .. }), "{e:?}");
+            assert!(e.is_retriable());
+        }
+        let r = conn.request(&tagged("z")).await.expect("reconnected");
+        assert_eq!(tag_of(&r), "z");
+    }
+
+    #[tokio::test]
+    async fn a_request_times_out_and_a_late_answer_is_ignored() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let (slow_id, slow) = read_request(&mut frames).await;
+            let (fast_id, fast) = read_request(&mut frames).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            respond(&mut write, slow_id, &echo(&slow)).await;
+            respond(&mut write, fast_id, &echo(&fast)).await;
+            let _ = frames.next().await;
+        });
+        let conn = Connection::new(addr, config());
+        let (slow_req, fast_req) = (tagged("slow"), tagged("fast"));
+        let slow = conn.request_with_timeout(&slow_req, Duration::from_millis(100));
+        let fast = conn.request(&fast_req);
+        let (slow, fast) = tokio::join!(slow, fast);
+        assert!(matches!(slow, Err(ClientError::Timeout { .. })), "{slow:?}");
+        assert_eq!(tag_of(&fast.unwrap()), "fast");
+    }
+
+    #[tokio::test]
+    async fn unreachable_broker_fails_fast_within_the_backoff() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let conn = Connection::new(addr.clone(), config());
+        let e = conn.request(&tagged("a")).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Unreachable { addr: a, .. } if *a == addr),
+            "{e:?}"
+        );
+        // Within the backoff: the same error, no new dial.
+        let started = std::time::Instant::now();
+        let e2 = conn.request(&tagged("b")).await.unwrap_err();
+        assert!(matches!(e2, ClientError::Unreachable { .. }));
+        assert!(started.elapsed() < Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_garbage_response_fails_the_request_and_closes_the_session() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, write) = stream.into_split();
+            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let (id, _) = read_request(&mut frames).await;
+            let mut sink = tokio_util::codec::FramedWrite::new(write, FrameCodec::new(1 << 20));
+            // Right correlation id, then a body that is not a metadata response.
+            let mut payload = BytesMut::new();
+            payload.extend_from_slice(&id.to_be_bytes());
+            payload.extend_from_slice(&[0, 0, 0xff, 0xff, 0xff, 0xff, 1]);
+            let _ = sink.send(payload.freeze()).await;
+            let _ = frames.next().await;
+        });
+        let conn = Connection::new(addr, config());
+        let e = conn.request(&tagged("a")).await.unwrap_err();
+        assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+    }
+}

@@ -1,0 +1,151 @@
+//! The client's error type.
+//!
+//! `ClientError` is `Clone` so that one failure can be handed to every record
+//! of a failed batch; causes that are not `Clone` themselves (I/O and protocol
+//! errors) are kept behind an `Arc`, still reachable through `source()`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::batch::BatchError;
+use sluice_protocol::ErrorCode;
+
+/// Everything the Sluice client can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// No TCP connection could be made to the broker.
+    #[error("broker unreachable at {addr} ({source})")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// Why the connection failed.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The broker answered with an error code.
+    #[error("{context}: {code}")]
+    Broker {
+        /// The code the broker returned.
+        code: ErrorCode,
+        /// What the client was doing (e.g. `produce to "t"/0`).
+        context: String,
+    },
+    /// A request got no answer in time.
+    #[error("{what} timed out after {} ms", after.as_millis())]
+    Timeout {
+        /// What timed out.
+        what: String,
+        /// How long the client waited.
+        after: Duration,
+    },
+    /// The connection was lost while the request was in flight; its outcome is unknown.
+    #[error("connection to {addr} lost ({reason})")]
+    Disconnected {
+        /// The broker address.
+        addr: String,
+        /// Why the connection ended.
+        reason: String,
+    },
+    /// A record could not be delivered within the producer's delivery timeout.
+    #[error("delivery timed out after {} ms: {source}", after.as_millis())]
+    DeliveryTimeout {
+        /// The delivery timeout that expired.
+        after: Duration,
+        /// The last error seen while trying.
+        #[source]
+        source: Box<ClientError>,
+    },
+    /// A frame could not be encoded or decoded.
+    #[error("protocol error: {0}")]
+    Protocol(#[source] Arc<sluice_protocol::ProtocolError>),
+    /// A fetched record batch is malformed.
+    #[error("malformed record batch from {topic}/{partition}: {source}")]
+    InvalidBatch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// What is wrong with it.
+        #[source]
+        source: BatchError,
+    },
+    /// The broker answered with a response of the wrong kind.
+    #[error("unexpected response to {request}: {got}")]
+    UnexpectedResponse {
+        /// The request that was sent.
+        request: &'static str,
+        /// What came back.
+        got: String,
+    },
+    /// A record is larger than the producer's buffer or the batch limit allows.
+    #[error("record of {size} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge {
+        /// Estimated encoded size of the record.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The caller passed something unusable (partition out of range, partition not assigned, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The producer or consumer was closed.
+    #[error("client is closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Disconnected { .. } => true,
+            ClientError::Broker { code, .. } => code.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// The broker error code, if this error came from the broker (looking through delivery timeouts).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => Some(*code),
+            ClientError::DeliveryTimeout { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+
+    /// The innermost client error: the cause behind a [`ClientError::DeliveryTimeout`], else `self`.
+    pub fn root(&self) -> &ClientError {
+        match self {
+            ClientError::DeliveryTimeout { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// Whether the error means the metadata cache is stale (refresh and retry).
+    pub(crate) fn needs_metadata_refresh(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(ErrorCode::NotLeaderForPartition | ErrorCode::UnknownTopicOrPartition)
+        ) || matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::Disconnected { .. }
+        )
+    }
+
+    pub(crate) fn broker(code: ErrorCode, context: impl Into<String>) -> ClientError {
+        ClientError::Broker {
+            code,
+            context: context.into(),
+        }
+    }
+}
+
+impl From<sluice_protocol::ProtocolError> for ClientError {
+    fn from(e: sluice_protocol::ProtocolError) -> Self {
+        ClientError::Protocol(Arc::new(e))
+    }
+}
+
+/// Result alias for the client.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

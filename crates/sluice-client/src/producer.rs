@@ -1,0 +1,1190 @@
+//! The producer: batching, partitioning, backpressure, retries.
+//!
+//! ```text
+//!  enqueue(record) ──> reserve buffer bytes (semaphore; waits when full)
+//!                  ──> pick partition (explicit | murmur2(key) | sticky)
+//!                  ──> append to that partition's open RecordBatchBuilder
+//!                        (sealed when it reaches batch_bytes, or after linger)
+//!  sender task     ──> seals due batches, sends each partition's oldest batch to
+//!                      the partition leader (several partitions per request),
+//!                      up to max_in_flight batches per partition
+//!  response        ──> completes every record's Delivery with (partition, offset)
+//!                      and returns the batch's bytes to the buffer; a retriable
+//!                      error puts the batch back at the head of its queue
+//! ```
+//!
+//! Ordering: batches of one partition are sent in the order they were sealed,
+//! over one connection, and the broker applies them in that order. After a
+//! retriable failure the partition drops to one batch in flight until a batch
+//! succeeds, and the failed batch is re-sent ahead of any later one. A later
+//! batch that was already in flight when an earlier one failed can still land
+//! first; set `max_in_flight_per_partition = 1` for strict order under errors.
+//! A batch whose connection dropped before its answer arrived is re-sent, so
+//! delivery is at least once.
+//!
+//! Memory: every record reserves its estimated encoded size from a semaphore
+//! of `buffer_bytes` before it is buffered; the bytes are released when its
+//! batch completes (acknowledged or failed). `enqueue` waits while the buffer
+//! is full, so memory stays bounded while the broker is away; buffered batches
+//! fail after `delivery_timeout`, which frees the space again.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_protocol::batch::RecordBatchBuilder;
+use sluice_protocol::{
+    Acks, ErrorCode, ProducePartition, ProduceRequest, ProduceTopic, Request, Response,
+};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::admin::unexpected;
+use crate::cluster::Cluster;
+use crate::config::ClientConfig;
+use crate::error::{ClientError, Result};
+use crate::partitioner::partition_for_key;
+
+/// The offset reported for records sent with [`Acks::None`]: the broker does not say.
+pub const UNKNOWN_OFFSET: u64 = u64::MAX;
+
+/// Bytes a record costs in the buffer beyond its key, value and headers (varint framing).
+const RECORD_OVERHEAD: usize = 24;
+/// Largest produce request the sender builds from several partitions' batches.
+const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Seal a partition's batch when it reaches this many bytes (default 1 MiB).
+    pub batch_bytes: usize,
+    /// Seal a partition's batch at the latest this long after its first record (default 5 ms).
+    pub linger: Duration,
+    /// Total bytes of records buffered or in flight; `enqueue` waits above it (default 64 MiB).
+    pub buffer_bytes: usize,
+    /// Acknowledgement level (default [`Acks::Leader`]).
+    pub acks: Acks,
+    /// A record fails if not acknowledged this long after it was enqueued (default 30 s).
+    pub delivery_timeout: Duration,
+    /// First wait before retrying a failed batch; doubles per attempt (default 100 ms).
+    pub retry_backoff: Duration,
+    /// Cap of the retry backoff (default 1 s).
+    pub retry_backoff_max: Duration,
+    /// Retries per batch before it fails, within `delivery_timeout` (default unlimited).
+    pub retries: u32,
+    /// Batches of one partition in flight at once (default 5; 1 keeps strict order under errors).
+    pub max_in_flight_per_partition: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            batch_bytes: 1024 * 1024,
+            linger: Duration::from_millis(5),
+            buffer_bytes: 64 * 1024 * 1024,
+            acks: Acks::Leader,
+            delivery_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            retries: u32::MAX,
+            max_in_flight_per_partition: 5,
+        }
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Destination topic (an `Arc<str>`, so sending many records to one topic does not copy its name).
+    pub topic: Arc<str>,
+    /// Optional key; decides the partition when `partition` is `None`.
+    pub key: Option<Bytes>,
+    /// Optional value (`None` is a null value, e.g. a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Bytes)>,
+    /// Milliseconds since the epoch; `None` means "now" at enqueue time.
+    pub timestamp: Option<i64>,
+    /// Explicit partition; `None` lets the partitioner choose.
+    pub partition: Option<u32>,
+}
+
+impl Record {
+    /// A record for `topic` with the given value.
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> Record {
+        Record {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..Record::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Record {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Record {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the partition.
+    pub fn partition(mut self, partition: u32) -> Record {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the timestamp (ms since epoch).
+    pub fn timestamp(mut self, timestamp_ms: i64) -> Record {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+
+    /// Bytes this record reserves in the producer's buffer.
+    fn estimated_size(&self) -> usize {
+        RECORD_OVERHEAD
+            + self.key.as_ref().map_or(0, |k| k.len())
+            + self.value.as_ref().map_or(0, |v| v.len())
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// Completion of one batch, shared by the Delivery of each of its records.
+
+struct CompletionState {
+    result: Option<Result<u64>>,
+    wakers: Vec<Waker>,
+}
+
+/// The outcome of one batch: its base offset or an error.
+struct Completion {
+    state: Mutex<CompletionState>,
+}
+
+impl Completion {
+    fn new() -> Arc<Completion> {
+        Arc::new(Completion {
+            state: Mutex::new(CompletionState {
+                result: None,
+                wakers: Vec::new(),
+            }),
+        })
+    }
+
+    fn complete(&self, result: Result<u64>) {
+        let wakers = {
+            let mut s = lock(&self.state);
+            if s.result.is_some() {
+                return;
+            }
+            s.result = Some(result);
+            std::mem::take(&mut s.wakers)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Resolves to `(partition, offset)` once a buffered record is acknowledged.
+///
+/// Holding a `Delivery` costs no allocation: all records of a batch share one
+/// completion. Dropping it does not cancel the send.
+pub struct Delivery {
+    completion: Arc<Completion>,
+    partition: u32,
+    index: u32,
+    waker_slot: Option<usize>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("partition", &self.partition)
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// The partition the record was assigned to.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+}
+
+impl Future for Delivery {
+    type Output = Result<(u32, u64)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut s = lock(&this.completion.state);
+        match &s.result {
+            Some(Ok(base)) => {
+                let offset = if *base == UNKNOWN_OFFSET {
+                    UNKNOWN_OFFSET
+                } else {
+                    base + u64::from(this.index)
+                };
+                Poll::Ready(Ok((this.partition, offset)))
+            }
+            Some(Err(e)) => Poll::Ready(Err(e.clone())),
+            None => {
+                match this.waker_slot {
+                    Some(i) if i < s.wakers.len() => {
+                        if !s.wakers[i].will_wake(cx.waker()) {
+                            s.wakers[i] = cx.waker().clone();
+                        }
+                    }
+                    _ => {
+                        this.waker_slot = Some(s.wakers.len());
+                        s.wakers.push(cx.waker().clone());
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Accumulator state.
+
+struct OpenBatch {
+    seq: u64,
+    builder: RecordBatchBuilder,
+    completion: Arc<Completion>,
+    created: Instant,
+    reserved: usize,
+}
+
+struct SealedBatch {
+    seq: u64,
+    topic: Arc<str>,
+    partition: u32,
+    data: Bytes,
+    records: usize,
+    completion: Arc<Completion>,
+    created: Instant,
+    reserved: usize,
+    attempts: u32,
+    last_error: Option<ClientError>,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<SealedBatch>,
+    in_flight: usize,
+    /// Batches of this partition that failed retriably and are not done yet:
+    /// while any exists, only one batch is in flight (keeps order on retry).
+    retrying: usize,
+    backoff_until: Option<Instant>,
+    /// The last batch was sealed because it was full: start the next one at full size.
+    hot: bool,
+    /// The partition's latest send error: the cause reported for batches that
+    /// expire while queued behind a failing one.
+    last_error: Option<ClientError>,
+}
+
+struct TopicQueue {
+    name: Arc<str>,
+    /// Partitions in the topic as last seen in metadata (1 when the topic is not known yet).
+    partitions: u32,
+    sticky: u32,
+    queues: HashMap<u32, PartitionQueue>,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<String, TopicQueue>,
+    next_seq: u64,
+    /// Open batches with a seq below this are sealed without waiting for linger.
+    flush_below: u64,
+    /// Every batch not yet completed, by seq (for flush).
+    outstanding: BTreeMap<u64, Arc<Completion>>,
+    /// Set by close: seal everything, then stop once nothing is outstanding.
+    closing: bool,
+}
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    memory: Arc<Semaphore>,
+    state: Mutex<State>,
+    wake: Notify,
+    /// Start of the current run of failed metadata lookups (see `partition_count`).
+    metadata_failing_since: Mutex<Option<Instant>>,
+}
+
+/// Stops the sender task once every handle of the producer is gone.
+struct Handle {
+    shared: Arc<Shared>,
+    closed: AtomicBool,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        lock(&self.shared.state).closing = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// An asynchronous, batching producer. Cheap to clone; clones share buffers and connections.
+#[derive(Clone)]
+pub struct Producer {
+    handle: Arc<Handle>,
+}
+
+impl Producer {
+    /// A producer for the broker at `bootstrap` with default settings.
+    ///
+    /// Must be called inside a tokio runtime. Does not connect yet: a broker
+    /// that is down shows up as failed sends after the delivery timeout.
+    pub fn new(bootstrap: impl Into<String>) -> Producer {
+        Producer::with_config(ClientConfig::new(bootstrap), ProducerConfig::default())
+    }
+
+    /// A producer with full settings.
+    pub fn with_config(client: ClientConfig, config: ProducerConfig) -> Producer {
+        let mut config = config;
+        config.max_in_flight_per_partition = config.max_in_flight_per_partition.max(1);
+        config.batch_bytes = config.batch_bytes.max(1);
+        let buffer = config.buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        config.buffer_bytes = buffer;
+        let shared = Arc::new(Shared {
+            cluster: Cluster::new(client),
+            memory: Arc::new(Semaphore::new(buffer)),
+            config,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            metadata_failing_since: Mutex::new(None),
+        });
+        tokio::spawn(sender_loop(shared.clone()));
+        Producer {
+            handle: Arc::new(Handle {
+                shared,
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The producer's settings.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.handle.shared.config
+    }
+
+    /// Bytes currently reserved by buffered or in-flight records.
+    pub fn buffered_bytes(&self) -> usize {
+        let s = &self.handle.shared;
+        s.config.buffer_bytes - s.memory.available_permits()
+    }
+
+    /// Sends a record and waits for its acknowledgement: `(partition, offset)`.
+    ///
+    /// The record is buffered when the returned future is first polled. To
+    /// have many records in flight from one task, use [`enqueue`](Self::enqueue)
+    /// and await the [`Delivery`] handles later.
+    pub fn send(
+        &self,
+        record: Record,
+    ) -> impl Future<Output = Result<(u32, u64)>> + Send + 'static {
+        let this = self.clone();
+        async move { this.enqueue(record).await?.await }
+    }
+
+    /// Buffers a record, waiting while the buffer is full, and returns a handle
+    /// that resolves when the record is acknowledged.
+    ///
+    /// Records enqueued one after another by one task keep their order within a partition.
+    pub async fn enqueue(&self, record: Record) -> Result<Delivery> {
+        let shared = &self.handle.shared;
+        if self.handle.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let size = record.estimated_size();
+        let limit = shared.config.buffer_bytes.min(u32::MAX as usize);
+        if size > limit {
+            return Err(ClientError::RecordTooLarge { size, max: limit });
+        }
+        // Reserve buffer memory first: this is where backpressure happens. The
+        // permit is only forgotten (handed to the batch) once the record is
+        // appended, so dropping this future midway gives the memory back.
+        let permits = size as u32;
+        let permit = match shared.memory.try_acquire_many(permits) {
+            Ok(p) => p,
+            Err(_) => match shared.memory.acquire_many(permits).await {
+                Ok(p) => p,
+                Err(_) => return Err(ClientError::Closed),
+            },
+        };
+        let partitions = self.partition_count(&record).await?;
+        let delivery = shared.append(record, size, partitions)?;
+        // The batch now owns these bytes; `complete` returns them.
+        permit.forget();
+        Ok(delivery)
+    }
+
+    /// Partition count of the record's topic, asking the broker when it is not cached.
+    async fn partition_count(&self, record: &Record) -> Result<Option<u32>> {
+        let shared = &self.handle.shared;
+        if let Some(n) = shared.cluster.cached_partition_count(&record.topic) {
+            return Ok(Some(n));
+        }
+        {
+            let state = lock(&shared.state);
+            if let Some(t) = state.topics.get(&*record.topic) {
+                if t.partitions > 0 {
+                    return Ok(Some(t.partitions));
+                }
+            }
+        }
+        if record.partition.is_some() {
+            return Ok(None);
+        }
+        // First record for this topic: learn its partition count, retrying until
+        // the delivery timeout while the broker is unreachable. The timeout counts
+        // from the start of the current run of failures, so once the broker has
+        // been away that long, each further record fails after one attempt.
+        let since = *lock(&shared.metadata_failing_since);
+        let deadline = since.unwrap_or_else(Instant::now) + shared.config.delivery_timeout;
+        let mut attempt = 0u32;
+        loop {
+            let result = shared.cluster.route(&record.topic).await;
+            {
+                let mut since = lock(&shared.metadata_failing_since);
+                match &result {
+                    Err(_) => {
+                        since.get_or_insert_with(Instant::now);
+                    }
+                    Ok(_) => *since = None,
+                }
+            }
+            match result {
+                Ok(Some(route)) => return Ok(Some(route.leaders.len() as u32)),
+                // Unknown topic: the first produce auto-creates it (if the broker allows).
+                Ok(None) => return Ok(None),
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    attempt += 1;
+                    let wait = shared.backoff(attempt).min(deadline - Instant::now());
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    return Err(ClientError::DeliveryTimeout {
+                        after: shared.config.delivery_timeout,
+                        source: Box::new(e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Seals every buffered batch and waits until all records enqueued so far
+    /// are acknowledged or have failed.
+    pub async fn flush(&self) {
+        let shared = &self.handle.shared;
+        let waiting: Vec<Arc<Completion>> = {
+            let mut state = lock(&shared.state);
+            state.flush_below = state.next_seq;
+            state.outstanding.values().cloned().collect()
+        };
+        shared.wake.notify_one();
+        for completion in waiting {
+            let _ = (Delivery {
+                completion,
+                partition: 0,
+                index: 0,
+                waker_slot: None,
+            })
+            .await;
+        }
+    }
+
+    /// Stops accepting records and delivers everything buffered (like [`flush`](Self::flush)).
+    pub async fn close(&self) {
+        self.handle.closed.store(true, Ordering::Release);
+        self.flush().await;
+    }
+}
+
+impl Shared {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(16);
+        self.config
+            .retry_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.config.retry_backoff_max)
+    }
+
+    /// Appends a record to its partition's open batch (the hot path: one lock, no allocation
+    /// beyond what the builder grows by).
+    fn append(&self, record: Record, size: usize, partitions: Option<u32>) -> Result<Delivery> {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let topic = match state.topics.get_mut(&*record.topic) {
+            Some(t) => t,
+            None => state
+                .topics
+                .entry(record.topic.to_string())
+                .or_insert_with(|| TopicQueue {
+                    name: record.topic.clone(),
+                    partitions: 0,
+                    sticky: 0,
+                    queues: HashMap::new(),
+                }),
+        };
+        if let Some(n) = partitions {
+            if n != topic.partitions {
+                topic.partitions = n;
+                if n > 0 {
+                    topic.sticky = (now_ms() as u32) % n;
+                }
+            }
+        }
+        let n = topic.partitions.max(1);
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) => {
+                if partitions.is_some() && topic.partitions > 0 && p >= topic.partitions {
+                    return Err(ClientError::InvalidArgument(format!(
+                        "partition {p} does not exist: topic \"{}\" has {} partitions",
+                        record.topic, topic.partitions
+                    )));
+                }
+                p
+            }
+            (None, Some(key)) => partition_for_key(key, n),
+            (None, None) => topic.sticky % n,
+        };
+        let batch_bytes = self.config.batch_bytes;
+        let queue = topic.queues.entry(partition).or_default();
+        let mut sealed = false;
+        // Seal the open batch first if this record would push it past batch_bytes.
+        if let Some(open) = &queue.open {
+            if !open.builder.is_empty() && open.builder.encoded_len() + size > batch_bytes {
+                seal(queue, &topic.name, partition);
+                queue.hot = true;
+                sealed = true;
+            }
+        }
+        let new_batch = queue.open.is_none();
+        if new_batch {
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            let completion = Completion::new();
+            state.outstanding.insert(seq, completion.clone());
+            queue.open = Some(OpenBatch {
+                seq,
+                // A busy partition gets a full-size buffer at once (no regrowth
+                // copies); a quiet one starts small so idle partitions cost little.
+                builder: RecordBatchBuilder::with_capacity(if queue.hot {
+                    batch_bytes + 1024
+                } else {
+                    batch_bytes.min(64 * 1024).max(size + 128)
+                }),
+                completion,
+                created: Instant::now(),
+                reserved: 0,
+            });
+        }
+        let Some(open) = queue.open.as_mut() else {
+            return Err(ClientError::Closed);
+        };
+        let index = open.builder.record_count() as u32;
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        push_record(&mut open.builder, timestamp, &record);
+        open.reserved += size;
+        let delivery = Delivery {
+            completion: open.completion.clone(),
+            partition,
+            index,
+            waker_slot: None,
+        };
+        if open.builder.encoded_len() >= batch_bytes {
+            seal(queue, &topic.name, partition);
+            queue.hot = true;
+            sealed = true;
+        }
+        if sealed
+            && record.key.is_none()
+            && record.partition.is_none()
+            && partition == topic.sticky % n
+        {
+            topic.sticky = (topic.sticky + 1) % n;
+        }
+        drop(guard);
+        if sealed || new_batch {
+            self.wake.notify_one();
+        }
+        Ok(delivery)
+    }
+}
+
+fn push_record(builder: &mut RecordBatchBuilder, timestamp: i64, record: &Record) {
+    let key = record.key.as_deref();
+    let value = record.value.as_deref();
+    const INLINE: usize = 8;
+    if record.headers.is_empty() {
+        builder.push(timestamp, key, value, &[]);
+    } else if record.headers.len() <= INLINE {
+        let mut headers: [(&str, &[u8]); INLINE] = [("", &[]); INLINE];
+        for (slot, (k, v)) in headers.iter_mut().zip(&record.headers) {
+            *slot = (k.as_str(), v.as_ref());
+        }
+        builder.push(timestamp, key, value, &headers[..record.headers.len()]);
+    } else {
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
+            .collect();
+        builder.push(timestamp, key, value, &headers);
+    }
+}
+
+/// Moves a partition's open batch to its ready queue.
+fn seal(queue: &mut PartitionQueue, topic: &Arc<str>, partition: u32) {
+    if let Some(mut open) = queue.open.take() {
+        let records = open.builder.record_count();
+        let data = open.builder.finish();
+        queue.ready.push_back(SealedBatch {
+            seq: open.seq,
+            topic: topic.clone(),
+            partition,
+            data,
+            records,
+            completion: open.completion,
+            created: open.created,
+            reserved: open.reserved,
+            attempts: 0,
+            last_error: None,
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sender task.
+
+/// What one pass of the sender decided.
+struct Plan {
+    dispatch: Vec<SealedBatch>,
+    failed: Vec<(SealedBatch, ClientError)>,
+    next_wakeup: Option<Instant>,
+}
+
+impl Shared {
+    fn plan(&self, now: Instant) -> Plan {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let linger = self.config.linger;
+        let max_in_flight = self.config.max_in_flight_per_partition;
+        let delivery_timeout = self.config.delivery_timeout;
+        let mut plan = Plan {
+            dispatch: Vec::new(),
+            failed: Vec::new(),
+            next_wakeup: None,
+        };
+        let wake_at = |t: Instant, plan: &mut Plan| {
+            plan.next_wakeup = Some(plan.next_wakeup.map_or(t, |w| w.min(t)));
+        };
+        for topic in state.topics.values_mut() {
+            let n = topic.partitions.max(1);
+            for (&partition, queue) in topic.queues.iter_mut() {
+                if let Some(open) = &queue.open {
+                    let due = open.created + linger;
+                    if due <= now || open.seq < state.flush_below || state.closing {
+                        seal(queue, &topic.name, partition);
+                        queue.hot = false;
+                        if partition == topic.sticky % n {
+                            topic.sticky = (topic.sticky + 1) % n;
+                        }
+                    } else {
+                        wake_at(due, &mut plan);
+                    }
+                }
+                // Expire batches that waited past the delivery timeout.
+                while let Some(front) = queue.ready.front() {
+                    if front.created + delivery_timeout > now {
+                        break;
+                    }
+                    if let Some(b) = queue.ready.pop_front() {
+                        if b.attempts > 0 {
+                            queue.retrying = queue.retrying.saturating_sub(1);
+                        }
+                        let err = ClientError::DeliveryTimeout {
+                            after: delivery_timeout,
+                            source: Box::new(
+                                b.last_error
+                                    .clone()
+                                    .or_else(|| queue.last_error.clone())
+                                    .unwrap_or(ClientError::Timeout {
+                                        what: format!("produce to \"{}\"/{}", b.topic, b.partition),
+                                        after: delivery_timeout,
+                                    }),
+                            ),
+                        };
+                        plan.failed.push((b, err));
+                    }
+                }
+                if let Some(until) = queue.backoff_until {
+                    if until > now {
+                        wake_at(until, &mut plan);
+                        if let Some(front) = queue.ready.front() {
+                            wake_at(front.created + delivery_timeout, &mut plan);
+                        }
+                        continue;
+                    }
+                    queue.backoff_until = None;
+                }
+                let limit = if queue.retrying > 0 { 1 } else { max_in_flight };
+                while queue.in_flight < limit {
+                    let Some(b) = queue.ready.pop_front() else {
+                        break;
+                    };
+                    queue.in_flight += 1;
+                    plan.dispatch.push(b);
+                }
+                if let Some(front) = queue.ready.front() {
+                    wake_at(front.created + delivery_timeout, &mut plan);
+                }
+            }
+        }
+        plan
+    }
+
+    /// Records the outcome of a batch that was sent (or failed before sending).
+    fn finish_batch(&self, mut batch: SealedBatch, result: Result<u64>, was_in_flight: bool) {
+        let now = Instant::now();
+        let mut requeued = false;
+        let outcome = {
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
+            let queue = state
+                .topics
+                .get_mut(&*batch.topic)
+                .and_then(|t| t.queues.get_mut(&batch.partition));
+            match (result, queue) {
+                (Ok(base), Some(queue)) => {
+                    if was_in_flight {
+                        queue.in_flight = queue.in_flight.saturating_sub(1);
+                    }
+                    // Back to full pipelining only once every retried batch is done;
+                    // a later batch succeeding while an earlier one waits proves nothing.
+                    if batch.attempts > 0 {
+                        queue.retrying = queue.retrying.saturating_sub(1);
+                        if queue.retrying == 0 {
+                            queue.last_error = None;
+                        }
+                    }
+                    Some((batch, Ok(base)))
+                }
+                (Err(e), Some(queue)) => {
+                    if was_in_flight {
+                        queue.in_flight = queue.in_flight.saturating_sub(1);
+                    }
+                    let deadline = batch.created + self.config.delivery_timeout;
+                    if e.is_retriable() && now < deadline && batch.attempts < self.config.retries {
+                        if batch.attempts == 0 {
+                            queue.retrying += 1;
+                        }
+                        batch.attempts += 1;
+                        let wait = self.backoff(batch.attempts);
+                        tracing::debug!(topic = %batch.topic, partition = batch.partition, attempt = batch.attempts, error = %e, "retrying batch");
+                        queue.last_error = Some(e.clone());
+                        batch.last_error = Some(e);
+                        let until = (now + wait).min(deadline);
+                        queue.backoff_until =
+                            Some(queue.backoff_until.map_or(until, |u| u.max(until)));
+                        // Keep sealed order: the retried batch goes before every later one.
+                        let pos = queue
+                            .ready
+                            .iter()
+                            .position(|b| b.seq > batch.seq)
+                            .unwrap_or(queue.ready.len());
+                        queue.ready.insert(pos, batch);
+                        requeued = true;
+                        None
+                    } else {
+                        // The batch fails for good.
+                        if batch.attempts > 0 {
+                            queue.retrying = queue.retrying.saturating_sub(1);
+                        }
+                        let err = if e.is_retriable() && now >= deadline {
+                            ClientError::DeliveryTimeout {
+                                after: self.config.delivery_timeout,
+                                source: Box::new(e),
+                            }
+                        } else {
+                            e
+                        };
+                        Some((batch, Err(err)))
+                    }
+                }
+                (result, None) => Some((batch, result)),
+            }
+        };
+        if let Some((batch, result)) = outcome {
+            self.complete(batch, result);
+        }
+        if requeued {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Resolves a batch's deliveries and returns its bytes to the buffer.
+    fn complete(&self, batch: SealedBatch, result: Result<u64>) {
+        if let Err(e) = &result {
+            tracing::debug!(topic = %batch.topic, partition = batch.partition, records = batch.records, error = %e, "batch failed");
+        }
+        lock(&self.state).outstanding.remove(&batch.seq);
+        // Free the memory first: whoever sees the delivery resolve also sees the room.
+        self.memory.add_permits(batch.reserved);
+        batch.completion.complete(result);
+        self.wake.notify_one();
+    }
+}
+
+async fn sender_loop(shared: Arc<Shared>) {
+    loop {
+        let plan = shared.plan(Instant::now());
+        for (batch, err) in plan.failed {
+            shared.complete(batch, Err(err));
+        }
+        {
+            let state = lock(&shared.state);
+            if state.closing && state.outstanding.is_empty() {
+                break;
+            }
+        }
+        if !plan.dispatch.is_empty() {
+            dispatch(&shared, plan.dispatch).await;
+        }
+        match plan.next_wakeup {
+            Some(at) => {
+                tokio::select! {
+                    _ = shared.wake.notified() => {}
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+    tracing::debug!("producer sender stopped");
+}
+
+/// Groups batches by partition leader into produce requests and sends them.
+async fn dispatch(shared: &Arc<Shared>, batches: Vec<SealedBatch>) {
+    // Learn routes for topics not in the metadata cache (first send, or after an error).
+    let mut by_node: HashMap<Option<u32>, Vec<SealedBatch>> = HashMap::new();
+    for batch in batches {
+        let route = match shared.cluster.cached_route(&batch.topic) {
+            Some(r) => Some(r),
+            None => shared.cluster.route(&batch.topic).await.ok().flatten(),
+        };
+        let node = route.and_then(|r| r.leaders.get(batch.partition as usize).copied());
+        by_node.entry(node).or_default().push(batch);
+    }
+    for (node, batches) in by_node {
+        let conn = match node {
+            Some(n) => shared.cluster.node(n),
+            None => shared.cluster.bootstrap().clone(),
+        };
+        let mut request_batches = Vec::new();
+        let mut request_bytes = 0;
+        for batch in batches {
+            // One batch per partition per request keeps the response mapping simple.
+            let dup = request_batches
+                .iter()
+                .any(|b: &SealedBatch| b.partition == batch.partition && b.topic == batch.topic);
+            if !request_batches.is_empty()
+                && (dup || request_bytes + batch.data.len() > MAX_REQUEST_BYTES)
+            {
+                let full = std::mem::take(&mut request_batches);
+                request_bytes = 0;
+                tokio::spawn(send_request(shared.clone(), conn.clone(), full));
+            }
+            request_bytes += batch.data.len();
+            request_batches.push(batch);
+        }
+        if !request_batches.is_empty() {
+            tokio::spawn(send_request(shared.clone(), conn.clone(), request_batches));
+        }
+    }
+}
+
+async fn send_request(
+    shared: Arc<Shared>,
+    conn: crate::connection::Connection,
+    batches: Vec<SealedBatch>,
+) {
+    let config = &shared.config;
+    let mut topics: Vec<ProduceTopic> = Vec::new();
+    for b in &batches {
+        let part = ProducePartition {
+            partition: b.partition,
+            records: b.data.clone(),
+        };
+        match topics.iter_mut().find(|t| *t.name == *b.topic) {
+            Some(t) => t.partitions.push(part),
+            None => topics.push(ProduceTopic {
+                name: b.topic.to_string(),
+                partitions: vec![part],
+            }),
+        }
+    }
+    let timeout = shared.cluster.config().request_timeout;
+    let request = Request::Produce(ProduceRequest {
+        acks: config.acks,
+        timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+        topics,
+    });
+    if config.acks == Acks::None {
+        let result = conn.send_only(&request).await;
+        for b in batches {
+            let r = result.clone().map(|()| UNKNOWN_OFFSET);
+            if let Err(e) = &r {
+                if e.needs_metadata_refresh() {
+                    shared.cluster.invalidate(&b.topic);
+                }
+            }
+            shared.finish_batch(b, r, true);
+        }
+        return;
+    }
+    let response = match conn.request(&request).await {
+        Ok(Response::Produce(r)) => Ok(r),
+        Ok(other) => Err(unexpected("Produce", other)),
+        Err(e) => Err(e),
+    };
+    match response {
+        Err(e) => {
+            for b in batches {
+                if e.needs_metadata_refresh() {
+                    shared.cluster.invalidate(&b.topic);
+                }
+                shared.finish_batch(b, Err(e.clone()), true);
+            }
+        }
+        Ok(response) => {
+            for b in batches {
+                let found = response
+                    .topics
+                    .iter()
+                    .filter(|t| *t.name == *b.topic)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition == b.partition);
+                let result = match found {
+                    Some(p) if p.error == ErrorCode::None => Ok(p.base_offset),
+                    Some(p) => {
+                        let e = ClientError::broker(
+                            p.error,
+                            format!("produce to \"{}\"/{}", b.topic, b.partition),
+                        );
+                        if e.needs_metadata_refresh() {
+                            shared.cluster.invalidate(&b.topic);
+                        }
+                        Err(e)
+                    }
+                    None => Err(ClientError::UnexpectedResponse {
+                        request: "Produce",
+                        got: format!("no result for \"{}\"/{}", b.topic, b.partition),
+                    }),
+                };
+                shared.finish_batch(b, result, true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(config: ProducerConfig) -> Shared {
+        let buffer = config.buffer_bytes;
+        Shared {
+            cluster: Cluster::new(ClientConfig::new("127.0.0.1:1")),
+            memory: Arc::new(Semaphore::new(buffer)),
+            config,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            metadata_failing_since: Mutex::new(None),
+        }
+    }
+
+    fn keyless(value: &str) -> Record {
+        Record::new("t", value.to_string())
+    }
+
+    fn append(s: &Shared, r: Record, partitions: u32) -> Delivery {
+        let size = r.estimated_size();
+        s.append(r, size, Some(partitions)).expect("append")
+    }
+
+    #[test]
+    fn keyless_records_stick_to_one_partition_until_its_batch_is_sealed() {
+        let s = shared(ProducerConfig {
+            batch_bytes: 600,
+            ..ProducerConfig::default()
+        });
+        let first = append(&s, keyless("x"), 4).partition();
+        let mut partitions = vec![first];
+        for _ in 0..40 {
+            partitions.push(append(&s, keyless(&"y".repeat(60)), 4).partition());
+        }
+        // Runs of the same partition, moving round-robin when a batch fills.
+        let changes: Vec<(u32, u32)> = partitions
+            .windows(2)
+            .filter(|w| w[0] != w[1])
+            .map(|w| (w[0], w[1]))
+            .collect();
+        assert!(!changes.is_empty(), "never moved: {partitions:?}");
+        for (a, b) in &changes {
+            assert_eq!(*b, (a + 1) % 4, "{partitions:?}");
+        }
+        let run = partitions.iter().take_while(|p| **p == first).count();
+        assert!(run >= 5, "sticky run too short: {partitions:?}");
+    }
+
+    #[test]
+    fn keyed_records_follow_murmur2_and_explicit_partitions_are_checked() {
+        let s = shared(ProducerConfig::default());
+        for i in 0..50 {
+            let key = format!("key-{i}");
+            let d = append(&s, keyless("v").key(key.clone()), 7);
+            assert_eq!(d.partition(), partition_for_key(key.as_bytes(), 7));
+        }
+        assert_eq!(append(&s, keyless("v").partition(6), 7).partition(), 6);
+        let r = keyless("v").partition(7);
+        let size = r.estimated_size();
+        assert!(matches!(
+            s.append(r, size, Some(7)),
+            Err(ClientError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn linger_seals_batches_and_in_flight_is_bounded_per_partition() {
+        let s = shared(ProducerConfig {
+            batch_bytes: 100,
+            linger: Duration::from_millis(5),
+            max_in_flight_per_partition: 2,
+            ..ProducerConfig::default()
+        });
+        // Five full batches on partition 0, plus one open batch.
+        for i in 0..11 {
+            append(&s, keyless(&format!("{i:040}")).partition(0), 1);
+        }
+        let now = Instant::now();
+        let plan = s.plan(now);
+        assert_eq!(plan.dispatch.len(), 2, "max in flight");
+        assert!(plan.next_wakeup.is_some());
+        // After the linger the open batch is sealed too, but the partition is full.
+        let plan2 = s.plan(now + Duration::from_millis(10));
+        assert!(plan2.dispatch.is_empty());
+        // A retriable failure of the first batch puts it back ahead of the others
+        // and limits the partition to one batch in flight.
+        let mut sent = plan.dispatch.into_iter();
+        let first = sent.next().unwrap();
+        let first_seq = first.seq;
+        s.finish_batch(
+            first,
+            Err(ClientError::broker(
+                ErrorCode::NotLeaderForPartition,
+                "test",
+            )),
+            true,
+        );
+        let second = sent.next().unwrap();
+        s.finish_batch(second, Ok(10), true);
+        let later = Instant::now() + Duration::from_secs(5); // past the retry backoff
+        let plan3 = s.plan(later);
+        assert_eq!(plan3.dispatch.len(), 1, "one in flight while retrying");
+        assert_eq!(plan3.dispatch[0].seq, first_seq, "retried batch goes first");
+    }
+
+    #[test]
+    fn deliveries_resolve_to_base_offset_plus_index_and_free_memory() {
+        let s = shared(ProducerConfig {
+            buffer_bytes: 10_000,
+            ..ProducerConfig::default()
+        });
+        let deliveries: Vec<Delivery> = (0..3)
+            .map(|i| {
+                let r = keyless(&format!("v{i}")).partition(0);
+                let size = r.estimated_size();
+                s.memory.try_acquire_many(size as u32).unwrap().forget();
+                s.append(r, size, Some(1)).unwrap()
+            })
+            .collect();
+        assert!(s.memory.available_permits() < 10_000);
+        let plan = s.plan(Instant::now() + Duration::from_secs(1));
+        assert_eq!(plan.dispatch.len(), 1);
+        for b in plan.dispatch {
+            s.finish_batch(b, Ok(100), true);
+        }
+        assert_eq!(s.memory.available_permits(), 10_000);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let results: Vec<_> = rt.block_on(futures::future::join_all(deliveries));
+        let offsets: Vec<(u32, u64)> = results.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(offsets, vec![(0, 100), (0, 101), (0, 102)]);
+    }
+
+    #[test]
+    fn expired_batches_fail_with_the_partitions_last_error() {
+        let s = shared(ProducerConfig {
+            delivery_timeout: Duration::from_millis(50),
+            max_in_flight_per_partition: 1,
+            ..ProducerConfig::default()
+        });
+        let d1 = append(&s, keyless("a").partition(0), 1);
+        let plan = s.plan(Instant::now() + Duration::from_millis(10));
+        let d2 = append(&s, keyless("b").partition(0), 1);
+        let unreachable = ClientError::Unreachable {
+            addr: "x:1".into(),
+            source: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        };
+        for b in plan.dispatch {
+            s.finish_batch(b, Err(unreachable.clone()), true);
+        }
+        let plan = s.plan(Instant::now() + Duration::from_secs(1));
+        assert!(plan.dispatch.is_empty());
+        assert_eq!(plan.failed.len(), 2);
+        for (b, e) in plan.failed {
+            s.complete(b, Err(e));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for d in [d1, d2] {
+            let e = rt.block_on(d).unwrap_err();
+            assert!(matches!(e, ClientError::DeliveryTimeout { .. }), "{e:?}");
+            assert!(matches!(e.root(), ClientError::Unreachable { .. }), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The client library when the broker goes away: backpressure, timeouts,
+//! reconnects, and no loss of acknowledged records across a broker restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{bin_path, TestBroker};
+use sluice::{
+    Acks, Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    Record,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_applies_backpressure_and_fails_cleanly_when_broker_stops() {
+    let mut broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    Admin::connect(addr.clone())
+        .await
+        .expect("admin")
+        .create_topic("bp", 1, Vec::new())
+        .await
+        .expect("create");
+    const BUFFER: usize = 64 * 1024;
+    let delivery_timeout = Duration::from_millis(1500);
+    let producer = Producer::with_config(
+        ClientConfig::new(addr),
+        ProducerConfig {
+            buffer_bytes: BUFFER,
+            batch_bytes: 8 * 1024,
+            linger: Duration::from_millis(1),
+            delivery_timeout,
+            retry_backoff: Duration::from_millis(50),
+            ..ProducerConfig::default()
+        },
+    );
+    // Warm up: metadata is cached and the connection is up.
+    producer
+        .send(Record::new("bp", "warm"))
+        .await
+        .expect("warm-up send");
+
+    broker.kill();
+    let value = Bytes::from(vec![7u8; 1000]);
+    let mut deliveries = Vec::new();
+    let mut blocked = false;
+    for _ in 0..1000 {
+        let enqueue = producer.enqueue(Record::new("bp", value.clone()));
+        match tokio::time::timeout(Duration::from_millis(300), enqueue).await {
+            Ok(d) => deliveries.push(d.expect("enqueue")),
+            Err(_) => {
+                blocked = true;
+                break;
+            }
+        }
+        assert!(
+            producer.buffered_bytes() <= BUFFER,
+            "buffer grew past its bound"
+        );
+    }
+    assert!(blocked, "enqueue never blocked although the broker is down");
+    assert!(
+        deliveries.len() * 1000 <= BUFFER && deliveries.len() >= 30,
+        "{} records buffered for a {BUFFER}-byte buffer",
+        deliveries.len()
+    );
+
+    // Every buffered record fails after the delivery timeout with a clear error.
+    let started = Instant::now();
+    for d in deliveries {
+        let err = tokio::time::timeout(Duration::from_secs(10), d)
+            .await
+            .expect("delivery resolved")
+            .expect_err("broker is down");
+        assert!(
+            matches!(err, ClientError::DeliveryTimeout { .. }),
+            "{err:?}"
+        );
+        assert!(
+            matches!(
+                err.root(),
+                ClientError::Unreachable { .. } | ClientError::Disconnected { .. }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("delivery timed out after 1500 ms"),
+            "{err}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The memory came back: a new record fits at once (and fails later, broker still down).
+    assert_eq!(producer.buffered_bytes(), 0);
+    let d = tokio::time::timeout(
+        Duration::from_millis(300),
+        producer.enqueue(Record::new("bp", value)),
+    )
+    .await
+    .expect("buffer has room again")
+    .expect("enqueue");
+    assert!(d.await.is_err());
+}
+
+/// A `sluiced` on a fixed port, so a restarted broker is found at the same address.
+struct FixedPortBroker {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl FixedPortBroker {
+    fn start() -> FixedPortBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut b = FixedPortBroker {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let log = common::append_file(&self.dir.path().join("broker.log"));
+        let mut child = Command::new(bin_path("sluiced"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("SLUICE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluiced");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        assert!(
+            line.starts_with("listening"),
+            "sluiced did not start: {line:?}"
+        );
+        self.child = Some(child);
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for FixedPortBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_reconnects_after_broker_restart_and_nothing_acknowledged_is_lost() {
+    let mut broker = FixedPortBroker::start();
+    let addr = broker.addr();
+    Admin::connect(addr.clone())
+        .await
+        .expect("admin")
+        .create_topic("restart", 1, Vec::new())
+        .await
+        .expect("create");
+    let producer = Producer::with_config(
+        ClientConfig::new(addr.clone()),
+        ProducerConfig {
+            acks: Acks::Durable,
+            batch_bytes: 16 * 1024,
+            linger: Duration::from_millis(2),
+            delivery_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(50),
+            ..ProducerConfig::default()
+        },
+    );
+    const N: usize = 20_000;
+    let acked = Arc::new(Mutex::new(Vec::<(usize, u64)>::with_capacity(N)));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(N);
+    let waiter = {
+        let acked = acked.clone();
+        let acked_count = acked_count.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while let Some((i, d)) = rx.recv().await {
+                let d: sluice::Delivery = d;
+                match d.await {
+                    Ok((_, offset)) => {
+                        acked.lock().unwrap().push((i, offset));
+                        acked_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push((i, e)),
+                }
+            }
+            failures
+        })
+    };
+    let sender = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                let d = producer
+                    .enqueue(Record::new("restart", format!("m{i}")).partition(0))
+                    .await
+                    .expect("enqueue");
+                if tx.send((i, d)).await.is_err() {
+                    break;
+                }
+                if i % 500 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await; // spread over the restart
+                }
+            }
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked_count.load(Ordering::Relaxed) < 3000 {
+        assert!(Instant::now() < deadline, "no progress before the restart");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broker.kill();
+    let at_kill = acked_count.load(Ordering::Relaxed);
+    assert!(
+        at_kill < N,
+        "everything was acknowledged before the restart; the test proves nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.spawn();
+
+    tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("sender finished")
+        .expect("sender");
+    producer.flush().await;
+    let failures = tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .expect("acks resolved")
+        .expect("waiter");
+    assert!(
+        failures.is_empty(),
+        "records failed despite the reconnect: {:?}",
+        &failures[..failures.len().min(3)]
+    );
+
+    // Read everything back: every acknowledged record is at its acknowledged offset.
+    let mut consumer = Consumer::new(addr.clone());
+    consumer.assign(vec![("restart".to_string(), 0)]);
+    let end = Admin::connect(addr)
+        .await
+        .expect("admin")
+        .describe_topic("restart")
+        .await
+        .expect("describe")
+        .partitions[0]
+        .end_offset;
+    let mut stored = vec![None; end as usize];
+    let mut read = 0;
+    while read < end {
+        let r = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("record")
+            .expect("assigned")
+            .expect("consume");
+        stored[r.offset as usize] = r.value;
+        read = r.offset + 1;
+    }
+    let acked = acked.lock().unwrap();
+    assert_eq!(acked.len(), N);
+    for (i, offset) in acked.iter() {
+        let v = stored[*offset as usize].as_deref();
+        assert_eq!(
+            v,
+            Some(format!("m{i}").as_bytes()),
+            "acknowledged record {i} at offset {offset} lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_resumes_after_broker_restart() {
+    let mut broker = FixedPortBroker::start();
+    let addr = broker.addr();
+    // One record per batch (each send waits for its ack), and one batch per
+    // fetch, so the restart really interrupts the stream of fetches.
+    let producer = Producer::with_config(
+        ClientConfig::new(addr.clone()),
+        ProducerConfig {
+            linger: Duration::ZERO,
+            ..ProducerConfig::default()
+        },
+    );
+    for i in 0..1000 {
+        let r = Record::new("resume", format!("r{i}")).partition(0);
+        producer.send(r).await.expect("acked");
+    }
+    let mut consumer = Consumer::with_config(
+        ClientConfig::new(addr.clone()),
+        ConsumerConfig {
+            partition_max_bytes: 1,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer.assign(vec![("resume".to_string(), 0)]);
+    let mut next_offset = 0u64;
+    let mut errors = 0;
+    let mut restarted = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while next_offset < 1000 {
+        assert!(Instant::now() < deadline, "stuck at offset {next_offset}");
+        if next_offset == 500 && !restarted {
+            restarted = true;
+            // Restart once, mid-stream: buffered records still come, then the
+            // consumer reconnects and goes on from its position.
+            broker.kill();
+            broker.spawn();
+        }
+        match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+            Ok(Some(Ok(r))) => {
+                assert_eq!(r.offset, next_offset, "no gap and no repeat");
+                assert_eq!(
+                    r.value.as_deref(),
+                    Some(format!("r{next_offset}").as_bytes())
+                );
+                next_offset += 1;
+            }
+            Ok(Some(Err(e))) => {
+                assert!(e.is_retriable(), "{e:?}");
+                errors += 1;
+                assert!(errors < 100, "too many errors: {e}");
+            }
+            Ok(None) => panic!("assignment vanished"),
+            Err(_) => panic!("no record within 10 s at offset {next_offset}"),
+        }
+    }
+    assert!(restarted);
+    eprintln!("retriable errors seen across the restart: {errors}");
+}
