@@ -17,31 +17,49 @@
 //!   `UNKNOWN_TOPIC_OR_PARTITION`. The broker advertises the address the
 //!   client connected to as its host/port.
 //! - CreateTopics needs 1..=10000 partitions; names starting with `__` are
-//!   reserved for internal topics (`INVALID_TOPIC`).
+//!   reserved for internal topics (`INVALID_TOPIC`). DeleteTopics also
+//!   deletes every group's committed offsets on the topic.
 //! - Produce waits for an fsync before answering when `acks = durable` or when
 //!   the topic's `flush` is `always` (then `acks = leader` waits too). With
 //!   `acks = none` nothing is sent back, errors included (they are logged at
 //!   debug level). `timeout_ms = 0` means the 30 s default.
 //! - A Fetch answers at once when a partition errs; `OFFSET_OUT_OF_RANGE`
 //!   carries the log's start and end offsets so the client can reposition.
+//! - Group apis (keys 7..=14) go to [`Groups`] (see [`crate::group`] for
+//!   parking, fencing and the standalone-commit rule). A parked heartbeat, a
+//!   commit waiting for its fsync and a group delete are deferred.
+//!   OffsetCommit: partitions that do not exist get
+//!   `UNKNOWN_TOPIC_OR_PARTITION` and are skipped; the others are fenced
+//!   together (one error for all of them) and acknowledged once fsynced.
+//!   OffsetFetch answers -1 for partitions without a committed offset (no
+//!   error, as Kafka does). DescribeGroups reports, for a partition without a
+//!   committed offset, `lag = end - log start` and `lag_ms = -1`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sluice_group::{GroupError, JoinRequest, MemberView, OffsetCommit, TopicPartition};
 use sluice_protocol::{
     Acks, ApiKey, ApiVersionsResponse, BrokerInfo, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, ErrorCode, FetchPartitionResponse, FetchRequest,
-    FetchResponse, FetchTopicResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ListOffsetsTopicResponse, MetadataRequest, MetadataResponse,
-    PartitionMetadata, ProducePartitionResponse, ProduceRequest, ProduceResponse,
-    ProduceTopicResponse, Request, Response, TopicMetadata, TopicResult,
+    DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DeletedGroup, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedMember,
+    ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
+    ListOffsetsResponse, ListOffsetsTopicResponse, ListedGroup, MetadataRequest, MetadataResponse,
+    OffsetCommitPartitionResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetCommitTopicResponse, OffsetFetchPartitionResponse, OffsetFetchRequest,
+    OffsetFetchResponse, OffsetFetchTopicResponse, PartitionLag, PartitionMetadata,
+    ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, Request,
+    RequestHeader, Response, TopicMetadata, TopicPartitions, TopicResult,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, FetchParams, FetchResult, FetchTarget, TopicDescription};
 use crate::error::{chain, BrokerError};
+use crate::group::{Groups, HeartbeatReply};
 
 /// What the connection should do after a handler ran.
 pub enum Outcome {
@@ -58,6 +76,8 @@ pub enum Outcome {
 pub struct Context {
     /// The broker.
     pub broker: Arc<Broker>,
+    /// Consumer groups (coordinator and offset store), a separate handle.
+    pub groups: Arc<Groups>,
     /// The address the client connected to (advertised in Metadata).
     pub local_addr: SocketAddr,
     /// Cancelled when the broker shuts down or the connection's reader ends
@@ -65,8 +85,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
 }
 
-/// A request handler.
-pub type Handler = fn(&Context, Request) -> Outcome;
+/// A request handler; the `&str` is the request header's `client_id`.
+pub type Handler = fn(&Context, &str, Request) -> Outcome;
 
 /// Every api the broker serves, with its handler.
 pub const HANDLERS: &[(ApiKey, Handler)] = &[
@@ -77,6 +97,14 @@ pub const HANDLERS: &[(ApiKey, Handler)] = &[
     (ApiKey::Produce, produce),
     (ApiKey::Fetch, fetch),
     (ApiKey::ListOffsets, list_offsets),
+    (ApiKey::JoinGroup, join_group),
+    (ApiKey::Heartbeat, heartbeat),
+    (ApiKey::LeaveGroup, leave_group),
+    (ApiKey::OffsetCommit, offset_commit),
+    (ApiKey::OffsetFetch, offset_fetch),
+    (ApiKey::ListGroups, list_groups),
+    (ApiKey::DescribeGroups, describe_groups),
+    (ApiKey::DeleteGroups, delete_groups),
 ];
 
 /// The handler of an api key, if the broker serves it.
@@ -84,10 +112,21 @@ pub fn handler_for(key: ApiKey) -> Option<Handler> {
     HANDLERS.iter().find(|(k, _)| *k == key).map(|(_, h)| *h)
 }
 
-/// Dispatches a decoded request.
+/// Dispatches a decoded request without its header (the client id is then
+/// unknown: JoinGroup member ids get the generic `member` prefix). Prefer
+/// [`dispatch_request`].
 pub fn dispatch(ctx: &Context, api_key: u16, request: Request) -> Outcome {
+    dispatch_with(ctx, api_key, "", request)
+}
+
+/// Dispatches a decoded request with its header (JoinGroup records the client id).
+pub fn dispatch_request(ctx: &Context, header: &RequestHeader, request: Request) -> Outcome {
+    dispatch_with(ctx, header.api_key, &header.client_id, request)
+}
+
+fn dispatch_with(ctx: &Context, api_key: u16, client_id: &str, request: Request) -> Outcome {
     match ApiKey::from_u16(api_key).and_then(handler_for) {
-        Some(h) => h(ctx, request),
+        Some(h) => h(ctx, client_id, request),
         None => Outcome::Respond(Response::Error(ErrorCode::UnknownApi)),
     }
 }
@@ -97,7 +136,7 @@ fn mismatched() -> Outcome {
     Outcome::Respond(Response::Error(ErrorCode::InvalidRequest))
 }
 
-fn api_versions(_ctx: &Context, req: Request) -> Outcome {
+fn api_versions(_ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::ApiVersions = req else {
         return mismatched();
     };
@@ -126,7 +165,7 @@ fn topic_metadata(d: TopicDescription) -> TopicMetadata {
     }
 }
 
-fn metadata(ctx: &Context, req: Request) -> Outcome {
+fn metadata(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::Metadata(MetadataRequest { topics }) = req else {
         return mismatched();
     };
@@ -175,7 +214,7 @@ fn topic_result(name: String, r: Result<(), BrokerError>) -> TopicResult {
     }
 }
 
-fn create_topics(ctx: &Context, req: Request) -> Outcome {
+fn create_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::CreateTopics(CreateTopicsRequest { topics }) = req else {
         return mismatched();
     };
@@ -189,7 +228,7 @@ fn create_topics(ctx: &Context, req: Request) -> Outcome {
     Outcome::Respond(Response::CreateTopics(CreateTopicsResponse { topics }))
 }
 
-fn delete_topics(ctx: &Context, req: Request) -> Outcome {
+fn delete_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::DeleteTopics(DeleteTopicsRequest { topics }) = req else {
         return mismatched();
     };
@@ -197,6 +236,15 @@ fn delete_topics(ctx: &Context, req: Request) -> Outcome {
         .into_iter()
         .map(|name| {
             let r = ctx.broker.delete_topic(&name);
+            if r.is_ok() {
+                // Like the topic's own files, its committed offsets go (inline
+                // blocking work, as the deletion itself).
+                match ctx.groups.forget_topic(&name) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(topic = %name, offsets = n, "deleted committed offsets of a deleted topic"),
+                    Err(e) => tracing::error!(topic = %name, error = %chain(&e), "could not delete the committed offsets of a deleted topic"),
+                }
+            }
             topic_result(name, r)
         })
         .collect();
@@ -226,7 +274,7 @@ fn partition_response(
     }
 }
 
-fn produce(ctx: &Context, req: Request) -> Outcome {
+fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::Produce(ProduceRequest {
         acks,
         timeout_ms,
@@ -327,7 +375,7 @@ fn fetch_response(shape: Vec<(String, Vec<u32>)>, results: Vec<FetchResult>) -> 
     Response::Fetch(FetchResponse { topics })
 }
 
-fn fetch(ctx: &Context, req: Request) -> Outcome {
+fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::Fetch(FetchRequest {
         max_wait_ms,
         min_bytes,
@@ -368,7 +416,7 @@ fn fetch(ctx: &Context, req: Request) -> Outcome {
     }))
 }
 
-fn list_offsets(ctx: &Context, req: Request) -> Outcome {
+fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::ListOffsets(ListOffsetsRequest { topics }) = req else {
         return mismatched();
     };
@@ -399,6 +447,413 @@ fn list_offsets(ctx: &Context, req: Request) -> Outcome {
         })
         .collect();
     Outcome::Respond(Response::ListOffsets(ListOffsetsResponse { topics }))
+}
+
+// ----------------------------------------------------------------------------
+// Consumer groups (keys 7..=14): decode -> Groups -> encode.
+// ----------------------------------------------------------------------------
+
+fn to_pairs(list: &[TopicPartitions]) -> Vec<TopicPartition> {
+    TopicPartitions::pairs(list)
+        .map(|(t, p)| TopicPartition::new(t, p))
+        .collect()
+}
+
+fn to_wire(list: &[TopicPartition]) -> Vec<TopicPartitions> {
+    TopicPartitions::from_pairs(list.iter().map(|tp| (tp.topic.as_str(), tp.partition)))
+}
+
+/// Zero means "the default" on the wire.
+fn nonzero_ms(v: u32) -> Option<u64> {
+    (v != 0).then_some(u64::from(v))
+}
+
+fn clamp_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn group_error(what: &str, e: &GroupError) -> ErrorCode {
+    if matches!(e, GroupError::Storage(_)) {
+        tracing::error!(error = %chain(e), "{what} failed");
+    } else {
+        tracing::debug!(error = %e, "{what} refused");
+    }
+    e.code()
+}
+
+fn join_group(ctx: &Context, client_id: &str, req: Request) -> Outcome {
+    let Request::JoinGroup(JoinGroupRequest {
+        group_id,
+        member_id,
+        topics,
+        session_timeout_ms,
+        rebalance_timeout_ms,
+        metadata,
+    }) = req
+    else {
+        return mismatched();
+    };
+    let r = ctx.groups.join(
+        &group_id,
+        JoinRequest {
+            member_id: (!member_id.is_empty()).then_some(member_id),
+            client_id: client_id.to_string(),
+            topics,
+            session_timeout_ms: nonzero_ms(session_timeout_ms),
+            rebalance_timeout_ms: nonzero_ms(rebalance_timeout_ms),
+            metadata: metadata.to_vec(),
+        },
+    );
+    Outcome::Respond(Response::JoinGroup(match r {
+        Ok(v) => JoinGroupResponse {
+            error: ErrorCode::None,
+            member_id: v.member_id,
+            generation: v.generation,
+            heartbeat_interval_ms: clamp_u32(v.heartbeat_interval_ms),
+            assignment: to_wire(&v.assignment),
+            revoke: to_wire(&v.revoke),
+        },
+        Err(e) => JoinGroupResponse {
+            error: group_error("join", &e),
+            member_id: String::new(),
+            generation: 0,
+            heartbeat_interval_ms: 0,
+            assignment: Vec::new(),
+            revoke: Vec::new(),
+        },
+    }))
+}
+
+fn heartbeat_response(r: Result<MemberView, GroupError>) -> Response {
+    Response::Heartbeat(match r {
+        Ok(v) => HeartbeatResponse {
+            error: ErrorCode::None,
+            generation: v.generation,
+            heartbeat_interval_ms: clamp_u32(v.heartbeat_interval_ms),
+            assignment: to_wire(&v.assignment),
+            revoke: to_wire(&v.revoke),
+        },
+        Err(e) => HeartbeatResponse {
+            error: group_error("heartbeat", &e),
+            generation: 0,
+            heartbeat_interval_ms: 0,
+            assignment: Vec::new(),
+            revoke: Vec::new(),
+        },
+    })
+}
+
+fn heartbeat(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::Heartbeat(HeartbeatRequest {
+        group_id,
+        member_id,
+        generation,
+        owned,
+        max_wait_ms,
+    }) = req
+    else {
+        return mismatched();
+    };
+    let owned = to_pairs(&owned);
+    let max_wait = Duration::from_millis(u64::from(max_wait_ms));
+    match ctx
+        .groups
+        .heartbeat(&group_id, &member_id, generation, &owned, max_wait)
+    {
+        HeartbeatReply::Ready(r) => Outcome::Respond(heartbeat_response(r)),
+        HeartbeatReply::Parked(parked) => {
+            let cancel = ctx.shutdown.clone();
+            Outcome::Deferred(Box::pin(async move {
+                Some(match parked.wait(&cancel).await {
+                    Some(r) => heartbeat_response(r),
+                    // Shutdown (or the client is gone): retriable, not a heartbeat.
+                    None => Response::Heartbeat(HeartbeatResponse {
+                        error: ErrorCode::BrokerShuttingDown,
+                        generation: 0,
+                        heartbeat_interval_ms: 0,
+                        assignment: Vec::new(),
+                        revoke: Vec::new(),
+                    }),
+                })
+            }))
+        }
+    }
+}
+
+fn leave_group(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::LeaveGroup(LeaveGroupRequest {
+        group_id,
+        member_id,
+    }) = req
+    else {
+        return mismatched();
+    };
+    let error = match ctx.groups.leave(&group_id, &member_id) {
+        Ok(()) => ErrorCode::None,
+        Err(e) => group_error("leave", &e),
+    };
+    Outcome::Respond(Response::LeaveGroup(LeaveGroupResponse { error }))
+}
+
+/// An OffsetCommit answer being built: per topic, per partition, an error
+/// known already (`Some`) or the outcome of the fenced commit (`None`).
+type CommitShape = Vec<(String, Vec<(u32, Option<ErrorCode>)>)>;
+
+fn commit_response(shape: CommitShape, code: ErrorCode) -> Response {
+    Response::OffsetCommit(OffsetCommitResponse {
+        topics: shape
+            .into_iter()
+            .map(|(name, parts)| OffsetCommitTopicResponse {
+                name,
+                partitions: parts
+                    .into_iter()
+                    .map(|(partition, e)| OffsetCommitPartitionResponse {
+                        partition,
+                        error: e.unwrap_or(code),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::OffsetCommit(OffsetCommitRequest {
+        group_id,
+        member_id,
+        generation,
+        topics,
+    }) = req
+    else {
+        return mismatched();
+    };
+    // Shape of the answer, with UNKNOWN_TOPIC_OR_PARTITION filled in now and
+    // `None` for the partitions that go through the fenced commit.
+    let mut shape: CommitShape = Vec::with_capacity(topics.len());
+    let mut commits = Vec::new();
+    for t in topics {
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            match ctx.broker.partition(&t.name, p.partition) {
+                Ok(_) => {
+                    let mut c = OffsetCommit::new(
+                        TopicPartition::new(t.name.as_str(), p.partition),
+                        p.offset,
+                    );
+                    c.metadata = p.metadata;
+                    commits.push(c);
+                    parts.push((p.partition, None));
+                }
+                Err(e) => parts.push((p.partition, Some(e.code()))),
+            }
+        }
+        shape.push((t.name, parts));
+    }
+    if commits.is_empty() {
+        return Outcome::Respond(commit_response(shape, ErrorCode::None));
+    }
+    let ticket = match ctx
+        .groups
+        .begin_commit(&group_id, &member_id, generation, &commits)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::Respond(commit_response(shape, group_error("offset commit", &e)))
+        }
+    };
+    let groups = Arc::clone(&ctx.groups);
+    Outcome::Deferred(Box::pin(async move {
+        let r = tokio::task::spawn_blocking(move || groups.finish_commit(ticket)).await;
+        let code = match r {
+            Ok(Ok(())) => ErrorCode::None,
+            Ok(Err(e)) => group_error("offset commit", &e),
+            Err(e) => {
+                tracing::error!(error = %e, "offset commit task failed");
+                ErrorCode::StorageError
+            }
+        };
+        Some(commit_response(shape, code))
+    }))
+}
+
+fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::OffsetFetch(OffsetFetchRequest { group_id, topics }) = req else {
+        return mismatched();
+    };
+    if let Err(e) = sluice_group::error::validate_group_id(&group_id) {
+        return Outcome::Respond(Response::OffsetFetch(OffsetFetchResponse {
+            error: e.code(),
+            topics: Vec::new(),
+        }));
+    }
+    let committed = ctx.groups.committed(&group_id);
+    let entry =
+        |partition: u32, c: Option<&sluice_group::CommittedOffset>| OffsetFetchPartitionResponse {
+            partition,
+            error: ErrorCode::None,
+            offset: c.map_or(-1, |c| i64::try_from(c.offset).unwrap_or(i64::MAX)),
+            metadata: c.map(|c| c.metadata.clone()).unwrap_or_default(),
+        };
+    // Every committed partition of one topic (or of all topics when `None`).
+    let all_of = |topic: Option<&str>| -> Vec<OffsetFetchTopicResponse> {
+        let mut out: Vec<OffsetFetchTopicResponse> = Vec::new();
+        for (tp, c) in committed
+            .iter()
+            .filter(|(tp, _)| topic.is_none_or(|t| tp.topic == t))
+        {
+            match out.last_mut() {
+                Some(t) if t.name == tp.topic => t.partitions.push(entry(tp.partition, Some(c))),
+                _ => out.push(OffsetFetchTopicResponse {
+                    name: tp.topic.clone(),
+                    partitions: vec![entry(tp.partition, Some(c))],
+                }),
+            }
+        }
+        out
+    };
+    let topics = if topics.is_empty() {
+        all_of(None)
+    } else {
+        topics
+            .into_iter()
+            .map(|t| {
+                if t.partitions.is_empty() {
+                    let partitions = all_of(Some(&t.topic))
+                        .into_iter()
+                        .flat_map(|r| r.partitions)
+                        .collect();
+                    OffsetFetchTopicResponse {
+                        name: t.topic,
+                        partitions,
+                    }
+                } else {
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let tp = TopicPartition::new(t.topic.as_str(), *p);
+                            entry(*p, committed.get(&tp))
+                        })
+                        .collect();
+                    OffsetFetchTopicResponse {
+                        name: t.topic,
+                        partitions,
+                    }
+                }
+            })
+            .collect()
+    };
+    Outcome::Respond(Response::OffsetFetch(OffsetFetchResponse {
+        error: ErrorCode::None,
+        topics,
+    }))
+}
+
+fn list_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::ListGroups = req else {
+        return mismatched();
+    };
+    let groups = ctx
+        .groups
+        .list_groups()
+        .into_iter()
+        .map(|g| ListedGroup {
+            group_id: g.group,
+            state: g.state.name().to_string(),
+            members: clamp_u32(g.members as u64),
+            generation: g.generation,
+        })
+        .collect();
+    Outcome::Respond(Response::ListGroups(ListGroupsResponse { groups }))
+}
+
+fn describe_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::DescribeGroups(DescribeGroupsRequest { group_ids }) = req else {
+        return mismatched();
+    };
+    let groups = group_ids
+        .into_iter()
+        .map(|group_id| match ctx.groups.describe(&group_id) {
+            Ok(info) => {
+                let d = info.description;
+                DescribedGroup {
+                    error: ErrorCode::None,
+                    group_id,
+                    state: d.state.name().to_string(),
+                    generation: d.generation,
+                    members: d
+                        .members
+                        .into_iter()
+                        .map(|m| DescribedMember {
+                            member_id: m.member_id,
+                            client_id: m.client_id,
+                            topics: m.topics,
+                            assignment: to_wire(&m.assignment),
+                            revoking: to_wire(&m.revoking),
+                        })
+                        .collect(),
+                    offsets: info
+                        .partitions
+                        .into_iter()
+                        .map(|p| PartitionLag {
+                            topic: p.partition.topic,
+                            partition: p.partition.partition,
+                            committed_offset: p
+                                .committed
+                                .map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)),
+                            end_offset: p.end_offset,
+                            lag: p.lag,
+                            lag_ms: p
+                                .lag_ms
+                                .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                        })
+                        .collect(),
+                }
+            }
+            Err(e) => DescribedGroup {
+                error: group_error("describe group", &e),
+                group_id,
+                state: String::new(),
+                generation: 0,
+                members: Vec::new(),
+                offsets: Vec::new(),
+            },
+        })
+        .collect();
+    Outcome::Respond(Response::DescribeGroups(DescribeGroupsResponse { groups }))
+}
+
+fn delete_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::DeleteGroups(DeleteGroupsRequest { group_ids }) = req else {
+        return mismatched();
+    };
+    let groups = Arc::clone(&ctx.groups);
+    // Each delete fsyncs its tombstones: off the runtime.
+    Outcome::Deferred(Box::pin(async move {
+        let r = tokio::task::spawn_blocking(move || {
+            group_ids
+                .into_iter()
+                .map(|group_id| {
+                    let error = match groups.delete_group(&group_id) {
+                        Ok(n) => {
+                            tracing::info!(group = %group_id, offsets = n, "deleted group");
+                            ErrorCode::None
+                        }
+                        Err(e) => group_error("delete group", &e),
+                    };
+                    DeletedGroup { group_id, error }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        Some(match r {
+            Ok(groups) => Response::DeleteGroups(DeleteGroupsResponse { groups }),
+            Err(e) => {
+                tracing::error!(error = %e, "delete groups task failed");
+                Response::Error(ErrorCode::Unknown)
+            }
+        })
+    }))
 }
 
 #[cfg(test)]
@@ -436,8 +891,17 @@ mod tests {
         }
         .resolve()
         .unwrap();
+        let broker = Arc::new(Broker::open(&cfg, crate::metrics::Metrics::new()).unwrap());
+        let groups = Groups::open(
+            dir.path(),
+            Arc::clone(&broker),
+            sluice_group::CoordinatorConfig::default(),
+            1,
+        )
+        .unwrap();
         let ctx = Context {
-            broker: Arc::new(Broker::open(&cfg, crate::metrics::Metrics::new()).unwrap()),
+            broker,
+            groups: Arc::new(groups),
             local_addr: "127.0.0.1:1".parse().unwrap(),
             shutdown: CancellationToken::new(),
         };
@@ -445,7 +909,7 @@ mod tests {
             if *k == ApiKey::ApiVersions {
                 continue;
             }
-            match h(&ctx, Request::ApiVersions) {
+            match h(&ctx, "c", Request::ApiVersions) {
                 Outcome::Respond(Response::Error(ErrorCode::InvalidRequest)) => {}
                 _ => panic!("{k:?} accepted an ApiVersions body"),
             }

@@ -9,6 +9,8 @@
 //!   [`topic_meta`]: per-topic config and the `topic.meta` file format.
 //! - [`partition`]: one log, its end-offset watch (wakes parked fetches) and
 //!   its group-commit flusher (durable acks).
+//! - [`group`]: consumer groups ([`Groups`]): the coordinator behind its own
+//!   lock, the `__consumer_offsets` store, parked heartbeats, the expiry timer.
 //! - [`handler`]: the api-key -> handler table for the native protocol;
 //!   [`connection`]: per-connection reader/writer tasks; [`server`]: listeners,
 //!   connection cap, housekeeping, graceful shutdown; [`http`]: `/metrics` and
@@ -22,6 +24,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod group;
 pub mod handler;
 pub mod http;
 pub mod metrics;
@@ -36,5 +39,6 @@ pub use broker::{
 };
 pub use config::{BrokerConfig, Cli, ConfigLayer, FlushMode, TopicDefaults};
 pub use error::BrokerError;
+pub use group::Groups;
 pub use metrics::Metrics;
 pub use server::{shutdown_signal, Server};

@@ -12,6 +12,16 @@
 //! | `sluice_fsync_duration_seconds`         | histogram |                   |
 //! | `sluice_log_end_offset`                 | gauge     | topic, partition  |
 //! | `sluice_log_start_offset`               | gauge     | topic, partition  |
+//! | `sluice_group_members`                  | gauge     | group             |
+//! | `sluice_group_rebalances_total`         | counter   | group             |
+//! | `sluice_group_lag`                      | gauge     | group, topic, partition |
+//! | `sluice_group_lag_ms`                   | gauge     | group, topic, partition |
+//!
+//! The group series are refreshed by a timer (every second, see
+//! [`crate::server`]) from the coordinator and the offset store:
+//! `sluice_group_lag` is in records, `sluice_group_lag_ms` is the age of the
+//! oldest unconsumed record (0 when caught up, -1 unknown). Series of deleted
+//! groups and partitions are removed.
 //!
 //! Hot paths hold pre-resolved label handles ([`TopicMetrics`],
 //! [`PartitionMetrics`]) so a request does no label lookup.
@@ -39,6 +49,14 @@ pub struct Metrics {
     pub fsync_duration: Histogram,
     log_end_offset: IntGaugeVec,
     log_start_offset: IntGaugeVec,
+    /// Members per group.
+    pub group_members: IntGaugeVec,
+    /// Target-assignment changes per group since the broker started.
+    pub group_rebalances: IntCounterVec,
+    /// Records not yet consumed per group and partition.
+    pub group_lag: IntGaugeVec,
+    /// Age in ms of the oldest unconsumed record per group and partition.
+    pub group_lag_ms: IntGaugeVec,
 }
 
 /// Pre-resolved per-topic counters.
@@ -149,6 +167,26 @@ impl Metrics {
                 "sluice_log_start_offset",
                 "First offset still stored in a partition",
                 &["topic", "partition"],
+            ),
+            group_members: gauge_vec(
+                "sluice_group_members",
+                "Members of a consumer group",
+                &["group"],
+            ),
+            group_rebalances: counter(
+                "sluice_group_rebalances_total",
+                "Times a consumer group's target assignment changed",
+                &["group"],
+            ),
+            group_lag: gauge_vec(
+                "sluice_group_lag",
+                "Records a consumer group has not consumed yet (log end minus committed offset)",
+                &["group", "topic", "partition"],
+            ),
+            group_lag_ms: gauge_vec(
+                "sluice_group_lag_ms",
+                "Age in ms of the oldest record a consumer group has not consumed (0 caught up, -1 unknown)",
+                &["group", "topic", "partition"],
             ),
             registry,
         }

@@ -5,7 +5,13 @@
 //! 2. every connection stops reading; parked fetches answer with what they
 //!    have; durable produces finish their fsync; all tracked tasks are waited
 //!    for, up to `shutdown_timeout`;
-//! 3. housekeeping stops and every log is flushed and closed.
+//! 3. housekeeping and the group timers stop, every log is flushed and
+//!    closed, then the offset store (`__consumer_offsets`) is closed.
+//!
+//! Consumer groups ([`Groups`]) are opened after the topics (the offset store
+//! is replayed then) and run two tasks: the expiry timer
+//! ([`Groups::run_timer`], driven by the coordinator's next deadline) and a
+//! group-metrics refresh every [`GROUP_METRICS_TICK`].
 //!
 //! A semaphore caps simultaneous connections at `max_connections`: at the cap
 //! the accept loop waits, leaving new clients in the kernel backlog.
@@ -22,11 +28,15 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::group::Groups;
 use crate::handler::Context;
 use crate::metrics::Metrics;
 
 /// How often partitions with the `interval` policy are checked for a due flush.
 const FLUSH_TICK: Duration = Duration::from_millis(100);
+
+/// How often the group metrics (members, rebalances, lag) are recomputed.
+pub const GROUP_METRICS_TICK: Duration = Duration::from_secs(1);
 
 /// Pending-connection queue of the native listener. tokio's default (128,
 /// like std) overflows when hundreds of clients connect at once on a busy
@@ -50,6 +60,7 @@ fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, BrokerError> {
 pub struct Server {
     config: BrokerConfig,
     broker: Arc<Broker>,
+    groups: Arc<Groups>,
     native: TcpListener,
     http: TcpListener,
     native_addr: SocketAddr,
@@ -66,6 +77,25 @@ impl Server {
                 path: config.data_dir.clone(),
                 source: std::io::Error::other(e.to_string()),
             })??;
+        let broker = Arc::new(broker);
+        let instance_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let (b, dir) = (Arc::clone(&broker), config.data_dir.clone());
+        let groups = tokio::task::spawn_blocking(move || {
+            Groups::open(
+                &dir,
+                b,
+                sluice_group::CoordinatorConfig::default(),
+                instance_id,
+            )
+        })
+        .await
+        .map_err(|e| BrokerError::Io {
+            path: config.data_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
         let native = bind(config.listen, LISTEN_BACKLOG)?;
         let http = bind(config.http_listen, 128)?;
         let local = |l: &TcpListener, addr: SocketAddr| {
@@ -84,7 +114,8 @@ impl Server {
         );
         Ok(Server {
             config,
-            broker: Arc::new(broker),
+            broker,
+            groups: Arc::new(groups),
             native,
             http,
             native_addr,
@@ -107,11 +138,17 @@ impl Server {
         &self.broker
     }
 
+    /// The consumer groups (for embedding and tests).
+    pub fn groups(&self) -> &Arc<Groups> {
+        &self.groups
+    }
+
     /// Serves until `shutdown` fires, then shuts down in phases.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let Server {
             config,
             broker,
+            groups,
             native,
             http,
             ..
@@ -128,11 +165,17 @@ impl Server {
             config.housekeeping_interval,
             housekeeping_stop.clone(),
         ));
+        let group_timer = tokio::spawn(Arc::clone(&groups).run_timer(housekeeping_stop.clone()));
+        let group_metrics = tokio::spawn(group_metrics(
+            Arc::clone(&groups),
+            housekeeping_stop.clone(),
+        ));
 
         // On a worker thread, not on the thread that called `run` (often `block_on`).
         let acceptor = tokio::spawn(accept_loop(
             native,
             Arc::clone(&broker),
+            Arc::clone(&groups),
             config.clone(),
             shutdown.clone(),
             tracker.clone(),
@@ -156,13 +199,22 @@ impl Server {
         // Phase 3: flush and close every log.
         housekeeping_stop.cancel();
         let _ = housekeeping.await;
+        let _ = group_timer.await;
+        let _ = group_metrics.await;
         let b = Arc::clone(&broker);
-        let closed = tokio::task::spawn_blocking(move || b.close())
-            .await
-            .map_err(|e| BrokerError::Io {
-                path: config.data_dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let closed = tokio::task::spawn_blocking(move || {
+            let topics = b.close();
+            let offsets = groups.close();
+            if let Err(e) = &offsets {
+                tracing::error!(error = %crate::error::chain(e), "closing the offset store failed");
+            }
+            topics.and(offsets)
+        })
+        .await
+        .map_err(|e| BrokerError::Io {
+            path: config.data_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         tracing::info!("sluiced stopped");
         closed
     }
@@ -171,6 +223,7 @@ impl Server {
 async fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
+    groups: Arc<Groups>,
     config: BrokerConfig,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -206,6 +259,7 @@ async fn accept_loop(
         };
         let ctx = Context {
             broker: Arc::clone(&broker),
+            groups: Arc::clone(&groups),
             local_addr,
             shutdown: shutdown.clone(),
         };
@@ -235,6 +289,21 @@ async fn housekeeping(broker: Arc<Broker>, retention_every: Duration, stop: Canc
             }
             _ = retention.tick() => {
                 let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+            }
+        }
+    }
+}
+
+async fn group_metrics(groups: Arc<Groups>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(GROUP_METRICS_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let g = Arc::clone(&groups);
+                // Reads one record batch per committed partition (page faults): off the runtime.
+                let _ = tokio::task::spawn_blocking(move || g.refresh_metrics()).await;
             }
         }
     }

@@ -40,6 +40,8 @@ pub enum ApiKey {
     ListGroups = 12,
     /// Members, assignments, committed offsets and lag of groups.
     DescribeGroups = 13,
+    /// Delete groups that have no members: their committed offsets and coordinator state.
+    DeleteGroups = 14,
 }
 
 /// Acknowledgement level of a produce request.
@@ -98,6 +100,8 @@ pub enum Request {
     ListGroups,
     /// DescribeGroups.
     DescribeGroups(DescribeGroupsRequest),
+    /// DeleteGroups.
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 /// One response body.
@@ -133,6 +137,8 @@ pub enum Response {
     ListGroups(ListGroupsResponse),
     /// DescribeGroups.
     DescribeGroups(DescribeGroupsResponse),
+    /// DeleteGroups.
+    DeleteGroups(DeleteGroupsResponse),
 }
 
 /// Supported version range of one api.
@@ -766,8 +772,32 @@ pub struct DescribeGroupsResponse {
     pub groups: Vec<DescribedGroup>,
 }
 
+/// DeleteGroups request: groups to delete (each must have no members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteGroupsRequest {
+    /// Groups to delete.
+    pub group_ids: Vec<String>,
+}
+
+/// Outcome of deleting one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedGroup {
+    /// Group id.
+    pub group_id: String,
+    /// NONE, NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND, INVALID_GROUP_ID or a storage error.
+    pub error: ErrorCode,
+}
+
+/// DeleteGroups response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteGroupsResponse {
+    /// One entry per requested group, in request order.
+    pub groups: Vec<DeletedGroup>,
+}
+
 impl ApiKey {
-    /// Every assigned api key, in numeric order (keys 7..=13 are the group apis, see [`GROUP_APIS`]).
+    /// Every assigned api key, in numeric order (keys 7..=13 are the group apis,
+    /// see [`GROUP_APIS`]; key 14 is the group admin api DeleteGroups).
     pub const ALL: &'static [ApiKey] = &[
         ApiKey::ApiVersions,
         ApiKey::Metadata,
@@ -783,6 +813,7 @@ impl ApiKey {
         ApiKey::OffsetFetch,
         ApiKey::ListGroups,
         ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -807,6 +838,7 @@ impl ApiKey {
             ApiKey::OffsetFetch => "OffsetFetch",
             ApiKey::ListGroups => "ListGroups",
             ApiKey::DescribeGroups => "DescribeGroups",
+            ApiKey::DeleteGroups => "DeleteGroups",
         }
     }
 
@@ -820,7 +852,7 @@ impl ApiKey {
     }
 
     /// True when the key is in [`SUPPORTED_APIS`] (advertised by ApiVersions).
-    /// The group apis ([`GROUP_APIS`]) are not, until the broker wires them.
+    /// Every key is served today.
     pub fn is_served(self) -> bool {
         self.versions().is_some()
     }
@@ -848,7 +880,8 @@ impl ApiKey {
             .is_some_and(|r| (r.min_version..=r.max_version).contains(&version))
     }
 
-    /// True for the consumer-group apis (keys 7..=13).
+    /// True for the consumer-group member and offset apis (keys 7..=13, [`GROUP_APIS`]).
+    /// DeleteGroups (14) is an admin api, like DeleteTopics, and is not counted here.
     pub fn is_group_api(self) -> bool {
         matches!(
             self,
@@ -869,8 +902,8 @@ impl std::fmt::Display for ApiKey {
     }
 }
 
-/// What ApiVersions returns, i.e. what the broker serves: version 0 of keys 0..=6
-/// (the group apis in [`GROUP_APIS`] join this list when the broker wires them).
+/// What ApiVersions returns, i.e. what the broker serves: version 0 of every
+/// key 0..=14 (the group apis of [`GROUP_APIS`] included, then DeleteGroups).
 pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     ApiVersionRange {
         api_key: ApiKey::ApiVersions as u16,
@@ -907,13 +940,51 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
         min_version: 0,
         max_version: 0,
     },
+    ApiVersionRange {
+        api_key: ApiKey::JoinGroup as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::Heartbeat as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::LeaveGroup as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::OffsetCommit as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::OffsetFetch as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::ListGroups as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::DescribeGroups as u16,
+        min_version: 0,
+        max_version: 0,
+    },
+    ApiVersionRange {
+        api_key: ApiKey::DeleteGroups as u16,
+        min_version: 0,
+        max_version: 0,
+    },
 ];
 
-/// The consumer-group apis, version 0 of keys 7..=13. This crate encodes and
-/// decodes them ([`crate::decode_request`] accepts them), but they are not in
-/// [`SUPPORTED_APIS`]: the broker does not advertise or serve them yet. When
-/// the broker wires them, these ranges are appended to [`SUPPORTED_APIS`]
-/// (this list stays; the tests pinning "served = 0..=6" are then updated).
+/// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
+/// the same ranges are in [`SUPPORTED_APIS`]. This list stays so code can ask
+/// which keys form the group protocol.
 pub const GROUP_APIS: &[ApiVersionRange] = &[
     ApiVersionRange {
         api_key: ApiKey::JoinGroup as u16,
@@ -970,6 +1041,7 @@ impl Request {
             Request::OffsetFetch(_) => ApiKey::OffsetFetch,
             Request::ListGroups => ApiKey::ListGroups,
             Request::DescribeGroups(_) => ApiKey::DescribeGroups,
+            Request::DeleteGroups(_) => ApiKey::DeleteGroups,
         }
     }
 }
@@ -993,6 +1065,7 @@ impl Response {
             Response::OffsetFetch(_) => ApiKey::OffsetFetch,
             Response::ListGroups(_) => ApiKey::ListGroups,
             Response::DescribeGroups(_) => ApiKey::DescribeGroups,
+            Response::DeleteGroups(_) => ApiKey::DeleteGroups,
         })
     }
 }

@@ -50,11 +50,12 @@
 //! | OffsetFetch (11) | `group_id string, TP` (empty = all committed)                         | `error u16, [name string, [partition u32, error u16, offset i64, metadata string]]` |
 //! | ListGroups (12)  | empty                                                                 | `[group_id string, state string, members u32, generation u32]` |
 //! | DescribeGroups (13) | `[group_id string]`                                                | `[error u16, group_id string, state string, generation u32, [member_id string, client_id string, [topic string], assignment TP, revoking TP], [topic string, partition u32, committed_offset i64, end_offset u64, lag u64, lag_ms i64]]` |
+//! | DeleteGroups (14) | `[group_id string]`                                                 | `[group_id string, error u16]` |
 //!
 //! `TP` = `[topic string, [partition u32]]` ([`TopicPartitions`]). An `i64`
 //! offset or `lag_ms` uses -1 for "none/unknown"; below -1 is malformed. The
-//! group apis (7..=13, [`GROUP_APIS`]) are encoded and decoded here but are
-//! served only once the broker lists them in ApiVersions.
+//! group apis (7..=13, [`GROUP_APIS`]) and the group admin api DeleteGroups
+//! (14) are served and listed in ApiVersions like the others.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -240,6 +241,7 @@ fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
         }
         Request::ListGroups => {}
         Request::DescribeGroups(r) => e.strings(&r.group_ids),
+        Request::DeleteGroups(r) => e.strings(&r.group_ids),
     }
 }
 
@@ -400,6 +402,13 @@ fn encode_response_body(e: &mut Enc<'_>, response: &Response) {
                     e.u64(o.lag);
                     e.i64(o.lag_ms);
                 }
+            }
+        }
+        Response::DeleteGroups(r) => {
+            e.count(r.groups.len());
+            for g in &r.groups {
+                e.string(&g.group_id);
+                e.code(g.error);
             }
         }
     }
@@ -746,6 +755,9 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
         ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest {
             group_ids: d.strings("group_ids")?,
         }),
+        ApiKey::DeleteGroups => Request::DeleteGroups(DeleteGroupsRequest {
+            group_ids: d.strings("group_ids")?,
+        }),
     })
 }
 
@@ -975,6 +987,14 @@ fn decode_response_body(key: ApiKey, d: &mut Dec) -> PResult<Response> {
                 })
             })?,
         }),
+        ApiKey::DeleteGroups => Response::DeleteGroups(DeleteGroupsResponse {
+            groups: d.vec("groups", 4, |d| {
+                Ok(DeletedGroup {
+                    group_id: d.string("group_id")?,
+                    error: d.code("error")?,
+                })
+            })?,
+        }),
     })
 }
 
@@ -1155,6 +1175,9 @@ mod tests {
             Request::ListGroups,
             Request::DescribeGroups(DescribeGroupsRequest {
                 group_ids: vec!["billing".into(), "nope".into()],
+            }),
+            Request::DeleteGroups(DeleteGroupsRequest {
+                group_ids: vec!["old".into(), "billing".into()],
             }),
         ]
     }
@@ -1380,6 +1403,18 @@ mod tests {
                     },
                 ],
             }),
+            Response::DeleteGroups(DeleteGroupsResponse {
+                groups: vec![
+                    DeletedGroup {
+                        group_id: "old".into(),
+                        error: ErrorCode::None,
+                    },
+                    DeletedGroup {
+                        group_id: "billing".into(),
+                        error: ErrorCode::NonEmptyGroup,
+                    },
+                ],
+            }),
         ]
     }
 
@@ -1509,7 +1544,7 @@ mod tests {
     }
 
     #[test]
-    fn group_apis_decode_but_are_not_served() {
+    fn group_apis_decode_and_are_served() {
         let (h, req) = decode_request(header_bytes(ApiKey::ListGroups as u16, 0, 3).freeze())
             .expect("ListGroups decodes");
         assert_eq!(h.correlation_id, 3);
@@ -1517,7 +1552,7 @@ mod tests {
         for key in ApiKey::ALL {
             let k = *key as u16;
             assert_eq!(key.is_group_api(), (7..=13).contains(&k), "{key}");
-            assert_eq!(key.is_served(), k <= 6, "{key}");
+            assert!(key.is_served(), "{key}");
             assert!(key.decodes_version(0), "{key}");
             assert!(!key.decodes_version(1), "{key}");
             assert_eq!(key.supports_version(0), key.is_served(), "{key}");
@@ -1603,6 +1638,31 @@ mod tests {
             &mut buf,
         );
         assert_eq!(&buf[..], &[0, 0, 0, 8, 0, 0, 0, 4, 0, 0, 0, 22]);
+    }
+
+    #[test]
+    fn delete_groups_has_the_documented_layout() {
+        let req = Request::DeleteGroups(DeleteGroupsRequest {
+            group_ids: vec!["g".into()],
+        });
+        let mut buf = BytesMut::new();
+        encode_request(1, "", &req, &mut buf);
+        assert_eq!(&unframe(buf)[10..], &[0, 0, 0, 1, 0, 1, b'g']);
+        let resp = Response::DeleteGroups(DeleteGroupsResponse {
+            groups: vec![DeletedGroup {
+                group_id: "g".into(),
+                error: ErrorCode::NonEmptyGroup,
+            }],
+        });
+        let mut buf = BytesMut::new();
+        encode_response(2, &resp, &mut buf);
+        let payload = unframe(buf);
+        let code = ErrorCode::NonEmptyGroup.code().to_be_bytes();
+        assert_eq!(&payload[6..], &[0, 0, 0, 1, 0, 1, b'g', code[0], code[1]]);
+        assert_eq!(
+            decode_response(ApiKey::DeleteGroups, payload).unwrap(),
+            (2, resp)
+        );
     }
 
     #[test]
@@ -1745,6 +1805,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ApiKey::ALL.len());
         let served: Vec<u16> = SUPPORTED_APIS.iter().map(|r| r.api_key).collect();
-        assert_eq!(served, (0..=6).collect::<Vec<u16>>());
+        assert_eq!(served, (0..=14).collect::<Vec<u16>>());
+        assert!(GROUP_APIS.iter().all(|g| SUPPORTED_APIS.contains(g)));
     }
 }

@@ -1,0 +1,848 @@
+//! Consumer groups in the broker: the [`Groups`] handle.
+//!
+//! [`Groups`] is a separate handle beside [`Broker`] (no god object): it owns
+//! the protocol-neutral [`Coordinator`] behind its own mutex, the durable
+//! [`OffsetStore`] (`<data>/__consumer_offsets/0`, flush `always`), the
+//! registry of parked heartbeats, and the timer that expires members. It
+//! reads topics only through the [`Broker`] (partition counts for the
+//! [`TopicCatalog`], end offsets and record timestamps for lag). The native
+//! handlers in [`crate::handler`] are thin: decode, call a method here, encode.
+//!
+//! # Time
+//!
+//! The coordinator runs on a monotonic millisecond clock: tokio's `Instant`
+//! minus the instant [`Groups`] was opened (so tests can pause it). Commit
+//! timestamps and lag in ms use the wall clock (record timestamps are wall
+//! clock too).
+//!
+//! # Expiry timer
+//!
+//! [`Groups::run_timer`] sleeps until [`Coordinator::next_deadline_ms`] and
+//! then calls [`Coordinator::tick`]; there is no fixed polling loop. Every
+//! mutation checks, under the coordinator lock, whether the next deadline
+//! moved earlier than the one the timer sleeps towards, and if so wakes it
+//! (a `Notify` permit, so a wake-up between computing and sleeping is not
+//! lost). Heartbeats only push deadlines later, which costs the timer at most
+//! one spurious wake-up per deadline.
+//!
+//! # Parked heartbeats (long-poll)
+//!
+//! A heartbeat with `max_wait > 0` whose answer brings nothing new (no
+//! revocation, and the assignment equals what the member reported owning) is
+//! parked: it registers a `Notify` under the coordinator lock, and answers
+//! when [`Coordinator::take_notifications`] names the member after some other
+//! mutation (a revocation to perform, a partition granted), when the member
+//! leaves or expires, at shutdown, or at `max_wait`, capped at a third of
+//! the member's session timeout. When it wakes it calls
+//! [`Coordinator::heartbeat`] again with no `owned` report for the fresh view,
+//! which also counts as a heartbeat, so a parked member never expires. The
+//! `owned` report is applied when the request arrives, never later.
+//!
+//! # Commits
+//!
+//! A commit is fenced and appended under the coordinator lock
+//! ([`sluice_group::begin_fenced_commit`]); the fsync wait
+//! ([`Groups::finish_commit`], blocking) runs after the lock is released, and
+//! the commit is acknowledged only once it returns. A commit with an empty
+//! member id is a standalone (admin or `assign`-mode) commit and is accepted
+//! only while the group has no members (otherwise `UNKNOWN_MEMBER_ID`); the
+//! CLI's `group seek` is such a commit. Partitions that do not exist are
+//! answered `UNKNOWN_TOPIC_OR_PARTITION` and not committed.
+//!
+//! # Group delete
+//!
+//! [`Groups::delete_group`] runs [`sluice_group::offsets::delete_group`]
+//! under the coordinator lock, so no member can join between the emptiness
+//! check and the tombstones; it holds the lock across one fsync (a rare admin
+//! operation) and must run off the async runtime.
+//!
+//! # The internal topic
+//!
+//! `__consumer_offsets` is not in the topic registry: Metadata does not list
+//! it, and clients can neither create, produce to, fetch from nor delete it
+//! (names starting with `__` are reserved; the registry does not know it).
+//!
+//! Lock order: coordinator state, then the topic registry's map (through the
+//! catalog). Nothing takes them the other way round.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sluice_group::{
+    begin_fenced_commit, lag, timestamp_at, CommitTicket, CommittedOffset, Committer, Coordinator,
+    CoordinatorConfig, ExpiryReason, GroupDescription, GroupError, GroupListing, GroupState,
+    JoinRequest, MemberView, OffsetCommit, OffsetStore, TopicCatalog, TopicPartition,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::metrics::Metrics;
+use crate::topics::TopicRegistry;
+
+/// Name of the internal offsets topic (its directory under the data dir).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// A parked heartbeat answers at the latest after this fraction of the
+/// member's session timeout, so that it is answered (and the member's
+/// session refreshed) long before the session could run out.
+const PARK_SESSION_DIVISOR: u64 = 3;
+
+/// The topic registry as the coordinator's partition-count catalog.
+struct RegistryCatalog<'a>(&'a TopicRegistry);
+
+impl TopicCatalog for RegistryCatalog<'_> {
+    fn partitions(&self, topic: &str) -> Option<u32> {
+        self.0
+            .get(topic)
+            .map(|t| u32::try_from(t.partitions().len()).unwrap_or(u32::MAX))
+    }
+}
+
+/// Everything behind the coordinator lock.
+struct State {
+    coordinator: Coordinator,
+    /// Parked heartbeats by (group, member). A second parked heartbeat of the
+    /// same member (a client breaking the one-in-flight rule) replaces and
+    /// wakes the first.
+    parked: HashMap<(String, String), Arc<Notify>>,
+    /// Session timeout per member, to cap parking (kept beside the
+    /// coordinator, which does not expose per-member sessions cheaply).
+    sessions: HashMap<(String, String), u64>,
+}
+
+/// Series currently exported for groups, to remove the stale ones.
+#[derive(Default)]
+struct Exported {
+    groups: HashSet<String>,
+    partitions: HashSet<(String, String, String)>,
+    rebalances: HashMap<String, u64>,
+}
+
+/// The broker's consumer groups: coordinator, offset store, parked
+/// heartbeats, expiry timer. See the module docs.
+pub struct Groups {
+    state: Mutex<State>,
+    store: OffsetStore,
+    broker: Arc<Broker>,
+    metrics: Metrics,
+    epoch: Instant,
+    /// Wakes the expiry timer when the next deadline moved earlier.
+    timer: Notify,
+    /// Coordinator ms the timer sleeps towards (`u64::MAX`: none). Written
+    /// and compared under the coordinator lock.
+    scheduled: AtomicU64,
+    exported: Mutex<Exported>,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a heartbeat turned into.
+pub enum HeartbeatReply {
+    /// Answer now.
+    Ready(Result<MemberView, GroupError>),
+    /// Nothing new: wait with [`ParkedHeartbeat::wait`].
+    Parked(ParkedHeartbeat),
+}
+
+/// A heartbeat waiting for the member's view to change.
+pub struct ParkedHeartbeat {
+    groups: Arc<Groups>,
+    key: (String, String),
+    generation: u32,
+    notify: Arc<Notify>,
+    deadline: Instant,
+}
+
+/// Committed offset, end offset and lag of one partition of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLagInfo {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Committed offset, if any.
+    pub committed: Option<u64>,
+    /// Log end offset (0 when the partition no longer exists).
+    pub end_offset: u64,
+    /// Records behind; without a committed offset, end minus log start offset.
+    pub lag: u64,
+    /// Age of the oldest unconsumed record in ms; `None` when unknown (no
+    /// committed offset, record gone, partition gone).
+    pub lag_ms: Option<u64>,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The coordinator's view (a synthetic `Empty` one for offset-only groups).
+    pub description: GroupDescription,
+    /// Every partition with a committed offset or an owner, by topic then partition.
+    pub partitions: Vec<PartitionLagInfo>,
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn store_error(e: GroupError) -> BrokerError {
+    match e {
+        GroupError::Storage(source) => BrokerError::Log {
+            topic: OFFSETS_TOPIC.to_string(),
+            partition: 0,
+            source,
+        },
+        other => BrokerError::Io {
+            path: OFFSETS_TOPIC.into(),
+            source: std::io::Error::other(other),
+        },
+    }
+}
+
+impl Groups {
+    /// Opens (creating) the offset store at `<data_dir>/__consumer_offsets/0`
+    /// and replays it (blocking). `instance_id` must differ between broker
+    /// runs (the start time in ms) so member ids are never reused.
+    pub fn open(
+        data_dir: &Path,
+        broker: Arc<Broker>,
+        config: CoordinatorConfig,
+        instance_id: u64,
+    ) -> Result<Groups, BrokerError> {
+        let dir = data_dir.join(OFFSETS_TOPIC).join("0");
+        let store =
+            OffsetStore::open(&dir, OffsetStore::default_log_config()).map_err(store_error)?;
+        let stats = store.replay_stats();
+        tracing::info!(
+            records = stats.records,
+            skipped = stats.skipped,
+            live_offsets = stats.live_keys,
+            groups = store.groups().len(),
+            "committed offsets recovered"
+        );
+        Ok(Groups {
+            state: Mutex::new(State {
+                coordinator: Coordinator::new(config, instance_id),
+                parked: HashMap::new(),
+                sessions: HashMap::new(),
+            }),
+            store,
+            metrics: broker.metrics().clone(),
+            broker,
+            epoch: Instant::now(),
+            timer: Notify::new(),
+            scheduled: AtomicU64::new(u64::MAX),
+            exported: Mutex::new(Exported::default()),
+        })
+    }
+
+    /// The offset store.
+    pub fn store(&self) -> &OffsetStore {
+        &self.store
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every coordinator call is a complete state transition or an error;
+        // a panic elsewhere while holding the guard leaves no half-applied change.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the coordinator, then wakes the parked heartbeats it
+    /// named and the timer if the next deadline moved earlier.
+    fn mutate<R>(
+        &self,
+        f: impl FnOnce(&mut State, u64, &dyn TopicCatalog) -> R,
+    ) -> (R, MutexGuard<'_, State>) {
+        let mut st = self.lock();
+        let now = self.now_ms();
+        let catalog = RegistryCatalog(self.broker.topics());
+        let r = f(&mut st, now, &catalog);
+        self.after_change(&mut st);
+        (r, st)
+    }
+
+    fn after_change(&self, st: &mut State) {
+        for key in st.coordinator.take_notifications() {
+            if let Some(n) = st.parked.get(&key) {
+                n.notify_one();
+            }
+        }
+        let next = st.coordinator.next_deadline_ms().unwrap_or(u64::MAX);
+        if next < self.scheduled.load(Ordering::Acquire) {
+            self.scheduled.store(next, Ordering::Release);
+            self.timer.notify_one();
+        }
+    }
+
+    /// JoinGroup: a new member (`req.member_id == None`) or a subscription update.
+    pub fn join(&self, group: &str, req: JoinRequest) -> Result<MemberView, GroupError> {
+        let session = req.session_timeout_ms;
+        let (r, mut st) = self.mutate(|st, now, cat| st.coordinator.join(now, group, req, cat));
+        if let Ok(v) = &r {
+            let session = session.unwrap_or(st.coordinator.config().default_session_timeout_ms);
+            st.sessions
+                .insert((group.to_string(), v.member_id.clone()), session);
+        }
+        r
+    }
+
+    /// Heartbeat: applies the `owned` report now; answers at once or parks
+    /// (see the module docs) when `max_wait` is non-zero and nothing changed.
+    pub fn heartbeat(
+        self: &Arc<Self>,
+        group: &str,
+        member_id: &str,
+        generation: u32,
+        owned: &[TopicPartition],
+        max_wait: Duration,
+    ) -> HeartbeatReply {
+        let (r, mut st) = self.mutate(|st, now, cat| {
+            st.coordinator
+                .heartbeat(now, group, member_id, generation, Some(owned), cat)
+        });
+        let view = match r {
+            Ok(v) => v,
+            Err(e) => {
+                if matches!(e, GroupError::UnknownMemberId { .. }) {
+                    st.sessions
+                        .remove(&(group.to_string(), member_id.to_string()));
+                }
+                return HeartbeatReply::Ready(Err(e));
+            }
+        };
+        let reported: BTreeSet<&TopicPartition> = owned.iter().collect();
+        let assigned: BTreeSet<&TopicPartition> = view.assignment.iter().collect();
+        if max_wait.is_zero() || !view.revoke.is_empty() || reported != assigned {
+            return HeartbeatReply::Ready(Ok(view));
+        }
+        let key = (group.to_string(), member_id.to_string());
+        let session = st
+            .sessions
+            .get(&key)
+            .copied()
+            .unwrap_or(st.coordinator.config().default_session_timeout_ms);
+        let cap = Duration::from_millis((session / PARK_SESSION_DIVISOR).max(1));
+        let notify = Arc::new(Notify::new());
+        if let Some(old) = st.parked.insert(key.clone(), Arc::clone(&notify)) {
+            old.notify_one();
+        }
+        drop(st);
+        HeartbeatReply::Parked(ParkedHeartbeat {
+            groups: Arc::clone(self),
+            key,
+            generation,
+            notify,
+            deadline: Instant::now() + max_wait.min(cap),
+        })
+    }
+
+    /// The member's current view without an `owned` report (counts as a heartbeat).
+    fn refresh(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: u32,
+    ) -> Result<MemberView, GroupError> {
+        let (r, _st) = self.mutate(|st, now, cat| {
+            st.coordinator
+                .heartbeat(now, group, member_id, generation, None, cat)
+        });
+        r
+    }
+
+    /// LeaveGroup: the member's partitions are free at once.
+    pub fn leave(&self, group: &str, member_id: &str) -> Result<(), GroupError> {
+        let (r, mut st) =
+            self.mutate(|st, now, cat| st.coordinator.leave(now, group, member_id, cat));
+        let key = (group.to_string(), member_id.to_string());
+        st.sessions.remove(&key);
+        if let Some(n) = st.parked.get(&key) {
+            n.notify_one();
+        }
+        r
+    }
+
+    /// Expires members whose deadline passed; wakes their parked heartbeats.
+    pub fn tick(&self) {
+        let (expired, mut st) = self.mutate(|st, now, cat| st.coordinator.tick(now, cat));
+        for e in expired {
+            tracing::info!(group = %e.group, member = %e.member_id, reason = ?e.reason, "group member expired");
+            let key = (e.group, e.member_id);
+            if e.reason == ExpiryReason::SessionTimeout {
+                st.sessions.remove(&key);
+            }
+            if let Some(n) = st.parked.get(&key) {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// The expiry timer: sleeps until the coordinator's next deadline (or
+    /// until woken because it moved earlier), ticks, repeats; returns when
+    /// `stop` fires.
+    pub async fn run_timer(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let next = {
+                let st = self.lock();
+                let next = st.coordinator.next_deadline_ms().unwrap_or(u64::MAX);
+                self.scheduled.store(next, Ordering::Release);
+                next
+            };
+            // +1 ms: `now_ms` rounds down, so wake only once the deadline has passed.
+            let sleep = async {
+                if next == u64::MAX {
+                    std::future::pending::<()>().await;
+                } else {
+                    let at = self.epoch + Duration::from_millis(next.saturating_add(1));
+                    tokio::time::sleep_until(at).await;
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.timer.notified() => {}
+                _ = sleep => self.tick(),
+            }
+        }
+    }
+
+    /// Fences and appends a commit under the coordinator lock (fast). An
+    /// empty `member_id` is a standalone commit (group must have no members).
+    /// Hand the ticket to [`Groups::finish_commit`] before acknowledging.
+    pub fn begin_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: u32,
+        commits: &[OffsetCommit],
+    ) -> Result<CommitTicket, GroupError> {
+        let committer = if member_id.is_empty() {
+            Committer::Standalone
+        } else {
+            Committer::Member {
+                member_id,
+                generation,
+            }
+        };
+        let st = self.lock();
+        begin_fenced_commit(
+            &st.coordinator,
+            &self.store,
+            group,
+            committer,
+            commits,
+            wall_ms(),
+        )
+    }
+
+    /// Waits for a commit's fsync (blocking: run it off the async runtime).
+    pub fn finish_commit(&self, ticket: CommitTicket) -> Result<(), GroupError> {
+        self.store.finish(ticket)
+    }
+
+    /// Every committed offset of a group.
+    pub fn committed(&self, group: &str) -> BTreeMap<TopicPartition, CommittedOffset> {
+        self.store.fetch_group(group)
+    }
+
+    /// Every group the coordinator knows plus every group with committed
+    /// offsets only (listed `Empty`, generation 0), by name.
+    pub fn list_groups(&self) -> Vec<GroupListing> {
+        let mut out: BTreeMap<String, GroupListing> = self
+            .lock()
+            .coordinator
+            .list_groups()
+            .into_iter()
+            .map(|g| (g.group.clone(), g))
+            .collect();
+        for g in self.store.groups() {
+            out.entry(g.clone()).or_insert(GroupListing {
+                group: g,
+                state: GroupState::Empty,
+                members: 0,
+                generation: 0,
+            });
+        }
+        out.into_values().collect()
+    }
+
+    /// DescribeGroups for one group: members, assignment, committed offsets,
+    /// end offsets and lag. `GroupIdNotFound` when neither the coordinator
+    /// nor the store knows it.
+    pub fn describe(&self, group: &str) -> Result<GroupInfo, GroupError> {
+        sluice_group::error::validate_group_id(group)?;
+        let description = self.lock().coordinator.describe(group);
+        let committed = self.store.fetch_group(group);
+        let description = match description {
+            Some(d) => d,
+            None if !committed.is_empty() => GroupDescription {
+                group: group.to_string(),
+                generation: 0,
+                state: GroupState::Empty,
+                mode: sluice_group::AssignmentMode::Server,
+                leader: None,
+                members: Vec::new(),
+                rebalances: 0,
+            },
+            None => {
+                return Err(GroupError::GroupIdNotFound {
+                    group: group.to_string(),
+                })
+            }
+        };
+        let mut parts: BTreeSet<TopicPartition> = committed.keys().cloned().collect();
+        for m in &description.members {
+            parts.extend(m.assignment.iter().cloned());
+            parts.extend(m.revoking.iter().cloned());
+        }
+        let now = wall_ms();
+        let partitions = parts
+            .into_iter()
+            .map(|tp| {
+                let c = committed.get(&tp).map(|c| c.offset);
+                self.partition_lag(tp, c, now)
+            })
+            .collect();
+        Ok(GroupInfo {
+            description,
+            partitions,
+        })
+    }
+
+    fn partition_lag(
+        &self,
+        tp: TopicPartition,
+        committed: Option<u64>,
+        now: i64,
+    ) -> PartitionLagInfo {
+        let part = self.broker.partition(&tp.topic, tp.partition).ok();
+        let end_offset = part.as_ref().map_or(0, |p| p.end_offset());
+        let (lag_records, lag_ms) = match (committed, &part) {
+            (Some(c), Some(p)) => {
+                let ts = match timestamp_at(p.log(), c) {
+                    Ok(ts) => ts,
+                    Err(e) => {
+                        tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "cannot read the record at the committed offset");
+                        None
+                    }
+                };
+                let l = lag(end_offset, c, ts, now);
+                (l.records, l.ms)
+            }
+            // No commit: everything still stored is unconsumed; its age is unknown.
+            (None, Some(p)) => (end_offset.saturating_sub(p.start_offset()), None),
+            (_, None) => (0, None),
+        };
+        PartitionLagInfo {
+            partition: tp,
+            committed,
+            end_offset,
+            lag: lag_records,
+            lag_ms,
+        }
+    }
+
+    /// Deletes a group without members: tombstones its offsets (durable) and
+    /// forgets its coordinator state. Blocking (one fsync under the lock).
+    pub fn delete_group(&self, group: &str) -> Result<usize, GroupError> {
+        let mut st = self.lock();
+        sluice_group::offsets::delete_group(&mut st.coordinator, &self.store, group, wall_ms())
+    }
+
+    /// Deletes every group's committed offsets on `topic` (after the topic
+    /// was deleted, so a topic created again under the name starts clean).
+    /// Blocking (one fsync per group that had offsets there); returns how
+    /// many offsets were deleted.
+    pub fn forget_topic(&self, topic: &str) -> Result<usize, GroupError> {
+        let mut deleted = 0;
+        for group in self.store.groups() {
+            let parts: Vec<TopicPartition> = self
+                .store
+                .fetch_group(&group)
+                .into_keys()
+                .filter(|tp| tp.topic == topic)
+                .collect();
+            if !parts.is_empty() {
+                deleted += self.store.delete_offsets(&group, &parts, wall_ms())?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Updates the group metrics: members and rebalances per group, lag in
+    /// records and ms per group and partition. Removes series of groups and
+    /// partitions that are gone. Reads one batch per committed partition.
+    pub fn refresh_metrics(&self) {
+        let listed = self.list_groups();
+        let mut exported = self.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = HashSet::new();
+        let mut partitions = HashSet::new();
+        for g in listed {
+            let Ok(info) = self.describe(&g.group) else {
+                continue;
+            };
+            let d = &info.description;
+            self.metrics
+                .group_members
+                .with_label_values(&[&g.group])
+                .set(i64::try_from(d.members.len()).unwrap_or(i64::MAX));
+            let seen = exported.rebalances.entry(g.group.clone()).or_insert(0);
+            let counter = self.metrics.group_rebalances.with_label_values(&[&g.group]);
+            // The coordinator's count restarts with the broker, like the counter.
+            if d.rebalances > *seen {
+                counter.inc_by(d.rebalances - *seen);
+            }
+            *seen = d.rebalances;
+            for p in &info.partitions {
+                let labels = (
+                    g.group.clone(),
+                    p.partition.topic.clone(),
+                    p.partition.partition.to_string(),
+                );
+                let l = [labels.0.as_str(), labels.1.as_str(), labels.2.as_str()];
+                self.metrics
+                    .group_lag
+                    .with_label_values(&l)
+                    .set(i64::try_from(p.lag).unwrap_or(i64::MAX));
+                self.metrics.group_lag_ms.with_label_values(&l).set(
+                    p.lag_ms
+                        .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                );
+                partitions.insert(labels);
+            }
+            groups.insert(g.group);
+        }
+        for gone in exported.groups.difference(&groups) {
+            let _ = self.metrics.group_members.remove_label_values(&[gone]);
+            let _ = self.metrics.group_rebalances.remove_label_values(&[gone]);
+        }
+        for (g, t, p) in exported.partitions.difference(&partitions) {
+            let _ = self.metrics.group_lag.remove_label_values(&[g, t, p]);
+            let _ = self.metrics.group_lag_ms.remove_label_values(&[g, t, p]);
+        }
+        exported.rebalances.retain(|g, _| groups.contains(g));
+        exported.groups = groups;
+        exported.partitions = partitions;
+    }
+
+    /// Flushes and closes the offset store (shutdown, blocking).
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.store.close().map_err(store_error)
+    }
+}
+
+impl ParkedHeartbeat {
+    /// Waits until the member's view changes, the member leaves or expires,
+    /// or the deadline passes; then answers with the fresh view (which counts
+    /// as a heartbeat). `None` when `cancel` fired first (the connection
+    /// closed or the broker is shutting down): that does not count as a
+    /// heartbeat, so a client that vanished while parked expires one session
+    /// after its last heartbeat arrived.
+    pub async fn wait(self, cancel: &CancellationToken) -> Option<Result<MemberView, GroupError>> {
+        tokio::select! {
+            _ = self.notify.notified() => {}
+            _ = tokio::time::sleep_until(self.deadline) => {}
+            _ = cancel.cancelled() => return None,
+        }
+        Some(
+            self.groups
+                .refresh(&self.key.0, &self.key.1, self.generation),
+        )
+    }
+}
+
+impl Drop for ParkedHeartbeat {
+    /// Unregisters (unless a newer heartbeat of the member replaced it), also
+    /// when the waiting future is dropped early.
+    fn drop(&mut self) {
+        let mut st = self.groups.lock();
+        if st
+            .parked
+            .get(&self.key)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            st.parked.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigLayer;
+
+    fn open(dir: &Path) -> (Arc<Broker>, Arc<Groups>) {
+        let cfg = ConfigLayer {
+            data_dir: Some(dir.to_path_buf()),
+            ..ConfigLayer::default()
+        }
+        .resolve()
+        .unwrap();
+        let broker = Arc::new(Broker::open(&cfg, Metrics::new()).unwrap());
+        let groups = Arc::new(
+            Groups::open(dir, Arc::clone(&broker), CoordinatorConfig::default(), 1).unwrap(),
+        );
+        (broker, groups)
+    }
+
+    fn join(g: &Groups, group: &str, session: u64) -> MemberView {
+        g.join(
+            group,
+            JoinRequest {
+                client_id: "c".into(),
+                topics: vec!["t".into()],
+                session_timeout_ms: Some(session),
+                ..JoinRequest::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_expires_a_silent_member_and_wakes_the_parked_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, groups) = open(dir.path());
+        broker.create_topic("t", 4, &[]).unwrap();
+        let stop = CancellationToken::new();
+        let timer = tokio::spawn(Arc::clone(&groups).run_timer(stop.clone()));
+        let a = join(&groups, "g", 30_000);
+        let b = join(&groups, "g", 1_000);
+        // a learns its final assignment (b took half of it: a must revoke).
+        let a_view = match groups.heartbeat(
+            "g",
+            &a.member_id,
+            a.generation,
+            &a.assignment,
+            Duration::ZERO,
+        ) {
+            HeartbeatReply::Ready(v) => v.unwrap(),
+            HeartbeatReply::Parked(_) => panic!("max_wait 0 parked"),
+        };
+        let keep: Vec<TopicPartition> = a_view.assignment.clone();
+        assert_eq!(keep.len(), 2);
+        let a_view =
+            match groups.heartbeat("g", &a.member_id, a_view.generation, &keep, Duration::ZERO) {
+                HeartbeatReply::Ready(v) => v.unwrap(),
+                HeartbeatReply::Parked(_) => panic!("max_wait 0 parked"),
+            };
+        let _ = b;
+        // a parks for up to 10 s (capped at 10 s = a third of 30 s); b goes silent.
+        let parked = match groups.heartbeat(
+            "g",
+            &a.member_id,
+            a_view.generation,
+            &keep,
+            Duration::from_secs(60),
+        ) {
+            HeartbeatReply::Parked(p) => p,
+            HeartbeatReply::Ready(v) => panic!("not parked: {v:?}"),
+        };
+        let started = Instant::now();
+        let v = parked
+            .wait(&CancellationToken::new())
+            .await
+            .unwrap()
+            .unwrap();
+        // Woken when b expired (1 s), not at the park deadline.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(v.assignment.len(), 4, "{v:?}");
+        assert_eq!(groups.lock().coordinator.member_count("g"), 1);
+        stop.cancel();
+        timer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_heartbeat_is_capped_by_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, groups) = open(dir.path());
+        broker.create_topic("t", 2, &[]).unwrap();
+        let a = join(&groups, "g", 3_000);
+        let parked = match groups.heartbeat(
+            "g",
+            &a.member_id,
+            a.generation,
+            &a.assignment,
+            Duration::from_secs(60),
+        ) {
+            HeartbeatReply::Parked(p) => p,
+            HeartbeatReply::Ready(v) => panic!("not parked: {v:?}"),
+        };
+        let started = Instant::now();
+        parked
+            .wait(&CancellationToken::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(1_000));
+        assert!(groups.lock().parked.is_empty());
+        // Cancelled (shutdown): no answer from the coordinator, not a heartbeat.
+        let parked = match groups.heartbeat(
+            "g",
+            &a.member_id,
+            a.generation,
+            &a.assignment,
+            Duration::from_secs(60),
+        ) {
+            HeartbeatReply::Parked(p) => p,
+            HeartbeatReply::Ready(v) => panic!("not parked: {v:?}"),
+        };
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        assert!(parked.wait(&cancel).await.is_none());
+        assert!(groups.lock().parked.is_empty());
+    }
+
+    #[tokio::test]
+    async fn commits_survive_reopen_and_delete_needs_an_empty_group() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (broker, groups) = open(dir.path());
+            broker.create_topic("t", 2, &[]).unwrap();
+            let a = join(&groups, "g", 10_000);
+            let commits: Vec<OffsetCommit> = a
+                .assignment
+                .iter()
+                .map(|tp| OffsetCommit::new(tp.clone(), 5))
+                .collect();
+            let t = groups
+                .begin_commit("g", &a.member_id, a.generation, &commits)
+                .unwrap();
+            groups.finish_commit(t).unwrap();
+            let e = groups.begin_commit("g", "", 0, &commits).unwrap_err();
+            assert_eq!(e.code(), sluice_protocol::ErrorCode::UnknownMemberId);
+            let e = groups.delete_group("g").unwrap_err();
+            assert_eq!(e.code(), sluice_protocol::ErrorCode::NonEmptyGroup);
+            groups.close().unwrap();
+            broker.close().unwrap();
+        }
+        let (_broker, groups) = open(dir.path());
+        let c = groups.committed("g");
+        assert_eq!(c.len(), 2);
+        assert!(c.values().all(|v| v.offset == 5));
+        let listed = groups.list_groups();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].state, GroupState::Empty);
+        assert_eq!(groups.delete_group("g").unwrap(), 2);
+        assert!(groups.committed("g").is_empty());
+        assert!(groups.describe("g").is_err());
+    }
+}
