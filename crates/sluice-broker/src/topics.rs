@@ -157,6 +157,10 @@ impl TopicRegistry {
                 fs::remove_dir_all(&path).map_err(io_err(&path))?;
                 continue;
             }
+            if name.starts_with("__") {
+                // Internal logs (`__consumer_offsets`) are opened by their owners.
+                continue;
+            }
             if validate_topic_name(&name).is_err()
                 || !path.join(crate::topic_meta::META_FILE).exists()
             {
