@@ -22,7 +22,8 @@ pub enum FlushPolicy {
     /// with [`Log::wait_durable`], and one fdatasync covers every append that
     /// arrived while the previous one ran. [`Log::maybe_flush`] also syncs
     /// whenever anything is not yet durable. Rolls sync the sealed segment
-    /// inline.
+    /// inline. Each append also starts asynchronous writeback of its bytes
+    /// (`sync_file_range`), so the next fdatasync has less left to do.
     Always,
     /// fdatasync when [`Log::maybe_flush`] finds this much time has passed.
     Interval(Duration),
@@ -149,6 +150,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Takes the directory's advisory lock. A `flock` belongs to the open file
+/// description, which a child process shares between `fork` and `exec` (the
+/// descriptor is close-on-exec, but not yet closed): a log closed while some
+/// thread of this process spawns a program may look locked for a moment
+/// after it was dropped. So a busy lock is retried for a bounded time
+/// (about 2 s) before the open fails.
+fn lock_dir(file: &File) -> std::io::Result<()> {
+    let mut wait = Duration::from_millis(1);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match crate::sys::try_lock_exclusive(file) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Checks every batch of an append; returns (bytes, offsets they take).
 fn validate_all(batches: &[u8], max_batch: usize) -> Result<(usize, u64), LogError> {
     if batches.is_empty() {
@@ -203,7 +224,7 @@ impl Log {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| LogError::io(&lock_path, e))?;
-        crate::sys::try_lock_exclusive(&lock_file).map_err(|e| LogError::io(&lock_path, e))?;
+        lock_dir(&lock_file).map_err(|e| LogError::io(&lock_path, e))?;
 
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
@@ -292,9 +313,9 @@ impl Log {
         if self.is_poisoned() {
             return Err(LogError::Poisoned);
         }
-        let (settings, segment_ms) = {
+        let (settings, segment_ms, flush) = {
             let c = self.config.read().unwrap_or_else(|p| p.into_inner());
-            (c.settings(), c.segment_ms)
+            (c.settings(), c.segment_ms, c.flush)
         };
         let (total, offsets) = validate_all(batches, settings.max_batch as usize)?;
         let now = crate::now_ms();
@@ -324,9 +345,16 @@ impl Log {
             }
             w.active
                 .reserve(total, settings.preallocate, self.io.as_ref())?;
+            let from = w.active.size() as usize;
             let (base, last, max_ts, count) =
                 w.active
                     .append_validated(&batches[..total], now, self.io.as_ref())?;
+            if flush == FlushPolicy::Always {
+                // Every byte must reach the disk before it is acknowledged:
+                // start writing it now, so the group commit's fdatasync finds
+                // the data written or in flight instead of starting it.
+                w.active.start_writeback(from);
+            }
             self.end_offset.store(last + 1, Ordering::Release);
             AppendInfo {
                 base_offset: base,

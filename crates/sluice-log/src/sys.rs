@@ -6,10 +6,18 @@
 //!   published length are immutable for the rest of the mapping's life, so any
 //!   thread may read them; the published length only grows (Release store by
 //!   the writer, Acquire load by readers).
-//! - [`RegionWriter`]: the single writer of a region. It may write only at or
-//!   beyond the published length and below the *writable length* (the part of
-//!   the file that is known to be allocated), so a store never lands in a
-//!   sparse page (SIGBUS on a full disk) or beyond the end of the file.
+//! - [`RegionWriter`]: the single writer of an index region. It stores into
+//!   the (writable, shared) mapping, only at or beyond the published length
+//!   and below the *writable length* (the part of the file that is known to
+//!   be allocated), so a store never lands in a sparse page (SIGBUS on a full
+//!   disk) or beyond the end of the file.
+//! - [`AppendWriter`]: the single writer of an active segment's `.log`. Its
+//!   mapping is read-only; it writes with `pwritev(2)` through [`FileIo`]
+//!   (the page cache is one per file on Linux, so the mapping sees the
+//!   bytes once the call returns), under the same rules: only at or beyond
+//!   the published length and below the writable (fallocated) length, so a
+//!   write never needs a block that `fallocate` did not reserve. Why not
+//!   stores into the map: see "Why appends use pwrite" in the crate docs.
 //! - [`region_bytes`]: a zero-copy `Bytes` over published bytes that keeps
 //!   the mapping alive through an `Arc`, even after the file is unlinked.
 //!
@@ -17,7 +25,7 @@
 //! directory): no other process truncates or rewrites the files we map.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,10 +33,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions, MmapRaw};
 
+use crate::io::FileIo;
+
 enum Mapping {
-    /// Writable shared mapping (active segment and its indexes).
+    /// Writable shared mapping (the active segment's indexes).
     Raw(MmapRaw),
-    /// Read-only mapping (sealed segments).
+    /// Read-only shared mapping (sealed segments, and the active segment's
+    /// `.log`, which grows by `pwritev`).
     ReadOnly(Mmap),
     /// Zero-length file: nothing to map.
     Empty,
@@ -96,6 +107,38 @@ impl Region {
         Ok((region, writer))
     }
 
+    /// Maps `map_len` bytes of `file` shared and read-only, with nothing
+    /// published yet, for an [`AppendWriter`] that grows the file with
+    /// `pwritev`. The file may be shorter than `map_len`: readers only touch
+    /// published bytes, which are always inside the file.
+    pub(crate) fn map_appendable(
+        file: Arc<File>,
+        map_len: usize,
+    ) -> io::Result<(Arc<Region>, AppendWriter)> {
+        let mapping = if map_len == 0 {
+            Mapping::Empty
+        } else {
+            // SAFETY: as for `map_read_only`, the file belongs to this log
+            // (directory flock) and is never truncated below the published
+            // length while mapped (trim cuts exactly at the published end);
+            // bytes below the published length are never written again
+            // (`AppendWriter` only writes at or beyond it). Pages past the end
+            // of the file are never accessed: readers stay below `published`.
+            Mapping::ReadOnly(unsafe { MmapOptions::new().len(map_len).map(&*file)? })
+        };
+        let region = Arc::new(Region {
+            mapping,
+            map_len,
+            published: AtomicUsize::new(0),
+        });
+        let writer = AppendWriter {
+            region: region.clone(),
+            file,
+            writable: 0,
+        };
+        Ok((region, writer))
+    }
+
     /// Number of published bytes (Acquire).
     pub(crate) fn published(&self) -> usize {
         self.published.load(Ordering::Acquire)
@@ -118,10 +161,11 @@ impl Region {
     pub(crate) fn bytes(&self) -> &[u8] {
         let len = self.published();
         // SAFETY: `[0, len)` lies inside the mapping (published <= writable
-        // <= map_len, checked by RegionWriter::publish) and inside the file
-        // (writable never exceeds the allocated file length), and published
-        // bytes are never written again, so a shared slice cannot alias a
-        // concurrent store. For `Empty`, len is 0 and a dangling pointer is
+        // <= map_len, checked by RegionWriter::publish and
+        // AppendWriter::publish) and inside the file (writable never exceeds
+        // the allocated file length), and published bytes are never written
+        // again (neither stores nor pwritev touch them), so a shared slice
+        // cannot alias a concurrent write. For `Empty`, len is 0 and a dangling pointer is
         // valid for a zero-length slice.
         unsafe { std::slice::from_raw_parts(self.ptr(), len) }
     }
@@ -228,6 +272,137 @@ impl RegionWriter {
     }
 }
 
+/// Most buffers passed to one `pwritev` by [`AppendWriter::write_at`].
+pub(crate) const MAX_WRITE_BUFS: usize = 64;
+
+/// The single writer of an active segment's `.log`; see the module docs.
+pub(crate) struct AppendWriter {
+    region: Arc<Region>,
+    file: Arc<File>,
+    /// Bytes of the file known to be allocated (and inside the mapping).
+    writable: usize,
+}
+
+impl std::fmt::Debug for AppendWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendWriter")
+            .field("region", &self.region)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl AppendWriter {
+    /// Declares that the file is allocated up to `len` bytes (clamped to the
+    /// mapping). Call only after `fallocate` succeeded, or with a smaller
+    /// value after the file was trimmed.
+    pub(crate) fn set_writable(&mut self, len: usize) {
+        self.writable = len.min(self.region.map_len).max(self.region.published());
+    }
+
+    /// The region this writer grows.
+    pub(crate) fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    /// Writes the concatenation of `bufs` (at most [`MAX_WRITE_BUFS`]) at
+    /// `at` with `pwritev` through `io`, looping over short writes. Only
+    /// unpublished, allocated bytes may be written: anything else is refused
+    /// before a byte is written. On error, some of the bytes may have been
+    /// written; they are unpublished, so readers never see them and the
+    /// next write at the same position replaces them.
+    pub(crate) fn write_at(
+        &mut self,
+        at: usize,
+        bufs: &[&[u8]],
+        io: &dyn FileIo,
+    ) -> io::Result<()> {
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+        let end = at
+            .checked_add(total)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        if bufs.len() > MAX_WRITE_BUFS || at < self.region.published() || end > self.writable {
+            return Err(io::Error::other("append beyond reserved space"));
+        }
+        let (mut first, mut skip) = (0usize, 0usize);
+        let mut pos = at;
+        while pos < end {
+            let mut iov = [IoSlice::new(&[]); MAX_WRITE_BUFS];
+            let mut n = 0;
+            for (i, b) in bufs.iter().enumerate().skip(first) {
+                let b = if i == first { &b[skip..] } else { b };
+                if !b.is_empty() {
+                    iov[n] = IoSlice::new(b);
+                    n += 1;
+                }
+            }
+            let wrote = io.write_vectored_at(&self.file, pos as u64, &iov[..n])?;
+            if wrote == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            pos += wrote;
+            // Advance (first, skip) by `wrote` bytes.
+            let mut left = wrote;
+            while left > 0 && first < bufs.len() {
+                let rest = bufs[first].len() - skip;
+                if left >= rest {
+                    left -= rest;
+                    first += 1;
+                    skip = 0;
+                } else {
+                    skip += left;
+                    left = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes bytes up to `len` (Release): the `pwritev` that wrote them
+    /// returned before this store, so a reader that loads the new length
+    /// (Acquire) sees them through the mapping. Never shrinks; clamped to
+    /// the writable length.
+    pub(crate) fn publish(&mut self, len: usize) {
+        let len = len.min(self.writable);
+        if len > self.region.published.load(Ordering::Relaxed) {
+            self.region.published.store(len, Ordering::Release);
+        }
+    }
+}
+
+/// One `pwritev(2)` of `bufs` at `offset` (at most `IOV_MAX` buffers are
+/// passed), retried on `EINTR`. Returns the bytes written, which may be
+/// fewer than asked.
+pub(crate) fn pwritev(file: &File, offset: u64, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    if bufs.is_empty() {
+        return Ok(0);
+    }
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let count = bufs.len().min(1024) as libc::c_int;
+    loop {
+        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec`
+        // on Unix; the pointer and count describe `bufs`, which outlives the
+        // call, and the kernel only reads from those buffers. The file
+        // descriptor is valid and open for the duration of the call.
+        let rc = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                bufs.as_ptr().cast::<libc::iovec>(),
+                count,
+                off,
+            )
+        };
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
 /// Reserves `[offset, offset + len)` of `file` with `fallocate(2)` (mode 0:
 /// the file size grows). Falls back to writing zeros where the file system
 /// does not support `fallocate`.
@@ -264,6 +439,31 @@ fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
         done += n as u64;
     }
     Ok(())
+}
+
+/// Asks the kernel to start writing back `[offset, offset + len)` of `file`
+/// now (`sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`): asynchronous,
+/// it does not wait for the I/O and makes nothing durable by itself (no
+/// metadata, no device cache flush); a later `fdatasync` still does that,
+/// and finds most of the data already written or in flight.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let off = libc::off64_t::try_from(offset)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let l =
+        libc::off64_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: plain syscall on a valid, open file descriptor borrowed for
+        // the duration of the call; no memory is passed.
+        let rc =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), off, l, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
 }
 
 /// Takes an exclusive, non-blocking advisory lock on `file` (released when

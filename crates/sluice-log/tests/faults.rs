@@ -519,3 +519,81 @@ fn plausible_but_wrong_index_entry_does_not_hide_data() {
         assert_eq!(body(&split(&b)[0].1), body(&written[i as usize]));
     }
 }
+
+#[test]
+fn failed_write_publishes_nothing_and_the_next_append_rewrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultyFileIo::default());
+    let log = Log::open_with_io(dir.path(), small_config(), io.clone()).unwrap();
+    let b = make_batch(1, 3, 500, 0);
+    log.append(&b).unwrap();
+    log.append(&b).unwrap();
+    let before = log.read(0, 1 << 20).unwrap();
+    io.fail_write.store(true, Ordering::SeqCst);
+    let other = make_batch(2, 3, 500, 0);
+    let err = log.append(&other).unwrap_err();
+    assert!(matches!(err, LogError::Io { .. }), "{err:?}");
+    // Half of the batch reached the file, none of it is visible.
+    assert!(!log.is_poisoned());
+    assert_eq!(log.end_offset(), 6);
+    assert_eq!(log.read(0, 1 << 20).unwrap(), before);
+    assert!(log.read(6, 1 << 20).unwrap().is_empty());
+    // A crash now: recovery cuts the half-written batch.
+    drop(log);
+    let log = Log::open_with_io(dir.path(), small_config(), io.clone()).unwrap();
+    assert_eq!(log.end_offset(), 6);
+    assert_eq!(read_all(&log).len(), 2);
+    // The next append after a failure overwrites the partial bytes.
+    let err = log.append(&other).unwrap_err();
+    assert!(matches!(err, LogError::Io { .. }), "{err:?}");
+    io.fail_write.store(false, Ordering::SeqCst);
+    assert_eq!(log.append(&other).unwrap().base_offset, 6);
+    let all = read_all(&log);
+    assert_eq!(all.len(), 3);
+    assert_eq!(body(&all[2].1), body(&other));
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let all = read_all(&log);
+    assert_eq!(
+        all.iter().map(|(h, _)| h.base_offset).collect::<Vec<_>>(),
+        vec![0, 3, 6]
+    );
+    assert_eq!(body(&all[2].1), body(&other));
+}
+
+#[test]
+fn short_writes_are_completed_and_many_batches_go_in_one_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultyFileIo::default());
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = Log::open_with_io(dir.path(), config.clone(), io.clone()).unwrap();
+    // 100 batches in one append: more than one pwritev's worth of buffers.
+    let batches: Vec<bytes::Bytes> = (0..100).map(|i| make_batch(i, 2, 40, i as i64)).collect();
+    let joined: Vec<u8> = batches.iter().flat_map(|b| b.iter().copied()).collect();
+    let info = log.append(&joined).unwrap();
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.batches),
+        (0, 199, 100)
+    );
+    // Every write call now stores at most 7 bytes.
+    io.short_writes.store(7, Ordering::SeqCst);
+    let info = log.append(&joined).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (200, 399));
+    let big = make_batch(7, 5, 3000, 9);
+    assert_eq!(log.append(&big).unwrap().base_offset, 400);
+    let check = |log: &Log| {
+        let all = read_all(log);
+        assert_eq!(all.len(), 201);
+        for (i, (h, bytes)) in all.iter().enumerate() {
+            let want = if i == 200 { &big } else { &batches[i % 100] };
+            assert_eq!(h.base_offset, 2 * i as i64);
+            assert_eq!(body(bytes), body(want), "batch {i}");
+        }
+    };
+    check(&log);
+    drop(log);
+    check(&Log::open(dir.path(), config).unwrap());
+}
