@@ -111,7 +111,7 @@ pub async fn serve(
         };
         let timer = metrics.request_timer(ApiKey::from_u16(header.api_key));
         let correlation_id = header.correlation_id;
-        match dispatch(&ctx, header.api_key, request) {
+        match dispatch(&ctx, &header, request) {
             Outcome::Respond(resp) => {
                 timer.observe(started.elapsed().as_secs_f64());
                 if send(&tx, correlation_id, &resp).await.is_err() {

@@ -112,21 +112,10 @@ pub fn handler_for(key: ApiKey) -> Option<Handler> {
     HANDLERS.iter().find(|(k, _)| *k == key).map(|(_, h)| *h)
 }
 
-/// Dispatches a decoded request without its header (the client id is then
-/// unknown: JoinGroup member ids get the generic `member` prefix). Prefer
-/// [`dispatch_request`].
-pub fn dispatch(ctx: &Context, api_key: u16, request: Request) -> Outcome {
-    dispatch_with(ctx, api_key, "", request)
-}
-
-/// Dispatches a decoded request with its header (JoinGroup records the client id).
-pub fn dispatch_request(ctx: &Context, header: &RequestHeader, request: Request) -> Outcome {
-    dispatch_with(ctx, header.api_key, &header.client_id, request)
-}
-
-fn dispatch_with(ctx: &Context, api_key: u16, client_id: &str, request: Request) -> Outcome {
-    match ApiKey::from_u16(api_key).and_then(handler_for) {
-        Some(h) => h(ctx, client_id, request),
+/// Dispatches a decoded request to its handler; JoinGroup records the header's client id.
+pub fn dispatch(ctx: &Context, header: &RequestHeader, request: Request) -> Outcome {
+    match ApiKey::from_u16(header.api_key).and_then(handler_for) {
+        Some(h) => h(ctx, &header.client_id, request),
         None => Outcome::Respond(Response::Error(ErrorCode::UnknownApi)),
     }
 }
@@ -914,13 +903,26 @@ mod tests {
                 _ => panic!("{k:?} accepted an ApiVersions body"),
             }
         }
-        match dispatch(&ctx, 999, Request::ApiVersions) {
+        match dispatch(&ctx, &test_header(999), Request::ApiVersions) {
             Outcome::Respond(Response::Error(ErrorCode::UnknownApi)) => {}
             _ => panic!("unknown api key not rejected"),
         }
-        match dispatch(&ctx, ApiKey::ApiVersions as u16, Request::ApiVersions) {
+        match dispatch(
+            &ctx,
+            &test_header(ApiKey::ApiVersions as u16),
+            Request::ApiVersions,
+        ) {
             Outcome::Respond(Response::ApiVersions(v)) => assert!(!v.apis.is_empty()),
             _ => panic!("ApiVersions not answered"),
+        }
+    }
+
+    fn test_header(api_key: u16) -> RequestHeader {
+        RequestHeader {
+            api_key,
+            api_version: 0,
+            correlation_id: 1,
+            client_id: "c".into(),
         }
     }
 }
