@@ -329,19 +329,30 @@ fn produce_against_a_dead_broker_reports_failures() {
 }
 
 #[test]
-fn groups_are_clearly_not_available_yet() {
+fn group_errors_are_one_clear_line() {
+    // (Consumer groups are served now; their full behaviour is in tests/cli_group.rs.)
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();
-    for args in [
-        &["group", "list"][..],
-        &["group", "describe", "g1"][..],
-        &["topic", "consume", "x", "--group", "g1"][..],
+    for (args, expected) in [
+        (
+            &["group", "describe", "g1"][..],
+            "group \"g1\" does not exist",
+        ),
+        (
+            &["group", "delete", "g1"][..],
+            "group \"g1\" does not exist",
+        ),
+        (
+            &["topic", "consume", "x", "--group", "g1"][..],
+            "topic \"x\" does not exist",
+        ),
+        (
+            &["topic", "consume", "x", "--group", "g1", "--from", "5"][..],
+            "cannot be used with --group",
+        ),
     ] {
         let err = one_line_error(&sluice(&addr, args, b""));
-        assert!(
-            err.contains("consumer groups are not available yet"),
-            "{args:?}: {err}"
-        );
+        assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
 

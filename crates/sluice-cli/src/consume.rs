@@ -1,11 +1,20 @@
 //! `sluice topic consume NAME`: print records of a topic.
+//!
+//! With `--group G` the command is a member of consumer group G: the broker
+//! assigns it partitions, it starts from the group's committed offsets, and it
+//! commits what it printed (each record is flushed to stdout before any commit
+//! can cover it: every `--commit-interval-ms`, on a revocation, and when it
+//! ends after `--count`, `--exit-idle` or SIGINT/SIGTERM, before leaving the
+//! group). So several consumers of one group that each stop print every
+//! record once; one killed with SIGKILL re-delivers, through the others,
+//! only what it printed after its last commit.
 
 use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
 use futures::FutureExt;
-use sluice_client::{ClientConfig, Consumer, ConsumerConfig, SeekTo};
+use sluice_client::{ClientConfig, Consumer, ConsumerConfig, OffsetReset, SeekTo};
 
 use crate::errors::CliError;
 use crate::format;
@@ -18,12 +27,21 @@ const RETRY_WINDOW: Duration = Duration::from_secs(30);
 pub struct ConsumeArgs {
     /// Topic name.
     pub name: String,
-    /// Consume as part of a consumer group (not available yet).
+    /// Consume as a member of this consumer group (partitions assigned by the
+    /// broker, resuming from the group's committed offsets).
     #[arg(long, short = 'g')]
     pub group: Option<String>,
     /// Where to start: earliest, latest, an OFFSET, or @UNIX_MS (first record at or after that time).
+    /// With --group: earliest or latest, for partitions the group has no committed offset for.
     #[arg(long, default_value = "earliest")]
     pub from: String,
+    /// With --group: session timeout; the broker gives this member's partitions
+    /// to the others when it has not heard from it for this long.
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+    /// With --group: commit what was printed this often (and always on exit).
+    #[arg(long, default_value_t = 1_000)]
+    pub commit_interval_ms: u64,
     /// Read only this partition (default: all).
     #[arg(long, short = 'p')]
     pub partition: Option<u32>,
@@ -65,13 +83,10 @@ pub fn parse_from(s: &str) -> Result<SeekTo, String> {
 
 /// Runs `topic consume`.
 pub async fn run(broker: &str, args: ConsumeArgs) -> Result<i32, CliError> {
-    if let Some(group) = &args.group {
-        return Err(CliError::msg(format!(
-            "consumer groups are not available yet (--group {group}); \
-             drop --group to read all partitions, or pick one with --partition"
-        )));
-    }
     let from = parse_from(&args.from).map_err(CliError::msg)?;
+    if let Some(group) = args.group.clone() {
+        return run_group(broker, &group, from, args).await;
+    }
     let tokens =
         format::parse(&args.format).map_err(|e| CliError::msg(format!("invalid --format: {e}")))?;
     if args.count == Some(0) {
@@ -161,6 +176,140 @@ pub async fn run(broker: &str, args: ConsumeArgs) -> Result<i32, CliError> {
     }
     if let Err(e) = out.flush() {
         return write_failed(e);
+    }
+    Ok(0)
+}
+
+/// `topic consume --group`: consume as a group member, commit what was printed.
+async fn run_group(
+    broker: &str,
+    group: &str,
+    from: SeekTo,
+    args: ConsumeArgs,
+) -> Result<i32, CliError> {
+    let reset = match from {
+        SeekTo::Earliest => OffsetReset::Earliest,
+        SeekTo::Latest => OffsetReset::Latest,
+        _ => {
+            return Err(CliError::msg(format!(
+                "--from {} cannot be used with --group: a group resumes from its committed \
+                 offsets (use earliest or latest for partitions without one), or move them \
+                 first with `sluice group seek {group} --to {}`",
+                args.from, args.from
+            )))
+        }
+    };
+    if let Some(p) = args.partition {
+        return Err(CliError::msg(format!(
+            "--partition {p} cannot be used with --group: the group assigns partitions"
+        )));
+    }
+    let tokens =
+        format::parse(&args.format).map_err(|e| CliError::msg(format!("invalid --format: {e}")))?;
+    if args.count == Some(0) {
+        return Ok(0);
+    }
+    let admin = crate::topic::admin(broker).await?;
+    admin
+        .describe_topic(&args.name)
+        .await
+        .map_err(CliError::topic(&args.name))?;
+    let mut client = ClientConfig::new(broker);
+    client.client_id = "sluice-cli".to_string();
+    let mut consumer = Consumer::with_config(
+        client,
+        ConsumerConfig {
+            auto_offset_reset: reset,
+            // Commits are made here, after the printed records are flushed.
+            enable_auto_commit: false,
+            session_timeout: Duration::from_millis(args.session_timeout_ms),
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .subscribe(group, vec![args.name.clone()])
+        .await
+        .map_err(|e| CliError::msg(crate::errors::render_client(&e, Some(&args.name), broker)))?;
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let idle = args.exit_idle.map(Duration::from_millis);
+    let commit_every = Duration::from_millis(args.commit_interval_ms.max(1));
+    let mut stop = crate::produce::stop_signal()?;
+    let mut seen = 0u64;
+    let mut failing_since: Option<std::time::Instant> = None;
+    let mut last_commit = std::time::Instant::now();
+    let mut stdout_closed = false;
+    loop {
+        let wait = async {
+            match idle {
+                Some(d) => tokio::time::timeout(d, consumer.next()).await.ok(),
+                None => Some(consumer.next().await),
+            }
+        };
+        let next = tokio::select! {
+            r = wait => match r {
+                Some(r) => r,
+                None => break, // idle for --exit-idle
+            },
+            _ = &mut stop => break,
+        };
+        let record = match next {
+            Some(Ok(r)) => {
+                failing_since = None;
+                r
+            }
+            Some(Err(e))
+                if e.is_retriable() && failing_since.is_none_or(|t| t.elapsed() < RETRY_WINDOW) =>
+            {
+                failing_since.get_or_insert_with(std::time::Instant::now);
+                tracing::debug!(error = %e, "retrying after error");
+                continue;
+            }
+            Some(Err(e)) => {
+                let _ = out.flush();
+                let _ = consumer.close().await;
+                return Err(CliError::topic(&args.name)(e));
+            }
+            None => break,
+        };
+        // Flushed before anything can commit it: printed means committed-or-re-delivered.
+        let written = format::write_record(&mut out, &tokens, &record).and_then(|_| out.flush());
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                // Nobody reads: this record was not delivered; do not commit it.
+                stdout_closed = true;
+                break;
+            }
+            return Err(CliError::msg(format!("cannot write to stdout: {e}")));
+        }
+        seen += 1;
+        if args.count.is_some_and(|c| seen >= c) {
+            break;
+        }
+        if last_commit.elapsed() >= commit_every {
+            last_commit = std::time::Instant::now();
+            if let Err(e) = consumer.commit().await {
+                tracing::warn!(error = %e, "commit failed; will retry");
+            }
+        }
+    }
+    if stdout_closed {
+        // The last record handed out was not printed: leave without committing it.
+        let _ = consumer.close().await;
+        return Ok(0);
+    }
+    let committed = consumer.commit().await;
+    let left = consumer.close().await;
+    if let Err(e) = committed {
+        return Err(CliError::msg(format!(
+            "could not commit the printed records to group \"{group}\" ({}); \
+             they will be delivered again",
+            crate::errors::render_client(&e, Some(&args.name), broker)
+        )));
+    }
+    if let Err(e) = left {
+        tracing::warn!(error = %e, "leave group failed; the broker will expire the member");
     }
     Ok(0)
 }

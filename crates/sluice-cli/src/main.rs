@@ -1,7 +1,7 @@
 //! `sluice`: the command-line tool for Sluice (topics, produce, consume, bench).
 //!
 //! Shape follows Redpanda's `rpk`: `sluice topic create|list|describe|delete|produce|consume`,
-//! `sluice group list|describe`, `sluice bench produce|consume`. `--broker ADDR`
+//! `sluice group list|describe|delete|seek`, `sluice bench produce|consume`. `--broker ADDR`
 //! (or `SLUICE_BROKER`) picks the broker. Every failure prints one line,
 //! `error: <what went wrong>; <what to try>`, and exits with status 1.
 
@@ -9,10 +9,11 @@ mod bench;
 mod consume;
 mod errors;
 mod format;
+mod group;
 mod produce;
 mod topic;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::errors::{render, CliError};
 
@@ -34,38 +35,16 @@ enum Command {
         #[command(subcommand)]
         command: topic::TopicCommand,
     },
-    /// Consumer groups (not available yet).
+    /// Consumer groups: list, describe (members, offsets, lag), delete, seek.
     Group {
         #[command(subcommand)]
-        command: GroupCommand,
+        command: group::GroupCommand,
     },
     /// Measure produce or consume throughput and latency.
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
-}
-
-/// Consumer-group commands.
-#[derive(Subcommand, Debug)]
-enum GroupCommand {
-    /// List consumer groups.
-    List(GroupArgs),
-    /// Describe a consumer group (members, offsets, lag).
-    Describe {
-        /// Group id.
-        group: String,
-        #[command(flatten)]
-        args: GroupArgs,
-    },
-}
-
-/// Options of the group commands.
-#[derive(Args, Debug)]
-struct GroupArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 fn main() {
@@ -108,16 +87,7 @@ fn init_tracing() {
 async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Topic { command } => topic::run(&cli.broker, command).await,
-        Command::Group { command } => {
-            let what = match command {
-                GroupCommand::List(_) => "sluice group list".to_string(),
-                GroupCommand::Describe { group, .. } => format!("sluice group describe {group}"),
-            };
-            Err(CliError::msg(format!(
-                "consumer groups are not available yet, so `{what}` cannot run; \
-                 read partitions directly with `sluice topic consume`"
-            )))
-        }
+        Command::Group { command } => group::run(&cli.broker, command).await,
         Command::Bench { command } => bench::run(&cli.broker, command).await,
     }
 }

@@ -38,6 +38,17 @@ fn help_lists_the_commands() {
     ] {
         assert!(consume.contains(flag), "missing {flag} in:\n{consume}");
     }
+    let group = help(&["group"]);
+    for cmd in ["list", "describe", "delete", "seek"] {
+        assert!(group.contains(cmd), "missing {cmd} in:\n{group}");
+    }
+    let seek = help(&["group", "seek"]);
+    assert!(seek.contains("--to") && seek.contains("--topic"), "{seek}");
+    let consume = help(&["topic", "consume"]);
+    assert!(
+        consume.contains("--session-timeout-ms") && consume.contains("--commit-interval-ms"),
+        "{consume}"
+    );
     let bench = help(&["bench", "produce"]);
     for flag in [
         "--topic",

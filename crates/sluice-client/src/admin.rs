@@ -1,11 +1,17 @@
-//! Topic administration: create, list, describe, delete, list offsets.
+//! Administration: topics (create, list, describe, delete, list offsets) and
+//! consumer groups (list, describe with lag, delete, seek).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_protocol::{
-    CreateTopic, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, ListOffsetsPartition,
-    ListOffsetsRequest, ListOffsetsTopic, OffsetSpec, Request, Response, TopicMetadata,
+    CreateTopic, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeGroupsRequest, DescribedGroup, ErrorCode, ListOffsetsPartition, ListOffsetsRequest,
+    ListOffsetsTopic, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic,
+    OffsetFetchRequest, OffsetSpec, Request, Response, TopicMetadata, TopicPartitions,
 };
+
+use crate::consumer::SeekTo;
 
 use crate::cluster::Cluster;
 use crate::config::ClientConfig;
@@ -71,7 +77,110 @@ pub struct ListedOffset {
     pub timestamp: Option<i64>,
 }
 
-/// Administrative client for topics.
+/// One consumer group as listed by [`Admin::list_groups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// Group id.
+    pub group_id: String,
+    /// `Empty`, `Stable`, `Reconciling`, ... (the broker's state name).
+    pub state: String,
+    /// Number of members.
+    pub members: u32,
+    /// Current generation (0 for a group that only has committed offsets).
+    pub generation: u32,
+}
+
+/// One member of a described group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// Member id.
+    pub member_id: String,
+    /// Client id the member joined with.
+    pub client_id: String,
+    /// Subscribed topics.
+    pub topics: Vec<String>,
+    /// `(topic, partition)` pairs the member owns and keeps.
+    pub assignment: Vec<(String, u32)>,
+    /// `(topic, partition)` pairs the member still owns but is giving up.
+    pub revoking: Vec<(String, u32)>,
+}
+
+/// Committed offset, log end and lag of one partition of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// The committed offset (next to consume), -1 when none.
+    pub committed_offset: i64,
+    /// The partition's log end offset.
+    pub end_offset: u64,
+    /// Records not yet consumed.
+    pub lag: u64,
+    /// Age in ms of the oldest unconsumed record; 0 when caught up, -1 when unknown.
+    pub lag_ms: i64,
+}
+
+/// A consumer group as described by [`Admin::describe_group`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Group id.
+    pub group_id: String,
+    /// State name, as in [`GroupListing::state`].
+    pub state: String,
+    /// Current generation.
+    pub generation: u32,
+    /// Members in id order.
+    pub members: Vec<GroupMember>,
+    /// Every partition with a committed offset or an owner, by topic then partition.
+    pub offsets: Vec<GroupPartitionLag>,
+}
+
+impl GroupDescription {
+    fn from_wire(g: DescribedGroup) -> GroupDescription {
+        let pairs = |l: &[TopicPartitions]| -> Vec<(String, u32)> {
+            TopicPartitions::pairs(l)
+                .map(|(t, p)| (t.to_string(), p))
+                .collect()
+        };
+        GroupDescription {
+            group_id: g.group_id,
+            state: g.state,
+            generation: g.generation,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    assignment: pairs(&m.assignment),
+                    revoking: pairs(&m.revoking),
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    topics: m.topics,
+                })
+                .collect(),
+            offsets: g
+                .offsets
+                .into_iter()
+                .map(|o| GroupPartitionLag {
+                    topic: o.topic,
+                    partition: o.partition,
+                    committed_offset: o.committed_offset,
+                    end_offset: o.end_offset,
+                    lag: o.lag,
+                    lag_ms: o.lag_ms,
+                })
+                .collect(),
+        }
+    }
+
+    /// Total lag in records over all partitions.
+    pub fn total_lag(&self) -> u64 {
+        self.offsets.iter().map(|o| o.lag).sum()
+    }
+}
+
+/// Administrative client for topics and consumer groups.
 #[derive(Clone)]
 pub struct Admin {
     cluster: Arc<Cluster>,
@@ -185,6 +294,257 @@ impl Admin {
     ) -> Result<ListedOffset> {
         list_offsets(&self.cluster, topic, partition, spec).await
     }
+}
+
+impl Admin {
+    /// Every consumer group with members or committed offsets, sorted by id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        let response = match self
+            .cluster
+            .bootstrap()
+            .request(&Request::ListGroups)
+            .await?
+        {
+            Response::ListGroups(r) => r,
+            other => return Err(unexpected("ListGroups", other)),
+        };
+        let mut groups: Vec<GroupListing> = response
+            .groups
+            .into_iter()
+            .map(|g| GroupListing {
+                group_id: g.group_id,
+                state: g.state,
+                members: g.members,
+                generation: g.generation,
+            })
+            .collect();
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(groups)
+    }
+
+    /// Members, assignments, committed offsets and lag of one group
+    /// (`GROUP_ID_NOT_FOUND` when it has neither members nor offsets).
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription> {
+        let request = Request::DescribeGroups(DescribeGroupsRequest {
+            group_ids: vec![group_id.to_string()],
+        });
+        let response = match self.cluster.bootstrap().request(&request).await? {
+            Response::DescribeGroups(r) => r,
+            other => return Err(unexpected("DescribeGroups", other)),
+        };
+        let group = response
+            .groups
+            .into_iter()
+            .find(|g| g.group_id == group_id)
+            .ok_or_else(|| ClientError::UnexpectedResponse {
+                request: "DescribeGroups",
+                got: format!("no result for group \"{group_id}\""),
+            })?;
+        check(group.error, "", || format!("describe group \"{group_id}\""))?;
+        Ok(GroupDescription::from_wire(group))
+    }
+
+    /// Deletes a group without members: its committed offsets and state
+    /// (`NON_EMPTY_GROUP` while it has members, `GROUP_ID_NOT_FOUND` if unknown).
+    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        let request = Request::DeleteGroups(DeleteGroupsRequest {
+            group_ids: vec![group_id.to_string()],
+        });
+        let response = match self.cluster.bootstrap().request(&request).await? {
+            Response::DeleteGroups(r) => r,
+            other => return Err(unexpected("DeleteGroups", other)),
+        };
+        let result = response
+            .groups
+            .into_iter()
+            .find(|g| g.group_id == group_id)
+            .ok_or_else(|| ClientError::UnexpectedResponse {
+                request: "DeleteGroups",
+                got: format!("no result for group \"{group_id}\""),
+            })?;
+        check(result.error, "", || format!("delete group \"{group_id}\""))
+    }
+
+    /// A group's committed offsets as `(topic, partition, offset)`, by topic then partition.
+    pub async fn group_offsets(&self, group_id: &str) -> Result<Vec<(String, u32, u64)>> {
+        let request = Request::OffsetFetch(OffsetFetchRequest {
+            group_id: group_id.to_string(),
+            topics: Vec::new(),
+        });
+        let response = match self.cluster.bootstrap().request(&request).await? {
+            Response::OffsetFetch(r) => r,
+            other => return Err(unexpected("OffsetFetch", other)),
+        };
+        check(response.error, "", || {
+            format!("fetch offsets of group \"{group_id}\"")
+        })?;
+        let mut out: Vec<(String, u32, u64)> = response
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name;
+                t.partitions
+                    .into_iter()
+                    .filter(|p| p.error == ErrorCode::None && p.offset >= 0)
+                    .map(move |p| (name.clone(), p.partition, p.offset as u64))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Moves a group's committed offsets (only while it has no members):
+    /// every partition of `topics` (empty = the topics the group has offsets
+    /// for) to `to`. Returns the new offsets. Earliest/latest/timestamp are
+    /// resolved with ListOffsets; then one standalone OffsetCommit (`member_id`
+    /// empty) stores them all, so either every partition moves or none.
+    pub async fn seek_group(
+        &self,
+        group_id: &str,
+        topics: &[String],
+        to: SeekTo,
+    ) -> Result<Vec<(String, u32, u64)>> {
+        let context = || format!("seek group \"{group_id}\"");
+        match self.describe_group(group_id).await {
+            Ok(d) if !d.members.is_empty() => {
+                return Err(ClientError::broker(
+                    ErrorCode::NonEmptyGroup,
+                    format!(
+                        "{} ({} active member{}; stop its consumers first)",
+                        context(),
+                        d.members.len(),
+                        if d.members.len() == 1 { "" } else { "s" }
+                    ),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::GroupIdNotFound) => {}
+            Err(e) => return Err(e),
+        }
+        let mut topics: Vec<String> = topics.to_vec();
+        if topics.is_empty() {
+            topics = self
+                .group_offsets(group_id)
+                .await?
+                .into_iter()
+                .map(|(t, _, _)| t)
+                .collect();
+            topics.dedup();
+            if topics.is_empty() {
+                return Err(ClientError::InvalidArgument(format!(
+                    "{}: the group has no committed offsets; name the topic(s) to seek",
+                    context()
+                )));
+            }
+        }
+        let mut targets: Vec<(String, u32, u64)> = Vec::new();
+        for topic in &topics {
+            let info = self.describe_topic(topic).await?;
+            for p in &info.partitions {
+                let offset = match to {
+                    SeekTo::Offset(o) => o,
+                    SeekTo::Earliest => {
+                        self.list_offsets(topic, p.partition, OffsetSpec::Earliest)
+                            .await?
+                            .offset
+                    }
+                    SeekTo::Latest => {
+                        self.list_offsets(topic, p.partition, OffsetSpec::Latest)
+                            .await?
+                            .offset
+                    }
+                    SeekTo::Timestamp(t) => {
+                        self.list_offsets(topic, p.partition, OffsetSpec::Timestamp(t))
+                            .await?
+                            .offset
+                    }
+                };
+                targets.push((topic.clone(), p.partition, offset));
+            }
+        }
+        let request = Request::OffsetCommit(OffsetCommitRequest {
+            group_id: group_id.to_string(),
+            member_id: String::new(),
+            generation: 0,
+            topics: topics
+                .iter()
+                .map(|t| OffsetCommitTopic {
+                    name: t.clone(),
+                    partitions: targets
+                        .iter()
+                        .filter(|(x, _, _)| x == t)
+                        .map(|(_, p, o)| OffsetCommitPartition {
+                            partition: *p,
+                            offset: *o,
+                            metadata: String::new(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        });
+        let response = match self.cluster.bootstrap().request(&request).await? {
+            Response::OffsetCommit(r) => r,
+            other => return Err(unexpected("OffsetCommit", other)),
+        };
+        for t in &response.topics {
+            for p in &t.partitions {
+                match p.error {
+                    ErrorCode::None => {}
+                    // A member joined between the check and the commit.
+                    ErrorCode::UnknownMemberId => {
+                        return Err(ClientError::broker(
+                            ErrorCode::NonEmptyGroup,
+                            format!("{} (a member joined; stop its consumers first)", context()),
+                        ))
+                    }
+                    code => {
+                        return Err(ClientError::broker(
+                            code,
+                            format!("{} (\"{}\"/{})", context(), t.name, p.partition),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(targets)
+    }
+}
+
+/// Committed offsets of `partitions` in `group_id` (partitions without one are left out).
+pub(crate) async fn committed_offsets(
+    cluster: &Cluster,
+    group_id: &str,
+    partitions: &[(String, u32)],
+) -> Result<HashMap<(String, u32), u64>> {
+    let request = Request::OffsetFetch(OffsetFetchRequest {
+        group_id: group_id.to_string(),
+        topics: TopicPartitions::from_pairs(partitions.iter().map(|(t, p)| (t.as_str(), *p))),
+    });
+    let response = match cluster.bootstrap().request(&request).await? {
+        Response::OffsetFetch(r) => r,
+        other => return Err(unexpected("OffsetFetch", other)),
+    };
+    check(response.error, "", || {
+        format!("fetch offsets of group \"{group_id}\"")
+    })?;
+    let mut out = HashMap::new();
+    for t in response.topics {
+        for p in t.partitions {
+            if p.error != ErrorCode::None {
+                return Err(ClientError::broker(
+                    p.error,
+                    format!(
+                        "fetch offset of group \"{group_id}\" for \"{}\"/{}",
+                        t.name, p.partition
+                    ),
+                ));
+            }
+            if p.offset >= 0 {
+                out.insert((t.name.clone(), p.partition), p.offset as u64);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// ListOffsets for one partition, sent to its leader.

@@ -6,11 +6,14 @@
 //! - `cluster` (internal): the metadata cache that routes each partition's
 //!   requests to its leader and refreshes on `NOT_LEADER_FOR_PARTITION` /
 //!   `UNKNOWN_TOPIC_OR_PARTITION`.
-//! - [`Admin`]: create, list, describe, delete topics; list offsets.
+//! - [`Admin`]: create, list, describe, delete topics; list offsets; list,
+//!   describe (with lag), delete and seek consumer groups.
 //! - [`Producer`]: per-partition batching, key-hash and sticky partitioning
 //!   ([`partitioner`]), bounded buffer with backpressure, retries.
 //! - [`Consumer`]: assigned partitions, seeks, pipelined long-poll fetches,
-//!   records as a `futures::Stream`.
+//!   records as a `futures::Stream`; or group membership with
+//!   [`Consumer::subscribe`] (`group`, internal: join, long-poll heartbeats,
+//!   revoke/commit/confirm, rejoin), committed offsets, auto or manual commit.
 //! - [`ClientError`]: the one error type.
 //!
 //! ```no_run
@@ -34,13 +37,18 @@ mod config;
 pub mod connection;
 mod consumer;
 mod error;
+mod group;
 pub mod partitioner;
 mod producer;
 
-pub use admin::{Admin, ListedOffset, PartitionInfo, TopicInfo};
+pub use admin::{
+    Admin, GroupDescription, GroupListing, GroupMember, GroupPartitionLag, ListedOffset,
+    PartitionInfo, TopicInfo,
+};
 pub use config::{ClientConfig, DEFAULT_BROKER};
 pub use connection::Connection;
 pub use consumer::{AssignmentSource, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::{ClientError, Result};
+pub use group::OffsetReset;
 pub use producer::{Delivery, Producer, ProducerConfig, Record, UNKNOWN_OFFSET};
 pub use sluice_protocol::{Acks, ErrorCode, OffsetSpec};

@@ -1,0 +1,528 @@
+//! Consumer groups through the client library, against the real `sluiced`:
+//! exactly-once with commits after processing while members join mid-stream
+//! (no partition ever owned twice in the broker's view), committed offsets
+//! surviving a broker SIGKILL, a member dropped without leaving, and the
+//! `consumer_group` example.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{bin_path, TestBroker};
+use sluice::{
+    Acks, Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
+    ProducerConfig, Record,
+};
+
+fn consumer(addr: &str, client_id: &str, session: Duration) -> Consumer {
+    let mut client = ClientConfig::new(addr);
+    client.client_id = client_id.to_string();
+    client.request_timeout = Duration::from_secs(10);
+    Consumer::with_config(
+        client,
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            enable_auto_commit: false,
+            session_timeout: session,
+            fetch_max_wait: Duration::from_millis(100),
+            ..ConsumerConfig::default()
+        },
+    )
+}
+
+/// Produces `per_partition` records to each of `partitions` partitions; value = "p<partition>-<n>".
+async fn produce(addr: &str, topic: &str, partitions: u32, per_partition: u32) {
+    let producer = Producer::with_config(
+        ClientConfig::new(addr),
+        ProducerConfig {
+            acks: Acks::Leader,
+            linger: Duration::from_millis(2),
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::with_capacity((partitions * per_partition) as usize);
+    for n in 0..per_partition {
+        for p in 0..partitions {
+            let d = producer
+                .enqueue(Record::new(topic, format!("p{p}-{n}")).partition(p))
+                .await
+                .expect("enqueue");
+            deliveries.push(d);
+        }
+    }
+    for d in deliveries {
+        d.await.expect("delivered");
+    }
+}
+
+fn value(r: &ConsumerRecord) -> String {
+    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+}
+
+/// Asserts that no partition is owned by two members in one DescribeGroups answer.
+fn assert_disjoint(d: &sluice::GroupDescription) -> usize {
+    let mut owner: HashMap<(String, u32), &str> = HashMap::new();
+    for m in &d.members {
+        for tp in m.assignment.iter().chain(&m.revoking) {
+            if let Some(other) = owner.insert(tp.clone(), &m.member_id) {
+                panic!(
+                    "{tp:?} owned by {other} and {} at once: {d:#?}",
+                    m.member_id
+                );
+            }
+        }
+    }
+    owner.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_joining_mid_stream_read_every_record_exactly_once() {
+    const PARTITIONS: u32 = 6;
+    const PER_PARTITION: u32 = 10_000;
+    const TOTAL: usize = (PARTITIONS * PER_PARTITION) as usize;
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    let admin = Admin::connect(addr.clone()).await.expect("admin");
+    admin
+        .create_topic("orders", PARTITIONS, Vec::new())
+        .await
+        .expect("create");
+    produce(&addr, "orders", PARTITIONS, PER_PARTITION).await;
+
+    // The broker's view, sampled all along: never a partition owned twice.
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let admin = admin.clone();
+        let stop = stop_watch.clone();
+        tokio::spawn(async move {
+            let (mut samples, mut max_members) = (0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(d) = admin.describe_group("g1").await {
+                    assert_disjoint(&d);
+                    samples += 1;
+                    max_members = max_members.max(d.members.len());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (samples, max_members)
+        })
+    };
+
+    let total = Arc::new(AtomicUsize::new(0));
+    let mut members = Vec::new();
+    for i in 0..3 {
+        // Members 2 and 3 join while the others are consuming.
+        let start_after = [0usize, 8_000, 20_000][i];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while total.load(Ordering::Relaxed) < start_after {
+            assert!(
+                Instant::now() < deadline,
+                "no progress before member {i} joins"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut c = consumer(&addr, &format!("member-{i}"), Duration::from_secs(6));
+        c.subscribe("g1", vec!["orders".into()])
+            .await
+            .expect("subscribe");
+        let total = total.clone();
+        members.push(tokio::spawn(async move {
+            let mut seen: Vec<(u32, u64, String)> = Vec::new();
+            let mut next_commit = 500;
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while total.load(Ordering::Relaxed) < TOTAL {
+                assert!(Instant::now() < deadline, "member {i} stuck");
+                match tokio::time::timeout(Duration::from_millis(100), c.next()).await {
+                    Ok(Some(Ok(r))) => {
+                        // "Processing": record it; commit every 500 records.
+                        seen.push((r.partition, r.offset, value(&r)));
+                        total.fetch_add(1, Ordering::Relaxed);
+                        if seen.len() >= next_commit {
+                            next_commit += 500;
+                            c.commit().await.expect("commit");
+                        }
+                    }
+                    Ok(Some(Err(e))) => panic!("member {i}: {e}"),
+                    Ok(None) => panic!("member {i}: group consumer ended"),
+                    Err(_) => {}
+                }
+            }
+            c.commit().await.expect("final commit");
+            c.close().await.expect("close");
+            seen
+        }));
+    }
+    let mut all: Vec<Vec<(u32, u64, String)>> = Vec::new();
+    for m in members {
+        all.push(m.await.expect("member task"));
+    }
+    stop_watch.store(true, Ordering::Relaxed);
+    let (samples, max_members) = watcher.await.expect("watcher");
+    assert!(samples > 10, "only {samples} describe samples");
+    assert_eq!(
+        max_members, 3,
+        "the three members were never in the group together"
+    );
+
+    let mut every: BTreeSet<(u32, u64)> = BTreeSet::new();
+    for (i, seen) in all.iter().enumerate() {
+        assert!(!seen.is_empty(), "member {i} read nothing");
+        // In order per partition, within each member.
+        let mut last: HashMap<u32, u64> = HashMap::new();
+        for (p, o, v) in seen {
+            assert!(v.starts_with(&format!("p{p}-")), "{p}@{o} holds {v}");
+            if let Some(prev) = last.insert(*p, *o) {
+                assert!(*o > prev, "member {i} read {p}@{o} after {p}@{prev}");
+            }
+            assert!(every.insert((*p, *o)), "{p}@{o} read twice");
+        }
+    }
+    assert_eq!(every.len(), TOTAL, "records missing");
+    let committed = admin.group_offsets("g1").await.expect("offsets");
+    assert_eq!(
+        committed,
+        (0..PARTITIONS)
+            .map(|p| ("orders".to_string(), p, PER_PARTITION as u64))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_member_is_replaced_after_its_session_and_nothing_is_skipped() {
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    let admin = Admin::connect(addr.clone()).await.expect("admin");
+    admin
+        .create_topic("drop", 4, Vec::new())
+        .await
+        .expect("create");
+    produce(&addr, "drop", 4, 500).await;
+
+    let session = Duration::from_millis(1500);
+    let mut a = consumer(&addr, "a", session);
+    a.subscribe("g2", vec!["drop".into()])
+        .await
+        .expect("subscribe a");
+    // a reads some, commits, reads more (uncommitted), then "crashes":
+    // dropped without commit or leave.
+    let mut a_seen: BTreeSet<(u32, u64)> = BTreeSet::new();
+    while a_seen.len() < 600 {
+        let r = a.next().await.expect("record").expect("ok");
+        a_seen.insert((r.partition, r.offset));
+        if a_seen.len() == 300 {
+            a.commit().await.expect("commit");
+        }
+    }
+    let committed: BTreeMap<u32, u64> = admin
+        .group_offsets("g2")
+        .await
+        .expect("offsets")
+        .into_iter()
+        .map(|(_, p, o)| (p, o))
+        .collect();
+    let dropped_at = Instant::now();
+    drop(a);
+
+    let mut b = consumer(&addr, "b", session);
+    b.subscribe("g2", vec!["drop".into()])
+        .await
+        .expect("subscribe b");
+    let mut b_seen: BTreeSet<(u32, u64)> = BTreeSet::new();
+    let mut first: BTreeMap<u32, u64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut first_record_at = None;
+    while b_seen.len() < 2000 - committed.values().sum::<u64>() as usize {
+        assert!(Instant::now() < deadline, "b got {} records", b_seen.len());
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(200), b.next()).await {
+            let r = r.expect("ok");
+            first_record_at.get_or_insert_with(Instant::now);
+            first.entry(r.partition).or_insert(r.offset);
+            assert!(
+                b_seen.insert((r.partition, r.offset)),
+                "b read {}@{} twice",
+                r.partition,
+                r.offset
+            );
+        }
+    }
+    // b got the partitions only once a's session ran out (a never left).
+    let waited = first_record_at.expect("b read").duration_since(dropped_at);
+    assert!(
+        waited >= session - Duration::from_millis(600),
+        "b started after {waited:?}"
+    );
+    // b resumed exactly at a's last commit (re-delivering what a read after it).
+    for p in 0..4u32 {
+        assert_eq!(
+            first.get(&p).copied(),
+            Some(committed.get(&p).copied().unwrap_or(0)),
+            "partition {p}"
+        );
+    }
+    let redelivered = a_seen.intersection(&b_seen).count();
+    assert_eq!(
+        redelivered,
+        600 - 300,
+        "records a read after its commit are re-delivered"
+    );
+    let union: BTreeSet<(u32, u64)> = a_seen.union(&b_seen).copied().collect();
+    assert_eq!(union.len(), 2000, "none skipped");
+    b.commit().await.expect("commit");
+    b.close().await.expect("close");
+}
+
+/// A `sluiced` on a fixed port, so a restarted broker is found at the same address.
+struct FixedPortBroker {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl FixedPortBroker {
+    fn start() -> FixedPortBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut b = FixedPortBroker {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let log = common::append_file(&self.dir.path().join("broker.log"));
+        let mut child = Command::new(bin_path("sluiced"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("SLUICE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluiced");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        assert!(
+            line.starts_with("listening"),
+            "sluiced did not start: {line:?}"
+        );
+        self.child = Some(child);
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for FixedPortBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_a_broker_sigkill_and_the_member_rejoins() {
+    let mut broker = FixedPortBroker::start();
+    let addr = broker.addr();
+    let admin = Admin::connect(addr.clone()).await.expect("admin");
+    admin
+        .create_topic("durable", 3, Vec::new())
+        .await
+        .expect("create");
+    produce(&addr, "durable", 3, 400).await;
+
+    let mut c = consumer(&addr, "survivor", Duration::from_secs(10));
+    c.subscribe("g3", vec!["durable".into()])
+        .await
+        .expect("subscribe");
+    let mut seen: Vec<(u32, u64)> = Vec::new();
+    while seen.len() < 500 {
+        let r = c.next().await.expect("record").expect("ok");
+        seen.push((r.partition, r.offset));
+    }
+    c.commit().await.expect("commit");
+    let before = admin.group_offsets("g3").await.expect("offsets");
+    assert_eq!(
+        before.iter().map(|(_, _, o)| *o).sum::<u64>(),
+        500,
+        "{before:?}"
+    );
+
+    broker.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    broker.spawn();
+
+    // Committed offsets are intact after the SIGKILL.
+    let mut after = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while after.is_none() {
+        assert!(Instant::now() < deadline, "admin never reconnected");
+        after = admin.group_offsets("g3").await.ok();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(after.expect("offsets"), before);
+
+    // The same consumer carries on: it is unknown to the restarted broker,
+    // rejoins, and resumes from the committed offsets (at-least-once). The
+    // records produced after the restart can only come from the new broker.
+    produce(&addr, "durable", 3, 500).await;
+    let mut rest: BTreeSet<(u32, u64)> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let expected_rest: BTreeSet<(u32, u64)> = (0..3u32)
+        .flat_map(|p| (0..900u64).map(move |o| (p, o)))
+        .filter(|tp| !seen.contains(tp))
+        .collect();
+    while !expected_rest.is_subset(&rest) {
+        assert!(
+            Instant::now() < deadline,
+            "resumed {} of {}",
+            rest.len(),
+            expected_rest.len()
+        );
+        match tokio::time::timeout(Duration::from_millis(200), c.next()).await {
+            Ok(Some(Ok(r))) => {
+                rest.insert((r.partition, r.offset));
+            }
+            Ok(Some(Err(e))) => assert!(e.is_retriable(), "{e}"),
+            Ok(None) => panic!("group consumer ended"),
+            Err(_) => {}
+        }
+    }
+    assert!(c.member_id().is_some());
+    let mut tries = 0;
+    while let Err(e) = c.commit().await {
+        tries += 1;
+        assert!(e.is_retriable() && tries < 50, "commit after restart: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.close().await.expect("close");
+    let end = admin.group_offsets("g3").await.expect("offsets");
+    assert_eq!(
+        end,
+        (0..3u32)
+            .map(|p| ("durable".to_string(), p, 900u64))
+            .collect::<Vec<_>>()
+    );
+}
+
+fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("test binary has a parent directory");
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --examples` (plain `cargo test` builds them)",
+        path.display()
+    );
+    path
+}
+
+/// Runs the example with SLUICE_BROKER set; killed after 30 s.
+fn run_example(broker: &str, args: &[&str]) -> String {
+    let child = Command::new(example_path("consumer_group"))
+        .args(args)
+        .env("SLUICE_BROKER", broker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn example");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = tx.send(());
+    let _ = watchdog.join();
+    assert!(
+        out.status.success(),
+        "example failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn consumer_group_example_resumes_from_committed_offsets() {
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        Admin::connect(addr.clone())
+            .await
+            .expect("admin")
+            .create_topic("ex", 2, Vec::new())
+            .await
+            .expect("create");
+        produce(&addr, "ex", 2, 150).await;
+    });
+    let first = run_example(&addr, &["ex", "exg", "200"]);
+    assert_eq!(first.lines().count(), 200, "{first}");
+    assert!(first.lines().all(|l| l.starts_with("ex/")), "{first}");
+    // A second run of the same group resumes where the first stopped.
+    let second = run_example(&addr, &["ex", "exg", "100"]);
+    assert_eq!(second.lines().count(), 100, "{second}");
+    let all: BTreeSet<&str> = first.lines().chain(second.lines()).collect();
+    assert_eq!(all.len(), 300, "a record was printed twice");
+    let offsets = rt
+        .block_on(async {
+            Admin::connect(addr.clone())
+                .await?
+                .group_offsets("exg")
+                .await
+        })
+        .expect("offsets");
+    assert_eq!(
+        offsets,
+        vec![("ex".to_string(), 0, 150), ("ex".to_string(), 1, 150)]
+    );
+}
