@@ -16,7 +16,16 @@
 //! [`PreparedFetch::try_complete`] answers at once when it can, and
 //! [`PreparedFetch::wait`] parks on the partitions' end-offset watches
 //! until `min_bytes` are there, `max_wait` passes, or shutdown begins.
+//!
+//! Producer ids for idempotent producers ([`Broker::init_producer_id`]) come
+//! from a counter seeded with `broker start time in ms << 16`: the n-th id of
+//! a run is `(start_ms << 16) + n`. Nothing is persisted; ids cannot repeat
+//! across restarts unless a run hands out more than 65,536 ids per
+//! millisecond of its uptime (a later start time begins above every id the
+//! earlier run could have reached). The result stays below 2^58 for
+//! millennia, so it is always a positive `i64`.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +49,8 @@ pub struct Broker {
     metrics: Metrics,
     auto_create_topics: bool,
     default_partitions: u32,
+    /// The next producer id to hand out (see the module docs).
+    next_producer_id: AtomicI64,
 }
 
 impl std::fmt::Debug for Broker {
@@ -48,6 +59,11 @@ impl std::fmt::Debug for Broker {
             .field("topics", &self.topics)
             .finish_non_exhaustive()
     }
+}
+
+/// The first producer id of a broker run started at `start_ms` (ms since the epoch).
+pub fn producer_id_seed(start_ms: i64) -> i64 {
+    start_ms.max(0) << 16
 }
 
 /// Result of an inline append; await [`Appended::durable`] before acknowledging.
@@ -191,7 +207,13 @@ impl Broker {
             metrics,
             auto_create_topics: config.auto_create_topics,
             default_partitions: config.default_partitions,
+            next_producer_id: AtomicI64::new(producer_id_seed(now_ms())),
         })
+    }
+
+    /// Allocates a producer id for an idempotent producer: `(id, epoch 0)`.
+    pub fn init_producer_id(&self) -> (i64, i16) {
+        (self.next_producer_id.fetch_add(1, Ordering::Relaxed), 0)
     }
 
     /// The topic registry.
@@ -649,5 +671,103 @@ mod tests {
         assert!(d.records.is_empty());
         assert_eq!(d.high_watermark, 0);
         assert_eq!(b.metrics().parked_fetches.get(), 0);
+    }
+
+    fn idem_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Vec<u8> {
+        let mut b = sluice_protocol::batch::RecordBatchBuilder::new();
+        b.set_producer(pid, epoch, seq);
+        for v in values {
+            b.push(1, None, Some(v.as_bytes()), &[]);
+        }
+        b.finish().to_vec()
+    }
+
+    fn values_in(b: &Broker, topic: &str) -> Vec<String> {
+        let data = b.partition(topic, 0).unwrap().read(0, 1 << 20).unwrap();
+        let mut out = Vec::new();
+        for batch in sluice_protocol::batch::batches(&data) {
+            for r in batch.unwrap().records() {
+                out.push(String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn idempotent_appends_reject_gaps_and_answer_duplicates_with_original_offsets() {
+        use sluice_protocol::ErrorCode;
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_broker(dir.path(), ConfigLayer::default());
+        let (pid, epoch) = b.init_producer_id();
+        assert!(pid > 0);
+        assert_eq!(b.init_producer_id().0, pid + 1, "ids are unique");
+        let first = idem_batch(pid, epoch, 0, &["a", "b"]);
+        let second = idem_batch(pid, epoch, 2, &["c"]);
+        let third = idem_batch(pid, epoch, 3, &["d", "e"]);
+        let info = b.append("t", 0, &first, Acks::Leader).unwrap().info;
+        assert_eq!((info.base_offset, info.last_offset), (0, 1));
+        // The third batch overtakes the second: refused, nothing appended.
+        let e = b.append("t", 0, &third, Acks::Leader).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::OutOfOrderSequenceNumber);
+        assert_eq!(b.partition("t", 0).unwrap().end_offset(), 2);
+        // A non-idempotent batch in between is not checked and does not disturb the sequence.
+        let mut plain = sluice_protocol::batch::RecordBatchBuilder::new();
+        plain.push(1, None, Some(b"x"), &[]);
+        let info = b
+            .append("t", 0, &plain.finish(), Acks::Leader)
+            .unwrap()
+            .info;
+        assert_eq!(info.base_offset, 2);
+        let info = b.append("t", 0, &second, Acks::Leader).unwrap().info;
+        assert_eq!((info.base_offset, info.last_offset), (3, 3));
+        let info = b.append("t", 0, &third, Acks::Leader).unwrap().info;
+        assert_eq!((info.base_offset, info.last_offset), (4, 5));
+        // Retries of batches already appended get their original offsets, no new records.
+        let info = b.append("t", 0, &first, Acks::Leader).unwrap().info;
+        assert_eq!((info.base_offset, info.last_offset), (0, 1));
+        let info = b.append("t", 0, &second, Acks::Leader).unwrap().info;
+        assert_eq!((info.base_offset, info.last_offset), (3, 3));
+        assert_eq!(b.partition("t", 0).unwrap().end_offset(), 6);
+        assert_eq!(values_in(&b, "t"), ["a", "b", "x", "c", "d", "e"]);
+        // A corrupted copy of a recent batch is not answered as a retry.
+        let mut bad = first.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let e = b.append("t", 0, &bad, Acks::Leader).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::CorruptMessage);
+        // A lower epoch is fenced.
+        let e = b
+            .append("t", 0, &idem_batch(pid, epoch - 1, 5, &["z"]), Acks::Leader)
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidProducerEpoch);
+    }
+
+    #[test]
+    fn producer_state_is_rebuilt_from_the_log_on_reopen() {
+        use sluice_protocol::ErrorCode;
+        let dir = tempfile::tempdir().unwrap();
+        let pid = 99;
+        {
+            let b = test_broker(dir.path(), ConfigLayer::default());
+            b.append("t", 0, &idem_batch(pid, 0, 0, &["a"]), Acks::Leader)
+                .unwrap();
+            b.append("t", 0, &idem_batch(pid, 0, 1, &["b", "c"]), Acks::Leader)
+                .unwrap();
+            b.partition("t", 0).unwrap().close().unwrap();
+        }
+        let b = test_broker(dir.path(), ConfigLayer::default());
+        // The retry of the last batch is still recognised after the restart.
+        let info = b
+            .append("t", 0, &idem_batch(pid, 0, 1, &["b", "c"]), Acks::Leader)
+            .unwrap()
+            .info;
+        assert_eq!((info.base_offset, info.last_offset), (1, 2));
+        let e = b
+            .append("t", 0, &idem_batch(pid, 0, 9, &["x"]), Acks::Leader)
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::OutOfOrderSequenceNumber);
+        b.append("t", 0, &idem_batch(pid, 0, 3, &["d"]), Acks::Leader)
+            .unwrap();
+        assert_eq!(values_in(&b, "t"), ["a", "b", "c", "d"]);
     }
 }

@@ -62,6 +62,23 @@ pub enum BrokerError {
         /// Partition.
         partition: u32,
     },
+    /// An idempotent batch was refused: a sequence gap (OUT_OF_ORDER_SEQUENCE_NUMBER)
+    /// or a fenced producer epoch (INVALID_PRODUCER_EPOCH).
+    #[error("{topic}/{partition}: producer {producer_id} epoch {epoch} batch at sequence {first_seq} refused ({code})")]
+    Sequence {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The batch's producer id.
+        producer_id: i64,
+        /// The batch's producer epoch.
+        epoch: i16,
+        /// The batch's base sequence.
+        first_seq: i32,
+        /// The wire code.
+        code: ErrorCode,
+    },
     /// The storage engine refused or failed an operation on one partition.
     #[error("log {topic}/{partition}")]
     Log {
@@ -151,6 +168,7 @@ impl BrokerError {
             BrokerError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
             BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             BrokerError::EmptyProduce { .. } => ErrorCode::InvalidRequest,
+            BrokerError::Sequence { code, .. } => *code,
             BrokerError::Log { source, .. } => log_error_code(source),
             BrokerError::Durability { source, .. } => log_error_code(source),
             BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,

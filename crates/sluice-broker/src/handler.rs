@@ -23,6 +23,10 @@
 //!   the topic's `flush` is `always` (then `acks = leader` waits too). With
 //!   `acks = none` nothing is sent back, errors included (they are logged at
 //!   debug level). `timeout_ms = 0` means the 30 s default.
+//! - Idempotent batches (producer id >= 0) are sequence-checked per
+//!   partition (see [`crate::producer_state`]): a retried duplicate gets
+//!   `NONE` with its original offsets, a gap `OUT_OF_ORDER_SEQUENCE_NUMBER`.
+//!   InitProducerId hands out ids (see [`crate::broker`]).
 //! - A Fetch answers at once when a partition errs; `OFFSET_OUT_OF_RANGE`
 //!   carries the log's start and end offsets so the client can reposition.
 //! - Group apis (keys 7..=14) go to [`Groups`] (see [`crate::group`] for
@@ -46,9 +50,10 @@ use sluice_protocol::{
     DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DeletedGroup, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedMember,
     ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ListOffsetsTopicResponse, ListedGroup, MetadataRequest, MetadataResponse,
+    HeartbeatRequest, HeartbeatResponse, InitProducerIdResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopicResponse, ListedGroup, MetadataRequest, MetadataResponse,
     OffsetCommitPartitionResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetCommitTopicResponse, OffsetFetchPartitionResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetFetchTopicResponse, PartitionLag, PartitionMetadata,
@@ -105,6 +110,7 @@ pub const HANDLERS: &[(ApiKey, Handler)] = &[
     (ApiKey::ListGroups, list_groups),
     (ApiKey::DescribeGroups, describe_groups),
     (ApiKey::DeleteGroups, delete_groups),
+    (ApiKey::InitProducerId, init_producer_id),
 ];
 
 /// The handler of an api key, if the broker serves it.
@@ -320,6 +326,20 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             topics.push(ProduceTopicResponse { name, partitions });
         }
         (acks != Acks::None).then_some(Response::Produce(ProduceResponse { topics }))
+    }))
+}
+
+/// InitProducerId: a fresh producer id (see [`Broker::init_producer_id`]).
+fn init_producer_id(ctx: &Context, client_id: &str, req: Request) -> Outcome {
+    let Request::InitProducerId = req else {
+        return mismatched();
+    };
+    let (producer_id, producer_epoch) = ctx.broker.init_producer_id();
+    tracing::debug!(client_id, producer_id, "allocated producer id");
+    Outcome::Respond(Response::InitProducerId(InitProducerIdResponse {
+        error: ErrorCode::None,
+        producer_id,
+        producer_epoch,
     }))
 }
 

@@ -8,7 +8,8 @@
 //! - [`topics`]: the topic registry (its own lock) and on-disk layout;
 //!   [`topic_meta`]: per-topic config and the `topic.meta` file format.
 //! - [`partition`]: one log, its end-offset watch (wakes parked fetches) and
-//!   its group-commit flusher (durable acks).
+//!   its group-commit flusher (durable acks); [`producer_state`]: the
+//!   idempotent-producer sequence checks applied under its append lock.
 //! - [`group`]: consumer groups ([`Groups`]): the coordinator behind its own
 //!   lock, the `__consumer_offsets` store, parked heartbeats, the expiry timer.
 //! - [`handler`]: the api-key -> handler table for the native protocol;
@@ -29,6 +30,7 @@ pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod partition;
+pub mod producer_state;
 pub mod server;
 pub mod topic_meta;
 pub mod topics;

@@ -10,18 +10,35 @@
 //! the flusher takes all queued waiters, runs one `Log::wait_durable` for the
 //! highest offset on the blocking pool, and answers them all (group commit on
 //! top of the log's own).
+//!
+//! Idempotent produce: batches with a producer id are checked against the
+//! partition's [`ProducerStates`] (see [`crate::producer_state`]) and appended
+//! while holding the `producers` mutex, so the sequence check, the append and
+//! the state update are one step and concurrent connections cannot interleave
+//! between them. Batches without a producer id take the plain path (the log's
+//! own writer lock orders them). On open, the state is rebuilt from the batch
+//! headers of the log's tail (the last [`REBUILD_RECORDS`] offsets, at most
+//! [`REBUILD_BYTES`]; small so that opening many partitions stays fast, and
+//! `Log::read` checks the CRCs of what it reads from sealed segments), so a
+//! restart forgets only producers idle for longer than that tail.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::Histogram;
 use sluice_log::{AppendInfo, Log, LogConfig, LogError};
-use sluice_protocol::batch::BatchHeader;
+use sluice_protocol::batch::{self, BatchHeader};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::BrokerError;
 use crate::metrics::{PartitionMetrics, TopicMetrics};
+use crate::producer_state::{BatchSeq, ProducerStates, Verdict};
+
+/// How many offsets back from the end the producer state is rebuilt from on open.
+pub const REBUILD_RECORDS: u64 = 10_000;
+/// At most this many bytes of the log's tail are read to rebuild the producer state.
+pub const REBUILD_BYTES: usize = 4 * 1024 * 1024;
 
 type DurableReply = oneshot::Sender<Result<(), Arc<LogError>>>;
 
@@ -35,6 +52,8 @@ pub struct Partition {
     topic_metrics: TopicMetrics,
     metrics: PartitionMetrics,
     fsync_duration: Histogram,
+    /// Idempotent-producer state; held across check + append + update.
+    producers: Mutex<ProducerStates>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -63,6 +82,10 @@ impl Partition {
         metrics.end_offset.set(end as i64);
         metrics.start_offset.set(log.start_offset() as i64);
         let (end_tx, _) = watch::channel(end);
+        let producers = rebuild_producer_states(&log);
+        if !producers.is_empty() {
+            tracing::debug!(topic = %topic, partition = index, producers = producers.len(), "rebuilt idempotent producer state");
+        }
         Ok(Partition {
             topic,
             index,
@@ -72,6 +95,7 @@ impl Partition {
             topic_metrics,
             metrics,
             fsync_duration,
+            producers: Mutex::new(producers),
         })
     }
 
@@ -99,8 +123,84 @@ impl Partition {
     }
 
     /// Appends whole batches (validated by the log) and wakes fetch waiters.
+    ///
+    /// Idempotent batches (producer id >= 0) are checked first: a duplicate of
+    /// a recent batch is answered with its original offsets and not appended;
+    /// a sequence gap or a fenced epoch is an error and nothing more of
+    /// `batches` is appended (earlier batches of the same call stay appended).
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo, BrokerError> {
-        let info = self.log.append(batches).map_err(|e| self.log_err(e))?;
+        if !has_idempotent_batch(batches) {
+            let info = self.log.append(batches).map_err(|e| self.log_err(e))?;
+            self.appended(&info);
+            return Ok(info);
+        }
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total: Option<AppendInfo> = None;
+        let mut pos = 0usize;
+        while let Some(rest) = batches.get(pos..).filter(|r| !r.is_empty()) {
+            // A header that does not parse: let the log reject it with the exact reason.
+            let (len, seq) = match BatchHeader::parse(rest) {
+                Ok(h) => (h.total_len(), BatchSeq::of(&h)),
+                Err(_) => (rest.len(), None),
+            };
+            let one = rest.get(..len).unwrap_or(rest);
+            pos += len;
+            let info = match seq.map(|s| (s, producers.check(&s))) {
+                None => {
+                    let info = self.log.append(one).map_err(|e| self.log_err(e))?;
+                    self.appended(&info);
+                    info
+                }
+                Some((s, Verdict::Append)) => {
+                    let info = self.log.append(one).map_err(|e| self.log_err(e))?;
+                    producers.record(&s, info.base_offset, info.last_offset);
+                    self.appended(&info);
+                    info
+                }
+                Some((_, Verdict::Duplicate(base_offset, last_offset))) => {
+                    // Only a well-formed batch may be answered as a retry.
+                    batch::validate(one).map_err(|e| self.log_err(LogError::InvalidBatch(e)))?;
+                    tracing::debug!(topic = %self.topic, partition = self.index, base_offset, "duplicate idempotent batch answered with its original offsets");
+                    AppendInfo {
+                        base_offset,
+                        last_offset,
+                        max_timestamp: -1,
+                        bytes: 0,
+                        batches: 0,
+                    }
+                }
+                Some((s, Verdict::Reject(code))) => {
+                    return Err(BrokerError::Sequence {
+                        topic: self.topic.to_string(),
+                        partition: self.index,
+                        producer_id: s.producer_id,
+                        epoch: s.epoch,
+                        first_seq: s.first_seq,
+                        code,
+                    });
+                }
+            };
+            total = Some(match total {
+                None => info,
+                Some(t) => AppendInfo {
+                    base_offset: t.base_offset,
+                    last_offset: info.last_offset.max(t.last_offset),
+                    max_timestamp: t.max_timestamp.max(info.max_timestamp),
+                    bytes: t.bytes + info.bytes,
+                    batches: t.batches + info.batches,
+                },
+            });
+        }
+        drop(producers);
+        match total {
+            Some(t) => Ok(t),
+            // Unreachable for a non-empty input; the log reports an empty one.
+            None => self.log.append(batches).map_err(|e| self.log_err(e)),
+        }
+    }
+
+    /// Publishes a new end offset and counts what was appended.
+    fn appended(&self, info: &AppendInfo) {
         let end = info.last_offset + 1;
         // Appends from several connections may finish out of order: only move forward.
         self.end_tx.send_if_modified(|v| {
@@ -116,7 +216,6 @@ impl Partition {
             .messages_in
             .inc_by(info.last_offset + 1 - info.base_offset);
         self.topic_metrics.bytes_in.inc_by(info.bytes as u64);
-        Ok(info)
     }
 
     /// Whole batches from the one containing `offset`, at most about `max_bytes`
@@ -264,6 +363,51 @@ pub fn count_records(batches: &[u8]) -> u64 {
         }
     }
     n
+}
+
+/// Whether any batch header in `batches` carries a producer id (stops at the first bad header).
+fn has_idempotent_batch(batches: &[u8]) -> bool {
+    let mut pos = 0usize;
+    while let Some(rest) = batches.get(pos..).filter(|r| !r.is_empty()) {
+        match BatchHeader::parse(rest) {
+            Ok(h) if h.producer_id >= 0 => return true,
+            Ok(h) => pos += h.total_len(),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Rebuilds the idempotent-producer state from the batch headers of the log's
+/// tail (see the module docs). A read error only leaves the state partial.
+fn rebuild_producer_states(log: &Log) -> ProducerStates {
+    let mut states = ProducerStates::default();
+    let end = log.end_offset();
+    let mut offset = log.start_offset().max(end.saturating_sub(REBUILD_RECORDS));
+    let mut read = 0usize;
+    while offset < end && read < REBUILD_BYTES {
+        let chunk = match log.read(offset, 1024 * 1024) {
+            Ok(c) if !c.is_empty() => c,
+            _ => break,
+        };
+        read += chunk.len();
+        let mut next = offset;
+        for b in batch::batches(&chunk) {
+            let Ok(b) = b else { break };
+            let h = b.header();
+            let base = h.base_offset.max(0) as u64;
+            let last = base + h.last_offset_delta.max(0) as u64;
+            if let Some(s) = BatchSeq::of(h) {
+                states.record(&s, base, last);
+            }
+            next = last + 1;
+        }
+        if next <= offset {
+            break;
+        }
+        offset = next;
+    }
+    states
 }
 
 /// How long a durable produce may wait when its request says 0.

@@ -151,6 +151,21 @@ impl Connection {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response> {
+        self.submit(request, timeout).await?.wait().await
+    }
+
+    /// Queues `request` for the writer and returns a handle for its answer.
+    ///
+    /// Frames reach the socket in the order their `submit` calls completed, so
+    /// a caller that awaits `submit` for several requests one after another
+    /// (and only then awaits their answers, possibly concurrently) gets them
+    /// written, and applied by the broker, in that order. Spawning one task per
+    /// [`request`](Self::request) gives no such guarantee.
+    pub(crate) async fn submit(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<PendingResponse> {
         let api_key = api_key_of(request);
         let deadline = tokio::time::Instant::now() + timeout;
         let session = match tokio::time::timeout_at(deadline, self.session()).await {
@@ -201,22 +216,15 @@ impl Connection {
                 });
             }
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(Response::Error(code)))) => Err(ClientError::broker(
-                code,
-                format!("{} request to {}", api_key.name(), self.inner.addr),
-            )),
-            Ok(Ok(result)) => result,
-            // The reader dropped our sender without answering: the session ended.
-            Ok(Err(_)) => Err(self.disconnected("connection closed")),
-            Err(_) => {
-                lock(&session.pending).waiting.remove(&correlation_id);
-                Err(ClientError::Timeout {
-                    what: format!("{} request to {}", api_key.name(), self.inner.addr),
-                    after: timeout,
-                })
-            }
-        }
+        Ok(PendingResponse {
+            connection: self.clone(),
+            session,
+            correlation_id,
+            api_key,
+            rx,
+            deadline,
+            timeout,
+        })
     }
 
     /// Sends a request that gets no response (produce with `acks = none`).
@@ -363,6 +371,42 @@ impl Connection {
             writes: tx,
             pending,
         })
+    }
+}
+
+/// A request already queued for the writer (see [`Connection::submit`]).
+pub(crate) struct PendingResponse {
+    connection: Connection,
+    session: Arc<Session>,
+    correlation_id: u32,
+    api_key: ApiKey,
+    rx: oneshot::Receiver<Result<Response>>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl PendingResponse {
+    /// Waits for the answer, up to the deadline set when the request was submitted.
+    pub(crate) async fn wait(self) -> Result<Response> {
+        let addr = &self.connection.inner.addr;
+        match tokio::time::timeout_at(self.deadline, self.rx).await {
+            Ok(Ok(Ok(Response::Error(code)))) => Err(ClientError::broker(
+                code,
+                format!("{} request to {}", self.api_key.name(), addr),
+            )),
+            Ok(Ok(result)) => result,
+            // The reader dropped our sender without answering: the session ended.
+            Ok(Err(_)) => Err(self.connection.disconnected("connection closed")),
+            Err(_) => {
+                lock(&self.session.pending)
+                    .waiting
+                    .remove(&self.correlation_id);
+                Err(ClientError::Timeout {
+                    what: format!("{} request to {}", self.api_key.name(), addr),
+                    after: self.timeout,
+                })
+            }
+        }
     }
 }
 

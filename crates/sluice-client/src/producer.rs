@@ -13,14 +13,34 @@
 //!                      error puts the batch back at the head of its queue
 //! ```
 //!
-//! Ordering: batches of one partition are sent in the order they were sealed,
-//! over one connection, and the broker applies them in that order. After a
-//! retriable failure the partition drops to one batch in flight until a batch
-//! succeeds, and the failed batch is re-sent ahead of any later one. A later
-//! batch that was already in flight when an earlier one failed can still land
-//! first; set `max_in_flight_per_partition = 1` for strict order under errors.
-//! A batch whose connection dropped before its answer arrived is re-sent, so
-//! delivery is at least once.
+//! Ordering: batches of one partition are sent in the order they were sealed:
+//! the sender task queues each request on its connection (awaiting
+//! `Connection::submit` one request after another) before it waits for any
+//! answer, so frames reach the socket in seal order and the broker applies
+//! them in that order. (Before, each request was a spawned task racing for the
+//! connection, so a later batch was often written first, even with no error;
+//! `tests/idempotent_produce.rs` has the regression test.) After a
+//! retriable failure the partition drops to one batch in flight until every
+//! retried batch is done, and the failed batch is re-sent ahead of any later one.
+//!
+//! Idempotence (`ProducerConfig::idempotent`, default on; needs acks != none):
+//! on first use the producer asks the broker for a producer id
+//! (InitProducerId) and stamps every batch with it, its epoch and the
+//! partition's next sequence number (per partition, advancing by the batch's
+//! record count) before the batch's CRC is computed. The broker refuses a
+//! batch whose sequence does not follow the last one it appended
+//! (`OUT_OF_ORDER_SEQUENCE_NUMBER`, retriable), so when an earlier batch fails,
+//! later in-flight ones fail too and are re-sent after it, in order, instead of
+//! landing first. A retried batch that the broker already appended (its answer
+//! was lost with the connection) is answered with its original offsets, so it
+//! is not duplicated: delivery is exactly once per partition while the
+//! producer lives (see protocol.md for the broker-restart caveat). When a
+//! batch fails for good (a non-retriable error or its delivery timeout), its
+//! sequence numbers leave a gap, so the partition's later batches that were
+//! already sealed fail with the same cause, and the partition continues with
+//! its epoch raised by one and sequences from 0 (the broker fences the old
+//! epoch). A broker without InitProducerId (UNKNOWN_API) makes the producer
+//! fall back to non-idempotent batches, with at-least-once delivery.
 //!
 //! Memory: every record reserves its estimated encoded size from a semaphore
 //! of `buffer_bytes` before it is buffered; the bytes are released when its
@@ -77,8 +97,12 @@ pub struct ProducerConfig {
     pub retry_backoff_max: Duration,
     /// Retries per batch before it fails, within `delivery_timeout` (default unlimited).
     pub retries: u32,
-    /// Batches of one partition in flight at once (default 5; 1 keeps strict order under errors).
+    /// Batches of one partition in flight at once (default 5).
     pub max_in_flight_per_partition: usize,
+    /// Stamp batches with a producer id and sequence numbers so the broker
+    /// drops duplicates of retried batches and refuses out-of-order ones
+    /// (default true; ignored with [`Acks::None`], which gets no answer to retry on).
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -93,6 +117,7 @@ impl Default for ProducerConfig {
             retry_backoff_max: Duration::from_secs(1),
             retries: u32::MAX,
             max_in_flight_per_partition: 5,
+            idempotent: true,
         }
     }
 }
@@ -284,6 +309,8 @@ struct OpenBatch {
 
 struct SealedBatch {
     seq: u64,
+    /// Sealed with a producer id: the partition epoch bump it was stamped with.
+    idempotent_epoch: Option<i16>,
     topic: Arc<str>,
     partition: u32,
     data: Bytes,
@@ -309,6 +336,11 @@ struct PartitionQueue {
     /// The partition's latest send error: the cause reported for batches that
     /// expire while queued behind a failing one.
     last_error: Option<ClientError>,
+    /// Sequence number of the next record sealed into an idempotent batch.
+    next_sequence: i32,
+    /// Added to the producer epoch for this partition: raised when an idempotent
+    /// batch failed for good, fencing the batches sealed before.
+    epoch_bump: i16,
 }
 
 struct TopicQueue {
@@ -339,6 +371,9 @@ struct Shared {
     wake: Notify,
     /// Start of the current run of failed metadata lookups (see `partition_count`).
     metadata_failing_since: Mutex<Option<Instant>>,
+    /// `(producer id, epoch)` once InitProducerId answered; `None` inside means
+    /// not idempotent (disabled, acks = none, or the broker lacks the api).
+    producer_id: tokio::sync::OnceCell<Option<(i64, i16)>>,
 }
 
 /// Stops the sender task once every handle of the producer is gone.
@@ -383,6 +418,7 @@ impl Producer {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             metadata_failing_since: Mutex::new(None),
+            producer_id: tokio::sync::OnceCell::new(),
         });
         tokio::spawn(sender_loop(shared.clone()));
         Producer {
@@ -442,11 +478,66 @@ impl Producer {
                 Err(_) => return Err(ClientError::Closed),
             },
         };
+        self.init_producer_id().await?;
         let partitions = self.partition_count(&record).await?;
         let delivery = shared.append(record, size, partitions)?;
         // The batch now owns these bytes; `complete` returns them.
         permit.forget();
         Ok(delivery)
+    }
+
+    /// The producer id of an idempotent producer, asked for once (retrying
+    /// retriable errors until the delivery timeout).
+    async fn init_producer_id(&self) -> Result<Option<(i64, i16)>> {
+        let shared = &self.handle.shared;
+        if !shared.config.idempotent || shared.config.acks == Acks::None {
+            return Ok(None);
+        }
+        let id = shared
+            .producer_id
+            .get_or_try_init(|| async {
+                let deadline = Instant::now() + shared.config.delivery_timeout;
+                let mut attempt = 0u32;
+                loop {
+                    let r = shared
+                        .cluster
+                        .bootstrap()
+                        .request(&Request::InitProducerId)
+                        .await;
+                    match r {
+                        Ok(Response::InitProducerId(r)) if r.error == ErrorCode::None => {
+                            tracing::debug!(producer_id = r.producer_id, "idempotent producer");
+                            return Ok(Some((r.producer_id, r.producer_epoch)));
+                        }
+                        Ok(Response::InitProducerId(r)) => {
+                            return Err(ClientError::broker(r.error, "InitProducerId"))
+                        }
+                        Ok(other) => return Err(unexpected("InitProducerId", other)),
+                        Err(ClientError::Broker {
+                            code: ErrorCode::UnknownApi | ErrorCode::UnsupportedVersion,
+                            ..
+                        }) => {
+                            tracing::warn!(
+                                "broker has no InitProducerId: producing without idempotence"
+                            );
+                            return Ok(None);
+                        }
+                        Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                            attempt += 1;
+                            let wait = shared.backoff(attempt).min(deadline - Instant::now());
+                            tokio::time::sleep(wait).await;
+                        }
+                        Err(e) => {
+                            return Err(ClientError::DeliveryTimeout {
+                                after: shared.config.delivery_timeout,
+                                source: Box::new(e),
+                            })
+                        }
+                    }
+                }
+            })
+            .await?;
+        Ok(*id)
     }
 
     /// Partition count of the record's topic, asking the broker when it is not cached.
@@ -531,7 +622,40 @@ impl Producer {
     }
 }
 
+/// After an idempotent batch of `queue` failed for good: raise the partition's
+/// epoch and restart its sequences (the next sealed batch starts a new epoch at
+/// sequence 0, which the broker accepts and which fences the older epoch), and
+/// fail the queued batches sealed under the old epoch with the same cause
+/// (their sequences follow the gap). Old-epoch batches still in flight fail
+/// for good when they come back with an error.
+fn fence(
+    queue: &mut PartitionQueue,
+    failed: &mut Vec<(SealedBatch, ClientError)>,
+    cause: &ClientError,
+) {
+    queue.epoch_bump = queue.epoch_bump.saturating_add(1);
+    queue.next_sequence = 0;
+    let bump = queue.epoch_bump;
+    let mut kept = VecDeque::with_capacity(queue.ready.len());
+    for b in queue.ready.drain(..) {
+        if b.idempotent_epoch.is_some_and(|e| e < bump) {
+            if b.attempts > 0 {
+                queue.retrying = queue.retrying.saturating_sub(1);
+            }
+            failed.push((b, cause.clone()));
+        } else {
+            kept.push_back(b);
+        }
+    }
+    queue.ready = kept;
+}
+
 impl Shared {
+    /// `(producer id, epoch)` when batches are to be stamped.
+    fn producer(&self) -> Option<(i64, i16)> {
+        self.producer_id.get().copied().flatten()
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(16);
         self.config
@@ -543,6 +667,7 @@ impl Shared {
     /// Appends a record to its partition's open batch (the hot path: one lock, no allocation
     /// beyond what the builder grows by).
     fn append(&self, record: Record, size: usize, partitions: Option<u32>) -> Result<Delivery> {
+        let producer = self.producer();
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let topic = match state.topics.get_mut(&*record.topic) {
@@ -585,7 +710,7 @@ impl Shared {
         // Seal the open batch first if this record would push it past batch_bytes.
         if let Some(open) = &queue.open {
             if !open.builder.is_empty() && open.builder.encoded_len() + size > batch_bytes {
-                seal(queue, &topic.name, partition);
+                seal(queue, &topic.name, partition, producer);
                 queue.hot = true;
                 sealed = true;
             }
@@ -624,7 +749,7 @@ impl Shared {
             waker_slot: None,
         };
         if open.builder.encoded_len() >= batch_bytes {
-            seal(queue, &topic.name, partition);
+            seal(queue, &topic.name, partition, producer);
             queue.hot = true;
             sealed = true;
         }
@@ -665,13 +790,35 @@ fn push_record(builder: &mut RecordBatchBuilder, timestamp: i64, record: &Record
     }
 }
 
-/// Moves a partition's open batch to its ready queue.
-fn seal(queue: &mut PartitionQueue, topic: &Arc<str>, partition: u32) {
+/// `seq + n`, wrapping from `i32::MAX` to 0 as the broker's sequence numbers do.
+fn add_seq(seq: i32, n: usize) -> i32 {
+    let sum = i64::from(seq.max(0)) + n as i64;
+    (sum % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Moves a partition's open batch to its ready queue, stamping it with the
+/// producer id, epoch and the partition's next sequence when idempotent.
+fn seal(
+    queue: &mut PartitionQueue,
+    topic: &Arc<str>,
+    partition: u32,
+    producer: Option<(i64, i16)>,
+) {
     if let Some(mut open) = queue.open.take() {
         let records = open.builder.record_count();
+        let idempotent_epoch = producer.map(|(id, epoch)| {
+            open.builder.set_producer(
+                id,
+                epoch.saturating_add(queue.epoch_bump),
+                queue.next_sequence,
+            );
+            queue.next_sequence = add_seq(queue.next_sequence, records);
+            queue.epoch_bump
+        });
         let data = open.builder.finish();
         queue.ready.push_back(SealedBatch {
             seq: open.seq,
+            idempotent_epoch,
             topic: topic.clone(),
             partition,
             data,
@@ -697,6 +844,7 @@ struct Plan {
 
 impl Shared {
     fn plan(&self, now: Instant) -> Plan {
+        let producer = self.producer();
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let linger = self.config.linger;
@@ -716,7 +864,7 @@ impl Shared {
                 if let Some(open) = &queue.open {
                     let due = open.created + linger;
                     if due <= now || open.seq < state.flush_below || state.closing {
-                        seal(queue, &topic.name, partition);
+                        seal(queue, &topic.name, partition, producer);
                         queue.hot = false;
                         if partition == topic.sticky % n {
                             topic.sticky = (topic.sticky + 1) % n;
@@ -746,7 +894,11 @@ impl Shared {
                                     }),
                             ),
                         };
-                        plan.failed.push((b, err));
+                        let idempotent = b.idempotent_epoch.is_some();
+                        plan.failed.push((b, err.clone()));
+                        if idempotent {
+                            fence(queue, &mut plan.failed, &err);
+                        }
                     }
                 }
                 if let Some(until) = queue.backoff_until {
@@ -779,6 +931,7 @@ impl Shared {
     fn finish_batch(&self, mut batch: SealedBatch, result: Result<u64>, was_in_flight: bool) {
         let now = Instant::now();
         let mut requeued = false;
+        let mut fenced = Vec::new();
         let outcome = {
             let mut guard = lock(&self.state);
             let state = &mut *guard;
@@ -806,7 +959,16 @@ impl Shared {
                         queue.in_flight = queue.in_flight.saturating_sub(1);
                     }
                     let deadline = batch.created + self.config.delivery_timeout;
-                    if e.is_retriable() && now < deadline && batch.attempts < self.config.retries {
+                    // Sealed before the partition's epoch was raised: its sequence follows a
+                    // batch that failed for good, so retrying cannot succeed.
+                    let stale = batch
+                        .idempotent_epoch
+                        .is_some_and(|bump| bump < queue.epoch_bump);
+                    if e.is_retriable()
+                        && !stale
+                        && now < deadline
+                        && batch.attempts < self.config.retries
+                    {
                         if batch.attempts == 0 {
                             queue.retrying += 1;
                         }
@@ -840,6 +1002,9 @@ impl Shared {
                         } else {
                             e
                         };
+                        if batch.idempotent_epoch.is_some() && !stale {
+                            fence(queue, &mut fenced, &err);
+                        }
                         Some((batch, Err(err)))
                     }
                 }
@@ -848,6 +1013,9 @@ impl Shared {
         };
         if let Some((batch, result)) = outcome {
             self.complete(batch, result);
+        }
+        for (batch, err) in fenced {
+            self.complete(batch, Err(err));
         }
         if requeued {
             self.wake.notify_one();
@@ -924,20 +1092,23 @@ async fn dispatch(shared: &Arc<Shared>, batches: Vec<SealedBatch>) {
             {
                 let full = std::mem::take(&mut request_batches);
                 request_bytes = 0;
-                tokio::spawn(send_request(shared.clone(), conn.clone(), full));
+                send_request(shared, &conn, full).await;
             }
             request_bytes += batch.data.len();
             request_batches.push(batch);
         }
         if !request_batches.is_empty() {
-            tokio::spawn(send_request(shared.clone(), conn.clone(), request_batches));
+            send_request(shared, &conn, request_batches).await;
         }
     }
 }
 
+/// Queues one produce request on `conn` (in the caller's order: this returns
+/// once the frame is in the connection's write queue) and spawns the wait for
+/// its answer. With acks = none it returns once the frame is written.
 async fn send_request(
-    shared: Arc<Shared>,
-    conn: crate::connection::Connection,
+    shared: &Arc<Shared>,
+    conn: &crate::connection::Connection,
     batches: Vec<SealedBatch>,
 ) {
     let config = &shared.config;
@@ -974,7 +1145,21 @@ async fn send_request(
         }
         return;
     }
-    let response = match conn.request(&request).await {
+    match conn.submit(&request, timeout).await {
+        Ok(pending) => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let response = pending.wait().await;
+                finish_request(&shared, batches, response);
+            });
+        }
+        Err(e) => finish_request(shared, batches, Err(e)),
+    }
+}
+
+/// Completes (or requeues) the batches of one produce request from its answer.
+fn finish_request(shared: &Shared, batches: Vec<SealedBatch>, response: Result<Response>) {
+    let response = match response {
         Ok(Response::Produce(r)) => Ok(r),
         Ok(other) => Err(unexpected("Produce", other)),
         Err(e) => Err(e),
@@ -1032,7 +1217,98 @@ mod tests {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             metadata_failing_since: Mutex::new(None),
+            producer_id: tokio::sync::OnceCell::new(),
         }
+    }
+
+    fn header(b: &SealedBatch) -> sluice_protocol::batch::BatchHeader {
+        sluice_protocol::batch::validate(&b.data).expect("valid batch")
+    }
+
+    #[test]
+    fn idempotent_batches_carry_the_producer_id_and_per_partition_sequences() {
+        let s = shared(ProducerConfig {
+            batch_bytes: 100,
+            ..ProducerConfig::default()
+        });
+        s.producer_id.set(Some((77, 2))).unwrap();
+        for i in 0..9 {
+            append(&s, keyless(&format!("{i:040}")).partition(i % 2), 2);
+        }
+        let plan = s.plan(Instant::now() + Duration::from_secs(1));
+        let mut seqs: HashMap<u32, Vec<(i32, i32)>> = HashMap::new();
+        for b in &plan.dispatch {
+            let h = header(b);
+            assert_eq!((h.producer_id, h.producer_epoch), (77, 2));
+            seqs.entry(b.partition)
+                .or_default()
+                .push((h.base_sequence, h.record_count));
+        }
+        for (p, v) in &seqs {
+            let mut next = 0;
+            for (base, count) in v {
+                assert_eq!(*base, next, "partition {p}: {v:?}");
+                next += count;
+            }
+        }
+        assert_eq!(seqs.values().flatten().map(|(_, c)| c).sum::<i32>(), 9);
+    }
+
+    #[test]
+    fn a_batch_failing_for_good_fails_the_later_sealed_ones_and_raises_the_epoch() {
+        let s = shared(ProducerConfig {
+            batch_bytes: 100,
+            max_in_flight_per_partition: 1,
+            ..ProducerConfig::default()
+        });
+        s.producer_id.set(Some((5, 0))).unwrap();
+        let d: Vec<Delivery> = (0..3)
+            .map(|i| append(&s, keyless(&format!("{i:060}")).partition(0), 1))
+            .collect();
+        let mut plan = s.plan(Instant::now() + Duration::from_secs(1));
+        assert_eq!(plan.dispatch.len(), 1);
+        let first = plan.dispatch.remove(0);
+        assert_eq!(header(&first).base_sequence, 0);
+        s.finish_batch(
+            first,
+            Err(ClientError::broker(ErrorCode::MessageTooLarge, "test")),
+            true,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for d in d {
+            let e = rt.block_on(d).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ClientError::Broker {
+                        code: ErrorCode::MessageTooLarge,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+        // The next batch starts the partition over: epoch + 1, sequence 0.
+        append(&s, keyless("again").partition(0), 1);
+        let plan = s.plan(Instant::now() + Duration::from_secs(2));
+        assert_eq!(plan.dispatch.len(), 1);
+        let h = header(&plan.dispatch[0]);
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (5, 1, 0)
+        );
+    }
+
+    #[test]
+    fn without_a_producer_id_batches_are_not_idempotent() {
+        let s = shared(ProducerConfig::default());
+        append(&s, keyless("a").partition(0), 1);
+        let plan = s.plan(Instant::now() + Duration::from_secs(1));
+        let h = header(&plan.dispatch[0]);
+        assert_eq!((h.producer_id, h.base_sequence), (-1, -1));
+        assert!(plan.dispatch[0].idempotent_epoch.is_none());
     }
 
     fn keyless(value: &str) -> Record {

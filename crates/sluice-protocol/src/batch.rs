@@ -404,6 +404,9 @@ pub struct RecordBatchBuilder {
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
 }
 
 impl Default for RecordBatchBuilder {
@@ -426,6 +429,9 @@ impl RecordBatchBuilder {
             count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
         };
         b.reset();
         b
@@ -438,6 +444,9 @@ impl RecordBatchBuilder {
         self.count = 0;
         self.base_timestamp = 0;
         self.max_timestamp = i64::MIN;
+        self.producer_id = -1;
+        self.producer_epoch = -1;
+        self.base_sequence = -1;
     }
 
     /// Encoded size of one record (length varint included) with the given
@@ -540,6 +549,16 @@ impl RecordBatchBuilder {
         self.count == 0
     }
 
+    /// Stamps the idempotent-producer fields of the batch being built: producer
+    /// id, epoch and the sequence number of its first record. They are written
+    /// by [`finish`](Self::finish), before the CRC is computed, and apply to
+    /// that one batch only (the builder returns to -1/-1/-1 afterwards).
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+    }
+
     /// Completes the batch (header and CRC) and returns it; the builder is reset for reuse.
     ///
     /// Returns an empty `Bytes` (zero batches) when no record was pushed.
@@ -558,9 +577,9 @@ impl RecordBatchBuilder {
         h[23..27].copy_from_slice(&(self.count - 1).to_be_bytes());
         h[27..35].copy_from_slice(&self.base_timestamp.to_be_bytes());
         h[35..43].copy_from_slice(&self.max_timestamp.to_be_bytes());
-        h[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-        h[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-        h[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        h[43..51].copy_from_slice(&self.producer_id.to_be_bytes());
+        h[51..53].copy_from_slice(&self.producer_epoch.to_be_bytes());
+        h[53..57].copy_from_slice(&self.base_sequence.to_be_bytes());
         h[57..61].copy_from_slice(&self.count.to_be_bytes());
         self.buf[..HEADER_LEN].copy_from_slice(&h);
         let crc = compute_crc(&self.buf);
@@ -1117,5 +1136,30 @@ mod tests {
         let b = Bytes::from(v);
         let batch = RecordBatch::parse(&b).unwrap();
         assert!(batch.records().all(|r| r.unwrap().timestamp == 5000));
+    }
+
+    #[test]
+    fn set_producer_stamps_one_batch_under_the_crc() {
+        let mut b = RecordBatchBuilder::new();
+        b.set_producer(42, 3, 100);
+        b.push(1, None, Some(b"a"), &[]);
+        b.push(2, None, Some(b"b"), &[]);
+        let first = b.finish();
+        let h = validate(&first).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (42, 3, 100)
+        );
+        // The next batch from the same builder is not idempotent unless stamped again.
+        b.push(3, None, Some(b"c"), &[]);
+        let h = validate(&b.finish()).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (-1, -1, -1)
+        );
+        // The fields are covered by the CRC.
+        let mut bad = first.to_vec();
+        bad[HEADER_LEN - 5] ^= 1;
+        assert!(validate(&bad).is_err());
     }
 }

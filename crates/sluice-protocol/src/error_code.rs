@@ -60,6 +60,12 @@ pub enum ErrorCode {
     InvalidGroupId = 26,
     /// Session timeout is outside the allowed range.
     InvalidSessionTimeout = 27,
+    /// An idempotent batch's base sequence is not the next one expected for its
+    /// producer on this partition (an earlier batch is missing); nothing was
+    /// appended. Retriable: the producer re-sends its batches in order.
+    OutOfOrderSequenceNumber = 28,
+    /// The batch carries an older producer epoch than the broker knows for its producer id (fenced).
+    InvalidProducerEpoch = 29,
 }
 
 impl ErrorCode {
@@ -93,6 +99,8 @@ impl ErrorCode {
         ErrorCode::NotPartitionOwner,
         ErrorCode::InvalidGroupId,
         ErrorCode::InvalidSessionTimeout,
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
     ];
 
     /// The numeric value sent on the wire.
@@ -139,6 +147,8 @@ impl ErrorCode {
             ErrorCode::NotPartitionOwner => "NOT_PARTITION_OWNER",
             ErrorCode::InvalidGroupId => "INVALID_GROUP_ID",
             ErrorCode::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
+            ErrorCode::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
         }
     }
 
@@ -151,6 +161,7 @@ impl ErrorCode {
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::BrokerShuttingDown
                 | ErrorCode::RebalanceInProgress
+                | ErrorCode::OutOfOrderSequenceNumber
         )
     }
 }

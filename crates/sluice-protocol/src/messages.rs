@@ -42,6 +42,8 @@ pub enum ApiKey {
     DescribeGroups = 13,
     /// Delete groups that have no members: their committed offsets and coordinator state.
     DeleteGroups = 14,
+    /// Allocate a producer id and epoch for an idempotent producer.
+    InitProducerId = 15,
 }
 
 /// Acknowledgement level of a produce request.
@@ -102,6 +104,8 @@ pub enum Request {
     DescribeGroups(DescribeGroupsRequest),
     /// DeleteGroups.
     DeleteGroups(DeleteGroupsRequest),
+    /// InitProducerId (empty body).
+    InitProducerId,
 }
 
 /// One response body.
@@ -139,6 +143,8 @@ pub enum Response {
     DescribeGroups(DescribeGroupsResponse),
     /// DeleteGroups.
     DeleteGroups(DeleteGroupsResponse),
+    /// InitProducerId.
+    InitProducerId(InitProducerIdResponse),
 }
 
 /// Supported version range of one api.
@@ -795,6 +801,17 @@ pub struct DeleteGroupsResponse {
     pub groups: Vec<DeletedGroup>,
 }
 
+/// InitProducerId response: a fresh producer id for an idempotent producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitProducerIdResponse {
+    /// NONE, or why no id was allocated.
+    pub error: ErrorCode,
+    /// The producer id to stamp into every batch (-1 on error).
+    pub producer_id: i64,
+    /// The producer epoch to stamp into every batch (-1 on error).
+    pub producer_epoch: i16,
+}
+
 impl ApiKey {
     /// Every assigned api key, in numeric order (keys 7..=13 are the group apis,
     /// see [`GROUP_APIS`]; key 14 is the group admin api DeleteGroups).
@@ -814,6 +831,7 @@ impl ApiKey {
         ApiKey::ListGroups,
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
+        ApiKey::InitProducerId,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -839,6 +857,7 @@ impl ApiKey {
             ApiKey::ListGroups => "ListGroups",
             ApiKey::DescribeGroups => "DescribeGroups",
             ApiKey::DeleteGroups => "DeleteGroups",
+            ApiKey::InitProducerId => "InitProducerId",
         }
     }
 
@@ -903,7 +922,8 @@ impl std::fmt::Display for ApiKey {
 }
 
 /// What ApiVersions returns, i.e. what the broker serves: version 0 of every
-/// key 0..=14 (the group apis of [`GROUP_APIS`] included, then DeleteGroups).
+/// key 0..=15 (the group apis of [`GROUP_APIS`] included, then DeleteGroups and
+/// InitProducerId).
 pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     ApiVersionRange {
         api_key: ApiKey::ApiVersions as u16,
@@ -980,6 +1000,11 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
         min_version: 0,
         max_version: 0,
     },
+    ApiVersionRange {
+        api_key: ApiKey::InitProducerId as u16,
+        min_version: 0,
+        max_version: 0,
+    },
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
@@ -1042,6 +1067,7 @@ impl Request {
             Request::ListGroups => ApiKey::ListGroups,
             Request::DescribeGroups(_) => ApiKey::DescribeGroups,
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
+            Request::InitProducerId => ApiKey::InitProducerId,
         }
     }
 }
@@ -1066,6 +1092,7 @@ impl Response {
             Response::ListGroups(_) => ApiKey::ListGroups,
             Response::DescribeGroups(_) => ApiKey::DescribeGroups,
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
+            Response::InitProducerId(_) => ApiKey::InitProducerId,
         })
     }
 }

@@ -51,11 +51,13 @@
 //! | ListGroups (12)  | empty                                                                 | `[group_id string, state string, members u32, generation u32]` |
 //! | DescribeGroups (13) | `[group_id string]`                                                | `[error u16, group_id string, state string, generation u32, [member_id string, client_id string, [topic string], assignment TP, revoking TP], [topic string, partition u32, committed_offset i64, end_offset u64, lag u64, lag_ms i64]]` |
 //! | DeleteGroups (14) | `[group_id string]`                                                 | `[group_id string, error u16]` |
+//! | InitProducerId (15) | empty                                                             | `error u16, producer_id i64, producer_epoch i16` |
 //!
 //! `TP` = `[topic string, [partition u32]]` ([`TopicPartitions`]). An `i64`
 //! offset or `lag_ms` uses -1 for "none/unknown"; below -1 is malformed. The
-//! group apis (7..=13, [`GROUP_APIS`]) and the group admin api DeleteGroups
-//! (14) are served and listed in ApiVersions like the others.
+//! group apis (7..=13, [`GROUP_APIS`]), the group admin api DeleteGroups
+//! (14) and InitProducerId (15) are served and listed in ApiVersions like the
+//! others. `producer_epoch` is an `i16` sent as its two's-complement `u16`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -242,6 +244,7 @@ fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
         Request::ListGroups => {}
         Request::DescribeGroups(r) => e.strings(&r.group_ids),
         Request::DeleteGroups(r) => e.strings(&r.group_ids),
+        Request::InitProducerId => {}
     }
 }
 
@@ -410,6 +413,11 @@ fn encode_response_body(e: &mut Enc<'_>, response: &Response) {
                 e.string(&g.group_id);
                 e.code(g.error);
             }
+        }
+        Response::InitProducerId(r) => {
+            e.code(r.error);
+            e.i64(r.producer_id);
+            e.u16(r.producer_epoch as u16);
         }
     }
 }
@@ -758,6 +766,7 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
         ApiKey::DeleteGroups => Request::DeleteGroups(DeleteGroupsRequest {
             group_ids: d.strings("group_ids")?,
         }),
+        ApiKey::InitProducerId => Request::InitProducerId,
     })
 }
 
@@ -995,6 +1004,11 @@ fn decode_response_body(key: ApiKey, d: &mut Dec) -> PResult<Response> {
                 })
             })?,
         }),
+        ApiKey::InitProducerId => Response::InitProducerId(InitProducerIdResponse {
+            error: d.code("error")?,
+            producer_id: d.i64("producer_id")?,
+            producer_epoch: d.u16("producer_epoch")? as i16,
+        }),
     })
 }
 
@@ -1179,6 +1193,7 @@ mod tests {
             Request::DeleteGroups(DeleteGroupsRequest {
                 group_ids: vec!["old".into(), "billing".into()],
             }),
+            Request::InitProducerId,
         ]
     }
 
@@ -1414,6 +1429,16 @@ mod tests {
                         error: ErrorCode::NonEmptyGroup,
                     },
                 ],
+            }),
+            Response::InitProducerId(InitProducerIdResponse {
+                error: ErrorCode::None,
+                producer_id: (1_700_000_000_000i64 << 16) | 7,
+                producer_epoch: 0,
+            }),
+            Response::InitProducerId(InitProducerIdResponse {
+                error: ErrorCode::Unknown,
+                producer_id: -1,
+                producer_epoch: -1,
             }),
         ]
     }
@@ -1805,7 +1830,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ApiKey::ALL.len());
         let served: Vec<u16> = SUPPORTED_APIS.iter().map(|r| r.api_key).collect();
-        assert_eq!(served, (0..=14).collect::<Vec<u16>>());
+        assert_eq!(served, (0..=15).collect::<Vec<u16>>());
         assert!(GROUP_APIS.iter().all(|g| SUPPORTED_APIS.contains(g)));
     }
 }
