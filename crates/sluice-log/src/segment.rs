@@ -557,6 +557,9 @@ pub(crate) struct ActiveSegment {
     builder: IndexBuilder,
     /// Wall time of the first append (roll by `segment_ms`).
     pub first_append_ms: Option<i64>,
+    /// End of the range already handed to asynchronous writeback by
+    /// [`ActiveSegment::take_writeback_range`] (interval flushing).
+    writeback_mark: usize,
 }
 
 impl ActiveSegment {
@@ -682,6 +685,7 @@ impl ActiveSegment {
                 last_time,
             },
             first_append_ms: None,
+            writeback_mark: end,
         })
     }
 
@@ -964,6 +968,14 @@ impl ActiveSegment {
         {
             tracing::debug!(segment = %self.seg.log_path.display(), error = %e, "sync_file_range failed");
         }
+    }
+
+    /// The bytes appended since the previous call, `[from, end)`, for
+    /// asynchronous writeback outside the writer lock.
+    pub(crate) fn take_writeback_range(&mut self) -> (usize, usize) {
+        let from = self.writeback_mark.min(self.end);
+        self.writeback_mark = self.end;
+        (from, self.end)
     }
 
     /// Trims the preallocated tails of all three files (close, and before
