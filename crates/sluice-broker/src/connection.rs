@@ -17,9 +17,17 @@
 //! A malformed header or an oversized frame closes the connection with one
 //! log line; an unknown api or version gets an error response and the
 //! connection stays open.
+//!
+//! At most [`MAX_DEFERRED`] deferred requests run per connection: once that
+//! many are in flight the reader waits for one to finish before it reads the
+//! next request. Without the cap a client could pipeline millions of tiny
+//! parked fetches (a few dozen bytes each, parked up to `max_wait_ms`) and
+//! grow the broker's task count and memory without bound (Kafka bounds this
+//! with `queued.max.requests` and one in-flight request per connection).
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,7 +37,7 @@ use sluice_protocol::wire;
 use sluice_protocol::{ApiKey, ProtocolError, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::task::TaskTracker;
 
@@ -46,6 +54,9 @@ const MAX_IOVECS: usize = 64;
 const READ_BUFFER: usize = 16 * 1024;
 /// A drained read buffer larger than this is replaced by a fresh small one.
 const SHRINK_ABOVE: usize = 8 << 20;
+/// Deferred requests (parked fetches, durable produces, parked heartbeats,
+/// commits waiting for their fsync) in flight per connection; see the module docs.
+pub const MAX_DEFERRED: usize = 1024;
 
 /// Serves one connection until the client closes it, it misbehaves, or the
 /// broker shuts down (then in-flight deferred responses are still sent).
@@ -69,6 +80,7 @@ pub async fn serve(
     let writer = tokio::spawn(write_loop(wr, rx));
     let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(max_frame_bytes), READ_BUFFER);
     let metrics = ctx.broker.metrics().clone();
+    let deferred = Arc::new(Semaphore::new(MAX_DEFERRED));
 
     let close_reason: Option<String> = loop {
         let next = tokio::select! {
@@ -120,6 +132,15 @@ pub async fn serve(
             }
             Outcome::NoResponse => timer.observe(started.elapsed().as_secs_f64()),
             Outcome::Deferred(fut) => {
+                // Backpressure: wait for a slot before reading further
+                // requests. On shutdown the request (a produce may already be
+                // appended) still runs and answers; the reader stops after it.
+                let permit = tokio::select! {
+                    biased;
+                    p = Arc::clone(&deferred).acquire_owned() => p.ok(),
+                    _ = ctx.shutdown.cancelled() => None,
+                };
+                let stop_reading = permit.is_none();
                 let tx = tx.clone();
                 tracker.spawn(async move {
                     let resp = fut.await;
@@ -127,7 +148,13 @@ pub async fn serve(
                     if let Some(resp) = resp {
                         let _ = send(&tx, correlation_id, &resp).await;
                     }
+                    // Held until the response is queued, so a client that
+                    // does not read cannot pile up finished responses either.
+                    drop(permit);
                 });
+                if stop_reading {
+                    break None;
+                }
             }
         }
     };
@@ -264,6 +291,109 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut TaskCx<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// A client that pipelines more parked fetches than [`MAX_DEFERRED`]
+    /// never has more than that many parked; the rest are read only as slots
+    /// free up, and every request is still answered.
+    #[tokio::test]
+    async fn deferred_requests_per_connection_are_capped() {
+        use crate::broker::Broker;
+        use crate::group::Groups;
+        use crate::handler::Context;
+        use sluice_protocol::batch::RecordBatchBuilder;
+        use sluice_protocol::{
+            Acks, FetchPartition, FetchRequest, FetchTopic, Request, DEFAULT_MAX_FRAME_BYTES,
+        };
+        use std::sync::Arc;
+        use std::time::Duration;
+        use tokio::io::AsyncReadExt;
+        use tokio_util::sync::CancellationToken;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::ConfigLayer {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let broker = Arc::new(Broker::open(&cfg, crate::metrics::Metrics::new()).unwrap());
+        broker.create_topic("t", 1, &[]).unwrap();
+        let groups = Groups::open(
+            dir.path(),
+            Arc::clone(&broker),
+            sluice_group::CoordinatorConfig::default(),
+            1,
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let ctx = Context {
+            broker: Arc::clone(&broker),
+            groups: Arc::new(groups),
+            local_addr: addr,
+            shutdown: shutdown.clone(),
+        };
+        let tracker = TaskTracker::new();
+        let server = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            serve(stream, peer, ctx, DEFAULT_MAX_FRAME_BYTES, tracker).await;
+        });
+
+        let total = MAX_DEFERRED + 50;
+        let fetch = Request::Fetch(FetchRequest {
+            max_wait_ms: 60_000,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            topics: vec![FetchTopic {
+                name: "t".into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: 0,
+                    max_bytes: 1 << 20,
+                }],
+            }],
+        });
+        let mut out = BytesMut::new();
+        for i in 0..total {
+            wire::encode_request(i as u32, "c", &fetch, &mut out);
+        }
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = client.into_split();
+        wr.write_all(&out).await.unwrap();
+
+        let parked = &broker.metrics().parked_fetches;
+        let mut rounds = 0;
+        while parked.get() < MAX_DEFERRED as i64 && rounds < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            rounds += 1;
+        }
+        assert_eq!(parked.get(), MAX_DEFERRED as i64);
+        // Give the reader time to (wrongly) park more.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(parked.get(), MAX_DEFERRED as i64, "cap exceeded");
+
+        // Data arrives: parked fetches answer, the rest are read and answered.
+        let mut b = RecordBatchBuilder::new();
+        b.push(1, None, Some(b"v"), &[]);
+        broker
+            .produce("t", 0, &b.finish(), Acks::Leader, Duration::ZERO)
+            .await
+            .unwrap();
+        let read_all = async {
+            for _ in 0..total {
+                let len = rd.read_u32().await.unwrap() as usize;
+                let mut payload = vec![0u8; len];
+                rd.read_exact(&mut payload).await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read_all)
+            .await
+            .expect("every pipelined fetch is answered");
+        drop(wr);
+        shutdown.cancel();
+        server.await.unwrap();
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The HTTP side listener: `GET /metrics` (Prometheus text) and `GET /health`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -10,6 +11,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -45,9 +47,34 @@ pub fn route(metrics: &Metrics, method: &Method, path: &str) -> Response<Full<By
     }
 }
 
+/// Open HTTP connections at most. Without a cap, idle connections to the
+/// metrics port (hyper keeps an idle keep-alive connection forever) could use
+/// up the process's file descriptors, which the native listener and the
+/// segment files need too.
+pub const MAX_HTTP_CONNECTIONS: usize = 64;
+
 /// Serves HTTP until `shutdown` fires. HTTP connections are not waited for on shutdown.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
+    serve_limited(listener, metrics, shutdown, MAX_HTTP_CONNECTIONS).await
+}
+
+/// [`serve`] with at most `max_connections` open connections: once that many
+/// are open, the next one is accepted only after one of them closes.
+pub async fn serve_limited(
+    listener: TcpListener,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    max_connections: usize,
+) {
+    let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = Arc::clone(&limit).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
@@ -74,6 +101,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
                 },
                 _ = shutdown.cancelled() => {}
             }
+            drop(permit);
         });
     }
 }
@@ -81,6 +109,46 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_limited(listener, Metrics::new(), shutdown.clone(), 2));
+        async fn health(s: &mut TcpStream) -> String {
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 512];
+            let n = s.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+        // Two served, kept open (keep-alive).
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        assert!(health(&mut a).await.starts_with("HTTP/1.1 200"));
+        assert!(health(&mut b).await.starts_with("HTTP/1.1 200"));
+        // A third connects (kernel backlog) but is not served while both stay open.
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(300), health(&mut c)).await;
+        assert!(waiting.is_err(), "served beyond the connection limit");
+        // Closing one frees a slot: the third is answered.
+        drop(a);
+        let mut buf = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("served once a slot is free")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        drop(b);
+        shutdown.cancel();
+        server.await.unwrap();
+    }
 
     #[test]
     fn routes() {

@@ -285,10 +285,16 @@ async fn housekeeping(broker: Arc<Broker>, retention_every: Duration, stop: Canc
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = flush.tick() => {
-                let _ = tokio::task::spawn_blocking(move || b.flush_due()).await;
+                // flush_due logs (and the log poisons on) each failed fsync;
+                // a panic in it must not go unnoticed either.
+                if let Err(e) = tokio::task::spawn_blocking(move || b.flush_due()).await {
+                    tracing::error!(error = %e, "interval flush task failed");
+                }
             }
             _ = retention.tick() => {
-                let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+                if let Err(e) = tokio::task::spawn_blocking(move || b.enforce_retention()).await {
+                    tracing::error!(error = %e, "retention task failed");
+                }
             }
         }
     }

@@ -370,6 +370,12 @@ impl AppendWriter {
     }
 }
 
+/// An offset or length that does not fit the C type: `InvalidInput`, keeping
+/// the conversion error as its cause.
+fn invalid_input(e: std::num::TryFromIntError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
+}
+
 /// One `pwritev(2)` of `bufs` at `offset` (at most `IOV_MAX` buffers are
 /// passed), retried on `EINTR`. Returns the bytes written, which may be
 /// fewer than asked.
@@ -377,8 +383,7 @@ pub(crate) fn pwritev(file: &File, offset: u64, bufs: &[IoSlice<'_>]) -> io::Res
     if bufs.is_empty() {
         return Ok(0);
     }
-    let off =
-        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let off = libc::off_t::try_from(offset).map_err(invalid_input)?;
     let count = bufs.len().min(1024) as libc::c_int;
     loop {
         // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec`
@@ -410,9 +415,8 @@ pub(crate) fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
-    let off =
-        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let l = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let off = libc::off_t::try_from(offset).map_err(invalid_input)?;
+    let l = libc::off_t::try_from(len).map_err(invalid_input)?;
     loop {
         // SAFETY: plain syscall on a valid, open file descriptor borrowed for
         // the duration of the call; no memory is passed.
@@ -447,10 +451,8 @@ fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
 /// metadata, no device cache flush); a later `fdatasync` still does that,
 /// and finds most of the data already written or in flight.
 pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let off = libc::off64_t::try_from(offset)
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let l =
-        libc::off64_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let off = libc::off64_t::try_from(offset).map_err(invalid_input)?;
+    let l = libc::off64_t::try_from(len).map_err(invalid_input)?;
     loop {
         // SAFETY: plain syscall on a valid, open file descriptor borrowed for
         // the duration of the call; no memory is passed.
@@ -475,5 +477,23 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_offsets_are_invalid_input_with_their_cause() {
+        let f = tempfile::tempfile().unwrap();
+        let errs = [
+            pwritev(&f, u64::MAX, &[IoSlice::new(b"x")]).unwrap_err(),
+            start_writeback(&f, u64::MAX, 1).unwrap_err(),
+        ];
+        for e in errs {
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert!(e.get_ref().is_some(), "conversion error kept as the cause");
+        }
     }
 }

@@ -226,9 +226,12 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length as usize
     }
 
-    /// Offset of the last record (`base_offset + last_offset_delta`).
+    /// Offset of the last record (`base_offset + last_offset_delta`, saturating
+    /// at `i64::MAX`: both fields come from untrusted bytes, and a plain `+`
+    /// would panic in debug builds on a header with `base_offset` near `i64::MAX`).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// The compression codec named by the attributes.
@@ -1109,6 +1112,22 @@ mod tests {
         v[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
         resign(&mut v);
         assert!(matches!(validate(&v), Err(BatchError::InvalidHeader(_))));
+    }
+
+    #[test]
+    fn last_offset_of_a_hostile_header_does_not_overflow() {
+        // base_offset = i64::MAX with a positive delta: parse accepts the
+        // header (offsets are the broker's to assign), so last_offset() must
+        // not panic on it.
+        let mut v = sample().to_vec();
+        v[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        v[23..27].copy_from_slice(&5i32.to_be_bytes());
+        let h = BatchHeader::parse(&v).unwrap();
+        assert_eq!(h.last_offset(), i64::MAX);
+        let mut v = sample().to_vec();
+        v[0..8].copy_from_slice(&100i64.to_be_bytes());
+        v[23..27].copy_from_slice(&5i32.to_be_bytes());
+        assert_eq!(BatchHeader::parse(&v).unwrap().last_offset(), 105);
     }
 
     #[test]
