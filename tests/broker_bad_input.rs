@@ -84,12 +84,15 @@ fn read_error_response(c: &mut RawClient) -> (u32, ErrorCode) {
 fn drain_until_closed(s: &mut TcpStream) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 4096];
-    loop {
+    // Bounded in time too: a broker that kept answering would otherwise hold the test forever.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         match s.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
     }
+    panic!("the broker kept the connection open for 30 s");
 }
 
 #[test]
@@ -299,18 +302,12 @@ fn client_vanishing_mid_frame() {
     drop(c);
     h.count += 1; // that produce was complete, so it was appended
                   // The departed client's parked fetch is released long before its 30 s max_wait.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, m) = http_get(b.http_addr, "/metrics");
-        if m.contains("sluice_parked_fetches 0") && m.contains("sluice_active_connections 0") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "parked fetch of a vanished client lingers:\n{m}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_metrics(
+        b.http_addr,
+        "parked fetch of a vanished client lingers",
+        Duration::from_secs(10),
+        |m| m.contains("sluice_parked_fetches 0") && m.contains("sluice_active_connections 0"),
+    );
     // A client that half-closes still gets answers to what it sent.
     let mut c = b.client();
     let id = c.send(&RawClient::fetch_request("health", 0, 0, 30_000, 1_000_000));
@@ -342,15 +339,12 @@ fn a_thousand_concurrent_connections() {
     h.check(&b);
     drop(conns);
     // The broker notices every close (bounded wait).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, m) = http_get(b.http_addr, "/metrics");
-        if m.contains("sluice_active_connections 0") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "connections not released:\n{m}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_metrics(
+        b.http_addr,
+        "connections not released",
+        Duration::from_secs(20),
+        |m| m.contains("sluice_active_connections 0"),
+    );
     h.check(&b);
     assert!(started.elapsed() < Duration::from_secs(60));
 }

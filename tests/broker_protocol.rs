@@ -209,7 +209,13 @@ fn parked_fetch_is_woken_by_produce_and_does_not_block_the_connection() {
     let (id, resp) = consumer.recv();
     assert_eq!(id, versions_id, "parked fetch blocked a later request");
     assert!(matches!(resp, Response::ApiVersions(_)));
-    std::thread::sleep(Duration::from_millis(200));
+    // Produce only once the fetch is parked (polled, not slept for).
+    wait_for_metrics(
+        b.http_addr,
+        "fetch never parked",
+        Duration::from_secs(10),
+        |m| m.contains("sluice_parked_fetches 1"),
+    );
     let p = admin.produce("lp", 0, batch_of(&[b"wake up"]), Acks::Leader);
     assert_eq!(p.error, ErrorCode::None);
     let (id, resp) = consumer.recv();
@@ -374,7 +380,12 @@ fn sigterm_exits_zero_and_data_survives() {
     // A parked fetch must not hold shutdown up for its whole max_wait.
     let mut waiting = b.client();
     waiting.send(&RawClient::fetch_request("term", 0, 50, 60_000, 1));
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_metrics(
+        b.http_addr,
+        "fetch never parked",
+        Duration::from_secs(10),
+        |m| m.contains("sluice_parked_fetches 1"),
+    );
     let started = Instant::now();
     let status = b.terminate();
     assert!(

@@ -11,50 +11,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{ok, output_within, text};
 use common::{bin_path, TestBroker};
 use sluice::{Acks, Admin, ClientConfig, Producer, ProducerConfig, Record};
 
 /// Runs `sluice ARGS` against `broker`; killed after 30 s.
 fn sluice(broker: &str, args: &[&str]) -> Output {
-    let child = Command::new(bin_path("sluice"))
-        .args(args)
+    let mut cmd = Command::new(bin_path("sluice"));
+    cmd.args(args)
         .env("SLUICE_BROKER", broker)
         .env_remove("SLUICE_LOG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sluice");
-    let pid = child.id();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    });
-    let out = child.wait_with_output().expect("wait sluice");
-    let _ = done_tx.send(());
-    let _ = watchdog.join();
-    out
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "sluice failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+        .env_remove("RUST_LOG");
+    output_within(cmd, None, Duration::from_secs(30))
 }
 
 fn json(out: &Output) -> serde_json::Value {

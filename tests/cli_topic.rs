@@ -7,55 +7,17 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{ok, output_within, text, wait_output_within, KillOnDrop};
 use common::{bin_path, TestBroker};
 
 /// Runs `sluice ARGS` against `broker` with `stdin`; killed after 60 s.
 fn sluice(broker: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(bin_path("sluice"))
-        .args(args)
+    let mut cmd = Command::new(bin_path("sluice"));
+    cmd.args(args)
         .env("SLUICE_BROKER", broker)
         .env_remove("SLUICE_LOG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sluice");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let pid = child.id();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            // SAFETY: kill(2) on our own child's pid; it may have exited already (harmless).
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    });
-    let out = child.wait_with_output().expect("wait sluice");
-    let _ = done_tx.send(());
-    let _ = watchdog.join();
-    let _ = writer.join();
-    out
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "sluice failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+        .env_remove("RUST_LOG");
+    output_within(cmd, Some(stdin), Duration::from_secs(60))
 }
 
 /// Asserts a failure with exactly one `error: ...` line on stderr; returns that line.
@@ -448,6 +410,8 @@ fn produce_stops_on_sigterm_and_reports_what_was_acknowledged() {
         .expect("spawn sluice");
     // Keep stdin open: the producer must stop on the signal, not on EOF.
     let mut stdin = child.stdin.take().expect("stdin");
+    // Killed if an assertion below fails before the child is waited for.
+    let child = KillOnDrop::new(child);
     stdin.write_all(b"one\ntwo\nthree\n").expect("write");
     stdin.flush().expect("flush");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -464,18 +428,13 @@ fn produce_stops_on_sigterm_and_reports_what_was_acknowledged() {
         assert!(Instant::now() < deadline, "records never arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let child = child.take();
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("sluice exited after SIGTERM")
-        .expect("wait");
+    // SIGKILLed after 20 s, which fails the assertion below.
+    let out = wait_output_within(child, Duration::from_secs(20));
     drop(stdin);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr).trim(), "produced 3 records");

@@ -3,58 +3,17 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::TestBroker;
-
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|d| {
-            if d.ends_with("deps") {
-                d.parent()
-            } else {
-                Some(d)
-            }
-        })
-        .expect("test binary has a parent directory");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --examples` (plain `cargo test` builds them)",
-        path.display()
-    );
-    path
-}
+use common::process::output_within;
+use common::{example_path, TestBroker};
 
 /// Runs an example with SLUICE_BROKER set; killed after 60 s.
 fn run(name: &str, broker: &str, args: &[&str]) -> String {
-    let child = Command::new(example_path(name))
-        .args(args)
-        .env("SLUICE_BROKER", broker)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn example");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    });
-    let out: Output = child.wait_with_output().expect("wait");
-    let _ = tx.send(());
-    let _ = watchdog.join();
+    let mut cmd = Command::new(example_path(name));
+    cmd.args(args).env("SLUICE_BROKER", broker);
+    let out = output_within(cmd, None, Duration::from_secs(60));
     assert!(
         out.status.success(),
         "example {name} failed: {}\n{}",

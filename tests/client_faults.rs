@@ -2,15 +2,14 @@
 //! reconnects, and no loss of acknowledged records across a broker restart.
 
 mod common;
+mod produce_load;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{bin_path, TestBroker};
+use common::fixed_port::FixedPortBroker;
+use common::TestBroker;
+use produce_load::BackgroundLoad;
 use sluice::{
     Acks, Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
     Record,
@@ -107,80 +106,6 @@ async fn producer_applies_backpressure_and_fails_cleanly_when_broker_stops() {
     assert!(d.await.is_err());
 }
 
-/// A `sluiced` on a fixed port, so a restarted broker is found at the same address.
-struct FixedPortBroker {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl FixedPortBroker {
-    fn start() -> FixedPortBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut b = FixedPortBroker {
-            child: None,
-            port,
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        let log = common::append_file(&self.dir.path().join("broker.log"));
-        let mut child = Command::new(bin_path("sluiced"))
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .env_remove("SLUICE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn sluiced");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        assert!(
-            line.starts_with("listening"),
-            "sluiced did not start: {line:?}"
-        );
-        self.child = Some(child);
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for FixedPortBroker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_reconnects_after_broker_restart_and_nothing_acknowledged_is_lost() {
     let mut broker = FixedPortBroker::start();
@@ -203,52 +128,10 @@ async fn producer_reconnects_after_broker_restart_and_nothing_acknowledged_is_lo
         },
     );
     const N: usize = 20_000;
-    let acked = Arc::new(Mutex::new(Vec::<(usize, u64)>::with_capacity(N)));
-    let acked_count = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(N);
-    let waiter = {
-        let acked = acked.clone();
-        let acked_count = acked_count.clone();
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            while let Some((i, d)) = rx.recv().await {
-                let d: sluice::Delivery = d;
-                match d.await {
-                    Ok((_, offset)) => {
-                        acked.lock().unwrap().push((i, offset));
-                        acked_count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => failures.push((i, e)),
-                }
-            }
-            failures
-        })
-    };
-    let sender = {
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            for i in 0..N {
-                let d = producer
-                    .enqueue(Record::new("restart", format!("m{i}")).partition(0))
-                    .await
-                    .expect("enqueue");
-                if tx.send((i, d)).await.is_err() {
-                    break;
-                }
-                if i % 500 == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await; // spread over the restart
-                }
-            }
-        })
-    };
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked_count.load(Ordering::Relaxed) < 3000 {
-        assert!(Instant::now() < deadline, "no progress before the restart");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let mut load = BackgroundLoad::start(&producer, "restart", N);
+    load.wait_acked(3000).await;
     broker.kill();
-    let at_kill = acked_count.load(Ordering::Relaxed);
+    let at_kill = load.acked_count();
     assert!(
         at_kill < N,
         "everything was acknowledged before the restart; the test proves nothing"
@@ -256,15 +139,7 @@ async fn producer_reconnects_after_broker_restart_and_nothing_acknowledged_is_lo
     tokio::time::sleep(Duration::from_millis(300)).await;
     broker.spawn();
 
-    tokio::time::timeout(Duration::from_secs(60), sender)
-        .await
-        .expect("sender finished")
-        .expect("sender");
-    producer.flush().await;
-    let failures = tokio::time::timeout(Duration::from_secs(60), waiter)
-        .await
-        .expect("acks resolved")
-        .expect("waiter");
+    let failures = load.finish(&producer).await;
     assert!(
         failures.is_empty(),
         "records failed despite the reconnect: {:?}",
@@ -293,7 +168,7 @@ async fn producer_reconnects_after_broker_restart_and_nothing_acknowledged_is_lo
         stored[r.offset as usize] = r.value;
         read = r.offset + 1;
     }
-    let acked = acked.lock().unwrap();
+    let acked = load.acked.lock().unwrap();
     assert_eq!(acked.len(), N);
     for (i, offset) in acked.iter() {
         let v = stored[*offset as usize].as_deref();

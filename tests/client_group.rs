@@ -7,14 +7,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bin_path, TestBroker};
+use common::fixed_port::FixedPortBroker;
+use common::process::output_within;
+use common::{example_path, TestBroker};
 use sluice::{
     Acks, Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
     ProducerConfig, Record,
@@ -102,7 +102,9 @@ async fn three_members_joining_mid_stream_read_every_record_exactly_once() {
         let stop = stop_watch.clone();
         tokio::spawn(async move {
             let (mut samples, mut max_members) = (0usize, 0usize);
-            while !stop.load(Ordering::Relaxed) {
+            // Stopped by the test; the deadline only bounds it if the test forgets.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 if let Ok(d) = admin.describe_group("g1").await {
                     assert_disjoint(&d);
                     samples += 1;
@@ -212,8 +214,14 @@ async fn a_dropped_member_is_replaced_after_its_session_and_nothing_is_skipped()
     // a reads some, commits, reads more (uncommitted), then "crashes":
     // dropped without commit or leave.
     let mut a_seen: BTreeSet<(u32, u64)> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
     while a_seen.len() < 600 {
-        let r = a.next().await.expect("record").expect("ok");
+        assert!(Instant::now() < deadline, "a got {} records", a_seen.len());
+        let r = tokio::time::timeout(Duration::from_secs(10), a.next())
+            .await
+            .expect("a record within 10 s")
+            .expect("record")
+            .expect("ok");
         a_seen.insert((r.partition, r.offset));
         if a_seen.len() == 300 {
             a.commit().await.expect("commit");
@@ -277,80 +285,6 @@ async fn a_dropped_member_is_replaced_after_its_session_and_nothing_is_skipped()
     b.close().await.expect("close");
 }
 
-/// A `sluiced` on a fixed port, so a restarted broker is found at the same address.
-struct FixedPortBroker {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl FixedPortBroker {
-    fn start() -> FixedPortBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut b = FixedPortBroker {
-            child: None,
-            port,
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        let log = common::append_file(&self.dir.path().join("broker.log"));
-        let mut child = Command::new(bin_path("sluiced"))
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .env_remove("SLUICE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn sluiced");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        assert!(
-            line.starts_with("listening"),
-            "sluiced did not start: {line:?}"
-        );
-        self.child = Some(child);
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for FixedPortBroker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_survive_a_broker_sigkill_and_the_member_rejoins() {
     let mut broker = FixedPortBroker::start();
@@ -367,8 +301,14 @@ async fn committed_offsets_survive_a_broker_sigkill_and_the_member_rejoins() {
         .await
         .expect("subscribe");
     let mut seen: Vec<(u32, u64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
     while seen.len() < 500 {
-        let r = c.next().await.expect("record").expect("ok");
+        assert!(Instant::now() < deadline, "got {} records", seen.len());
+        let r = tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .expect("a record within 10 s")
+            .expect("record")
+            .expect("ok");
         seen.push((r.partition, r.offset));
     }
     c.commit().await.expect("commit");
@@ -436,52 +376,11 @@ async fn committed_offsets_survive_a_broker_sigkill_and_the_member_rejoins() {
     );
 }
 
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|d| {
-            if d.ends_with("deps") {
-                d.parent()
-            } else {
-                Some(d)
-            }
-        })
-        .expect("test binary has a parent directory");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --examples` (plain `cargo test` builds them)",
-        path.display()
-    );
-    path
-}
-
 /// Runs the example with SLUICE_BROKER set; killed after 30 s.
 fn run_example(broker: &str, args: &[&str]) -> String {
-    let child = Command::new(example_path("consumer_group"))
-        .args(args)
-        .env("SLUICE_BROKER", broker)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn example");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    });
-    let out = child.wait_with_output().expect("wait");
-    let _ = tx.send(());
-    let _ = watchdog.join();
+    let mut cmd = Command::new(example_path("consumer_group"));
+    cmd.args(args).env("SLUICE_BROKER", broker);
+    let out = output_within(cmd, None, Duration::from_secs(30));
     assert!(
         out.status.success(),
         "example failed: {}\n{}",

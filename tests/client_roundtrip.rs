@@ -177,8 +177,20 @@ async fn replay_from_offset_and_from_timestamp() {
     assert_eq!(read_n(&mut consumer, 1).await[0].offset, 0);
     // Latest: only new records.
     consumer.seek("replay", 0, SeekTo::Latest).expect("seek");
+    // Resolve "latest" before producing (a bounded poll, not a sleep), so the
+    // new record is the first one after it however slow the machine is.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while consumer.position("replay", 0).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "latest never resolved"
+        );
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(50), consumer.next()).await {
+            panic!("a record before any was produced: {r:?}");
+        }
+    }
+    assert_eq!(consumer.position("replay", 0), Some(300));
     let next = tokio::spawn(async move { read_n(&mut consumer, 1).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
     producer
         .send(Record::new("replay", "fresh"))
         .await

@@ -5,15 +5,17 @@
 //! (through a cutting proxy) and across a broker kill.
 
 mod common;
+mod produce_load;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::{bin_path, now_ms, RawClient, TestBroker};
+use common::fixed_port::FixedPortBroker;
+use common::{now_ms, RawClient, TestBroker};
+use produce_load::BackgroundLoad;
 use sluice::{Acks, Admin, ClientConfig, Consumer, Producer, ProducerConfig, Record};
 use sluice_protocol::batch::RecordBatchBuilder;
 use sluice_protocol::wire::{decode_response, encode_request};
@@ -168,80 +170,6 @@ fn pipelined_batches_behind_a_failed_one_are_refused_then_land_in_order() {
     assert_eq!(offsets, (0..9).collect::<Vec<i64>>());
 }
 
-/// A `sluiced` on a fixed port, so a restarted broker is found at the same address.
-struct FixedPortBroker {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl FixedPortBroker {
-    fn start() -> FixedPortBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut b = FixedPortBroker {
-            child: None,
-            port,
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        let log = common::append_file(&self.dir.path().join("broker.log"));
-        let mut child = Command::new(bin_path("sluiced"))
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .env_remove("SLUICE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn sluiced");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        assert!(
-            line.starts_with("listening"),
-            "sluiced did not start: {line:?}"
-        );
-        self.child = Some(child);
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for FixedPortBroker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_keeps_exact_order_without_duplicates_across_a_broker_kill() {
     let mut broker = FixedPortBroker::start();
@@ -266,68 +194,23 @@ async fn idempotent_producer_keeps_exact_order_without_duplicates_across_a_broke
     assert!(producer.config().idempotent, "idempotence is the default");
     assert_eq!(producer.config().max_in_flight_per_partition, 5);
     const N: usize = 20_000;
-    let acked = Arc::new(Mutex::new(Vec::<(usize, u64)>::with_capacity(N)));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(N);
-    let waiter = {
-        let acked = acked.clone();
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            while let Some((i, d)) = rx.recv().await {
-                let d: sluice::Delivery = d;
-                match d.await {
-                    Ok((_, offset)) => acked.lock().unwrap().push((i, offset)),
-                    Err(e) => failures.push((i, e)),
-                }
-            }
-            failures
-        })
-    };
-    let sender = {
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            for i in 0..N {
-                let d = producer
-                    .enqueue(Record::new("exact", format!("m{i}")).partition(0))
-                    .await
-                    .expect("enqueue");
-                if tx.send((i, d)).await.is_err() {
-                    break;
-                }
-                if i % 500 == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await; // spread over the kill
-                }
-            }
-        })
-    };
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 3000 {
-        assert!(Instant::now() < deadline, "no progress before the kill");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut load = BackgroundLoad::start(&producer, "exact", N);
+    load.wait_acked(3000).await;
     // SIGKILL: connections drop with batches in flight whose answers are lost.
     broker.kill();
-    let at_kill = acked.lock().unwrap().len();
+    let at_kill = load.acked_count();
     assert!(at_kill < N, "everything was acknowledged before the kill");
     tokio::time::sleep(Duration::from_millis(200)).await;
     broker.spawn();
 
-    tokio::time::timeout(Duration::from_secs(60), sender)
-        .await
-        .expect("sender finished")
-        .expect("sender");
-    producer.flush().await;
-    let failures = tokio::time::timeout(Duration::from_secs(60), waiter)
-        .await
-        .expect("acks resolved")
-        .expect("waiter");
+    let failures = load.finish(&producer).await;
     assert!(
         failures.is_empty(),
         "records failed: {:?}",
         &failures[..failures.len().min(3)]
     );
     // Every record was acknowledged at exactly its enqueue position.
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = std::mem::take(&mut *load.acked.lock().unwrap());
     assert_eq!(acked.len(), N);
     for (i, offset) in acked.iter() {
         assert_eq!(

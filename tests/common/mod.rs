@@ -23,24 +23,39 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Socket read timeout of [`RawClient`]: no test waits longer for one response.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
+pub mod fixed_port;
+pub mod process;
+
+/// `target/<profile>`, derived from this test binary's path (`target/<profile>/deps/<test>-<hash>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("test binary has a parent directory");
+    if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
 /// Path of a binary built by cargo in this target profile (`target/<profile>/<name>`).
 pub fn bin_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test>-<hash>  ->  target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|d| {
-            if d.ends_with("deps") {
-                d.parent()
-            } else {
-                Some(d)
-            }
-        })
-        .expect("test binary has a parent directory");
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let path = profile_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --bins` (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+/// Path of a compiled example (`target/<profile>/examples/<name>`).
+pub fn example_path(name: &str) -> PathBuf {
+    let path = profile_dir()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --examples` (plain `cargo test` builds them)",
         path.display()
     );
     path
@@ -66,15 +81,27 @@ fn spawn_broker(
     log_path: &std::path::Path,
     extra: &[String],
 ) -> (Child, SocketAddr, SocketAddr) {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .expect("open broker log");
+    try_spawn_broker(data_dir, log_path, "127.0.0.1:0", extra).unwrap_or_else(|e| {
+        panic!(
+            "{e}; its log:\n{}",
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        )
+    })
+}
+
+/// Starts `sluiced` with `--listen listen` and waits for its `listening` line.
+/// On failure (e.g. the port is taken) the child is reaped and the reason returned.
+pub fn try_spawn_broker(
+    data_dir: &std::path::Path,
+    log_path: &std::path::Path,
+    listen: &str,
+    extra: &[String],
+) -> Result<(Child, SocketAddr, SocketAddr), String> {
+    let log = append_file(log_path);
     let mut child = Command::new(bin_path("sluiced"))
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--listen", listen, "--http-listen", "127.0.0.1:0"])
         .args(extra)
         .env_remove("SLUICE_CONFIG")
         .env("SLUICE_LOG", "info")
@@ -88,25 +115,23 @@ fn spawn_broker(
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout);
         let mut first = String::new();
+        // An error or EOF leaves `first` empty, which the receiver reports.
         let _ = lines.read_line(&mut first);
         let _ = tx.send(first);
         // Keep draining so the broker never blocks on a full pipe.
         let _ = std::io::copy(&mut lines, &mut std::io::sink());
     });
-    let line = match rx.recv_timeout(START_TIMEOUT) {
-        Ok(l) if !l.is_empty() => l,
-        _ => {
+    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+    match parse_listening(&line) {
+        Some((addr, http)) => Ok((child, addr, http)),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "sluiced did not start; its log:\n{}",
-                std::fs::read_to_string(log_path).unwrap_or_default()
-            );
+            Err(format!(
+                "sluiced on {listen} did not start (first stdout line {line:?})"
+            ))
         }
-    };
-    let (addr, http) = parse_listening(&line)
-        .unwrap_or_else(|| panic!("unexpected first stdout line from sluiced: {line:?}"));
-    (child, addr, http)
+    }
 }
 
 /// Parses `listening native=IP:PORT http=IP:PORT`.
@@ -240,6 +265,25 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Polls `GET /metrics` until its body satisfies `ready`, at most `timeout`
+/// (then panics with `what` and the last body); returns that body.
+pub fn wait_for_metrics(
+    http_addr: SocketAddr,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, body) = http_get(http_addr, "/metrics");
+        if ready(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Milliseconds since the epoch.

@@ -10,11 +10,13 @@
 //! only what it printed after its last commit.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures::FutureExt;
-use sluice_client::{ClientConfig, Consumer, ConsumerConfig, OffsetReset, SeekTo};
+use sluice_client::{
+    ClientConfig, ClientError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo,
+};
 
 use crate::errors::CliError;
 use crate::format;
@@ -122,7 +124,7 @@ pub async fn run(broker: &str, args: ConsumeArgs) -> Result<i32, CliError> {
     let idle = args.exit_idle.map(Duration::from_millis);
     let mut stop = crate::produce::stop_signal()?;
     let mut seen = 0u64;
-    let mut failing_since: Option<std::time::Instant> = None;
+    let mut failing_since: Option<Instant> = None;
     loop {
         // Flush before blocking so output appears as soon as records stop arriving.
         let next = match consumer.next().now_or_never() {
@@ -131,14 +133,8 @@ pub async fn run(broker: &str, args: ConsumeArgs) -> Result<i32, CliError> {
                 if let Err(e) = out.flush() {
                     return write_failed(e);
                 }
-                let wait = async {
-                    match idle {
-                        Some(d) => tokio::time::timeout(d, consumer.next()).await.ok(),
-                        None => Some(consumer.next().await),
-                    }
-                };
                 tokio::select! {
-                    r = wait => match r {
+                    r = next_within(&mut consumer, idle) => match r {
                         Some(r) => r,
                         None => break, // idle for --exit-idle
                     },
@@ -146,25 +142,15 @@ pub async fn run(broker: &str, args: ConsumeArgs) -> Result<i32, CliError> {
                 }
             }
         };
-        let record = match next {
-            Some(Ok(r)) => {
-                failing_since = None;
-                r
-            }
-            // A broker restart or a leader move: the consumer retries on its own;
-            // give up only when errors persist.
-            Some(Err(e))
-                if e.is_retriable() && failing_since.is_none_or(|t| t.elapsed() < RETRY_WINDOW) =>
-            {
-                failing_since.get_or_insert_with(std::time::Instant::now);
-                tracing::debug!(error = %e, "retrying after error");
-                continue;
-            }
-            Some(Err(e)) => {
+        let record = match step(next, &mut failing_since) {
+            Step::Record(r) => r,
+            Step::Retry => continue,
+            Step::Fail(e) => {
+                // Already failing: a flush error would only hide the cause.
                 let _ = out.flush();
                 return Err(CliError::topic(&args.name)(e));
             }
-            None => break,
+            Step::End => break,
         };
         if let Err(e) = format::write_record(&mut out, &tokens, &record) {
             return write_failed(e);
@@ -237,41 +223,29 @@ async fn run_group(
     let commit_every = Duration::from_millis(args.commit_interval_ms.max(1));
     let mut stop = crate::produce::stop_signal()?;
     let mut seen = 0u64;
-    let mut failing_since: Option<std::time::Instant> = None;
-    let mut last_commit = std::time::Instant::now();
+    let mut failing_since: Option<Instant> = None;
+    let mut last_commit = Instant::now();
     let mut stdout_closed = false;
     loop {
-        let wait = async {
-            match idle {
-                Some(d) => tokio::time::timeout(d, consumer.next()).await.ok(),
-                None => Some(consumer.next().await),
-            }
-        };
         let next = tokio::select! {
-            r = wait => match r {
+            r = next_within(&mut consumer, idle) => match r {
                 Some(r) => r,
                 None => break, // idle for --exit-idle
             },
             _ = &mut stop => break,
         };
-        let record = match next {
-            Some(Ok(r)) => {
-                failing_since = None;
-                r
-            }
-            Some(Err(e))
-                if e.is_retriable() && failing_since.is_none_or(|t| t.elapsed() < RETRY_WINDOW) =>
-            {
-                failing_since.get_or_insert_with(std::time::Instant::now);
-                tracing::debug!(error = %e, "retrying after error");
-                continue;
-            }
-            Some(Err(e)) => {
+        let record = match step(next, &mut failing_since) {
+            Step::Record(r) => r,
+            Step::Retry => continue,
+            Step::Fail(e) => {
+                // Already failing: flush and leave errors would only hide the cause.
                 let _ = out.flush();
-                let _ = consumer.close().await;
+                if let Err(left) = consumer.close().await {
+                    tracing::debug!(error = %left, "leave group failed");
+                }
                 return Err(CliError::topic(&args.name)(e));
             }
-            None => break,
+            Step::End => break,
         };
         // Flushed before anything can commit it: printed means committed-or-re-delivered.
         let written = format::write_record(&mut out, &tokens, &record).and_then(|_| out.flush());
@@ -288,7 +262,7 @@ async fn run_group(
             break;
         }
         if last_commit.elapsed() >= commit_every {
-            last_commit = std::time::Instant::now();
+            last_commit = Instant::now();
             if let Err(e) = consumer.commit().await {
                 tracing::warn!(error = %e, "commit failed; will retry");
             }
@@ -296,7 +270,9 @@ async fn run_group(
     }
     if stdout_closed {
         // The last record handed out was not printed: leave without committing it.
-        let _ = consumer.close().await;
+        if let Err(e) = consumer.close().await {
+            tracing::warn!(error = %e, "leave group failed; the broker will expire the member");
+        }
         return Ok(0);
     }
     let committed = consumer.commit().await;
@@ -312,6 +288,52 @@ async fn run_group(
         tracing::warn!(error = %e, "leave group failed; the broker will expire the member");
     }
     Ok(0)
+}
+
+/// The consumer's next item; `None` when nothing came for `idle` (`--exit-idle`).
+async fn next_within(
+    consumer: &mut Consumer,
+    idle: Option<Duration>,
+) -> Option<Option<Result<ConsumerRecord, ClientError>>> {
+    match idle {
+        Some(d) => tokio::time::timeout(d, consumer.next()).await.ok(),
+        None => Some(consumer.next().await),
+    }
+}
+
+/// What the consume loop does with one item of [`Consumer::next`].
+enum Step {
+    /// Print it.
+    Record(ConsumerRecord),
+    /// A retriable error within [`RETRY_WINDOW`]: the consumer retries on its own.
+    Retry,
+    /// A lasting or fatal error.
+    Fail(ClientError),
+    /// Nothing is assigned any more.
+    End,
+}
+
+/// Classifies `next`: a broker restart or a leader move is retried; give up
+/// only when errors persist for [`RETRY_WINDOW`] (`failing_since` tracks that).
+fn step(
+    next: Option<Result<ConsumerRecord, ClientError>>,
+    failing_since: &mut Option<Instant>,
+) -> Step {
+    match next {
+        Some(Ok(r)) => {
+            *failing_since = None;
+            Step::Record(r)
+        }
+        Some(Err(e))
+            if e.is_retriable() && failing_since.is_none_or(|t| t.elapsed() < RETRY_WINDOW) =>
+        {
+            failing_since.get_or_insert_with(Instant::now);
+            tracing::debug!(error = %e, "retrying after error");
+            Step::Retry
+        }
+        Some(Err(e)) => Step::Fail(e),
+        None => Step::End,
+    }
 }
 
 /// A closed stdout (`| head`) ends the command quietly.

@@ -48,6 +48,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const MISSING_TTL: Duration = Duration::from_millis(100);
 
 impl Cluster {
+    /// A cluster view that starts from `config.bootstrap` (nothing dialled yet).
     pub fn new(config: ClientConfig) -> Arc<Cluster> {
         let bootstrap = Connection::new(config.bootstrap.clone(), config.clone());
         Arc::new(Cluster {
@@ -57,6 +58,7 @@ impl Cluster {
         })
     }
 
+    /// The client settings every connection of this cluster uses.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }

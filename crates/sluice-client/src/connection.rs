@@ -105,10 +105,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn api_key_of(request: &Request) -> ApiKey {
-    request.api_key()
-}
-
 impl Connection {
     /// A connection to `addr` (`host:port`); nothing is dialled until the first request.
     pub fn new(addr: impl Into<String>, config: ClientConfig) -> Connection {
@@ -166,7 +162,7 @@ impl Connection {
         request: &Request,
         timeout: Duration,
     ) -> Result<PendingResponse> {
-        let api_key = api_key_of(request);
+        let api_key = request.api_key();
         let deadline = tokio::time::Instant::now() + timeout;
         let session = match tokio::time::timeout_at(deadline, self.session()).await {
             Ok(s) => s?,
@@ -177,17 +173,7 @@ impl Connection {
                 })
             }
         };
-        let correlation_id = self
-            .inner
-            .next_correlation_id
-            .fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::with_capacity(4);
-        encode_request_chunks(
-            correlation_id,
-            &self.inner.config.client_id,
-            request,
-            &mut frame,
-        );
+        let (correlation_id, frame) = self.encode(request);
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&session.pending);
@@ -236,7 +222,7 @@ impl Connection {
         let what = || ClientError::Timeout {
             what: format!(
                 "{} request to {}",
-                api_key_of(request).name(),
+                request.api_key().name(),
                 self.inner.addr
             ),
             after: timeout,
@@ -244,17 +230,7 @@ impl Connection {
         let session = tokio::time::timeout_at(deadline, self.session())
             .await
             .map_err(|_| what())??;
-        let correlation_id = self
-            .inner
-            .next_correlation_id
-            .fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::with_capacity(4);
-        encode_request_chunks(
-            correlation_id,
-            &self.inner.config.client_id,
-            request,
-            &mut frame,
-        );
+        let (_, frame) = self.encode(request);
         let (tx, rx) = oneshot::channel();
         let outgoing = Outgoing {
             frame,
@@ -269,6 +245,23 @@ impl Connection {
             Ok(Err(_)) => Err(self.disconnected("writer stopped")),
             Err(_) => Err(what()),
         }
+    }
+
+    /// `request` as frame chunks under a fresh correlation id (record
+    /// payloads stay their own `Bytes` chunks, not copied).
+    fn encode(&self, request: &Request) -> (u32, Vec<Bytes>) {
+        let correlation_id = self
+            .inner
+            .next_correlation_id
+            .fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(4);
+        encode_request_chunks(
+            correlation_id,
+            &self.inner.config.client_id,
+            request,
+            &mut frame,
+        );
+        (correlation_id, frame)
     }
 
     fn disconnected(&self, reason: &str) -> ClientError {

@@ -979,7 +979,11 @@ impl Consumer {
                             _ => None,
                         };
                         if let Some(t) = topic {
-                            let _ = cluster.route(&t).await;
+                            // Best effort: on failure the fetch below goes to the
+                            // bootstrap broker and reports its own error.
+                            if let Err(e) = cluster.route(&t).await {
+                                tracing::debug!(topic = %t, error = %e, "leader lookup failed");
+                            }
                         }
                         cluster.bootstrap().clone()
                     }

@@ -61,8 +61,11 @@ pub enum OffsetReset {
 /// Timing of one membership.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupSettings {
+    /// The group to join.
     pub group_id: String,
+    /// Topics subscribed to.
     pub topics: Vec<String>,
+    /// How long the broker keeps the member without a heartbeat.
     pub session_timeout: Duration,
     /// Wait before retrying a failed join or heartbeat.
     pub retry_backoff: Duration,
@@ -80,6 +83,7 @@ impl GroupSettings {
 pub(crate) struct View {
     /// Empty while not a member (before the first join, after UNKNOWN_MEMBER_ID).
     pub member_id: String,
+    /// The group generation the assignment belongs to.
     pub generation: u32,
     /// Partitions to consume.
     pub assigned: BTreeSet<Tp>,
@@ -165,6 +169,7 @@ impl Shared {
 
 /// A consumer's membership in one group.
 pub(crate) struct Membership {
+    /// What was joined, with what timing.
     pub settings: GroupSettings,
     shared: Arc<Shared>,
     cluster: Arc<Cluster>,

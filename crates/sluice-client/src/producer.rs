@@ -406,20 +406,7 @@ impl Producer {
 
     /// A producer with full settings.
     pub fn with_config(client: ClientConfig, config: ProducerConfig) -> Producer {
-        let mut config = config;
-        config.max_in_flight_per_partition = config.max_in_flight_per_partition.max(1);
-        config.batch_bytes = config.batch_bytes.max(1);
-        let buffer = config.buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
-        config.buffer_bytes = buffer;
-        let shared = Arc::new(Shared {
-            cluster: Cluster::new(client),
-            memory: Arc::new(Semaphore::new(buffer)),
-            config,
-            state: Mutex::new(State::default()),
-            wake: Notify::new(),
-            metadata_failing_since: Mutex::new(None),
-            producer_id: tokio::sync::OnceCell::new(),
-        });
+        let shared = Arc::new(Shared::new(client, config));
         tokio::spawn(sender_loop(shared.clone()));
         Producer {
             handle: Arc::new(Handle {
@@ -522,16 +509,9 @@ impl Producer {
                             );
                             return Ok(None);
                         }
-                        Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                            attempt += 1;
-                            let wait = shared.backoff(attempt).min(deadline - Instant::now());
-                            tokio::time::sleep(wait).await;
-                        }
                         Err(e) => {
-                            return Err(ClientError::DeliveryTimeout {
-                                after: shared.config.delivery_timeout,
-                                source: Box::new(e),
-                            })
+                            attempt += 1;
+                            shared.retry_pause(e, attempt, deadline).await?;
                         }
                     }
                 }
@@ -579,16 +559,9 @@ impl Producer {
                 Ok(Some(route)) => return Ok(Some(route.leaders.len() as u32)),
                 // Unknown topic: the first produce auto-creates it (if the broker allows).
                 Ok(None) => return Ok(None),
-                Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                    attempt += 1;
-                    let wait = shared.backoff(attempt).min(deadline - Instant::now());
-                    tokio::time::sleep(wait).await;
-                }
                 Err(e) => {
-                    return Err(ClientError::DeliveryTimeout {
-                        after: shared.config.delivery_timeout,
-                        source: Box::new(e),
-                    })
+                    attempt += 1;
+                    shared.retry_pause(e, attempt, deadline).await?;
                 }
             }
         }
@@ -651,6 +624,23 @@ fn fence(
 }
 
 impl Shared {
+    /// The accumulator for `config`, with its limits raised to at least 1
+    /// (and the buffer to what a semaphore can count).
+    fn new(client: ClientConfig, mut config: ProducerConfig) -> Shared {
+        config.max_in_flight_per_partition = config.max_in_flight_per_partition.max(1);
+        config.batch_bytes = config.batch_bytes.max(1);
+        config.buffer_bytes = config.buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        Shared {
+            cluster: Cluster::new(client),
+            memory: Arc::new(Semaphore::new(config.buffer_bytes)),
+            config,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            metadata_failing_since: Mutex::new(None),
+            producer_id: tokio::sync::OnceCell::new(),
+        }
+    }
+
     /// `(producer id, epoch)` when batches are to be stamped.
     fn producer(&self) -> Option<(i64, i16)> {
         self.producer_id.get().copied().flatten()
@@ -662,6 +652,21 @@ impl Shared {
             .retry_backoff
             .saturating_mul(1u32 << exp)
             .min(self.config.retry_backoff_max)
+    }
+
+    /// After a failed metadata-style request: sleeps the backoff of `attempt`
+    /// (at most until `deadline`) when `e` is retriable and time is left,
+    /// otherwise fails with [`ClientError::DeliveryTimeout`] caused by `e`.
+    async fn retry_pause(&self, e: ClientError, attempt: u32, deadline: Instant) -> Result<()> {
+        let now = Instant::now();
+        if !e.is_retriable() || now >= deadline {
+            return Err(ClientError::DeliveryTimeout {
+                after: self.config.delivery_timeout,
+                source: Box::new(e),
+            });
+        }
+        tokio::time::sleep(self.backoff(attempt).min(deadline - now)).await;
+        Ok(())
     }
 
     /// Appends a record to its partition's open batch (the hot path: one lock, no allocation
@@ -1209,16 +1214,7 @@ mod tests {
     use super::*;
 
     fn shared(config: ProducerConfig) -> Shared {
-        let buffer = config.buffer_bytes;
-        Shared {
-            cluster: Cluster::new(ClientConfig::new("127.0.0.1:1")),
-            memory: Arc::new(Semaphore::new(buffer)),
-            config,
-            state: Mutex::new(State::default()),
-            wake: Notify::new(),
-            metadata_failing_since: Mutex::new(None),
-            producer_id: tokio::sync::OnceCell::new(),
-        }
+        Shared::new(ClientConfig::new("127.0.0.1:1"), config)
     }
 
     fn header(b: &SealedBatch) -> sluice_protocol::batch::BatchHeader {

@@ -1,0 +1,98 @@
+//! A background producer load for the broker-restart tests (`client_faults`,
+//! `idempotent_produce`): records `m0..m{n-1}` go to partition 0 of one topic
+//! while the test kills and restarts the broker, and every acknowledgement
+//! is kept as `(index, offset)` to check against the log afterwards.
+//! (Separate from `common`, which stays independent of the client crate.)
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice::{ClientError, Delivery, Producer, Record};
+use tokio::task::JoinHandle;
+
+/// How long the sender, and then the outstanding acknowledgements, may take after the restart.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `n` records being enqueued and acknowledged in background tasks.
+pub struct BackgroundLoad {
+    /// `(index, offset)` of every acknowledged record, in acknowledgement order.
+    pub acked: Arc<Mutex<Vec<(usize, u64)>>>,
+    sender: JoinHandle<()>,
+    waiter: JoinHandle<Vec<(usize, ClientError)>>,
+}
+
+impl BackgroundLoad {
+    /// Starts enqueueing `m{i}` for `i in 0..n` to `topic`/0, pausing briefly every
+    /// 500 records so the load spreads over a broker restart.
+    pub fn start(producer: &Producer, topic: &str, n: usize) -> BackgroundLoad {
+        let acked = Arc::new(Mutex::new(Vec::with_capacity(n)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Delivery)>(n.max(1));
+        let waiter = {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while let Some((i, d)) = rx.recv().await {
+                    match d.await {
+                        Ok((_, offset)) => acked.lock().unwrap().push((i, offset)),
+                        Err(e) => failures.push((i, e)),
+                    }
+                }
+                failures
+            })
+        };
+        let producer = producer.clone();
+        let topic = topic.to_string();
+        let sender = tokio::spawn(async move {
+            for i in 0..n {
+                let d = producer
+                    .enqueue(Record::new(topic.as_str(), format!("m{i}")).partition(0))
+                    .await
+                    .expect("enqueue");
+                if tx.send((i, d)).await.is_err() {
+                    break;
+                }
+                if i % 500 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        BackgroundLoad {
+            acked,
+            sender,
+            waiter,
+        }
+    }
+
+    /// Records acknowledged so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Polls until at least `count` records are acknowledged (at most 30 s).
+    pub async fn wait_acked(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.acked_count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} records acknowledged",
+                self.acked_count()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits for every record to be enqueued, flushes `producer`, and waits for
+    /// every outcome (each step at most 60 s); returns the failed records.
+    pub async fn finish(&mut self, producer: &Producer) -> Vec<(usize, ClientError)> {
+        tokio::time::timeout(FINISH_TIMEOUT, &mut self.sender)
+            .await
+            .expect("sender finished")
+            .expect("sender");
+        producer.flush().await;
+        tokio::time::timeout(FINISH_TIMEOUT, &mut self.waiter)
+            .await
+            .expect("acks resolved")
+            .expect("waiter")
+    }
+}
