@@ -67,26 +67,9 @@ pub async fn serve_limited(
     max_connections: usize,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "http accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((permit, stream, peer)) =
+        crate::server::accept_limited(&listener, &limit, &shutdown).await
+    {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
