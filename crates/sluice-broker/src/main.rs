@@ -21,6 +21,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    raise_open_file_limit(config.max_connections);
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluiced")
@@ -46,4 +48,38 @@ fn main() -> anyhow::Result<()> {
         server.run(shutdown).await?;
         Ok(())
     })
+}
+
+/// Raises the soft open-file limit to the hard limit, and warns when it still
+/// cannot cover `max_connections` sockets plus segment files (three per
+/// segment): "too many open files" is the classic broker outage.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if got != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    let needed = max_connections as u64 + 1024;
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            open_file_limit = lim.rlim_cur,
+            max_connections,
+            "the open-file limit is below max_connections + 1024; raise it (ulimit -n) or lower --max-connections"
+        );
+    }
 }
