@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_protocol::batch::{self, BatchError, HEADER_LEN};
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::error::LogError;
 use crate::io::{FileIo, OsFileIo};
 use crate::policy::{self, SegmentSummary};
@@ -114,6 +115,34 @@ struct PendingSync {
     files: [(Arc<File>, PathBuf); 3],
 }
 
+/// How often at most [`Log::flush`] and [`Log::maybe_flush`] rewrite the
+/// `recovery-point` file (two fsyncs and a rename each time).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// What the `recovery-point` file holds now.
+#[derive(Debug)]
+struct CheckpointState {
+    /// Its recovery offset.
+    written: u64,
+    /// When it was last written.
+    at: Instant,
+}
+
+/// How [`Log::open`] found the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenKind {
+    /// A valid clean-shutdown checkpoint: nothing was rescanned.
+    Clean,
+    /// A valid checkpoint without the clean flag: batches from its recovery
+    /// offset on were CRC-checked.
+    Unclean {
+        /// The recovery offset the scan started from.
+        recovery_point: u64,
+    },
+    /// No usable checkpoint (missing or damaged): every batch was CRC-checked.
+    FullScan,
+}
+
 #[derive(Debug, Default)]
 struct SyncState {
     /// A group-commit leader is in fdatasync right now.
@@ -142,6 +171,16 @@ pub struct Log {
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
     last_flush: Mutex<Instant>,
+    /// The `recovery-point` file's state; serialises its writers (shared
+    /// with the background thread that rewrites it after flushes).
+    checkpoint: Arc<Mutex<CheckpointState>>,
+    /// The last background checkpoint write (joined on drop).
+    checkpoint_job: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The file on disk carries the clean-shutdown flag (set by `close`,
+    /// cleared by the next append).
+    clean_marked: AtomicBool,
+    /// How this log was recovered when opened.
+    open_kind: OpenKind,
     /// Holds the directory's advisory lock for the life of the log.
     _lock: File,
 }
@@ -234,14 +273,55 @@ impl Log {
             }
         }
         bases.sort_unstable();
+        // What the checkpoint says: after a clean shutdown nothing is
+        // rescanned; otherwise every batch from the recovery point on is
+        // CRC-checked, sealed segments included; without a usable
+        // checkpoint, from the very start.
+        let kind = match checkpoint::read(&dir) {
+            Ok(Some(Checkpoint {
+                clean: true,
+                recovery_offset,
+            })) => {
+                tracing::debug!(dir = %dir.display(), recovery_offset, "clean shutdown; no rescan");
+                OpenKind::Clean
+            }
+            Ok(Some(cp)) => OpenKind::Unclean {
+                recovery_point: cp.recovery_offset,
+            },
+            Ok(None) if bases.is_empty() => OpenKind::Clean,
+            Ok(None) => {
+                tracing::warn!(dir = %dir.display(), "no recovery-point file; CRC-checking the whole log");
+                OpenKind::FullScan
+            }
+            Err(why) => {
+                tracing::warn!(dir = %dir.display(), reason = %why, "recovery-point file damaged; CRC-checking the whole log");
+                OpenKind::FullScan
+            }
+        };
+        let recovery_point = match kind {
+            OpenKind::Clean => None,
+            OpenKind::Unclean { recovery_point } => Some(recovery_point),
+            OpenKind::FullScan => Some(0),
+        };
         let settings = config.settings();
         let mut segments = Vec::with_capacity(bases.len() + 1);
         let active = match bases.split_last() {
             None => ActiveSegment::create(&dir, 0, &settings, io.as_ref())?,
             Some((&last, sealed)) => {
+                let mut active_base = last;
                 for (i, &base) in sealed.iter().enumerate() {
                     let seg = segment::open_sealed(&dir, base, &settings)?;
                     let next_base = sealed.get(i + 1).copied().unwrap_or(last);
+                    let damage = match recovery_point {
+                        Some(r) if next_base > r => segment::verify_sealed(&seg, r)?,
+                        _ => None,
+                    };
+                    if let Some(d) = damage {
+                        drop(seg);
+                        Self::cut_after(&dir, base, &d, &bases[i + 1..])?;
+                        active_base = base;
+                        break;
+                    }
                     if seg.next_offset() != next_base {
                         tracing::warn!(
                             segment = %seg.log_path.display(),
@@ -252,14 +332,39 @@ impl Log {
                     }
                     segments.push(seg);
                 }
-                ActiveSegment::open_recover(&dir, last, &settings, io.as_ref())?
+                ActiveSegment::open_recover(
+                    &dir,
+                    active_base,
+                    &settings,
+                    io.as_ref(),
+                    recovery_point,
+                )?
             }
         };
-        // What recovery kept is durable from here on.
+        // What recovery kept is durable from here on: fsync every segment
+        // that holds offsets at or above the recovery point (a killed
+        // process may have left them in the page cache only).
+        if let Some(r) = recovery_point {
+            for seg in segments.iter().filter(|s| s.next_offset() > r) {
+                let f = File::open(&seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
+                io.sync_data(&f)
+                    .map_err(|e| LogError::io(&seg.log_path, e))?;
+            }
+        }
         io.sync_data(&active.file)
             .map_err(|e| LogError::io(&active.seg.log_path, e))?;
         segments.push(active.seg.clone());
         let end = active.next_offset();
+        // Everything below `end` is synced now. Writing the checkpoint
+        // without the clean flag also invalidates a clean-shutdown marker,
+        // so a crash from here on is seen as unclean.
+        let written = checkpoint::write_or_remove(
+            &dir,
+            Checkpoint {
+                recovery_offset: end,
+                clean: false,
+            },
+        )?;
         Ok(Log {
             dir,
             config: RwLock::new(config),
@@ -275,8 +380,172 @@ impl Log {
             sync: Mutex::new(SyncState::default()),
             sync_cv: Condvar::new(),
             last_flush: Mutex::new(Instant::now()),
+            checkpoint: Arc::new(Mutex::new(CheckpointState {
+                written: if written { end } else { 0 },
+                at: Instant::now(),
+            })),
+            checkpoint_job: Mutex::new(None),
+            clean_marked: AtomicBool::new(false),
+            open_kind: kind,
             _lock: lock_file,
         })
+    }
+
+    /// Recovery found damage in the sealed segment at `base`: deletes every
+    /// later segment (`later` holds their base offsets) so that segment
+    /// becomes the active one, whose recovery then cuts it at the damage.
+    fn cut_after(
+        dir: &Path,
+        base: u64,
+        d: &segment::Damage,
+        later: &[u64],
+    ) -> Result<(), LogError> {
+        let mut deleted = Vec::new();
+        let mut deleted_bytes = 0u64;
+        for &b in later {
+            for ext in ["log", "index", "timeindex"] {
+                let p = dir.join(segment::file_name(b, ext));
+                if ext == "log" {
+                    deleted_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                }
+                match std::fs::remove_file(&p) {
+                    Ok(()) => deleted.push(p.display().to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io(&p, e)),
+                }
+            }
+        }
+        segment::sync_dir(dir)?;
+        tracing::warn!(
+            segment = %dir.join(segment::file_name(base, "log")).display(),
+            position = d.position,
+            offset = d.offset,
+            cut_bytes = d.file_len.saturating_sub(d.position as u64),
+            deleted_segments = later.len(),
+            deleted_bytes,
+            deleted_from_offset = later.first().copied().unwrap_or(d.offset),
+            deleted_files = ?deleted,
+            reason = %d.reason,
+            "recovery found a damaged batch in a sealed segment: cutting the log there"
+        );
+        Ok(())
+    }
+
+    /// How recovery treated the log when it was opened.
+    pub fn open_kind(&self) -> OpenKind {
+        self.open_kind
+    }
+
+    /// The recovery offset the `recovery-point` file holds now.
+    pub fn recovery_point(&self) -> u64 {
+        lock(&self.checkpoint).written
+    }
+
+    /// The offset below which everything is fsynced, as far as the
+    /// checkpoint may claim: the durable offset, or the active segment's base
+    /// if that is higher and no sealed segment's sync is pending (sealed
+    /// segments are synced on open, inline on roll, or by a background sync
+    /// that is then no longer pending).
+    fn recovery_point_candidate(&self) -> u64 {
+        let w = lock(&self.writer);
+        let sealed_synced = lock(&self.pending_syncs).is_empty();
+        let base = w.active.seg.base;
+        drop(w);
+        let d = self.durable_offset();
+        if sealed_synced {
+            d.max(base)
+        } else {
+            d
+        }
+    }
+
+    /// Writes the `recovery-point` file now if the recovery offset advanced
+    /// (every offset below it fsynced); returns the offset the file holds.
+    /// [`Log::flush`], [`Log::wait_durable`] and [`Log::maybe_flush`] do
+    /// this at most once a second, on a background thread.
+    pub fn write_recovery_point(&self) -> Result<u64, LogError> {
+        if self.is_poisoned() {
+            return Err(LogError::Poisoned);
+        }
+        let candidate = self.recovery_point_candidate();
+        let mut ck = lock(&self.checkpoint);
+        if candidate > ck.written {
+            checkpoint::write(
+                &self.dir,
+                Checkpoint {
+                    recovery_offset: candidate,
+                    clean: false,
+                },
+            )?;
+            ck.written = candidate;
+        }
+        ck.at = Instant::now();
+        Ok(ck.written)
+    }
+
+    /// If a second has passed since the checkpoint was last written, rewrites
+    /// it on a background thread, so no appender or group-commit waiter pays
+    /// for its two fsyncs. A failure is logged: the data is durable, only
+    /// the next recovery after a crash gets longer.
+    fn maybe_write_recovery_point(&self) {
+        {
+            // `try_lock`: while a write holds the state (fsyncs), callers
+            // skip instead of waiting behind it.
+            let mut ck = match self.checkpoint.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            if ck.at.elapsed() < CHECKPOINT_EVERY {
+                return;
+            }
+            ck.at = Instant::now();
+        }
+        if self.is_poisoned() {
+            return;
+        }
+        let mut job = lock(&self.checkpoint_job);
+        if job.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if let Some(h) = job.take() {
+            let _ = h.join();
+        }
+        let candidate = self.recovery_point_candidate();
+        let state = self.checkpoint.clone();
+        let dir = self.dir.clone();
+        let work = move || {
+            let mut ck = lock(&state);
+            if candidate <= ck.written {
+                return;
+            }
+            let cp = Checkpoint {
+                recovery_offset: candidate,
+                clean: false,
+            };
+            match checkpoint::write(&dir, cp) {
+                Ok(()) => ck.written = candidate,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not write the recovery point")
+                }
+            }
+        };
+        let work = Arc::new(Mutex::new(Some(work)));
+        let for_thread = work.clone();
+        match std::thread::Builder::new()
+            .name("sluice-checkpoint".into())
+            .spawn(move || {
+                if let Some(w) = lock(&for_thread).take() {
+                    w()
+                }
+            }) {
+            Ok(h) => *job = Some(h),
+            Err(_) => {
+                if let Some(w) = lock(&work).take() {
+                    w()
+                }
+            }
+        }
     }
 
     /// The directory of this log.
@@ -323,6 +592,19 @@ impl Log {
             let mut w = lock(&self.writer);
             if self.is_poisoned() {
                 return Err(LogError::Poisoned);
+            }
+            if self.clean_marked.load(Ordering::Acquire) {
+                // Appending after close: the clean-shutdown flag must go
+                // before any byte is written.
+                let mut ck = lock(&self.checkpoint);
+                let cp = Checkpoint {
+                    recovery_offset: ck.written,
+                    clean: false,
+                };
+                if !checkpoint::write_or_remove(&self.dir, cp)? {
+                    ck.written = 0;
+                }
+                self.clean_marked.store(false, Ordering::Release);
             }
             let a = &w.active;
             let roll = policy::should_roll(
@@ -382,7 +664,7 @@ impl Log {
             // files stay in place, so a crash here cannot lose the base offset.
             let base = w.active.next_offset();
             let old_seg = w.active.seg.clone();
-            let fresh = ActiveSegment::open_recover(&self.dir, base, &s, self.io.as_ref())?;
+            let fresh = ActiveSegment::open_recover(&self.dir, base, &s, self.io.as_ref(), None)?;
             let new_seg = fresh.seg.clone();
             w.active = fresh;
             let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
@@ -548,13 +830,17 @@ impl Log {
 
     /// fsyncs everything appended so far (joins an in-flight group commit).
     pub fn flush(&self) -> Result<(), LogError> {
-        self.flush_to(self.end_offset())
+        self.flush_to(self.end_offset())?;
+        self.maybe_write_recovery_point();
+        Ok(())
     }
 
     /// Blocks until `durable_offset() >= offset` (clamped to the end offset),
     /// leading or joining a group commit.
     pub fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
-        self.flush_to(offset.min(self.end_offset()))
+        self.flush_to(offset.min(self.end_offset()))?;
+        self.maybe_write_recovery_point();
+        Ok(())
     }
 
     /// Group commit: the first caller becomes the leader and fdatasyncs
@@ -629,7 +915,14 @@ impl Log {
     /// passed since the last flush, with [`FlushPolicy::Always`] whenever
     /// something is not durable, never with [`FlushPolicy::Os`]. Returns
     /// whether it flushed. Meant to be called on a timer by the owner.
+    /// At most once a second it also rewrites the `recovery-point` file.
     pub fn maybe_flush(&self, now: Instant) -> Result<bool, LogError> {
+        let flushed = self.maybe_flush_data(now)?;
+        self.maybe_write_recovery_point();
+        Ok(flushed)
+    }
+
+    fn maybe_flush_data(&self, now: Instant) -> Result<bool, LogError> {
         if self.durable_offset() >= self.end_offset() {
             return Ok(false);
         }
@@ -644,7 +937,7 @@ impl Log {
                 }
             }
         }
-        self.flush()?;
+        self.flush_to(self.end_offset())?;
         Ok(true)
     }
 
@@ -740,14 +1033,41 @@ impl Log {
     }
 
     /// Flushes, then trims the preallocated tails of the active segment and
-    /// its indexes and fsyncs them. The log stays usable (a later append
-    /// reserves space again).
+    /// its indexes and fsyncs them, then writes the recovery point (the end
+    /// offset) with the clean-shutdown flag, so the next open rescans
+    /// nothing. The log stays usable (a later append reserves space again
+    /// and clears the flag first).
     pub fn close(&self) -> Result<(), LogError> {
-        self.flush()?;
+        self.flush_to(self.end_offset())?;
         let mut w = lock(&self.writer);
         if let Err(e) = w.active.trim(self.io.as_ref(), true) {
             self.poison(&e);
             return Err(e);
+        }
+        // Under the writer lock nothing is appended meanwhile. The active
+        // segment was just synced whole; sealed ones are synced unless a
+        // background sync is still pending (then no clean flag).
+        if !lock(&self.pending_syncs).is_empty() {
+            tracing::debug!(dir = %self.dir.display(), "sealed segment sync pending at close; not marking clean");
+            return Ok(());
+        }
+        // A failure to write the flag (a full disk) is not a failed close:
+        // the data is synced, only the next open rescans.
+        let end = w.active.next_offset();
+        let mut ck = lock(&self.checkpoint);
+        let cp = Checkpoint {
+            recovery_offset: end,
+            clean: true,
+        };
+        match checkpoint::write(&self.dir, cp) {
+            Ok(()) => {
+                ck.written = end;
+                ck.at = Instant::now();
+                self.clean_marked.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the clean-shutdown recovery point");
+            }
         }
         Ok(())
     }
@@ -755,5 +1075,20 @@ impl Log {
     /// True after a failed fsync: appends are refused until the log is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Log {
+    /// Waits for a background checkpoint write, so none lands after the
+    /// directory lock is released (a later open may write its own).
+    fn drop(&mut self) {
+        let job = self
+            .checkpoint_job
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = job {
+            let _ = h.join();
+        }
     }
 }

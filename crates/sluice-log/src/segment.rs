@@ -533,6 +533,62 @@ pub(crate) fn open_sealed(
     }))
 }
 
+/// Where the CRC check of a sealed segment found damage.
+#[derive(Debug, Clone)]
+pub(crate) struct Damage {
+    /// Position of the first bad batch (or of the trailing bytes).
+    pub position: usize,
+    /// Offset the first bad batch should have had.
+    pub offset: u64,
+    /// Length of the `.log` file.
+    pub file_len: u64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// CRC-checks every batch of a sealed segment from the one containing
+/// `from` (found through the index) to the end of its file. Trailing bytes
+/// after the last batch count as damage unless they are all zero (an
+/// untrimmed preallocated tail). `None` when all of it checks out.
+pub(crate) fn verify_sealed(seg: &Segment, from: u64) -> Result<Option<Damage>, LogError> {
+    let data = seg.log.bytes();
+    let (pos, expected) = seg.seek_checked(data, from.max(seg.base));
+    let outcome = scan(data, pos, expected, true, |_, _| {});
+    let file_len = std::fs::metadata(&seg.log_path)
+        .map_err(io_err(&seg.log_path))?
+        .len();
+    if outcome.end < data.len() {
+        return Ok(Some(Damage {
+            position: outcome.end,
+            offset: outcome.next_offset,
+            file_len,
+            reason: outcome.stop.unwrap_or_default(),
+        }));
+    }
+    if file_len > data.len() as u64 {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = File::open(&seg.log_path).map_err(io_err(&seg.log_path))?;
+        f.seek(SeekFrom::Start(data.len() as u64))
+            .map_err(io_err(&seg.log_path))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f.read(&mut buf).map_err(io_err(&seg.log_path))?;
+            if n == 0 {
+                break;
+            }
+            if buf[..n].iter().any(|b| *b != 0) {
+                return Ok(Some(Damage {
+                    position: data.len(),
+                    offset: outcome.next_offset,
+                    file_len,
+                    reason: "trailing bytes after the last batch".into(),
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn map_index_ro(path: &Path, entry_bytes: usize) -> Result<Arc<Region>, LogError> {
     let f = File::open(path).map_err(io_err(path))?;
     let len = f.metadata().map_err(io_err(path))?.len() as usize;
@@ -689,14 +745,18 @@ impl ActiveSegment {
         })
     }
 
-    /// Opens the last segment of a log and recovers its tail: scan from the
-    /// last index entry that points at a good batch, CRC-check every batch
-    /// from there, cut at the first bad one, and rewrite the indexes.
+    /// Opens the last segment of a log and recovers its tail: CRC-check
+    /// every batch from a start point, cut at the first bad one, and rewrite
+    /// the indexes. The start point is the last index entry that points at a
+    /// batch: with `recovery_point = Some(r)`, the last whose offset is
+    /// `<= r` (batches below `r` were fsynced; header-checked only), with
+    /// `None` (clean shutdown) the last that points at a CRC-valid batch.
     pub(crate) fn open_recover(
         dir: &Path,
         base: u64,
         settings: &SegmentSettings,
         io: &dyn FileIo,
+        recovery_point: Option<u64>,
     ) -> Result<ActiveSegment, LogError> {
         let log_path = dir.join(file_name(base, "log"));
         let index_path = dir.join(file_name(base, "index"));
@@ -728,7 +788,14 @@ impl ActiveSegment {
                         break;
                     };
                     let expected = base + u64::from(e.rel);
-                    if check_batch_at(data, e.pos as usize, expected, true).is_ok() {
+                    let usable = match recovery_point {
+                        Some(r) => {
+                            expected <= r
+                                && check_batch_at(data, e.pos as usize, expected, false).is_ok()
+                        }
+                        None => check_batch_at(data, e.pos as usize, expected, true).is_ok(),
+                    };
+                    if usable {
                         found = (e.pos as usize, expected);
                         break;
                     }

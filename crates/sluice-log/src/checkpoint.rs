@@ -1,0 +1,205 @@
+//! The `recovery-point` file: the offset below which every batch was
+//! fsynced, and whether the log was closed cleanly.
+//!
+//! | offset | size | field           | value                                         |
+//! |-------:|-----:|-----------------|-----------------------------------------------|
+//! |      0 |    4 | magic           | `SLRP`                                        |
+//! |      4 |    2 | version         | 1 (u16)                                       |
+//! |      6 |    2 | flags           | bit 0: clean shutdown; other bits 0 (u16)     |
+//! |      8 |    8 | recovery_offset | every offset below it was fsynced (u64)       |
+//! |     16 |    4 | crc             | `crc32fast` (IEEE CRC-32) of bytes 0..16 (u32)|
+//!
+//! All integers big-endian; the file is exactly 20 bytes. It is replaced
+//! atomically: written to `recovery-point.tmp`, fsynced, renamed over
+//! `recovery-point`, and the directory is fsynced.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::LogError;
+
+/// File name of the checkpoint inside a partition directory.
+pub(crate) const FILE_NAME: &str = "recovery-point";
+/// Temporary name it is written to before the rename.
+const TMP_NAME: &str = "recovery-point.tmp";
+const MAGIC: &[u8; 4] = b"SLRP";
+const VERSION: u16 = 1;
+const FLAG_CLEAN: u16 = 1;
+/// Encoded length in bytes.
+pub(crate) const LEN: usize = 20;
+
+/// A decoded checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// Every offset below this was fsynced.
+    pub recovery_offset: u64,
+    /// Written by a successful `close` (everything synced, nothing appended after).
+    pub clean: bool,
+}
+
+/// The 20 bytes of `cp`.
+pub(crate) fn encode(cp: Checkpoint) -> [u8; LEN] {
+    let mut out = [0u8; LEN];
+    out[0..4].copy_from_slice(MAGIC);
+    out[4..6].copy_from_slice(&VERSION.to_be_bytes());
+    let flags = if cp.clean { FLAG_CLEAN } else { 0 };
+    out[6..8].copy_from_slice(&flags.to_be_bytes());
+    out[8..16].copy_from_slice(&cp.recovery_offset.to_be_bytes());
+    let crc = crc32fast::hash(&out[0..16]);
+    out[16..20].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Decodes a checkpoint, or says why it is not one.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+    if bytes.len() != LEN {
+        return Err(format!("{} bytes where {LEN} were expected", bytes.len()));
+    }
+    let be16 = |at: usize| u16::from_be_bytes([bytes[at], bytes[at + 1]]);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[16..20]);
+    if crc32fast::hash(&bytes[0..16]) != u32::from_be_bytes(crc) {
+        return Err("CRC mismatch".into());
+    }
+    if &bytes[0..4] != MAGIC {
+        return Err("bad magic".into());
+    }
+    if be16(4) != VERSION {
+        return Err(format!("unsupported version {}", be16(4)));
+    }
+    let flags = be16(6);
+    if flags & !FLAG_CLEAN != 0 {
+        return Err(format!("unknown flags {flags:#x}"));
+    }
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&bytes[8..16]);
+    Ok(Checkpoint {
+        recovery_offset: u64::from_be_bytes(off),
+        clean: flags & FLAG_CLEAN != 0,
+    })
+}
+
+/// Reads the checkpoint of `dir`: `Ok(None)` when there is none, `Err(why)`
+/// when it is unreadable or damaged.
+pub(crate) fn read(dir: &Path) -> Result<Option<Checkpoint>, String> {
+    match std::fs::read(dir.join(FILE_NAME)) {
+        Ok(bytes) => decode(&bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read: {e}")),
+    }
+}
+
+/// Atomically replaces the checkpoint of `dir` (temp file, fsync, rename,
+/// directory fsync).
+pub(crate) fn write(dir: &Path, cp: Checkpoint) -> Result<(), LogError> {
+    let tmp = dir.join(TMP_NAME);
+    let path = dir.join(FILE_NAME);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| LogError::io(&tmp, e))?;
+    f.write_all(&encode(cp))
+        .map_err(|e| LogError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| LogError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
+    crate::segment::sync_dir(dir)
+}
+
+/// Removes the checkpoint (and a leftover temp file) and fsyncs the
+/// directory: the fallback when a new one cannot be written (a full disk),
+/// so that no stale clean-shutdown flag survives. Needs no free space.
+pub(crate) fn remove(dir: &Path) -> Result<(), LogError> {
+    for name in [FILE_NAME, TMP_NAME] {
+        let p = dir.join(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(&p, e)),
+        }
+    }
+    crate::segment::sync_dir(dir)
+}
+
+/// Writes `cp`, or, if that fails, removes the checkpoint instead (the next
+/// open after a crash then CRC-checks the whole log). Returns whether `cp`
+/// was written; an error only when neither worked.
+pub(crate) fn write_or_remove(dir: &Path, cp: Checkpoint) -> Result<bool, LogError> {
+    match write(dir, cp) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not write the recovery point; removing it");
+            remove(dir)?;
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for cp in [
+            Checkpoint {
+                recovery_offset: 0,
+                clean: false,
+            },
+            Checkpoint {
+                recovery_offset: 12_345,
+                clean: true,
+            },
+            Checkpoint {
+                recovery_offset: u64::MAX,
+                clean: false,
+            },
+        ] {
+            assert_eq!(decode(&encode(cp)), Ok(cp));
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let good = encode(Checkpoint {
+            recovery_offset: 0x0102_0304_0506_0708,
+            clean: true,
+        });
+        for i in 0..LEN {
+            for bit in 0..8 {
+                let mut bad = good;
+                bad[i] ^= 1 << bit;
+                assert!(decode(&bad).is_err(), "byte {i} bit {bit} not detected");
+            }
+        }
+        assert!(decode(&good[..LEN - 1]).is_err());
+        let mut longer = good.to_vec();
+        longer.push(0);
+        assert!(decode(&longer).is_err());
+        assert!(decode(&[0u8; LEN]).is_err());
+    }
+
+    #[test]
+    fn write_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(dir.path()), Ok(None));
+        let cp = Checkpoint {
+            recovery_offset: 77,
+            clean: false,
+        };
+        write(dir.path(), cp).unwrap();
+        assert_eq!(read(dir.path()), Ok(Some(cp)));
+        let cp2 = Checkpoint {
+            recovery_offset: 99,
+            clean: true,
+        };
+        write(dir.path(), cp2).unwrap();
+        assert_eq!(read(dir.path()), Ok(Some(cp2)));
+        assert!(!dir.path().join(TMP_NAME).exists());
+        std::fs::write(dir.path().join(FILE_NAME), b"garbage").unwrap();
+        assert!(read(dir.path()).is_err());
+    }
+}
