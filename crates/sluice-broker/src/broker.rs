@@ -398,16 +398,16 @@ impl Broker {
         self.topics.delete(name)
     }
 
-    /// Flushes partitions whose `interval` policy is due (blocking; run off the runtime).
+    /// Runs every partition's periodic flush and recovery-point update (blocking; run off the runtime).
     pub fn flush_due(&self) {
         let now = std::time::Instant::now();
+        // Every policy: `interval` fsyncs when due, `always` catches anything
+        // no waiter synced, and all of them advance the recovery point (so an
+        // `os` partition does not rescan since start after a crash).
         for t in self.topics.list() {
-            if t.config().flush != FlushMode::Interval {
-                continue;
-            }
             for p in t.partitions() {
                 if let Err(e) = p.maybe_flush(now) {
-                    tracing::error!(topic = t.name(), partition = p.index(), error = %crate::error::chain(&e), "interval flush failed");
+                    tracing::error!(topic = t.name(), partition = p.index(), error = %crate::error::chain(&e), "periodic flush failed");
                 }
             }
         }
