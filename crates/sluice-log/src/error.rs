@@ -9,7 +9,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum LogError {
     /// An I/O call failed on `path`.
-    #[error("i/o error on {path}: {source}")]
+    #[error("i/o error on {}", path.display())]
     Io {
         /// File or directory the call was made on.
         path: PathBuf,
@@ -18,13 +18,13 @@ pub enum LogError {
         source: std::io::Error,
     },
     /// `ENOSPC` while reserving space, before any byte of the append was written.
-    #[error("disk full while reserving space in {path}")]
+    #[error("disk full while reserving space in {}", path.display())]
     DiskFull {
         /// File that could not grow.
         path: PathBuf,
     },
     /// A batch failed validation; the log is unchanged.
-    #[error("invalid batch: {0}")]
+    #[error("invalid batch")]
     InvalidBatch(#[from] BatchError),
     /// A batch is larger than `max_batch_bytes`; the log is unchanged.
     #[error("batch of {size} bytes exceeds the maximum of {max}")]
@@ -35,7 +35,7 @@ pub enum LogError {
         max: usize,
     },
     /// Damaged data found while reading a segment.
-    #[error("corrupt data in {path} at position {position}: {reason}")]
+    #[error("corrupt data in {} at position {position}: {reason}", path.display())]
     Corrupt {
         /// The `.log` file.
         path: PathBuf,
