@@ -3,7 +3,8 @@
 //!
 //! Produce: K producers (one connection each) send N records of B bytes in
 //! total (keyless, so sticky partitioning fills whole batches); latency is
-//! enqueue -> acknowledgement per record. Consume: K consumers split the
+//! enqueue -> acknowledgement per record (the clock is read once per run of
+//! [`SEGMENT`] records and once per acknowledged batch, see [`Group`]). Consume: K consumers split the
 //! topic's partitions and read from the earliest offset until N records (or
 //! everything present when the bench started); latency is how long each read
 //! that had to wait for the network waited. Percentiles come from an HDR
@@ -12,6 +13,7 @@
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -214,6 +216,39 @@ async fn ensure_topic(broker: &str, args: &BenchArgs) -> Result<(), CliError> {
     }
 }
 
+/// Records sampled per send-time reading: a record's latency is measured
+/// from the send time of the first record of its run of `SEGMENT`, which
+/// overstates it by at most the time `SEGMENT - 1` enqueues take that did not
+/// wait (a record that waits for buffer space starts a new run).
+const SEGMENT: u32 = 32;
+
+/// Consecutive records of one producer batch: they are acknowledged together,
+/// so the bench awaits one [`Delivery`] per batch and reads the clock once
+/// per batch, recording each run's latency for all the run's records.
+struct Group {
+    /// The first record's delivery (or its enqueue error: then a group of one).
+    head: Result<Delivery, ClientError>,
+    /// `(send time, records)` per run of records, in order.
+    segments: Vec<(Instant, u64)>,
+}
+
+impl Group {
+    fn new(head: Result<Delivery, ClientError>, sent: Instant) -> Group {
+        Group {
+            head,
+            segments: vec![(sent, 1)],
+        }
+    }
+
+    /// Adds a record sent at `sent` (a segment's time) to the group.
+    fn push(&mut self, sent: Instant) {
+        match self.segments.last_mut() {
+            Some((t, c)) if *t == sent => *c += 1,
+            _ => self.segments.push((sent, 1)),
+        }
+    }
+}
+
 async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
     if args.producers == 0 {
         return Err(CliError::msg("--producers must be at least 1"));
@@ -249,26 +284,29 @@ async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
         let topic = topic.clone();
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
-            let (tx, mut rx) =
-                mpsc::channel::<(Instant, Result<Delivery, ClientError>)>(128 * 1024);
+            let (tx, mut rx) = mpsc::channel::<Group>(16 * 1024);
             let waiter = tokio::spawn(async move {
                 let mut hist = histogram();
                 let mut failed = 0u64;
                 let mut first_error = None;
                 let mut last_ack = Instant::now();
-                while let Some((sent, d)) = rx.recv().await {
-                    let r = match d {
+                while let Some(group) = rx.recv().await {
+                    let r = match group.head {
                         Ok(d) => d.await,
                         Err(e) => Err(e),
                     };
+                    let count: u64 = group.segments.iter().map(|(_, c)| c).sum();
                     match r {
                         Ok(_) => {
                             last_ack = Instant::now();
-                            hist.saturating_record((last_ack - sent).as_micros().max(1) as u64);
-                            acked.fetch_add(1, Ordering::Relaxed);
+                            for (sent, c) in &group.segments {
+                                let us = last_ack.saturating_duration_since(*sent).as_micros();
+                                hist.saturating_record_n(us.max(1) as u64, *c);
+                            }
+                            acked.fetch_add(count, Ordering::Relaxed);
                         }
                         Err(e) => {
-                            failed += 1;
+                            failed += count;
                             first_error.get_or_insert(e);
                         }
                     }
@@ -276,12 +314,23 @@ async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
                 (hist, failed, first_error, last_ack)
             });
             let paced_from = Instant::now();
+            let mut group: Option<Group> = None;
+            // Send time of the current segment (see `Group`) and records left in it.
+            let mut seg_time = paced_from;
+            let mut seg_left = 0u32;
             for sent_count in 0..n {
                 if per_producer_rate > 0.0 {
                     let due =
                         paced_from + Duration::from_secs_f64(sent_count as f64 / per_producer_rate);
                     if due > Instant::now() + Duration::from_millis(1) {
+                        // Hand the open group over first so its ack is timed while we sleep.
+                        if let Some(g) = group.take() {
+                            if tx.send(g).await.is_err() {
+                                break;
+                            }
+                        }
                         tokio::time::sleep_until(due.into()).await;
+                        seg_left = 0;
                     }
                 }
                 let record = Record {
@@ -292,11 +341,44 @@ async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
                     timestamp: None,
                     partition: None,
                 };
-                let sent = Instant::now();
-                let d = producer.enqueue(record).await;
-                if tx.send((sent, d)).await.is_err() {
-                    break;
+                if seg_left == 0 {
+                    seg_time = Instant::now();
+                    seg_left = SEGMENT;
                 }
+                seg_left -= 1;
+                let mut enqueue = std::pin::pin!(producer.enqueue(record));
+                let (d, sent) = match futures::poll!(enqueue.as_mut()) {
+                    Poll::Ready(d) => (d, seg_time),
+                    Poll::Pending => {
+                        // Waiting for buffer space: the wait counts towards this
+                        // record's latency, but not towards the records after it.
+                        let waited_from = Instant::now();
+                        seg_left = 0;
+                        // Hand the open group over so its ack is timed meanwhile
+                        // (a batch may span two groups; each counts its own records).
+                        if let Some(g) = group.take() {
+                            if tx.send(g).await.is_err() {
+                                break;
+                            }
+                        }
+                        (enqueue.await, waited_from)
+                    }
+                };
+                match (&mut group, &d) {
+                    (Some(g), Ok(this)) if matches!(&g.head, Ok(head) if head.same_batch(this)) => {
+                        g.push(sent);
+                    }
+                    _ => {
+                        if let Some(g) = group.replace(Group::new(d, sent)) {
+                            if tx.send(g).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(g) = group.take() {
+                let _ = tx.send(g).await;
             }
             drop(tx);
             producer.close().await;
@@ -443,4 +525,21 @@ async fn consume(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
     };
     report(&summary, &args);
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_counts_runs_of_records_by_send_time() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_micros(50);
+        let mut g = Group::new(Err(ClientError::Closed), t0);
+        g.push(t0);
+        g.push(t1);
+        g.push(t1);
+        g.push(t1);
+        assert_eq!(g.segments, vec![(t0, 2), (t1, 3)]);
+    }
 }

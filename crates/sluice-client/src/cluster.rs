@@ -16,6 +16,8 @@ use sluice_protocol::{ErrorCode, MetadataRequest, MetadataResponse, Request, Res
 use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
+// Looked up per record with keys this process chose: speed over SipHash.
+use rustc_hash::FxHashMap as FastMap;
 
 /// What the cache knows about one topic.
 #[derive(Debug, Clone)]
@@ -28,7 +30,7 @@ pub(crate) struct TopicRoute {
 struct State {
     /// Node id -> (advertised address, connection).
     brokers: HashMap<u32, (String, Connection)>,
-    topics: HashMap<String, TopicRoute>,
+    topics: FastMap<String, TopicRoute>,
     /// Topics the broker said do not exist, and when (to avoid asking in a tight loop).
     missing: HashMap<String, Instant>,
 }

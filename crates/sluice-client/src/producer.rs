@@ -69,6 +69,8 @@ use crate::cluster::Cluster;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::partitioner::partition_for_key;
+// Looked up per record with keys this process chose: speed over SipHash.
+use rustc_hash::FxHashMap as FastMap;
 
 /// The offset reported for records sent with [`Acks::None`]: the broker does not say.
 pub const UNKNOWN_OFFSET: u64 = u64::MAX;
@@ -186,6 +188,10 @@ impl Record {
     }
 }
 
+/// Records without a timestamp that share one clock reading within a batch
+/// (see [`OpenBatch::now_ms`]).
+const CLOCK_EVERY: u32 = 16;
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -260,6 +266,12 @@ impl Delivery {
     pub fn partition(&self) -> u32 {
         self.partition
     }
+
+    /// True when `other` is in the same batch as this record: both resolve
+    /// together, with the same outcome (offsets differ by their positions).
+    pub fn same_batch(&self, other: &Delivery) -> bool {
+        Arc::ptr_eq(&self.completion, &other.completion)
+    }
 }
 
 impl Future for Delivery {
@@ -305,6 +317,29 @@ struct OpenBatch {
     completion: Arc<Completion>,
     created: Instant,
     reserved: usize,
+    /// The last wall-clock reading (ms) handed to records without a timestamp.
+    clock_ms: i64,
+    /// Records that may still use `clock_ms` before the clock is read again.
+    clock_uses: u32,
+}
+
+impl OpenBatch {
+    /// CreateTime for a record without a timestamp. Reading the clock costs
+    /// more than appending a small record, so it is read for the batch's first
+    /// such record and then every [`CLOCK_EVERY`] records. A timestamp is thus
+    /// never later than the record's enqueue, and earlier by at most the time
+    /// the previous `CLOCK_EVERY - 1` records of its batch took to arrive,
+    /// bounded by the linger (a batch is sealed at most `linger` after its first
+    /// record): microseconds when records stream in, when they are sparse
+    /// the linger at worst.
+    fn now_ms(&mut self) -> i64 {
+        if self.clock_uses == 0 {
+            self.clock_ms = now_ms();
+            self.clock_uses = CLOCK_EVERY;
+        }
+        self.clock_uses -= 1;
+        self.clock_ms
+    }
 }
 
 struct SealedBatch {
@@ -348,12 +383,12 @@ struct TopicQueue {
     /// Partitions in the topic as last seen in metadata (1 when the topic is not known yet).
     partitions: u32,
     sticky: u32,
-    queues: HashMap<u32, PartitionQueue>,
+    queues: FastMap<u32, PartitionQueue>,
 }
 
 #[derive(Default)]
 struct State {
-    topics: HashMap<String, TopicQueue>,
+    topics: FastMap<String, TopicQueue>,
     next_seq: u64,
     /// Open batches with a seq below this are sealed without waiting for linger.
     flush_below: u64,
@@ -458,6 +493,10 @@ impl Producer {
         // permit is only forgotten (handed to the batch) once the record is
         // appended, so dropping this future midway gives the memory back.
         let permits = size as u32;
+        // A task enqueuing in a tight loop rarely waits, so take part in tokio's
+        // cooperative budget: it yields now and then instead of starving the
+        // sender and connection tasks that share its worker thread.
+        tokio::task::consume_budget().await;
         let permit = match shared.memory.try_acquire_many(permits) {
             Ok(p) => p,
             Err(_) => match shared.memory.acquire_many(permits).await {
@@ -684,7 +723,7 @@ impl Shared {
                     name: record.topic.clone(),
                     partitions: 0,
                     sticky: 0,
-                    queues: HashMap::new(),
+                    queues: FastMap::default(),
                 }),
         };
         if let Some(n) = partitions {
@@ -738,13 +777,18 @@ impl Shared {
                 completion,
                 created: Instant::now(),
                 reserved: 0,
+                clock_ms: 0,
+                clock_uses: 0,
             });
         }
         let Some(open) = queue.open.as_mut() else {
             return Err(ClientError::Closed);
         };
         let index = open.builder.record_count() as u32;
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let timestamp = match record.timestamp {
+            Some(t) => t,
+            None => open.now_ms(),
+        };
         push_record(&mut open.builder, timestamp, &record);
         open.reserved += size;
         let delivery = Delivery {
@@ -1295,6 +1339,54 @@ mod tests {
             (h.producer_id, h.producer_epoch, h.base_sequence),
             (5, 1, 0)
         );
+    }
+
+    #[test]
+    fn same_batch_tells_records_acknowledged_together() {
+        let s = shared(ProducerConfig {
+            batch_bytes: 300,
+            ..ProducerConfig::default()
+        });
+        let d: Vec<Delivery> = (0..6)
+            .map(|i| append(&s, keyless(&format!("{i:060}")).partition(0), 1))
+            .collect();
+        assert!(d[0].same_batch(&d[1]), "two small records share a batch");
+        assert!(!d[0].same_batch(&d[5]), "the batch was sealed at 300 bytes");
+        let other = append(&s, keyless("x").partition(0), 1);
+        assert!(d[5].same_batch(&other));
+    }
+
+    #[test]
+    fn records_without_a_timestamp_get_the_wall_clock_of_their_batch() {
+        let s = shared(ProducerConfig::default());
+        let before = now_ms();
+        for i in 0..(3 * CLOCK_EVERY) {
+            append(&s, keyless(&format!("{i}")).partition(0), 1);
+        }
+        append(&s, keyless("explicit").partition(0).timestamp(42), 1);
+        let after = now_ms();
+        let plan = s.plan(Instant::now() + Duration::from_secs(1));
+        assert_eq!(plan.dispatch.len(), 1);
+        let batch = sluice_protocol::batch::batches(&plan.dispatch[0].data)
+            .next()
+            .expect("one batch")
+            .expect("valid batch");
+        let stamps: Vec<i64> = batch
+            .records()
+            .map(|r| r.expect("valid record").timestamp)
+            .collect();
+        assert_eq!(stamps.len(), 3 * CLOCK_EVERY as usize + 1);
+        assert_eq!(stamps.last(), Some(&42));
+        for t in &stamps[..stamps.len() - 1] {
+            assert!(
+                (before..=after).contains(t),
+                "{t} not in {before}..={after}"
+            );
+        }
+        assert!(stamps
+            .windows(2)
+            .take(stamps.len() - 2)
+            .all(|w| w[0] <= w[1]));
     }
 
     #[test]
