@@ -921,131 +921,48 @@ impl std::fmt::Display for ApiKey {
     }
 }
 
+/// Version 0 (and only 0) of `key`.
+const fn v0(key: ApiKey) -> ApiVersionRange {
+    ApiVersionRange {
+        api_key: key as u16,
+        min_version: 0,
+        max_version: 0,
+    }
+}
+
 /// What ApiVersions returns, i.e. what the broker serves: version 0 of every
 /// key 0..=15 (the group apis of [`GROUP_APIS`] included, then DeleteGroups and
 /// InitProducerId).
 pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
-    ApiVersionRange {
-        api_key: ApiKey::ApiVersions as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::Metadata as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::CreateTopics as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::DeleteTopics as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::Produce as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::Fetch as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::ListOffsets as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::JoinGroup as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::Heartbeat as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::LeaveGroup as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::OffsetCommit as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::OffsetFetch as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::ListGroups as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::DescribeGroups as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::DeleteGroups as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::InitProducerId as u16,
-        min_version: 0,
-        max_version: 0,
-    },
+    v0(ApiKey::ApiVersions),
+    v0(ApiKey::Metadata),
+    v0(ApiKey::CreateTopics),
+    v0(ApiKey::DeleteTopics),
+    v0(ApiKey::Produce),
+    v0(ApiKey::Fetch),
+    v0(ApiKey::ListOffsets),
+    v0(ApiKey::JoinGroup),
+    v0(ApiKey::Heartbeat),
+    v0(ApiKey::LeaveGroup),
+    v0(ApiKey::OffsetCommit),
+    v0(ApiKey::OffsetFetch),
+    v0(ApiKey::ListGroups),
+    v0(ApiKey::DescribeGroups),
+    v0(ApiKey::DeleteGroups),
+    v0(ApiKey::InitProducerId),
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
 /// the same ranges are in [`SUPPORTED_APIS`]. This list stays so code can ask
 /// which keys form the group protocol.
 pub const GROUP_APIS: &[ApiVersionRange] = &[
-    ApiVersionRange {
-        api_key: ApiKey::JoinGroup as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::Heartbeat as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::LeaveGroup as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::OffsetCommit as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::OffsetFetch as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::ListGroups as u16,
-        min_version: 0,
-        max_version: 0,
-    },
-    ApiVersionRange {
-        api_key: ApiKey::DescribeGroups as u16,
-        min_version: 0,
-        max_version: 0,
-    },
+    v0(ApiKey::JoinGroup),
+    v0(ApiKey::Heartbeat),
+    v0(ApiKey::LeaveGroup),
+    v0(ApiKey::OffsetCommit),
+    v0(ApiKey::OffsetFetch),
+    v0(ApiKey::ListGroups),
+    v0(ApiKey::DescribeGroups),
 ];
 
 impl Request {
