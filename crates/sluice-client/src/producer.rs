@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sluice_protocol::batch::RecordBatchBuilder;
 use sluice_protocol::{
     Acks, ErrorCode, ProducePartition, ProduceRequest, ProduceTopic, Request, Response,
@@ -396,7 +396,14 @@ struct State {
     outstanding: BTreeMap<u64, Arc<Completion>>,
     /// Set by close: seal everything, then stop once nothing is outstanding.
     closing: bool,
+    /// Allocations of completed batches, reclaimed for the next builders so a
+    /// busy producer does not allocate (and page-fault in) a buffer per batch.
+    /// At most [`POOL_BUFFERS`], each at most [`Shared::max_pooled_capacity`].
+    pool: Vec<BytesMut>,
 }
+
+/// Most batch buffers a producer keeps for reuse.
+const POOL_BUFFERS: usize = 4;
 
 struct Shared {
     cluster: Arc<Cluster>,
@@ -761,19 +768,30 @@ impl Shared {
         }
         let new_batch = queue.open.is_none();
         if new_batch {
+            // A busy partition gets a full-size buffer at once (no regrowth
+            // copies); a quiet one starts small so idle partitions cost little.
+            let capacity = if queue.hot {
+                batch_bytes + 1024
+            } else {
+                batch_bytes.min(64 * 1024).max(size + 128)
+            };
+            let builder = match state.pool.pop() {
+                Some(buf) if buf.capacity() >= capacity => RecordBatchBuilder::from_buffer(buf),
+                other => {
+                    // Too small for this batch: keep it for a quieter partition.
+                    if let Some(buf) = other {
+                        state.pool.push(buf);
+                    }
+                    RecordBatchBuilder::with_capacity(capacity)
+                }
+            };
             let seq = state.next_seq;
             state.next_seq += 1;
             let completion = Completion::new();
             state.outstanding.insert(seq, completion.clone());
             queue.open = Some(OpenBatch {
                 seq,
-                // A busy partition gets a full-size buffer at once (no regrowth
-                // copies); a quiet one starts small so idle partitions cost little.
-                builder: RecordBatchBuilder::with_capacity(if queue.hot {
-                    batch_bytes + 1024
-                } else {
-                    batch_bytes.min(64 * 1024).max(size + 128)
-                }),
+                builder,
                 completion,
                 created: Instant::now(),
                 reserved: 0,
@@ -1071,12 +1089,40 @@ impl Shared {
         }
     }
 
+    /// Largest buffer worth pooling: a full-size batch buffer with slack; a
+    /// bigger one (a single oversized record) is freed instead.
+    fn max_pooled_capacity(&self) -> usize {
+        self.config
+            .batch_bytes
+            .saturating_mul(2)
+            .saturating_add(2048)
+    }
+
     /// Resolves a batch's deliveries and returns its bytes to the buffer.
-    fn complete(&self, batch: SealedBatch, result: Result<u64>) {
+    ///
+    /// The request is done with the batch by now, so its allocation is usually
+    /// unreferenced: it goes back to the pool for the next builder.
+    fn complete(&self, mut batch: SealedBatch, result: Result<u64>) {
         if let Err(e) = &result {
             tracing::debug!(topic = %batch.topic, partition = batch.partition, records = batch.records, error = %e, "batch failed");
         }
-        lock(&self.state).outstanding.remove(&batch.seq);
+        // Still shared (e.g. a write in flight): just drop our reference.
+        let reclaimed = std::mem::take(&mut batch.data)
+            .try_into_mut()
+            .ok()
+            .filter(|buf| buf.capacity() <= self.max_pooled_capacity());
+        let unpooled = {
+            let mut state = lock(&self.state);
+            state.outstanding.remove(&batch.seq);
+            match reclaimed {
+                Some(buf) if state.pool.len() < POOL_BUFFERS => {
+                    state.pool.push(buf);
+                    None
+                }
+                other => other,
+            }
+        };
+        drop(unpooled);
         // Free the memory first: whoever sees the delivery resolve also sees the room.
         self.memory.add_permits(batch.reserved);
         batch.completion.complete(result);
@@ -1517,6 +1563,42 @@ mod tests {
         let results: Vec<_> = rt.block_on(futures::future::join_all(deliveries));
         let offsets: Vec<(u32, u64)> = results.into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(offsets, vec![(0, 100), (0, 101), (0, 102)]);
+    }
+
+    #[test]
+    fn completed_batch_buffers_are_reused_and_the_pool_is_bounded() {
+        let s = shared(ProducerConfig::default());
+        for p in 0..6 {
+            append(&s, keyless("v").partition(p), 6);
+        }
+        let plan = s.plan(Instant::now() + Duration::from_secs(1));
+        assert_eq!(plan.dispatch.len(), 6);
+        // A batch whose bytes are still referenced (a write in flight) is not reclaimed.
+        let held = plan.dispatch[0].data.clone();
+        let ptrs: Vec<usize> = plan.dispatch[1..]
+            .iter()
+            .map(|b| b.data.as_ptr() as usize)
+            .collect();
+        for b in plan.dispatch {
+            s.finish_batch(b, Ok(0), true);
+        }
+        assert_eq!(lock(&s.state).pool.len(), POOL_BUFFERS);
+        assert!(lock(&s.state)
+            .pool
+            .iter()
+            .all(|buf| buf.as_ptr() != held.as_ptr()));
+        // The next batch is written into a reclaimed allocation, correctly.
+        append(&s, keyless("again").partition(0), 6);
+        let plan = s.plan(Instant::now() + Duration::from_secs(2));
+        assert_eq!(plan.dispatch.len(), 1);
+        let b = &plan.dispatch[0];
+        assert!(ptrs.contains(&(b.data.as_ptr() as usize)));
+        assert_eq!(header(b).record_count, 1);
+        let bytes = b.data.clone();
+        let batch = sluice_protocol::batch::RecordBatch::parse(&bytes).unwrap();
+        let values: Vec<_> = batch.records().map(|r| r.unwrap().value).collect();
+        assert_eq!(values, vec![Some(&b"again"[..])]);
+        assert_eq!(lock(&s.state).pool.len(), POOL_BUFFERS - 1);
     }
 
     #[test]

@@ -440,6 +440,26 @@ impl RecordBatchBuilder {
         b
     }
 
+    /// An empty builder that writes into `buf` (cleared first), e.g. a
+    /// reclaimed allocation from an earlier batch, so no new buffer is
+    /// allocated or faulted in; its capacity becomes the size hint for reuse.
+    pub fn from_buffer(mut buf: BytesMut) -> Self {
+        buf.clear();
+        let capacity_hint = buf.capacity().max(HEADER_LEN);
+        let mut b = RecordBatchBuilder {
+            buf,
+            capacity_hint,
+            count: 0,
+            base_timestamp: 0,
+            max_timestamp: i64::MIN,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        };
+        b.reset();
+        b
+    }
+
     fn reset(&mut self) {
         self.buf.clear();
         self.buf.reserve(self.capacity_hint);
@@ -1036,6 +1056,35 @@ mod tests {
         b.push(1, Some(b"x"), Some(b"y"), &[]);
         let second = b.finish();
         assert_eq!(first, second, "reset builder must produce identical bytes");
+    }
+
+    #[test]
+    fn reused_buffer_produces_byte_identical_batches() {
+        let fill = |b: &mut RecordBatchBuilder| {
+            b.set_producer(7, 1, 10);
+            b.push(1000, Some(b"k1"), Some(b"v1"), &[("a", b"1")]);
+            b.push(999, None, None, &[]);
+            b.push(5000, Some(b""), Some(&[7u8; 300]), &[]);
+            b.finish()
+        };
+        let fresh = fill(&mut RecordBatchBuilder::with_capacity(4096));
+        // Reclaim the finished batch's allocation, dirty and all.
+        let first = fill(&mut RecordBatchBuilder::with_capacity(4096));
+        let ptr = first.as_ptr();
+        let mut buf = first.try_into_mut().expect("sole owner of the batch");
+        let cap = buf.capacity();
+        buf.put_slice(b"stale bytes that must not leak into the next batch");
+        let mut reused = RecordBatchBuilder::from_buffer(buf);
+        assert!(reused.is_empty());
+        assert_eq!(reused.encoded_len(), 0);
+        let again = fill(&mut reused);
+        assert_eq!(again, fresh, "reused buffer must give identical bytes");
+        assert_eq!(again.as_ptr(), ptr, "the reclaimed allocation was written");
+        assert!(cap >= again.len());
+        validate(&again).unwrap();
+        // A tiny buffer still works: it grows like a fresh one.
+        let mut small = RecordBatchBuilder::from_buffer(BytesMut::new());
+        assert_eq!(fill(&mut small), fresh);
     }
 
     #[test]
