@@ -216,6 +216,14 @@ impl Partition {
             .messages_in
             .inc_by(info.last_offset + 1 - info.base_offset);
         self.topic_metrics.bytes_in.inc_by(info.bytes as u64);
+        if self.log.take_writeback_request() {
+            // Start the writeback of the last chunk off the append path.
+            let log = Arc::clone(&self.log);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || log.start_writeback())),
+                Err(_) => log.start_writeback(),
+            }
+        }
     }
 
     /// Whole batches from the one containing `offset`, at most about `max_bytes`

@@ -306,7 +306,7 @@ mod sys;
 
 pub use crate::error::LogError;
 pub use crate::io::{FaultyFileIo, FileIo, OsFileIo};
-pub use crate::log::{AppendInfo, FlushPolicy, Log, LogConfig, OpenKind};
+pub use crate::log::{AppendInfo, FlushPolicy, Log, LogConfig, OpenKind, WRITEBACK_CHUNK};
 pub use crate::segment::file_name;
 
 /// Wall-clock milliseconds since the Unix epoch.

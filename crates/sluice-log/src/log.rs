@@ -15,6 +15,10 @@ use crate::io::{FileIo, OsFileIo};
 use crate::policy::{self, SegmentSummary};
 use crate::segment::{self, ActiveSegment, Segment, SegmentSettings};
 
+/// With [`FlushPolicy::Interval`], appends ask for writeback (see
+/// [`Log::take_writeback_request`]) once this many bytes await it.
+pub const WRITEBACK_CHUNK: usize = 8 << 20;
+
 /// When appended data is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushPolicy {
@@ -179,6 +183,12 @@ pub struct Log {
     /// The file on disk carries the clean-shutdown flag (set by `close`,
     /// cleared by the next append).
     clean_marked: AtomicBool,
+    /// Interval flushing: appends left at least [`WRITEBACK_CHUNK`] bytes
+    /// not yet handed to writeback (see [`Log::take_writeback_request`]).
+    writeback_wanted: AtomicBool,
+    /// A writeback request was handed out and [`Log::start_writeback`] has
+    /// not run for it yet: at most one is outstanding.
+    writeback_scheduled: AtomicBool,
     /// How this log was recovered when opened.
     open_kind: OpenKind,
     /// Holds the directory's advisory lock for the life of the log.
@@ -386,6 +396,8 @@ impl Log {
             })),
             checkpoint_job: Mutex::new(None),
             clean_marked: AtomicBool::new(false),
+            writeback_wanted: AtomicBool::new(false),
+            writeback_scheduled: AtomicBool::new(false),
             open_kind: kind,
             _lock: lock_file,
         })
@@ -636,6 +648,10 @@ impl Log {
                 // start writing it now, so the group commit's fdatasync finds
                 // the data written or in flight instead of starting it.
                 w.active.start_writeback(from);
+            } else if matches!(flush, FlushPolicy::Interval(_))
+                && w.active.unstarted_writeback() >= WRITEBACK_CHUNK
+            {
+                self.writeback_wanted.store(true, Ordering::Release);
             }
             self.end_offset.store(last + 1, Ordering::Release);
             AppendInfo {
@@ -939,6 +955,32 @@ impl Log {
         }
         self.flush_to(self.end_offset())?;
         Ok(true)
+    }
+
+    /// Whether the owner should call [`Log::start_writeback`] now, off the
+    /// append path: with [`FlushPolicy::Interval`], appends have left at
+    /// least [`WRITEBACK_CHUNK`] bytes not yet handed to writeback. True at
+    /// most once until that call runs.
+    ///
+    /// Writing back in chunks as data arrives, rather than all of a timer
+    /// tick's worth at once, spreads the kernel's writeback work evenly: on
+    /// the 2-core test VM, 100 ms ticks at 1 GB/s put ~100 MB of writeback
+    /// submission on one core each tick, and every tick showed up as a
+    /// burst of ~3,000 produce latencies above 1.5 ms (p99.9 13-26 ms);
+    /// with 8 MiB chunks the bursts went away (p99.9 about 5 ms).
+    pub fn take_writeback_request(&self) -> bool {
+        self.writeback_wanted.load(Ordering::Acquire)
+            && !self.writeback_scheduled.swap(true, Ordering::AcqRel)
+    }
+
+    /// Starts asynchronous writeback (`sync_file_range`) of everything
+    /// appended and not yet handed to writeback; blocking, a hint only (the
+    /// next fdatasync reports any I/O error). Answers
+    /// [`Log::take_writeback_request`].
+    pub fn start_writeback(&self) {
+        self.writeback_wanted.store(false, Ordering::Release);
+        self.start_pending_writeback();
+        self.writeback_scheduled.store(false, Ordering::Release);
     }
 
     /// Starts asynchronous writeback of what was appended since the last

@@ -1045,6 +1045,12 @@ impl ActiveSegment {
         (from, self.end)
     }
 
+    /// Bytes appended but not yet handed to writeback by
+    /// [`ActiveSegment::take_writeback_range`].
+    pub(crate) fn unstarted_writeback(&self) -> usize {
+        self.end - self.writeback_mark.min(self.end)
+    }
+
     /// Trims the preallocated tails of all three files (close, and before
     /// sealing); with `sync`, also fsyncs them. Appends may continue
     /// afterwards (space is reserved again on demand).

@@ -453,3 +453,51 @@ fn log_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Log>();
 }
+
+#[test]
+fn interval_flush_asks_for_writeback_once_per_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 256 << 20,
+        preallocate_bytes: 16 << 20,
+        flush: FlushPolicy::Interval(std::time::Duration::from_secs(3600)),
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    let batch = make_batch(3, 900, 1000, 0);
+    let mut appended = 0usize;
+    // Below one chunk: no request.
+    while appended + batch.len() < sluice_log::WRITEBACK_CHUNK {
+        log.append(&batch).unwrap();
+        appended += batch.len();
+        assert!(!log.take_writeback_request(), "after {appended} bytes");
+    }
+    log.append(&batch).unwrap();
+    assert!(log.take_writeback_request());
+    // One outstanding request at a time, however much more arrives.
+    log.append(&batch).unwrap();
+    assert!(!log.take_writeback_request());
+    log.start_writeback();
+    assert!(!log.take_writeback_request());
+    // The next chunk asks again.
+    for _ in 0..sluice_log::WRITEBACK_CHUNK / batch.len() + 1 {
+        log.append(&batch).unwrap();
+    }
+    assert!(log.take_writeback_request());
+    log.start_writeback();
+    // Writeback is only a hint: nothing became durable, and all reads back.
+    assert_eq!(log.durable_offset(), 0);
+    let all = read_all(&log);
+    assert_eq!(all.len() as u64, log.end_offset() / 900);
+    assert!(all.iter().all(|(_, b)| body(b) == body(&batch)));
+
+    // `os` leaves writeback to the kernel: never asks.
+    log.set_config(LogConfig {
+        flush: FlushPolicy::Os,
+        ..config
+    });
+    for _ in 0..sluice_log::WRITEBACK_CHUNK / batch.len() + 1 {
+        log.append(&batch).unwrap();
+    }
+    assert!(!log.take_writeback_request());
+}
