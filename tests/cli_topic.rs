@@ -439,3 +439,36 @@ fn produce_stops_on_sigterm_and_reports_what_was_acknowledged() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr).trim(), "produced 3 records");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `sluice topic list | head -0`: the reader is gone before the first line.
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    ok(&sluice(&addr, &["topic", "create", "piped"], b""));
+    for args in [
+        &["topic", "list"][..],
+        &["topic", "describe", "piped"][..],
+        &["bench", "produce", "--topic", "piped", "--messages", "10"][..],
+    ] {
+        let mut child = Command::new(bin_path("sluice"))
+            .args(args)
+            .env("SLUICE_BROKER", &addr)
+            .env_remove("SLUICE_LOG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        // Close the read end before the command has talked to the broker.
+        drop(child.stdout.take());
+        let out = wait_output_within(child, Duration::from_secs(60));
+        let stderr = text(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}

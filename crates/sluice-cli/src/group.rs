@@ -95,7 +95,7 @@ pub async fn run(broker: &str, command: GroupCommand) -> Result<i32, CliError> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(v));
+                outln!("{}", serde_json::Value::Array(v));
             } else {
                 let width = groups
                     .iter()
@@ -103,14 +103,20 @@ pub async fn run(broker: &str, command: GroupCommand) -> Result<i32, CliError> {
                     .max()
                     .unwrap_or(5)
                     .max(5);
-                println!(
+                outln!(
                     "{:<width$}  {:<18}  {:>7}  {:>10}",
-                    "GROUP", "STATE", "MEMBERS", "GENERATION"
+                    "GROUP",
+                    "STATE",
+                    "MEMBERS",
+                    "GENERATION"
                 );
                 for g in &groups {
-                    println!(
+                    outln!(
                         "{:<width$}  {:<18}  {:>7}  {:>10}",
-                        g.group_id, g.state, g.members, g.generation
+                        g.group_id,
+                        g.state,
+                        g.members,
+                        g.generation
                     );
                 }
             }
@@ -122,7 +128,7 @@ pub async fn run(broker: &str, command: GroupCommand) -> Result<i32, CliError> {
                 .await
                 .map_err(group_error(&group, broker))?;
             if args.json {
-                println!("{}", describe_json(&d));
+                outln!("{}", describe_json(&d));
             } else {
                 print_describe(&d);
             }
@@ -133,7 +139,7 @@ pub async fn run(broker: &str, command: GroupCommand) -> Result<i32, CliError> {
                 .delete_group(&group)
                 .await
                 .map_err(group_error(&group, broker))?;
-            println!("deleted group \"{group}\"");
+            outln!("deleted group \"{group}\"");
             Ok(0)
         }
         GroupCommand::Seek {
@@ -153,7 +159,7 @@ pub async fn run(broker: &str, command: GroupCommand) -> Result<i32, CliError> {
                     .iter()
                     .map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o}))
                     .collect();
-                println!("{}", serde_json::Value::Array(v));
+                outln!("{}", serde_json::Value::Array(v));
             } else {
                 let what = match target {
                     SeekTo::Earliest => "earliest".to_string(),
@@ -161,14 +167,14 @@ pub async fn run(broker: &str, command: GroupCommand) -> Result<i32, CliError> {
                     SeekTo::Offset(o) => format!("offset {o}"),
                     SeekTo::Timestamp(t) => format!("@{t}"),
                 };
-                println!(
+                outln!(
                     "moved group \"{group}\" to {what} on {} partition{}",
                     moved.len(),
                     if moved.len() == 1 { "" } else { "s" }
                 );
-                println!("{:<20}  {:>9}  {:>14}", "TOPIC", "PARTITION", "OFFSET");
+                outln!("{:<20}  {:>9}  {:>14}", "TOPIC", "PARTITION", "OFFSET");
                 for (t, p, o) in &moved {
-                    println!("{t:<20}  {p:>9}  {o:>14}");
+                    outln!("{t:<20}  {p:>9}  {o:>14}");
                 }
             }
             Ok(0)
@@ -239,13 +245,13 @@ fn compact(l: &[(String, u32)]) -> String {
 }
 
 fn print_describe(d: &GroupDescription) {
-    println!("GROUP       {}", d.group_id);
-    println!("STATE       {}", d.state);
-    println!("GENERATION  {}", d.generation);
-    println!("MEMBERS     {}", d.members.len());
-    println!("TOTAL LAG   {}", d.total_lag());
+    outln!("GROUP       {}", d.group_id);
+    outln!("STATE       {}", d.state);
+    outln!("GENERATION  {}", d.generation);
+    outln!("MEMBERS     {}", d.members.len());
+    outln!("TOTAL LAG   {}", d.total_lag());
     if !d.members.is_empty() {
-        println!();
+        outln!();
         let w = d
             .members
             .iter()
@@ -253,12 +259,14 @@ fn print_describe(d: &GroupDescription) {
             .max()
             .unwrap_or(6)
             .max(6);
-        println!(
+        outln!(
             "{:<w$}  {:<16}  {:<24}  REVOKING",
-            "MEMBER", "CLIENT-ID", "ASSIGNMENT"
+            "MEMBER",
+            "CLIENT-ID",
+            "ASSIGNMENT"
         );
         for m in &d.members {
-            println!(
+            outln!(
                 "{:<w$}  {:<16}  {:<24}  {}",
                 m.member_id,
                 m.client_id,
@@ -269,7 +277,7 @@ fn print_describe(d: &GroupDescription) {
     }
     if !d.offsets.is_empty() {
         let owners = owners(d);
-        println!();
+        outln!();
         let tw = d
             .offsets
             .iter()
@@ -277,9 +285,14 @@ fn print_describe(d: &GroupDescription) {
             .max()
             .unwrap_or(5)
             .max(5);
-        println!(
+        outln!(
             "{:<tw$}  {:>9}  {:>12}  {:>12}  {:>10}  {:>10}  OWNER",
-            "TOPIC", "PARTITION", "COMMITTED", "END-OFFSET", "LAG", "LAG-MS"
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "END-OFFSET",
+            "LAG",
+            "LAG-MS"
         );
         for o in &d.offsets {
             let committed = if o.committed_offset < 0 {
@@ -292,7 +305,7 @@ fn print_describe(d: &GroupDescription) {
             } else {
                 o.lag_ms.to_string()
             };
-            println!(
+            outln!(
                 "{:<tw$}  {:>9}  {:>12}  {:>12}  {:>10}  {:>10}  {}",
                 o.topic,
                 o.partition,

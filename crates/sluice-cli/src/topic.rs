@@ -101,7 +101,7 @@ pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
                 .create_topic(&args.name, args.partitions, configs)
                 .await
                 .map_err(CliError::topic(&args.name))?;
-            println!(
+            outln!(
                 "created topic \"{}\" with {} partition{}",
                 args.name,
                 args.partitions,
@@ -123,7 +123,7 @@ pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(v));
+                outln!("{}", serde_json::Value::Array(v));
             } else {
                 let width = topics
                     .iter()
@@ -131,9 +131,9 @@ pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
                     .max()
                     .unwrap_or(4)
                     .max(4);
-                println!("{:<width$}  {:>10}  {:>14}", "NAME", "PARTITIONS", "SIZE");
+                outln!("{:<width$}  {:>10}  {:>14}", "NAME", "PARTITIONS", "SIZE");
                 for t in &topics {
-                    println!(
+                    outln!(
                         "{:<width$}  {:>10}  {:>14}",
                         t.name,
                         t.partitions.len(),
@@ -150,7 +150,7 @@ pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
                 .await
                 .map_err(CliError::topic(&name))?;
             if json {
-                println!("{}", describe_json(&info));
+                outln!("{}", describe_json(&info));
             } else {
                 print_describe(&info);
             }
@@ -162,7 +162,7 @@ pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
                 .delete_topic(&name)
                 .await
                 .map_err(CliError::topic(&name))?;
-            println!("deleted topic \"{name}\"");
+            outln!("deleted topic \"{name}\"");
             Ok(0)
         }
         TopicCommand::Produce(args) => crate::produce::run(broker, args).await,
@@ -190,21 +190,25 @@ fn describe_json(t: &TopicInfo) -> serde_json::Value {
 }
 
 fn print_describe(t: &TopicInfo) {
-    println!("NAME        {}", t.name);
-    println!("PARTITIONS  {}", t.partitions.len());
+    outln!("NAME        {}", t.name);
+    outln!("PARTITIONS  {}", t.partitions.len());
     if !t.configs.is_empty() {
-        println!("CONFIGS");
+        outln!("CONFIGS");
         for (k, v) in &t.configs {
-            println!("  {k}={v}");
+            outln!("  {k}={v}");
         }
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:>9}  {:>6}  {:>14}  {:>14}  {:>14}",
-        "PARTITION", "LEADER", "START-OFFSET", "END-OFFSET", "SIZE"
+        "PARTITION",
+        "LEADER",
+        "START-OFFSET",
+        "END-OFFSET",
+        "SIZE"
     );
     for p in &t.partitions {
-        println!(
+        outln!(
             "{:>9}  {:>6}  {:>14}  {:>14}  {:>14}",
             p.partition,
             p.leader,

@@ -83,7 +83,7 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// Producer settings.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
-    /// Seal a partition's batch when it reaches this many bytes (default 1 MiB).
+    /// Seal a partition's batch when it reaches this many bytes (default 256 KiB).
     pub batch_bytes: usize,
     /// Seal a partition's batch at the latest this long after its first record (default 5 ms).
     pub linger: Duration,
@@ -110,7 +110,7 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            batch_bytes: 1024 * 1024,
+            batch_bytes: 256 * 1024,
             linger: Duration::from_millis(5),
             buffer_bytes: 64 * 1024 * 1024,
             acks: Acks::Leader,
