@@ -187,6 +187,20 @@ pub struct PartitionDescription {
     pub size_bytes: u64,
 }
 
+/// Runs file work that blocks for milliseconds (creating or deleting a
+/// topic's directories and files, with their fsyncs) on the calling thread,
+/// so requests stay in order. On a multi-threaded runtime's worker it first
+/// hands the worker's other tasks to another thread (`block_in_place`), so
+/// other connections are not stalled behind it.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -230,7 +244,7 @@ impl Broker {
         match self.topics.get(name) {
             Some(t) => Ok(t),
             None if create && self.auto_create_topics => {
-                self.topics.get_or_create(name, self.default_partitions)
+                blocking(|| self.topics.get_or_create(name, self.default_partitions))
             }
             None => Err(BrokerError::UnknownTopic(name.to_string())),
         }
@@ -385,7 +399,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         validate_topic_name(name)?;
         let overrides = TopicOverrides::from_pairs(configs)?;
-        self.topics.create(name, partitions, overrides).map(|_| ())
+        blocking(|| self.topics.create(name, partitions, overrides)).map(|_| ())
     }
 
     /// Partition count given to auto-created topics.
@@ -395,7 +409,7 @@ impl Broker {
 
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        self.topics.delete(name)
+        blocking(|| self.topics.delete(name))
     }
 
     /// Runs every partition's periodic flush and recovery-point update (blocking; run off the runtime).
@@ -573,6 +587,54 @@ impl PreparedFetch {
 mod tests {
     use super::*;
     use crate::config::ConfigLayer;
+
+    #[test]
+    fn blocking_work_runs_inline_on_every_runtime_flavor() {
+        // Inline (same thread, so request order holds) from a multi-threaded
+        // worker, a current-thread runtime, a blocking-pool thread and no runtime.
+        let here = || std::thread::current().id();
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        multi.block_on(async {
+            let worker = tokio::spawn(async move { (here(), blocking(here)) });
+            let (outer, inner) = worker.await.unwrap();
+            assert_eq!(outer, inner);
+            let pooled = tokio::task::spawn_blocking(move || (here(), blocking(here)));
+            let (outer, inner) = pooled.await.unwrap();
+            assert_eq!(outer, inner);
+        });
+        let single = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(single.block_on(async { blocking(here) }), here());
+        assert_eq!(blocking(|| 7), 7);
+    }
+
+    #[test]
+    fn topics_are_created_and_deleted_from_a_runtime_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(test_broker(dir.path(), ConfigLayer::default()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let b2 = Arc::clone(&b);
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                b2.create_topic("made", 3, &[]).unwrap();
+                let mut batch = sluice_protocol::batch::RecordBatchBuilder::new();
+                batch.push(1, None, Some(b"v"), &[]);
+                b2.append("auto", 0, &batch.finish(), Acks::Leader).unwrap();
+                b2.delete_topic("made").unwrap();
+            })
+            .await
+        })
+        .unwrap();
+        assert!(b.describe_topic("made").is_err());
+        assert_eq!(b.describe_topic("auto").unwrap().partitions.len(), 1);
+    }
 
     pub(crate) fn test_broker(dir: &std::path::Path, extra: ConfigLayer) -> Broker {
         let layer = ConfigLayer {

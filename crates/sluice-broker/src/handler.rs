@@ -232,9 +232,9 @@ fn delete_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
         .map(|name| {
             let r = ctx.broker.delete_topic(&name);
             if r.is_ok() {
-                // Like the topic's own files, its committed offsets go (inline
-                // blocking work, as the deletion itself).
-                match ctx.groups.forget_topic(&name) {
+                // Like the topic's own files, its committed offsets go (in
+                // request order, as the deletion itself).
+                match crate::broker::blocking(|| ctx.groups.forget_topic(&name)) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(topic = %name, offsets = n, "deleted committed offsets of a deleted topic"),
                     Err(e) => tracing::error!(topic = %name, error = %chain(&e), "could not delete the committed offsets of a deleted topic"),
