@@ -376,6 +376,104 @@ async fn committed_offsets_survive_a_broker_sigkill_and_the_member_rejoins() {
     );
 }
 
+/// `n` records from `c`, each within 10 s, as (partition, offset).
+async fn take(c: &mut Consumer, n: usize) -> Vec<(u32, u64)> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let r = tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .expect("a record within 10 s")
+            .expect("record")
+            .expect("ok");
+        out.push((r.partition, r.offset));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assigned_consumer_with_a_group_id_commits_and_resumes() {
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    let admin = Admin::connect(addr.clone()).await.expect("admin");
+    admin
+        .create_topic("solo", 2, Vec::new())
+        .await
+        .expect("create");
+    produce(&addr, "solo", 2, 100).await;
+    let standalone = |auto_commit: bool| {
+        let mut c = consumer(&addr, "solo", Duration::from_secs(10));
+        let mut c2 = Consumer::with_config(
+            ClientConfig::new(addr.clone()),
+            ConsumerConfig {
+                group_id: Some("solo-g".into()),
+                enable_auto_commit: auto_commit,
+                fetch_max_wait: Duration::from_millis(100),
+                ..ConsumerConfig::default()
+            },
+        );
+        c2.assign(vec![("solo".into(), 0), ("solo".into(), 1)]);
+        // Without a group id, commit() says what is missing.
+        c.assign(vec![("solo".into(), 0)]);
+        (c, c2)
+    };
+
+    // No committed offsets yet: starts at `start` (earliest); commit() by hand.
+    let (mut plain, mut first) = standalone(false);
+    let e = plain.commit().await.expect_err("no group");
+    assert!(e.to_string().contains("group_id"), "{e}");
+    let got = take(&mut first, 120).await;
+    first.commit().await.expect("standalone commit");
+    let committed = admin.group_offsets("solo-g").await.expect("offsets");
+    let mut next_of: BTreeMap<u32, u64> = BTreeMap::new();
+    for (p, o) in &got {
+        next_of.insert(*p, o + 1);
+    }
+    assert_eq!(
+        committed,
+        next_of
+            .iter()
+            .map(|(p, o)| ("solo".to_string(), *p, *o))
+            .collect::<Vec<_>>()
+    );
+    first.close().await.expect("close");
+
+    // A second one resumes exactly there and auto-commits the rest on close.
+    let (_, mut second) = standalone(true);
+    let rest = take(&mut second, 80).await;
+    for (p, o) in &rest {
+        assert!(
+            *o >= next_of[p],
+            "re-read ({p}, {o}) below the committed offset"
+        );
+    }
+    let all: BTreeSet<(u32, u64)> = got.iter().chain(&rest).copied().collect();
+    assert_eq!(all.len(), 200, "every record once");
+    second.close().await.expect("close commits");
+    assert_eq!(
+        admin.group_offsets("solo-g").await.expect("offsets"),
+        vec![("solo".to_string(), 0, 100), ("solo".to_string(), 1, 100)]
+    );
+
+    // While the group has a subscribed member, a standalone commit is refused.
+    let mut member = consumer(&addr, "member", Duration::from_secs(10));
+    member
+        .subscribe("solo-g", vec!["solo".into()])
+        .await
+        .expect("subscribe");
+    let (_, mut third) = standalone(false);
+    third
+        .seek("solo", 0, sluice::SeekTo::Offset(5))
+        .expect("seek");
+    take(&mut third, 1).await;
+    let e = third.commit().await.expect_err("group has a member");
+    assert_eq!(e.code(), Some(sluice::ErrorCode::UnknownMemberId), "{e}");
+    member.close().await.expect("leave");
+    assert_eq!(
+        admin.group_offsets("solo-g").await.expect("offsets"),
+        vec![("solo".to_string(), 0, 100), ("solo".to_string(), 1, 100)]
+    );
+}
+
 /// Runs the example with SLUICE_BROKER set; killed after 30 s.
 fn run_example(broker: &str, args: &[&str]) -> String {
     let mut cmd = Command::new(example_path("consumer_group"));

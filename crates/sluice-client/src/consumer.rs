@@ -136,6 +136,14 @@ pub struct ConsumerConfig {
     /// Group consumers: the broker removes the member when no heartbeat arrives
     /// for this long (default 10 s; the broker accepts 500 ms to 300 s).
     pub session_timeout: Duration,
+    /// With [`Consumer::assign`]: a group whose committed offsets newly
+    /// assigned partitions start from ([`ConsumerConfig::start`] where there
+    /// are none) and that [`Consumer::commit`], auto-commit and `close`
+    /// write to, as a standalone committer, like a Kafka consumer with a
+    /// `group.id` that calls `assign()`. The broker refuses such commits
+    /// while the group has members. [`Consumer::subscribe`] names its own
+    /// group and ignores this (default none).
+    pub group_id: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -153,6 +161,7 @@ impl Default for ConsumerConfig {
             enable_auto_commit: true,
             auto_commit_interval: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
+            group_id: None,
         }
     }
 }
@@ -161,6 +170,8 @@ impl Default for ConsumerConfig {
 enum Position {
     At(u64),
     Pending(SeekTo),
+    /// The committed offset of [`ConsumerConfig::group_id`], else this.
+    Committed(SeekTo),
 }
 
 struct PartitionState {
@@ -298,10 +309,14 @@ impl Consumer {
                 }
                 None => {
                     let epoch = self.bump_epoch();
+                    let position = match self.config.group_id {
+                        Some(_) => Position::Committed(self.config.start),
+                        None => Position::Pending(self.config.start),
+                    };
                     next.push(PartitionState::new(
                         Arc::from(topic.as_str()),
                         partition,
-                        Position::Pending(self.config.start),
+                        position,
                         epoch,
                     ))
                 }
@@ -318,6 +333,9 @@ impl Consumer {
         }
         self.buffer.clear();
         self.partitions = next;
+        if self.config.group_id.is_some() && self.next_auto_commit.is_none() {
+            self.next_auto_commit = Some(Instant::now() + self.config.auto_commit_interval);
+        }
     }
 
     /// The current assignment.
@@ -371,7 +389,7 @@ impl Consumer {
                 .find(|p| *p.topic == *topic && p.partition == partition)
                 .and_then(|p| match p.position {
                     Position::At(o) => Some(o),
-                    Position::Pending(_) => None,
+                    Position::Pending(_) | Position::Committed(_) => None,
                 })
         })
     }
@@ -393,7 +411,7 @@ impl Consumer {
     /// so far are processed: pending revocations and auto-commits happen here.
     pub async fn next(&mut self) -> Option<Result<ConsumerRecord>> {
         loop {
-            if self.group.is_some() {
+            if self.commits() {
                 if let Err(e) = self.group_work().await {
                     return Some(Err(e));
                 }
@@ -459,7 +477,7 @@ impl Consumer {
 
     /// Remembers the position after a record handed to the application.
     fn mark_handed(&mut self, record: &ConsumerRecord) {
-        if self.group.is_none() {
+        if !self.commits() {
             return;
         }
         if let Some(p) = self.partitions.iter_mut().find(|p| {
@@ -474,7 +492,7 @@ impl Consumer {
     async fn wait_group_or_commit_time(&mut self, until: Option<Instant>) {
         let auto_commit = self
             .next_auto_commit
-            .filter(|_| self.config.enable_auto_commit && self.group.is_some());
+            .filter(|_| self.config.enable_auto_commit && self.commits());
         let group = self.group.as_mut();
         tokio::select! {
             _ = group_changed(group) => {}
@@ -572,9 +590,9 @@ impl Consumer {
     /// (`UNKNOWN_MEMBER_ID`, `ILLEGAL_GENERATION`, `NOT_PARTITION_OWNER`) mean
     /// the partitions moved on: the consumer stops them and rejoins.
     pub async fn commit(&mut self) -> Result<()> {
-        if self.group.is_none() {
+        if !self.commits() {
             return Err(ClientError::InvalidArgument(
-                "commit() needs a consumer group: call subscribe() first".into(),
+                "commit() needs a consumer group: call subscribe(), or set ConsumerConfig::group_id and assign()".into(),
             ));
         }
         self.sync_group().await?;
@@ -589,6 +607,10 @@ impl Consumer {
             handle.abort();
         }
         if self.group.is_none() {
+            // A standalone committer commits what it handed out; otherwise nothing to do.
+            if self.commits() && self.config.enable_auto_commit {
+                return self.commit_handed().await;
+            }
             return Ok(());
         }
         let committed = if self.config.enable_auto_commit {
@@ -784,15 +806,20 @@ impl Consumer {
         if offsets.is_empty() {
             return Ok(());
         }
-        let Some(g) = &self.group else {
-            return Ok(());
-        };
-        let group_id = g.settings.group_id.clone();
-        let Some((member_id, generation)) = g.committer() else {
-            return Err(ClientError::broker(
-                ErrorCode::UnknownMemberId,
-                format!("commit to group \"{group_id}\" (not a member right now)"),
-            ));
+        let (group_id, member_id, generation) = match (&self.group, &self.config.group_id) {
+            (Some(g), _) => {
+                let group_id = g.settings.group_id.clone();
+                let Some((member_id, generation)) = g.committer() else {
+                    return Err(ClientError::broker(
+                        ErrorCode::UnknownMemberId,
+                        format!("commit to group \"{group_id}\" (not a member right now)"),
+                    ));
+                };
+                (group_id, member_id, generation)
+            }
+            // Standalone: no member id; the broker ignores the generation.
+            (None, Some(group_id)) => (group_id.clone(), String::new(), 0),
+            (None, None) => return Ok(()),
         };
         let mut topics: Vec<OffsetCommitTopic> = Vec::new();
         for (topic, partition, offset) in &offsets {
@@ -878,14 +905,57 @@ impl Consumer {
         }
     }
 
-    /// Turns Earliest/Latest/Timestamp positions into offsets with ListOffsets.
+    /// Whether this consumer commits offsets: subscribed, or assigned with a
+    /// [`ConsumerConfig::group_id`].
+    fn commits(&self) -> bool {
+        self.group.is_some() || self.config.group_id.is_some()
+    }
+
+    /// Turns Committed positions into offsets with one OffsetFetch (standalone
+    /// committers), then Earliest/Latest/Timestamp ones with ListOffsets.
     async fn resolve_positions(&mut self) -> Result<()> {
         let now = Instant::now();
+        if let Some(group_id) = self.config.group_id.clone() {
+            let waiting = |p: &PartitionState| {
+                matches!(p.position, Position::Committed(_))
+                    && p.backoff_until.is_none_or(|b| b <= now)
+            };
+            let wanted: Vec<Tp> = self
+                .partitions
+                .iter()
+                .filter(|p| waiting(p))
+                .map(|p| p.tp())
+                .collect();
+            if !wanted.is_empty() {
+                match committed_offsets(&self.cluster, &group_id, &wanted).await {
+                    Ok(found) => {
+                        for p in self.partitions.iter_mut().filter(|p| waiting(p)) {
+                            let Position::Committed(fallback) = p.position else {
+                                continue;
+                            };
+                            match found.get(&(p.topic.to_string(), p.partition)) {
+                                Some(&o) => {
+                                    p.position = Position::At(o);
+                                    p.committed = Some(o);
+                                }
+                                None => p.position = Position::Pending(fallback),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for p in self.partitions.iter_mut().filter(|p| waiting(p)) {
+                            p.backoff_until = Some(now + self.config.retry_backoff);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
         for i in 0..self.partitions.len() {
             let (topic, partition, spec, epoch) = {
                 let p = &self.partitions[i];
                 let spec = match p.position {
-                    Position::At(_) => continue,
+                    Position::At(_) | Position::Committed(_) => continue,
                     Position::Pending(SeekTo::Earliest) => OffsetSpec::Earliest,
                     Position::Pending(SeekTo::Latest) => OffsetSpec::Latest,
                     Position::Pending(SeekTo::Timestamp(t)) => OffsetSpec::Timestamp(t),
