@@ -368,3 +368,34 @@ async fn acks_none_and_durable_both_deliver() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_list_skips_addresses_that_do_not_answer() {
+    let broker = TestBroker::start();
+    // A port nobody listens on: connects are refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let list = format!("{dead}, {}", broker.addr);
+    let admin = Admin::connect(list.clone())
+        .await
+        .expect("second address answers");
+    admin
+        .create_topic("listed", 1, Vec::new())
+        .await
+        .expect("create");
+    let producer = Producer::new(list.clone());
+    let (partition, offset) = producer
+        .send(Record::new("listed", "v"))
+        .await
+        .expect("produce through the list");
+    assert_eq!((partition, offset), (0, 0));
+    producer.close().await;
+    let err = Admin::connect(format!("{dead},{dead}"))
+        .await
+        .err()
+        .expect("nothing answers");
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("{dead},{dead}")), "{err}");
+}

@@ -32,7 +32,7 @@ use crate::errors::{render, CliError};
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about, propagate_version = true)]
 struct Cli {
-    /// Broker address (host:port).
+    /// Broker address (host:port), or several separated by commas.
     #[arg(long, global = true, env = "SLUICE_BROKER", default_value = sluice_client::DEFAULT_BROKER)]
     broker: String,
     #[command(subcommand)]

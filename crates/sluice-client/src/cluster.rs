@@ -97,12 +97,15 @@ impl Cluster {
                 None => true,
             };
             if stale {
-                let conn =
-                    if addr == self.config.bootstrap || b.port == 0 || is_unspecified(&b.host) {
-                        self.bootstrap.clone()
-                    } else {
-                        Connection::new(addr.clone(), self.config.clone())
-                    };
+                let conn = if crate::connection::split_addrs(&self.config.bootstrap)
+                    .contains(&addr.as_str())
+                    || b.port == 0
+                    || is_unspecified(&b.host)
+                {
+                    self.bootstrap.clone()
+                } else {
+                    Connection::new(addr.clone(), self.config.clone())
+                };
                 state.brokers.insert(b.node_id, (addr, conn));
             }
         }

@@ -11,7 +11,8 @@ pub const DEFAULT_BROKER: &str = "127.0.0.1:7171";
 /// How to reach the cluster and how patient to be with it.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Address (`host:port`) of any broker; the others are learned from Metadata.
+    /// Address (`host:port`) of any broker, or several separated by commas
+    /// (tried in turn); the others are learned from Metadata.
     pub bootstrap: String,
     /// Sent in every request header; shows up in broker logs.
     pub client_id: String,

@@ -83,6 +83,9 @@ struct Inner {
     next_correlation_id: AtomicU32,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     backoff: Mutex<Backoff>,
+    /// With several comma-separated addresses: the one to try first (the
+    /// last that answered).
+    preferred: AtomicU32,
 }
 
 /// A multiplexed, reconnecting connection to one broker. Cheap to clone.
@@ -106,7 +109,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Connection {
-    /// A connection to `addr` (`host:port`); nothing is dialled until the first request.
+    /// A connection to `addr` (`host:port`, or several separated by commas,
+    /// tried in turn from the last one that answered); nothing is dialled
+    /// until the first request.
     pub fn new(addr: impl Into<String>, config: ClientConfig) -> Connection {
         Connection {
             inner: Arc::new(Inner {
@@ -119,6 +124,7 @@ impl Connection {
                     last_failure: None,
                     last_error: None,
                 }),
+                preferred: AtomicU32::new(0),
             }),
         }
     }
@@ -316,28 +322,46 @@ impl Connection {
         }
     }
 
-    async fn dial(&self) -> Result<Session> {
-        let addr = self.inner.addr.clone();
-        let unreachable = |source: std::io::Error| ClientError::Unreachable {
-            addr: addr.clone(),
-            source: Arc::new(source),
-        };
-        let stream = match tokio::time::timeout(
-            self.inner.config.connect_timeout,
-            TcpStream::connect(addr.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(unreachable(e)),
-            Err(_) => {
-                return Err(unreachable(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                )))
+    /// Connects to the first address that answers, starting from the
+    /// preferred one.
+    async fn connect_any(&self) -> Result<(TcpStream, String)> {
+        let addrs: Vec<&str> = split_addrs(&self.inner.addr);
+        let first = self.inner.preferred.load(Ordering::Relaxed) as usize;
+        let mut last_error = None;
+        for i in 0..addrs.len() {
+            let n = (first + i) % addrs.len();
+            let addr = addrs[n];
+            let result =
+                tokio::time::timeout(self.inner.config.connect_timeout, TcpStream::connect(addr))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "connect timed out",
+                        ))
+                    })
+                    .and_then(|s| s.set_nodelay(true).map(|()| s));
+            match result {
+                Ok(stream) => {
+                    self.inner.preferred.store(n as u32, Ordering::Relaxed);
+                    return Ok((stream, addr.to_string()));
+                }
+                Err(e) => {
+                    tracing::debug!(addr, error = %e, "connect failed");
+                    last_error = Some(e);
+                }
             }
-        };
-        stream.set_nodelay(true).map_err(unreachable)?;
+        }
+        Err(ClientError::Unreachable {
+            addr: self.inner.addr.clone(),
+            source: Arc::new(last_error.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no broker address given")
+            })),
+        })
+    }
+
+    async fn dial(&self) -> Result<Session> {
+        let (stream, addr) = self.connect_any().await?;
         tracing::debug!(addr = %addr, "connected");
         let (read, write) = stream.into_split();
         let pending = Arc::new(Mutex::new(Pending {
@@ -404,6 +428,14 @@ impl PendingResponse {
 }
 
 /// Marks the session closed and fails every waiting request with `Disconnected`.
+/// The addresses of a comma-separated list, trimmed, without empty entries.
+pub(crate) fn split_addrs(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
 fn close_session(pending: &Mutex<Pending>, addr: &str, reason: String) {
     let waiting = {
         let mut p = lock(pending);
