@@ -44,8 +44,21 @@
 //! order of commits agrees with ownership changes; the fsync wait
 //! ([`OffsetStore::finish`]) happens after the lock is released.
 //!
-//! The log is never compacted on disk yet (retention off); it is compacted
-//! only in memory on load. Key-based segment compaction is a later step.
+//! # Compaction on disk
+//!
+//! Once more than [`COMPACT_AFTER_BYTES`] (or twice the last snapshot,
+//! whichever is larger) were appended since the last snapshot, the store
+//! appends a *snapshot*: one ordinary record per live key, holding its
+//! latest value, in batches of at most [`SNAPSHOT_BATCH_BYTES`]. While it
+//! builds and appends them no commit can append (they share one lock), so
+//! the snapshot at offset `S` states exactly what replaying `[0, S)` would.
+//! After the snapshot is fsynced, every sealed segment below `S` is deleted.
+//! Replay needs no change: what remains before `S` is a suffix of the log,
+//! in which a key's last record is its last record overall, and any key
+//! without one there is either in the snapshot (live) or was deleted. A
+//! crash between the snapshot and the deletion leaves a longer log, never a
+//! wrong one. So the log on disk stays near the live state plus one
+//! threshold, and so does the replay on start.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -65,6 +78,10 @@ pub const KEY_VERSION_OFFSET: u8 = 0;
 pub const VALUE_VERSION: u8 = 0;
 /// Bytes read per call while replaying.
 const REPLAY_READ_BYTES: usize = 1 << 20;
+/// Default bytes appended since the last snapshot that trigger the next one.
+pub const COMPACT_AFTER_BYTES: u64 = 16 << 20;
+/// Largest snapshot batch (record bytes before framing).
+pub const SNAPSHOT_BATCH_BYTES: usize = 256 << 10;
 
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +151,30 @@ pub struct OffsetStore {
     log: Log,
     entries: Mutex<BTreeMap<String, BTreeMap<TopicPartition, Entry>>>,
     stats: ReplayStats,
+    appender: Mutex<Appender>,
+}
+
+/// What the log says, in log order (appended, durable or not): the state a
+/// replay of everything appended so far would build, for snapshots.
+#[derive(Debug)]
+struct Appender {
+    latest: BTreeMap<(String, TopicPartition), CommittedOffset>,
+    since_snapshot: u64,
+    snapshot_bytes: u64,
+    compact_after: u64,
+}
+
+/// What one on-disk compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Offset of the snapshot's first record.
+    pub snapshot_offset: u64,
+    /// Live keys written to the snapshot.
+    pub keys: usize,
+    /// Snapshot size in bytes.
+    pub bytes: u64,
+    /// Segments deleted below the snapshot.
+    pub segments_deleted: usize,
 }
 
 impl OffsetStore {
@@ -214,6 +255,21 @@ impl OffsetStore {
         }
         map.retain(|_, e| !e.is_empty());
         stats.live_keys = map.values().map(BTreeMap::len).sum();
+        let latest = map
+            .iter()
+            .flat_map(|(g, entries)| {
+                entries.iter().filter_map(move |(tp, e)| {
+                    e.value.clone().map(|v| ((g.clone(), tp.clone()), v))
+                })
+            })
+            .collect();
+        // Where the last snapshot is is not recorded: count the whole log.
+        let appender = Appender {
+            latest,
+            since_snapshot: log.size_bytes(),
+            snapshot_bytes: 0,
+            compact_after: COMPACT_AFTER_BYTES,
+        };
         if stats.skipped > 0 {
             tracing::warn!(
                 skipped = stats.skipped,
@@ -224,6 +280,7 @@ impl OffsetStore {
             log,
             entries: Mutex::new(map),
             stats,
+            appender: Mutex::new(appender),
         })
     }
 
@@ -278,7 +335,79 @@ impl OffsetStore {
                 group.insert(tp, Entry { log_offset, value });
             }
         }
+        drop(map);
+        // The commit is durable and acknowledged whatever happens here.
+        if let Err(e) = self.maybe_compact() {
+            tracing::warn!(error = %e, "offsets log compaction failed; will retry after the next commit");
+        }
         Ok(())
+    }
+
+    /// Sets how many bytes appended since the last snapshot trigger the
+    /// next one (default [`COMPACT_AFTER_BYTES`]).
+    pub fn set_compact_after_bytes(&self, bytes: u64) {
+        self.lock_appender().compact_after = bytes;
+    }
+
+    /// Compacts the log on disk if enough was appended since the last
+    /// snapshot (see the module docs). Runs after every commit.
+    pub fn maybe_compact(&self) -> Result<Option<Compaction>, GroupError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let (snapshot_offset, keys, bytes, durable_at) = {
+            let mut a = self.lock_appender();
+            if a.since_snapshot < a.compact_after.max(2 * a.snapshot_bytes) {
+                return Ok(None);
+            }
+            // No commit can append until this snapshot is in the log.
+            let snapshot_offset = self.log.end_offset();
+            let mut durable_at = snapshot_offset;
+            let mut bytes = 0u64;
+            let mut builder = RecordBatchBuilder::new();
+            let mut pending = 0usize;
+            let (mut key, mut value) = (Vec::new(), Vec::new());
+            let mut flush = |builder: &mut RecordBatchBuilder| -> Result<(), GroupError> {
+                let batch = std::mem::take(builder).finish();
+                let info = self.log.append(&batch)?;
+                bytes += batch.len() as u64;
+                durable_at = info.last_offset.saturating_add(1);
+                Ok(())
+            };
+            for ((group, tp), v) in &a.latest {
+                key.clear();
+                encode_key(group, tp, &mut key)?;
+                value.clear();
+                encode_value(v, &mut value)?;
+                builder.push(now_ms, Some(&key), Some(&value), &[]);
+                pending += key.len() + value.len();
+                if pending >= SNAPSHOT_BATCH_BYTES {
+                    flush(&mut builder)?;
+                    pending = 0;
+                }
+            }
+            if pending > 0 {
+                flush(&mut builder)?;
+            }
+            a.since_snapshot = 0;
+            a.snapshot_bytes = bytes;
+            (snapshot_offset, a.latest.len(), bytes, durable_at)
+        };
+        self.log.wait_durable(durable_at)?;
+        let segments_deleted = self.log.delete_segments_before(snapshot_offset)?;
+        tracing::info!(
+            snapshot_offset,
+            keys,
+            bytes,
+            segments_deleted,
+            "compacted the offsets log"
+        );
+        Ok(Some(Compaction {
+            snapshot_offset,
+            keys,
+            bytes,
+            segments_deleted,
+        }))
     }
 
     /// Commits without fencing and returns once durable (raw store API).
@@ -386,6 +515,7 @@ impl OffsetStore {
                 durable_at: 0,
             });
         }
+        let mut appender = self.lock_appender();
         let mut builder = RecordBatchBuilder::new();
         let mut key = Vec::new();
         let mut value = Vec::new();
@@ -403,6 +533,15 @@ impl OffsetStore {
         }
         let batch: Bytes = builder.finish();
         let info = self.log.append(&batch)?;
+        appender.since_snapshot += batch.len() as u64;
+        for (tp, v) in &rows {
+            let k = (group.to_string(), tp.clone());
+            match v {
+                Some(v) => appender.latest.insert(k, v.clone()),
+                None => appender.latest.remove(&k),
+            };
+        }
+        drop(appender);
         let entries = rows
             .into_iter()
             .enumerate()
@@ -413,6 +552,11 @@ impl OffsetStore {
             entries,
             durable_at: info.last_offset.saturating_add(1),
         })
+    }
+
+    fn lock_appender(&self) -> MutexGuard<'_, Appender> {
+        // Updated only after a successful append, one key at a time.
+        self.appender.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, BTreeMap<TopicPartition, Entry>>> {

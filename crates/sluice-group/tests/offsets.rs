@@ -362,3 +362,83 @@ fn lag_time_from_a_real_partition_log() {
     );
     assert_eq!((lag.records, lag.ms), (0, Some(0)));
 }
+
+#[test]
+fn compaction_on_disk_bounds_the_log_and_keeps_every_live_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 16 * 1024,
+        preallocate_bytes: 4 * 1024,
+        ..OffsetStore::default_log_config()
+    };
+    let expected: std::collections::BTreeMap<(String, u32), u64> = {
+        let store = Arc::new(OffsetStore::open(dir.path(), config.clone()).unwrap());
+        store.set_compact_after_bytes(8 * 1024);
+        // Committed once, before everything else: only a snapshot keeps it.
+        store.commit("early", &[oc("t", 99, 5)], 0).unwrap();
+        // Deleted early: no snapshot may bring it back.
+        store.commit("gone", &[oc("t", 0, 1)], 0).unwrap();
+        store.delete_group_offsets("gone", 0).unwrap();
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let group = format!("g{t}");
+                    for i in 0..500u64 {
+                        let p = (i % 7) as u32;
+                        store.commit(&group, &[oc("t", p, i)], 0).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // 2,000 commits of ~60 bytes: without compaction well over 100 KiB.
+        assert!(
+            store.log().size_bytes() < 48 * 1024,
+            "{} bytes",
+            store.log().size_bytes()
+        );
+        assert!(store.log().start_offset() > 0);
+        let mut expected = std::collections::BTreeMap::new();
+        for t in 0..4u32 {
+            for p in 0..7u32 {
+                let last = (0..500u64).filter(|i| i % 7 == u64::from(p)).max().unwrap();
+                let got = store
+                    .fetch(&format!("g{t}"), &TopicPartition::new("t", p))
+                    .unwrap();
+                assert_eq!(got.offset, last);
+                expected.insert((format!("g{t}"), p), last);
+            }
+        }
+        expected
+    };
+    let store = OffsetStore::open(dir.path(), config).unwrap();
+    for ((group, p), offset) in &expected {
+        let got = store.fetch(group, &TopicPartition::new("t", *p)).unwrap();
+        assert_eq!(got.offset, *offset, "{group} t/{p}");
+    }
+    assert_eq!(
+        store
+            .fetch("early", &TopicPartition::new("t", 99))
+            .unwrap()
+            .offset,
+        5
+    );
+    assert!(store.fetch_group("gone").is_empty());
+    assert_eq!(
+        store.groups(),
+        vec!["early", "g0", "g1", "g2", "g3"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    );
+    // Replay read the snapshot and what followed, not all 2,000 commits.
+    assert!(
+        store.replay_stats().records < 1_000,
+        "{:?}",
+        store.replay_stats()
+    );
+    assert_eq!(store.replay_stats().live_keys, 29);
+}

@@ -1039,6 +1039,28 @@ impl Log {
             retention_ms,
             retention_bytes,
         );
+        self.remove_leading(n, "retention")
+    }
+
+    /// Deletes the sealed segments that hold only offsets below `offset`
+    /// (never the active one), e.g. once a snapshot at `offset` supersedes
+    /// them. Returns how many were deleted.
+    pub fn delete_segments_before(&self, offset: u64) -> Result<usize, LogError> {
+        let _one_at_a_time = lock(&self.retention);
+        let segs: Vec<Arc<Segment>> = self.segments().clone();
+        let Some((_, sealed)) = segs.split_last() else {
+            return Ok(0);
+        };
+        let n = sealed
+            .iter()
+            .take_while(|s| s.next_offset() <= offset)
+            .count();
+        self.remove_leading(n, "prefix deletion")
+    }
+
+    /// Removes the first `n` segments (all sealed) from the list and their
+    /// files from the disk; the caller holds the retention lock.
+    fn remove_leading(&self, n: usize, why: &str) -> Result<usize, LogError> {
         if n == 0 {
             return Ok(0);
         }
@@ -1051,7 +1073,7 @@ impl Log {
         };
         let mut first_err = None;
         for seg in &removed {
-            tracing::info!(segment = %seg.log_path.display(), base = seg.base, next = seg.next_offset(), bytes = seg.size(), "retention deleted segment");
+            tracing::info!(segment = %seg.log_path.display(), base = seg.base, next = seg.next_offset(), bytes = seg.size(), "{why} deleted segment");
             // Readers holding bytes of this segment keep its mapping alive.
             for p in [&seg.log_path, &seg.index_path, &seg.time_path] {
                 if let Err(e) = std::fs::remove_file(p) {

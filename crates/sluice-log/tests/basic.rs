@@ -501,3 +501,39 @@ fn interval_flush_asks_for_writeback_once_per_chunk() {
     }
     assert!(!log.take_writeback_request());
 }
+
+#[test]
+fn delete_segments_before_an_offset_keeps_every_later_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let b = make_batch(2, 10, 1000, 0);
+    for _ in 0..40 {
+        log.append(&b).unwrap();
+    }
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 5, "{bases:?}");
+    // Below the first segment's end: nothing to delete.
+    assert_eq!(log.delete_segments_before(bases[1] - 1).unwrap(), 0);
+    // An offset inside the third segment: the first two go, the third stays.
+    let cut = bases[2] + 1;
+    assert_eq!(log.delete_segments_before(cut).unwrap(), 2);
+    assert_eq!(log.start_offset(), bases[2]);
+    assert_eq!(log_files(dir.path()), bases[2..].to_vec());
+    assert!(matches!(
+        log.read(0, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // Past the end: every sealed segment goes, never the active one.
+    log.delete_segments_before(u64::MAX).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    let active = *bases.last().unwrap();
+    assert_eq!(log.start_offset(), active);
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.start_offset(), active);
+    assert_eq!(log.end_offset(), 400);
+    let rest = read_all(&log);
+    assert_eq!(rest.len() as u64, (400 - active) / 10);
+    assert!(rest.iter().all(|(_, bytes)| body(bytes) == body(&b)));
+}
