@@ -882,7 +882,7 @@ fn seal(
             queue.next_sequence = add_seq(queue.next_sequence, records);
             queue.epoch_bump
         });
-        let data = open.builder.finish();
+        let data = open.builder.into_batch();
         queue.ready.push_back(SealedBatch {
             seq: open.seq,
             idempotent_epoch,

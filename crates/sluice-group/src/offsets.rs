@@ -368,7 +368,7 @@ impl OffsetStore {
             let mut pending = 0usize;
             let (mut key, mut value) = (Vec::new(), Vec::new());
             let mut flush = |builder: &mut RecordBatchBuilder| -> Result<(), GroupError> {
-                let batch = std::mem::take(builder).finish();
+                let batch = std::mem::take(builder).into_batch();
                 let info = self.log.append(&batch)?;
                 bytes += batch.len() as u64;
                 durable_at = info.last_offset.saturating_add(1);

@@ -574,7 +574,7 @@ impl RecordBatchBuilder {
 
     /// Stamps the idempotent-producer fields of the batch being built: producer
     /// id, epoch and the sequence number of its first record. They are written
-    /// by [`finish`](Self::finish), before the CRC is computed, and apply to
+    /// by [`finish`](Self::finish) or [`into_batch`](Self::into_batch), before the CRC is computed, and apply to
     /// that one batch only (the builder returns to -1/-1/-1 afterwards).
     pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
         self.producer_id = producer_id;
@@ -589,6 +589,25 @@ impl RecordBatchBuilder {
         if self.count == 0 {
             return Bytes::new();
         }
+        self.write_header();
+        self.capacity_hint = self.capacity_hint.max(self.buf.len());
+        let out = self.buf.split().freeze();
+        self.reset();
+        out
+    }
+
+    /// Completes the batch like [`finish`](Self::finish), consuming the
+    /// builder, so no buffer is reserved for a next batch that never comes.
+    pub fn into_batch(mut self) -> Bytes {
+        if self.count == 0 {
+            return Bytes::new();
+        }
+        self.write_header();
+        self.buf.freeze()
+    }
+
+    /// Writes the 61-byte header, CRC included, over the placeholder.
+    fn write_header(&mut self) {
         let batch_length = len_i32(self.buf.len() - LOG_OVERHEAD);
         let mut h = [0u8; HEADER_LEN];
         h[0..8].copy_from_slice(&0i64.to_be_bytes());
@@ -607,10 +626,6 @@ impl RecordBatchBuilder {
         self.buf[..HEADER_LEN].copy_from_slice(&h);
         let crc = compute_crc(&self.buf);
         self.buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-        self.capacity_hint = self.capacity_hint.max(self.buf.len());
-        let out = self.buf.split().freeze();
-        self.reset();
-        out
     }
 }
 
@@ -1056,6 +1071,30 @@ mod tests {
         b.push(1, Some(b"x"), Some(b"y"), &[]);
         let second = b.finish();
         assert_eq!(first, second, "reset builder must produce identical bytes");
+    }
+
+    #[test]
+    fn into_batch_equals_finish_and_keeps_the_one_allocation() {
+        let fill = |b: &mut RecordBatchBuilder| {
+            b.set_producer(3, 0, 42);
+            b.push(10, Some(b"k"), Some(&[9u8; 500]), &[("h", b"v")]);
+            b.push(11, None, Some(b"second"), &[]);
+        };
+        let mut a = RecordBatchBuilder::with_capacity(4096);
+        fill(&mut a);
+        let finished = a.finish();
+        let mut b = RecordBatchBuilder::with_capacity(4096);
+        fill(&mut b);
+        let start = b.buf.as_ptr();
+        let consumed = b.into_batch();
+        assert_eq!(consumed, finished);
+        assert_eq!(
+            consumed.as_ptr(),
+            start,
+            "the builder's own buffer, not a copy"
+        );
+        validate(&consumed).expect("valid batch");
+        assert!(RecordBatchBuilder::new().into_batch().is_empty());
     }
 
     #[test]
