@@ -345,6 +345,12 @@ fn bench_produce_and_consume_json() {
     );
     let v: serde_json::Value = serde_json::from_str(ok(&out).trim()).expect("one JSON object");
     assert_eq!(v["mode"], "produce");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        v["threads"],
+        2.min(cores),
+        "one runtime thread per producer"
+    );
     assert_eq!(v["messages"], 2000);
     assert_eq!(v["failed"], 0);
     assert_eq!(v["bytes"], 200_000);

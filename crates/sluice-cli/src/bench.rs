@@ -88,6 +88,17 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+impl BenchArgs {
+    /// Runtime threads: `--threads`, else one per producer or consumer, at
+    /// most one per core.
+    pub fn runtime_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            self.producers.clamp(1, cores)
+        })
+    }
+}
+
 /// Runs a bench command.
 pub async fn run(broker: &str, command: BenchCommand) -> Result<i32, CliError> {
     match command {
@@ -163,6 +174,7 @@ fn report(s: &Summary, args: &BenchArgs) {
             "bytes": s.bytes,
             "size": if s.mode == "produce" { args.size as u64 } else { s.bytes / s.messages.max(1) },
             "producers": args.producers,
+            "threads": args.runtime_threads(),
             "batch_bytes": args.batch_bytes,
             "buffer_bytes": args.buffer_bytes,
             "throughput_target": args.throughput,

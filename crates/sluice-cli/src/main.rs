@@ -71,10 +71,7 @@ fn runtime_threads(command: &Command) -> usize {
     match command {
         Command::Bench {
             command: bench::BenchCommand::Produce(args) | bench::BenchCommand::Consume(args),
-        } => args.threads.unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            args.producers.clamp(1, cores)
-        }),
+        } => args.runtime_threads(),
         _ => 1,
     }
 }
