@@ -397,3 +397,62 @@ async fn group_describe_list_seek_and_delete() {
         text(&gone.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_output_is_not_read_keeps_its_session() {
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    create(&addr, "unread", 1).await;
+    // Far more than a pipe holds, so the member's writes block.
+    let producer = Producer::new(addr.clone());
+    let value = "x".repeat(1000);
+    let mut deliveries = Vec::new();
+    for _ in 0..2000 {
+        deliveries.push(
+            producer
+                .enqueue(Record::new("unread", value.clone()))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    for d in deliveries {
+        d.await.expect("delivered");
+    }
+    let mut child = Command::new(bin_path("sluice"))
+        .args(["topic", "consume", "unread", "--group", "gu"])
+        .args(["--session-timeout-ms", "1000"])
+        .env("SLUICE_BROKER", &addr)
+        .env_remove("SLUICE_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sluice consume");
+    // Hold the pipe open and never read it.
+    let stdout = child.stdout.take().expect("stdout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Fails until the group exists.
+        let out = sluice(&addr, &["group", "describe", "gu", "--json"]);
+        let members = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|d| d["members"].as_array().map(Vec::len));
+        if members == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never joined: {out:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Three session timeouts with the output blocked: still a member.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d = json(&sluice(&addr, &["group", "describe", "gu", "--json"]));
+    assert_eq!(
+        d["members"].as_array().map(Vec::len),
+        Some(1),
+        "expired while its output was blocked: {d}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stdout);
+}

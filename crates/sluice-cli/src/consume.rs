@@ -248,7 +248,11 @@ async fn run_group(
             Step::End => break,
         };
         // Flushed before anything can commit it: printed means committed-or-re-delivered.
-        let written = format::write_record(&mut out, &tokens, &record).and_then(|_| out.flush());
+        // The write blocks while the reader is slow: the runtime's other
+        // tasks (heartbeats) move to another thread meanwhile.
+        let written = tokio::task::block_in_place(|| {
+            format::write_record(&mut out, &tokens, &record).and_then(|_| out.flush())
+        });
         if let Err(e) = written {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 // Nobody reads: this record was not delivered; do not commit it.

@@ -60,7 +60,8 @@ enum Command {
 
 /// Runtime threads for a command: one (a current-thread runtime) except for
 /// benches, which get `--threads` (default: one per producer or consumer, at
-/// most one per core).
+/// most one per core), and `topic consume`, which gets two so a group
+/// member's heartbeats go on while a write to a full stdout pipe blocks.
 ///
 /// One producer is one pipeline, and a second worker thread only adds
 /// cross-thread wakeups and a runnable thread more than there are cores when
@@ -72,6 +73,9 @@ fn runtime_threads(command: &Command) -> usize {
         Command::Bench {
             command: bench::BenchCommand::Produce(args) | bench::BenchCommand::Consume(args),
         } => args.runtime_threads(),
+        Command::Topic {
+            command: topic::TopicCommand::Consume(_),
+        } => 2,
         _ => 1,
     }
 }
