@@ -584,6 +584,14 @@ impl Groups {
         Ok(deleted)
     }
 
+    /// Compacts the offsets log on disk when enough was committed since the
+    /// last snapshot (blocking; run off the runtime). Commits go on meanwhile.
+    pub fn compact_offsets(&self) {
+        if let Err(e) = self.store.maybe_compact() {
+            tracing::warn!(error = %crate::error::chain(&e), "offsets log compaction failed; will retry");
+        }
+    }
+
     /// Updates the group metrics: members and rebalances per group, lag in
     /// records and ms per group and partition. Removes series of groups and
     /// partitions that are gone. Reads one batch per committed partition.

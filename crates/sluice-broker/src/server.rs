@@ -11,7 +11,8 @@
 //! Consumer groups ([`Groups`]) are opened after the topics (the offset store
 //! is replayed then) and run two tasks: the expiry timer
 //! ([`Groups::run_timer`], driven by the coordinator's next deadline) and a
-//! group-metrics refresh every [`GROUP_METRICS_TICK`].
+//! group-metrics refresh (and offsets-log compaction when due) every
+//! [`GROUP_METRICS_TICK`].
 //!
 //! A semaphore caps simultaneous connections at `max_connections`: at the cap
 //! the accept loop waits, leaving new clients in the kernel backlog.
@@ -288,8 +289,13 @@ async fn group_metrics(groups: Arc<Groups>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
                 let g = Arc::clone(&groups);
-                // Reads one record batch per committed partition (page faults): off the runtime.
-                let _ = tokio::task::spawn_blocking(move || g.refresh_metrics()).await;
+                // Reads one record batch per committed partition (page faults),
+                // and may compact the offsets log: off the runtime.
+                let _ = tokio::task::spawn_blocking(move || {
+                    g.refresh_metrics();
+                    g.compact_offsets();
+                })
+                .await;
             }
         }
     }

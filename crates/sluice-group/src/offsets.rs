@@ -46,19 +46,32 @@
 //!
 //! # Compaction on disk
 //!
-//! Once more than [`COMPACT_AFTER_BYTES`] (or twice the last snapshot,
-//! whichever is larger) were appended since the last snapshot, the store
-//! appends a *snapshot*: one ordinary record per live key, holding its
-//! latest value, in batches of at most [`SNAPSHOT_BATCH_BYTES`]. While it
-//! builds and appends them no commit can append (they share one lock), so
-//! the snapshot at offset `S` states exactly what replaying `[0, S)` would.
-//! After the snapshot is fsynced, every sealed segment below `S` is deleted.
-//! Replay needs no change: what remains before `S` is a suffix of the log,
-//! in which a key's last record is its last record overall, and any key
-//! without one there is either in the snapshot (live) or was deleted. A
-//! crash between the snapshot and the deletion leaves a longer log, never a
-//! wrong one. So the log on disk stays near the live state plus one
-//! threshold, and so does the replay on start.
+//! Once [`OffsetStore::compaction_due`] (more than [`COMPACT_AFTER_BYTES`],
+//! or twice the last snapshot if larger, appended since the last snapshot),
+//! the owner calls [`OffsetStore::maybe_compact`] off the commit path. It
+//! copies the state a replay of everything appended so far would build (the
+//! log end at that moment is the snapshot point `S`), then appends a
+//! *snapshot*: one record per live key with its value, each carrying the
+//! header `snapshot-of` = `S` (u64 BE), in batches of at most
+//! [`SNAPSHOT_BATCH_BYTES`]. Commits keep appending meanwhile, so snapshot
+//! records interleave with newer commits; replay therefore applies a
+//! snapshot record only if the key's last record so far is older than `S`
+//! (a commit or tombstone at or after `S` is newer than the snapshot). Once
+//! the snapshot is fsynced, every sealed segment below `S` is deleted.
+//!
+//! Why replay stays right: what remains before `S` is a suffix of the log,
+//! so a key's last record there is its last record overall; a key live at
+//! `S` whose records were all deleted is in the snapshot; a key deleted by
+//! `S` has no snapshot record. A crash at any point leaves either the old
+//! log or a longer one with snapshot records that the rule above orders
+//! correctly. The log stays within about two segments plus a snapshot (the
+//! offsets log uses 16 MiB segments), and so does the replay on start. After
+//! a restart the whole log counts as appended since the last snapshot, so a
+//! log above the threshold is compacted once soon after.
+//!
+//! Compaction is off when replay skipped records it could not decode: a
+//! snapshot would not carry them, and deleting the segments would lose
+//! what a later version wrote.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -82,6 +95,8 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 pub const COMPACT_AFTER_BYTES: u64 = 16 << 20;
 /// Largest snapshot batch (record bytes before framing).
 pub const SNAPSHOT_BATCH_BYTES: usize = 256 << 10;
+/// Record header on snapshot records: the snapshot point (u64 BE).
+pub const SNAPSHOT_HEADER: &str = "snapshot-of";
 
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +167,10 @@ pub struct OffsetStore {
     entries: Mutex<BTreeMap<String, BTreeMap<TopicPartition, Entry>>>,
     stats: ReplayStats,
     appender: Mutex<Appender>,
+    /// Off when replay skipped undecodable records (see the module docs).
+    compaction_enabled: bool,
+    /// One compaction at a time.
+    compacting: std::sync::atomic::AtomicBool,
 }
 
 /// What the log says, in log order (appended, durable or not): the state a
@@ -182,7 +201,7 @@ impl OffsetStore {
     /// commit), small segments and preallocation, no retention.
     pub fn default_log_config() -> LogConfig {
         LogConfig {
-            segment_bytes: 64 * 1024 * 1024,
+            segment_bytes: 16 * 1024 * 1024,
             preallocate_bytes: 4 * 1024 * 1024,
             flush: FlushPolicy::Always,
             retention_ms: None,
@@ -216,6 +235,7 @@ impl OffsetStore {
                         continue;
                     }
                     stats.records += 1;
+                    let snapshot_of = snapshot_point(&record);
                     let decoded = record
                         .key
                         .and_then(decode_key)
@@ -225,13 +245,21 @@ impl OffsetStore {
                         });
                     match decoded {
                         Some((group, tp, value)) => {
-                            map.entry(group).or_default().insert(
-                                tp,
-                                Entry {
-                                    log_offset: offset,
-                                    value,
-                                },
-                            );
+                            let entries = map.entry(group).or_default();
+                            // A snapshot record loses to any record of its key
+                            // at or after its snapshot point.
+                            let stale = snapshot_of.is_some_and(|s| {
+                                entries.get(&tp).is_some_and(|e| e.log_offset >= s)
+                            });
+                            if !stale {
+                                entries.insert(
+                                    tp,
+                                    Entry {
+                                        log_offset: offset,
+                                        value,
+                                    },
+                                );
+                            }
                         }
                         None => stats.skipped += 1,
                     }
@@ -276,11 +304,17 @@ impl OffsetStore {
                 "offsets log: skipped undecodable records"
             );
         }
+        let compaction_enabled = stats.skipped == 0;
+        if !compaction_enabled {
+            tracing::warn!("offsets log: on-disk compaction is off because replay skipped records");
+        }
         Ok(OffsetStore {
             log,
             entries: Mutex::new(map),
             stats,
             appender: Mutex::new(appender),
+            compaction_enabled,
+            compacting: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -335,11 +369,6 @@ impl OffsetStore {
                 group.insert(tp, Entry { log_offset, value });
             }
         }
-        drop(map);
-        // The commit is durable and acknowledged whatever happens here.
-        if let Err(e) = self.maybe_compact() {
-            tracing::warn!(error = %e, "offsets log compaction failed; will retry after the next commit");
-        }
         Ok(())
     }
 
@@ -349,65 +378,87 @@ impl OffsetStore {
         self.lock_appender().compact_after = bytes;
     }
 
-    /// Compacts the log on disk if enough was appended since the last
-    /// snapshot (see the module docs). Runs after every commit.
+    /// Whether enough was appended since the last snapshot for
+    /// [`OffsetStore::maybe_compact`] to compact (and compaction is on).
+    pub fn compaction_due(&self) -> bool {
+        let a = self.lock_appender();
+        self.compaction_enabled && a.since_snapshot >= a.compact_after.max(2 * a.snapshot_bytes)
+    }
+
+    /// Compacts the log on disk when [`OffsetStore::compaction_due`] (see
+    /// the module docs). Blocking (appends, an fsync, file deletions), but
+    /// commits go on meanwhile: call it from a background thread.
     pub fn maybe_compact(&self) -> Result<Option<Compaction>, GroupError> {
+        use std::sync::atomic::Ordering;
+        if !self.compaction_due() || self.compacting.swap(true, Ordering::AcqRel) {
+            return Ok(None);
+        }
+        let result = self.compact();
+        if result.is_err() {
+            // Try again at the next call rather than a whole threshold later.
+            let mut a = self.lock_appender();
+            a.since_snapshot = a.since_snapshot.max(a.compact_after);
+        }
+        self.compacting.store(false, Ordering::Release);
+        result.map(Some)
+    }
+
+    fn compact(&self) -> Result<Compaction, GroupError> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let (snapshot_offset, keys, bytes, durable_at) = {
+        // The state in log order at the snapshot point: appends wait only
+        // for this copy.
+        let (snapshot_offset, live) = {
             let mut a = self.lock_appender();
-            if a.since_snapshot < a.compact_after.max(2 * a.snapshot_bytes) {
-                return Ok(None);
-            }
-            // No commit can append until this snapshot is in the log.
-            let snapshot_offset = self.log.end_offset();
-            let mut durable_at = snapshot_offset;
-            let mut bytes = 0u64;
-            let mut builder = RecordBatchBuilder::new();
-            let mut pending = 0usize;
-            let (mut key, mut value) = (Vec::new(), Vec::new());
-            let mut flush = |builder: &mut RecordBatchBuilder| -> Result<(), GroupError> {
-                let batch = std::mem::take(builder).into_batch();
-                let info = self.log.append(&batch)?;
-                bytes += batch.len() as u64;
-                durable_at = info.last_offset.saturating_add(1);
-                Ok(())
-            };
-            for ((group, tp), v) in &a.latest {
-                key.clear();
-                encode_key(group, tp, &mut key)?;
-                value.clear();
-                encode_value(v, &mut value)?;
-                builder.push(now_ms, Some(&key), Some(&value), &[]);
-                pending += key.len() + value.len();
-                if pending >= SNAPSHOT_BATCH_BYTES {
-                    flush(&mut builder)?;
-                    pending = 0;
-                }
-            }
-            if pending > 0 {
-                flush(&mut builder)?;
-            }
             a.since_snapshot = 0;
-            a.snapshot_bytes = bytes;
-            (snapshot_offset, a.latest.len(), bytes, durable_at)
+            (self.log.end_offset(), a.latest.clone())
         };
+        let header = snapshot_offset.to_be_bytes();
+        let headers: [(&str, &[u8]); 1] = [(SNAPSHOT_HEADER, &header)];
+        let mut durable_at = snapshot_offset;
+        let mut bytes = 0u64;
+        let mut builder = RecordBatchBuilder::new();
+        let mut pending = 0usize;
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        let mut flush = |builder: &mut RecordBatchBuilder| -> Result<(), GroupError> {
+            let batch = std::mem::take(builder).into_batch();
+            let info = self.log.append(&batch)?;
+            bytes += batch.len() as u64;
+            durable_at = info.last_offset.saturating_add(1);
+            Ok(())
+        };
+        for ((group, tp), v) in &live {
+            key.clear();
+            encode_key(group, tp, &mut key)?;
+            value.clear();
+            encode_value(v, &mut value)?;
+            builder.push(now_ms, Some(&key), Some(&value), &headers);
+            pending += key.len() + value.len();
+            if pending >= SNAPSHOT_BATCH_BYTES {
+                flush(&mut builder)?;
+                pending = 0;
+            }
+        }
+        if pending > 0 {
+            flush(&mut builder)?;
+        }
+        self.lock_appender().snapshot_bytes = bytes;
         self.log.wait_durable(durable_at)?;
         let segments_deleted = self.log.delete_segments_before(snapshot_offset)?;
         tracing::info!(
             snapshot_offset,
-            keys,
+            keys = live.len(),
             bytes,
             segments_deleted,
             "compacted the offsets log"
         );
-        Ok(Some(Compaction {
+        Ok(Compaction {
             snapshot_offset,
-            keys,
+            keys: live.len(),
             bytes,
             segments_deleted,
-        }))
+        })
     }
 
     /// Commits without fencing and returns once durable (raw store API).
@@ -564,6 +615,14 @@ impl OffsetStore {
         // way that matters (each insert is atomic), so keep going.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The snapshot point of a snapshot record (its `snapshot-of` header).
+fn snapshot_point(record: &sluice_protocol::batch::Record<'_>) -> Option<u64> {
+    record.headers().find_map(|h| match h {
+        Ok((SNAPSHOT_HEADER, Some(v))) => v.try_into().ok().map(u64::from_be_bytes),
+        _ => None,
+    })
 }
 
 /// Fenced commit, first half: checks `committer` against the coordinator and

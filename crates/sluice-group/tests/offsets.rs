@@ -331,6 +331,10 @@ fn unknown_record_versions_are_skipped() {
             .offset,
         1
     );
+    // A snapshot would drop what this version cannot read: compaction is off.
+    store.set_compact_after_bytes(0);
+    assert!(!store.compaction_due());
+    assert_eq!(store.maybe_compact().unwrap(), None);
 }
 
 #[test]
@@ -391,9 +395,21 @@ fn compaction_on_disk_bounds_the_log_and_keeps_every_live_offset() {
                 })
             })
             .collect();
+        // Compactions run while the commits go on, as the broker's tick does.
+        let mut compactions = 0;
+        while threads.iter().any(|t| !t.is_finished()) {
+            if store.maybe_compact().unwrap().is_some() {
+                compactions += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         for t in threads {
             t.join().unwrap();
         }
+        while store.maybe_compact().unwrap().is_some() {
+            compactions += 1;
+        }
+        assert!(compactions >= 3, "{compactions} compactions");
         // 2,000 commits of ~60 bytes: without compaction well over 100 KiB.
         assert!(
             store.log().size_bytes() < 48 * 1024,
@@ -441,4 +457,56 @@ fn compaction_on_disk_bounds_the_log_and_keeps_every_live_offset() {
         store.replay_stats()
     );
     assert_eq!(store.replay_stats().live_keys, 29);
+}
+
+#[test]
+fn a_snapshot_record_never_overrides_a_newer_commit() {
+    // A compaction that snapshots K=10 at point S while a commit K=20 lands
+    // after S but before the snapshot record, then a crash before any
+    // segment is deleted: replay must keep 20.
+    let dir = tempfile::tempdir().unwrap();
+    let tp = TopicPartition::new("t", 0);
+    {
+        let store = open(dir.path());
+        store.commit("g", &[oc("t", 0, 10)], 0).unwrap();
+        let s = store.log().end_offset();
+        store.commit("g", &[oc("t", 0, 20)], 0).unwrap();
+        let mut key = Vec::new();
+        offsets::encode_key("g", &tp, &mut key).unwrap();
+        let mut value = Vec::new();
+        let old = offsets::CommittedOffset {
+            offset: 10,
+            commit_timestamp_ms: 0,
+            metadata: String::new(),
+        };
+        offsets::encode_value(&old, &mut value).unwrap();
+        let mut b = RecordBatchBuilder::new();
+        let point = s.to_be_bytes();
+        b.push(
+            0,
+            Some(&key),
+            Some(&value),
+            &[(offsets::SNAPSHOT_HEADER, &point)],
+        );
+        // A snapshot record for a key with nothing after the point applies.
+        let mut other = Vec::new();
+        offsets::encode_key("g", &TopicPartition::new("t", 1), &mut other).unwrap();
+        b.push(
+            0,
+            Some(&other),
+            Some(&value),
+            &[(offsets::SNAPSHOT_HEADER, &point)],
+        );
+        store.log().append(&b.finish()).unwrap();
+        store.log().flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.fetch("g", &tp).unwrap().offset, 20);
+    assert_eq!(
+        store
+            .fetch("g", &TopicPartition::new("t", 1))
+            .unwrap()
+            .offset,
+        10
+    );
 }

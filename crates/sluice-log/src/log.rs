@@ -1064,18 +1064,32 @@ impl Log {
         if n == 0 {
             return Ok(0);
         }
-        let removed: Vec<Arc<Segment>> = {
-            let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
-            // Only the writer changes the list besides us, and only at its
-            // tail, so the first n are still the ones we decided about.
-            let n = n.min(list.len().saturating_sub(1));
-            list.drain(..n).collect()
+        let candidates: Vec<Arc<Segment>> = {
+            let list = self.segments();
+            // Only the writer changes the list besides us (the caller holds
+            // the retention lock), and only at its tail, so the first n stay
+            // the ones we decided about.
+            list[..n.min(list.len().saturating_sub(1))].to_vec()
         };
+        let mut deleted = 0;
         let mut first_err = None;
-        for seg in &removed {
+        for seg in &candidates {
+            // Oldest first, the `.log` (which makes the segment) before its
+            // indexes, each unlink made durable before the next: if one
+            // fails, or a crash comes, no later segment is gone while an
+            // earlier one stays, so the log never has a gap.
+            match std::fs::remove_file(&seg.log_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    first_err = Some(LogError::io(seg.log_path.as_path(), e));
+                    break;
+                }
+            }
+            segment::sync_dir(&self.dir)?;
+            deleted += 1;
             tracing::info!(segment = %seg.log_path.display(), base = seg.base, next = seg.next_offset(), bytes = seg.size(), "{why} deleted segment");
-            // Readers holding bytes of this segment keep its mapping alive.
-            for p in [&seg.log_path, &seg.index_path, &seg.time_path] {
+            for p in [&seg.index_path, &seg.time_path] {
                 if let Err(e) = std::fs::remove_file(p) {
                     if e.kind() != std::io::ErrorKind::NotFound && first_err.is_none() {
                         first_err = Some(LogError::io(p.as_path(), e));
@@ -1083,10 +1097,15 @@ impl Log {
                 }
             }
         }
+        if deleted > 0 {
+            // Readers holding bytes of these segments keep their mappings alive.
+            let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            list.drain(..deleted);
+        }
         segment::sync_dir(&self.dir)?;
         match first_err {
             Some(e) => Err(e),
-            None => Ok(removed.len()),
+            None => Ok(deleted),
         }
     }
 

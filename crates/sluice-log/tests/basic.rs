@@ -537,3 +537,38 @@ fn delete_segments_before_an_offset_keeps_every_later_record() {
     assert_eq!(rest.len() as u64, (400 - active) / 10);
     assert!(rest.iter().all(|(_, bytes)| body(bytes) == body(&b)));
 }
+
+#[test]
+fn a_segment_that_cannot_be_deleted_stops_the_deletion_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let b = make_batch(4, 10, 1000, 0);
+    for _ in 0..40 {
+        log.append(&b).unwrap();
+    }
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 5, "{bases:?}");
+    // The second segment's `.log` cannot be unlinked: a directory stands in
+    // its place (the log keeps its mapping of the real file).
+    let stuck = seg_path(dir.path(), bases[1], "log");
+    let aside = dir.path().join("aside");
+    std::fs::rename(&stuck, &aside).unwrap();
+    std::fs::create_dir(&stuck).unwrap();
+    std::fs::write(stuck.join("keep"), b"x").unwrap();
+    let err = log.delete_segments_before(u64::MAX).unwrap_err();
+    assert!(matches!(err, LogError::Io { .. }), "{err:?}");
+    // Only the first went; every later segment is still there.
+    assert_eq!(log.start_offset(), bases[1]);
+    assert_eq!(log.segment_base_offsets(), bases[1..].to_vec());
+    for base in &bases[2..] {
+        assert!(seg_path(dir.path(), *base, "log").exists(), "{base}");
+    }
+    assert!(!split(&log.read(bases[1], 1 << 20).unwrap()).is_empty());
+    log.close().unwrap();
+    drop(log);
+    std::fs::remove_dir_all(&stuck).unwrap();
+    std::fs::rename(&aside, &stuck).unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.start_offset(), bases[1]);
+    assert_eq!(read_all(&log).len() as u64, (400 - bases[1]) / 10);
+}
