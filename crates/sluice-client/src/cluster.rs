@@ -97,11 +97,11 @@ impl Cluster {
                 None => true,
             };
             if stale {
-                let conn = if crate::connection::split_addrs(&self.config.bootstrap)
-                    .contains(&addr.as_str())
-                    || b.port == 0
-                    || is_unspecified(&b.host)
-                {
+                // The bootstrap connection serves the broker it reached.
+                let bootstrap_reached = self.bootstrap.connected_addr().as_deref()
+                    == Some(addr.as_str())
+                    || addr == self.config.bootstrap;
+                let conn = if bootstrap_reached || b.port == 0 || is_unspecified(&b.host) {
                     self.bootstrap.clone()
                 } else {
                     Connection::new(addr.clone(), self.config.clone())

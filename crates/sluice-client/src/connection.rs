@@ -84,8 +84,10 @@ struct Inner {
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     backoff: Mutex<Backoff>,
     /// With several comma-separated addresses: the one to try first (the
-    /// last that answered).
+    /// last that answered, or the one after the last that failed).
     preferred: AtomicU32,
+    /// The address of the current (or last) session.
+    connected: Mutex<Option<String>>,
 }
 
 /// A multiplexed, reconnecting connection to one broker. Cheap to clone.
@@ -125,13 +127,19 @@ impl Connection {
                     last_error: None,
                 }),
                 preferred: AtomicU32::new(0),
+                connected: Mutex::new(None),
             }),
         }
     }
 
-    /// The broker address this connection dials.
+    /// The broker address this connection dials (as given: one, or a list).
     pub fn addr(&self) -> &str {
         &self.inner.addr
+    }
+
+    /// The address the current (or last) session connected to, if any.
+    pub fn connected_addr(&self) -> Option<String> {
+        lock(&self.inner.connected).clone()
     }
 
     /// Connects now if not connected (honouring the reconnect backoff).
@@ -348,6 +356,11 @@ impl Connection {
                 }
                 Err(e) => {
                     tracing::debug!(addr, error = %e, "connect failed");
+                    // A request timeout may cut this loop short: the next
+                    // attempt starts with the address not tried yet.
+                    self.inner
+                        .preferred
+                        .store(((n + 1) % addrs.len()) as u32, Ordering::Relaxed);
                     last_error = Some(e);
                 }
             }
@@ -363,6 +376,7 @@ impl Connection {
     async fn dial(&self) -> Result<Session> {
         let (stream, addr) = self.connect_any().await?;
         tracing::debug!(addr = %addr, "connected");
+        *lock(&self.inner.connected) = Some(addr.clone());
         let (read, write) = stream.into_split();
         let pending = Arc::new(Mutex::new(Pending {
             closed: None,
@@ -427,7 +441,6 @@ impl PendingResponse {
     }
 }
 
-/// Marks the session closed and fails every waiting request with `Disconnected`.
 /// The addresses of a comma-separated list, trimmed, without empty entries.
 pub(crate) fn split_addrs(list: &str) -> Vec<&str> {
     list.split(',')
@@ -436,6 +449,7 @@ pub(crate) fn split_addrs(list: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Marks the session closed and fails every waiting request with `Disconnected`.
 fn close_session(pending: &Mutex<Pending>, addr: &str, reason: String) {
     let waiting = {
         let mut p = lock(pending);
@@ -734,6 +748,39 @@ mod tests {
         let e2 = conn.request(&tagged("b")).await.unwrap_err();
         assert!(matches!(e2, ClientError::Unreachable { .. }));
         assert!(started.elapsed() < Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_list_is_tried_in_turn_and_the_next_try_skips_what_failed() {
+        let dead = |_: ()| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let (d1, d2) = (dead(()), dead(()));
+        // All dead: each failure moves the starting point on, wrapping around.
+        let conn = Connection::new(format!("{d1},{d2}"), config());
+        assert!(conn.connect().await.is_err());
+        assert_eq!(conn.inner.preferred.load(Ordering::Relaxed), 0);
+        assert_eq!(conn.connected_addr(), None);
+        // A live one after a dead one: reached, and remembered.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+                    while let Some(Ok(payload)) = frames.next().await {
+                        let (header, request) = decode_request(payload).expect("decodes");
+                        respond(&mut write, header.correlation_id, &echo(&request)).await;
+                    }
+                });
+            }
+        });
+        let conn = Connection::new(format!("{d1}, {live} ,{d2}"), config());
+        assert_eq!(tag_of(&conn.request(&tagged("x")).await.unwrap()), "x");
+        assert_eq!(conn.connected_addr().as_deref(), Some(live.as_str()));
+        assert_eq!(conn.inner.preferred.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
