@@ -523,3 +523,38 @@ fn consumer_group_example_resumes_from_committed_offsets() {
         vec![("ex".to_string(), 0, 150), ("ex".to_string(), 1, 150)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassigning_an_auto_committing_standalone_consumer_commits_what_it_read() {
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    let admin = Admin::connect(addr.clone()).await.expect("admin");
+    admin
+        .create_topic("moved", 2, Vec::new())
+        .await
+        .expect("create");
+    produce(&addr, "moved", 2, 50).await;
+    let mut c = Consumer::with_config(
+        ClientConfig::new(addr.clone()),
+        ConsumerConfig {
+            group_id: Some("moved-g".into()),
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(3600),
+            fetch_max_wait: Duration::from_millis(100),
+            ..ConsumerConfig::default()
+        },
+    );
+    c.assign(vec![("moved".into(), 0)]);
+    let read = take(&mut c, 20).await;
+    assert_eq!(read.last(), Some(&(0, 19)));
+    // Partition 0 goes away: what was handed out of it is committed with
+    // the next commit (here, close).
+    c.assign(vec![("moved".into(), 1)]);
+    let other = take(&mut c, 5).await;
+    assert!(other.iter().all(|(p, _)| *p == 1));
+    c.close().await.expect("close commits");
+    assert_eq!(
+        admin.group_offsets("moved-g").await.expect("offsets"),
+        vec![("moved".to_string(), 0, 20), ("moved".to_string(), 1, 5)]
+    );
+}

@@ -239,6 +239,9 @@ pub struct Consumer {
     /// The membership epoch the current partitions belong to (see `group::View::epoch`).
     group_epoch: u64,
     next_auto_commit: Option<Instant>,
+    /// Standalone committer with auto-commit: handed-out positions of
+    /// partitions that `assign()` removed, committed with the next commit.
+    unassigned: Vec<(String, u32, u64)>,
 }
 
 impl Drop for Consumer {
@@ -270,6 +273,7 @@ impl Consumer {
             to_release: Vec::new(),
             group_epoch: 0,
             next_auto_commit: None,
+            unassigned: Vec::new(),
         }
     }
 
@@ -332,6 +336,17 @@ impl Consumer {
             }
         }
         self.buffer.clear();
+        if self.config.group_id.is_some() && self.config.enable_auto_commit {
+            // As Kafka's assign() with auto-commit: what was handed out of the
+            // partitions going away is committed, with the next commit.
+            for p in &self.partitions {
+                if let Some(o) = p.uncommitted() {
+                    self.unassigned
+                        .retain(|(t, q, _)| !(*t == *p.topic && *q == p.partition));
+                    self.unassigned.push((p.topic.to_string(), p.partition, o));
+                }
+            }
+        }
         self.partitions = next;
         if self.config.group_id.is_some() && self.next_auto_commit.is_none() {
             self.next_auto_commit = Some(Instant::now() + self.config.auto_commit_interval);
@@ -767,15 +782,16 @@ impl Consumer {
 
     /// Commits the handed-out positions of the partitions being fetched.
     async fn commit_handed(&mut self) -> Result<()> {
-        let offsets: Vec<(String, u32, u64)> = self
-            .partitions
-            .iter()
-            .filter_map(|p| {
-                p.uncommitted()
-                    .map(|o| (p.topic.to_string(), p.partition, o))
-            })
-            .collect();
-        self.commit_offsets(offsets).await
+        let mut offsets = self.unassigned.clone();
+        for p in &self.partitions {
+            if let Some(o) = p.uncommitted() {
+                offsets.retain(|(t, q, _)| !(*t == *p.topic && *q == p.partition));
+                offsets.push((p.topic.to_string(), p.partition, o));
+            }
+        }
+        self.commit_offsets(offsets).await?;
+        self.unassigned.clear();
+        Ok(())
     }
 
     /// Commits handed-out positions of everything still owned (for `close`).
