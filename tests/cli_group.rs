@@ -7,21 +7,18 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::{ok, output_within, text};
-use common::{bin_path, TestBroker};
+use common::{sluice_cli, TestBroker};
 use sluice::{Acks, Admin, ClientConfig, Producer, ProducerConfig, Record};
 
 /// Runs `sluice ARGS` against `broker`; killed after 30 s.
 fn sluice(broker: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin_path("sluice"));
-    cmd.args(args)
-        .env("SLUICE_BROKER", broker)
-        .env_remove("SLUICE_LOG")
-        .env_remove("RUST_LOG");
+    let mut cmd = sluice_cli(broker);
+    cmd.args(args);
     output_within(cmd, None, Duration::from_secs(30))
 }
 
@@ -38,13 +35,10 @@ struct Member {
 
 impl Member {
     fn spawn(broker: &str, args: &[&str]) -> Member {
-        let mut child = Command::new(bin_path("sluice"))
+        let mut child = sluice_cli(broker)
             .args(["topic", "consume"])
             .args(args)
             .args(["--format", "%p %o\\n"])
-            .env("SLUICE_BROKER", broker)
-            .env_remove("SLUICE_LOG")
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -418,12 +412,9 @@ async fn a_member_whose_output_is_not_read_keeps_its_session() {
     for d in deliveries {
         d.await.expect("delivered");
     }
-    let mut child = Command::new(bin_path("sluice"))
+    let mut child = sluice_cli(&addr)
         .args(["topic", "consume", "unread", "--group", "gu"])
         .args(["--session-timeout-ms", "2000"])
-        .env("SLUICE_BROKER", &addr)
-        .env_remove("SLUICE_LOG")
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -4,19 +4,16 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::{ok, output_within, text, wait_output_within, KillOnDrop};
-use common::{bin_path, TestBroker};
+use common::{sluice_cli, TestBroker};
 
 /// Runs `sluice ARGS` against `broker` with `stdin`; killed after 60 s.
 fn sluice(broker: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut cmd = Command::new(bin_path("sluice"));
-    cmd.args(args)
-        .env("SLUICE_BROKER", broker)
-        .env_remove("SLUICE_LOG")
-        .env_remove("RUST_LOG");
+    let mut cmd = sluice_cli(broker);
+    cmd.args(args);
     output_within(cmd, Some(stdin), Duration::from_secs(60))
 }
 
@@ -406,9 +403,8 @@ fn produce_stops_on_sigterm_and_reports_what_was_acknowledged() {
         &["topic", "create", "sig", "--partitions", "1"],
         b"",
     ));
-    let mut child = Command::new(bin_path("sluice"))
+    let mut child = sluice_cli(&addr)
         .args(["topic", "produce", "sig"])
-        .env("SLUICE_BROKER", &addr)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -457,11 +453,8 @@ fn output_into_a_closed_pipe_ends_quietly() {
         &["topic", "describe", "piped"][..],
         &["bench", "produce", "--topic", "piped", "--messages", "10"][..],
     ] {
-        let mut child = Command::new(bin_path("sluice"))
+        let mut child = sluice_cli(&addr)
             .args(args)
-            .env("SLUICE_BROKER", &addr)
-            .env_remove("SLUICE_LOG")
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

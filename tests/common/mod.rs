@@ -48,6 +48,15 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// The `sluice` CLI aimed at `broker`, with logging left at its default.
+pub fn sluice_cli(broker: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin_path("sluice"));
+    cmd.env("SLUICE_BROKER", broker)
+        .env_remove("SLUICE_LOG")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
 /// Path of a compiled example (`target/<profile>/examples/<name>`).
 pub fn example_path(name: &str) -> PathBuf {
     let path = profile_dir()
