@@ -61,8 +61,8 @@ pub struct BenchArgs {
     /// Producer buffer in bytes (default: four batches). Running flat out,
     /// the bench keeps it full, so a record's latency is mostly the time
     /// to drain what is ahead of it: buffer / throughput. A larger buffer
-    /// raises latency, not throughput (64 MiB gave p99 70-250 ms at the
-    /// same MB/s on the 2-core test machine).
+    /// raises latency, not throughput (64 MiB gave p99 70-250 ms and no
+    /// more MB/s on the 2-core test machine).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub buffer_bytes: usize,
     /// Producer linger in ms.
