@@ -558,3 +558,37 @@ async fn reassigning_an_auto_committing_standalone_consumer_commits_what_it_read
         vec![("moved".to_string(), 0, 20), ("moved".to_string(), 1, 5)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_assigned_again_resumes_where_it_was_dropped() {
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    let admin = Admin::connect(addr.clone()).await.expect("admin");
+    admin
+        .create_topic("back", 2, Vec::new())
+        .await
+        .expect("create");
+    produce(&addr, "back", 2, 50).await;
+    let mut c = Consumer::with_config(
+        ClientConfig::new(addr.clone()),
+        ConsumerConfig {
+            group_id: Some("back-g".into()),
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(3600),
+            fetch_max_wait: Duration::from_millis(100),
+            ..ConsumerConfig::default()
+        },
+    );
+    c.assign(vec![("back".into(), 0)]);
+    assert_eq!(take(&mut c, 20).await.last(), Some(&(0, 19)));
+    c.assign(vec![("back".into(), 1)]);
+    take(&mut c, 3).await;
+    // Back before anything was committed: from 20, not from the start.
+    c.assign(vec![("back".into(), 0)]);
+    assert_eq!(take(&mut c, 1).await, vec![(0, 20)]);
+    c.close().await.expect("close commits");
+    assert_eq!(
+        admin.group_offsets("back-g").await.expect("offsets"),
+        vec![("back".to_string(), 0, 21), ("back".to_string(), 1, 3)]
+    );
+}

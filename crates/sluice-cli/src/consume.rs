@@ -248,8 +248,9 @@ async fn run_group(
             Step::End => break,
         };
         // Flushed before anything can commit it: printed means committed-or-re-delivered.
-        // The write blocks while the reader is slow: the runtime's other
-        // tasks (heartbeats) move to another thread meanwhile.
+        // The write blocks while the reader is slow; the heartbeat task runs
+        // on the runtime's worker threads meanwhile (this loop runs in
+        // `block_on`, where `block_in_place` just runs the write).
         let written = tokio::task::block_in_place(|| {
             format::write_record(&mut out, &tokens, &record).and_then(|_| out.flush())
         });

@@ -313,16 +313,22 @@ impl Consumer {
                 }
                 None => {
                     let epoch = self.bump_epoch();
-                    let position = match self.config.group_id {
-                        Some(_) => Position::Committed(self.config.start),
-                        None => Position::Pending(self.config.start),
+                    // Dropped earlier with a position not committed yet: carry
+                    // on from it (and commit it with this partition).
+                    let pending = self
+                        .unassigned
+                        .iter()
+                        .position(|(t, q, _)| *t == topic && *q == partition)
+                        .map(|i| self.unassigned.swap_remove(i).2);
+                    let position = match (pending, &self.config.group_id) {
+                        (Some(o), _) => Position::At(o),
+                        (None, Some(_)) => Position::Committed(self.config.start),
+                        (None, None) => Position::Pending(self.config.start),
                     };
-                    next.push(PartitionState::new(
-                        Arc::from(topic.as_str()),
-                        partition,
-                        position,
-                        epoch,
-                    ))
+                    let mut p =
+                        PartitionState::new(Arc::from(topic.as_str()), partition, position, epoch);
+                    p.handed = pending;
+                    next.push(p)
                 }
             }
         }
@@ -789,9 +795,11 @@ impl Consumer {
                 offsets.push((p.topic.to_string(), p.partition, o));
             }
         }
-        self.commit_offsets(offsets).await?;
+        // Positions of dropped partitions get one attempt, as Kafka's commit
+        // on assign(): one that keeps failing (its topic deleted, say) must
+        // not block every later commit.
         self.unassigned.clear();
-        Ok(())
+        self.commit_offsets(offsets).await
     }
 
     /// Commits handed-out positions of everything still owned (for `close`).

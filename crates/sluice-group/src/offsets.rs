@@ -56,8 +56,12 @@
 //! [`SNAPSHOT_BATCH_BYTES`]. Commits keep appending meanwhile, so snapshot
 //! records interleave with newer commits; replay therefore applies a
 //! snapshot record only if the key's last record so far is older than `S`
-//! (a commit or tombstone at or after `S` is newer than the snapshot). Once
-//! the snapshot is fsynced, every sealed segment below `S` is deleted.
+//! (a commit or tombstone at or after `S` is newer than the snapshot), and
+//! never when `S` is below the log's start: segments go only below a later
+//! snapshot's point, and that complete snapshot supersedes this one (a key
+//! deleted between the two must not come back through it). Once the
+//! snapshot is fsynced, every sealed segment below `S` is deleted; if that
+//! fails, the next call retries the deletion alone.
 //!
 //! Why replay stays right: what remains before `S` is a suffix of the log,
 //! so a key's last record there is its last record overall; a key live at
@@ -181,6 +185,18 @@ struct Appender {
     since_snapshot: u64,
     snapshot_bytes: u64,
     compact_after: u64,
+    /// A durable snapshot point whose segment deletion failed: retried
+    /// alone (no new snapshot) by the next [`OffsetStore::maybe_compact`].
+    pending_delete: Option<u64>,
+}
+
+/// Clears [`OffsetStore::compacting`] however a compaction ends.
+struct CompactingGuard<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for CompactingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// What one on-disk compaction did.
@@ -215,7 +231,8 @@ impl OffsetStore {
         let log = Log::open(dir, config)?;
         let mut map: BTreeMap<String, BTreeMap<TopicPartition, Entry>> = BTreeMap::new();
         let mut stats = ReplayStats::default();
-        let mut pos = log.start_offset();
+        let start = log.start_offset();
+        let mut pos = start;
         let end = log.end_offset();
         while pos < end {
             let chunk = log.read(pos, REPLAY_READ_BYTES)?;
@@ -247,9 +264,13 @@ impl OffsetStore {
                         Some((group, tp, value)) => {
                             let entries = map.entry(group).or_default();
                             // A snapshot record loses to any record of its key
-                            // at or after its snapshot point.
+                            // at or after its snapshot point; and once segments
+                            // below a later snapshot were deleted (its point is
+                            // below the log start), that later, complete snapshot
+                            // supersedes it: a key deleted in between must not
+                            // come back through it.
                             let stale = snapshot_of.is_some_and(|s| {
-                                entries.get(&tp).is_some_and(|e| e.log_offset >= s)
+                                s < start || entries.get(&tp).is_some_and(|e| e.log_offset >= s)
                             });
                             if !stale {
                                 entries.insert(
@@ -297,6 +318,7 @@ impl OffsetStore {
             since_snapshot: log.size_bytes(),
             snapshot_bytes: 0,
             compact_after: COMPACT_AFTER_BYTES,
+            pending_delete: None,
         };
         if stats.skipped > 0 {
             tracing::warn!(
@@ -390,17 +412,25 @@ impl OffsetStore {
     /// commits go on meanwhile: call it from a background thread.
     pub fn maybe_compact(&self) -> Result<Option<Compaction>, GroupError> {
         use std::sync::atomic::Ordering;
-        if !self.compaction_due() || self.compacting.swap(true, Ordering::AcqRel) {
+        let pending_delete = self.lock_appender().pending_delete;
+        if (pending_delete.is_none() && !self.compaction_due())
+            || self.compacting.swap(true, Ordering::AcqRel)
+        {
             return Ok(None);
         }
-        let result = self.compact();
-        if result.is_err() {
-            // Try again at the next call rather than a whole threshold later.
-            let mut a = self.lock_appender();
-            a.since_snapshot = a.since_snapshot.max(a.compact_after);
+        let _guard = CompactingGuard(&self.compacting);
+        if let Some(point) = pending_delete {
+            // The snapshot is durable: only its deletion is left to do.
+            let segments_deleted = self.log.delete_segments_before(point)?;
+            self.lock_appender().pending_delete = None;
+            return Ok(Some(Compaction {
+                snapshot_offset: point,
+                keys: 0,
+                bytes: 0,
+                segments_deleted,
+            }));
         }
-        self.compacting.store(false, Ordering::Release);
-        result.map(Some)
+        self.compact().map(Some)
     }
 
     fn compact(&self) -> Result<Compaction, GroupError> {
@@ -409,10 +439,15 @@ impl OffsetStore {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         // The state in log order at the snapshot point: appends wait only
         // for this copy.
-        let (snapshot_offset, live) = {
+        let (snapshot_offset, live, since) = {
             let mut a = self.lock_appender();
-            a.since_snapshot = 0;
-            (self.log.end_offset(), a.latest.clone())
+            let since = std::mem::take(&mut a.since_snapshot);
+            (self.log.end_offset(), a.latest.clone(), since)
+        };
+        // Until the snapshot is durable, a failure leaves compaction due.
+        let undo = |e: GroupError| {
+            self.lock_appender().since_snapshot += since;
+            e
         };
         let header = snapshot_offset.to_be_bytes();
         let headers: [(&str, &[u8]); 1] = [(SNAPSHOT_HEADER, &header)];
@@ -423,16 +458,20 @@ impl OffsetStore {
         let (mut key, mut value) = (Vec::new(), Vec::new());
         let mut flush = |builder: &mut RecordBatchBuilder| -> Result<(), GroupError> {
             let batch = std::mem::take(builder).into_batch();
-            let info = self.log.append(&batch)?;
+            let info = self
+                .log
+                .append(&batch)
+                .map_err(GroupError::from)
+                .map_err(undo)?;
             bytes += batch.len() as u64;
             durable_at = info.last_offset.saturating_add(1);
             Ok(())
         };
         for ((group, tp), v) in &live {
             key.clear();
-            encode_key(group, tp, &mut key)?;
+            encode_key(group, tp, &mut key).map_err(undo)?;
             value.clear();
-            encode_value(v, &mut value)?;
+            encode_value(v, &mut value).map_err(undo)?;
             builder.push(now_ms, Some(&key), Some(&value), &headers);
             pending += key.len() + value.len();
             if pending >= SNAPSHOT_BATCH_BYTES {
@@ -443,9 +482,18 @@ impl OffsetStore {
         if pending > 0 {
             flush(&mut builder)?;
         }
+        self.log
+            .wait_durable(durable_at)
+            .map_err(GroupError::from)
+            .map_err(undo)?;
         self.lock_appender().snapshot_bytes = bytes;
-        self.log.wait_durable(durable_at)?;
-        let segments_deleted = self.log.delete_segments_before(snapshot_offset)?;
+        let segments_deleted = match self.log.delete_segments_before(snapshot_offset) {
+            Ok(n) => n,
+            Err(e) => {
+                self.lock_appender().pending_delete = Some(snapshot_offset);
+                return Err(e.into());
+            }
+        };
         tracing::info!(
             snapshot_offset,
             keys = live.len(),

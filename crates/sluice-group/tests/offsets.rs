@@ -510,3 +510,114 @@ fn a_snapshot_record_never_overrides_a_newer_commit() {
         10
     );
 }
+
+/// A snapshot record for `tp` = `offset` with snapshot point `point`, as a
+/// compaction appends it.
+fn append_snapshot_record(
+    store: &OffsetStore,
+    group: &str,
+    tp: &TopicPartition,
+    offset: u64,
+    point: u64,
+) {
+    let mut key = Vec::new();
+    offsets::encode_key(group, tp, &mut key).unwrap();
+    let mut value = Vec::new();
+    let v = offsets::CommittedOffset {
+        offset,
+        commit_timestamp_ms: 0,
+        metadata: "m".repeat(3000),
+    };
+    offsets::encode_value(&v, &mut value).unwrap();
+    let mut b = RecordBatchBuilder::new();
+    let point = point.to_be_bytes();
+    b.push(
+        0,
+        Some(&key),
+        Some(&value),
+        &[(offsets::SNAPSHOT_HEADER, &point)],
+    );
+    store.log().append(&b.finish()).unwrap();
+    store.log().flush().unwrap();
+}
+
+#[test]
+fn an_offset_deleted_during_a_snapshot_stays_deleted_after_the_next_compaction() {
+    // Compaction 1 copies k=10 at point S1; k is deleted; its snapshot
+    // record for k lands after the tombstone, in a new segment. Compaction 2
+    // (k deleted: no record) deletes the segment with the tombstone but not
+    // the one with compaction 1's record. Replay must not bring k back.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 4096,
+        ..OffsetStore::default_log_config()
+    };
+    let (k, j) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+    {
+        let store = OffsetStore::open(dir.path(), config.clone()).unwrap();
+        let mut c = OffsetCommit::new(k.clone(), 10);
+        c.metadata = "m".repeat(3000);
+        store.commit("g", &[c], 1).unwrap();
+        let s1 = store.log().end_offset();
+        assert_eq!(
+            store
+                .delete_offsets("g", std::slice::from_ref(&k), 2)
+                .unwrap(),
+            1
+        );
+        append_snapshot_record(&store, "g", &k, 10, s1);
+        store.commit("g", &[oc("t", 1, 5)], 3).unwrap();
+        store.set_compact_after_bytes(0);
+        let done = store.maybe_compact().unwrap().expect("compacted");
+        assert!(done.segments_deleted > 0, "{done:?}");
+        assert_eq!(store.fetch("g", &k), None);
+    }
+    let store = OffsetStore::open(dir.path(), config).unwrap();
+    assert_eq!(store.fetch("g", &j).unwrap().offset, 5);
+    assert_eq!(store.fetch("g", &k), None, "a deleted offset came back");
+}
+
+#[test]
+fn a_failed_segment_deletion_is_retried_without_a_new_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 4096,
+        ..OffsetStore::default_log_config()
+    };
+    let store = OffsetStore::open(dir.path(), config).unwrap();
+    for i in 0..40u64 {
+        let mut c = oc("t", (i % 3) as u32, i);
+        c.metadata = "m".repeat(500);
+        store.commit("g", &[c], 0).unwrap();
+    }
+    let bases = store.log().segment_base_offsets();
+    assert!(bases.len() > 3, "{bases:?}");
+    // The oldest segment cannot be unlinked: a directory stands in its place.
+    let first = dir.path().join(sluice_log::file_name(bases[0], "log"));
+    let aside = dir.path().join("aside");
+    std::fs::rename(&first, &aside).unwrap();
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(first.join("keep"), b"x").unwrap();
+    store.set_compact_after_bytes(0);
+    assert!(store.maybe_compact().is_err());
+    let end = store.log().end_offset();
+    // The retry deletes and appends nothing while the obstacle stays...
+    assert!(store.maybe_compact().is_err());
+    assert_eq!(store.log().end_offset(), end);
+    std::fs::remove_dir_all(&first).unwrap();
+    std::fs::rename(&aside, &first).unwrap();
+    // ...and finishes the deletion once it is gone, still without a new snapshot.
+    let done = store.maybe_compact().unwrap().expect("deletion retried");
+    assert!(done.segments_deleted > 0);
+    assert_eq!(store.log().end_offset(), end);
+    for p in 0..3u32 {
+        let last = (0..40u64).filter(|i| i % 3 == u64::from(p)).max().unwrap();
+        assert_eq!(
+            store
+                .fetch("g", &TopicPartition::new("t", p))
+                .unwrap()
+                .offset,
+            last
+        );
+    }
+}

@@ -276,13 +276,32 @@ impl Log {
         lock_dir(&lock_file).map_err(|e| LogError::io(&lock_path, e))?;
 
         let mut bases = Vec::new();
+        let mut index_files = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
             let entry = entry.map_err(|e| LogError::io(&dir, e))?;
-            if let Some(base) = entry.file_name().to_str().and_then(segment::parse_log_name) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base) = segment::parse_log_name(name) {
                 bases.push(base);
+            } else if let Some(base) = [".index", ".timeindex"].iter().find_map(|ext| {
+                name.strip_suffix(ext)
+                    .filter(|b| b.len() == 20)
+                    .and_then(|b| b.parse::<u64>().ok())
+            }) {
+                index_files.push((base, entry.path()));
             }
         }
         bases.sort_unstable();
+        // Indexes whose `.log` is gone (a crash between a segment deletion's
+        // unlinks, or before a new segment's `.log` existed) belong to nothing.
+        for (base, path) in index_files {
+            if bases.binary_search(&base).is_err() {
+                tracing::info!(file = %path.display(), "removing an index without its segment");
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove an orphaned index");
+                }
+            }
+        }
         // What the checkpoint says: after a clean shutdown nothing is
         // rescanned; otherwise every batch from the recovery point on is
         // CRC-checked, sealed segments included; without a usable
@@ -1087,8 +1106,12 @@ impl Log {
                     break;
                 }
             }
-            segment::sync_dir(&self.dir)?;
             deleted += 1;
+            if let Err(e) = segment::sync_dir(&self.dir) {
+                // The unlink may not be durable: stop here, list in step with the disk.
+                first_err = Some(e);
+                break;
+            }
             tracing::info!(segment = %seg.log_path.display(), base = seg.base, next = seg.next_offset(), bytes = seg.size(), "{why} deleted segment");
             for p in [&seg.index_path, &seg.time_path] {
                 if let Err(e) = std::fs::remove_file(p) {

@@ -572,3 +572,24 @@ fn a_segment_that_cannot_be_deleted_stops_the_deletion_without_a_gap() {
     assert_eq!(log.start_offset(), bases[1]);
     assert_eq!(read_all(&log).len() as u64, (400 - bases[1]) / 10);
 }
+
+#[test]
+fn indexes_without_their_segment_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), small_config()).unwrap();
+        log.append(&make_batch(5, 10, 100, 0)).unwrap();
+        log.close().unwrap();
+    }
+    // What a crash between a deletion's unlinks leaves behind.
+    for ext in ["index", "timeindex"] {
+        std::fs::write(seg_path(dir.path(), 7_000, ext), b"stale").unwrap();
+    }
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for ext in ["index", "timeindex"] {
+        assert!(!seg_path(dir.path(), 7_000, ext).exists(), "{ext} left");
+        assert!(seg_path(dir.path(), 0, ext).exists(), "live {ext} removed");
+    }
+    assert_eq!(log.end_offset(), 10);
+    assert_eq!(read_all(&log).len(), 1);
+}
