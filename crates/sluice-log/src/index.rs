@@ -133,6 +133,11 @@ pub(crate) fn time_entry(entries: &[u8], i: usize) -> Option<TimeEntry> {
     })
 }
 
+/// Decodes the last whole time entry of `entries`, `None` when there is none.
+pub(crate) fn last_time_entry(entries: &[u8]) -> Option<TimeEntry> {
+    time_entry(entries, (entries.len() / TIME_ENTRY_LEN).checked_sub(1)?)
+}
+
 pub(crate) fn encode_offset_entry(e: OffsetEntry) -> [u8; OFFSET_ENTRY_LEN] {
     let mut b = [0u8; OFFSET_ENTRY_LEN];
     b[0..4].copy_from_slice(&e.rel.to_be_bytes());

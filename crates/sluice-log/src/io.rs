@@ -42,14 +42,7 @@ impl FileIo for OsFileIo {
     fn sync_data(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
-    fn write_vectored_at(
-        &self,
-        file: &File,
-        offset: u64,
-        bufs: &[IoSlice<'_>],
-    ) -> io::Result<usize> {
-        crate::sys::pwritev(file, offset, bufs)
-    }
+    // `write_vectored_at`: the trait's default, one `pwritev(2)`.
 }
 
 /// A [`FileIo`] that delegates to [`OsFileIo`] but fails on request.

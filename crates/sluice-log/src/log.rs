@@ -280,15 +280,10 @@ impl Log {
         for entry in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
             let entry = entry.map_err(|e| LogError::io(&dir, e))?;
             let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(base) = segment::parse_log_name(name) {
-                bases.push(base);
-            } else if let Some(base) = [".index", ".timeindex"].iter().find_map(|ext| {
-                name.strip_suffix(ext)
-                    .filter(|b| b.len() == 20)
-                    .and_then(|b| b.parse::<u64>().ok())
-            }) {
-                index_files.push((base, entry.path()));
+            match name.to_str().and_then(segment::parse_file_name) {
+                Some((base, "log")) => bases.push(base),
+                Some((base, "index" | "timeindex")) => index_files.push((base, entry.path())),
+                _ => {}
             }
         }
         bases.sort_unstable();

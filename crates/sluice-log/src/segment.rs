@@ -27,13 +27,14 @@ pub fn file_name(base_offset: u64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
 }
 
-/// Parses `NNNNNNNNNNNNNNNNNNNN.log` into its base offset.
-pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".log")?;
+/// Parses a segment file name, `NNNNNNNNNNNNNNNNNNNN.<ext>` as
+/// [`file_name`] makes it, into its base offset and extension.
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    stem.parse().ok()
+    Some((stem.parse().ok()?, ext))
 }
 
 /// Per-segment settings derived from the log config.
@@ -192,6 +193,26 @@ impl IndexBuilder {
         }
         up
     }
+
+    /// [`IndexBuilder::on_batch`] for a scanned batch of the segment based at
+    /// `base`, appending the encoded entries to `off` and `time`.
+    fn collect(
+        &mut self,
+        base: u64,
+        pos: usize,
+        h: &BatchHeader,
+        off: &mut Vec<u8>,
+        time: &mut Vec<u8>,
+    ) {
+        let rel = (h.base_offset as u64 - base) as u32;
+        let up = self.on_batch(pos, rel, h.max_timestamp);
+        if let Some(e) = up.offset {
+            off.extend_from_slice(&index::encode_offset_entry(e));
+        }
+        if let Some(t) = up.time {
+            time.extend_from_slice(&index::encode_time_entry(t));
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -322,13 +343,11 @@ impl Segment {
         let data = self.log.bytes();
         let (mut pos, mut expected) = self.seek_checked(data, offset);
         loop {
-            let (_, after) =
+            let (h, after) =
                 check_batch_at(data, pos, expected, false).map_err(|r| self.corrupt(pos, r))?;
             if after > offset {
                 break;
             }
-            let h =
-                BatchHeader::parse(&data[pos..]).map_err(|e| self.corrupt(pos, e.to_string()))?;
             pos += h.total_len();
             expected = after;
         }
@@ -430,14 +449,7 @@ fn rebuild_entries(
         last_time: None,
     };
     let outcome = scan(data, 0, base, verify, |pos, h| {
-        let rel = (h.base_offset as u64 - base) as u32;
-        let up = b.on_batch(pos, rel, h.max_timestamp);
-        if let Some(e) = up.offset {
-            off.extend_from_slice(&index::encode_offset_entry(e));
-        }
-        if let Some(t) = up.time {
-            time.extend_from_slice(&index::encode_time_entry(t));
-        }
+        b.collect(base, pos, h, &mut off, &mut time)
     });
     (off, time, outcome)
 }
@@ -483,11 +495,7 @@ pub(crate) fn open_sealed(
                 (o, t, out)
             } else {
                 let mut out = scan(data, pos, expected, false, |_, _| {});
-                let last_time = time.len() / TIME_ENTRY_LEN;
-                if let Some(t) = last_time
-                    .checked_sub(1)
-                    .and_then(|i| index::time_entry(&time, i))
-                {
+                if let Some(t) = index::last_time_entry(&time) {
                     out.max_timestamp = out.max_timestamp.max(t.timestamp);
                 }
                 (off, time, out)
@@ -705,11 +713,7 @@ impl ActiveSegment {
             io,
         )
         .map_err(|e| LogError::io(&time_path, e))?;
-        let last_time = time_entries
-            .len()
-            .checked_div(TIME_ENTRY_LEN)
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| index::time_entry(time_entries, i));
+        let last_time = index::last_time_entry(time_entries);
         let modified = mtime_ms(&file);
         let seg = Arc::new(Segment {
             base,
@@ -819,11 +823,7 @@ impl ActiveSegment {
                 start = (0, base);
             }
         }
-        let last_time = time_entries
-            .len()
-            .checked_div(TIME_ENTRY_LEN)
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| index::time_entry(&time_entries, i));
+        let last_time = index::last_time_entry(&time_entries);
         let mut builder = IndexBuilder {
             interval: settings.index_interval,
             last_indexed_pos: start.0,
@@ -831,14 +831,7 @@ impl ActiveSegment {
             last_time,
         };
         let outcome = scan(data, start.0, start.1, true, |pos, h| {
-            let rel = (h.base_offset as u64 - base) as u32;
-            let up = builder.on_batch(pos, rel, h.max_timestamp);
-            if let Some(e) = up.offset {
-                off_entries.extend_from_slice(&index::encode_offset_entry(e));
-            }
-            if let Some(t) = up.time {
-                time_entries.extend_from_slice(&index::encode_time_entry(t));
-            }
+            builder.collect(base, pos, h, &mut off_entries, &mut time_entries)
         });
         let end = outcome.end;
         if (end as u64) < file_len {

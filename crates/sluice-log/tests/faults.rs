@@ -8,19 +8,6 @@ use std::sync::Arc;
 
 use common::*;
 use sluice_log::{FaultyFileIo, FlushPolicy, Log, LogConfig, LogError};
-use sluice_protocol::batch::BatchHeader;
-
-/// Positions and headers of the batches in a `.log` file.
-fn batch_positions(path: &Path) -> Vec<(usize, BatchHeader)> {
-    let data = std::fs::read(path).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Ok(h) = BatchHeader::parse(&data[pos..]) {
-        out.push((pos, h));
-        pos += h.total_len();
-    }
-    out
-}
 
 fn modify(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
     let mut data = std::fs::read(path).unwrap();

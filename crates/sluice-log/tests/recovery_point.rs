@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sluice_log::{FaultyFileIo, FlushPolicy, Log, LogConfig, LogError, OpenKind};
-use sluice_protocol::batch::BatchHeader;
 
 const RECORDS: u64 = 3;
 
@@ -23,18 +22,6 @@ fn batch_i(i: u64) -> bytes::Bytes {
         400 + (i as usize % 5) * 30,
         1_000 + i as i64,
     )
-}
-
-/// Positions and headers of the batches in a `.log` file.
-fn batch_positions(path: &Path) -> Vec<(usize, BatchHeader)> {
-    let data = std::fs::read(path).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Ok(h) = BatchHeader::parse(&data[pos..]) {
-        out.push((pos, h));
-        pos += h.total_len();
-    }
-    out
 }
 
 /// Flips one byte of the record data (inside the CRC, not the header) of

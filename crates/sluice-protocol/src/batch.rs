@@ -238,6 +238,17 @@ impl BatchHeader {
     pub fn compression(&self) -> Result<Compression, BatchError> {
         Compression::from_attributes(self.attributes)
     }
+
+    /// `Ok` when the records are uncompressed (the only kind Sluice reads
+    /// today), else [`BatchError::UnsupportedCompression`].
+    fn require_uncompressed(&self) -> Result<(), BatchError> {
+        match self.compression()? {
+            Compression::None => Ok(()),
+            _ => Err(BatchError::UnsupportedCompression(
+                (self.attributes & 0x07) as u8,
+            )),
+        }
+    }
 }
 
 /// Computes the CRC-32C a batch should carry (over attributes..end).
@@ -426,26 +437,20 @@ impl RecordBatchBuilder {
 
     /// An empty builder whose buffer can hold `bytes` bytes before growing.
     pub fn with_capacity(bytes: usize) -> Self {
-        let mut b = RecordBatchBuilder {
-            buf: BytesMut::with_capacity(bytes.max(HEADER_LEN)),
-            capacity_hint: bytes.max(HEADER_LEN),
-            count: 0,
-            base_timestamp: 0,
-            max_timestamp: i64::MIN,
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
-        };
-        b.reset();
-        b
+        let capacity_hint = bytes.max(HEADER_LEN);
+        Self::with_buffer(BytesMut::with_capacity(capacity_hint), capacity_hint)
     }
 
     /// An empty builder that writes into `buf` (cleared first), e.g. a
     /// reclaimed allocation from an earlier batch, so no new buffer is
     /// allocated or faulted in; its capacity becomes the size hint for reuse.
-    pub fn from_buffer(mut buf: BytesMut) -> Self {
-        buf.clear();
+    pub fn from_buffer(buf: BytesMut) -> Self {
         let capacity_hint = buf.capacity().max(HEADER_LEN);
+        Self::with_buffer(buf, capacity_hint)
+    }
+
+    /// An empty builder over `buf`; [`reset`](Self::reset) clears it and sets every per-batch field.
+    fn with_buffer(buf: BytesMut, capacity_hint: usize) -> Self {
         let mut b = RecordBatchBuilder {
             buf,
             capacity_hint,
@@ -669,18 +674,11 @@ impl RecordBatch {
     /// compression codec. Does not check the CRC.
     pub fn records(&self) -> Records<'_> {
         let body = self.bytes.get(HEADER_LEN..).unwrap_or(&[]);
-        let pending_error = match self.header.compression() {
-            Ok(Compression::None) => None,
-            Ok(_) => Some(BatchError::UnsupportedCompression(
-                (self.header.attributes & 0x07) as u8,
-            )),
-            Err(e) => Some(e),
-        };
         Records {
             header: &self.header,
             buf: body,
             remaining: self.header.record_count.max(0) as usize,
-            pending_error,
+            pending_error: self.header.require_uncompressed().err(),
             done: false,
         }
     }
@@ -898,14 +896,7 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             available: batch.len(),
         })?;
     verify_crc(whole)?;
-    match header.compression()? {
-        Compression::None => {}
-        _ => {
-            return Err(BatchError::UnsupportedCompression(
-                (header.attributes & 0x07) as u8,
-            ))
-        }
-    }
+    header.require_uncompressed()?;
     let count = header.record_count as i64;
     if count > header.last_offset_delta as i64 + 1 {
         return Err(BatchError::InvalidHeader(

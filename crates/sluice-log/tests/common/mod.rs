@@ -76,6 +76,18 @@ pub fn seg_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
     dir.join(sluice_log::file_name(base, ext))
 }
 
+/// Positions and headers of the batches in a `.log` file.
+pub fn batch_positions(path: &Path) -> Vec<(usize, BatchHeader)> {
+    let data = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Ok(h) = BatchHeader::parse(&data[pos..]) {
+        out.push((pos, h));
+        pos += h.total_len();
+    }
+    out
+}
+
 /// Base offsets of the `.log` files in `dir`, sorted.
 pub fn log_files(dir: &Path) -> Vec<u64> {
     let mut v: Vec<u64> = std::fs::read_dir(dir)
