@@ -250,15 +250,27 @@ impl Broker {
         }
     }
 
-    /// The partition, if topic and partition exist (no auto-creation).
-    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, BrokerError> {
-        let t = self.topic(topic, false)?;
-        t.partition(partition)
+    fn topic_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        create: bool,
+    ) -> Result<(Arc<Topic>, Arc<Partition>), BrokerError> {
+        let t = self.topic(topic, create)?;
+        let p = t
+            .partition(partition)
             .cloned()
             .ok_or_else(|| BrokerError::UnknownPartition {
                 topic: topic.to_string(),
                 partition,
-            })
+            })?;
+        Ok((t, p))
+    }
+
+    /// The partition, if topic and partition exist (no auto-creation).
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, BrokerError> {
+        self.topic_partition(topic, partition, false)
+            .map(|(_, p)| p)
     }
 
     /// Appends whole record batches to a partition, auto-creating the topic if
@@ -277,14 +289,7 @@ impl Broker {
                 partition,
             });
         }
-        let t = self.topic(topic, true)?;
-        let p = t
-            .partition(partition)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-            })?;
+        let (t, p) = self.topic_partition(topic, partition, true)?;
         let info = p.append(records)?;
         Ok(Appended {
             partition: p,

@@ -298,43 +298,20 @@ mod tests {
     /// free up, and every request is still answered.
     #[tokio::test]
     async fn deferred_requests_per_connection_are_capped() {
-        use crate::broker::Broker;
-        use crate::group::Groups;
-        use crate::handler::Context;
         use sluice_protocol::batch::RecordBatchBuilder;
         use sluice_protocol::{
             Acks, FetchPartition, FetchRequest, FetchTopic, Request, DEFAULT_MAX_FRAME_BYTES,
         };
-        use std::sync::Arc;
         use std::time::Duration;
         use tokio::io::AsyncReadExt;
-        use tokio_util::sync::CancellationToken;
 
         let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::config::ConfigLayer {
-            data_dir: Some(dir.path().to_path_buf()),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
-        let broker = Arc::new(Broker::open(&cfg, crate::metrics::Metrics::new()).unwrap());
-        broker.create_topic("t", 1, &[]).unwrap();
-        let groups = Groups::open(
-            dir.path(),
-            Arc::clone(&broker),
-            sluice_group::CoordinatorConfig::default(),
-            1,
-        )
-        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let ctx = Context {
-            broker: Arc::clone(&broker),
-            groups: Arc::new(groups),
-            local_addr: addr,
-            shutdown: shutdown.clone(),
-        };
+        let ctx = crate::handler::tests::test_context(dir.path(), addr);
+        let broker = Arc::clone(&ctx.broker);
+        let shutdown = ctx.shutdown.clone();
+        broker.create_topic("t", 1, &[]).unwrap();
         let tracker = TaskTracker::new();
         let server = tokio::spawn(async move {
             let (stream, peer) = listener.accept().await.unwrap();

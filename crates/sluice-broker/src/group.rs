@@ -73,8 +73,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_group::{
     begin_fenced_commit, lag, timestamp_at, CommitTicket, CommittedOffset, Committer, Coordinator,
-    CoordinatorConfig, ExpiryReason, GroupDescription, GroupError, GroupListing, GroupState,
-    JoinRequest, MemberView, OffsetCommit, OffsetStore, TopicCatalog, TopicPartition,
+    CoordinatorConfig, GroupDescription, GroupError, GroupListing, GroupState, JoinRequest,
+    MemberView, OffsetCommit, OffsetStore, TopicCatalog, TopicPartition,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -111,9 +111,6 @@ struct State {
     /// same member (a client breaking the one-in-flight rule) replaces and
     /// wakes the first.
     parked: HashMap<(String, String), Arc<Notify>>,
-    /// Session timeout per member, to cap parking (kept beside the
-    /// coordinator, which does not expose per-member sessions cheaply).
-    sessions: HashMap<(String, String), u64>,
 }
 
 /// Series currently exported for groups, to remove the stale ones.
@@ -236,7 +233,6 @@ impl Groups {
             state: Mutex::new(State {
                 coordinator: Coordinator::new(config, instance_id),
                 parked: HashMap::new(),
-                sessions: HashMap::new(),
             }),
             store,
             metrics: broker.metrics().clone(),
@@ -292,13 +288,7 @@ impl Groups {
 
     /// JoinGroup: a new member (`req.member_id == None`) or a subscription update.
     pub fn join(&self, group: &str, req: JoinRequest) -> Result<MemberView, GroupError> {
-        let session = req.session_timeout_ms;
-        let (r, mut st) = self.mutate(|st, now, cat| st.coordinator.join(now, group, req, cat));
-        if let Ok(v) = &r {
-            let session = session.unwrap_or(st.coordinator.config().default_session_timeout_ms);
-            st.sessions
-                .insert((group.to_string(), v.member_id.clone()), session);
-        }
+        let (r, _st) = self.mutate(|st, now, cat| st.coordinator.join(now, group, req, cat));
         r
     }
 
@@ -318,25 +308,18 @@ impl Groups {
         });
         let view = match r {
             Ok(v) => v,
-            Err(e) => {
-                if matches!(e, GroupError::UnknownMemberId { .. }) {
-                    st.sessions
-                        .remove(&(group.to_string(), member_id.to_string()));
-                }
-                return HeartbeatReply::Ready(Err(e));
-            }
+            Err(e) => return HeartbeatReply::Ready(Err(e)),
         };
         let reported: BTreeSet<&TopicPartition> = owned.iter().collect();
         let assigned: BTreeSet<&TopicPartition> = view.assignment.iter().collect();
         if max_wait.is_zero() || !view.revoke.is_empty() || reported != assigned {
             return HeartbeatReply::Ready(Ok(view));
         }
-        let key = (group.to_string(), member_id.to_string());
         let session = st
-            .sessions
-            .get(&key)
-            .copied()
+            .coordinator
+            .session_timeout_ms(group, member_id)
             .unwrap_or(st.coordinator.config().default_session_timeout_ms);
+        let key = (group.to_string(), member_id.to_string());
         let cap = Duration::from_millis((session / PARK_SESSION_DIVISOR).max(1));
         let notify = Arc::new(Notify::new());
         if let Some(old) = st.parked.insert(key.clone(), Arc::clone(&notify)) {
@@ -368,10 +351,8 @@ impl Groups {
 
     /// LeaveGroup: the member's partitions are free at once.
     pub fn leave(&self, group: &str, member_id: &str) -> Result<(), GroupError> {
-        let (r, mut st) =
-            self.mutate(|st, now, cat| st.coordinator.leave(now, group, member_id, cat));
+        let (r, st) = self.mutate(|st, now, cat| st.coordinator.leave(now, group, member_id, cat));
         let key = (group.to_string(), member_id.to_string());
-        st.sessions.remove(&key);
         if let Some(n) = st.parked.get(&key) {
             n.notify_one();
         }
@@ -380,14 +361,10 @@ impl Groups {
 
     /// Expires members whose deadline passed; wakes their parked heartbeats.
     pub fn tick(&self) {
-        let (expired, mut st) = self.mutate(|st, now, cat| st.coordinator.tick(now, cat));
+        let (expired, st) = self.mutate(|st, now, cat| st.coordinator.tick(now, cat));
         for e in expired {
             tracing::info!(group = %e.group, member = %e.member_id, reason = ?e.reason, "group member expired");
-            let key = (e.group, e.member_id);
-            if e.reason == ExpiryReason::SessionTimeout {
-                st.sessions.remove(&key);
-            }
-            if let Some(n) = st.parked.get(&key) {
+            if let Some(n) = st.parked.get(&(e.group, e.member_id)) {
                 n.notify_one();
             }
         }
@@ -690,11 +667,13 @@ impl Drop for ParkedHeartbeat {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::ConfigLayer;
 
-    fn open(dir: &Path) -> (Arc<Broker>, Arc<Groups>) {
+    /// A broker with default settings in `dir` and its groups (also used by
+    /// the handler and connection tests).
+    pub(crate) fn open(dir: &Path) -> (Arc<Broker>, Arc<Groups>) {
         let cfg = ConfigLayer {
             data_dir: Some(dir.to_path_buf()),
             ..ConfigLayer::default()
@@ -721,6 +700,20 @@ mod tests {
         .unwrap()
     }
 
+    fn ready(r: HeartbeatReply) -> MemberView {
+        match r {
+            HeartbeatReply::Ready(v) => v.unwrap(),
+            HeartbeatReply::Parked(_) => panic!("max_wait 0 parked"),
+        }
+    }
+
+    fn parked(r: HeartbeatReply) -> ParkedHeartbeat {
+        match r {
+            HeartbeatReply::Parked(p) => p,
+            HeartbeatReply::Ready(v) => panic!("not parked: {v:?}"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn timer_expires_a_silent_member_and_wakes_the_parked_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -731,35 +724,26 @@ mod tests {
         let a = join(&groups, "g", 30_000);
         let b = join(&groups, "g", 1_000);
         // a learns its final assignment (b took half of it: a must revoke).
-        let a_view = match groups.heartbeat(
+        let a_view = ready(groups.heartbeat(
             "g",
             &a.member_id,
             a.generation,
             &a.assignment,
             Duration::ZERO,
-        ) {
-            HeartbeatReply::Ready(v) => v.unwrap(),
-            HeartbeatReply::Parked(_) => panic!("max_wait 0 parked"),
-        };
+        ));
         let keep: Vec<TopicPartition> = a_view.assignment.clone();
         assert_eq!(keep.len(), 2);
         let a_view =
-            match groups.heartbeat("g", &a.member_id, a_view.generation, &keep, Duration::ZERO) {
-                HeartbeatReply::Ready(v) => v.unwrap(),
-                HeartbeatReply::Parked(_) => panic!("max_wait 0 parked"),
-            };
+            ready(groups.heartbeat("g", &a.member_id, a_view.generation, &keep, Duration::ZERO));
         let _ = b;
         // a parks for up to 10 s (capped at 10 s = a third of 30 s); b goes silent.
-        let parked = match groups.heartbeat(
+        let parked = parked(groups.heartbeat(
             "g",
             &a.member_id,
             a_view.generation,
             &keep,
             Duration::from_secs(60),
-        ) {
-            HeartbeatReply::Parked(p) => p,
-            HeartbeatReply::Ready(v) => panic!("not parked: {v:?}"),
-        };
+        ));
         let started = Instant::now();
         let v = parked
             .wait(&CancellationToken::new())
@@ -784,16 +768,16 @@ mod tests {
         let (broker, groups) = open(dir.path());
         broker.create_topic("t", 2, &[]).unwrap();
         let a = join(&groups, "g", 3_000);
-        let parked = match groups.heartbeat(
-            "g",
-            &a.member_id,
-            a.generation,
-            &a.assignment,
-            Duration::from_secs(60),
-        ) {
-            HeartbeatReply::Parked(p) => p,
-            HeartbeatReply::Ready(v) => panic!("not parked: {v:?}"),
+        let park = || {
+            parked(groups.heartbeat(
+                "g",
+                &a.member_id,
+                a.generation,
+                &a.assignment,
+                Duration::from_secs(60),
+            ))
         };
+        let parked = park();
         let started = Instant::now();
         parked
             .wait(&CancellationToken::new())
@@ -803,16 +787,7 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_millis(1_000));
         assert!(groups.lock().parked.is_empty());
         // Cancelled (shutdown): no answer from the coordinator, not a heartbeat.
-        let parked = match groups.heartbeat(
-            "g",
-            &a.member_id,
-            a.generation,
-            &a.assignment,
-            Duration::from_secs(60),
-        ) {
-            HeartbeatReply::Parked(p) => p,
-            HeartbeatReply::Ready(v) => panic!("not parked: {v:?}"),
-        };
+        let parked = park();
         let cancel = CancellationToken::new();
         cancel.cancel();
         assert!(parked.wait(&cancel).await.is_none());

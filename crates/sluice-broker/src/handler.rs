@@ -866,9 +866,20 @@ fn delete_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    /// A context over a fresh broker and its groups in `dir` (also used by the connection tests).
+    pub(crate) fn test_context(dir: &std::path::Path, local_addr: SocketAddr) -> Context {
+        let (broker, groups) = crate::group::tests::open(dir);
+        Context {
+            broker,
+            groups,
+            local_addr,
+            shutdown: CancellationToken::new(),
+        }
+    }
 
     #[test]
     fn every_supported_api_has_exactly_one_handler() {
@@ -894,26 +905,7 @@ mod tests {
     #[test]
     fn handlers_reject_mismatched_bodies() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::config::ConfigLayer {
-            data_dir: Some(dir.path().to_path_buf()),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
-        let broker = Arc::new(Broker::open(&cfg, crate::metrics::Metrics::new()).unwrap());
-        let groups = Groups::open(
-            dir.path(),
-            Arc::clone(&broker),
-            sluice_group::CoordinatorConfig::default(),
-            1,
-        )
-        .unwrap();
-        let ctx = Context {
-            broker,
-            groups: Arc::new(groups),
-            local_addr: "127.0.0.1:1".parse().unwrap(),
-            shutdown: CancellationToken::new(),
-        };
+        let ctx = test_context(dir.path(), "127.0.0.1:1".parse().unwrap());
         for (k, h) in HANDLERS {
             if *k == ApiKey::ApiVersions {
                 continue;

@@ -129,10 +129,8 @@ impl Partition {
     /// a sequence gap or a fenced epoch is an error and nothing more of
     /// `batches` is appended (earlier batches of the same call stay appended).
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo, BrokerError> {
-        if !has_idempotent_batch(batches) {
-            let info = self.log.append(batches).map_err(|e| self.log_err(e))?;
-            self.appended(&info);
-            return Ok(info);
+        if !batch_headers(batches).any(|h| h.producer_id >= 0) {
+            return self.append_unchecked(batches);
         }
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         let mut total: Option<AppendInfo> = None;
@@ -146,15 +144,10 @@ impl Partition {
             let one = rest.get(..len).unwrap_or(rest);
             pos += len;
             let info = match seq.map(|s| (s, producers.check(&s))) {
-                None => {
-                    let info = self.log.append(one).map_err(|e| self.log_err(e))?;
-                    self.appended(&info);
-                    info
-                }
+                None => self.append_unchecked(one)?,
                 Some((s, Verdict::Append)) => {
-                    let info = self.log.append(one).map_err(|e| self.log_err(e))?;
+                    let info = self.append_unchecked(one)?;
                     producers.record(&s, info.base_offset, info.last_offset);
-                    self.appended(&info);
                     info
                 }
                 Some((_, Verdict::Duplicate(base_offset, last_offset))) => {
@@ -197,6 +190,13 @@ impl Partition {
             // Unreachable for a non-empty input; the log reports an empty one.
             None => self.log.append(batches).map_err(|e| self.log_err(e)),
         }
+    }
+
+    /// Appends to the log without a sequence check, then publishes the new end.
+    fn append_unchecked(&self, batches: &[u8]) -> Result<AppendInfo, BrokerError> {
+        let info = self.log.append(batches).map_err(|e| self.log_err(e))?;
+        self.appended(&info);
+        Ok(info)
     }
 
     /// Publishes a new end offset and counts what was appended.
@@ -354,36 +354,24 @@ impl Partition {
     }
 }
 
-/// Counts the records in concatenated whole batches (stops at the first bad header).
-pub fn count_records(batches: &[u8]) -> u64 {
-    let mut pos = 0usize;
-    let mut n = 0u64;
-    while let Some(rest) = batches.get(pos..) {
+/// The headers of concatenated whole batches, up to the first that does not parse.
+fn batch_headers(batches: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
+    let mut rest = batches;
+    std::iter::from_fn(move || {
         if rest.is_empty() {
-            break;
+            return None;
         }
-        match BatchHeader::parse(rest) {
-            Ok(h) => {
-                n += h.record_count.max(0) as u64;
-                pos += h.total_len();
-            }
-            Err(_) => break,
-        }
-    }
-    n
+        let h = BatchHeader::parse(rest).ok()?;
+        rest = rest.get(h.total_len()..).unwrap_or_default();
+        Some(h)
+    })
 }
 
-/// Whether any batch header in `batches` carries a producer id (stops at the first bad header).
-fn has_idempotent_batch(batches: &[u8]) -> bool {
-    let mut pos = 0usize;
-    while let Some(rest) = batches.get(pos..).filter(|r| !r.is_empty()) {
-        match BatchHeader::parse(rest) {
-            Ok(h) if h.producer_id >= 0 => return true,
-            Ok(h) => pos += h.total_len(),
-            Err(_) => return false,
-        }
-    }
-    false
+/// Counts the records in concatenated whole batches (stops at the first bad header).
+pub fn count_records(batches: &[u8]) -> u64 {
+    batch_headers(batches)
+        .map(|h| h.record_count.max(0) as u64)
+        .sum()
 }
 
 /// Rebuilds the idempotent-producer state from the batch headers of the log's

@@ -952,6 +952,12 @@ impl Coordinator {
         self.groups.get(group).map(|g| g.generation)
     }
 
+    /// A member's session timeout, if the coordinator knows the member.
+    pub fn session_timeout_ms(&self, group: &str, member_id: &str) -> Option<u64> {
+        let m = self.groups.get(group)?.members.get(member_id)?;
+        Some(m.session_timeout_ms)
+    }
+
     /// Number of members (0 for unknown groups).
     pub fn member_count(&self, group: &str) -> usize {
         self.groups.get(group).map_or(0, |g| g.members.len())

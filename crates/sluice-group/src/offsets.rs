@@ -702,6 +702,18 @@ pub fn fenced_commit(
     store.finish(ticket)
 }
 
+/// Validates the group id and refuses a group that has members.
+fn require_no_members(coordinator: &Coordinator, group: &str) -> Result<(), GroupError> {
+    validate_group_id(group)?;
+    match coordinator.member_count(group) {
+        0 => Ok(()),
+        members => Err(GroupError::NonEmptyGroup {
+            group: group.to_string(),
+            members,
+        }),
+    }
+}
+
 /// Seek (reset offsets): overwrites committed offsets, only while the group
 /// has no members. The caller resolves earliest/latest/timestamp to offsets.
 pub fn reset_offsets(
@@ -711,14 +723,7 @@ pub fn reset_offsets(
     commits: &[OffsetCommit],
     now_ms: i64,
 ) -> Result<(), GroupError> {
-    validate_group_id(group)?;
-    let members = coordinator.member_count(group);
-    if members > 0 {
-        return Err(GroupError::NonEmptyGroup {
-            group: group.to_string(),
-            members,
-        });
-    }
+    require_no_members(coordinator, group)?;
     store.commit(group, commits, now_ms)
 }
 
@@ -730,14 +735,7 @@ pub fn delete_group(
     group: &str,
     now_ms: i64,
 ) -> Result<usize, GroupError> {
-    validate_group_id(group)?;
-    let members = coordinator.member_count(group);
-    if members > 0 {
-        return Err(GroupError::NonEmptyGroup {
-            group: group.to_string(),
-            members,
-        });
-    }
+    require_no_members(coordinator, group)?;
     let known = coordinator.generation(group).is_some();
     let deleted = store.delete_group_offsets(group, now_ms)?;
     if known {
@@ -777,38 +775,32 @@ pub fn encode_value(v: &CommittedOffset, out: &mut Vec<u8>) -> Result<(), GroupE
 
 /// Reads `n` bytes off the front of `buf`.
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if buf.len() < n {
-        return None;
-    }
-    let (head, tail) = buf.split_at(n);
+    let (head, tail) = buf.split_at_checked(n)?;
     *buf = tail;
     Some(head)
 }
 
-fn take_str16(buf: &mut &[u8]) -> Option<String> {
-    let len = take(buf, 2)?;
-    let len = u16::from_be_bytes([len[0], len[1]]) as usize;
-    let s = take(buf, len)?;
-    String::from_utf8(s.to_vec()).ok()
+/// Reads a fixed-size field off the front of `buf`.
+fn take_array<const N: usize>(buf: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = buf.split_first_chunk::<N>()?;
+    *buf = tail;
+    Some(*head)
 }
 
-fn take_u64(buf: &mut &[u8]) -> Option<u64> {
-    let b = take(buf, 8)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Some(u64::from_be_bytes(a))
+fn take_str16(buf: &mut &[u8]) -> Option<String> {
+    let len = u16::from_be_bytes(take_array(buf)?);
+    let s = take(buf, usize::from(len))?;
+    String::from_utf8(s.to_vec()).ok()
 }
 
 /// Decodes a record key; `None` if malformed or of an unknown version.
 pub fn decode_key(mut buf: &[u8]) -> Option<(String, TopicPartition)> {
-    let version = take(&mut buf, 1)?;
-    if version[0] != KEY_VERSION_OFFSET {
+    if take_array(&mut buf)? != [KEY_VERSION_OFFSET] {
         return None;
     }
     let group = take_str16(&mut buf)?;
     let topic = take_str16(&mut buf)?;
-    let p = take(&mut buf, 4)?;
-    let partition = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+    let partition = u32::from_be_bytes(take_array(&mut buf)?);
     if !buf.is_empty() {
         return None;
     }
@@ -817,12 +809,11 @@ pub fn decode_key(mut buf: &[u8]) -> Option<(String, TopicPartition)> {
 
 /// Decodes a record value; `None` if malformed or of an unknown version.
 pub fn decode_value(mut buf: &[u8]) -> Option<CommittedOffset> {
-    let version = take(&mut buf, 1)?;
-    if version[0] != VALUE_VERSION {
+    if take_array(&mut buf)? != [VALUE_VERSION] {
         return None;
     }
-    let offset = take_u64(&mut buf)?;
-    let commit_timestamp_ms = take_u64(&mut buf)? as i64;
+    let offset = u64::from_be_bytes(take_array(&mut buf)?);
+    let commit_timestamp_ms = i64::from_be_bytes(take_array(&mut buf)?);
     let metadata = take_str16(&mut buf)?;
     if !buf.is_empty() {
         return None;

@@ -14,14 +14,19 @@ use sluice_protocol::ErrorCode;
 const G: &str = "g";
 const SESSION: u64 = 1_000;
 
+/// Joins group [`G`] subscribed to topic `t` with the default [`SESSION`].
+fn join_t(coord: &mut Coordinator, now: u64, name: &str, cat: &BTreeMap<String, u32>) -> Client {
+    join(coord, now, G, name, &["t"], SESSION, cat)
+}
+
 #[test]
 fn three_members_six_partitions_balanced() {
     let cat = catalog(&[("t", 6)]);
     let mut coord = coordinator();
     let mut clients = vec![
-        join(&mut coord, 0, G, "a", &["t"], SESSION, &cat),
-        join(&mut coord, 0, G, "b", &["t"], SESSION, &cat),
-        join(&mut coord, 0, G, "c", &["t"], SESSION, &cat),
+        join_t(&mut coord, 0, "a", &cat),
+        join_t(&mut coord, 0, "b", &cat),
+        join_t(&mut coord, 0, "c", &cat),
     ];
     let rounds = settle(&mut coord, 10, G, &mut clients, &cat, 10).expect("stable");
     assert!(rounds <= 3, "took {rounds} rounds");
@@ -41,7 +46,7 @@ fn three_members_six_partitions_balanced() {
 fn first_member_gets_everything_immediately() {
     let cat = catalog(&[("t", 4)]);
     let mut coord = coordinator();
-    let a = join(&mut coord, 0, G, "a", &["t"], SESSION, &cat);
+    let a = join_t(&mut coord, 0, "a", &cat);
     assert_eq!(a.consuming.len(), 4);
     assert_eq!(coord.generation(G), Some(1));
 }
@@ -51,9 +56,9 @@ fn member_crash_moves_partitions_after_session_timeout() {
     let cat = catalog(&[("t", 6)]);
     let mut coord = coordinator();
     let mut clients = vec![
-        join(&mut coord, 0, G, "a", &["t"], SESSION, &cat),
-        join(&mut coord, 0, G, "b", &["t"], SESSION, &cat),
-        join(&mut coord, 0, G, "c", &["t"], SESSION, &cat),
+        join_t(&mut coord, 0, "a", &cat),
+        join_t(&mut coord, 0, "b", &cat),
+        join_t(&mut coord, 0, "c", &cat),
     ];
     settle(&mut coord, 0, G, &mut clients, &cat, 10).expect("stable");
     let crashed = clients.pop().unwrap();
@@ -102,13 +107,13 @@ fn member_crash_moves_partitions_after_session_timeout() {
 fn join_moves_partitions_only_after_revoke_confirmation() {
     let cat = catalog(&[("t", 4), ("other", 2)]);
     let mut coord = coordinator();
-    let mut a = join(&mut coord, 0, G, "a", &["t"], SESSION, &cat);
+    let mut a = join_t(&mut coord, 0, "a", &cat);
     let mut bystander = join(&mut coord, 0, G, "x", &["other"], SESSION, &cat);
     assert_eq!(a.consuming.len(), 4);
     assert_eq!(bystander.consuming.len(), 2);
     let _ = coord.take_notifications();
 
-    let mut b = join(&mut coord, 10, G, "b", &["t"], SESSION, &cat);
+    let mut b = join_t(&mut coord, 10, "b", &cat);
     // b is promised two partitions but owns none: a still owns all four.
     assert!(b.consuming.is_empty());
     assert_eq!(b.pending.len(), 2);
@@ -173,8 +178,8 @@ fn leave_frees_partitions_immediately() {
     let cat = catalog(&[("t", 6)]);
     let mut coord = coordinator();
     let mut clients = vec![
-        join(&mut coord, 0, G, "a", &["t"], SESSION, &cat),
-        join(&mut coord, 0, G, "b", &["t"], SESSION, &cat),
+        join_t(&mut coord, 0, "a", &cat),
+        join_t(&mut coord, 0, "b", &cat),
     ];
     settle(&mut coord, 0, G, &mut clients, &cat, 10).expect("stable");
     let b = clients.pop().unwrap();
@@ -203,7 +208,7 @@ fn leave_frees_partitions_immediately() {
 fn stale_generation_commit_is_rejected() {
     let cat = catalog(&[("t", 2)]);
     let mut coord = coordinator();
-    let mut a = join(&mut coord, 0, G, "a", &["t"], SESSION, &cat);
+    let mut a = join_t(&mut coord, 0, "a", &cat);
     let gen_a = a.generation;
     let p0 = tp("t", 0);
     let p1 = tp("t", 1);
@@ -221,7 +226,7 @@ fn stale_generation_commit_is_rejected() {
     commit(&coord, &a.id, gen_a, &p0).unwrap();
     commit(&coord, &a.id, gen_a, &p1).unwrap();
 
-    let mut b = join(&mut coord, 10, G, "b", &["t"], SESSION, &cat);
+    let mut b = join_t(&mut coord, 10, "b", &cat);
     let mut clients = vec![a.clone(), b.clone()];
     settle(&mut coord, 20, G, &mut clients, &cat, 10).expect("stable");
     a = clients[0].clone();
@@ -258,9 +263,9 @@ fn stale_generation_commit_is_rejected() {
 fn partition_that_comes_back_fences_older_commits() {
     let cat = catalog(&[("t", 2)]);
     let mut coord = coordinator();
-    let a = join(&mut coord, 0, G, "a", &["t"], SESSION, &cat);
+    let a = join_t(&mut coord, 0, "a", &cat);
     let old_gen = a.generation;
-    let b = join(&mut coord, 1, G, "b", &["t"], SESSION, &cat);
+    let b = join_t(&mut coord, 1, "b", &cat);
     let mut clients = vec![a, b];
     settle(&mut coord, 2, G, &mut clients, &cat, 10).expect("stable");
     let b = clients.pop().unwrap();
@@ -355,8 +360,8 @@ fn member_that_never_confirms_is_fenced_after_rebalance_timeout() {
 fn claiming_unowned_partition_is_illegal_generation() {
     let cat = catalog(&[("t", 2)]);
     let mut coord = coordinator();
-    let a = join(&mut coord, 0, G, "a", &["t"], SESSION, &cat);
-    let b = join(&mut coord, 0, G, "b", &["t"], SESSION, &cat);
+    let a = join_t(&mut coord, 0, "a", &cat);
+    let b = join_t(&mut coord, 0, "b", &cat);
     let a_owned: Vec<_> = coord
         .owners(G)
         .into_iter()
@@ -392,7 +397,7 @@ fn topic_created_later_is_picked_up() {
 fn rejoin_updates_subscription_and_metadata() {
     let cat = catalog(&[("t", 2), ("u", 2)]);
     let mut coord = coordinator();
-    let mut a = join(&mut coord, 0, G, "a", &["t"], SESSION, &cat);
+    let mut a = join_t(&mut coord, 0, "a", &cat);
     let view = coord
         .join(
             1,
@@ -460,7 +465,7 @@ fn invalid_requests() {
     assert_eq!(err.code(), ErrorCode::InvalidSessionTimeout);
     let err = coord.heartbeat(0, G, "nobody", 0, None, &cat).unwrap_err();
     assert_eq!(err.code(), ErrorCode::UnknownMemberId);
-    let a = join(&mut coord, 0, G, "a", &["t"], SESSION, &cat);
+    let a = join_t(&mut coord, 0, "a", &cat);
     let err = coord
         .heartbeat(0, G, &a.id, a.generation + 1, None, &cat)
         .unwrap_err();
@@ -488,8 +493,8 @@ fn member_ids_differ_across_instances() {
 fn leader_supplied_assignment_replaces_server_side() {
     let cat = catalog(&[("t", 4)]);
     let mut coord = coordinator();
-    let mut a = join(&mut coord, 0, G, "a", &["t"], SESSION, &cat);
-    let mut b = join(&mut coord, 0, G, "b", &["t"], SESSION, &cat);
+    let mut a = join_t(&mut coord, 0, "a", &cat);
+    let mut b = join_t(&mut coord, 0, "b", &cat);
     let leader = coord.describe(G).unwrap().leader.unwrap();
     assert_eq!(leader, a.id);
     // Leader gives b three partitions, itself one.

@@ -19,6 +19,14 @@ fn oc(topic: &str, p: u32, offset: u64) -> OffsetCommit {
     OffsetCommit::new(TopicPartition::new(topic, p), offset)
 }
 
+/// The committed offset of `topic`/`p` (panics when there is none).
+fn offset_of(store: &OffsetStore, group: &str, topic: &str, p: u32) -> u64 {
+    store
+        .fetch(group, &TopicPartition::new(topic, p))
+        .unwrap()
+        .offset
+}
+
 fn member(c: &Client, generation: u32) -> Committer<'_> {
     Committer::Member {
         member_id: &c.id,
@@ -43,13 +51,7 @@ fn offsets_survive_reopen_without_close() {
     let store = open(&path);
     let t0 = store.fetch("g1", &TopicPartition::new("t", 0)).unwrap();
     assert_eq!((t0.offset, t0.commit_timestamp_ms), (10, 1_000));
-    assert_eq!(
-        store
-            .fetch("g1", &TopicPartition::new("t", 1))
-            .unwrap()
-            .offset,
-        20
-    );
+    assert_eq!(offset_of(&store, "g1", "t", 1), 20);
     let u3 = store.fetch("g2", &TopicPartition::new("u", 3)).unwrap();
     assert_eq!((u3.offset, u3.metadata.as_str()), (7, "ckpt=42"));
     assert_eq!(store.fetch("g1", &TopicPartition::new("t", 9)), None);
@@ -75,27 +77,9 @@ fn compaction_on_load_keeps_only_the_latest() {
     assert_eq!(stats.records, 81);
     assert_eq!(stats.skipped, 0);
     assert_eq!(stats.live_keys, 3);
-    assert_eq!(
-        store
-            .fetch("g", &TopicPartition::new("t", 0))
-            .unwrap()
-            .offset,
-        39
-    );
-    assert_eq!(
-        store
-            .fetch("g", &TopicPartition::new("t", 1))
-            .unwrap()
-            .offset,
-        1_039
-    );
-    assert_eq!(
-        store
-            .fetch("g", &TopicPartition::new("t", 2))
-            .unwrap()
-            .offset,
-        5
-    );
+    assert_eq!(offset_of(&store, "g", "t", 0), 39);
+    assert_eq!(offset_of(&store, "g", "t", 1), 1_039);
+    assert_eq!(offset_of(&store, "g", "t", 2), 5);
 }
 
 #[test]
@@ -129,13 +113,7 @@ fn tombstones_delete_a_group() {
     store.commit("a", &[oc("t", 0, 9)], 4).unwrap();
     drop(store);
     let store = open(dir.path());
-    assert_eq!(
-        store
-            .fetch("a", &TopicPartition::new("t", 0))
-            .unwrap()
-            .offset,
-        9
-    );
+    assert_eq!(offset_of(&store, "a", "t", 0), 9);
 }
 
 #[test]
@@ -254,13 +232,7 @@ fn delete_and_seek_need_an_empty_group() {
 
     coord.leave(3, "g", &a.id, &cat).unwrap();
     offsets::reset_offsets(&coord, &store, "g", &[oc("t", 0, 0)], 4).unwrap();
-    assert_eq!(
-        store
-            .fetch("g", &TopicPartition::new("t", 0))
-            .unwrap()
-            .offset,
-        0
-    );
+    assert_eq!(offset_of(&store, "g", "t", 0), 0);
     assert_eq!(
         offsets::delete_group(&mut coord, &store, "g", 5).unwrap(),
         1
@@ -290,19 +262,10 @@ fn concurrent_commits_agree_with_replay() {
     for t in threads {
         t.join().unwrap();
     }
-    let live = store
-        .fetch("g", &TopicPartition::new("t", 0))
-        .unwrap()
-        .offset;
+    let live = offset_of(&store, "g", "t", 0);
     drop(store);
     let reopened = open(dir.path());
-    assert_eq!(
-        reopened
-            .fetch("g", &TopicPartition::new("t", 0))
-            .unwrap()
-            .offset,
-        live
-    );
+    assert_eq!(offset_of(&reopened, "g", "t", 0), live);
     assert_eq!(reopened.replay_stats().records, 60);
 }
 
@@ -324,13 +287,7 @@ fn unknown_record_versions_are_skipped() {
     assert_eq!(store.replay_stats().skipped, 3);
     assert!(store.groups().is_empty());
     store.commit("g", &[oc("t", 0, 1)], 0).unwrap();
-    assert_eq!(
-        store
-            .fetch("g", &TopicPartition::new("t", 0))
-            .unwrap()
-            .offset,
-        1
-    );
+    assert_eq!(offset_of(&store, "g", "t", 0), 1);
     // A snapshot would drop what this version cannot read: compaction is off.
     store.set_compact_after_bytes(0);
     assert!(!store.compaction_due());
@@ -435,13 +392,7 @@ fn compaction_on_disk_bounds_the_log_and_keeps_every_live_offset() {
         let got = store.fetch(group, &TopicPartition::new("t", *p)).unwrap();
         assert_eq!(got.offset, *offset, "{group} t/{p}");
     }
-    assert_eq!(
-        store
-            .fetch("early", &TopicPartition::new("t", 99))
-            .unwrap()
-            .offset,
-        5
-    );
+    assert_eq!(offset_of(&store, "early", "t", 99), 5);
     assert!(store.fetch_group("gone").is_empty());
     assert_eq!(
         store.groups(),
@@ -502,13 +453,7 @@ fn a_snapshot_record_never_overrides_a_newer_commit() {
     }
     let store = open(dir.path());
     assert_eq!(store.fetch("g", &tp).unwrap().offset, 20);
-    assert_eq!(
-        store
-            .fetch("g", &TopicPartition::new("t", 1))
-            .unwrap()
-            .offset,
-        10
-    );
+    assert_eq!(offset_of(&store, "g", "t", 1), 10);
 }
 
 /// A snapshot record for `tp` = `offset` with snapshot point `point`, as a
@@ -612,12 +557,6 @@ fn a_failed_segment_deletion_is_retried_without_a_new_snapshot() {
     assert_eq!(store.log().end_offset(), end);
     for p in 0..3u32 {
         let last = (0..40u64).filter(|i| i % 3 == u64::from(p)).max().unwrap();
-        assert_eq!(
-            store
-                .fetch("g", &TopicPartition::new("t", p))
-                .unwrap()
-                .offset,
-            last
-        );
+        assert_eq!(offset_of(&store, "g", "t", p), last);
     }
 }
