@@ -24,7 +24,7 @@
 //!   writes then one fdatasync (`dd bs=1M count=64 conv=fdatasync`), and
 //!   1 MiB write + fdatasync each (`oflag=dsync`).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -317,12 +317,7 @@ fn bench_durable(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(64 << 20));
     g.bench_function("dd_64x1MiB_then_fdatasync", |bench| {
         bench.iter(|| {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&path)
-                .expect("open");
+            let mut f = File::create(&path).expect("open");
             for _ in 0..64 {
                 f.write_all(&block).expect("write");
             }
@@ -330,12 +325,7 @@ fn bench_durable(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Bytes(1 << 20));
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .expect("open");
+    let mut f = File::create(&path).expect("open");
     let mut written = 0u64;
     g.bench_function("dd_1MiB_write_plus_fdatasync_each", |bench| {
         bench.iter(|| {

@@ -4,6 +4,7 @@
 //! and the group admin commands (describe --json, list, seek, delete).
 
 mod common;
+mod produce_load;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::process::{ok, output_within, text};
 use common::{sluice_cli, TestBroker};
-use sluice::{Acks, Admin, ClientConfig, Producer, ProducerConfig, Record};
+use produce_load::produce_to_partitions;
+use sluice::{Admin, Producer, Record};
 
 /// Runs `sluice ARGS` against `broker`; killed after 30 s.
 fn sluice(broker: &str, args: &[&str]) -> Output {
@@ -113,31 +115,6 @@ impl Drop for Member {
     }
 }
 
-async fn produce(addr: &str, topic: &str, partitions: u32, per_partition: u32) {
-    let producer = Producer::with_config(
-        ClientConfig::new(addr),
-        ProducerConfig {
-            acks: Acks::Leader,
-            linger: Duration::from_millis(1),
-            ..ProducerConfig::default()
-        },
-    );
-    let mut deliveries = Vec::new();
-    for n in 0..per_partition {
-        for p in 0..partitions {
-            deliveries.push(
-                producer
-                    .enqueue(Record::new(topic, format!("v{n}")).partition(p))
-                    .await
-                    .expect("enqueue"),
-            );
-        }
-    }
-    for d in deliveries {
-        d.await.expect("delivered");
-    }
-}
-
 async fn create(addr: &str, topic: &str, partitions: u32) {
     Admin::connect(addr)
         .await
@@ -152,7 +129,7 @@ async fn two_cli_members_with_count_print_every_record_once() {
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();
     create(&addr, "c", 4).await;
-    produce(&addr, "c", 4, 250).await;
+    produce_to_partitions(&addr, "c", 4, 250).await;
     let a = Member::spawn(
         &addr,
         &[
@@ -208,7 +185,7 @@ async fn a_sigkilled_cli_member_is_replaced_and_its_uncommitted_records_are_rede
         let addr = addr.clone();
         tokio::spawn(async move {
             for _ in 0..160 {
-                produce(&addr, "k", PARTITIONS, 10).await;
+                produce_to_partitions(&addr, "k", PARTITIONS, 10).await;
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         })
@@ -279,7 +256,7 @@ async fn group_describe_list_seek_and_delete() {
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();
     create(&addr, "d", 2).await;
-    produce(&addr, "d", 2, 10).await;
+    produce_to_partitions(&addr, "d", 2, 10).await;
 
     let c = Member::spawn(&addr, &["d", "--group", "gd"]);
     c.wait_for(20, "consumer");

@@ -3,24 +3,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::process::output_within;
-use common::{example_path, TestBroker};
+use common::{run_example, TestBroker};
 
 /// Runs an example with SLUICE_BROKER set; killed after 60 s.
 fn run(name: &str, broker: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new(example_path(name));
-    cmd.args(args).env("SLUICE_BROKER", broker);
-    let out = output_within(cmd, None, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "example {name} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_example(name, broker, args, Duration::from_secs(60))
 }
 
 #[test]

@@ -5,20 +5,17 @@
 //! `consumer_group` example.
 
 mod common;
+mod produce_load;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fixed_port::FixedPortBroker;
-use common::process::output_within;
-use common::{example_path, TestBroker};
-use sluice::{
-    Acks, Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
-    ProducerConfig, Record,
-};
+use common::TestBroker;
+use produce_load::produce_to_partitions;
+use sluice::{Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 
 fn consumer(addr: &str, client_id: &str, session: Duration) -> Consumer {
     let mut client = ClientConfig::new(addr);
@@ -34,31 +31,6 @@ fn consumer(addr: &str, client_id: &str, session: Duration) -> Consumer {
             ..ConsumerConfig::default()
         },
     )
-}
-
-/// Produces `per_partition` records to each of `partitions` partitions; value = "p<partition>-<n>".
-async fn produce(addr: &str, topic: &str, partitions: u32, per_partition: u32) {
-    let producer = Producer::with_config(
-        ClientConfig::new(addr),
-        ProducerConfig {
-            acks: Acks::Leader,
-            linger: Duration::from_millis(2),
-            ..ProducerConfig::default()
-        },
-    );
-    let mut deliveries = Vec::with_capacity((partitions * per_partition) as usize);
-    for n in 0..per_partition {
-        for p in 0..partitions {
-            let d = producer
-                .enqueue(Record::new(topic, format!("p{p}-{n}")).partition(p))
-                .await
-                .expect("enqueue");
-            deliveries.push(d);
-        }
-    }
-    for d in deliveries {
-        d.await.expect("delivered");
-    }
 }
 
 fn value(r: &ConsumerRecord) -> String {
@@ -93,7 +65,7 @@ async fn three_members_joining_mid_stream_read_every_record_exactly_once() {
         .create_topic("orders", PARTITIONS, Vec::new())
         .await
         .expect("create");
-    produce(&addr, "orders", PARTITIONS, PER_PARTITION).await;
+    produce_to_partitions(&addr, "orders", PARTITIONS, PER_PARTITION).await;
 
     // The broker's view, sampled all along: never a partition owned twice.
     let stop_watch = Arc::new(AtomicBool::new(false));
@@ -204,7 +176,7 @@ async fn a_dropped_member_is_replaced_after_its_session_and_nothing_is_skipped()
         .create_topic("drop", 4, Vec::new())
         .await
         .expect("create");
-    produce(&addr, "drop", 4, 500).await;
+    produce_to_partitions(&addr, "drop", 4, 500).await;
 
     let session = Duration::from_millis(1500);
     let mut a = consumer(&addr, "a", session);
@@ -294,7 +266,7 @@ async fn committed_offsets_survive_a_broker_sigkill_and_the_member_rejoins() {
         .create_topic("durable", 3, Vec::new())
         .await
         .expect("create");
-    produce(&addr, "durable", 3, 400).await;
+    produce_to_partitions(&addr, "durable", 3, 400).await;
 
     let mut c = consumer(&addr, "survivor", Duration::from_secs(10));
     c.subscribe("g3", vec!["durable".into()])
@@ -336,7 +308,7 @@ async fn committed_offsets_survive_a_broker_sigkill_and_the_member_rejoins() {
     // The same consumer carries on: it is unknown to the restarted broker,
     // rejoins, and resumes from the committed offsets (at-least-once). The
     // records produced after the restart can only come from the new broker.
-    produce(&addr, "durable", 3, 500).await;
+    produce_to_partitions(&addr, "durable", 3, 500).await;
     let mut rest: BTreeSet<(u32, u64)> = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let expected_rest: BTreeSet<(u32, u64)> = (0..3u32)
@@ -399,7 +371,7 @@ async fn an_assigned_consumer_with_a_group_id_commits_and_resumes() {
         .create_topic("solo", 2, Vec::new())
         .await
         .expect("create");
-    produce(&addr, "solo", 2, 100).await;
+    produce_to_partitions(&addr, "solo", 2, 100).await;
     let standalone = |auto_commit: bool| {
         let mut c = consumer(&addr, "solo", Duration::from_secs(10));
         let mut c2 = Consumer::with_config(
@@ -474,18 +446,9 @@ async fn an_assigned_consumer_with_a_group_id_commits_and_resumes() {
     );
 }
 
-/// Runs the example with SLUICE_BROKER set; killed after 30 s.
+/// Runs the `consumer_group` example with SLUICE_BROKER set; killed after 30 s.
 fn run_example(broker: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new(example_path("consumer_group"));
-    cmd.args(args).env("SLUICE_BROKER", broker);
-    let out = output_within(cmd, None, Duration::from_secs(30));
-    assert!(
-        out.status.success(),
-        "example failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::run_example("consumer_group", broker, args, Duration::from_secs(30))
 }
 
 #[test]
@@ -500,7 +463,7 @@ fn consumer_group_example_resumes_from_committed_offsets() {
             .create_topic("ex", 2, Vec::new())
             .await
             .expect("create");
-        produce(&addr, "ex", 2, 150).await;
+        produce_to_partitions(&addr, "ex", 2, 150).await;
     });
     let first = run_example(&addr, &["ex", "exg", "200"]);
     assert_eq!(first.lines().count(), 200, "{first}");
@@ -533,7 +496,7 @@ async fn reassigning_an_auto_committing_standalone_consumer_commits_what_it_read
         .create_topic("moved", 2, Vec::new())
         .await
         .expect("create");
-    produce(&addr, "moved", 2, 50).await;
+    produce_to_partitions(&addr, "moved", 2, 50).await;
     let mut c = Consumer::with_config(
         ClientConfig::new(addr.clone()),
         ConsumerConfig {
@@ -568,7 +531,7 @@ async fn a_partition_assigned_again_resumes_where_it_was_dropped() {
         .create_topic("back", 2, Vec::new())
         .await
         .expect("create");
-    produce(&addr, "back", 2, 50).await;
+    produce_to_partitions(&addr, "back", 2, 50).await;
     let mut c = Consumer::with_config(
         ClientConfig::new(addr.clone()),
         ConsumerConfig {

@@ -70,6 +70,21 @@ pub fn example_path(name: &str) -> PathBuf {
     path
 }
 
+/// Runs example `name` with `SLUICE_BROKER=broker` (SIGKILLed after `timeout`),
+/// asserts it succeeded, and returns its stdout.
+pub fn run_example(name: &str, broker: &str, args: &[&str], timeout: Duration) -> String {
+    let mut cmd = Command::new(example_path(name));
+    cmd.args(args).env("SLUICE_BROKER", broker);
+    let out = process::output_within(cmd, None, timeout);
+    assert!(
+        out.status.success(),
+        "example {name} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A `sluiced` child process on a private temp data dir; killed on drop.
 pub struct TestBroker {
     /// Native protocol address.
@@ -339,20 +354,6 @@ pub struct RawClient {
     pending: HashMap<u32, ApiKey>,
 }
 
-fn api_of(req: &Request) -> ApiKey {
-    match req {
-        Request::ApiVersions => ApiKey::ApiVersions,
-        Request::Metadata(_) => ApiKey::Metadata,
-        Request::CreateTopics(_) => ApiKey::CreateTopics,
-        Request::DeleteTopics(_) => ApiKey::DeleteTopics,
-        Request::Produce(_) => ApiKey::Produce,
-        Request::Fetch(_) => ApiKey::Fetch,
-        Request::ListOffsets(_) => ApiKey::ListOffsets,
-        #[allow(unreachable_patterns)]
-        _ => panic!("RawClient does not know this request"),
-    }
-}
-
 impl RawClient {
     /// Connects (20 s read timeout).
     pub fn connect(addr: SocketAddr) -> RawClient {
@@ -373,7 +374,7 @@ impl RawClient {
         let mut buf = BytesMut::new();
         encode_request(id, "sluice-tests", req, &mut buf);
         self.stream.write_all(&buf).expect("write request");
-        self.pending.insert(id, api_of(req));
+        self.pending.insert(id, req.api_key());
         id
     }
 

@@ -1,14 +1,15 @@
 //! A background producer load for the broker-restart tests (`client_faults`,
 //! `idempotent_produce`): records `m0..m{n-1}` go to partition 0 of one topic
 //! while the test kills and restarts the broker, and every acknowledgement
-//! is kept as `(index, offset)` to check against the log afterwards.
+//! is kept as `(index, offset)` to check against the log afterwards; and
+//! [`produce_to_partitions`], the fixed load of the group tests.
 //! (Separate from `common`, which stays independent of the client crate.)
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice::{ClientError, Delivery, Producer, Record};
+use sluice::{Acks, ClientConfig, ClientError, Delivery, Producer, ProducerConfig, Record};
 use tokio::task::JoinHandle;
 
 /// How long the sender, and then the outstanding acknowledgements, may take after the restart.
@@ -94,5 +95,31 @@ impl BackgroundLoad {
             .await
             .expect("acks resolved")
             .expect("waiter")
+    }
+}
+
+/// Produces `per_partition` records to each of `partitions` partitions of
+/// `topic` (value `p<partition>-<n>`) and waits until all are acknowledged.
+pub async fn produce_to_partitions(addr: &str, topic: &str, partitions: u32, per_partition: u32) {
+    let producer = Producer::with_config(
+        ClientConfig::new(addr),
+        ProducerConfig {
+            acks: Acks::Leader,
+            linger: Duration::from_millis(2),
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::with_capacity((partitions * per_partition) as usize);
+    for n in 0..per_partition {
+        for p in 0..partitions {
+            let d = producer
+                .enqueue(Record::new(topic, format!("p{p}-{n}")).partition(p))
+                .await
+                .expect("enqueue");
+            deliveries.push(d);
+        }
+    }
+    for d in deliveries {
+        d.await.expect("delivered");
     }
 }

@@ -4,6 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// One consumer group as listed by [`Admin::list_groups`] (the ListGroups entry as is).
+pub use sluice_protocol::ListedGroup as GroupListing;
+/// Committed offset, log end and lag of one partition of a group (the DescribeGroups entry as is).
+pub use sluice_protocol::PartitionLag as GroupPartitionLag;
 use sluice_protocol::{
     CreateTopic, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
     DescribeGroupsRequest, DescribedGroup, ErrorCode, ListOffsetsPartition, ListOffsetsRequest,
@@ -77,19 +81,6 @@ pub struct ListedOffset {
     pub timestamp: Option<i64>,
 }
 
-/// One consumer group as listed by [`Admin::list_groups`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupListing {
-    /// Group id.
-    pub group_id: String,
-    /// `Empty`, `Stable`, `Reconciling`, ... (the broker's state name).
-    pub state: String,
-    /// Number of members.
-    pub members: u32,
-    /// Current generation (0 for a group that only has committed offsets).
-    pub generation: u32,
-}
-
 /// One member of a described group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
@@ -103,23 +94,6 @@ pub struct GroupMember {
     pub assignment: Vec<(String, u32)>,
     /// `(topic, partition)` pairs the member still owns but is giving up.
     pub revoking: Vec<(String, u32)>,
-}
-
-/// Committed offset, log end and lag of one partition of a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupPartitionLag {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: u32,
-    /// The committed offset (next to consume), -1 when none.
-    pub committed_offset: i64,
-    /// The partition's log end offset.
-    pub end_offset: u64,
-    /// Records not yet consumed.
-    pub lag: u64,
-    /// Age in ms of the oldest unconsumed record; 0 when caught up, -1 when unknown.
-    pub lag_ms: i64,
 }
 
 /// A consumer group as described by [`Admin::describe_group`].
@@ -159,18 +133,7 @@ impl GroupDescription {
                     topics: m.topics,
                 })
                 .collect(),
-            offsets: g
-                .offsets
-                .into_iter()
-                .map(|o| GroupPartitionLag {
-                    topic: o.topic,
-                    partition: o.partition,
-                    committed_offset: o.committed_offset,
-                    end_offset: o.end_offset,
-                    lag: o.lag,
-                    lag_ms: o.lag_ms,
-                })
-                .collect(),
+            offsets: g.offsets,
         }
     }
 
@@ -308,16 +271,7 @@ impl Admin {
             Response::ListGroups(r) => r,
             other => return Err(unexpected("ListGroups", other)),
         };
-        let mut groups: Vec<GroupListing> = response
-            .groups
-            .into_iter()
-            .map(|g| GroupListing {
-                group_id: g.group_id,
-                state: g.state,
-                members: g.members,
-                generation: g.generation,
-            })
-            .collect();
+        let mut groups = response.groups;
         groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         Ok(groups)
     }

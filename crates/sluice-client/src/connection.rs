@@ -634,9 +634,16 @@ mod tests {
         }
     }
 
-    async fn read_request(
-        frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
-    ) -> (u32, Request) {
+    type Frames = FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>;
+
+    /// Accepts one connection: its incoming frames and its write half.
+    async fn accept(listener: &TcpListener) -> (Frames, tokio::net::tcp::OwnedWriteHalf) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, write) = stream.into_split();
+        (FramedRead::new(read, FrameCodec::new(1 << 20)), write)
+    }
+
+    async fn read_request(frames: &mut Frames) -> (u32, Request) {
         let payload = frames.next().await.expect("frame").expect("valid frame");
         let (header, request) = decode_request(payload).expect("decodes");
         (header.correlation_id, request)
@@ -653,9 +660,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (read, mut write) = stream.into_split();
-            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let (mut frames, mut write) = accept(&listener).await;
             let a = read_request(&mut frames).await;
             let b = read_request(&mut frames).await;
             let c = read_request(&mut frames).await;
@@ -680,17 +685,13 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             // First connection: read two requests, then drop the connection unanswered.
-            let (stream, _) = listener.accept().await.unwrap();
-            let (read, write) = stream.into_split();
-            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let (mut frames, write) = accept(&listener).await;
             let _ = read_request(&mut frames).await;
             let _ = read_request(&mut frames).await;
             drop(frames);
             drop(write);
             // Second connection: answer normally.
-            let (stream, _) = listener.accept().await.unwrap();
-            let (read, mut write) = stream.into_split();
-            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let (mut frames, mut write) = accept(&listener).await;
             while let Some(Ok(payload)) = frames.next().await {
                 let (h, req) = decode_request(payload).unwrap();
                 respond(&mut write, h.correlation_id, &echo(&req)).await;
@@ -713,9 +714,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (read, mut write) = stream.into_split();
-            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let (mut frames, mut write) = accept(&listener).await;
             let (slow_id, slow) = read_request(&mut frames).await;
             let (fast_id, fast) = read_request(&mut frames).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -788,9 +787,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (read, write) = stream.into_split();
-            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            let (mut frames, write) = accept(&listener).await;
             let (id, _) = read_request(&mut frames).await;
             let mut sink = tokio_util::codec::FramedWrite::new(write, FrameCodec::new(1 << 20));
             // Right correlation id, then a body that is not a metadata response.

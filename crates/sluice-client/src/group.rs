@@ -587,6 +587,16 @@ mod tests {
         }
     }
 
+    /// [`on_heartbeat`] for an answer that arrived as soon as it was sent.
+    fn beat(
+        v: &mut View,
+        r: &HeartbeatResponse,
+        reported: &BTreeSet<Tp>,
+        now: Instant,
+    ) -> (Next, bool, bool) {
+        on_heartbeat(v, r, reported, now, now, MW, Duration::ZERO)
+    }
+
     #[test]
     fn owned_report_keeps_grants_and_leaves_out_released() {
         let mut v = View {
@@ -595,14 +605,11 @@ mod tests {
         };
         let now = Instant::now();
         let none = BTreeSet::new();
-        let (_, ok, changed) = on_heartbeat(
+        let (_, ok, changed) = beat(
             &mut v,
             &hb(ErrorCode::None, 2, &[("t", 0), ("t", 1)], &[("t", 2)]),
             &none,
             now,
-            now,
-            MW,
-            Duration::ZERO,
         );
         assert!(ok && changed);
         // A grant counts as owned right away; the revoked partition until released.
@@ -615,28 +622,22 @@ mod tests {
         v.released.insert(tp("t", 2));
         assert_eq!(v.owned(), [tp("t", 0), tp("t", 1)].into_iter().collect());
         // That in-flight heartbeat's answer still lists t/2 in revoke: ignored.
-        let (_, _, changed) = on_heartbeat(
+        let (_, _, changed) = beat(
             &mut v,
             &hb(ErrorCode::None, 2, &[("t", 0), ("t", 1)], &[("t", 2)]),
             &none,
             now,
-            now,
-            MW,
-            Duration::ZERO,
         );
         assert!(!changed);
         assert!(v.revoking.is_empty());
         assert!(v.released.contains(&tp("t", 2)));
         // The next heartbeat reported the release; now t/2 may come back as a fresh grant.
         let reported: BTreeSet<Tp> = [tp("t", 2)].into_iter().collect();
-        let (_, _, changed) = on_heartbeat(
+        let (_, _, changed) = beat(
             &mut v,
             &hb(ErrorCode::None, 3, &[("t", 0), ("t", 1), ("t", 2)], &[]),
             &reported,
             now,
-            now,
-            MW,
-            Duration::ZERO,
         );
         assert!(changed);
         assert!(v.released.is_empty());
@@ -654,14 +655,11 @@ mod tests {
             revoking: [tp("t", 1)].into_iter().collect(),
             ..View::default()
         };
-        let (next, ok, changed) = on_heartbeat(
+        let (next, ok, changed) = beat(
             &mut v,
             &hb(ErrorCode::IllegalGeneration, 0, &[], &[]),
             &none,
             now,
-            now,
-            MW,
-            Duration::ZERO,
         );
         assert_eq!(next, Next::At(now));
         assert!(!ok && changed);
@@ -669,14 +667,11 @@ mod tests {
         assert_eq!(v.member_id, "m");
 
         v.assigned.insert(tp("t", 0));
-        let (next, _, changed) = on_heartbeat(
+        let (next, _, changed) = beat(
             &mut v,
             &hb(ErrorCode::UnknownMemberId, 0, &[], &[]),
             &none,
             now,
-            now,
-            MW,
-            Duration::ZERO,
         );
         assert_eq!(next, Next::Rejoin);
         assert!(changed);
