@@ -14,8 +14,10 @@
 //!
 //! Fetch likewise: [`Broker::prepare_fetch`] resolves the partitions,
 //! [`PreparedFetch::try_complete`] answers at once when it can, and
-//! [`PreparedFetch::wait`] parks on the partitions' end-offset watches
+//! [`PreparedFetch::wait`] parks on the partitions' high-watermark watches
 //! until `min_bytes` are there, `max_wait` passes, or shutdown begins.
+//! Fetches and ListOffsets(latest) serve only below the high watermark: the
+//! durable offset on `flush = always` topics, the log end otherwise.
 //!
 //! Producer ids for idempotent producers ([`Broker::init_producer_id`]) come
 //! from a counter seeded with `broker start time in ms << 16`: the n-th id of
@@ -140,7 +142,7 @@ pub struct FetchParams {
 pub struct FetchedData {
     /// Whole record batches (possibly empty), borrowed from the log's mapping.
     pub records: Bytes,
-    /// Log end offset when read.
+    /// The partition's high watermark when read (see [`Partition::high_watermark`]).
     pub high_watermark: u64,
     /// First offset still stored.
     pub log_start_offset: u64,
@@ -343,8 +345,9 @@ impl Broker {
         }
     }
 
-    /// Offset lookup: earliest, latest, or the first batch at/after a timestamp
-    /// (the log end offset and -1 when no batch is that recent).
+    /// Offset lookup: earliest, latest (the high watermark), or the first
+    /// batch at/after a timestamp (the high watermark and -1 when no readable
+    /// batch is that recent).
     pub fn list_offset(
         &self,
         topic: &str,
@@ -354,11 +357,14 @@ impl Broker {
         let p = self.partition(topic, partition)?;
         Ok(match spec {
             OffsetSpec::Earliest => (p.start_offset(), -1),
-            OffsetSpec::Latest => (p.end_offset(), -1),
-            OffsetSpec::Timestamp(ts) => match p.offset_for_timestamp(ts)? {
-                Some((offset, ts)) => (offset, ts),
-                None => (p.end_offset(), -1),
-            },
+            OffsetSpec::Latest => (p.high_watermark(), -1),
+            OffsetSpec::Timestamp(ts) => {
+                let hw = p.high_watermark();
+                match p.offset_for_timestamp(ts)? {
+                    Some((offset, ts)) if offset < hw => (offset, ts),
+                    _ => (hw, -1),
+                }
+            }
         })
     }
 
@@ -487,7 +493,7 @@ impl PreparedFetch {
                 }),
                 Lookup::Found(p) => {
                     let budget = self.params.max_bytes.saturating_sub(total);
-                    let high_watermark = p.end_offset();
+                    let high_watermark = p.high_watermark();
                     let log_start_offset = p.start_offset();
                     if budget == 0 && total > 0 {
                         Ok(FetchedData {
@@ -496,7 +502,7 @@ impl PreparedFetch {
                             log_start_offset,
                         })
                     } else {
-                        p.read(t.offset, t.max_bytes.min(budget.max(1)))
+                        p.read_committed(t.offset, t.max_bytes.min(budget.max(1)), high_watermark)
                             .map(|mut records| {
                                 // Past the first data found, the total budget is strict.
                                 if total > 0 && records.len() > budget {
@@ -738,6 +744,52 @@ mod tests {
         assert!(d.records.is_empty());
         assert_eq!(d.high_watermark, 0);
         assert_eq!(b.metrics().parked_fetches.get(), 0);
+    }
+
+    /// On a `flush = always` topic a parked fetch wakes when the fsync moves
+    /// the high watermark, and ListOffsets(latest) equals the fetch's high
+    /// watermark; an append not yet synced is not served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_only_reads_on_flush_always_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(test_broker(dir.path(), ConfigLayer::default()));
+        b.create_topic("t", 1, &[("flush".into(), "always".into())])
+            .unwrap();
+        let params = FetchParams {
+            targets: vec![FetchTarget {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1 << 20,
+            }],
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            max_wait: Duration::from_secs(60),
+        };
+        let mut batch = sluice_protocol::batch::RecordBatchBuilder::new();
+        batch.push(1, None, Some(b"v"), &[]);
+        let batch = batch.finish();
+        // Appended, not synced: a fetch sees nothing, ListOffsets says 0.
+        let appended = b.append("t", 0, &batch, Acks::Leader).unwrap();
+        assert!(appended.needs_fsync());
+        let mut f = b.prepare_fetch(params.clone());
+        let early = f.try_complete();
+        assert!(early.is_none(), "served before the fsync: {early:?}");
+        assert_eq!(b.list_offset("t", 0, OffsetSpec::Latest).unwrap().0, 0);
+        let waiter = tokio::spawn(async move { f.wait(&CancellationToken::new()).await });
+        appended.durable(Duration::from_secs(10)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the parked fetch woke when the fsync landed")
+            .unwrap();
+        let d = r[0].as_ref().unwrap();
+        assert_eq!(d.records, batch);
+        assert_eq!(d.high_watermark, 1);
+        assert_eq!(b.list_offset("t", 0, OffsetSpec::Latest).unwrap().0, 1);
+        assert_eq!(
+            b.list_offset("t", 0, OffsetSpec::Timestamp(0)).unwrap().0,
+            0
+        );
     }
 
     fn idem_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Vec<u8> {

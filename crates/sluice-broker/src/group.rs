@@ -508,7 +508,8 @@ impl Groups {
         now: i64,
     ) -> PartitionLagInfo {
         let part = self.broker.partition(&tp.topic, tp.partition).ok();
-        let end_offset = part.as_ref().map_or(0, |p| p.end_offset());
+        // Lag counts what consumers can read: up to the high watermark.
+        let end_offset = part.as_ref().map_or(0, |p| p.high_watermark());
         let (lag_records, lag_ms) = match (committed, &part) {
             (Some(c), Some(p)) => {
                 let ts = match timestamp_at(p.log(), c) {

@@ -1,5 +1,12 @@
-//! One partition: its log, the end-offset watch that wakes parked fetches,
-//! and the group-commit flusher that durable produces wait on.
+//! One partition: its log, the high-watermark watch that wakes parked
+//! fetches, and the group-commit flusher that durable produces wait on.
+//!
+//! The high watermark is the end of what consumers may read. On a topic with
+//! `flush = always` it is the log's durable offset (everything below it was
+//! fsynced): a consumer never reads, commits past, and then loses a record
+//! that a power cut takes back. With the other policies it is the log end
+//! offset, as documented in `protocol.md`. It only moves forward, at batch
+//! boundaries; replication will later move it by a quorum instead.
 //!
 //! Why a watch and not a `Notify`: a fetch subscribes *before* it reads, so
 //! an append that lands between its read and its wait still wakes it (the
@@ -27,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::Histogram;
-use sluice_log::{AppendInfo, Log, LogConfig, LogError};
+use sluice_log::{AppendInfo, FlushPolicy, Log, LogConfig, LogError};
 use sluice_protocol::batch::{self, BatchHeader};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -47,7 +54,10 @@ pub struct Partition {
     topic: Arc<str>,
     index: u32,
     log: Arc<Log>,
-    end_tx: watch::Sender<u64>,
+    /// Reads stop at the durable offset (`flush = always`), not the log end.
+    durable_reads: bool,
+    /// The high watermark; parked fetches wait on it.
+    hw_tx: Arc<watch::Sender<u64>>,
     flusher: OnceLock<mpsc::UnboundedSender<(u64, DurableReply)>>,
     topic_metrics: TopicMetrics,
     metrics: PartitionMetrics,
@@ -78,25 +88,51 @@ impl Partition {
             partition: index,
             source,
         })?;
+        Ok(Self::from_log(
+            log,
+            topic,
+            index,
+            topic_metrics,
+            metrics,
+            fsync_duration,
+        ))
+    }
+
+    /// A partition over an already opened log (tests open it with a fault-injecting `FileIo`).
+    pub fn from_log(
+        log: Log,
+        topic: Arc<str>,
+        index: u32,
+        topic_metrics: TopicMetrics,
+        metrics: PartitionMetrics,
+        fsync_duration: Histogram,
+    ) -> Partition {
         let end = log.end_offset();
         metrics.end_offset.set(end as i64);
         metrics.start_offset.set(log.start_offset() as i64);
-        let (end_tx, _) = watch::channel(end);
+        let durable_reads = log.config().flush == FlushPolicy::Always;
+        let hw = if durable_reads {
+            log.durable_offset().min(end)
+        } else {
+            end
+        };
+        let (hw_tx, _) = watch::channel(hw);
         let producers = rebuild_producer_states(&log);
         if !producers.is_empty() {
             tracing::debug!(topic = %topic, partition = index, producers = producers.len(), "rebuilt idempotent producer state");
         }
-        Ok(Partition {
+        Partition {
             topic,
             index,
             log: Arc::new(log),
-            end_tx,
+            durable_reads,
+            hw_tx: Arc::new(hw_tx),
             flusher: OnceLock::new(),
             topic_metrics,
             metrics,
             fsync_duration,
             producers: Mutex::new(producers),
-        })
+        }
     }
 
     /// Topic name.
@@ -199,19 +235,14 @@ impl Partition {
         Ok(info)
     }
 
-    /// Publishes a new end offset and counts what was appended.
+    /// Publishes a new end offset (the high watermark unless reads are
+    /// durable-only) and counts what was appended.
     fn appended(&self, info: &AppendInfo) {
         let end = info.last_offset + 1;
-        // Appends from several connections may finish out of order: only move forward.
-        self.end_tx.send_if_modified(|v| {
-            if end > *v {
-                *v = end;
-                true
-            } else {
-                false
-            }
-        });
-        self.metrics.end_offset.set(*self.end_tx.borrow() as i64);
+        if !self.durable_reads {
+            advance(&self.hw_tx, end);
+        }
+        self.metrics.end_offset.set(self.log.end_offset() as i64);
         self.topic_metrics
             .messages_in
             .inc_by(info.last_offset + 1 - info.base_offset);
@@ -227,11 +258,57 @@ impl Partition {
     }
 
     /// Whole batches from the one containing `offset`, at most about `max_bytes`
-    /// (at least one batch). Empty at the end of the log.
+    /// (at least one batch). Empty at the end of the log. Reads past the
+    /// high watermark too; consumers use [`Partition::read_committed`].
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, BrokerError> {
         self.log
             .read(offset, max_bytes)
             .map_err(|e| self.log_err(e))
+    }
+
+    /// Like [`Partition::read`], but only whole batches below `high_watermark`
+    /// (a value taken from [`Partition::high_watermark`] before the read).
+    /// An offset between the high watermark and the log end reads nothing.
+    pub fn read_committed(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        high_watermark: u64,
+    ) -> Result<Bytes, BrokerError> {
+        let mut records = self.read(offset, max_bytes)?;
+        if offset >= high_watermark {
+            records.clear();
+            return Ok(records);
+        }
+        let mut keep = 0usize;
+        for h in batch_headers(&records) {
+            let last = h.base_offset.max(0) as u64 + h.last_offset_delta.max(0) as u64;
+            if last >= high_watermark {
+                break;
+            }
+            keep += h.total_len();
+        }
+        records.truncate(keep);
+        Ok(records)
+    }
+
+    /// The end of what consumers may read: the durable offset on a
+    /// `flush = always` topic, the log end offset otherwise.
+    pub fn high_watermark(&self) -> u64 {
+        *self.hw_tx.borrow()
+    }
+
+    /// Whether reads stop at the durable offset (`flush = always`).
+    pub fn durable_reads(&self) -> bool {
+        self.durable_reads
+    }
+
+    /// Moves the high watermark of a durable-only partition up to the log's
+    /// durable offset (after any fsync; a no-op otherwise).
+    fn publish_durable(&self) {
+        if self.durable_reads {
+            publish_durable(&self.hw_tx, &self.log);
+        }
     }
 
     /// Counts records served to a consumer in the per-topic metrics.
@@ -257,9 +334,9 @@ impl Partition {
         self.log.size_bytes()
     }
 
-    /// A receiver that changes whenever the end offset grows; it starts "seen".
+    /// A receiver that changes whenever the high watermark grows; it starts "seen".
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.end_tx.subscribe()
+        self.hw_tx.subscribe()
     }
 
     /// First offset whose batch has `max_timestamp >= ts`, with that timestamp.
@@ -272,6 +349,9 @@ impl Partition {
     /// Resolves once every offset below `offset` is fsynced (group commit).
     pub async fn wait_durable(&self, offset: u64) -> Result<(), BrokerError> {
         if self.log.durable_offset() >= offset {
+            // Synced by someone else (a roll, the periodic flush): make sure
+            // readers see it too.
+            self.publish_durable();
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
@@ -294,6 +374,7 @@ impl Partition {
     fn spawn_flusher(&self) -> mpsc::UnboundedSender<(u64, DurableReply)> {
         let (tx, mut rx) = mpsc::unbounded_channel::<(u64, DurableReply)>();
         let log = Arc::clone(&self.log);
+        let hw = self.durable_reads.then(|| Arc::clone(&self.hw_tx));
         let hist = self.fsync_duration.clone();
         let name = format!("{}/{}", self.topic, self.index);
         tokio::spawn(async move {
@@ -315,8 +396,16 @@ impl Partition {
                         source: std::io::Error::other(join.to_string()),
                     })),
                 };
-                if let Err(e) = &result {
-                    tracing::error!(partition = %name, error = %crate::error::chain(e.as_ref()), "fsync failed");
+                match &result {
+                    // Readers see the records before their producers are answered.
+                    Ok(()) => {
+                        if let Some(hw) = &hw {
+                            publish_durable(hw, &log);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = %name, error = %crate::error::chain(e.as_ref()), "fsync failed")
+                    }
                 }
                 for (_, reply) in waiters.drain(..) {
                     let _ = reply.send(result.clone());
@@ -333,6 +422,7 @@ impl Partition {
         if flushed {
             self.fsync_duration.observe(started.elapsed().as_secs_f64());
         }
+        self.publish_durable();
         Ok(flushed)
     }
 
@@ -352,6 +442,24 @@ impl Partition {
     pub fn close(&self) -> Result<(), BrokerError> {
         self.log.close().map_err(|e| self.log_err(e))
     }
+}
+
+/// Moves a watch forward to `to`; appends and fsyncs from several threads
+/// may finish out of order, so it never moves back.
+fn advance(tx: &watch::Sender<u64>, to: u64) {
+    tx.send_if_modified(|v| {
+        if to > *v {
+            *v = to;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Moves a durable-only partition's high watermark to the log's durable offset.
+fn publish_durable(tx: &watch::Sender<u64>, log: &Log) {
+    advance(tx, log.durable_offset().min(log.end_offset()));
 }
 
 /// The headers of concatenated whole batches, up to the first that does not parse.
@@ -430,5 +538,107 @@ mod tests {
         assert_eq!(count_records(&all), 9);
         assert_eq!(count_records(&all[..good - 1]), 6);
         assert_eq!(count_records(&[]), 0);
+    }
+}
+
+#[cfg(test)]
+mod high_watermark_tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use sluice_log::FaultyFileIo;
+    use sluice_protocol::batch::RecordBatchBuilder;
+    use std::sync::atomic::Ordering;
+
+    fn batch(value: &[u8]) -> Bytes {
+        let mut b = RecordBatchBuilder::new();
+        b.push(1, None, Some(value), &[]);
+        b.finish()
+    }
+
+    fn open(dir: &std::path::Path, flush: FlushPolicy, io: Arc<FaultyFileIo>) -> Partition {
+        let config = LogConfig {
+            flush,
+            ..LogConfig::default()
+        };
+        let log = Log::open_with_io(dir, config, io).unwrap();
+        let m = Metrics::new();
+        Partition::from_log(
+            log,
+            Arc::from("t"),
+            0,
+            m.topic("t"),
+            m.partition("t", 0),
+            m.fsync_duration.clone(),
+        )
+    }
+
+    /// On a `flush = always` partition an append whose fsync fails is never
+    /// readable, and the high watermark never passes the durable offset.
+    #[tokio::test]
+    async fn failed_fsync_is_never_visible_on_always_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(FaultyFileIo::default());
+        let p = open(dir.path(), FlushPolicy::Always, Arc::clone(&io));
+        assert!(p.durable_reads());
+        let a = batch(b"acknowledged");
+        let info = p.append(&a).unwrap();
+        // Appended but not yet synced: invisible.
+        assert_eq!(p.high_watermark(), 0);
+        assert!(p
+            .read_committed(0, 1 << 20, p.high_watermark())
+            .unwrap()
+            .is_empty());
+        p.wait_durable(info.last_offset + 1).await.unwrap();
+        assert_eq!(p.high_watermark(), 1);
+        assert_eq!(p.read_committed(0, 1 << 20, 1).unwrap().len(), a.len());
+
+        io.fail_sync.store(true, Ordering::SeqCst);
+        let info = p.append(&batch(b"lost")).unwrap();
+        assert_eq!(p.end_offset(), 2);
+        assert!(p.wait_durable(info.last_offset + 1).await.is_err());
+        assert_eq!(
+            p.high_watermark(),
+            1,
+            "a failed fsync moved the high watermark"
+        );
+        let hw = p.high_watermark();
+        // From the start only the durable batch; at the failed one nothing.
+        let r = p.read_committed(0, 1 << 20, hw).unwrap();
+        assert_eq!(r.len(), a.len());
+        assert!(p.read_committed(1, 1 << 20, hw).unwrap().is_empty());
+        // The periodic flush fails too and moves nothing.
+        assert!(p.maybe_flush(Instant::now()).is_err());
+        assert_eq!(p.high_watermark(), 1);
+    }
+
+    /// A parked reader (a watch subscriber) wakes when the fsync lands, and
+    /// other policies serve up to the log end at once.
+    #[tokio::test]
+    async fn high_watermark_moves_with_fsync_or_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(
+            &dir.path().join("a"),
+            FlushPolicy::Always,
+            Arc::new(FaultyFileIo::default()),
+        );
+        let mut rx = p.subscribe();
+        let info = p.append(&batch(b"x")).unwrap();
+        assert!(!rx.has_changed().unwrap(), "woken before the fsync");
+        p.wait_durable(info.last_offset + 1).await.unwrap();
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 1);
+
+        let q = open(
+            &dir.path().join("b"),
+            FlushPolicy::Os,
+            Arc::new(FaultyFileIo::default()),
+        );
+        assert!(!q.durable_reads());
+        q.append(&batch(b"y")).unwrap();
+        assert_eq!(q.high_watermark(), 1);
+        assert_eq!(
+            q.read_committed(0, 1 << 20, 1).unwrap().len(),
+            batch(b"y").len()
+        );
     }
 }
