@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BrokerConfig, FlushMode};
+use crate::driver::RequestMemory;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, DEFAULT_DURABLE_TIMEOUT};
@@ -53,6 +54,8 @@ pub struct Broker {
     default_partitions: u32,
     /// The next producer id to hand out (see the module docs).
     next_producer_id: AtomicI64,
+    /// Broker-wide budget of request bytes in memory, shared by every listener.
+    request_memory: RequestMemory,
 }
 
 impl std::fmt::Debug for Broker {
@@ -224,6 +227,7 @@ impl Broker {
             auto_create_topics: config.auto_create_topics,
             default_partitions: config.default_partitions,
             next_producer_id: AtomicI64::new(producer_id_seed(now_ms())),
+            request_memory: RequestMemory::new(config.queued_max_request_bytes),
         })
     }
 
@@ -240,6 +244,11 @@ impl Broker {
     /// The metrics handle.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The broker-wide request-memory budget every front end reads under.
+    pub fn request_memory(&self) -> &RequestMemory {
+        &self.request_memory
     }
 
     fn topic(&self, name: &str, create: bool) -> Result<Arc<Topic>, BrokerError> {
@@ -491,6 +500,9 @@ impl PreparedFetch {
                     topic: t.topic.clone(),
                     partition: t.partition,
                 }),
+                Lookup::Found(p) if p.is_deleted() => {
+                    Err(BrokerError::UnknownTopic(t.topic.clone()))
+                }
                 Lookup::Found(p) => {
                     let budget = self.params.max_bytes.saturating_sub(total);
                     let high_watermark = p.high_watermark();

@@ -23,6 +23,9 @@
 //! | `max_batch_bytes`        | `SLUICE_MAX_BATCH_BYTES`     | 16 MiB           |
 //! | `max_frame_bytes`        | `SLUICE_MAX_FRAME_BYTES`     | 64 MiB           |
 //! | `max_connections`        | `SLUICE_MAX_CONNECTIONS`     | `10000`          |
+//! | `connections_max_idle_ms` | `SLUICE_CONNECTIONS_MAX_IDLE_MS` | `600000` (10 min, as Kafka) |
+//! | `request_read_timeout_ms` | `SLUICE_REQUEST_READ_TIMEOUT_MS` | `30000` (a stalled partial frame) |
+//! | `queued_max_request_bytes` | `SLUICE_QUEUED_MAX_REQUEST_BYTES` | 512 MiB (request bytes in memory, broker-wide) |
 //! | `housekeeping_interval_ms` | `SLUICE_HOUSEKEEPING_INTERVAL_MS` | `5000` (retention checks) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
 //! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info`         |
@@ -126,6 +129,15 @@ pub struct ConfigLayer {
     /// Most simultaneous client connections; further ones wait in the backlog.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Close a connection with no request and nothing in flight for this long.
+    #[arg(long, env = "SLUICE_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// Close a connection whose partial request frame makes no progress for this long.
+    #[arg(long, env = "SLUICE_REQUEST_READ_TIMEOUT_MS")]
+    pub request_read_timeout_ms: Option<u64>,
+    /// Request bytes held in memory across all connections; readers pause at the cap.
+    #[arg(long, env = "SLUICE_QUEUED_MAX_REQUEST_BYTES")]
+    pub queued_max_request_bytes: Option<usize>,
     /// How often retention is enforced.
     #[arg(long, env = "SLUICE_HOUSEKEEPING_INTERVAL_MS")]
     pub housekeeping_interval_ms: Option<u64>,
@@ -168,6 +180,12 @@ pub struct BrokerConfig {
     pub max_frame_bytes: usize,
     /// Connection cap.
     pub max_connections: usize,
+    /// Idle connections are closed after this.
+    pub connections_max_idle: Duration,
+    /// A partial frame with no progress for this long closes its connection.
+    pub request_read_timeout: Duration,
+    /// Broker-wide budget of request bytes in memory.
+    pub queued_max_request_bytes: usize,
     /// Retention check period.
     pub housekeeping_interval: Duration,
     /// Shutdown deadline for in-flight requests.
@@ -227,6 +245,15 @@ impl ConfigLayer {
             max_batch_bytes: self.max_batch_bytes.or(lower.max_batch_bytes),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
             max_connections: self.max_connections.or(lower.max_connections),
+            connections_max_idle_ms: self
+                .connections_max_idle_ms
+                .or(lower.connections_max_idle_ms),
+            request_read_timeout_ms: self
+                .request_read_timeout_ms
+                .or(lower.request_read_timeout_ms),
+            queued_max_request_bytes: self
+                .queued_max_request_bytes
+                .or(lower.queued_max_request_bytes),
             housekeeping_interval_ms: self
                 .housekeeping_interval_ms
                 .or(lower.housekeeping_interval_ms),
@@ -278,6 +305,13 @@ impl ConfigLayer {
                 .max_frame_bytes
                 .unwrap_or(sluice_protocol::codec::DEFAULT_MAX_FRAME_BYTES),
             max_connections: self.max_connections.unwrap_or(10_000),
+            connections_max_idle: Duration::from_millis(
+                self.connections_max_idle_ms.unwrap_or(600_000),
+            ),
+            request_read_timeout: Duration::from_millis(
+                self.request_read_timeout_ms.unwrap_or(30_000),
+            ),
+            queued_max_request_bytes: self.queued_max_request_bytes.unwrap_or(512 << 20),
             housekeeping_interval: Duration::from_millis(
                 self.housekeeping_interval_ms.unwrap_or(5000),
             ),
@@ -292,6 +326,18 @@ impl ConfigLayer {
         }
         if cfg.max_connections == 0 {
             return Err(BrokerError::Config("max_connections must be > 0".into()));
+        }
+        if cfg.connections_max_idle.is_zero() || cfg.request_read_timeout.is_zero() {
+            return Err(BrokerError::Config(
+                "connections_max_idle_ms and request_read_timeout_ms must be > 0".into(),
+            ));
+        }
+        if cfg.queued_max_request_bytes < cfg.max_frame_bytes.min(1 << 20) {
+            return Err(BrokerError::Config(format!(
+                "queued_max_request_bytes must be at least {} (one frame of max_frame_bytes, or 1 MiB), got {}",
+                cfg.max_frame_bytes.min(1 << 20),
+                cfg.queued_max_request_bytes
+            )));
         }
         if cfg.max_frame_bytes < 64 {
             return Err(BrokerError::Config(format!(

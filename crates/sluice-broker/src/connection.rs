@@ -1,70 +1,111 @@
-//! One client connection: a reader task and a writer task.
+//! The native-protocol front end: decodes each frame, runs its handler, and
+//! encodes the answer; the connection itself (framing, limits, timeouts,
+//! backpressure, shutdown) is the generic [`crate::driver`].
 //!
-//! The reader owns a [`FramedRead`] with the shared [`FrameCodec`] (one
-//! growing read buffer per connection, frames handed out with
-//! `split_to().freeze()`), decodes each request and runs its handler inline,
-//! which keeps produce order per connection. Handlers that must wait (durable
-//! produce, parked fetch) return a future that is spawned on the server's
-//! `TaskTracker`, so the reader keeps serving; their responses may therefore
-//! go out of order and clients match correlation ids.
+//! Handlers run inline on the read path, which keeps produce order per
+//! connection. Handlers that must wait (durable produce, parked fetch)
+//! return a future the driver spawns, so the reader keeps serving; native
+//! responses may therefore go out of order and clients match correlation ids.
 //!
-//! Responses reach the writer as lists of `Bytes` chunks
-//! ([`wire::encode_response_chunks`]): fetch payloads are slices of the log's
-//! mapping and are handed to `write_vectored` as they are, never copied into
-//! an intermediate buffer. The channel is bounded, so a client that does not
-//! read its responses eventually stops the reader too (backpressure).
+//! A malformed header closes the connection with one log line; an unknown
+//! api or version, or a malformed body, gets an error response and the
+//! connection stays open. A produce whose `acks` byte is 0 never gets a
+//! response, not even an error for a malformed body (the spec promises
+//! none; the client would not expect its correlation id).
 //!
-//! A malformed header or an oversized frame closes the connection with one
-//! log line; an unknown api or version gets an error response and the
-//! connection stays open.
-//!
-//! At most [`MAX_DEFERRED`] deferred requests run per connection: once that
-//! many are in flight the reader waits for one to finish before it reads the
-//! next request. Without the cap a client could pipeline millions of tiny
-//! parked fetches (a few dozen bytes each, parked up to `max_wait_ms`) and
-//! grow the broker's task count and memory without bound (Kafka bounds this
-//! with `queued.max.requests` and one in-flight request per connection).
+//! At most [`MAX_DEFERRED`] deferred requests run per connection. Without the
+//! cap a client could pipeline millions of tiny parked fetches (a few dozen
+//! bytes each, parked up to `max_wait_ms`) and grow the broker's task count
+//! and memory without bound (Kafka bounds this with `queued.max.requests`
+//! and one in-flight request per connection).
 
-use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures::StreamExt;
-use sluice_protocol::codec::FrameCodec;
+use bytes::Bytes;
 use sluice_protocol::wire;
-use sluice_protocol::{ApiKey, ProtocolError, Response};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use sluice_protocol::{ApiKey, Response};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::FramedRead;
 use tokio_util::task::TaskTracker;
 
+use crate::driver::{drive, Action, DriverConfig, FrontEnd, RequestMemory};
 use crate::error::chain;
 use crate::handler::{dispatch, Context, Outcome};
+use crate::metrics::Metrics;
 
-/// Responses queued per connection before the reader waits for the writer.
-const RESPONSE_QUEUE: usize = 256;
-/// The writer gathers queued responses into one `writev` up to this size.
-const COALESCE_BYTES: usize = 1 << 20;
-/// Most iovecs passed to one `write_vectored` call.
-const MAX_IOVECS: usize = 64;
-/// Initial read buffer; it grows to the largest frame seen.
-const READ_BUFFER: usize = 16 * 1024;
-/// A drained read buffer larger than this is replaced by a fresh small one.
-const SHRINK_ABOVE: usize = 8 << 20;
+pub use crate::driver::write_all_chunks;
+
 /// Deferred requests (parked fetches, durable produces, parked heartbeats,
 /// commits waiting for their fsync) in flight per connection; see the module docs.
 pub const MAX_DEFERRED: usize = 1024;
 
-/// Serves one connection until the client closes it, it misbehaves, or the
-/// broker shuts down (then in-flight deferred responses are still sent).
+/// The native protocol as a [`FrontEnd`].
+struct Native {
+    ctx: Context,
+    metrics: Metrics,
+    peer: SocketAddr,
+}
+
+fn encode(correlation_id: u32, resp: &Response) -> Vec<Bytes> {
+    let mut chunks = Vec::with_capacity(4);
+    wire::encode_response_chunks(correlation_id, resp, &mut chunks);
+    chunks
+}
+
+impl FrontEnd for Native {
+    fn on_frame(&mut self, payload: Bytes) -> Action {
+        let started = Instant::now();
+        let acks_none = wire::produce_acks_byte(&payload) == Some(0);
+        let (header, request) = match wire::decode_request(payload) {
+            Ok(ok) => ok,
+            Err(e) => {
+                return match e.header {
+                    Some(h) => {
+                        tracing::debug!(peer = %self.peer, api_key = h.api_key, version = h.api_version, code = %e.code, error = %chain(&e.source), "rejecting request");
+                        self.metrics
+                            .request_timer(ApiKey::from_u16(h.api_key))
+                            .observe(started.elapsed().as_secs_f64());
+                        if acks_none {
+                            Action::Nothing
+                        } else {
+                            Action::Respond(encode(h.correlation_id, &Response::Error(e.code)))
+                        }
+                    }
+                    None => {
+                        Action::Close(format!("malformed request header: {}", chain(&e.source)))
+                    }
+                };
+            }
+        };
+        let timer = self.metrics.request_timer(ApiKey::from_u16(header.api_key));
+        let correlation_id = header.correlation_id;
+        match dispatch(&self.ctx, &header, request) {
+            Outcome::Respond(resp) => {
+                timer.observe(started.elapsed().as_secs_f64());
+                Action::Respond(encode(correlation_id, &resp))
+            }
+            Outcome::NoResponse => {
+                timer.observe(started.elapsed().as_secs_f64());
+                Action::Nothing
+            }
+            Outcome::Deferred(fut) => Action::Deferred(Box::pin(async move {
+                let resp = fut.await;
+                timer.observe(started.elapsed().as_secs_f64());
+                resp.map(|r| encode(correlation_id, &r))
+            })),
+        }
+    }
+}
+
+/// Serves one native-protocol connection until the client closes it, it
+/// misbehaves or times out, or the broker shuts down (then in-flight
+/// deferred responses are still sent).
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Context,
-    max_frame_bytes: usize,
+    config: DriverConfig,
+    memory: RequestMemory,
     tracker: TaskTracker,
 ) {
     // A per-connection token: cancelled when the broker shuts down or when
@@ -74,182 +115,45 @@ pub async fn serve(
         shutdown: ctx.shutdown.child_token(),
         ..ctx
     };
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<Vec<Bytes>>(RESPONSE_QUEUE);
-    let writer = tokio::spawn(write_loop(wr, rx));
-    let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(max_frame_bytes), READ_BUFFER);
-    let metrics = ctx.broker.metrics().clone();
-    let deferred = Arc::new(Semaphore::new(MAX_DEFERRED));
-
-    let close_reason: Option<String> = loop {
-        let next = tokio::select! {
-            biased;
-            _ = ctx.shutdown.cancelled() => break None,
-            next = frames.next() => next,
-        };
-        let payload = match next {
-            None => break None,
-            Some(Ok(p)) => p,
-            Some(Err(ProtocolError::Io(e))) => {
-                break Some(format!("read failed or client vanished mid-frame: {e}"))
-            }
-            Some(Err(e)) => break Some(format!("invalid frame: {}", chain(&e))),
-        };
-        let started = Instant::now();
-        // The buffer grows to the largest frame seen; give a big one back once
-        // it is drained so an idle connection does not pin megabytes.
-        if frames.read_buffer().is_empty() && frames.read_buffer().capacity() > SHRINK_ABOVE {
-            *frames.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER);
-        }
-        let (header, request) = match wire::decode_request(payload) {
-            Ok(ok) => ok,
-            Err(e) => match e.header {
-                Some(h) => {
-                    tracing::debug!(%peer, api_key = h.api_key, version = h.api_version, code = %e.code, "rejecting request");
-                    metrics
-                        .request_timer(ApiKey::from_u16(h.api_key))
-                        .observe(started.elapsed().as_secs_f64());
-                    if send(&tx, h.correlation_id, &Response::Error(e.code))
-                        .await
-                        .is_err()
-                    {
-                        break None;
-                    }
-                    continue;
-                }
-                None => break Some(format!("malformed request header: {}", chain(&e.source))),
-            },
-        };
-        let timer = metrics.request_timer(ApiKey::from_u16(header.api_key));
-        let correlation_id = header.correlation_id;
-        match dispatch(&ctx, &header, request) {
-            Outcome::Respond(resp) => {
-                timer.observe(started.elapsed().as_secs_f64());
-                if send(&tx, correlation_id, &resp).await.is_err() {
-                    break None;
-                }
-            }
-            Outcome::NoResponse => timer.observe(started.elapsed().as_secs_f64()),
-            Outcome::Deferred(fut) => {
-                // Backpressure: wait for a slot before reading further
-                // requests. On shutdown the request (a produce may already be
-                // appended) still runs and answers; the reader stops after it.
-                let permit = tokio::select! {
-                    biased;
-                    p = Arc::clone(&deferred).acquire_owned() => p.ok(),
-                    _ = ctx.shutdown.cancelled() => None,
-                };
-                let stop_reading = permit.is_none();
-                let tx = tx.clone();
-                tracker.spawn(async move {
-                    let resp = fut.await;
-                    timer.observe(started.elapsed().as_secs_f64());
-                    if let Some(resp) = resp {
-                        let _ = send(&tx, correlation_id, &resp).await;
-                    }
-                    // Held until the response is queued, so a client that
-                    // does not read cannot pile up finished responses either.
-                    drop(permit);
-                });
-                if stop_reading {
-                    break None;
-                }
-            }
-        }
+    let shutdown = ctx.shutdown.clone();
+    let front_end = Native {
+        metrics: ctx.broker.metrics().clone(),
+        ctx,
+        peer,
     };
-    if let Some(reason) = &close_reason {
-        tracing::warn!(%peer, reason = %reason, "closing connection");
-    }
-    ctx.shutdown.cancel();
-    // The writer ends once this and every deferred task's sender are gone.
-    drop(tx);
-    drop(frames);
-    match writer.await {
-        Ok(Err(e)) if close_reason.is_none() => {
-            tracing::warn!(%peer, error = %e, "connection write failed")
-        }
-        Err(e) => tracing::error!(%peer, error = %e, "connection writer panicked"),
-        _ => {}
-    }
+    drive(stream, peer, front_end, config, memory, shutdown, tracker).await
 }
 
-async fn send(
-    tx: &mpsc::Sender<Vec<Bytes>>,
-    correlation_id: u32,
-    resp: &Response,
-) -> Result<(), mpsc::error::SendError<Vec<Bytes>>> {
-    let mut chunks = Vec::with_capacity(4);
-    wire::encode_response_chunks(correlation_id, resp, &mut chunks);
-    tx.send(chunks).await
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<Vec<Bytes>>,
-) -> std::io::Result<()> {
-    let mut pending: Vec<Bytes> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut queued: usize = first.iter().map(Bytes::len).sum();
-        pending.extend(first);
-        while queued < COALESCE_BYTES {
-            match rx.try_recv() {
-                Ok(more) => {
-                    queued += more.iter().map(Bytes::len).sum::<usize>();
-                    pending.extend(more);
-                }
-                Err(_) => break,
-            }
-        }
-        write_all_chunks(&mut w, &mut pending).await?;
+/// The native listener's driver settings for a broker config.
+pub fn driver_config(config: &crate::config::BrokerConfig) -> DriverConfig {
+    DriverConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        idle_timeout: config.connections_max_idle,
+        read_timeout: config.request_read_timeout,
+        max_deferred: MAX_DEFERRED,
+        ordered: false,
     }
-    w.shutdown().await
-}
-
-/// Writes every chunk with vectored writes, handling partial writes; empties `chunks`.
-pub async fn write_all_chunks<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    chunks: &mut Vec<Bytes>,
-) -> std::io::Result<()> {
-    let mut start = 0;
-    while start < chunks.len() {
-        if chunks[start].is_empty() {
-            start += 1;
-            continue;
-        }
-        let n = {
-            let slices: Vec<IoSlice<'_>> = chunks[start..]
-                .iter()
-                .filter(|c| !c.is_empty())
-                .take(MAX_IOVECS)
-                .map(|c| IoSlice::new(c))
-                .collect();
-            w.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut left = n;
-        while left > 0 && start < chunks.len() {
-            let len = chunks[start].len();
-            if left >= len {
-                left -= len;
-                start += 1;
-            } else {
-                chunks[start].advance(left);
-                left = 0;
-            }
-        }
-    }
-    chunks.clear();
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
+    use std::io::IoSlice;
     use std::pin::Pin;
+    use std::sync::Arc;
     use std::task::{Context as TaskCx, Poll};
+    use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+    fn test_driver() -> DriverConfig {
+        DriverConfig {
+            max_frame_bytes: sluice_protocol::DEFAULT_MAX_FRAME_BYTES,
+            idle_timeout: std::time::Duration::from_secs(600),
+            read_timeout: std::time::Duration::from_secs(30),
+            max_deferred: MAX_DEFERRED,
+            ordered: false,
+        }
+    }
 
     /// A writer that accepts at most 3 bytes per call, to exercise partial writes.
     struct Trickle(Vec<u8>);
@@ -299,9 +203,7 @@ mod tests {
     #[tokio::test]
     async fn deferred_requests_per_connection_are_capped() {
         use sluice_protocol::batch::RecordBatchBuilder;
-        use sluice_protocol::{
-            Acks, FetchPartition, FetchRequest, FetchTopic, Request, DEFAULT_MAX_FRAME_BYTES,
-        };
+        use sluice_protocol::{Acks, FetchPartition, FetchRequest, FetchTopic, Request};
         use std::time::Duration;
         use tokio::io::AsyncReadExt;
 
@@ -315,7 +217,15 @@ mod tests {
         let tracker = TaskTracker::new();
         let server = tokio::spawn(async move {
             let (stream, peer) = listener.accept().await.unwrap();
-            serve(stream, peer, ctx, DEFAULT_MAX_FRAME_BYTES, tracker).await;
+            serve(
+                stream,
+                peer,
+                ctx,
+                test_driver(),
+                RequestMemory::new(1 << 30),
+                tracker,
+            )
+            .await;
         });
 
         let total = MAX_DEFERRED + 50;
@@ -388,5 +298,251 @@ mod tests {
         write_all_chunks(&mut w, &mut chunks).await.unwrap();
         assert_eq!(w.0, expected);
         assert!(chunks.is_empty());
+    }
+}
+
+/// The connection limits of issue 9: idle and stalled connections, the
+/// broker-wide request-memory cap, silent acks = 0, deleted topics.
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use bytes::BytesMut;
+    use sluice_protocol::{
+        Acks, ErrorCode, FetchPartition, FetchRequest, FetchTopic, ProduceRequest, Request,
+    };
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    struct TestServer {
+        addr: SocketAddr,
+        ctx: Context,
+        memory: RequestMemory,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Serves every accepted connection with `config` and `memory`.
+    async fn start(config: DriverConfig, memory: RequestMemory) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ctx = crate::handler::tests::test_context(dir.path(), addr);
+        let (c, m) = (ctx.clone(), memory.clone());
+        tokio::spawn(async move {
+            let tracker = TaskTracker::new();
+            while let Ok((stream, peer)) = listener.accept().await {
+                let (c, m, t) = (c.clone(), m.clone(), tracker.clone());
+                tokio::spawn(serve(stream, peer, c, config, m, t));
+            }
+        });
+        TestServer {
+            addr,
+            ctx,
+            memory,
+            _dir: dir,
+        }
+    }
+
+    fn config(idle_ms: u64, read_ms: u64) -> DriverConfig {
+        DriverConfig {
+            max_frame_bytes: sluice_protocol::DEFAULT_MAX_FRAME_BYTES,
+            idle_timeout: Duration::from_millis(idle_ms),
+            read_timeout: Duration::from_millis(read_ms),
+            max_deferred: MAX_DEFERRED,
+            ordered: false,
+        }
+    }
+
+    fn frame(correlation_id: u32, req: &Request) -> BytesMut {
+        let mut out = BytesMut::new();
+        wire::encode_request(correlation_id, "t", req, &mut out);
+        out
+    }
+
+    /// Reads one response frame: its correlation id and decoded body.
+    async fn response(s: &mut TcpStream, key: ApiKey) -> (u32, Response) {
+        let len = s.read_u32().await.unwrap() as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        wire::decode_response(key, Bytes::from(payload)).unwrap()
+    }
+
+    /// Waits (bounded) for the server to close `s`; true when it did.
+    async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(limit, s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    fn fetch(topic: &str, max_wait_ms: u32) -> Request {
+        Request::Fetch(FetchRequest {
+            max_wait_ms,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            topics: vec![FetchTopic {
+                name: topic.into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: 0,
+                    max_bytes: 1 << 20,
+                }],
+            }],
+        })
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_but_not_while_a_request_is_parked() {
+        let srv = start(config(300, 30_000), RequestMemory::new(1 << 30)).await;
+        srv.ctx.broker.create_topic("t", 1, &[]).unwrap();
+        // Never sends anything: closed after the idle timeout.
+        let mut idle = TcpStream::connect(srv.addr).await.unwrap();
+        assert!(closed_within(&mut idle, Duration::from_secs(10)).await);
+        // Served once, then idle: closed too.
+        let mut once = TcpStream::connect(srv.addr).await.unwrap();
+        once.write_all(&frame(1, &Request::ApiVersions))
+            .await
+            .unwrap();
+        assert_eq!(response(&mut once, ApiKey::ApiVersions).await.0, 1);
+        assert!(closed_within(&mut once, Duration::from_secs(10)).await);
+        // A fetch parked for 1.5 s (five idle timeouts) is answered, not cut off.
+        let mut parked = TcpStream::connect(srv.addr).await.unwrap();
+        parked
+            .write_all(&frame(7, &fetch("t", 1500)))
+            .await
+            .unwrap();
+        let (cid, resp) = tokio::time::timeout(
+            Duration::from_secs(10),
+            response(&mut parked, ApiKey::Fetch),
+        )
+        .await
+        .expect("the parked fetch was answered");
+        assert_eq!(cid, 7);
+        let Response::Fetch(f) = resp else {
+            panic!("not a fetch response: {resp:?}")
+        };
+        assert_eq!(f.topics[0].partitions[0].error, ErrorCode::None);
+        assert!(closed_within(&mut parked, Duration::from_secs(10)).await);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_partial_frame_closes_the_connection() {
+        let srv = start(config(600_000, 300), RequestMemory::new(1 << 30)).await;
+        // Half a length prefix.
+        let mut a = TcpStream::connect(srv.addr).await.unwrap();
+        a.write_all(&[0, 0]).await.unwrap();
+        assert!(closed_within(&mut a, Duration::from_secs(10)).await);
+        // A prefix promising 1000 bytes, and 10 of them.
+        let mut b = TcpStream::connect(srv.addr).await.unwrap();
+        b.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        b.write_all(&[0u8; 10]).await.unwrap();
+        assert!(closed_within(&mut b, Duration::from_secs(10)).await);
+        // Its reservation was given back.
+        assert_eq!(srv.memory.in_use(), 0);
+        // A healthy connection is untouched meanwhile.
+        let mut c = TcpStream::connect(srv.addr).await.unwrap();
+        c.write_all(&frame(3, &Request::ApiVersions)).await.unwrap();
+        assert_eq!(response(&mut c, ApiKey::ApiVersions).await.0, 3);
+    }
+
+    #[tokio::test]
+    async fn request_memory_cap_pauses_readers_until_memory_frees() {
+        let budget = 1 << 20;
+        let srv = start(config(600_000, 60_000), RequestMemory::new(budget)).await;
+        // A frame as large as the whole budget, sent only in part: it holds the budget.
+        let mut hog = TcpStream::connect(srv.addr).await.unwrap();
+        hog.write_all(&((budget - 4) as u32).to_be_bytes())
+            .await
+            .unwrap();
+        hog.write_all(&[0u8; 100]).await.unwrap();
+        let mut rounds = 0;
+        while srv.memory.in_use() < budget && rounds < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            rounds += 1;
+        }
+        assert_eq!(srv.memory.in_use(), budget);
+        // Another client's small request is not served while the budget is used up.
+        let mut other = TcpStream::connect(srv.addr).await.unwrap();
+        other
+            .write_all(&frame(5, &Request::ApiVersions))
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(
+            Duration::from_millis(300),
+            response(&mut other, ApiKey::ApiVersions),
+        )
+        .await;
+        assert!(early.is_err(), "served past the memory cap");
+        // The hog goes away: its reservation frees and the other is served.
+        drop(hog);
+        let (cid, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            response(&mut other, ApiKey::ApiVersions),
+        )
+        .await
+        .expect("served once memory freed");
+        assert_eq!(cid, 5);
+        assert_eq!(srv.memory.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn malformed_acks_none_produce_gets_no_response() {
+        let srv = start(config(600_000, 30_000), RequestMemory::new(1 << 30)).await;
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        for (cid, acks) in [(1u32, Acks::None), (2, Acks::Leader)] {
+            let req = Request::Produce(ProduceRequest {
+                acks,
+                timeout_ms: 0,
+                topics: Vec::new(),
+            });
+            // Break the body: the topic count promises one topic that is not there.
+            let mut f = frame(cid, &req);
+            let n = f.len();
+            f[n - 1] = 1;
+            s.write_all(&f).await.unwrap();
+        }
+        s.write_all(&frame(3, &Request::ApiVersions)).await.unwrap();
+        // The acks = 1 error comes back; the acks = 0 one never does.
+        let (cid, resp) = response(&mut s, ApiKey::Produce).await;
+        assert_eq!(cid, 2);
+        assert_eq!(resp, Response::Error(ErrorCode::InvalidRequest));
+        assert_eq!(response(&mut s, ApiKey::ApiVersions).await.0, 3);
+    }
+
+    #[tokio::test]
+    async fn a_parked_fetch_on_a_deleted_topic_answers_at_once() {
+        let srv = start(config(600_000, 30_000), RequestMemory::new(1 << 30)).await;
+        srv.ctx.broker.create_topic("gone", 1, &[]).unwrap();
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        s.write_all(&frame(9, &fetch("gone", 600_000)))
+            .await
+            .unwrap();
+        let parked = &srv.ctx.broker.metrics().parked_fetches;
+        let mut rounds = 0;
+        while parked.get() < 1 && rounds < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            rounds += 1;
+        }
+        assert_eq!(parked.get(), 1);
+        let b = Arc::clone(&srv.ctx.broker);
+        tokio::task::spawn_blocking(move || b.delete_topic("gone"))
+            .await
+            .unwrap()
+            .unwrap();
+        let (cid, resp) =
+            tokio::time::timeout(Duration::from_secs(10), response(&mut s, ApiKey::Fetch))
+                .await
+                .expect("answered when the topic was deleted, not at max_wait");
+        assert_eq!(cid, 9);
+        let Response::Fetch(f) = resp else {
+            panic!("not a fetch response: {resp:?}")
+        };
+        assert_eq!(
+            f.topics[0].partitions[0].error,
+            ErrorCode::UnknownTopicOrPartition
+        );
+        assert_eq!(parked.get(), 0);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -9,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -47,24 +48,40 @@ pub fn route(metrics: &Metrics, method: &Method, path: &str) -> Response<Full<By
     }
 }
 
-/// Open HTTP connections at most. Without a cap, idle connections to the
-/// metrics port (hyper keeps an idle keep-alive connection forever) could use
-/// up the process's file descriptors, which the native listener and the
-/// segment files need too.
+/// Open HTTP connections at most. Without a cap, connections to the metrics
+/// port could use up the process's file descriptors, which the native
+/// listener and the segment files need too.
 pub const MAX_HTTP_CONNECTIONS: usize = 64;
 
+/// A connection must send a whole request head within this, or it is closed.
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves HTTP until `shutdown` fires. HTTP connections are not waited for on shutdown.
+///
+/// Each connection serves one request and closes (no keep-alive), and one
+/// that sends no complete request head within [`HTTP_HEADER_TIMEOUT`] is
+/// closed: clients that hold idle or half-sent connections cannot keep the
+/// [`MAX_HTTP_CONNECTIONS`] slots from a Prometheus scrape or a health check.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
-    serve_limited(listener, metrics, shutdown, MAX_HTTP_CONNECTIONS).await
+    serve_limited(
+        listener,
+        metrics,
+        shutdown,
+        MAX_HTTP_CONNECTIONS,
+        HTTP_HEADER_TIMEOUT,
+    )
+    .await
 }
 
-/// [`serve`] with at most `max_connections` open connections: once that many
-/// are open, the next one is accepted only after one of them closes.
+/// [`serve`] with at most `max_connections` open connections (once that many
+/// are open, the next one is accepted only after one of them closes) and
+/// the given request-head timeout.
 pub async fn serve_limited(
     listener: TcpListener,
     metrics: Metrics,
     shutdown: CancellationToken,
     max_connections: usize,
+    header_timeout: Duration,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     while let Some((permit, stream, peer)) =
@@ -77,10 +94,19 @@ pub async fn serve_limited(
                 let r = route(&metrics, req.method(), req.uri().path());
                 async move { Ok::<_, Infallible>(r) }
             });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            // Belt and braces: hyper's head timeout covers a silent client;
+            // this also bounds one that trickles a body or never reads.
+            let bounded = tokio::time::timeout(header_timeout * 4, conn);
             tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "http connection error");
+                r = bounded => match r {
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "http connection error"),
+                    Err(_) => tracing::debug!(%peer, "http connection timed out"),
+                    Ok(Ok(())) => {}
                 },
                 _ = shutdown.cancelled() => {}
             }
@@ -93,42 +119,82 @@ pub async fn serve_limited(
 mod tests {
     use super::*;
 
+    async fn health(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
     #[tokio::test]
     async fn connections_beyond_the_limit_wait_for_a_free_slot() {
-        use std::time::Duration;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tokio::net::TcpStream;
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_limited(listener, Metrics::new(), shutdown.clone(), 2));
-        async fn health(s: &mut TcpStream) -> String {
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .unwrap();
-            let mut buf = vec![0u8; 512];
-            let n = s.read(&mut buf).await.unwrap();
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        }
-        // Two served, kept open (keep-alive).
-        let mut a = TcpStream::connect(addr).await.unwrap();
-        let mut b = TcpStream::connect(addr).await.unwrap();
-        assert!(health(&mut a).await.starts_with("HTTP/1.1 200"));
-        assert!(health(&mut b).await.starts_with("HTTP/1.1 200"));
+        let server = tokio::spawn(serve_limited(
+            listener,
+            Metrics::new(),
+            shutdown.clone(),
+            2,
+            Duration::from_secs(60),
+        ));
+        // Two connections that send nothing hold both slots.
+        let a = TcpStream::connect(addr).await.unwrap();
+        let b = TcpStream::connect(addr).await.unwrap();
         // A third connects (kernel backlog) but is not served while both stay open.
         let mut c = TcpStream::connect(addr).await.unwrap();
         let waiting = tokio::time::timeout(Duration::from_millis(300), health(&mut c)).await;
         assert!(waiting.is_err(), "served beyond the connection limit");
-        // Closing one frees a slot: the third is answered.
         drop(a);
-        let mut buf = vec![0u8; 512];
-        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
-            .await
-            .expect("served once a slot is free")
-            .unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         drop(b);
+        shutdown.cancel();
+        server.await.unwrap();
+    }
+
+    /// Clients holding idle connections (silent, or after a keep-alive
+    /// request) do not keep `/health` from being answered: each connection
+    /// closes after one response, and a silent one after the head timeout.
+    #[tokio::test]
+    async fn idle_connections_do_not_starve_the_endpoint() {
+        use tokio::io::AsyncReadExt;
+        use tokio::net::TcpStream;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_limited(
+            listener,
+            Metrics::new(),
+            shutdown.clone(),
+            2,
+            Duration::from_millis(300),
+        ));
+        // One asks for keep-alive and then idles; one never says anything.
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        assert!(health(&mut kept).await.starts_with("HTTP/1.1 200"));
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Both are closed by the server.
+        let mut buf = [0u8; 64];
+        for s in [&mut kept, &mut silent] {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("the server closed the idle connection");
+            assert!(matches!(n, Ok(0) | Err(_)));
+        }
+        // Two more clients are answered while the idle ones are still open on our side.
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(10), health(&mut c))
+                .await
+                .expect("answered despite idle clients");
+            assert!(r.starts_with("HTTP/1.1 200"));
+        }
+        drop((kept, silent));
         shutdown.cancel();
         server.await.unwrap();
     }

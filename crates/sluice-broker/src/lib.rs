@@ -24,6 +24,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod driver;
 pub mod error;
 pub mod group;
 pub mod handler;

@@ -29,6 +29,7 @@
 //! `Log::read` checks the CRCs of what it reads from sealed segments), so a
 //! restart forgets only producers idle for longer than that tail.
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ pub struct Partition {
     durable_reads: bool,
     /// The high watermark; parked fetches wait on it.
     hw_tx: Arc<watch::Sender<u64>>,
+    /// Set once the topic is deleted: reads answer UNKNOWN_TOPIC.
+    deleted: AtomicBool,
     flusher: OnceLock<mpsc::UnboundedSender<(u64, DurableReply)>>,
     topic_metrics: TopicMetrics,
     metrics: PartitionMetrics,
@@ -127,6 +130,7 @@ impl Partition {
             log: Arc::new(log),
             durable_reads,
             hw_tx: Arc::new(hw_tx),
+            deleted: AtomicBool::new(false),
             flusher: OnceLock::new(),
             topic_metrics,
             metrics,
@@ -296,6 +300,17 @@ impl Partition {
     /// `flush = always` topic, the log end offset otherwise.
     pub fn high_watermark(&self) -> u64 {
         *self.hw_tx.borrow()
+    }
+
+    /// Marks the partition's topic deleted and wakes every parked fetch on it.
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, AtomicOrdering::Release);
+        self.hw_tx.send_modify(|_| {});
+    }
+
+    /// Whether the partition's topic was deleted (its handle is stale).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(AtomicOrdering::Acquire)
     }
 
     /// Whether reads stop at the durable offset (`flush = always`).

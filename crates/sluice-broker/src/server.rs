@@ -230,6 +230,8 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    let driver = crate::connection::driver_config(&config);
+    let memory = broker.request_memory().clone();
     while let Some((permit, stream, peer)) = accept_limited(&listener, &limit, &shutdown).await {
         let local_addr = match stream.local_addr() {
             Ok(a) => a,
@@ -245,11 +247,11 @@ async fn accept_loop(
             shutdown: shutdown.clone(),
         };
         let gauge = broker.metrics().active_connections.clone();
-        let max_frame = config.max_frame_bytes;
         let t = tracker.clone();
+        let memory = memory.clone();
         tracker.spawn(async move {
             gauge.inc();
-            crate::connection::serve(stream, peer, ctx, max_frame, t).await;
+            crate::connection::serve(stream, peer, ctx, driver, memory, t).await;
             gauge.dec();
             drop(permit);
         });

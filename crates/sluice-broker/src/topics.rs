@@ -334,6 +334,8 @@ impl TopicRegistry {
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
         for p in topic.partitions() {
+            // Parked fetches on it answer UNKNOWN_TOPIC now and let go of it.
+            p.mark_deleted();
             if let Err(e) = p.close() {
                 tracing::warn!(topic = name, partition = p.index(), error = %crate::error::chain(&e), "closing a deleted partition failed");
             }

@@ -770,6 +770,19 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
     })
 }
 
+/// The `acks` byte of a Produce request payload, read from its fixed offset
+/// (after the header) without decoding the rest; `None` for any other api or
+/// a payload too short to hold it. Lets a broker stay silent towards an
+/// acks = 0 producer even when the rest of the body is malformed.
+pub fn produce_acks_byte(payload: &[u8]) -> Option<u8> {
+    let key = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+    if key != ApiKey::Produce as u16 {
+        return None;
+    }
+    let client_id_len = u16::from_be_bytes([*payload.get(8)?, *payload.get(9)?]) as usize;
+    payload.get(10 + client_id_len).copied()
+}
+
 /// Decodes one request frame payload (without the length prefix).
 ///
 /// On failure, [`RequestError::header`] is `Some` when the header decoded: the
@@ -1808,6 +1821,30 @@ mod tests {
                 value: -3
             }
         ));
+    }
+
+    #[test]
+    fn produce_acks_byte_is_read_without_decoding() {
+        for acks in [Acks::None, Acks::Leader, Acks::Durable] {
+            let req = Request::Produce(ProduceRequest {
+                acks,
+                timeout_ms: 5,
+                topics: Vec::new(),
+            });
+            let mut frame = BytesMut::new();
+            encode_request(9, "client-x", &req, &mut frame);
+            let payload = unframe(frame);
+            assert_eq!(produce_acks_byte(&payload), Some(acks as u8));
+            // A truncated body still has its acks byte.
+            assert_eq!(
+                produce_acks_byte(&payload[..payload.len() - 3]),
+                Some(acks as u8)
+            );
+        }
+        let mut frame = BytesMut::new();
+        encode_request(9, "c", &Request::ApiVersions, &mut frame);
+        assert_eq!(produce_acks_byte(&unframe(frame)), None);
+        assert_eq!(produce_acks_byte(&[0, 4, 0]), None);
     }
 
     #[test]

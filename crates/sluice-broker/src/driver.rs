@@ -1,0 +1,552 @@
+//! One connection driver for any length-prefixed protocol.
+//!
+//! Both the native protocol and (later) the Kafka wire protocol frame every
+//! request as a `u32` big-endian length and a payload. The driver owns
+//! everything about a connection that does not depend on what is inside a
+//! frame; a [`FrontEnd`] turns each payload into an [`Action`].
+//!
+//! - **Framing and limits.** A length above `max_frame_bytes` closes the
+//!   connection before anything is reserved for it.
+//! - **Broker-wide request memory** ([`RequestMemory`], Kafka's
+//!   `queued.max.request.bytes`): once a frame's length is known, its bytes
+//!   are reserved from one budget shared by every connection, and held until
+//!   the front end has handled it. When the budget is used up, readers stop
+//!   reading (the kernel's socket buffers then push back on the clients)
+//!   until memory frees, instead of each of 10,000 connections reserving up
+//!   to `max_frame_bytes`. A frame larger than the whole budget reserves the
+//!   whole budget.
+//! - **Timeouts.** A connection with no complete request for `idle_timeout`
+//!   (Kafka's `connections.max.idle.ms`) and nothing in flight is closed; so
+//!   is one whose partial frame makes no progress for `read_timeout`. A
+//!   response that cannot be written for `idle_timeout` (the client stopped
+//!   reading) closes the connection too.
+//! - **Deferred requests.** At most `max_deferred` deferred actions (a parked
+//!   fetch, a produce waiting for its fsync) run per connection; at the cap
+//!   the reader waits for one to finish before it reads further.
+//! - **Response order.** With `ordered`, responses go out in request order
+//!   (Kafka requires it per connection): a deferred action takes its place
+//!   in the queue when it is read. Without it (the native protocol, whose
+//!   clients match correlation ids), a deferred response is queued when it
+//!   is ready, so a parked fetch never holds up later answers.
+//! - **Backpressure and shutdown.** The response queue is bounded, so a
+//!   client that does not read stops its own reader. On shutdown the reader
+//!   stops, in-flight deferred actions still answer, and the writer drains.
+//!
+//! Responses travel as lists of `Bytes` chunks written with vectored writes:
+//! fetch payloads are slices of the log's mapping, never copied.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Responses queued per connection before the reader waits for the writer.
+const RESPONSE_QUEUE: usize = 256;
+/// The writer gathers queued responses into one `writev` up to this size.
+const COALESCE_BYTES: usize = 1 << 20;
+/// Most iovecs passed to one `write_vectored` call.
+const MAX_IOVECS: usize = 64;
+/// Initial read buffer; it grows to the largest frame seen.
+const READ_BUFFER: usize = 16 * 1024;
+/// A drained read buffer larger than this is replaced by a fresh small one.
+const SHRINK_ABOVE: usize = 8 << 20;
+/// Bytes of the length prefix.
+const PREFIX: usize = 4;
+
+/// What a front end wants done with one request frame.
+pub enum Action {
+    /// Send these encoded response chunks (a whole frame, length included).
+    Respond(Vec<Bytes>),
+    /// Send nothing (a produce with acks = none).
+    Nothing,
+    /// Run this off the read path; send its chunks, if any, when it resolves.
+    Deferred(BoxFuture<'static, Option<Vec<Bytes>>>),
+    /// Close the connection; the reason is logged once.
+    Close(String),
+}
+
+/// A wire protocol served by [`drive`].
+pub trait FrontEnd: Send + 'static {
+    /// Handles one frame payload (without its length prefix), in request order.
+    fn on_frame(&mut self, payload: Bytes) -> Action;
+}
+
+/// Per-connection limits of the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Largest accepted frame payload.
+    pub max_frame_bytes: usize,
+    /// Close a connection with no complete request and nothing in flight for this long.
+    pub idle_timeout: Duration,
+    /// Close a connection whose partial frame makes no progress for this long.
+    pub read_timeout: Duration,
+    /// Deferred actions in flight per connection.
+    pub max_deferred: usize,
+    /// Responses in request order (Kafka) or as they complete (native).
+    pub ordered: bool,
+}
+
+/// Broker-wide budget for request bytes held in memory (shared by every connection).
+#[derive(Debug, Clone)]
+pub struct RequestMemory {
+    sem: Arc<Semaphore>,
+    total: usize,
+}
+
+impl RequestMemory {
+    /// A budget of `bytes` (at least 1).
+    pub fn new(bytes: usize) -> RequestMemory {
+        let total = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        RequestMemory {
+            sem: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Bytes currently reserved by frames being read or handled.
+    pub fn in_use(&self) -> usize {
+        self.total - self.sem.available_permits()
+    }
+
+    /// The whole budget.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Waits until `bytes` (capped at the whole budget) are free and reserves them.
+    async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = bytes.clamp(1, self.total);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        Arc::clone(&self.sem).acquire_many_owned(n).await.ok()
+    }
+}
+
+/// A queued response: ready bytes, or (ordered mode) a deferred one not finished yet.
+enum Slot {
+    Ready(Vec<Bytes>),
+    Pending(oneshot::Receiver<Option<Vec<Bytes>>>),
+}
+
+/// Why reading the next frame stopped.
+enum ReadEnd {
+    /// The client closed cleanly between frames, or shutdown began.
+    Done,
+    /// Close with this reason (logged).
+    Close(String),
+}
+
+/// Serves one connection until the client closes it, it misbehaves or times
+/// out, or `shutdown` fires (then in-flight deferred responses are still
+/// sent). `shutdown` should be this connection's own token: it is cancelled
+/// when the reader ends, so the front end's parked requests answer at once.
+pub async fn drive<F: FrontEnd>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut front_end: F,
+    config: DriverConfig,
+    memory: RequestMemory,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Slot>(RESPONSE_QUEUE);
+    let writer = tokio::spawn(write_loop(wr, rx, config.idle_timeout));
+    let deferred = Arc::new(Semaphore::new(config.max_deferred.max(1)));
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+
+    let close_reason: Option<String> = loop {
+        let (payload, permit) =
+            match read_frame(&mut rd, &mut buf, &config, &memory, &deferred, &shutdown).await {
+                Ok(f) => f,
+                Err(ReadEnd::Done) => break None,
+                Err(ReadEnd::Close(reason)) => break Some(reason),
+            };
+        // The buffer grows to the largest frame seen; give a big one back once
+        // it is drained so an idle connection does not pin megabytes.
+        if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+            buf = BytesMut::with_capacity(READ_BUFFER);
+        }
+        let action = front_end.on_frame(payload);
+        drop(permit);
+        match action {
+            Action::Respond(chunks) => {
+                if tx.send(Slot::Ready(chunks)).await.is_err() {
+                    break None;
+                }
+            }
+            Action::Nothing => {}
+            Action::Close(reason) => break Some(reason),
+            Action::Deferred(fut) => {
+                // Backpressure: wait for a slot before reading further
+                // requests. On shutdown the action (a produce may already be
+                // appended) still runs and answers; the reader stops after it.
+                let permit = tokio::select! {
+                    biased;
+                    p = Arc::clone(&deferred).acquire_owned() => p.ok(),
+                    _ = shutdown.cancelled() => None,
+                };
+                let stop_reading = permit.is_none();
+                if config.ordered {
+                    let (done_tx, done_rx) = oneshot::channel();
+                    if tx.send(Slot::Pending(done_rx)).await.is_err() {
+                        break None;
+                    }
+                    tracker.spawn(async move {
+                        let _ = done_tx.send(fut.await);
+                        drop(permit);
+                    });
+                } else {
+                    let tx = tx.clone();
+                    tracker.spawn(async move {
+                        if let Some(chunks) = fut.await {
+                            let _ = tx.send(Slot::Ready(chunks)).await;
+                        }
+                        // Held until the response is queued, so a client that
+                        // does not read cannot pile up finished responses either.
+                        drop(permit);
+                    });
+                }
+                if stop_reading {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(reason) = &close_reason {
+        tracing::warn!(%peer, reason = %reason, "closing connection");
+    }
+    shutdown.cancel();
+    // The writer ends once this and every deferred task's sender are gone.
+    drop(tx);
+    drop(rd);
+    match writer.await {
+        Ok(Err(e)) if close_reason.is_none() => {
+            tracing::warn!(%peer, error = %e, "connection write failed")
+        }
+        Err(e) => tracing::error!(%peer, error = %e, "connection writer panicked"),
+        _ => {}
+    }
+}
+
+/// Reads one whole frame into `buf` and splits it off, with its reservation
+/// from the request-memory budget. See the module docs for the timeouts.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    config: &DriverConfig,
+    memory: &RequestMemory,
+    deferred: &Semaphore,
+    shutdown: &CancellationToken,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ReadEnd> {
+    let mut idle_since = Instant::now();
+    let mut progress = Instant::now();
+    // The length prefix.
+    while buf.len() < PREFIX {
+        let deadline = if buf.is_empty() {
+            idle_since + config.idle_timeout
+        } else {
+            progress + config.read_timeout
+        };
+        match read_some(rd, buf, deadline, shutdown).await? {
+            true => progress = Instant::now(),
+            false if !buf.is_empty() => return Err(stalled(buf.len(), config)),
+            false if deferred.available_permits() < config.max_deferred.max(1) => {
+                // Something is in flight for this client (a parked fetch):
+                // the connection is not idle; keep waiting.
+                idle_since = Instant::now();
+            }
+            false => {
+                return Err(ReadEnd::Close(format!(
+                    "idle for {} ms with no request",
+                    config.idle_timeout.as_millis()
+                )))
+            }
+        }
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > config.max_frame_bytes {
+        return Err(ReadEnd::Close(format!(
+            "invalid frame: frame of {len} bytes exceeds the maximum of {}",
+            config.max_frame_bytes
+        )));
+    }
+    let total = PREFIX + len;
+    // Even a frame already read with an earlier one waits here: at the cap
+    // the reader must stop, not go on serving what it has buffered.
+    let permit = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Err(ReadEnd::Done),
+        p = memory.reserve(total) => p,
+    };
+    if buf.len() < total {
+        // Bounded: `len` was checked against the maximum above.
+        buf.reserve(total - buf.len());
+        progress = Instant::now();
+    }
+    while buf.len() < total {
+        match read_some(rd, buf, progress + config.read_timeout, shutdown).await? {
+            true => progress = Instant::now(),
+            false => return Err(stalled(buf.len(), config)),
+        }
+    }
+    buf.advance(PREFIX);
+    Ok((buf.split_to(len).freeze(), permit))
+}
+
+fn stalled(buffered: usize, config: &DriverConfig) -> ReadEnd {
+    ReadEnd::Close(format!(
+        "client stalled mid-frame: no bytes for {} ms with {buffered} bytes of a frame read",
+        config.read_timeout.as_millis()
+    ))
+}
+
+/// One read into `buf`: `Ok(true)` when bytes arrived, `Ok(false)` when
+/// `deadline` passed first.
+async fn read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    shutdown: &CancellationToken,
+) -> Result<bool, ReadEnd> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(READ_BUFFER);
+    }
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(ReadEnd::Done),
+        r = rd.read_buf(buf) => match r {
+            Ok(0) if buf.is_empty() => Err(ReadEnd::Done),
+            Ok(0) => Err(ReadEnd::Close(format!(
+                "client vanished mid-frame with {} bytes of a frame read",
+                buf.len()
+            ))),
+            Ok(_) => Ok(true),
+            Err(e) => Err(ReadEnd::Close(format!("read failed: {e}"))),
+        },
+        _ = tokio::time::sleep_until(deadline) => Ok(false),
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Slot>,
+    stall_timeout: Duration,
+) -> std::io::Result<()> {
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut carry: Option<Slot> = None;
+    loop {
+        let first = match carry.take() {
+            Some(s) => s,
+            None => match rx.recv().await {
+                Some(s) => s,
+                None => break,
+            },
+        };
+        let mut queued = 0usize;
+        if let Some(chunks) = resolve(first).await {
+            queued += chunks.iter().map(Bytes::len).sum::<usize>();
+            pending.extend(chunks);
+        }
+        while queued < COALESCE_BYTES {
+            match rx.try_recv() {
+                Ok(Slot::Ready(more)) => {
+                    queued += more.iter().map(Bytes::len).sum::<usize>();
+                    pending.extend(more);
+                }
+                // A deferred answer that is not done: write what we have first.
+                Ok(pending_slot) => {
+                    carry = Some(pending_slot);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        match tokio::time::timeout(stall_timeout, write_all_chunks(&mut w, &mut pending)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "client read no response for {} ms",
+                        stall_timeout.as_millis()
+                    ),
+                ))
+            }
+        }
+    }
+    w.shutdown().await
+}
+
+async fn resolve(slot: Slot) -> Option<Vec<Bytes>> {
+    match slot {
+        Slot::Ready(c) => Some(c),
+        Slot::Pending(rx) => rx.await.ok().flatten(),
+    }
+}
+
+/// Writes every chunk with vectored writes, handling partial writes; empties `chunks`.
+pub async fn write_all_chunks<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut start = 0;
+    while start < chunks.len() {
+        if chunks[start].is_empty() {
+            start += 1;
+            continue;
+        }
+        let n = {
+            let slices: Vec<IoSlice<'_>> = chunks[start..]
+                .iter()
+                .filter(|c| !c.is_empty())
+                .take(MAX_IOVECS)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            w.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = n;
+        while left > 0 && start < chunks.len() {
+            let len = chunks[start].len();
+            if left >= len {
+                left -= len;
+                start += 1;
+            } else {
+                chunks[start].advance(left);
+                left = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// Echoes each one-byte payload back; payload `b'd'` is deferred by 300 ms.
+    struct Echo;
+
+    impl FrontEnd for Echo {
+        fn on_frame(&mut self, payload: Bytes) -> Action {
+            let mut out = BytesMut::new();
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            out.extend_from_slice(&payload);
+            let chunks = vec![out.freeze()];
+            match payload.first() {
+                Some(b'd') => Action::Deferred(Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Some(chunks)
+                })),
+                Some(b'x') => Action::Close("asked to".into()),
+                _ => Action::Respond(chunks),
+            }
+        }
+    }
+
+    async fn answers(ordered: bool) -> Vec<u8> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = DriverConfig {
+            max_frame_bytes: 1024,
+            idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            max_deferred: 8,
+            ordered,
+        };
+        let server = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let memory = RequestMemory::new(1 << 20);
+            drive(
+                stream,
+                peer,
+                Echo,
+                config,
+                memory,
+                CancellationToken::new(),
+                TaskTracker::new(),
+            )
+            .await;
+        });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for p in [b'd', b'a', b'b', b'x'] {
+            s.write_all(&1u32.to_be_bytes()).await.unwrap();
+            s.write_all(&[p]).await.unwrap();
+        }
+        let mut got = Vec::new();
+        let read = async {
+            while let Ok(len) = s.read_u32().await {
+                let mut b = vec![0u8; len as usize];
+                s.read_exact(&mut b).await.unwrap();
+                got.extend(b);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the connection closes after its answers");
+        server.await.unwrap();
+        got
+    }
+
+    /// Ordered mode (Kafka) keeps request order across a deferred response;
+    /// unordered (native) lets later answers overtake it. Both still send the
+    /// deferred answer after the front end asked to close.
+    #[tokio::test]
+    async fn responses_keep_request_order_only_when_ordered() {
+        assert_eq!(answers(true).await, b"dab");
+        assert_eq!(answers(false).await, b"abd");
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_closes_before_reserving() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let memory = RequestMemory::new(1 << 20);
+        let m = memory.clone();
+        let server = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let config = DriverConfig {
+                max_frame_bytes: 1024,
+                idle_timeout: Duration::from_secs(60),
+                read_timeout: Duration::from_secs(60),
+                max_deferred: 8,
+                ordered: true,
+            };
+            drive(
+                stream,
+                peer,
+                Echo,
+                config,
+                m,
+                CancellationToken::new(),
+                TaskTracker::new(),
+            )
+            .await;
+        });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&1025u32.to_be_bytes()).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        server.await.unwrap();
+        assert_eq!(memory.in_use(), 0);
+    }
+}
