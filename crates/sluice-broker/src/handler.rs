@@ -149,7 +149,11 @@ fn topic_metadata(d: TopicDescription) -> TopicMetadata {
             .into_iter()
             .map(|p| PartitionMetadata {
                 partition: p.index,
-                error: ErrorCode::None,
+                error: if p.offline.is_some() {
+                    ErrorCode::StorageError
+                } else {
+                    ErrorCode::None
+                },
                 leader: 0,
                 start_offset: p.start_offset,
                 end_offset: p.end_offset,
