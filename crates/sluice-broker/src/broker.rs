@@ -28,7 +28,7 @@
 //! millennia, so it is always a positive `i64`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -56,7 +56,12 @@ pub struct Broker {
     next_producer_id: AtomicI64,
     /// Broker-wide budget of request bytes in memory, shared by every listener.
     request_memory: RequestMemory,
+    /// Run after a topic is deleted (the groups' offsets cascade).
+    topic_deleted: Mutex<Vec<TopicDeletedHook>>,
 }
+
+/// Called with a topic's name after the topic is deleted.
+pub type TopicDeletedHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -248,6 +253,7 @@ impl Broker {
             default_partitions: config.default_partitions,
             next_producer_id: AtomicI64::new(producer_id_seed(now_ms())),
             request_memory,
+            topic_deleted: Mutex::new(Vec::new()),
         })
     }
 
@@ -458,9 +464,25 @@ impl Broker {
         self.default_partitions
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic and its data, then runs the [`Broker::on_topic_deleted`]
+    /// hooks (every group's committed offsets on it go too), in request order.
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        blocking(|| self.topics.delete(name))
+        blocking(|| {
+            self.topics.delete(name)?;
+            let hooks = self.topic_deleted.lock().unwrap_or_else(|p| p.into_inner());
+            for hook in hooks.iter() {
+                hook(name);
+            }
+            Ok(())
+        })
+    }
+
+    /// Registers a hook run after every topic deletion (by [`crate::Groups`]).
+    pub fn on_topic_deleted(&self, hook: TopicDeletedHook) {
+        self.topic_deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
     }
 
     /// Runs every partition's periodic flush and recovery-point update (blocking; run off the runtime).

@@ -212,7 +212,32 @@ impl Groups {
     /// Opens (creating) the offset store at `<data_dir>/__consumer_offsets/0`
     /// and replays it (blocking). `instance_id` must differ between broker
     /// runs (the start time in ms) so member ids are never reused.
+    ///
+    /// It also registers with the broker the rule that deleting a topic
+    /// deletes every group's committed offsets on it, so every front end
+    /// gets that cascade from [`Broker::delete_topic`].
     pub fn open(
+        data_dir: &Path,
+        broker: Arc<Broker>,
+        config: CoordinatorConfig,
+        instance_id: u64,
+    ) -> Result<Arc<Groups>, BrokerError> {
+        let groups = Arc::new(Self::open_store(data_dir, broker, config, instance_id)?);
+        let weak = Arc::downgrade(&groups);
+        groups
+            .broker
+            .on_topic_deleted(Box::new(move |name: &str| {
+                let Some(g) = weak.upgrade() else { return };
+                match g.forget_topic(name) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(topic = %name, offsets = n, "deleted committed offsets of a deleted topic"),
+                    Err(e) => tracing::error!(topic = %name, error = %crate::error::chain(&e), "could not delete the committed offsets of a deleted topic"),
+                }
+            }));
+        Ok(groups)
+    }
+
+    fn open_store(
         data_dir: &Path,
         broker: Arc<Broker>,
         config: CoordinatorConfig,
@@ -682,9 +707,8 @@ pub(crate) mod tests {
         .resolve()
         .unwrap();
         let broker = Arc::new(Broker::open(&cfg, Metrics::new()).unwrap());
-        let groups = Arc::new(
-            Groups::open(dir, Arc::clone(&broker), CoordinatorConfig::default(), 1).unwrap(),
-        );
+        let groups =
+            Groups::open(dir, Arc::clone(&broker), CoordinatorConfig::default(), 1).unwrap();
         (broker, groups)
     }
 
@@ -828,5 +852,32 @@ pub(crate) mod tests {
         assert_eq!(groups.delete_group("g").unwrap(), 2);
         assert!(groups.committed("g").is_empty());
         assert!(groups.describe("g").is_err());
+    }
+
+    /// Deleting a topic through the broker (any front end) deletes every
+    /// group's committed offsets on it, and only on it.
+    #[tokio::test]
+    async fn topic_deletion_through_the_broker_cascades_to_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, groups) = open(dir.path());
+        broker.create_topic("gone", 1, &[]).unwrap();
+        broker.create_topic("kept", 1, &[]).unwrap();
+        let commits = vec![
+            OffsetCommit::new(TopicPartition::new("gone", 0), 3),
+            OffsetCommit::new(TopicPartition::new("kept", 0), 4),
+        ];
+        let t = groups.begin_commit("solo", "", 0, &commits).unwrap();
+        groups.finish_commit(t).unwrap();
+        assert_eq!(groups.committed("solo").len(), 2);
+        broker.delete_topic("gone").unwrap();
+        let c = groups.committed("solo");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[&TopicPartition::new("kept", 0)].offset, 4);
+        // After reopening too.
+        groups.close().unwrap();
+        broker.close().unwrap();
+        drop((broker, groups));
+        let (_broker, groups) = open(dir.path());
+        assert_eq!(groups.committed("solo").len(), 1);
     }
 }

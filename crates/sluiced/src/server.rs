@@ -113,7 +113,7 @@ impl Server {
         Ok(Server {
             config,
             broker,
-            groups: Arc::new(groups),
+            groups,
             native,
             http,
             native_addr,
