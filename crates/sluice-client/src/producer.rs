@@ -1860,6 +1860,7 @@ mod tests {
         assert!(s.plan(Instant::now() + Duration::from_secs(5)).probe);
         s.probe_done(true);
         assert!(!s.unavailable_flag.load(Ordering::Acquire));
-        let _ = append(&s, keyless("e").partition(0), 1);
+        let d = append(&s, keyless("e").partition(0), 1);
+        assert_eq!(d.partition(), 0);
     }
 }
