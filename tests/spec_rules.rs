@@ -511,3 +511,53 @@ fn unknown_groups_get_the_documented_answers() {
     let listed: Vec<String> = g.list().into_iter().map(|l| l.group_id).collect();
     assert_eq!(listed, vec!["made".to_string()]);
 }
+
+#[test]
+fn a_commit_larger_than_one_offsets_batch_is_refused_whole() {
+    let b = TestBroker::start();
+    // 260 partitions with 65,000 bytes of metadata each: over 16 MiB together.
+    let partitions = 260u32;
+    assert_eq!(
+        b.client().create_topic("wide", partitions, &[]),
+        ErrorCode::None
+    );
+    let mut g = GroupClient::connect(b.addr, "big");
+    let metadata = "m".repeat(65_000);
+    let commit = |g: &mut GroupClient, metadata: &str| -> Vec<ErrorCode> {
+        let parts = (0..partitions)
+            .map(|partition| OffsetCommitPartition {
+                partition,
+                offset: 5,
+                metadata: metadata.to_string(),
+            })
+            .collect();
+        match g.call(&Request::OffsetCommit(OffsetCommitRequest {
+            group_id: "huge".into(),
+            member_id: String::new(),
+            generation: 0,
+            topics: vec![OffsetCommitTopic {
+                name: "wide".into(),
+                partitions: parts,
+            }],
+        })) {
+            Response::OffsetCommit(r) => r.topics[0].partitions.iter().map(|p| p.error).collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let errors = commit(&mut g, &metadata);
+    assert_eq!(errors.len(), partitions as usize);
+    assert!(
+        errors
+            .iter()
+            .all(|e| *e != ErrorCode::None && *e == errors[0]),
+        "{errors:?}"
+    );
+    assert!(
+        g.committed("huge").is_empty(),
+        "part of a refused commit was stored"
+    );
+    // Within the limit the same commit is kept.
+    let errors = commit(&mut g, "small");
+    assert!(errors.iter().all(|e| *e == ErrorCode::None), "{errors:?}");
+    assert_eq!(g.committed("huge").len(), partitions as usize);
+}
