@@ -21,14 +21,13 @@ const SPEC: &str = include_str!("../protocol.md");
 /// `n` with thousands separated by commas, as the spec writes numbers.
 fn commas(n: u64) -> String {
     let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|g| std::str::from_utf8(g).unwrap_or_default())
+        .collect();
+    groups.join(",")
 }
 
 /// The rows of the first markdown table after `anchor`, as trimmed cells.
