@@ -104,7 +104,7 @@ pub struct ConfigLayer {
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub auto_create_topics: Option<bool>,
-    /// Partition count of auto-created topics and of CreateTopics with 0 partitions.
+    /// Partition count of auto-created topics.
     #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<u32>,
     /// Default flush policy for topics that do not override it.
