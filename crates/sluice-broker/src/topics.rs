@@ -337,6 +337,9 @@ impl TopicRegistry {
             if let Err(e) = p.close() {
                 tracing::warn!(topic = name, partition = p.index(), error = %crate::error::chain(&e), "closing a deleted partition failed");
             }
+            // For good: handles still held elsewhere (a late fetch, a
+            // retention pass) must not touch a topic re-created at this path.
+            p.log().mark_closed();
         }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
