@@ -295,6 +295,7 @@
 
 #![warn(missing_docs)]
 
+mod background;
 mod checkpoint;
 mod error;
 mod index;
@@ -304,6 +305,7 @@ pub mod policy;
 mod segment;
 mod sys;
 
+pub use crate::background::threads_started as background_threads_started;
 pub use crate::error::LogError;
 pub use crate::io::{FaultyFileIo, FileIo, OsFileIo};
 pub use crate::log::{AppendInfo, FlushPolicy, Log, LogConfig, OpenKind, WRITEBACK_CHUNK};

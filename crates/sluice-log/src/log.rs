@@ -182,8 +182,8 @@ pub struct Log {
     /// The `recovery-point` file's state; serialises its writers (shared
     /// with the background thread that rewrites it after flushes).
     checkpoint: Arc<Mutex<CheckpointState>>,
-    /// The last background checkpoint write (joined on drop).
-    checkpoint_job: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The last background checkpoint write (waited for on drop).
+    checkpoint_job: Mutex<Option<crate::background::Task>>,
     /// The file on disk carries the clean-shutdown flag (set by `close`,
     /// cleared by the next append).
     clean_marked: AtomicBool,
@@ -538,11 +538,8 @@ impl Log {
             return;
         }
         let mut job = lock(&self.checkpoint_job);
-        if job.as_ref().is_some_and(|h| !h.is_finished()) {
+        if job.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
-        }
-        if let Some(h) = job.take() {
-            let _ = h.join();
         }
         let candidate = self.recovery_point_candidate();
         let state = self.checkpoint.clone();
@@ -565,22 +562,7 @@ impl Log {
                 }
             }
         };
-        let work = Arc::new(Mutex::new(Some(work)));
-        let for_thread = work.clone();
-        match std::thread::Builder::new()
-            .name("sluice-checkpoint".into())
-            .spawn(move || {
-                if let Some(w) = lock(&for_thread).take() {
-                    w()
-                }
-            }) {
-            Ok(h) => *job = Some(h),
-            Err(_) => {
-                if let Some(w) = lock(&work).take() {
-                    w()
-                }
-            }
-        }
+        *job = Some(crate::background::spawn(work));
     }
 
     /// The directory of this log.
@@ -778,22 +760,8 @@ impl Log {
             }
             lock(&pending).retain(|p| p.id != id);
         };
-        // The job is shared so that it can still run inline if no thread
-        // can be started.
-        let job = Arc::new(Mutex::new(Some(job)));
-        let for_thread = job.clone();
-        let spawned = std::thread::Builder::new()
-            .name("sluice-seal-sync".into())
-            .spawn(move || {
-                if let Some(j) = lock(&for_thread).take() {
-                    j()
-                }
-            });
-        if spawned.is_err() {
-            if let Some(j) = lock(&job).take() {
-                j()
-            }
-        }
+        // On the shared pool: a roll never starts a thread of its own.
+        drop(crate::background::spawn(job));
     }
 
     /// Whole batches starting at the batch that contains `offset`, up to
@@ -1222,8 +1190,8 @@ impl Log {
         drop(lock(&self.retention));
         drop(lock(&self.checkpoint));
         let job = lock(&self.checkpoint_job).take();
-        if let Some(h) = job {
-            let _ = h.join();
+        if let Some(t) = job {
+            t.wait();
         }
         // Group-commit waiters re-check the flag.
         let _guard = lock(&self.sync);
@@ -1253,8 +1221,8 @@ impl Drop for Log {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(h) = job {
-            let _ = h.join();
+        if let Some(t) = job {
+            t.wait();
         }
     }
 }
