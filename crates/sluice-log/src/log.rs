@@ -268,7 +268,10 @@ impl Log {
         io: Arc<dyn FileIo>,
     ) -> Result<Log, LogError> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        // New directories are synced into their parents: a partition (or
+        // `__consumer_offsets`) directory lost to a power cut would take
+        // every acknowledged append with it.
+        crate::io::create_dirs(io.as_ref(), &dir).map_err(|e| LogError::io(&dir, e))?;
         let lock_path = dir.join(".lock");
         let lock_file = OpenOptions::new()
             .read(true)
@@ -296,7 +299,7 @@ impl Log {
         for (base, path) in index_files {
             if bases.binary_search(&base).is_err() {
                 tracing::info!(file = %path.display(), "removing an index without its segment");
-                if let Err(e) = std::fs::remove_file(&path) {
+                if let Err(e) = io.remove_file(&path) {
                     tracing::warn!(file = %path.display(), error = %e, "cannot remove an orphaned index");
                 }
             }
@@ -338,7 +341,7 @@ impl Log {
             Some((&last, sealed)) => {
                 let mut active_base = last;
                 for (i, &base) in sealed.iter().enumerate() {
-                    let seg = segment::open_sealed(&dir, base, &settings)?;
+                    let seg = segment::open_sealed(&dir, base, &settings, io.as_ref())?;
                     let next_base = sealed.get(i + 1).copied().unwrap_or(last);
                     let damage = match recovery_point {
                         Some(r) if next_base > r => segment::verify_sealed(&seg, r)?,
@@ -346,7 +349,7 @@ impl Log {
                     };
                     if let Some(d) = damage {
                         drop(seg);
-                        Self::cut_after(&dir, base, &d, &bases[i + 1..])?;
+                        Self::cut_after(io.as_ref(), &dir, base, &d, &bases[i + 1..])?;
                         active_base = base;
                         break;
                     }
@@ -387,6 +390,7 @@ impl Log {
         // without the clean flag also invalidates a clean-shutdown marker,
         // so a crash from here on is seen as unclean.
         let written = checkpoint::write_or_remove(
+            io.as_ref(),
             &dir,
             Checkpoint {
                 recovery_offset: end,
@@ -426,6 +430,7 @@ impl Log {
     /// later segment (`later` holds their base offsets) so that segment
     /// becomes the active one, whose recovery then cuts it at the damage.
     fn cut_after(
+        io: &dyn FileIo,
         dir: &Path,
         base: u64,
         d: &segment::Damage,
@@ -439,14 +444,14 @@ impl Log {
                 if ext == "log" {
                     deleted_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                 }
-                match std::fs::remove_file(&p) {
+                match io.remove_file(&p) {
                     Ok(()) => deleted.push(p.display().to_string()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(LogError::io(&p, e)),
                 }
             }
         }
-        segment::sync_dir(dir)?;
+        segment::sync_dir(io, dir)?;
         tracing::warn!(
             segment = %dir.join(segment::file_name(base, "log")).display(),
             position = d.position,
@@ -504,6 +509,7 @@ impl Log {
         self.check_open()?;
         if candidate > ck.written {
             checkpoint::write(
+                self.io.as_ref(),
                 &self.dir,
                 Checkpoint {
                     recovery_offset: candidate,
@@ -545,6 +551,7 @@ impl Log {
         let state = self.checkpoint.clone();
         let closed = self.closed.clone();
         let dir = self.dir.clone();
+        let io = self.io.clone();
         let work = move || {
             let mut ck = lock(&state);
             // Checked under the lock `mark_closed` takes after setting it.
@@ -555,7 +562,7 @@ impl Log {
                 recovery_offset: candidate,
                 clean: false,
             };
-            match checkpoint::write(&dir, cp) {
+            match checkpoint::write(io.as_ref(), &dir, cp) {
                 Ok(()) => ck.written = candidate,
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "could not write the recovery point")
@@ -622,7 +629,7 @@ impl Log {
                     recovery_offset: ck.written,
                     clean: false,
                 };
-                if !checkpoint::write_or_remove(&self.dir, cp)? {
+                if !checkpoint::write_or_remove(self.io.as_ref(), &self.dir, cp)? {
                     ck.written = 0;
                 }
                 self.clean_marked.store(false, Ordering::Release);
@@ -1086,7 +1093,7 @@ impl Log {
             // indexes, each unlink made durable before the next: if one
             // fails, or a crash comes, no later segment is gone while an
             // earlier one stays, so the log never has a gap.
-            match std::fs::remove_file(&seg.log_path) {
+            match self.io.remove_file(&seg.log_path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -1095,14 +1102,14 @@ impl Log {
                 }
             }
             deleted += 1;
-            if let Err(e) = segment::sync_dir(&self.dir) {
+            if let Err(e) = segment::sync_dir(self.io.as_ref(), &self.dir) {
                 // The unlink may not be durable: stop here, list in step with the disk.
                 first_err = Some(e);
                 break;
             }
             tracing::info!(segment = %seg.log_path.display(), base = seg.base, next = seg.next_offset(), bytes = seg.size(), "{why} deleted segment");
             for p in [&seg.index_path, &seg.time_path] {
-                if let Err(e) = std::fs::remove_file(p) {
+                if let Err(e) = self.io.remove_file(p) {
                     if e.kind() != std::io::ErrorKind::NotFound && first_err.is_none() {
                         first_err = Some(LogError::io(p.as_path(), e));
                     }
@@ -1114,7 +1121,7 @@ impl Log {
             let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
             list.drain(..deleted);
         }
-        segment::sync_dir(&self.dir)?;
+        segment::sync_dir(self.io.as_ref(), &self.dir)?;
         match first_err {
             Some(e) => Err(e),
             None => Ok(deleted),
@@ -1155,7 +1162,7 @@ impl Log {
             recovery_offset: end,
             clean: true,
         };
-        match checkpoint::write(&self.dir, cp) {
+        match checkpoint::write(self.io.as_ref(), &self.dir, cp) {
             Ok(()) => {
                 ck.written = end;
                 ck.at = Instant::now();
