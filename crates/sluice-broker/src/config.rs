@@ -314,7 +314,11 @@ impl ConfigLayer {
                 cfg.topic_defaults.segment_bytes
             )));
         }
-        if let Some(ms) = cfg.topic_defaults.segment_ms.filter(|&ms| ms < MIN_SEGMENT_MS) {
+        if let Some(ms) = cfg
+            .topic_defaults
+            .segment_ms
+            .filter(|&ms| ms < MIN_SEGMENT_MS)
+        {
             return Err(BrokerError::Config(format!(
                 "segment_ms must be at least {MIN_SEGMENT_MS}, got {ms}"
             )));

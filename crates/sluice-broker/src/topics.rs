@@ -131,7 +131,18 @@ impl TopicRegistry {
         defaults: TopicDefaults,
         metrics: Metrics,
     ) -> Result<TopicRegistry, BrokerError> {
+        // A data directory created here is synced into its parent (and so
+        // on up), so a power cut cannot take it with all it holds.
+        let missing: Vec<&Path> = data_dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.is_dir())
+            .collect();
         fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        for d in missing.iter().rev() {
+            if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let lock = lock_data_dir(data_dir)?;
         let reg = TopicRegistry {
             data_dir: data_dir.to_path_buf(),

@@ -13,7 +13,12 @@ fn batch_of(seed: u32, records: usize) -> bytes::Bytes {
     let mut b = batch::RecordBatchBuilder::new();
     for r in 0..records {
         let value = vec![(seed as usize + r) as u8; 1_000];
-        b.push(1_000, Some(format!("k{seed}-{r}").as_bytes()), Some(&value), &[]);
+        b.push(
+            1_000,
+            Some(format!("k{seed}-{r}").as_bytes()),
+            Some(&value),
+            &[],
+        );
     }
     b.finish()
 }
@@ -70,7 +75,10 @@ fn old_handles_of_a_deleted_topic_leave_its_successor_alone() {
             code(old.maybe_flush(std::time::Instant::now())),
             ErrorCode::UnknownTopicOrPartition
         );
-        assert_eq!(code(old.read(0, 1 << 20)), ErrorCode::UnknownTopicOrPartition);
+        assert_eq!(
+            code(old.read(0, 1 << 20)),
+            ErrorCode::UnknownTopicOrPartition
+        );
         assert_eq!(code(old.close()), ErrorCode::UnknownTopicOrPartition);
         assert!(matches!(
             old.log().flush(),

@@ -60,7 +60,10 @@ fn cut_and_check(cut_at: Option<u64>) -> u64 {
         );
     }
     if let Some(g) = got {
-        assert!(g % 10 == 0 && Some(g) <= tried, "cut at {cut_at:?}: read {g}");
+        assert!(
+            g % 10 == 0 && Some(g) <= tried,
+            "cut at {cut_at:?}: read {g}"
+        );
     }
     steps
 }

@@ -71,7 +71,12 @@ pub trait FileIo: Send + Sync + Debug {
 
 /// Writes all of `buf` at `offset` of `file` through `io` (looping on short
 /// writes).
-pub(crate) fn write_all_at(io: &dyn FileIo, file: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all_at(
+    io: &dyn FileIo,
+    file: &File,
+    offset: u64,
+    buf: &[u8],
+) -> io::Result<()> {
     let mut done = 0usize;
     while done < buf.len() {
         let n = io.write_vectored_at(file, offset + done as u64, &[IoSlice::new(&buf[done..])])?;
@@ -230,11 +235,10 @@ impl PowerModel {
         let durable = self.dirs.get(dir).unwrap_or(&empty);
         for (name, node) in listing(dir)? {
             let path = dir.join(&name);
-            let keep = match (durable.get(&name), node) {
-                (Some(Node::Dir), Node::Dir) => true,
-                (Some(Node::File(_)), Node::File(_)) => true,
-                _ => false,
-            };
+            let keep = matches!(
+                (durable.get(&name), node),
+                (Some(Node::Dir), Node::Dir) | (Some(Node::File(_)), Node::File(_))
+            );
             if !keep {
                 match node {
                     Node::Dir => std::fs::remove_dir_all(&path)?,

@@ -1051,7 +1051,8 @@ impl ActiveSegment {
     /// afterwards (space is reserved again on demand).
     pub(crate) fn trim(&mut self, io: &dyn FileIo, sync: bool) -> Result<(), LogError> {
         let path = self.seg.log_path.clone();
-        io.set_len(&self.file, self.end as u64).map_err(io_err(&path))?;
+        io.set_len(&self.file, self.end as u64)
+            .map_err(io_err(&path))?;
         self.allocated = self.end as u64;
         self.log_w.set_writable(self.end);
         for ix in [&mut self.index, &mut self.time] {

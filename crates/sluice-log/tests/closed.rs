@@ -37,7 +37,8 @@ fn a_closed_log_leaves_a_new_log_at_its_path_alone() {
     };
     let old = Log::open(&dir, config.clone()).unwrap();
     for i in 0..200u64 {
-        old.append(&make_batch(i, 2, 500, 1_000 + i as i64)).unwrap();
+        old.append(&make_batch(i, 2, 500, 1_000 + i as i64))
+            .unwrap();
     }
     assert!(old.segment_count() > 2, "the old log has sealed segments");
     old.close().unwrap();
@@ -78,7 +79,11 @@ fn a_closed_log_leaves_a_new_log_at_its_path_alone() {
     assert!(!old.take_writeback_request());
     old.start_writeback();
     drop(old);
-    assert_eq!(snapshot(&dir), before, "the closed log changed the new one's files");
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "the closed log changed the new one's files"
+    );
 
     // The new log's data survives a reopen byte for byte.
     drop(new);

@@ -199,7 +199,10 @@ fn power_cut_during_log_creation() {
 
 #[test]
 fn power_cut_during_recovery_point_replacement() {
-    let cfg = config(4096, FlushPolicy::Interval(std::time::Duration::from_secs(3600)));
+    let cfg = config(
+        4096,
+        FlushPolicy::Interval(std::time::Duration::from_secs(3600)),
+    );
     let setup_cfg = cfg.clone();
     at_every_step(
         "recovery point",
@@ -239,27 +242,36 @@ fn the_model_keeps_only_what_fsyncs_made_durable() {
     std::fs::write(root.join("old"), b"old durable").unwrap();
     std::fs::write(root.join("replaced"), b"first").unwrap();
     let io = FaultyFileIo::with_power_cut(&root, &base.path().join("g"), None).unwrap();
-    let create = OpenOptions::new().read(true).write(true).create(true).clone();
+    let create = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .clone();
     // Synced data, synced entry: survives.
     let a = io.open(&root.join("a"), &create).unwrap();
-    io.write_vectored_at(&a, 0, &[IoSlice::new(b"aaaa")]).unwrap();
+    io.write_vectored_at(&a, 0, &[IoSlice::new(b"aaaa")])
+        .unwrap();
     io.sync_data(&a).unwrap();
     // Synced entry, data written after the file sync: the later write is lost.
-    io.write_vectored_at(&a, 4, &[IoSlice::new(b"more")]).unwrap();
+    io.write_vectored_at(&a, 4, &[IoSlice::new(b"more")])
+        .unwrap();
     // A new directory whose entry is durable but whose contents are not.
     io.create_dir(&root.join("d")).unwrap();
     io.sync_dir(&root).unwrap();
     // Synced data, entry never synced: the file is lost.
     let b = io.open(&root.join("b"), &create).unwrap();
-    io.write_vectored_at(&b, 0, &[IoSlice::new(b"bbbb")]).unwrap();
+    io.write_vectored_at(&b, 0, &[IoSlice::new(b"bbbb")])
+        .unwrap();
     io.sync_data(&b).unwrap();
     let c = io.open(&root.join("d").join("c"), &create).unwrap();
     io.sync_data(&c).unwrap();
     // After the directory sync: a removal and a rename over a file, neither synced.
     let r = io.open(&root.join("r.tmp"), &create).unwrap();
-    io.write_vectored_at(&r, 0, &[IoSlice::new(b"second")]).unwrap();
+    io.write_vectored_at(&r, 0, &[IoSlice::new(b"second")])
+        .unwrap();
     io.sync_all(&r).unwrap();
-    io.rename(&root.join("r.tmp"), &root.join("replaced")).unwrap();
+    io.rename(&root.join("r.tmp"), &root.join("replaced"))
+        .unwrap();
     io.remove_file(&root.join("old")).unwrap();
     assert_eq!(std::fs::read(root.join("replaced")).unwrap(), b"second");
     drop((a, b, c, r));

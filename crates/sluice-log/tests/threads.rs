@@ -27,7 +27,11 @@ fn many_rolls_start_a_bounded_number_of_threads() {
             log.flush().unwrap();
         }
     }
-    assert!(log.segment_count() >= 300, "{} segments", log.segment_count());
+    assert!(
+        log.segment_count() >= 300,
+        "{} segments",
+        log.segment_count()
+    );
     // Each roll queued a background fsync; a flush covers any still pending.
     log.flush().unwrap();
     assert!(
