@@ -8,9 +8,16 @@
 //!
 //! # Layout
 //!
-//! - [`Log`] (`log.rs`): one partition = an ordered list of segments in one
-//!   directory; the public API (append, read, flush, retention, config).
-//!   One writer (an internal mutex), any number of concurrent readers.
+//! - [`Log`] (`log/mod.rs`): one partition = an ordered list of segments in
+//!   one directory; the public API (append, read, flush, retention, config)
+//!   and the open sequence. One writer (an internal mutex), any number of
+//!   concurrent readers.
+//! - `log/recovery.rs`: the recovery plan, pure and unit-tested: from the
+//!   directory's file names and the checkpoint, which segments exist, which
+//!   orphaned indexes go, how far data is trusted, what is CRC-checked and
+//!   fsynced (Kafka's `LogLoader` to the `LocalLog` above).
+//! - `log/durability.rs`: group commit, interval flushing and writeback,
+//!   background fsyncs of sealed segments, and the checkpoint upkeep.
 //! - `segment.rs`: one segment (`.log` + `.index` + `.timeindex`): the
 //!   read view shared by readers, the writer's active-segment handle,
 //!   recovery and index rebuild.
