@@ -281,7 +281,7 @@ impl Log {
 
     /// Whether the owner should call [`Log::start_writeback`] now, off the
     /// append path: with [`FlushPolicy::Interval`], appends have left at
-    /// least [`WRITEBACK_CHUNK`] bytes not yet handed to writeback. True at
+    /// least [`WRITEBACK_CHUNK`](super::WRITEBACK_CHUNK) bytes not yet handed to writeback. True at
     /// most once until that call runs.
     ///
     /// Writing back in chunks as data arrives, rather than all of a timer
