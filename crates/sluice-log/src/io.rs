@@ -166,6 +166,10 @@ enum Node {
 /// fsync saw. Everything else (writes, creations, renames, removals and
 /// truncations not yet synced) is lost at the cut.
 ///
+/// Writes through a shared memory map (the index files) are treated the
+/// same way: the model reads a file's content when its sync returns, so
+/// they count exactly when a sync covered them.
+///
 /// Removed and replaced files are moved to a graveyard directory instead
 /// of unlinked, so their inode numbers are not reused while the model
 /// still refers to them.
