@@ -368,10 +368,21 @@ impl ConfigLayer {
                 "housekeeping_interval_ms must be > 0".into(),
             ));
         }
-        if cfg.topic_defaults.segment_bytes < 1024 {
-            return Err(BrokerError::Config(
-                "segment_bytes must be at least 1024".into(),
-            ));
+        use crate::topic_meta::{MIN_SEGMENT_BYTES, MIN_SEGMENT_MS};
+        if cfg.topic_defaults.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(BrokerError::Config(format!(
+                "segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {}",
+                cfg.topic_defaults.segment_bytes
+            )));
+        }
+        if let Some(ms) = cfg
+            .topic_defaults
+            .segment_ms
+            .filter(|&ms| ms < MIN_SEGMENT_MS)
+        {
+            return Err(BrokerError::Config(format!(
+                "segment_ms must be at least {MIN_SEGMENT_MS}, got {ms}"
+            )));
         }
         Ok(cfg)
     }

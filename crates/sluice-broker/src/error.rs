@@ -230,6 +230,8 @@ pub fn log_error_code(err: &LogError) -> ErrorCode {
         LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        // A handle of a deleted partition.
+        LogError::Closed => ErrorCode::UnknownTopicOrPartition,
         LogError::Io { .. } | LogError::Poisoned | LogError::Corrupt { .. } => {
             ErrorCode::StorageError
         }
@@ -275,6 +277,7 @@ mod tests {
                 ErrorCode::DiskFull,
             ),
             (LogError::Poisoned, ErrorCode::StorageError),
+            (LogError::Closed, ErrorCode::UnknownTopicOrPartition),
             (
                 LogError::OffsetOutOfRange {
                     offset: 9,

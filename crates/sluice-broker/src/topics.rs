@@ -169,7 +169,18 @@ impl TopicRegistry {
         metrics: Metrics,
         max_total_partitions: u32,
     ) -> Result<TopicRegistry, BrokerError> {
+        // A data directory created here is synced into its parent (and so
+        // on up), so a power cut cannot take it with all it holds.
+        let missing: Vec<&Path> = data_dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.is_dir())
+            .collect();
         fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        for d in missing.iter().rev() {
+            if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let lock = lock_data_dir(data_dir)?;
         let reg = TopicRegistry {
             data_dir: data_dir.to_path_buf(),
@@ -419,6 +430,9 @@ impl TopicRegistry {
             if let Err(e) = p.close() {
                 tracing::warn!(topic = name, partition = p.index(), error = %crate::error::chain(&e), "closing a deleted partition failed");
             }
+            // For good: handles still held elsewhere (a late fetch, a
+            // retention pass) must not touch a topic re-created at this path.
+            p.log().mark_closed();
         }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -228,7 +228,18 @@ impl OffsetStore {
 
     /// Opens (creating if needed) the log in `dir` and replays it.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<OffsetStore, GroupError> {
-        let log = Log::open(dir, config)?;
+        Self::open_with_io(dir, config, std::sync::Arc::new(sluice_log::OsFileIo))
+    }
+
+    /// Like [`OffsetStore::open`], with the log's file-system calls routed
+    /// through `io` (fault injection and power-cut tests). Creating `dir`
+    /// syncs every new directory into its parent, up to the existing one.
+    pub fn open_with_io(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        io: std::sync::Arc<dyn sluice_log::FileIo>,
+    ) -> Result<OffsetStore, GroupError> {
+        let log = Log::open_with_io(dir, config, io)?;
         let mut map: BTreeMap<String, BTreeMap<TopicPartition, Entry>> = BTreeMap::new();
         let mut stats = ReplayStats::default();
         let start = log.start_offset();
