@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::future::select_all;
 use sluice_log::AppendInfo;
-use sluice_protocol::{Acks, OffsetSpec};
+use sluice_protocol::{Acks, OffsetSpec, RequestLimits};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +51,8 @@ pub struct Broker {
     default_partitions: u32,
     /// The next producer id to hand out (see the module docs).
     next_producer_id: AtomicI64,
+    /// Bounds every front end applies while decoding a request.
+    request_limits: RequestLimits,
 }
 
 impl std::fmt::Debug for Broker {
@@ -112,8 +114,8 @@ impl Appended {
 /// One partition to read in a fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchTarget {
-    /// Topic name.
-    pub topic: String,
+    /// Topic name, shared by the targets of one topic (not copied per partition).
+    pub topic: Arc<str>,
     /// Partition index.
     pub partition: u32,
     /// First offset wanted.
@@ -222,7 +224,15 @@ impl Broker {
             auto_create_topics: config.auto_create_topics,
             default_partitions: config.default_partitions,
             next_producer_id: AtomicI64::new(producer_id_seed(now_ms())),
+            request_limits: RequestLimits {
+                max_partitions: config.max_request_partitions,
+            },
         })
+    }
+
+    /// Bounds a front end applies while decoding a request (`max_request_partitions`).
+    pub fn request_limits(&self) -> &RequestLimits {
+        &self.request_limits
     }
 
     /// Allocates a producer id for an idempotent producer: `(id, epoch 0)`.
@@ -480,9 +490,9 @@ impl PreparedFetch {
         let mut out = Vec::with_capacity(self.lookups.len());
         for (t, l) in self.params.targets.iter().zip(&self.lookups) {
             let r = match l {
-                Lookup::NoTopic => Err(BrokerError::UnknownTopic(t.topic.clone())),
+                Lookup::NoTopic => Err(BrokerError::UnknownTopic(t.topic.to_string())),
                 Lookup::NoPartition => Err(BrokerError::UnknownPartition {
-                    topic: t.topic.clone(),
+                    topic: t.topic.to_string(),
                     partition: t.partition,
                 }),
                 Lookup::Found(p) => {

@@ -23,6 +23,7 @@
 //! | `max_batch_bytes`        | `SLUICE_MAX_BATCH_BYTES`     | 16 MiB           |
 //! | `max_frame_bytes`        | `SLUICE_MAX_FRAME_BYTES`     | 64 MiB           |
 //! | `max_connections`        | `SLUICE_MAX_CONNECTIONS`     | `10000`          |
+//! | `max_request_partitions` | `SLUICE_MAX_REQUEST_PARTITIONS` | `10000` (entries per request, see protocol.md) |
 //! | `housekeeping_interval_ms` | `SLUICE_HOUSEKEEPING_INTERVAL_MS` | `5000` (retention checks) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
 //! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info`         |
@@ -126,6 +127,9 @@ pub struct ConfigLayer {
     /// Most simultaneous client connections; further ones wait in the backlog.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most topic-partitions (entries) one request may list; more get INVALID_REQUEST.
+    #[arg(long, env = "SLUICE_MAX_REQUEST_PARTITIONS")]
+    pub max_request_partitions: Option<usize>,
     /// How often retention is enforced.
     #[arg(long, env = "SLUICE_HOUSEKEEPING_INTERVAL_MS")]
     pub housekeeping_interval_ms: Option<u64>,
@@ -168,6 +172,8 @@ pub struct BrokerConfig {
     pub max_frame_bytes: usize,
     /// Connection cap.
     pub max_connections: usize,
+    /// Most entries (topic-partitions, names, group ids) one request may list.
+    pub max_request_partitions: usize,
     /// Retention check period.
     pub housekeeping_interval: Duration,
     /// Shutdown deadline for in-flight requests.
@@ -227,6 +233,9 @@ impl ConfigLayer {
             max_batch_bytes: self.max_batch_bytes.or(lower.max_batch_bytes),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
             max_connections: self.max_connections.or(lower.max_connections),
+            max_request_partitions: self
+                .max_request_partitions
+                .or(lower.max_request_partitions),
             housekeeping_interval_ms: self
                 .housekeeping_interval_ms
                 .or(lower.housekeeping_interval_ms),
@@ -278,6 +287,9 @@ impl ConfigLayer {
                 .max_frame_bytes
                 .unwrap_or(sluice_protocol::codec::DEFAULT_MAX_FRAME_BYTES),
             max_connections: self.max_connections.unwrap_or(10_000),
+            max_request_partitions: self
+                .max_request_partitions
+                .unwrap_or(sluice_protocol::DEFAULT_MAX_REQUEST_PARTITIONS),
             housekeeping_interval: Duration::from_millis(
                 self.housekeeping_interval_ms.unwrap_or(5000),
             ),
@@ -292,6 +304,11 @@ impl ConfigLayer {
         }
         if cfg.max_connections == 0 {
             return Err(BrokerError::Config("max_connections must be > 0".into()));
+        }
+        if cfg.max_request_partitions == 0 {
+            return Err(BrokerError::Config(
+                "max_request_partitions must be > 0".into(),
+            ));
         }
         if cfg.max_frame_bytes < 64 {
             return Err(BrokerError::Config(format!(
@@ -343,6 +360,18 @@ mod tests {
         assert_eq!(cfg.topic_defaults.flush_interval_ms, 1000);
         assert_eq!(cfg.max_frame_bytes, 64 << 20);
         assert_eq!(cfg.max_connections, 10_000);
+        assert_eq!(cfg.max_request_partitions, 10_000);
+    }
+
+    #[test]
+    fn max_request_partitions_is_configurable_and_positive() {
+        let layer: ConfigLayer = toml::from_str("max_request_partitions = 5\n").unwrap();
+        assert_eq!(layer.resolve().unwrap().max_request_partitions, 5);
+        let zero = ConfigLayer {
+            max_request_partitions: Some(0),
+            ..ConfigLayer::default()
+        };
+        assert!(zero.resolve().is_err());
     }
 
     #[test]

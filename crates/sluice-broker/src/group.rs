@@ -76,6 +76,7 @@ use sluice_group::{
     CoordinatorConfig, GroupDescription, GroupError, GroupListing, GroupState, JoinRequest,
     MemberView, OffsetCommit, OffsetStore, TopicCatalog, TopicPartition,
 };
+use sluice_protocol::TopicPartitions;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -294,17 +295,26 @@ impl Groups {
 
     /// Heartbeat: applies the `owned` report now; answers at once or parks
     /// (see the module docs) when `max_wait` is non-zero and nothing changed.
+    ///
+    /// The report is expanded into `(topic, partition)` pairs under the
+    /// coordinator lock, and only as far as it can matter: nothing for an
+    /// unknown member, at most one pair more than the member owns otherwise
+    /// (that extra pair is then not owned, which the coordinator refuses as
+    /// a stale view). So a large report costs what the member really owns.
     pub fn heartbeat(
         self: &Arc<Self>,
         group: &str,
         member_id: &str,
         generation: u32,
-        owned: &[TopicPartition],
+        owned: &[TopicPartitions],
         max_wait: Duration,
     ) -> HeartbeatReply {
-        let (r, mut st) = self.mutate(|st, now, cat| {
-            st.coordinator
-                .heartbeat(now, group, member_id, generation, Some(owned), cat)
+        let ((r, owned), mut st) = self.mutate(|st, now, cat| {
+            let pairs = expand_owned(owned, st.coordinator.owned_count(group, member_id));
+            let r = st
+                .coordinator
+                .heartbeat(now, group, member_id, generation, Some(&pairs), cat);
+            (r, pairs)
         });
         let view = match r {
             Ok(v) => v,
@@ -666,6 +676,27 @@ impl Drop for ParkedHeartbeat {
     }
 }
 
+/// The first pairs of an `owned` report: none when the member is unknown
+/// (`limit` is `None`), else distinct pairs up to `limit + 1` (see
+/// [`Groups::heartbeat`]). Memory is bounded by what the member owns, not by
+/// the report.
+fn expand_owned(owned: &[TopicPartitions], limit: Option<usize>) -> Vec<TopicPartition> {
+    let Some(limit) = limit else {
+        return Vec::new();
+    };
+    let mut seen: HashSet<(&str, u32)> = HashSet::new();
+    let mut out = Vec::new();
+    for (topic, partition) in TopicPartitions::pairs(owned) {
+        if out.len() > limit {
+            break;
+        }
+        if seen.insert((topic, partition)) {
+            out.push(TopicPartition::new(topic, partition));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -700,6 +731,10 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    fn tps(v: &[TopicPartition]) -> Vec<TopicPartitions> {
+        TopicPartitions::from_pairs(v.iter().map(|tp| (tp.topic.as_str(), tp.partition)))
+    }
+
     fn ready(r: HeartbeatReply) -> MemberView {
         match r {
             HeartbeatReply::Ready(v) => v.unwrap(),
@@ -728,20 +763,20 @@ pub(crate) mod tests {
             "g",
             &a.member_id,
             a.generation,
-            &a.assignment,
+            &tps(&a.assignment),
             Duration::ZERO,
         ));
         let keep: Vec<TopicPartition> = a_view.assignment.clone();
         assert_eq!(keep.len(), 2);
         let a_view =
-            ready(groups.heartbeat("g", &a.member_id, a_view.generation, &keep, Duration::ZERO));
+            ready(groups.heartbeat("g", &a.member_id, a_view.generation, &tps(&keep), Duration::ZERO));
         let _ = b;
         // a parks for up to 10 s (capped at 10 s = a third of 30 s); b goes silent.
         let parked = parked(groups.heartbeat(
             "g",
             &a.member_id,
             a_view.generation,
-            &keep,
+            &tps(&keep),
             Duration::from_secs(60),
         ));
         let started = Instant::now();
@@ -773,7 +808,7 @@ pub(crate) mod tests {
                 "g",
                 &a.member_id,
                 a.generation,
-                &a.assignment,
+                &tps(&a.assignment),
                 Duration::from_secs(60),
             ))
         };

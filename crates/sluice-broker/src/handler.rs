@@ -248,7 +248,7 @@ fn delete_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
 
 fn partition_response(
     partition: u32,
-    r: Result<sluice_log::AppendInfo, BrokerError>,
+    r: Result<sluice_log::AppendInfo, ErrorCode>,
 ) -> ProducePartitionResponse {
     match r {
         Ok(info) => ProducePartitionResponse {
@@ -257,16 +257,20 @@ fn partition_response(
             base_offset: info.base_offset,
             last_offset: info.last_offset,
         },
-        Err(e) => {
-            tracing::debug!(partition, error = %chain(&e), "produce failed");
-            ProducePartitionResponse {
-                partition,
-                error: e.code(),
-                base_offset: 0,
-                last_offset: 0,
-            }
-        }
+        Err(error) => ProducePartitionResponse {
+            partition,
+            error,
+            base_offset: 0,
+            last_offset: 0,
+        },
     }
+}
+
+/// A produce error as its wire code, logged (the error, which may hold a
+/// copy of the topic name, is dropped here, not kept per partition).
+fn produce_error(partition: u32, e: BrokerError) -> ErrorCode {
+    tracing::debug!(partition, error = %chain(&e), "produce failed");
+    e.code()
 }
 
 fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
@@ -286,7 +290,16 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             .partitions
             .into_iter()
             .map(|p| {
-                let r = ctx.broker.append(&t.name, p.partition, &p.records, acks);
+                // Checked here so an empty partition costs no error value
+                // (the broker's EmptyProduce carries the topic name).
+                let r = if p.records.is_empty() {
+                    tracing::debug!(partition = p.partition, "produce partition without records");
+                    Err(ErrorCode::InvalidRequest)
+                } else {
+                    ctx.broker
+                        .append(&t.name, p.partition, &p.records, acks)
+                        .map_err(|e| produce_error(p.partition, e))
+                };
                 if let Ok(a) = &r {
                     any_wait |= a.needs_fsync();
                 }
@@ -318,7 +331,7 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             let mut partitions = Vec::with_capacity(parts.len());
             for (p, r) in parts {
                 let r = match r {
-                    Ok(a) => a.durable(timeout).await,
+                    Ok(a) => a.durable(timeout).await.map_err(|e| produce_error(p, e)),
                     Err(e) => Err(e),
                 };
                 partitions.push(partition_response(p, r));
@@ -397,11 +410,13 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let mut shape = Vec::with_capacity(topics.len());
     let mut targets = Vec::new();
     for t in topics {
+        // One shared copy of the name for all of the topic's targets.
+        let topic: Arc<str> = Arc::from(t.name.as_str());
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             parts.push(p.partition);
             targets.push(FetchTarget {
-                topic: t.name.clone(),
+                topic: Arc::clone(&topic),
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.max_bytes as usize,
@@ -461,12 +476,6 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
 // ----------------------------------------------------------------------------
 // Consumer groups (keys 7..=14): decode -> Groups -> encode.
 // ----------------------------------------------------------------------------
-
-fn to_pairs(list: &[TopicPartitions]) -> Vec<TopicPartition> {
-    TopicPartitions::pairs(list)
-        .map(|(t, p)| TopicPartition::new(t, p))
-        .collect()
-}
 
 fn to_wire(list: &[TopicPartition]) -> Vec<TopicPartitions> {
     TopicPartitions::from_pairs(list.iter().map(|tp| (tp.topic.as_str(), tp.partition)))
@@ -563,7 +572,7 @@ fn heartbeat(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     else {
         return mismatched();
     };
-    let owned = to_pairs(&owned);
+    // The pairs are expanded by `Groups::heartbeat`, after the member check.
     let max_wait = Duration::from_millis(u64::from(max_wait_ms));
     match ctx
         .groups
@@ -643,11 +652,17 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     for t in topics {
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
+            // The decoder refuses negative offsets; a request built in code
+            // with one gets INVALID_REQUEST for that partition, never a clamp.
+            let Ok(offset) = u64::try_from(p.offset) else {
+                parts.push((p.partition, Some(ErrorCode::InvalidRequest)));
+                continue;
+            };
             match ctx.broker.partition(&t.name, p.partition) {
                 Ok(_) => {
                     let mut c = OffsetCommit::new(
                         TopicPartition::new(t.name.as_str(), p.partition),
-                        p.offset,
+                        offset,
                     );
                     c.metadata = p.metadata;
                     commits.push(c);
@@ -703,13 +718,19 @@ fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             offset: c.map_or(-1, |c| i64::try_from(c.offset).unwrap_or(i64::MAX)),
             metadata: c.map(|c| c.metadata.clone()).unwrap_or_default(),
         };
-    // Every committed partition of one topic (or of all topics when `None`).
+    // Every committed partition of one topic (or of all topics when `None`):
+    // a range of the sorted map, so listing many topics costs no scan each.
     let all_of = |topic: Option<&str>| -> Vec<OffsetFetchTopicResponse> {
         let mut out: Vec<OffsetFetchTopicResponse> = Vec::new();
-        for (tp, c) in committed
-            .iter()
-            .filter(|(tp, _)| topic.is_none_or(|t| tp.topic == t))
-        {
+        let entries: Box<dyn Iterator<Item = (&TopicPartition, &sluice_group::CommittedOffset)>> =
+            match topic {
+                None => Box::new(committed.iter()),
+                Some(t) => Box::new(
+                    committed
+                        .range(TopicPartition::new(t, 0)..=TopicPartition::new(t, u32::MAX)),
+                ),
+            };
+        for (tp, c) in entries {
             match out.last_mut() {
                 Some(t) if t.name == tp.topic => t.partitions.push(entry(tp.partition, Some(c))),
                 _ => out.push(OffsetFetchTopicResponse {
