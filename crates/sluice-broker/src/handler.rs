@@ -356,8 +356,13 @@ fn init_producer_id(ctx: &Context, client_id: &str, req: Request) -> Outcome {
     }))
 }
 
+/// Per topic, its partitions in request order: `true` when the partition
+/// was handed to the broker (its result comes next), `false` when it does not
+/// exist (UNKNOWN_TOPIC_OR_PARTITION, decided by the handler).
+type FetchShape = Vec<(String, Vec<(u32, bool)>)>;
+
 /// Regroups flat fetch results into the request's topic structure.
-fn fetch_response(shape: Vec<(String, Vec<u32>)>, results: Vec<FetchResult>) -> Response {
+fn fetch_response(shape: FetchShape, results: Vec<FetchResult>) -> Response {
     let mut results = results.into_iter();
     let topics = shape
         .into_iter()
@@ -365,7 +370,14 @@ fn fetch_response(shape: Vec<(String, Vec<u32>)>, results: Vec<FetchResult>) -> 
             name,
             partitions: parts
                 .into_iter()
-                .map(|partition| match results.next() {
+                .map(|(partition, targeted)| match targeted.then(|| results.next()).flatten() {
+                    _ if !targeted => FetchPartitionResponse {
+                        partition,
+                        error: ErrorCode::UnknownTopicOrPartition,
+                        high_watermark: 0,
+                        log_start_offset: 0,
+                        records: bytes::Bytes::new(),
+                    },
                     Some(Ok(d)) => FetchPartitionResponse {
                         partition,
                         error: ErrorCode::None,
@@ -407,23 +419,40 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     else {
         return mismatched();
     };
-    let mut shape = Vec::with_capacity(topics.len());
+    // Missing topics and partitions are answered here, without an error value
+    // (and a copy of the name) per partition; the broker gets only partitions
+    // that exist, each topic's name shared by its targets.
+    let mut shape: FetchShape = Vec::with_capacity(topics.len());
     let mut targets = Vec::new();
+    let mut missing = false;
     for t in topics {
-        // One shared copy of the name for all of the topic's targets.
-        let topic: Arc<str> = Arc::from(t.name.as_str());
+        let found = ctx.broker.topics().get(&t.name);
+        let topic: Option<Arc<str>> = found.as_ref().map(|_| Arc::from(t.name.as_str()));
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            parts.push(p.partition);
-            targets.push(FetchTarget {
-                topic: Arc::clone(&topic),
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.max_bytes as usize,
-            });
+            let exists = found
+                .as_ref()
+                .is_some_and(|f| f.partition(p.partition).is_some());
+            match (&topic, exists) {
+                (Some(topic), true) => {
+                    targets.push(FetchTarget {
+                        topic: Arc::clone(topic),
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.max_bytes as usize,
+                    });
+                    parts.push((p.partition, true));
+                }
+                _ => {
+                    missing = true;
+                    parts.push((p.partition, false));
+                }
+            }
         }
         shape.push((t.name, parts));
     }
+    // A partition in error answers the fetch at once (as the broker does for its own errors).
+    let max_wait_ms = if missing { 0 } else { max_wait_ms };
     let mut prepared = ctx.broker.prepare_fetch(FetchParams {
         targets,
         min_bytes: min_bytes as usize,
@@ -446,28 +475,43 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     };
     let topics = topics
         .into_iter()
-        .map(|t| ListOffsetsTopicResponse {
-            partitions: t
-                .partitions
-                .into_iter()
-                .map(
-                    |p| match ctx.broker.list_offset(&t.name, p.partition, p.spec) {
-                        Ok((offset, timestamp)) => ListOffsetsPartitionResponse {
-                            partition: p.partition,
-                            error: ErrorCode::None,
-                            offset,
-                            timestamp,
-                        },
-                        Err(e) => ListOffsetsPartitionResponse {
-                            partition: p.partition,
-                            error: e.code(),
-                            offset: 0,
-                            timestamp: -1,
-                        },
-                    },
-                )
-                .collect(),
-            name: t.name,
+        .map(|t| {
+            // Resolved once per topic: a missing topic or partition is
+            // answered without an error value (and a name copy) per partition.
+            let found = ctx.broker.topics().get(&t.name);
+            ListOffsetsTopicResponse {
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let exists = found
+                            .as_ref()
+                            .is_some_and(|f| f.partition(p.partition).is_some());
+                        let r = if exists {
+                            ctx.broker
+                                .list_offset(&t.name, p.partition, p.spec)
+                                .map_err(|e| e.code())
+                        } else {
+                            Err(ErrorCode::UnknownTopicOrPartition)
+                        };
+                        match r {
+                            Ok((offset, timestamp)) => ListOffsetsPartitionResponse {
+                                partition: p.partition,
+                                error: ErrorCode::None,
+                                offset,
+                                timestamp,
+                            },
+                            Err(error) => ListOffsetsPartitionResponse {
+                                partition: p.partition,
+                                error,
+                                offset: 0,
+                                timestamp: -1,
+                            },
+                        }
+                    })
+                    .collect(),
+                name: t.name,
+            }
         })
         .collect();
     Outcome::Respond(Response::ListOffsets(ListOffsetsResponse { topics }))
@@ -650,6 +694,8 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let mut shape: CommitShape = Vec::with_capacity(topics.len());
     let mut commits = Vec::new();
     for t in topics {
+        // Resolved once per topic: missing partitions cost no error value each.
+        let found = ctx.broker.topics().get(&t.name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             // The decoder refuses negative offsets; a request built in code
@@ -658,8 +704,8 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                 parts.push((p.partition, Some(ErrorCode::InvalidRequest)));
                 continue;
             };
-            match ctx.broker.partition(&t.name, p.partition) {
-                Ok(_) => {
+            match found.as_ref().and_then(|f| f.partition(p.partition)) {
+                Some(_) => {
                     let mut c = OffsetCommit::new(
                         TopicPartition::new(t.name.as_str(), p.partition),
                         offset,
@@ -668,7 +714,7 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                     commits.push(c);
                     parts.push((p.partition, None));
                 }
-                Err(e) => parts.push((p.partition, Some(e.code()))),
+                None => parts.push((p.partition, Some(ErrorCode::UnknownTopicOrPartition))),
             }
         }
         shape.push((t.name, parts));
@@ -757,12 +803,25 @@ fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                         partitions,
                     }
                 } else {
+                    // The topic's committed partitions, found once (sorted by
+                    // partition); each requested one is a binary search, with
+                    // no key (and name copy) built per partition.
+                    let of_topic: Vec<(u32, &sluice_group::CommittedOffset)> = committed
+                        .range(
+                            TopicPartition::new(t.topic.as_str(), 0)
+                                ..=TopicPartition::new(t.topic.as_str(), u32::MAX),
+                        )
+                        .map(|(tp, c)| (tp.partition, c))
+                        .collect();
                     let partitions = t
                         .partitions
                         .iter()
                         .map(|p| {
-                            let tp = TopicPartition::new(t.topic.as_str(), *p);
-                            entry(*p, committed.get(&tp))
+                            let c = of_topic
+                                .binary_search_by_key(p, |(q, _)| *q)
+                                .ok()
+                                .map(|i| of_topic[i].1);
+                            entry(*p, c)
                         })
                         .collect();
                     OffsetFetchTopicResponse {
