@@ -749,6 +749,41 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn an_owned_report_is_expanded_only_as_far_as_the_member_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, groups) = open(dir.path());
+        broker.create_topic("t", 2, &[]).unwrap();
+        let a = join(&groups, "g", 30_000);
+        assert_eq!(a.assignment.len(), 2);
+        // Unknown member: nothing expanded, unknown member answered.
+        let huge = vec![TopicPartitions::new("t", (0..50_000).collect())];
+        assert!(expand_owned(&huge, None).is_empty());
+        // At most one pair more than owned: enough to see the report is stale.
+        assert_eq!(expand_owned(&huge, Some(2)).len(), 3);
+        let dup = vec![TopicPartitions::new("t", vec![0, 0, 0, 1])];
+        assert_eq!(expand_owned(&dup, Some(2)).len(), 2, "repeats count once");
+        match groups.heartbeat("g", &a.member_id, a.generation, &huge, Duration::ZERO) {
+            HeartbeatReply::Ready(Err(GroupError::IllegalGeneration { .. })) => {}
+            HeartbeatReply::Ready(r) => panic!("{r:?}"),
+            HeartbeatReply::Parked(_) => panic!("parked"),
+        }
+        // The refused report released nothing: the member still owns both.
+        let v = ready(groups.heartbeat(
+            "g",
+            &a.member_id,
+            a.generation,
+            &tps(&a.assignment),
+            Duration::ZERO,
+        ));
+        assert_eq!(v.assignment.len(), 2);
+        match groups.heartbeat("g", "nobody", 0, &huge, Duration::ZERO) {
+            HeartbeatReply::Ready(Err(GroupError::UnknownMemberId { .. })) => {}
+            HeartbeatReply::Ready(r) => panic!("{r:?}"),
+            HeartbeatReply::Parked(_) => panic!("parked"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn timer_expires_a_silent_member_and_wakes_the_parked_one() {
         let dir = tempfile::tempdir().unwrap();

@@ -700,7 +700,7 @@ impl Dec {
     }
     /// A request's list of topic names: validated, each one entry, no repeats.
     fn topic_names(&mut self, what: &'static str) -> PResult<Vec<String>> {
-        let v = self.entry_vec(what, 3, |d| d.topic_name("topic name"))?;
+        let v = self.entry_vec(what, 2, |d| d.topic_name("topic name"))?;
         unique_names(v.iter().map(String::as_str), "topic")?;
         Ok(v)
     }
@@ -722,7 +722,7 @@ impl Dec {
     /// A request's `array<TopicPartitions>`: names validated, entries charged,
     /// no topic or partition listed twice.
     fn request_topic_partitions(&mut self, what: &'static str) -> PResult<Vec<TopicPartitions>> {
-        let v = self.topic_vec(what, 7, |d| {
+        let v = self.topic_vec(what, 6, |d| {
             Ok(TopicPartitions {
                 topic: d.topic_name("topic name")?,
                 partitions: d.partition_vec("partitions", 4, |d| d.u32("partition"))?,
@@ -807,7 +807,7 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             topics: d.topic_names("topics")?,
         }),
         ApiKey::CreateTopics => {
-            let topics = d.topic_vec("topics", 11, |d| {
+            let topics = d.topic_vec("topics", 10, |d| {
                 d.charge(1)?;
                 Ok(CreateTopic {
                     name: d.topic_name("topic name")?,
@@ -836,7 +836,7 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
                 }
             };
             let timeout_ms = d.u32("timeout_ms")?;
-            let topics = d.topic_vec("topics", 7, |d| {
+            let topics = d.topic_vec("topics", 6, |d| {
                 Ok(ProduceTopic {
                     name: d.topic_name("topic name")?,
                     partitions: d.partition_vec("partitions", 8, |d| {
@@ -860,7 +860,7 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             let max_wait_ms = d.u32("max_wait_ms")?;
             let min_bytes = d.u32("min_bytes")?;
             let max_bytes = d.u32("max_bytes")?;
-            let topics = d.topic_vec("topics", 7, |d| {
+            let topics = d.topic_vec("topics", 6, |d| {
                 Ok(FetchTopic {
                     name: d.topic_name("topic name")?,
                     partitions: d.partition_vec("partitions", 16, |d| {
@@ -883,7 +883,7 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             })
         }
         ApiKey::ListOffsets => {
-            let topics = d.topic_vec("topics", 7, |d| {
+            let topics = d.topic_vec("topics", 6, |d| {
                 Ok(ListOffsetsTopic {
                     name: d.topic_name("topic name")?,
                     partitions: d.partition_vec("partitions", 12, |d| {
@@ -922,7 +922,7 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             let group_id = d.string("group_id")?;
             let member_id = d.string("member_id")?;
             let generation = d.u32("generation")?;
-            let topics = d.topic_vec("topics", 7, |d| {
+            let topics = d.topic_vec("topics", 6, |d| {
                 Ok(OffsetCommitTopic {
                     name: d.topic_name("topic name")?,
                     partitions: d.partition_vec("partitions", 14, |d| {
@@ -2043,5 +2043,192 @@ mod tests {
         let served: Vec<u16> = SUPPORTED_APIS.iter().map(|r| r.api_key).collect();
         assert_eq!(served, (0..=15).collect::<Vec<u16>>());
         assert!(GROUP_APIS.iter().all(|g| SUPPORTED_APIS.contains(g)));
+    }
+
+    fn payload(req: &Request) -> Bytes {
+        let mut b = BytesMut::new();
+        encode_request(3, "c", req, &mut b);
+        b.freeze().slice(4..)
+    }
+
+    fn fetch_of(topics: &[(&str, &[u32])]) -> Request {
+        Request::Fetch(FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 1,
+            topics: topics
+                .iter()
+                .map(|(name, ps)| FetchTopic {
+                    name: (*name).into(),
+                    partitions: ps
+                        .iter()
+                        .map(|p| FetchPartition {
+                            partition: *p,
+                            fetch_offset: 0,
+                            max_bytes: 1,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn topic_names_are_validated_while_decoding() {
+        let ok = "a".repeat(MAX_TOPIC_NAME_BYTES);
+        let bad = [
+            String::new(),
+            "a".repeat(MAX_TOPIC_NAME_BYTES + 1),
+            "a".repeat(60_000),
+            ".".into(),
+            "..".into(),
+            "a/b".into(),
+            "é".into(),
+            "a b".into(),
+        ];
+        let metadata = |n: &str| {
+            Request::Metadata(MetadataRequest {
+                topics: vec![n.into()],
+            })
+        };
+        let heartbeat = |n: &str| {
+            Request::Heartbeat(HeartbeatRequest {
+                group_id: "g".into(),
+                member_id: "m".into(),
+                generation: 0,
+                owned: vec![TopicPartitions::new(n, vec![0])],
+                max_wait_ms: 0,
+            })
+        };
+        let kinds: [&dyn Fn(&str) -> Request; 3] =
+            [&metadata, &heartbeat, &|n: &str| fetch_of(&[(n, &[0])])];
+        for make in kinds {
+            assert!(decode_request(payload(&make(&ok))).is_ok());
+            for name in &bad {
+                let e = decode_request(payload(&make(name))).unwrap_err();
+                assert_eq!(e.code, ErrorCode::InvalidTopic, "{name:?}");
+                assert!(e.header.is_some());
+                assert!(matches!(e.source, ProtocolError::InvalidTopicName { .. }));
+            }
+        }
+        assert_eq!(topic_name_problem("a.b_c-D9"), None);
+    }
+
+    #[test]
+    fn the_entry_cap_counts_partitions_and_bare_topics() {
+        let limits = RequestLimits { max_partitions: 4 };
+        let dec = |r: &Request| decode_request_with_limits(payload(r), &limits);
+        assert!(dec(&fetch_of(&[("a", &[0, 1]), ("b", &[0, 1])])).is_ok());
+        let e = dec(&fetch_of(&[("a", &[0, 1, 2]), ("b", &[0, 1])])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(matches!(e.source, ProtocolError::TooManyEntries { limit: 4 }));
+        // A topic with no partitions still counts one.
+        assert!(dec(&fetch_of(&[("a", &[0, 1, 2]), ("b", &[])])).is_ok());
+        assert!(dec(&fetch_of(&[("a", &[0, 1, 2, 3]), ("b", &[])])).is_err());
+        let names = |n: usize| {
+            Request::Metadata(MetadataRequest {
+                topics: (0..n).map(|i| format!("t{i}")).collect(),
+            })
+        };
+        assert!(dec(&names(4)).is_ok());
+        assert!(dec(&names(5)).is_err());
+        let groups = |n: usize| {
+            Request::DescribeGroups(DescribeGroupsRequest {
+                group_ids: (0..n).map(|i| format!("g{i}")).collect(),
+            })
+        };
+        assert!(dec(&groups(4)).is_ok());
+        assert!(dec(&groups(5)).is_err());
+        let configs = |n: usize| {
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreateTopic {
+                    name: "t".into(),
+                    partitions: 1,
+                    configs: vec![("k".into(), "v".into()); n],
+                }],
+            })
+        };
+        assert!(dec(&configs(3)).is_ok(), "one for the topic, three pairs");
+        assert!(dec(&configs(4)).is_err());
+        // The default: 10,000.
+        let many: Vec<u32> = (0..DEFAULT_MAX_REQUEST_PARTITIONS as u32).collect();
+        assert!(decode_request(payload(&fetch_of(&[("a", &many)]))).is_ok());
+        let more: Vec<u32> = (0..=DEFAULT_MAX_REQUEST_PARTITIONS as u32).collect();
+        assert!(decode_request(payload(&fetch_of(&[("a", &more)]))).is_err());
+    }
+
+    #[test]
+    fn repeated_partitions_topics_and_groups_are_refused() {
+        let dup = |r: Request| {
+            let e = decode_request(payload(&r)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest);
+            assert!(matches!(e.source, ProtocolError::Duplicate { .. }), "{e:?}");
+        };
+        dup(fetch_of(&[("a", &[0, 1, 0])]));
+        dup(fetch_of(&[("a", &[0]), ("a", &[1])]));
+        assert!(decode_request(payload(&fetch_of(&[("a", &[0]), ("b", &[0])]))).is_ok());
+        dup(Request::Metadata(MetadataRequest {
+            topics: vec!["a".into(), "b".into(), "a".into()],
+        }));
+        dup(Request::DeleteTopics(DeleteTopicsRequest {
+            topics: vec!["a".into(), "a".into()],
+        }));
+        dup(Request::DescribeGroups(DescribeGroupsRequest {
+            group_ids: vec!["g".into(), "g".into()],
+        }));
+        dup(Request::DeleteGroups(DeleteGroupsRequest {
+            group_ids: vec!["g".into(), "g".into()],
+        }));
+        dup(Request::OffsetFetch(OffsetFetchRequest {
+            group_id: "g".into(),
+            topics: vec![TopicPartitions::new("a", vec![3, 3])],
+        }));
+        dup(Request::Produce(ProduceRequest {
+            acks: Acks::Leader,
+            timeout_ms: 0,
+            topics: vec![ProduceTopic {
+                name: "a".into(),
+                partitions: vec![
+                    ProducePartition {
+                        partition: 1,
+                        records: Bytes::new(),
+                    };
+                    2
+                ],
+            }],
+        }));
+    }
+
+    #[test]
+    fn commit_offsets_above_i64_max_are_refused_not_clamped() {
+        let commit = |offset: i64| {
+            Request::OffsetCommit(OffsetCommitRequest {
+                group_id: "g".into(),
+                member_id: String::new(),
+                generation: 0,
+                topics: vec![OffsetCommitTopic {
+                    name: "t".into(),
+                    partitions: vec![OffsetCommitPartition {
+                        partition: 0,
+                        offset,
+                        metadata: String::new(),
+                    }],
+                }],
+            })
+        };
+        let (_, got) = decode_request(payload(&commit(i64::MAX))).unwrap();
+        assert_eq!(got, commit(i64::MAX));
+        // u64::MAX and 2^63 on the wire read as negative i64s.
+        for v in [-1, i64::MIN] {
+            let e = decode_request(payload(&commit(v))).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest);
+            assert!(matches!(
+                e.source,
+                ProtocolError::InvalidValue {
+                    what: "committed offset",
+                    ..
+                }
+            ));
+        }
     }
 }
