@@ -233,9 +233,7 @@ impl ConfigLayer {
             max_batch_bytes: self.max_batch_bytes.or(lower.max_batch_bytes),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
             max_connections: self.max_connections.or(lower.max_connections),
-            max_request_partitions: self
-                .max_request_partitions
-                .or(lower.max_request_partitions),
+            max_request_partitions: self.max_request_partitions.or(lower.max_request_partitions),
             housekeeping_interval_ms: self
                 .housekeeping_interval_ms
                 .or(lower.housekeeping_interval_ms),

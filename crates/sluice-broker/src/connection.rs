@@ -102,7 +102,10 @@ pub async fn serve(
         if frames.read_buffer().is_empty() && frames.read_buffer().capacity() > SHRINK_ABOVE {
             *frames.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER);
         }
-        let (header, request) = match wire::decode_request_with_limits(payload, ctx.broker.request_limits()) {
+        let (header, request) = match wire::decode_request_with_limits(
+            payload,
+            ctx.broker.request_limits(),
+        ) {
             Ok(ok) => ok,
             Err(e) => match e.header {
                 Some(h) => {

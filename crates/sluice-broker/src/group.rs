@@ -803,8 +803,13 @@ pub(crate) mod tests {
         ));
         let keep: Vec<TopicPartition> = a_view.assignment.clone();
         assert_eq!(keep.len(), 2);
-        let a_view =
-            ready(groups.heartbeat("g", &a.member_id, a_view.generation, &tps(&keep), Duration::ZERO));
+        let a_view = ready(groups.heartbeat(
+            "g",
+            &a.member_id,
+            a_view.generation,
+            &tps(&keep),
+            Duration::ZERO,
+        ));
         let _ = b;
         // a parks for up to 10 s (capped at 10 s = a third of 30 s); b goes silent.
         let parked = parked(groups.heartbeat(

@@ -10,11 +10,18 @@
 //! the connection spawns (a durable produce waiting for its fsync, a parked
 //! fetch) so later requests on the connection are not held up.
 //!
+//! Cost per request: names are validated, entries capped and repeats
+//! refused while decoding (see `sluice_protocol::RequestLimits`); handlers
+//! then never copy a topic name per partition (Fetch shares one `Arc<str>`
+//! per topic, missing topics and partitions are answered with a code, not
+//! an error value holding the name) and expand Heartbeat `owned` only after
+//! the member check (see [`Groups::heartbeat`]).
+//!
 //! Behaviour choices (also what a Kafka user would expect):
 //! - Metadata never creates topics; only Produce auto-creates (when
 //!   `auto_create_topics` is on) with `default_partitions`. A requested topic
-//!   with an invalid name gets `INVALID_TOPIC`, a missing one
-//!   `UNKNOWN_TOPIC_OR_PARTITION`. The broker advertises the address the
+//!   that is missing gets `UNKNOWN_TOPIC_OR_PARTITION` (an invalid name never
+//!   gets here: the decoder refuses the request with `INVALID_TOPIC`). The broker advertises the address the
 //!   client connected to as its host/port.
 //! - CreateTopics needs 1..=10000 partitions; names starting with `__` are
 //!   reserved for internal topics (`INVALID_TOPIC`). DeleteTopics also
@@ -370,39 +377,42 @@ fn fetch_response(shape: FetchShape, results: Vec<FetchResult>) -> Response {
             name,
             partitions: parts
                 .into_iter()
-                .map(|(partition, targeted)| match targeted.then(|| results.next()).flatten() {
-                    _ if !targeted => FetchPartitionResponse {
-                        partition,
-                        error: ErrorCode::UnknownTopicOrPartition,
-                        high_watermark: 0,
-                        log_start_offset: 0,
-                        records: bytes::Bytes::new(),
-                    },
-                    Some(Ok(d)) => FetchPartitionResponse {
-                        partition,
-                        error: ErrorCode::None,
-                        high_watermark: d.high_watermark,
-                        log_start_offset: d.log_start_offset,
-                        records: d.records,
-                    },
-                    Some(Err(e)) => {
-                        let (log_start_offset, high_watermark) = e.offset_range().unwrap_or((0, 0));
-                        FetchPartitionResponse {
+                .map(
+                    |(partition, targeted)| match targeted.then(|| results.next()).flatten() {
+                        _ if !targeted => FetchPartitionResponse {
                             partition,
-                            error: e.code(),
-                            high_watermark,
-                            log_start_offset,
+                            error: ErrorCode::UnknownTopicOrPartition,
+                            high_watermark: 0,
+                            log_start_offset: 0,
                             records: bytes::Bytes::new(),
+                        },
+                        Some(Ok(d)) => FetchPartitionResponse {
+                            partition,
+                            error: ErrorCode::None,
+                            high_watermark: d.high_watermark,
+                            log_start_offset: d.log_start_offset,
+                            records: d.records,
+                        },
+                        Some(Err(e)) => {
+                            let (log_start_offset, high_watermark) =
+                                e.offset_range().unwrap_or((0, 0));
+                            FetchPartitionResponse {
+                                partition,
+                                error: e.code(),
+                                high_watermark,
+                                log_start_offset,
+                                records: bytes::Bytes::new(),
+                            }
                         }
-                    }
-                    None => FetchPartitionResponse {
-                        partition,
-                        error: ErrorCode::Unknown,
-                        high_watermark: 0,
-                        log_start_offset: 0,
-                        records: bytes::Bytes::new(),
+                        None => FetchPartitionResponse {
+                            partition,
+                            error: ErrorCode::Unknown,
+                            high_watermark: 0,
+                            log_start_offset: 0,
+                            records: bytes::Bytes::new(),
+                        },
                     },
-                })
+                )
                 .collect(),
         })
         .collect();
@@ -772,8 +782,7 @@ fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             match topic {
                 None => Box::new(committed.iter()),
                 Some(t) => Box::new(
-                    committed
-                        .range(TopicPartition::new(t, 0)..=TopicPartition::new(t, u32::MAX)),
+                    committed.range(TopicPartition::new(t, 0)..=TopicPartition::new(t, u32::MAX)),
                 ),
             };
         for (tp, c) in entries {

@@ -120,7 +120,11 @@ async fn commit_offsets_are_refused_or_kept_exactly() {
     for (i, offset) in [u64::MAX, 1u64 << 63].into_iter().enumerate() {
         let id = 10 + i as u32;
         let r = send_raw(&mut conn, raw_commit(id, offset), ApiKey::OffsetCommit, id).await;
-        assert_eq!(r, Response::Error(ErrorCode::InvalidRequest), "offset {offset}");
+        assert_eq!(
+            r,
+            Response::Error(ErrorCode::InvalidRequest),
+            "offset {offset}"
+        );
     }
     assert_eq!(committed(&mut conn, 20).await, (-1, -1));
 

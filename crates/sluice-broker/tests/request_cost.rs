@@ -243,7 +243,10 @@ impl Fixture {
 
 fn check(what: &str, c: &Cost) {
     if std::env::var_os("SHOW_COST").is_some() {
-        eprintln!("{what}: frame {} peak {} total {}", c.frame, c.peak, c.total);
+        eprintln!(
+            "{what}: frame {} peak {} total {}",
+            c.frame, c.peak, c.total
+        );
     }
     assert!(
         c.peak <= PEAK_FACTOR * c.frame + PEAK_BOUND_FIXED,
@@ -383,7 +386,12 @@ fn run_shapes(f: &Fixture, api: &str, shapes: Vec<(&'static str, Bytes, Option<E
     for (label, payload, expect) in shapes {
         let c = f.run(payload);
         check(&format!("{api}: {label}"), &c);
-        assert_eq!(header_error(&c), expect, "{api}: {label}: {:?}", c.answer.as_ref().map(std::mem::discriminant));
+        assert_eq!(
+            header_error(&c),
+            expect,
+            "{api}: {label}: {:?}",
+            c.answer.as_ref().map(std::mem::discriminant)
+        );
     }
 }
 
@@ -395,7 +403,11 @@ fn run_shapes(f: &Fixture, api: &str, shapes: Vec<(&'static str, Bytes, Option<E
 fn api_versions_list_groups_init_producer_id_cost_is_bounded() {
     let _g = serial();
     let f = fixture();
-    for r in [Request::ApiVersions, Request::ListGroups, Request::InitProducerId] {
+    for r in [
+        Request::ApiVersions,
+        Request::ListGroups,
+        Request::InitProducerId,
+    ] {
         let c = f.run_request(&r);
         check(&format!("{:?}", r.api_key()), &c);
         assert_eq!(header_error(&c), None);
@@ -467,7 +479,10 @@ fn create_topics_cost_is_bounded() {
         ],
     }));
     assert_eq!(header_error(&c), Some(ErrorCode::InvalidRequest));
-    assert!(f.ctx.broker.describe_topic("dup").is_err(), "nothing created");
+    assert!(
+        f.ctx.broker.describe_topic("dup").is_err(),
+        "nothing created"
+    );
 }
 
 #[test]
@@ -535,7 +550,11 @@ fn list_offsets_cost_is_bounded() {
         b.put_u32(p);
         b.put_i64(-1);
     };
-    run_shapes(&f, "list offsets", tp_shapes(ApiKey::ListOffsets, |_| {}, entry));
+    run_shapes(
+        &f,
+        "list offsets",
+        tp_shapes(ApiKey::ListOffsets, |_| {}, entry),
+    );
 }
 
 #[test]
@@ -625,14 +644,22 @@ fn offset_commit_cost_is_bounded() {
         b.put_i64(5);
         put_str(b, b"");
     };
-    run_shapes(&f, "offset commit", tp_shapes(ApiKey::OffsetCommit, prefix, entry));
+    run_shapes(
+        &f,
+        "offset commit",
+        tp_shapes(ApiKey::OffsetCommit, prefix, entry),
+    );
 }
 
 #[test]
 fn offset_fetch_cost_is_bounded() {
     let _g = serial();
     let f = fixture();
-    let shapes = tp_shapes(ApiKey::OffsetFetch, |b| put_str(b, b"g"), |b, p| b.put_u32(p));
+    let shapes = tp_shapes(
+        ApiKey::OffsetFetch,
+        |b| put_str(b, b"g"),
+        |b, p| b.put_u32(p),
+    );
     run_shapes(&f, "offset fetch", shapes);
     // Whole topics (no partitions listed): the cap of them.
     let c = f.run_request(&Request::OffsetFetch(OffsetFetchRequest {
@@ -653,7 +680,9 @@ fn describe_and_delete_groups_cost_is_bounded() {
     for key in [ApiKey::DescribeGroups, ApiKey::DeleteGroups] {
         let ids: Vec<String> = names(CAP, 200);
         let r = match key {
-            ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest { group_ids: ids }),
+            ApiKey::DescribeGroups => {
+                Request::DescribeGroups(DescribeGroupsRequest { group_ids: ids })
+            }
             _ => Request::DeleteGroups(DeleteGroupsRequest { group_ids: ids }),
         };
         let c = f.run_request(&r);

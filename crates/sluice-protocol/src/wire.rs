@@ -2121,7 +2121,10 @@ mod tests {
         assert!(dec(&fetch_of(&[("a", &[0, 1]), ("b", &[0, 1])])).is_ok());
         let e = dec(&fetch_of(&[("a", &[0, 1, 2]), ("b", &[0, 1])])).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
-        assert!(matches!(e.source, ProtocolError::TooManyEntries { limit: 4 }));
+        assert!(matches!(
+            e.source,
+            ProtocolError::TooManyEntries { limit: 4 }
+        ));
         // A topic with no partitions still counts one.
         assert!(dec(&fetch_of(&[("a", &[0, 1, 2]), ("b", &[])])).is_ok());
         assert!(dec(&fetch_of(&[("a", &[0, 1, 2, 3]), ("b", &[])])).is_err());
