@@ -371,21 +371,24 @@ type FetchShape = Vec<(String, Vec<(u32, bool)>)>;
 /// Regroups flat fetch results into the request's topic structure.
 fn fetch_response(shape: FetchShape, results: Vec<FetchResult>) -> Response {
     let mut results = results.into_iter();
+    let empty = |partition, error| FetchPartitionResponse {
+        partition,
+        error,
+        high_watermark: 0,
+        log_start_offset: 0,
+        records: bytes::Bytes::new(),
+    };
     let topics = shape
         .into_iter()
         .map(|(name, parts)| FetchTopicResponse {
             name,
             partitions: parts
                 .into_iter()
-                .map(
-                    |(partition, targeted)| match targeted.then(|| results.next()).flatten() {
-                        _ if !targeted => FetchPartitionResponse {
-                            partition,
-                            error: ErrorCode::UnknownTopicOrPartition,
-                            high_watermark: 0,
-                            log_start_offset: 0,
-                            records: bytes::Bytes::new(),
-                        },
+                .map(|(partition, targeted)| {
+                    if !targeted {
+                        return empty(partition, ErrorCode::UnknownTopicOrPartition);
+                    }
+                    match results.next() {
                         Some(Ok(d)) => FetchPartitionResponse {
                             partition,
                             error: ErrorCode::None,
@@ -404,15 +407,9 @@ fn fetch_response(shape: FetchShape, results: Vec<FetchResult>) -> Response {
                                 records: bytes::Bytes::new(),
                             }
                         }
-                        None => FetchPartitionResponse {
-                            partition,
-                            error: ErrorCode::Unknown,
-                            high_watermark: 0,
-                            log_start_offset: 0,
-                            records: bytes::Bytes::new(),
-                        },
-                    },
-                )
+                        None => empty(partition, ErrorCode::Unknown),
+                    }
+                })
                 .collect(),
         })
         .collect();
@@ -1016,6 +1013,56 @@ pub(crate) mod tests {
             Outcome::Respond(Response::ApiVersions(v)) => assert!(!v.apis.is_empty()),
             _ => panic!("ApiVersions not answered"),
         }
+    }
+
+    #[test]
+    fn fetch_answers_missing_partitions_in_place_and_at_once() {
+        use sluice_protocol::{FetchPartition, FetchTopic};
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_context(dir.path(), "127.0.0.1:1".parse().unwrap());
+        ctx.broker.create_topic("t", 2, &[]).unwrap();
+        let part = |partition| FetchPartition {
+            partition,
+            fetch_offset: 0,
+            max_bytes: 1 << 20,
+        };
+        let req = Request::Fetch(FetchRequest {
+            max_wait_ms: 60_000,
+            min_bytes: 1 << 30,
+            max_bytes: 1 << 20,
+            topics: vec![
+                FetchTopic {
+                    name: "t".into(),
+                    partitions: vec![part(1), part(9), part(0)],
+                },
+                FetchTopic {
+                    name: "missing".into(),
+                    partitions: vec![part(0)],
+                },
+            ],
+        });
+        // A missing partition is an error: the fetch is answered now, not parked.
+        let Outcome::Respond(Response::Fetch(r)) = dispatch(&ctx, &test_header(5), req) else {
+            panic!("not answered at once");
+        };
+        let got: Vec<(String, u32, ErrorCode)> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.clone(), p.partition, p.error))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("t".into(), 1, ErrorCode::None),
+                ("t".into(), 9, ErrorCode::UnknownTopicOrPartition),
+                ("t".into(), 0, ErrorCode::None),
+                ("missing".into(), 0, ErrorCode::UnknownTopicOrPartition),
+            ]
+        );
     }
 
     fn test_header(api_key: u16) -> RequestHeader {
