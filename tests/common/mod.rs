@@ -438,6 +438,8 @@ impl RawClient {
         });
         match self.call(&req) {
             Response::CreateTopics(r) => r.topics[0].error,
+            // Refused while decoding (e.g. an invalid name): the whole request.
+            Response::Error(code) => code,
             other => panic!("unexpected {other:?}"),
         }
     }

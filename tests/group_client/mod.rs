@@ -130,7 +130,7 @@ impl GroupClient {
         for (t, p, o) in offsets {
             let part = OffsetCommitPartition {
                 partition: *p,
-                offset: *o,
+                offset: i64::try_from(*o).expect("test offsets fit an i64"),
                 metadata: format!("m{o}"),
             };
             match topics.iter_mut().find(|x| x.name == *t) {

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::future::select_all;
 use sluice_log::AppendInfo;
-use sluice_protocol::{Acks, OffsetSpec};
+use sluice_protocol::{Acks, OffsetSpec, RequestLimits};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,8 @@ pub struct Broker {
     request_memory: RequestMemory,
     /// Run after a topic is deleted (the groups' offsets cascade).
     topic_deleted: Mutex<Vec<TopicDeletedHook>>,
+    /// Bounds every front end applies while decoding a request.
+    request_limits: RequestLimits,
 }
 
 /// Called with a topic's name after the topic is deleted.
@@ -122,8 +124,8 @@ impl Appended {
 /// One partition to read in a fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchTarget {
-    /// Topic name.
-    pub topic: String,
+    /// Topic name, shared by the targets of one topic (not copied per partition).
+    pub topic: Arc<str>,
     /// Partition index.
     pub partition: u32,
     /// First offset wanted.
@@ -254,7 +256,15 @@ impl Broker {
             next_producer_id: AtomicI64::new(producer_id_seed(now_ms())),
             request_memory,
             topic_deleted: Mutex::new(Vec::new()),
+            request_limits: RequestLimits {
+                max_partitions: config.max_request_partitions,
+            },
         })
+    }
+
+    /// Bounds a front end applies while decoding a request (`max_request_partitions`).
+    pub fn request_limits(&self) -> &RequestLimits {
+        &self.request_limits
     }
 
     /// Allocates a producer id for an idempotent producer: `(id, epoch 0)`.
@@ -548,7 +558,7 @@ impl PreparedFetch {
         let mut out = Vec::with_capacity(self.lookups.len());
         for (t, l) in self.params.targets.iter().zip(&self.lookups) {
             let r = match l {
-                Lookup::NoTopic => Err(BrokerError::UnknownTopic(t.topic.clone())),
+                Lookup::NoTopic => Err(BrokerError::UnknownTopic(t.topic.to_string())),
                 Lookup::Missing(e) => Err(match e {
                     BrokerError::PartitionOffline {
                         topic,
@@ -560,12 +570,12 @@ impl PreparedFetch {
                         reason: reason.clone(),
                     },
                     _ => BrokerError::UnknownPartition {
-                        topic: t.topic.clone(),
+                        topic: t.topic.to_string(),
                         partition: t.partition,
                     },
                 }),
                 Lookup::Found(p) if p.is_deleted() => {
-                    Err(BrokerError::UnknownTopic(t.topic.clone()))
+                    Err(BrokerError::UnknownTopic(t.topic.to_string()))
                 }
                 Lookup::Found(p) => {
                     let budget = self.params.max_bytes.saturating_sub(total);

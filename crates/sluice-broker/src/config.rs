@@ -27,6 +27,7 @@
 //! | `connections_max_idle_ms` | `SLUICE_CONNECTIONS_MAX_IDLE_MS` | `600000` (10 min, as Kafka) |
 //! | `request_read_timeout_ms` | `SLUICE_REQUEST_READ_TIMEOUT_MS` | `30000` (a stalled partial frame) |
 //! | `queued_max_request_bytes` | `SLUICE_QUEUED_MAX_REQUEST_BYTES` | 512 MiB (request bytes in memory, broker-wide) |
+//! | `max_request_partitions` | `SLUICE_MAX_REQUEST_PARTITIONS` | `10000` (entries per request, see protocol.md) |
 //! | `housekeeping_interval_ms` | `SLUICE_HOUSEKEEPING_INTERVAL_MS` | `5000` (retention checks) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
 //! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info`         |
@@ -146,6 +147,9 @@ pub struct ConfigLayer {
     /// Request bytes held in memory across all connections; readers pause at the cap.
     #[arg(long, env = "SLUICE_QUEUED_MAX_REQUEST_BYTES")]
     pub queued_max_request_bytes: Option<usize>,
+    /// Most topic-partitions (entries) one request may list; more get INVALID_REQUEST.
+    #[arg(long, env = "SLUICE_MAX_REQUEST_PARTITIONS")]
+    pub max_request_partitions: Option<usize>,
     /// How often retention is enforced.
     #[arg(long, env = "SLUICE_HOUSEKEEPING_INTERVAL_MS")]
     pub housekeeping_interval_ms: Option<u64>,
@@ -196,6 +200,8 @@ pub struct BrokerConfig {
     pub request_read_timeout: Duration,
     /// Broker-wide budget of request bytes in memory.
     pub queued_max_request_bytes: usize,
+    /// Most entries (topic-partitions, names, group ids) one request may list.
+    pub max_request_partitions: usize,
     /// Retention check period.
     pub housekeeping_interval: Duration,
     /// Shutdown deadline for in-flight requests.
@@ -265,6 +271,7 @@ impl ConfigLayer {
             queued_max_request_bytes: self
                 .queued_max_request_bytes
                 .or(lower.queued_max_request_bytes),
+            max_request_partitions: self.max_request_partitions.or(lower.max_request_partitions),
             housekeeping_interval_ms: self
                 .housekeeping_interval_ms
                 .or(lower.housekeeping_interval_ms),
@@ -324,6 +331,9 @@ impl ConfigLayer {
                 self.request_read_timeout_ms.unwrap_or(30_000),
             ),
             queued_max_request_bytes: self.queued_max_request_bytes.unwrap_or(512 << 20),
+            max_request_partitions: self
+                .max_request_partitions
+                .unwrap_or(sluice_protocol::DEFAULT_MAX_REQUEST_PARTITIONS),
             housekeeping_interval: Duration::from_millis(
                 self.housekeeping_interval_ms.unwrap_or(5000),
             ),
@@ -353,6 +363,11 @@ impl ConfigLayer {
                 cfg.max_frame_bytes.min(1 << 20),
                 cfg.queued_max_request_bytes
             )));
+        }
+        if cfg.max_request_partitions == 0 {
+            return Err(BrokerError::Config(
+                "max_request_partitions must be > 0".into(),
+            ));
         }
         if cfg.max_frame_bytes < 64 {
             return Err(BrokerError::Config(format!(
@@ -415,6 +430,18 @@ mod tests {
         assert_eq!(cfg.topic_defaults.flush_interval_ms, 1000);
         assert_eq!(cfg.max_frame_bytes, 64 << 20);
         assert_eq!(cfg.max_connections, 10_000);
+        assert_eq!(cfg.max_request_partitions, 10_000);
+    }
+
+    #[test]
+    fn max_request_partitions_is_configurable_and_positive() {
+        let layer: ConfigLayer = toml::from_str("max_request_partitions = 5\n").unwrap();
+        assert_eq!(layer.resolve().unwrap().max_request_partitions, 5);
+        let zero = ConfigLayer {
+            max_request_partitions: Some(0),
+            ..ConfigLayer::default()
+        };
+        assert!(zero.resolve().is_err());
     }
 
     #[test]

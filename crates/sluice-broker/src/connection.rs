@@ -56,7 +56,10 @@ impl FrontEnd for Native {
     fn on_frame(&mut self, payload: Bytes) -> Action {
         let started = Instant::now();
         let acks_none = wire::produce_acks_byte(&payload) == Some(0);
-        let (header, request) = match wire::decode_request(payload) {
+        let (header, request) = match wire::decode_request_with_limits(
+            payload,
+            self.ctx.broker.request_limits(),
+        ) {
             Ok(ok) => ok,
             Err(e) => {
                 return match e.header {

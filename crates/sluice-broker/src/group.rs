@@ -76,6 +76,7 @@ use sluice_group::{
     CoordinatorConfig, GroupDescription, GroupError, GroupListing, GroupState, JoinRequest,
     MemberView, OffsetCommit, OffsetStore, TopicCatalog, TopicPartition,
 };
+use sluice_protocol::TopicPartitions;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -319,17 +320,26 @@ impl Groups {
 
     /// Heartbeat: applies the `owned` report now; answers at once or parks
     /// (see the module docs) when `max_wait` is non-zero and nothing changed.
+    ///
+    /// The report is expanded into `(topic, partition)` pairs under the
+    /// coordinator lock, and only as far as it can matter: nothing for an
+    /// unknown member, at most one pair more than the member owns otherwise
+    /// (that extra pair is then not owned, which the coordinator refuses as
+    /// a stale view). So a large report costs what the member really owns.
     pub fn heartbeat(
         self: &Arc<Self>,
         group: &str,
         member_id: &str,
         generation: u32,
-        owned: &[TopicPartition],
+        owned: &[TopicPartitions],
         max_wait: Duration,
     ) -> HeartbeatReply {
-        let (r, mut st) = self.mutate(|st, now, cat| {
-            st.coordinator
-                .heartbeat(now, group, member_id, generation, Some(owned), cat)
+        let ((r, owned), mut st) = self.mutate(|st, now, cat| {
+            let pairs = expand_owned(owned, st.coordinator.owned_count(group, member_id));
+            let r = st
+                .coordinator
+                .heartbeat(now, group, member_id, generation, Some(&pairs), cat);
+            (r, pairs)
         });
         let view = match r {
             Ok(v) => v,
@@ -692,6 +702,27 @@ impl Drop for ParkedHeartbeat {
     }
 }
 
+/// The first pairs of an `owned` report: none when the member is unknown
+/// (`limit` is `None`), else distinct pairs up to `limit + 1` (see
+/// [`Groups::heartbeat`]). Memory is bounded by what the member owns, not by
+/// the report.
+fn expand_owned(owned: &[TopicPartitions], limit: Option<usize>) -> Vec<TopicPartition> {
+    let Some(limit) = limit else {
+        return Vec::new();
+    };
+    let mut seen: HashSet<(&str, u32)> = HashSet::new();
+    let mut out = Vec::new();
+    for (topic, partition) in TopicPartitions::pairs(owned) {
+        if out.len() > limit {
+            break;
+        }
+        if seen.insert((topic, partition)) {
+            out.push(TopicPartition::new(topic, partition));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -725,6 +756,10 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    fn tps(v: &[TopicPartition]) -> Vec<TopicPartitions> {
+        TopicPartitions::from_pairs(v.iter().map(|tp| (tp.topic.as_str(), tp.partition)))
+    }
+
     fn ready(r: HeartbeatReply) -> MemberView {
         match r {
             HeartbeatReply::Ready(v) => v.unwrap(),
@@ -736,6 +771,41 @@ pub(crate) mod tests {
         match r {
             HeartbeatReply::Parked(p) => p,
             HeartbeatReply::Ready(v) => panic!("not parked: {v:?}"),
+        }
+    }
+
+    #[test]
+    fn an_owned_report_is_expanded_only_as_far_as_the_member_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, groups) = open(dir.path());
+        broker.create_topic("t", 2, &[]).unwrap();
+        let a = join(&groups, "g", 30_000);
+        assert_eq!(a.assignment.len(), 2);
+        // Unknown member: nothing expanded, unknown member answered.
+        let huge = vec![TopicPartitions::new("t", (0..50_000).collect())];
+        assert!(expand_owned(&huge, None).is_empty());
+        // At most one pair more than owned: enough to see the report is stale.
+        assert_eq!(expand_owned(&huge, Some(2)).len(), 3);
+        let dup = vec![TopicPartitions::new("t", vec![0, 0, 0, 1])];
+        assert_eq!(expand_owned(&dup, Some(2)).len(), 2, "repeats count once");
+        match groups.heartbeat("g", &a.member_id, a.generation, &huge, Duration::ZERO) {
+            HeartbeatReply::Ready(Err(GroupError::IllegalGeneration { .. })) => {}
+            HeartbeatReply::Ready(r) => panic!("{r:?}"),
+            HeartbeatReply::Parked(_) => panic!("parked"),
+        }
+        // The refused report released nothing: the member still owns both.
+        let v = ready(groups.heartbeat(
+            "g",
+            &a.member_id,
+            a.generation,
+            &tps(&a.assignment),
+            Duration::ZERO,
+        ));
+        assert_eq!(v.assignment.len(), 2);
+        match groups.heartbeat("g", "nobody", 0, &huge, Duration::ZERO) {
+            HeartbeatReply::Ready(Err(GroupError::UnknownMemberId { .. })) => {}
+            HeartbeatReply::Ready(r) => panic!("{r:?}"),
+            HeartbeatReply::Parked(_) => panic!("parked"),
         }
     }
 
@@ -753,20 +823,25 @@ pub(crate) mod tests {
             "g",
             &a.member_id,
             a.generation,
-            &a.assignment,
+            &tps(&a.assignment),
             Duration::ZERO,
         ));
         let keep: Vec<TopicPartition> = a_view.assignment.clone();
         assert_eq!(keep.len(), 2);
-        let a_view =
-            ready(groups.heartbeat("g", &a.member_id, a_view.generation, &keep, Duration::ZERO));
+        let a_view = ready(groups.heartbeat(
+            "g",
+            &a.member_id,
+            a_view.generation,
+            &tps(&keep),
+            Duration::ZERO,
+        ));
         let _ = b;
         // a parks for up to 10 s (capped at 10 s = a third of 30 s); b goes silent.
         let parked = parked(groups.heartbeat(
             "g",
             &a.member_id,
             a_view.generation,
-            &keep,
+            &tps(&keep),
             Duration::from_secs(60),
         ));
         let started = Instant::now();
@@ -798,7 +873,7 @@ pub(crate) mod tests {
                 "g",
                 &a.member_id,
                 a.generation,
-                &a.assignment,
+                &tps(&a.assignment),
                 Duration::from_secs(60),
             ))
         };

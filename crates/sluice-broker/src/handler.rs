@@ -10,11 +10,18 @@
 //! the connection spawns (a durable produce waiting for its fsync, a parked
 //! fetch) so later requests on the connection are not held up.
 //!
+//! Cost per request: names are validated, entries capped and repeats
+//! refused while decoding (see `sluice_protocol::RequestLimits`); handlers
+//! then never copy a topic name per partition (Fetch shares one `Arc<str>`
+//! per topic, missing topics and partitions are answered with a code, not
+//! an error value holding the name) and expand Heartbeat `owned` only after
+//! the member check (see [`Groups::heartbeat`]).
+//!
 //! Behaviour choices (also what a Kafka user would expect):
 //! - Metadata never creates topics; only Produce auto-creates (when
 //!   `auto_create_topics` is on) with `default_partitions`. A requested topic
-//!   with an invalid name gets `INVALID_TOPIC`, a missing one
-//!   `UNKNOWN_TOPIC_OR_PARTITION`. The broker advertises the address the
+//!   that is missing gets `UNKNOWN_TOPIC_OR_PARTITION` (an invalid name never
+//!   gets here: the decoder refuses the request with `INVALID_TOPIC`). The broker advertises the address the
 //!   client connected to as its host/port.
 //! - CreateTopics needs 1..=10000 partitions; names starting with `__` are
 //!   reserved for internal topics (`INVALID_TOPIC`). DeleteTopics also
@@ -245,7 +252,7 @@ fn delete_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
 
 fn partition_response(
     partition: u32,
-    r: Result<sluice_log::AppendInfo, BrokerError>,
+    r: Result<sluice_log::AppendInfo, ErrorCode>,
 ) -> ProducePartitionResponse {
     match r {
         Ok(info) => ProducePartitionResponse {
@@ -254,16 +261,20 @@ fn partition_response(
             base_offset: info.base_offset,
             last_offset: info.last_offset,
         },
-        Err(e) => {
-            tracing::debug!(partition, error = %chain(&e), "produce failed");
-            ProducePartitionResponse {
-                partition,
-                error: e.code(),
-                base_offset: 0,
-                last_offset: 0,
-            }
-        }
+        Err(error) => ProducePartitionResponse {
+            partition,
+            error,
+            base_offset: 0,
+            last_offset: 0,
+        },
     }
+}
+
+/// A produce error as its wire code, logged (the error, which may hold a
+/// copy of the topic name, is dropped here, not kept per partition).
+fn produce_error(partition: u32, e: BrokerError) -> ErrorCode {
+    tracing::debug!(partition, error = %chain(&e), "produce failed");
+    e.code()
 }
 
 fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
@@ -283,7 +294,16 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             .partitions
             .into_iter()
             .map(|p| {
-                let r = ctx.broker.append(&t.name, p.partition, &p.records, acks);
+                // Checked here so an empty partition costs no error value
+                // (the broker's EmptyProduce carries the topic name).
+                let r = if p.records.is_empty() {
+                    tracing::debug!(partition = p.partition, "produce partition without records");
+                    Err(ErrorCode::InvalidRequest)
+                } else {
+                    ctx.broker
+                        .append(&t.name, p.partition, &p.records, acks)
+                        .map_err(|e| produce_error(p.partition, e))
+                };
                 if let Ok(a) = &r {
                     any_wait |= a.needs_fsync();
                 }
@@ -315,7 +335,7 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             let mut partitions = Vec::with_capacity(parts.len());
             for (p, r) in parts {
                 let r = match r {
-                    Ok(a) => a.durable(timeout).await,
+                    Ok(a) => a.durable(timeout).await.map_err(|e| produce_error(p, e)),
                     Err(e) => Err(e),
                 };
                 partitions.push(partition_response(p, r));
@@ -340,40 +360,61 @@ fn init_producer_id(ctx: &Context, client_id: &str, req: Request) -> Outcome {
     }))
 }
 
+/// Per topic, its partitions in request order: `true` when the partition
+/// was handed to the broker (its result comes next), `false` when it does not
+/// exist (UNKNOWN_TOPIC_OR_PARTITION, decided by the handler).
+type FetchShape = Vec<(String, Vec<(u32, Option<ErrorCode>)>)>;
+
+/// The code for a partition a topic does not serve: STORAGE_ERROR when it
+/// is offline (its files could not be opened at start), else unknown.
+fn missing_code(topic: Option<&Arc<crate::topics::Topic>>, partition: u32) -> ErrorCode {
+    match topic {
+        Some(t) if t.offline_reason(partition).is_some() => ErrorCode::StorageError,
+        _ => ErrorCode::UnknownTopicOrPartition,
+    }
+}
+
 /// Regroups flat fetch results into the request's topic structure.
-fn fetch_response(shape: Vec<(String, Vec<u32>)>, results: Vec<FetchResult>) -> Response {
+fn fetch_response(shape: FetchShape, results: Vec<FetchResult>) -> Response {
     let mut results = results.into_iter();
+    let empty = |partition, error| FetchPartitionResponse {
+        partition,
+        error,
+        high_watermark: 0,
+        log_start_offset: 0,
+        records: bytes::Bytes::new(),
+    };
     let topics = shape
         .into_iter()
         .map(|(name, parts)| FetchTopicResponse {
             name,
             partitions: parts
                 .into_iter()
-                .map(|partition| match results.next() {
-                    Some(Ok(d)) => FetchPartitionResponse {
-                        partition,
-                        error: ErrorCode::None,
-                        high_watermark: d.high_watermark,
-                        log_start_offset: d.log_start_offset,
-                        records: d.records,
-                    },
-                    Some(Err(e)) => {
-                        let (log_start_offset, high_watermark) = e.offset_range().unwrap_or((0, 0));
-                        FetchPartitionResponse {
-                            partition,
-                            error: e.code(),
-                            high_watermark,
-                            log_start_offset,
-                            records: bytes::Bytes::new(),
-                        }
+                .map(|(partition, missing)| {
+                    if let Some(code) = missing {
+                        return empty(partition, code);
                     }
-                    None => FetchPartitionResponse {
-                        partition,
-                        error: ErrorCode::Unknown,
-                        high_watermark: 0,
-                        log_start_offset: 0,
-                        records: bytes::Bytes::new(),
-                    },
+                    match results.next() {
+                        Some(Ok(d)) => FetchPartitionResponse {
+                            partition,
+                            error: ErrorCode::None,
+                            high_watermark: d.high_watermark,
+                            log_start_offset: d.log_start_offset,
+                            records: d.records,
+                        },
+                        Some(Err(e)) => {
+                            let (log_start_offset, high_watermark) =
+                                e.offset_range().unwrap_or((0, 0));
+                            FetchPartitionResponse {
+                                partition,
+                                error: e.code(),
+                                high_watermark,
+                                log_start_offset,
+                                records: bytes::Bytes::new(),
+                            }
+                        }
+                        None => empty(partition, ErrorCode::Unknown),
+                    }
                 })
                 .collect(),
         })
@@ -391,21 +432,40 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     else {
         return mismatched();
     };
-    let mut shape = Vec::with_capacity(topics.len());
+    // Missing topics and partitions are answered here, without an error value
+    // (and a copy of the name) per partition; the broker gets only partitions
+    // that exist, each topic's name shared by its targets.
+    let mut shape: FetchShape = Vec::with_capacity(topics.len());
     let mut targets = Vec::new();
+    let mut missing = false;
     for t in topics {
+        let found = ctx.broker.topics().get(&t.name);
+        let topic: Option<Arc<str>> = found.as_ref().map(|_| Arc::from(t.name.as_str()));
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            parts.push(p.partition);
-            targets.push(FetchTarget {
-                topic: t.name.clone(),
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.max_bytes as usize,
-            });
+            let exists = found
+                .as_ref()
+                .is_some_and(|f| f.partition(p.partition).is_some());
+            match (&topic, exists) {
+                (Some(topic), true) => {
+                    targets.push(FetchTarget {
+                        topic: Arc::clone(topic),
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.max_bytes as usize,
+                    });
+                    parts.push((p.partition, None));
+                }
+                _ => {
+                    missing = true;
+                    parts.push((p.partition, Some(missing_code(found.as_ref(), p.partition))));
+                }
+            }
         }
         shape.push((t.name, parts));
     }
+    // A partition in error answers the fetch at once (as the broker does for its own errors).
+    let max_wait_ms = if missing { 0 } else { max_wait_ms };
     let mut prepared = ctx.broker.prepare_fetch(FetchParams {
         targets,
         min_bytes: min_bytes as usize,
@@ -428,28 +488,43 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     };
     let topics = topics
         .into_iter()
-        .map(|t| ListOffsetsTopicResponse {
-            partitions: t
-                .partitions
-                .into_iter()
-                .map(
-                    |p| match ctx.broker.list_offset(&t.name, p.partition, p.spec) {
-                        Ok((offset, timestamp)) => ListOffsetsPartitionResponse {
-                            partition: p.partition,
-                            error: ErrorCode::None,
-                            offset,
-                            timestamp,
-                        },
-                        Err(e) => ListOffsetsPartitionResponse {
-                            partition: p.partition,
-                            error: e.code(),
-                            offset: 0,
-                            timestamp: -1,
-                        },
-                    },
-                )
-                .collect(),
-            name: t.name,
+        .map(|t| {
+            // Resolved once per topic: a missing topic or partition is
+            // answered without an error value (and a name copy) per partition.
+            let found = ctx.broker.topics().get(&t.name);
+            ListOffsetsTopicResponse {
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let exists = found
+                            .as_ref()
+                            .is_some_and(|f| f.partition(p.partition).is_some());
+                        let r = if exists {
+                            ctx.broker
+                                .list_offset(&t.name, p.partition, p.spec)
+                                .map_err(|e| e.code())
+                        } else {
+                            Err(missing_code(found.as_ref(), p.partition))
+                        };
+                        match r {
+                            Ok((offset, timestamp)) => ListOffsetsPartitionResponse {
+                                partition: p.partition,
+                                error: ErrorCode::None,
+                                offset,
+                                timestamp,
+                            },
+                            Err(error) => ListOffsetsPartitionResponse {
+                                partition: p.partition,
+                                error,
+                                offset: 0,
+                                timestamp: -1,
+                            },
+                        }
+                    })
+                    .collect(),
+                name: t.name,
+            }
         })
         .collect();
     Outcome::Respond(Response::ListOffsets(ListOffsetsResponse { topics }))
@@ -458,12 +533,6 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
 // ----------------------------------------------------------------------------
 // Consumer groups (keys 7..=14): decode -> Groups -> encode.
 // ----------------------------------------------------------------------------
-
-fn to_pairs(list: &[TopicPartitions]) -> Vec<TopicPartition> {
-    TopicPartitions::pairs(list)
-        .map(|(t, p)| TopicPartition::new(t, p))
-        .collect()
-}
 
 fn to_wire(list: &[TopicPartition]) -> Vec<TopicPartitions> {
     TopicPartitions::from_pairs(list.iter().map(|tp| (tp.topic.as_str(), tp.partition)))
@@ -560,7 +629,7 @@ fn heartbeat(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     else {
         return mismatched();
     };
-    let owned = to_pairs(&owned);
+    // The pairs are expanded by `Groups::heartbeat`, after the member check.
     let max_wait = Duration::from_millis(u64::from(max_wait_ms));
     match ctx
         .groups
@@ -638,19 +707,27 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let mut shape: CommitShape = Vec::with_capacity(topics.len());
     let mut commits = Vec::new();
     for t in topics {
+        // Resolved once per topic: missing partitions cost no error value each.
+        let found = ctx.broker.topics().get(&t.name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            match ctx.broker.partition(&t.name, p.partition) {
-                Ok(_) => {
+            // The decoder refuses negative offsets; a request built in code
+            // with one gets INVALID_REQUEST for that partition, never a clamp.
+            let Ok(offset) = u64::try_from(p.offset) else {
+                parts.push((p.partition, Some(ErrorCode::InvalidRequest)));
+                continue;
+            };
+            match found.as_ref().and_then(|f| f.partition(p.partition)) {
+                Some(_) => {
                     let mut c = OffsetCommit::new(
                         TopicPartition::new(t.name.as_str(), p.partition),
-                        p.offset,
+                        offset,
                     );
                     c.metadata = p.metadata;
                     commits.push(c);
                     parts.push((p.partition, None));
                 }
-                Err(e) => parts.push((p.partition, Some(e.code()))),
+                None => parts.push((p.partition, Some(ErrorCode::UnknownTopicOrPartition))),
             }
         }
         shape.push((t.name, parts));
@@ -700,13 +777,18 @@ fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             offset: c.map_or(-1, |c| i64::try_from(c.offset).unwrap_or(i64::MAX)),
             metadata: c.map(|c| c.metadata.clone()).unwrap_or_default(),
         };
-    // Every committed partition of one topic (or of all topics when `None`).
+    // Every committed partition of one topic (or of all topics when `None`):
+    // a range of the sorted map, so listing many topics costs no scan each.
     let all_of = |topic: Option<&str>| -> Vec<OffsetFetchTopicResponse> {
         let mut out: Vec<OffsetFetchTopicResponse> = Vec::new();
-        for (tp, c) in committed
-            .iter()
-            .filter(|(tp, _)| topic.is_none_or(|t| tp.topic == t))
-        {
+        let entries: Box<dyn Iterator<Item = (&TopicPartition, &sluice_group::CommittedOffset)>> =
+            match topic {
+                None => Box::new(committed.iter()),
+                Some(t) => Box::new(
+                    committed.range(TopicPartition::new(t, 0)..=TopicPartition::new(t, u32::MAX)),
+                ),
+            };
+        for (tp, c) in entries {
             match out.last_mut() {
                 Some(t) if t.name == tp.topic => t.partitions.push(entry(tp.partition, Some(c))),
                 _ => out.push(OffsetFetchTopicResponse {
@@ -733,12 +815,25 @@ fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                         partitions,
                     }
                 } else {
+                    // The topic's committed partitions, found once (sorted by
+                    // partition); each requested one is a binary search, with
+                    // no key (and name copy) built per partition.
+                    let of_topic: Vec<(u32, &sluice_group::CommittedOffset)> = committed
+                        .range(
+                            TopicPartition::new(t.topic.as_str(), 0)
+                                ..=TopicPartition::new(t.topic.as_str(), u32::MAX),
+                        )
+                        .map(|(tp, c)| (tp.partition, c))
+                        .collect();
                     let partitions = t
                         .partitions
                         .iter()
                         .map(|p| {
-                            let tp = TopicPartition::new(t.topic.as_str(), *p);
-                            entry(*p, committed.get(&tp))
+                            let c = of_topic
+                                .binary_search_by_key(p, |(q, _)| *q)
+                                .ok()
+                                .map(|i| of_topic[i].1);
+                            entry(*p, c)
                         })
                         .collect();
                     OffsetFetchTopicResponse {
@@ -924,6 +1019,56 @@ pub(crate) mod tests {
             Outcome::Respond(Response::ApiVersions(v)) => assert!(!v.apis.is_empty()),
             _ => panic!("ApiVersions not answered"),
         }
+    }
+
+    #[test]
+    fn fetch_answers_missing_partitions_in_place_and_at_once() {
+        use sluice_protocol::{FetchPartition, FetchTopic};
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_context(dir.path(), "127.0.0.1:1".parse().unwrap());
+        ctx.broker.create_topic("t", 2, &[]).unwrap();
+        let part = |partition| FetchPartition {
+            partition,
+            fetch_offset: 0,
+            max_bytes: 1 << 20,
+        };
+        let req = Request::Fetch(FetchRequest {
+            max_wait_ms: 60_000,
+            min_bytes: 1 << 30,
+            max_bytes: 1 << 20,
+            topics: vec![
+                FetchTopic {
+                    name: "t".into(),
+                    partitions: vec![part(1), part(9), part(0)],
+                },
+                FetchTopic {
+                    name: "missing".into(),
+                    partitions: vec![part(0)],
+                },
+            ],
+        });
+        // A missing partition is an error: the fetch is answered now, not parked.
+        let Outcome::Respond(Response::Fetch(r)) = dispatch(&ctx, &test_header(5), req) else {
+            panic!("not answered at once");
+        };
+        let got: Vec<(String, u32, ErrorCode)> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.clone(), p.partition, p.error))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("t".into(), 1, ErrorCode::None),
+                ("t".into(), 9, ErrorCode::UnknownTopicOrPartition),
+                ("t".into(), 0, ErrorCode::None),
+                ("missing".into(), 0, ErrorCode::UnknownTopicOrPartition),
+            ]
+        );
     }
 
     fn test_header(api_key: u16) -> RequestHeader {

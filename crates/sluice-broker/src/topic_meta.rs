@@ -346,20 +346,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
         name: name.chars().take(300).collect(),
         reason,
     };
-    if name.is_empty() {
-        return Err(bad("empty"));
-    }
-    if name.len() > 249 {
-        return Err(bad("longer than 249 characters"));
-    }
-    if name == "." || name == ".." {
-        return Err(bad("'.' and '..' are reserved"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err(bad("characters outside [a-zA-Z0-9._-]"));
+    // One rule set for the decoder and the broker (`sluice_protocol::topic_name_problem`).
+    if let Some(reason) = sluice_protocol::topic_name_problem(name) {
+        return Err(bad(reason));
     }
     Ok(())
 }

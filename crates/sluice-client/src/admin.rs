@@ -422,19 +422,23 @@ impl Admin {
             generation: 0,
             topics: topics
                 .iter()
-                .map(|t| OffsetCommitTopic {
-                    name: t.clone(),
-                    partitions: targets
-                        .iter()
-                        .filter(|(x, _, _)| x == t)
-                        .map(|(_, p, o)| OffsetCommitPartition {
-                            partition: *p,
-                            offset: *o,
-                            metadata: String::new(),
-                        })
-                        .collect(),
+                .map(|t| {
+                    Ok(OffsetCommitTopic {
+                        name: t.clone(),
+                        partitions: targets
+                            .iter()
+                            .filter(|(x, _, _)| x == t)
+                            .map(|(_, p, o)| {
+                                Ok(OffsetCommitPartition {
+                                    partition: *p,
+                                    offset: commit_offset(*o)?,
+                                    metadata: String::new(),
+                                })
+                            })
+                            .collect::<Result<_, ClientError>>()?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, ClientError>>()?,
         });
         let response = match self.cluster.bootstrap().request(&request).await? {
             Response::OffsetCommit(r) => r,
@@ -572,4 +576,15 @@ pub(crate) fn unexpected(request: &'static str, got: Response) -> ClientError {
         other => format!("{other:?}").chars().take(120).collect(),
     };
     ClientError::UnexpectedResponse { request, got }
+}
+
+/// An offset as OffsetCommit carries it (an i64): one above `i64::MAX` is
+/// refused here, as the broker would refuse it, never clamped.
+pub(crate) fn commit_offset(offset: u64) -> Result<i64, ClientError> {
+    i64::try_from(offset).map_err(|_| {
+        ClientError::broker(
+            ErrorCode::InvalidRequest,
+            format!("commit offset {offset} (above i64::MAX)"),
+        )
+    })
 }

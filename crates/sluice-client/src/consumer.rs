@@ -849,7 +849,7 @@ impl Consumer {
         for (topic, partition, offset) in &offsets {
             let part = OffsetCommitPartition {
                 partition: *partition,
-                offset: *offset,
+                offset: crate::admin::commit_offset(*offset)?,
                 metadata: String::new(),
             };
             match topics.iter_mut().find(|t| t.name == *topic) {

@@ -1341,8 +1341,11 @@ async fn dispatch(shared: &Arc<Shared>, batches: Vec<SealedBatch>) {
             let dup = request_batches
                 .iter()
                 .any(|b: &SealedBatch| b.partition == batch.partition && b.topic == batch.topic);
+            // The broker refuses a request listing more partitions than its
+            // `max_request_partitions` (default below): split before that.
+            let full = request_batches.len() >= sluice_protocol::DEFAULT_MAX_REQUEST_PARTITIONS;
             if !request_batches.is_empty()
-                && (dup || request_bytes + batch.data.len() > MAX_REQUEST_BYTES)
+                && (dup || full || request_bytes + batch.data.len() > MAX_REQUEST_BYTES)
             {
                 let full = std::mem::take(&mut request_batches);
                 request_bytes = 0;

@@ -958,6 +958,15 @@ impl Coordinator {
         Some(m.session_timeout_ms)
     }
 
+    /// How many partitions a live member owns now; `None` for an unknown
+    /// group or member, or a fenced one (a heartbeat from it fails before its
+    /// `owned` report is read). A front end uses it to expand an `owned`
+    /// report only as far as it can matter.
+    pub fn owned_count(&self, group: &str, member_id: &str) -> Option<usize> {
+        let m = self.groups.get(group)?.members.get(member_id)?;
+        (!m.fenced).then_some(m.owned.len())
+    }
+
     /// Number of members (0 for unknown groups).
     pub fn member_count(&self, group: &str) -> usize {
         self.groups.get(group).map_or(0, |g| g.members.len())

@@ -695,6 +695,15 @@ pub fn begin_fenced_commit(
     commits: &[OffsetCommit],
     now_ms: i64,
 ) -> Result<CommitTicket, GroupError> {
+    // Every protocol carries committed offsets as i64 (OffsetFetch and
+    // DescribeGroups report them so): one above i64::MAX could only be read
+    // back clamped, so it is refused, never stored.
+    if let Some(c) = commits.iter().find(|c| i64::try_from(c.offset).is_err()) {
+        return Err(GroupError::InvalidRequest(format!(
+            "committed offset {} of {}-{} is above i64::MAX",
+            c.offset, c.partition.topic, c.partition.partition
+        )));
+    }
     let partitions: Vec<TopicPartition> = commits.iter().map(|c| c.partition.clone()).collect();
     coordinator.check_commit(group, committer, &partitions)?;
     store.append_commit(group, commits, now_ms)

@@ -117,6 +117,38 @@ fn tombstones_delete_a_group() {
 }
 
 #[test]
+fn offsets_above_i64_max_are_refused_and_i64_max_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let coord = coordinator();
+    let end = store.log().end_offset();
+    for bad in [u64::MAX, 1 << 63] {
+        let err = offsets::fenced_commit(
+            &coord,
+            &store,
+            "g",
+            Committer::Standalone,
+            &[oc("t", 0, 1), oc("t", 1, bad)],
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
+    }
+    assert_eq!(store.log().end_offset(), end, "nothing written");
+    assert!(store.fetch("g", &TopicPartition::new("t", 0)).is_none());
+    offsets::fenced_commit(
+        &coord,
+        &store,
+        "g",
+        Committer::Standalone,
+        &[oc("t", 0, i64::MAX as u64)],
+        2,
+    )
+    .unwrap();
+    assert_eq!(offset_of(&store, "g", "t", 0), i64::MAX as u64);
+}
+
+#[test]
 fn fenced_commit_rejects_stale_generation_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -52,6 +52,26 @@ pub enum ProtocolError {
         /// The value found.
         value: i64,
     },
+    /// A topic name in a request breaks the naming rules ([`crate::topic_name_problem`]).
+    #[error("invalid topic name in {what}: {reason}")]
+    InvalidTopicName {
+        /// The field being read.
+        what: &'static str,
+        /// Which rule the name breaks.
+        reason: &'static str,
+    },
+    /// A request lists more entries than [`crate::RequestLimits::max_partitions`].
+    #[error("request lists more than {limit} topic-partitions (entries)")]
+    TooManyEntries {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A request lists the same partition (or topic, or group) twice.
+    #[error("{what} listed twice in one request")]
+    Duplicate {
+        /// What is repeated.
+        what: &'static str,
+    },
     /// Bytes remain after the message body.
     #[error("{count} unexpected bytes after the {what} body")]
     TrailingBytes {
@@ -89,7 +109,8 @@ pub enum ProtocolError {
 pub struct RequestError {
     /// The request header, when it decoded.
     pub header: Option<RequestHeader>,
-    /// The error code to answer with: UNKNOWN_API, UNSUPPORTED_VERSION or INVALID_REQUEST.
+    /// The error code to answer with: UNKNOWN_API, UNSUPPORTED_VERSION,
+    /// INVALID_REQUIRED_ACKS, INVALID_TOPIC (a bad topic name) or INVALID_REQUEST.
     pub code: ErrorCode,
     /// What went wrong.
     #[source]

@@ -66,6 +66,6 @@ pub use error::{ProtocolError, RequestError};
 pub use error_code::ErrorCode;
 pub use messages::*;
 pub use wire::{
-    decode_request, decode_response, encode_request, encode_request_chunks, encode_response,
-    encode_response_chunks, peek_correlation_id,
+    decode_request, decode_request_with_limits, decode_response, encode_request,
+    encode_request_chunks, encode_response, encode_response_chunks, peek_correlation_id,
 };

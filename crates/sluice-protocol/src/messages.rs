@@ -8,6 +8,57 @@ use bytes::Bytes;
 
 use crate::ErrorCode;
 
+/// Longest topic name, in bytes (Kafka's limit).
+pub const MAX_TOPIC_NAME_BYTES: usize = 249;
+
+/// Default cap on the entries of one request (see [`RequestLimits`]); Kafka's
+/// practical limit on partitions per request is of this order.
+pub const DEFAULT_MAX_REQUEST_PARTITIONS: usize = 10_000;
+
+/// Why a topic name is invalid, `None` when it is valid: 1 to 249 bytes of
+/// `[a-zA-Z0-9._-]`, not `.` or `..`. The decoder applies it to every topic
+/// name in a request; the broker applies it to names it creates.
+pub fn topic_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("empty");
+    }
+    if name.len() > MAX_TOPIC_NAME_BYTES {
+        return Some("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return Some("'.' and '..' are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Some("characters outside [a-zA-Z0-9._-]");
+    }
+    None
+}
+
+/// Bounds applied while decoding a request, before anything is allocated for it.
+///
+/// Every topic-partition listed counts one entry; so does a topic listed
+/// without partitions (Metadata, CreateTopics, DeleteTopics, JoinGroup
+/// subscriptions, an OffsetFetch or Heartbeat topic with an empty partition
+/// list, a Produce or Fetch topic with no partitions), a CreateTopics config
+/// pair, and a group id (DescribeGroups, DeleteGroups). A request with more
+/// entries than `max_partitions` is refused with INVALID_REQUEST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most entries (topic-partitions, see above) one request may list.
+    pub max_partitions: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_partitions: DEFAULT_MAX_REQUEST_PARTITIONS,
+        }
+    }
+}
+
 /// Numeric api keys. Stable; a retired key is never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
@@ -601,8 +652,10 @@ pub struct LeaveGroupResponse {
 pub struct OffsetCommitPartition {
     /// Partition index.
     pub partition: u32,
-    /// The next offset the group will consume (last processed + 1).
-    pub offset: u64,
+    /// The next offset the group will consume (last processed + 1); 0 to
+    /// `i64::MAX` (a negative value is refused while decoding), the same type
+    /// as the offsets OffsetFetch and DescribeGroups report.
+    pub offset: i64,
     /// Free text stored with the offset.
     pub metadata: String,
 }

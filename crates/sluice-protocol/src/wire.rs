@@ -46,7 +46,7 @@
 //! | JoinGroup (7)    | `group_id string, member_id string, [topic string], session_timeout_ms u32, rebalance_timeout_ms u32, metadata bytes` | `error u16, member_id string, generation u32, heartbeat_interval_ms u32, assignment TP, revoke TP` |
 //! | Heartbeat (8)    | `group_id string, member_id string, generation u32, owned TP, max_wait_ms u32` | `error u16, generation u32, heartbeat_interval_ms u32, assignment TP, revoke TP` |
 //! | LeaveGroup (9)   | `group_id string, member_id string`                                   | `error u16` |
-//! | OffsetCommit (10)| `group_id string, member_id string, generation u32, [name string, [partition u32, offset u64, metadata string]]` | `[name string, [partition u32, error u16]]` |
+//! | OffsetCommit (10)| `group_id string, member_id string, generation u32, [name string, [partition u32, offset i64, metadata string]]` | `[name string, [partition u32, error u16]]` |
 //! | OffsetFetch (11) | `group_id string, TP` (empty = all committed)                         | `error u16, [name string, [partition u32, error u16, offset i64, metadata string]]` |
 //! | ListGroups (12)  | empty                                                                 | `[group_id string, state string, members u32, generation u32]` |
 //! | DescribeGroups (13) | `[group_id string]`                                                | `[error u16, group_id string, state string, generation u32, [member_id string, client_id string, [topic string], assignment TP, revoking TP], [topic string, partition u32, committed_offset i64, end_offset u64, lag u64, lag_ms i64]]` |
@@ -232,7 +232,7 @@ fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
                 e.count(t.partitions.len());
                 for p in &t.partitions {
                     e.u32(p.partition);
-                    e.u64(p.offset);
+                    e.i64(p.offset);
                     e.string(&p.metadata);
                 }
             }
@@ -521,11 +521,23 @@ pub fn encode_response_chunks(correlation_id: u32, response: &Response, out: &mu
 /// Checked reader over a frame payload.
 struct Dec {
     buf: Bytes,
+    /// Entries (see [`RequestLimits`]) this request may still list.
+    budget: usize,
+    /// The configured limit, for the error message.
+    limit: usize,
 }
 
 type PResult<T> = Result<T, ProtocolError>;
 
 impl Dec {
+    /// A reader with no entry limit (responses).
+    fn unlimited(buf: Bytes) -> Dec {
+        Dec {
+            buf,
+            budget: usize::MAX,
+            limit: usize::MAX,
+        }
+    }
     fn need(&self, n: usize, what: &'static str) -> PResult<()> {
         if self.buf.len() < n {
             return Err(ProtocolError::Truncated {
@@ -570,20 +582,42 @@ impl Dec {
         self.buf.advance(len);
         Ok(s)
     }
+    /// A topic name in a request: checked against [`topic_name_problem`]
+    /// (length first, so a long name is refused before it is copied).
+    fn topic_name(&mut self, what: &'static str) -> PResult<String> {
+        let len = self.u16(what)? as usize;
+        self.need(len, what)?;
+        if len > MAX_TOPIC_NAME_BYTES {
+            return Err(ProtocolError::InvalidTopicName {
+                what,
+                reason: "longer than 249 characters",
+            });
+        }
+        let s = std::str::from_utf8(&self.buf[..len])
+            .map_err(|source| ProtocolError::InvalidUtf8 { what, source })?;
+        if let Some(reason) = topic_name_problem(s) {
+            return Err(ProtocolError::InvalidTopicName { what, reason });
+        }
+        let s = s.to_owned();
+        self.buf.advance(len);
+        Ok(s)
+    }
     fn bytes(&mut self, what: &'static str) -> PResult<Bytes> {
         let len = self.u32(what)? as usize;
         self.need(len, what)?;
         Ok(self.buf.split_to(len))
     }
-    /// Reads an array: the count is checked against the bytes left (each item
-    /// takes at least `min_item` bytes) before anything is allocated, and the
-    /// initial capacity is further capped so it never exceeds the bytes left.
-    fn vec<T>(
-        &mut self,
-        what: &'static str,
-        min_item: usize,
-        mut item: impl FnMut(&mut Dec) -> PResult<T>,
-    ) -> PResult<Vec<T>> {
+    /// Uses up `n` entries of the request's budget.
+    fn charge(&mut self, n: usize) -> PResult<()> {
+        if n > self.budget {
+            return Err(ProtocolError::TooManyEntries { limit: self.limit });
+        }
+        self.budget -= n;
+        Ok(())
+    }
+    /// Reads an array count and checks it against the bytes left (each item
+    /// takes at least `min_item` bytes).
+    fn array_len(&mut self, what: &'static str, min_item: usize) -> PResult<usize> {
         let count = self.u32(what)?;
         let available = self.buf.len();
         if (count as usize).saturating_mul(min_item.max(1)) > available {
@@ -593,18 +627,88 @@ impl Dec {
                 available,
             });
         }
-        let cap = (count as usize).min(available / std::mem::size_of::<T>().max(1));
+        Ok(count as usize)
+    }
+    /// Reads `count` items; the initial capacity never exceeds the bytes left.
+    fn items<T>(
+        &mut self,
+        count: usize,
+        mut item: impl FnMut(&mut Dec) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        let cap = count.min(self.buf.len() / std::mem::size_of::<T>().max(1));
         let mut v = Vec::with_capacity(cap);
         for _ in 0..count {
             v.push(item(self)?);
         }
         Ok(v)
     }
+    /// Reads an array: the count is checked against the bytes left (each item
+    /// takes at least `min_item` bytes) before anything is allocated, and the
+    /// initial capacity is further capped so it never exceeds the bytes left.
+    fn vec<T>(
+        &mut self,
+        what: &'static str,
+        min_item: usize,
+        item: impl FnMut(&mut Dec) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        let count = self.array_len(what, min_item)?;
+        self.items(count, item)
+    }
+    /// A request's array of topics: each topic uses at least one entry (its
+    /// partitions charge them), so the count is checked against the budget
+    /// before anything is allocated.
+    fn topic_vec<T>(
+        &mut self,
+        what: &'static str,
+        min_item: usize,
+        item: impl FnMut(&mut Dec) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        let count = self.array_len(what, min_item)?;
+        if count > self.budget {
+            return Err(ProtocolError::TooManyEntries { limit: self.limit });
+        }
+        self.items(count, item)
+    }
+    /// The partitions of one topic in a request: charges one entry per
+    /// partition (one for an empty list) before allocating.
+    fn partition_vec<T>(
+        &mut self,
+        what: &'static str,
+        min_item: usize,
+        item: impl FnMut(&mut Dec) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        let count = self.array_len(what, min_item)?;
+        self.charge(count.max(1))?;
+        self.items(count, item)
+    }
+    /// An array whose every item is one entry (names, group ids, config pairs).
+    fn entry_vec<T>(
+        &mut self,
+        what: &'static str,
+        min_item: usize,
+        item: impl FnMut(&mut Dec) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        let count = self.array_len(what, min_item)?;
+        self.charge(count)?;
+        self.items(count, item)
+    }
     fn pairs(&mut self, what: &'static str) -> PResult<Vec<(String, String)>> {
         self.vec(what, 4, |d| Ok((d.string(what)?, d.string(what)?)))
     }
     fn strings(&mut self, what: &'static str) -> PResult<Vec<String>> {
         self.vec(what, 2, |d| d.string(what))
+    }
+    /// A request's list of topic names: validated, each one entry, no repeats.
+    fn topic_names(&mut self, what: &'static str) -> PResult<Vec<String>> {
+        let v = self.entry_vec(what, 2, |d| d.topic_name("topic name"))?;
+        unique_names(v.iter().map(String::as_str), "topic")?;
+        Ok(v)
+    }
+    /// A request's list of group ids: each one entry, no repeats.
+    fn group_ids(&mut self, what: &'static str) -> PResult<Vec<String>> {
+        let v = self.entry_vec(what, 2, |d| d.string("group_id"))?;
+        unique_names(v.iter().map(String::as_str), "group id")?;
+        Ok(v)
     }
     /// `array<TopicPartitions>`: each item is a topic string and an `array<u32>` (min 6 bytes).
     fn topic_partitions(&mut self, what: &'static str) -> PResult<Vec<TopicPartitions>> {
@@ -614,6 +718,30 @@ impl Dec {
                 partitions: d.vec("partitions", 4, |d| d.u32("partition"))?,
             })
         })
+    }
+    /// A request's `array<TopicPartitions>`: names validated, entries charged,
+    /// no topic or partition listed twice.
+    fn request_topic_partitions(&mut self, what: &'static str) -> PResult<Vec<TopicPartitions>> {
+        let v = self.topic_vec(what, 6, |d| {
+            Ok(TopicPartitions {
+                topic: d.topic_name("topic name")?,
+                partitions: d.partition_vec("partitions", 4, |d| d.u32("partition"))?,
+            })
+        })?;
+        unique_topic_partitions(&v, |t| (&t.topic, t.partitions.iter().copied()))?;
+        Ok(v)
+    }
+    /// A committed offset: an i64 from 0 to `i64::MAX` (the u64 values above
+    /// `i64::MAX` read as negative and are refused, never clamped).
+    fn commit_offset(&mut self) -> PResult<i64> {
+        let v = self.i64("offset")?;
+        if v < 0 {
+            return Err(ProtocolError::InvalidValue {
+                what: "committed offset",
+                value: v,
+            });
+        }
+        Ok(v)
     }
     /// An i64 offset where -1 means "none"; anything below -1 is malformed.
     fn offset_or_none(&mut self, what: &'static str) -> PResult<i64> {
@@ -634,6 +762,35 @@ impl Dec {
     }
 }
 
+/// Refuses a list that names the same thing twice (sorts borrowed names:
+/// 16 bytes per name of scratch).
+fn unique_names<'a>(names: impl Iterator<Item = &'a str>, what: &'static str) -> PResult<()> {
+    let mut v: Vec<&str> = names.collect();
+    v.sort_unstable();
+    if v.windows(2).any(|w| w[0] == w[1]) {
+        return Err(ProtocolError::Duplicate { what });
+    }
+    Ok(())
+}
+
+/// Refuses a request that lists a topic twice or a partition twice within a topic.
+fn unique_topic_partitions<'a, T, P: Iterator<Item = u32>>(
+    topics: &'a [T],
+    parts: impl Fn(&'a T) -> (&'a String, P),
+) -> PResult<()> {
+    unique_names(topics.iter().map(|t| parts(t).0.as_str()), "topic")?;
+    let mut scratch: Vec<u32> = Vec::new();
+    for t in topics {
+        scratch.clear();
+        scratch.extend(parts(t).1);
+        scratch.sort_unstable();
+        if scratch.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ProtocolError::Duplicate { what: "partition" });
+        }
+    }
+    Ok(())
+}
+
 fn decode_header(d: &mut Dec) -> PResult<RequestHeader> {
     Ok(RequestHeader {
         api_key: d.u16("api_key")?,
@@ -647,19 +804,24 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
     Ok(match key {
         ApiKey::ApiVersions => Request::ApiVersions,
         ApiKey::Metadata => Request::Metadata(MetadataRequest {
-            topics: d.strings("topics")?,
+            topics: d.topic_names("topics")?,
         }),
-        ApiKey::CreateTopics => Request::CreateTopics(CreateTopicsRequest {
-            topics: d.vec("topics", 10, |d| {
+        ApiKey::CreateTopics => {
+            let topics = d.topic_vec("topics", 10, |d| {
+                d.charge(1)?;
                 Ok(CreateTopic {
-                    name: d.string("topic name")?,
+                    name: d.topic_name("topic name")?,
                     partitions: d.u32("partitions")?,
-                    configs: d.pairs("configs")?,
+                    configs: d.entry_vec("configs", 4, |d| {
+                        Ok((d.string("configs")?, d.string("configs")?))
+                    })?,
                 })
-            })?,
-        }),
+            })?;
+            unique_names(topics.iter().map(|t| t.name.as_str()), "topic")?;
+            Request::CreateTopics(CreateTopicsRequest { topics })
+        }
         ApiKey::DeleteTopics => Request::DeleteTopics(DeleteTopicsRequest {
-            topics: d.strings("topics")?,
+            topics: d.topic_names("topics")?,
         }),
         ApiKey::Produce => {
             let acks = match d.u8("acks")? {
@@ -673,30 +835,35 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
                     })
                 }
             };
+            let timeout_ms = d.u32("timeout_ms")?;
+            let topics = d.topic_vec("topics", 6, |d| {
+                Ok(ProduceTopic {
+                    name: d.topic_name("topic name")?,
+                    partitions: d.partition_vec("partitions", 8, |d| {
+                        Ok(ProducePartition {
+                            partition: d.u32("partition")?,
+                            records: d.bytes("records")?,
+                        })
+                    })?,
+                })
+            })?;
+            unique_topic_partitions(&topics, |t| {
+                (&t.name, t.partitions.iter().map(|p| p.partition))
+            })?;
             Request::Produce(ProduceRequest {
                 acks,
-                timeout_ms: d.u32("timeout_ms")?,
-                topics: d.vec("topics", 6, |d| {
-                    Ok(ProduceTopic {
-                        name: d.string("topic name")?,
-                        partitions: d.vec("partitions", 8, |d| {
-                            Ok(ProducePartition {
-                                partition: d.u32("partition")?,
-                                records: d.bytes("records")?,
-                            })
-                        })?,
-                    })
-                })?,
+                timeout_ms,
+                topics,
             })
         }
-        ApiKey::Fetch => Request::Fetch(FetchRequest {
-            max_wait_ms: d.u32("max_wait_ms")?,
-            min_bytes: d.u32("min_bytes")?,
-            max_bytes: d.u32("max_bytes")?,
-            topics: d.vec("topics", 6, |d| {
+        ApiKey::Fetch => {
+            let max_wait_ms = d.u32("max_wait_ms")?;
+            let min_bytes = d.u32("min_bytes")?;
+            let max_bytes = d.u32("max_bytes")?;
+            let topics = d.topic_vec("topics", 6, |d| {
                 Ok(FetchTopic {
-                    name: d.string("topic name")?,
-                    partitions: d.vec("partitions", 16, |d| {
+                    name: d.topic_name("topic name")?,
+                    partitions: d.partition_vec("partitions", 16, |d| {
                         Ok(FetchPartition {
                             partition: d.u32("partition")?,
                             fetch_offset: d.u64("fetch_offset")?,
@@ -704,25 +871,38 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
                         })
                     })?,
                 })
-            })?,
-        }),
-        ApiKey::ListOffsets => Request::ListOffsets(ListOffsetsRequest {
-            topics: d.vec("topics", 6, |d| {
+            })?;
+            unique_topic_partitions(&topics, |t| {
+                (&t.name, t.partitions.iter().map(|p| p.partition))
+            })?;
+            Request::Fetch(FetchRequest {
+                max_wait_ms,
+                min_bytes,
+                max_bytes,
+                topics,
+            })
+        }
+        ApiKey::ListOffsets => {
+            let topics = d.topic_vec("topics", 6, |d| {
                 Ok(ListOffsetsTopic {
-                    name: d.string("topic name")?,
-                    partitions: d.vec("partitions", 12, |d| {
+                    name: d.topic_name("topic name")?,
+                    partitions: d.partition_vec("partitions", 12, |d| {
                         Ok(ListOffsetsPartition {
                             partition: d.u32("partition")?,
                             spec: OffsetSpec::from_wire(d.i64("offset spec")?)?,
                         })
                     })?,
                 })
-            })?,
-        }),
+            })?;
+            unique_topic_partitions(&topics, |t| {
+                (&t.name, t.partitions.iter().map(|p| p.partition))
+            })?;
+            Request::ListOffsets(ListOffsetsRequest { topics })
+        }
         ApiKey::JoinGroup => Request::JoinGroup(JoinGroupRequest {
             group_id: d.string("group_id")?,
             member_id: d.string("member_id")?,
-            topics: d.strings("topics")?,
+            topics: d.topic_names("topics")?,
             session_timeout_ms: d.u32("session_timeout_ms")?,
             rebalance_timeout_ms: d.u32("rebalance_timeout_ms")?,
             metadata: d.bytes("metadata")?,
@@ -731,40 +911,49 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             group_id: d.string("group_id")?,
             member_id: d.string("member_id")?,
             generation: d.u32("generation")?,
-            owned: d.topic_partitions("owned")?,
+            owned: d.request_topic_partitions("owned")?,
             max_wait_ms: d.u32("max_wait_ms")?,
         }),
         ApiKey::LeaveGroup => Request::LeaveGroup(LeaveGroupRequest {
             group_id: d.string("group_id")?,
             member_id: d.string("member_id")?,
         }),
-        ApiKey::OffsetCommit => Request::OffsetCommit(OffsetCommitRequest {
-            group_id: d.string("group_id")?,
-            member_id: d.string("member_id")?,
-            generation: d.u32("generation")?,
-            topics: d.vec("topics", 6, |d| {
+        ApiKey::OffsetCommit => {
+            let group_id = d.string("group_id")?;
+            let member_id = d.string("member_id")?;
+            let generation = d.u32("generation")?;
+            let topics = d.topic_vec("topics", 6, |d| {
                 Ok(OffsetCommitTopic {
-                    name: d.string("topic name")?,
-                    partitions: d.vec("partitions", 14, |d| {
+                    name: d.topic_name("topic name")?,
+                    partitions: d.partition_vec("partitions", 14, |d| {
                         Ok(OffsetCommitPartition {
                             partition: d.u32("partition")?,
-                            offset: d.u64("offset")?,
+                            offset: d.commit_offset()?,
                             metadata: d.string("metadata")?,
                         })
                     })?,
                 })
-            })?,
-        }),
+            })?;
+            unique_topic_partitions(&topics, |t| {
+                (&t.name, t.partitions.iter().map(|p| p.partition))
+            })?;
+            Request::OffsetCommit(OffsetCommitRequest {
+                group_id,
+                member_id,
+                generation,
+                topics,
+            })
+        }
         ApiKey::OffsetFetch => Request::OffsetFetch(OffsetFetchRequest {
             group_id: d.string("group_id")?,
-            topics: d.topic_partitions("topics")?,
+            topics: d.request_topic_partitions("topics")?,
         }),
         ApiKey::ListGroups => Request::ListGroups,
         ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest {
-            group_ids: d.strings("group_ids")?,
+            group_ids: d.group_ids("group_ids")?,
         }),
         ApiKey::DeleteGroups => Request::DeleteGroups(DeleteGroupsRequest {
-            group_ids: d.strings("group_ids")?,
+            group_ids: d.group_ids("group_ids")?,
         }),
         ApiKey::InitProducerId => Request::InitProducerId,
     })
@@ -793,8 +982,28 @@ pub fn produce_acks_byte(payload: &[u8]) -> Option<u8> {
 /// Every key in [`ApiKey::ALL`] decodes, including the group apis
 /// ([`GROUP_APIS`]) that the broker may not serve yet: serving is the
 /// broker's decision (it answers UNKNOWN_API for a key it has no handler for).
+///
+/// Applies the default [`RequestLimits`]; see [`decode_request_with_limits`].
 pub fn decode_request(payload: Bytes) -> Result<(RequestHeader, Request), RequestError> {
-    let mut d = Dec { buf: payload };
+    decode_request_with_limits(payload, &RequestLimits::default())
+}
+
+/// [`decode_request`] with explicit bounds. Besides the frame checks, the body
+/// is refused (the header decoded, so the broker answers and keeps the
+/// connection) when: a topic name breaks [`topic_name_problem`] (INVALID_TOPIC);
+/// the request lists more than `limits.max_partitions` entries, a topic or
+/// group id twice, or a partition twice within a topic; or a committed offset
+/// is negative (INVALID_REQUEST). These checks run before the entries they
+/// guard are allocated, so decoding costs a small multiple of the frame size.
+pub fn decode_request_with_limits(
+    payload: Bytes,
+    limits: &RequestLimits,
+) -> Result<(RequestHeader, Request), RequestError> {
+    let mut d = Dec {
+        buf: payload,
+        budget: limits.max_partitions,
+        limit: limits.max_partitions,
+    };
     let header = decode_header(&mut d).map_err(|source| RequestError {
         header: None,
         code: ErrorCode::InvalidRequest,
@@ -827,6 +1036,7 @@ pub fn decode_request(payload: Bytes) -> Result<(RequestHeader, Request), Reques
         Err(source) => {
             let code = match source {
                 ProtocolError::InvalidValue { what: "acks", .. } => ErrorCode::InvalidRequiredAcks,
+                ProtocolError::InvalidTopicName { .. } => ErrorCode::InvalidTopic,
                 _ => ErrorCode::InvalidRequest,
             };
             Err(fail(code, source, header))
@@ -1040,7 +1250,7 @@ fn topic_results(d: &mut Dec) -> PResult<Vec<TopicResult>> {
 /// Returns the correlation id and the response; a non-zero header error code
 /// gives `Response::Error(code)` (no body).
 pub fn decode_response(api_key: ApiKey, payload: Bytes) -> Result<(u32, Response), ProtocolError> {
-    let mut d = Dec { buf: payload };
+    let mut d = Dec::unlimited(payload);
     let correlation_id = d.u32("correlation_id")?;
     let code = d.u16("error_code")?;
     let response = if code != 0 {
@@ -1082,7 +1292,7 @@ mod tests {
             Request::ApiVersions,
             Request::Metadata(MetadataRequest { topics: vec![] }),
             Request::Metadata(MetadataRequest {
-                topics: vec!["a".into(), "bé".into()],
+                topics: vec!["a".into(), "b.e_-9".into()],
             }),
             Request::CreateTopics(CreateTopicsRequest {
                 topics: vec![CreateTopic {
@@ -1179,7 +1389,7 @@ mod tests {
                         },
                         OffsetCommitPartition {
                             partition: 2,
-                            offset: u64::MAX,
+                            offset: i64::MAX,
                             metadata: "host-7".into(),
                         },
                     ],
@@ -1725,7 +1935,8 @@ mod tests {
         b.put_u16(0);
         b.put_u32(1);
         b.put_u32(1);
-        b.put_u16(0);
+        b.put_u16(1);
+        b.put_u8(b't');
         b.put_u32(1 << 30);
         b.put_slice(&[0; 16]);
         let err = decode_request(b.freeze()).unwrap_err();
@@ -1869,5 +2080,195 @@ mod tests {
         let served: Vec<u16> = SUPPORTED_APIS.iter().map(|r| r.api_key).collect();
         assert_eq!(served, (0..=15).collect::<Vec<u16>>());
         assert!(GROUP_APIS.iter().all(|g| SUPPORTED_APIS.contains(g)));
+    }
+
+    fn payload(req: &Request) -> Bytes {
+        let mut b = BytesMut::new();
+        encode_request(3, "c", req, &mut b);
+        b.freeze().slice(4..)
+    }
+
+    fn fetch_of(topics: &[(&str, &[u32])]) -> Request {
+        Request::Fetch(FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 1,
+            topics: topics
+                .iter()
+                .map(|(name, ps)| FetchTopic {
+                    name: (*name).into(),
+                    partitions: ps
+                        .iter()
+                        .map(|p| FetchPartition {
+                            partition: *p,
+                            fetch_offset: 0,
+                            max_bytes: 1,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn topic_names_are_validated_while_decoding() {
+        let ok = "a".repeat(MAX_TOPIC_NAME_BYTES);
+        let bad = [
+            String::new(),
+            "a".repeat(MAX_TOPIC_NAME_BYTES + 1),
+            "a".repeat(60_000),
+            ".".into(),
+            "..".into(),
+            "a/b".into(),
+            "é".into(),
+            "a b".into(),
+        ];
+        let metadata = |n: &str| {
+            Request::Metadata(MetadataRequest {
+                topics: vec![n.into()],
+            })
+        };
+        let heartbeat = |n: &str| {
+            Request::Heartbeat(HeartbeatRequest {
+                group_id: "g".into(),
+                member_id: "m".into(),
+                generation: 0,
+                owned: vec![TopicPartitions::new(n, vec![0])],
+                max_wait_ms: 0,
+            })
+        };
+        let kinds: [&dyn Fn(&str) -> Request; 3] =
+            [&metadata, &heartbeat, &|n: &str| fetch_of(&[(n, &[0])])];
+        for make in kinds {
+            assert!(decode_request(payload(&make(&ok))).is_ok());
+            for name in &bad {
+                let e = decode_request(payload(&make(name))).unwrap_err();
+                assert_eq!(e.code, ErrorCode::InvalidTopic, "{name:?}");
+                assert!(e.header.is_some());
+                assert!(matches!(e.source, ProtocolError::InvalidTopicName { .. }));
+            }
+        }
+        assert_eq!(topic_name_problem("a.b_c-D9"), None);
+    }
+
+    #[test]
+    fn the_entry_cap_counts_partitions_and_bare_topics() {
+        let limits = RequestLimits { max_partitions: 4 };
+        let dec = |r: &Request| decode_request_with_limits(payload(r), &limits);
+        assert!(dec(&fetch_of(&[("a", &[0, 1]), ("b", &[0, 1])])).is_ok());
+        let e = dec(&fetch_of(&[("a", &[0, 1, 2]), ("b", &[0, 1])])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(matches!(
+            e.source,
+            ProtocolError::TooManyEntries { limit: 4 }
+        ));
+        // A topic with no partitions still counts one.
+        assert!(dec(&fetch_of(&[("a", &[0, 1, 2]), ("b", &[])])).is_ok());
+        assert!(dec(&fetch_of(&[("a", &[0, 1, 2, 3]), ("b", &[])])).is_err());
+        let names = |n: usize| {
+            Request::Metadata(MetadataRequest {
+                topics: (0..n).map(|i| format!("t{i}")).collect(),
+            })
+        };
+        assert!(dec(&names(4)).is_ok());
+        assert!(dec(&names(5)).is_err());
+        let groups = |n: usize| {
+            Request::DescribeGroups(DescribeGroupsRequest {
+                group_ids: (0..n).map(|i| format!("g{i}")).collect(),
+            })
+        };
+        assert!(dec(&groups(4)).is_ok());
+        assert!(dec(&groups(5)).is_err());
+        let configs = |n: usize| {
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreateTopic {
+                    name: "t".into(),
+                    partitions: 1,
+                    configs: vec![("k".into(), "v".into()); n],
+                }],
+            })
+        };
+        assert!(dec(&configs(3)).is_ok(), "one for the topic, three pairs");
+        assert!(dec(&configs(4)).is_err());
+        // The default: 10,000.
+        let many: Vec<u32> = (0..DEFAULT_MAX_REQUEST_PARTITIONS as u32).collect();
+        assert!(decode_request(payload(&fetch_of(&[("a", &many)]))).is_ok());
+        let more: Vec<u32> = (0..=DEFAULT_MAX_REQUEST_PARTITIONS as u32).collect();
+        assert!(decode_request(payload(&fetch_of(&[("a", &more)]))).is_err());
+    }
+
+    #[test]
+    fn repeated_partitions_topics_and_groups_are_refused() {
+        let dup = |r: Request| {
+            let e = decode_request(payload(&r)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest);
+            assert!(matches!(e.source, ProtocolError::Duplicate { .. }), "{e:?}");
+        };
+        dup(fetch_of(&[("a", &[0, 1, 0])]));
+        dup(fetch_of(&[("a", &[0]), ("a", &[1])]));
+        assert!(decode_request(payload(&fetch_of(&[("a", &[0]), ("b", &[0])]))).is_ok());
+        dup(Request::Metadata(MetadataRequest {
+            topics: vec!["a".into(), "b".into(), "a".into()],
+        }));
+        dup(Request::DeleteTopics(DeleteTopicsRequest {
+            topics: vec!["a".into(), "a".into()],
+        }));
+        dup(Request::DescribeGroups(DescribeGroupsRequest {
+            group_ids: vec!["g".into(), "g".into()],
+        }));
+        dup(Request::DeleteGroups(DeleteGroupsRequest {
+            group_ids: vec!["g".into(), "g".into()],
+        }));
+        dup(Request::OffsetFetch(OffsetFetchRequest {
+            group_id: "g".into(),
+            topics: vec![TopicPartitions::new("a", vec![3, 3])],
+        }));
+        dup(Request::Produce(ProduceRequest {
+            acks: Acks::Leader,
+            timeout_ms: 0,
+            topics: vec![ProduceTopic {
+                name: "a".into(),
+                partitions: vec![
+                    ProducePartition {
+                        partition: 1,
+                        records: Bytes::new(),
+                    };
+                    2
+                ],
+            }],
+        }));
+    }
+
+    #[test]
+    fn commit_offsets_above_i64_max_are_refused_not_clamped() {
+        let commit = |offset: i64| {
+            Request::OffsetCommit(OffsetCommitRequest {
+                group_id: "g".into(),
+                member_id: String::new(),
+                generation: 0,
+                topics: vec![OffsetCommitTopic {
+                    name: "t".into(),
+                    partitions: vec![OffsetCommitPartition {
+                        partition: 0,
+                        offset,
+                        metadata: String::new(),
+                    }],
+                }],
+            })
+        };
+        let (_, got) = decode_request(payload(&commit(i64::MAX))).unwrap();
+        assert_eq!(got, commit(i64::MAX));
+        // u64::MAX and 2^63 on the wire read as negative i64s.
+        for v in [-1, i64::MIN] {
+            let e = decode_request(payload(&commit(v))).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest);
+            assert!(matches!(
+                e.source,
+                ProtocolError::InvalidValue {
+                    what: "committed offset",
+                    ..
+                }
+            ));
+        }
     }
 }
