@@ -22,18 +22,21 @@
 //! `Log::read` checks the CRCs of what it reads from sealed segments), so a
 //! restart forgets only producers idle for longer than that tail.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::Histogram;
 use sluice_log::{AppendInfo, Log, LogConfig, LogError};
-use sluice_protocol::batch::{self, BatchHeader};
+use sluice_protocol::batch::{self, BatchError, BatchHeader};
+use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::BrokerError;
 use crate::metrics::{PartitionMetrics, TopicMetrics};
 use crate::producer_state::{BatchSeq, ProducerStates, Verdict};
+use crate::topic_meta::TopicConfig;
 
 /// How many offsets back from the end the producer state is rebuilt from on open.
 pub const REBUILD_RECORDS: u64 = 10_000;
@@ -352,6 +355,62 @@ impl Partition {
     pub fn close(&self) -> Result<(), BrokerError> {
         self.log.close().map_err(|e| self.log_err(e))
     }
+}
+
+/// The record-level half of batch validation, run on produced batches before
+/// the log runs its half (header, CRC, offsets; see `batch::validate_header`).
+///
+/// For each batch: the record walk of [`batch::validate_records`] (compressed
+/// records are decompressed, at most [`MAX_DECOMPRESSED_BYTES`], and dropped;
+/// the batch is stored as sent), then for CreateTime batches the topic's
+/// `message.timestamp.before/after.max.ms` against `now`. LogAppendTime
+/// batches get `now` as their `max_timestamp` (CRC recomputed, as Kafka
+/// stamps them): only then are the bytes copied. A batch whose header does not
+/// parse or that exceeds the topic's batch limit ends the walk: the log
+/// refuses it with the exact reason. No allocation for uncompressed CreateTime
+/// batches.
+pub(crate) fn check_records<'a>(
+    records: &'a [u8],
+    config: &TopicConfig,
+    now: i64,
+) -> Result<Cow<'a, [u8]>, BatchError> {
+    let mut pos = 0usize;
+    let mut stamp = false;
+    while let Some(rest) = records.get(pos..).filter(|r| !r.is_empty()) {
+        let Ok(h) = BatchHeader::parse(rest) else {
+            break;
+        };
+        if h.total_len() > config.max_batch_bytes as usize {
+            break;
+        }
+        let (h, summary) = batch::validate_records(rest, MAX_DECOMPRESSED_BYTES)?;
+        if h.is_log_append_time() {
+            stamp = true;
+        } else {
+            batch::check_timestamps(
+                &summary,
+                now,
+                config.timestamp_before_max_ms,
+                config.timestamp_after_max_ms,
+            )?;
+        }
+        pos += h.total_len();
+    }
+    if !stamp {
+        return Ok(Cow::Borrowed(records));
+    }
+    let mut owned = records.to_vec();
+    let mut pos = 0usize;
+    while let Some(rest) = owned.get_mut(pos..).filter(|r| !r.is_empty()) {
+        let Ok(h) = BatchHeader::parse(rest) else {
+            break;
+        };
+        if h.is_log_append_time() {
+            batch::stamp_log_append_time(rest, now)?;
+        }
+        pos += h.total_len();
+    }
+    Ok(Cow::Owned(owned))
 }
 
 /// The headers of concatenated whole batches, up to the first that does not parse.
