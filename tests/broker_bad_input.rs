@@ -280,7 +280,10 @@ fn batches_breaking_the_batch_rules_are_refused_with_invalid_record() {
         ("offset deltas", deltas),
         ("max_timestamp", max_ts),
         ("control bit", patched(&one, 21, &0x20i16.to_be_bytes())),
-        ("transactional bit", patched(&one, 21, &0x10i16.to_be_bytes())),
+        (
+            "transactional bit",
+            patched(&one, 21, &0x10i16.to_be_bytes()),
+        ),
         ("unused bit", patched(&one, 21, &0x0100i16.to_be_bytes())),
     ];
     for (what, batch) in cases {
@@ -329,11 +332,21 @@ fn timestamps_far_from_the_broker_clock_are_invalid_timestamp() {
     );
     // Two hours ahead: refused by the default after.max.ms (1 h).
     for t in ["clock", "default"] {
-        let p = c.produce(t, 0, batch_at(now + 2 * 3_600_000, &[b"future"]), Acks::Leader);
+        let p = c.produce(
+            t,
+            0,
+            batch_at(now + 2 * 3_600_000, &[b"future"]),
+            Acks::Leader,
+        );
         assert_eq!(p.error, ErrorCode::InvalidTimestamp, "{t}");
     }
     // Within both limits: accepted.
-    let p = c.produce("clock", 0, batch_at(now - 60_000, &[b"recent"]), Acks::Leader);
+    let p = c.produce(
+        "clock",
+        0,
+        batch_at(now - 60_000, &[b"recent"]),
+        Acks::Leader,
+    );
     assert_eq!((p.error, p.base_offset), (ErrorCode::None, 0));
     // The limits are listed with the topic's configs.
     let m = c.metadata(&["clock"]);

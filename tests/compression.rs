@@ -170,10 +170,17 @@ async fn native_client_round_trips_every_codec() {
             assert_eq!(r.offset, i as u64, "{codec}");
             assert_eq!(
                 r.key.as_deref(),
-                (i % 3 != 0).then(|| format!("k{i}")).as_deref().map(str::as_bytes),
+                (i % 3 != 0)
+                    .then(|| format!("k{i}"))
+                    .as_deref()
+                    .map(str::as_bytes),
                 "{codec} key {i}"
             );
-            assert_eq!(r.value, (i % 11 != 0).then(|| value(i)), "{codec} value {i}");
+            assert_eq!(
+                r.value,
+                (i % 11 != 0).then(|| value(i)),
+                "{codec} value {i}"
+            );
             assert_eq!(
                 r.headers,
                 vec![("i".to_string(), Bytes::from(i.to_be_bytes().to_vec()))]
@@ -227,7 +234,8 @@ fn corrupt_compressed_payloads_and_bombs_are_refused() {
     let mut c = b.client();
     assert_eq!(c.create_topic("bad", 1, &[]), ErrorCode::None);
     assert_eq!(
-        c.produce("bad", 0, batch_of(&[b"good"]), Acks::Leader).error,
+        c.produce("bad", 0, batch_of(&[b"good"]), Acks::Leader)
+            .error,
         ErrorCode::None
     );
     for codec in CODECS {

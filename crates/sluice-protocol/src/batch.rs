@@ -1143,10 +1143,12 @@ pub fn validate_header(batch: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 fn whole_batch<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<&'a [u8], BatchError> {
-    batch.get(..header.total_len()).ok_or(BatchError::Truncated {
-        needed: header.total_len(),
-        available: batch.len(),
-    })
+    batch
+        .get(..header.total_len())
+        .ok_or(BatchError::Truncated {
+            needed: header.total_len(),
+            available: batch.len(),
+        })
 }
 
 /// The record-level check of the batch at the start of `batch` (decompressing
@@ -1200,16 +1202,14 @@ fn walk_records(header: &BatchHeader, body: &[u8]) -> Result<RecordsSummary, Bat
         pending_error: None,
         done: false,
     };
-    let mut expected: i64 = 0;
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-    for r in records.by_ref() {
+    for (expected, r) in (0_i64..).zip(records.by_ref()) {
         let r = r?;
         if r.offset.wrapping_sub(header.base_offset) != expected {
             return Err(BatchError::InvalidRecord(
                 "offset deltas must run 0, 1, ..., record_count - 1",
             ));
         }
-        expected += 1;
         min_ts = min_ts.min(r.timestamp);
         max_ts = max_ts.max(r.timestamp);
         for h in r.headers() {
@@ -1525,10 +1525,16 @@ mod tests {
     fn inconsistent_counts_are_rejected() {
         // record_count larger than last_offset_delta + 1
         let v = patched(57, &4i32.to_be_bytes());
-        assert_eq!(invalid_record(&v), "last_offset_delta must be record_count - 1");
+        assert_eq!(
+            invalid_record(&v),
+            "last_offset_delta must be record_count - 1"
+        );
         // record_count smaller than the records present
         let v = patched(57, &2i32.to_be_bytes());
-        assert_eq!(invalid_record(&v), "last_offset_delta must be record_count - 1");
+        assert_eq!(
+            invalid_record(&v),
+            "last_offset_delta must be record_count - 1"
+        );
         // both agree on 2 but three records are present: bytes left over
         let mut v = patched(57, &2i32.to_be_bytes());
         v[23..27].copy_from_slice(&1i32.to_be_bytes());
@@ -1568,7 +1574,10 @@ mod tests {
         let mut v = b.finish().to_vec();
         v[23..27].copy_from_slice(&5i32.to_be_bytes());
         resign(&mut v);
-        assert_eq!(invalid_record(&v), "last_offset_delta must be record_count - 1");
+        assert_eq!(
+            invalid_record(&v),
+            "last_offset_delta must be record_count - 1"
+        );
         assert!(matches!(
             validate_header(&v),
             Err(BatchError::InvalidRecord(_))
@@ -1641,7 +1650,10 @@ mod tests {
     fn control_transactional_and_unused_attribute_bits_are_refused() {
         let cases: [(i16, &str); 4] = [
             (ATTR_CONTROL, "control batches may not be produced"),
-            (ATTR_TRANSACTIONAL, "transactional batches are not supported"),
+            (
+                ATTR_TRANSACTIONAL,
+                "transactional batches are not supported",
+            ),
             (0x40, "unused attribute bits are set"),
             (i16::MIN, "unused attribute bits are set"),
         ];
@@ -1731,7 +1743,12 @@ mod tests {
             let fill = |b: &mut RecordBatchBuilder| {
                 b.set_producer(9, 1, 40);
                 for i in 0..50u8 {
-                    b.push(1000 + i64::from(i), Some(&[i; 3]), Some(&[b'v'; 200]), &[("h", &[i])]);
+                    b.push(
+                        1000 + i64::from(i),
+                        Some(&[i; 3]),
+                        Some(&[b'v'; 200]),
+                        &[("h", &[i])],
+                    );
                 }
             };
             let mut plain = RecordBatchBuilder::new();
@@ -1741,7 +1758,10 @@ mod tests {
             b.set_compression(codec);
             fill(&mut b);
             let bytes = b.finish();
-            assert!(bytes.len() < plain.len(), "{codec} did not shrink the batch");
+            assert!(
+                bytes.len() < plain.len(),
+                "{codec} did not shrink the batch"
+            );
             let h = validate(&bytes).unwrap();
             assert_eq!(h.compression().unwrap(), codec);
             assert_eq!((h.record_count, h.last_offset_delta), (50, 49));
@@ -1796,7 +1816,11 @@ mod tests {
         b.push(1, None, Some(b"x"), &[]);
         let h = validate(&b.finish()).unwrap();
         assert_eq!(h.compression().unwrap(), Compression::None);
-        assert_eq!(b.compression(), Compression::Zstd, "setting kept across batches");
+        assert_eq!(
+            b.compression(),
+            Compression::Zstd,
+            "setting kept across batches"
+        );
     }
 
     #[test]

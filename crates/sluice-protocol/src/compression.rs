@@ -25,8 +25,8 @@ use std::io::{Read, Write};
 
 use bytes::{BufMut, BytesMut};
 
-pub use crate::batch::Compression;
 use crate::batch::BatchError;
+pub use crate::batch::Compression;
 
 /// Default cap on the decompressed records of one batch (64 MiB, the default frame limit).
 pub const MAX_DECOMPRESSED_BYTES: usize = crate::codec::DEFAULT_MAX_FRAME_BYTES;
@@ -97,15 +97,19 @@ pub fn decompress(
             dst.extend_from_slice(src);
             Ok(())
         }
-        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(src), codec, limit, dst),
+        Compression::Gzip => {
+            read_bounded(flate2::read::MultiGzDecoder::new(src), codec, limit, dst)
+        }
         Compression::Snappy => snappy_decompress(src, limit, dst).map_err(|e| match e {
             SnappyError::TooLarge => BatchError::DecompressedTooLarge { limit },
             SnappyError::Broken(r) => broken(r),
         }),
-        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(src), codec, limit, dst),
+        Compression::Lz4 => {
+            read_bounded(lz4_flex::frame::FrameDecoder::new(src), codec, limit, dst)
+        }
         Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(src)
-                .map_err(|e| broken(e.to_string()))?;
+            let mut d =
+                zstd::stream::read::Decoder::with_buffer(src).map_err(|e| broken(e.to_string()))?;
             // The window buffer is allocated up front from the frame header:
             // at most 2^24 (16 MiB, enough for every level's default window)
             // or the limit, whichever is larger, and never zstd's 2^27 maximum.
@@ -195,7 +199,9 @@ mod tests {
     ];
 
     fn sample() -> Vec<u8> {
-        (0..200_000u32).map(|i| (i % 251) as u8 ^ (i / 977) as u8).collect()
+        (0..200_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 977) as u8)
+            .collect()
     }
 
     #[test]
@@ -241,8 +247,15 @@ mod tests {
             compress(codec, &zeros, &mut c).unwrap();
             let mut out = Vec::new();
             let e = decompress(codec, &c, 1 << 20, &mut out).unwrap_err();
-            assert_eq!(e, BatchError::DecompressedTooLarge { limit: 1 << 20 }, "{codec:?}");
-            assert!(out.capacity() <= 4 << 20, "{codec:?} allocated past the limit");
+            assert_eq!(
+                e,
+                BatchError::DecompressedTooLarge { limit: 1 << 20 },
+                "{codec:?}"
+            );
+            assert!(
+                out.capacity() <= 4 << 20,
+                "{codec:?} allocated past the limit"
+            );
         }
         // A raw snappy block declaring 4 GiB is refused before allocating.
         let mut out = Vec::new();
@@ -263,11 +276,17 @@ mod tests {
             let cut = &c[..c.len() / 2];
             let mut out = Vec::new();
             let e = decompress(*codec, cut, src.len(), &mut out).unwrap_err();
-            assert!(matches!(e, BatchError::Decompress { .. }), "{codec:?}: {e:?}");
+            assert!(
+                matches!(e, BatchError::Decompress { .. }),
+                "{codec:?}: {e:?}"
+            );
             let mut out = Vec::new();
-            let e = decompress(*codec, b"definitely not compressed", 1 << 20, &mut out)
-                .unwrap_err();
-            assert!(matches!(e, BatchError::Decompress { .. }), "{codec:?}: {e:?}");
+            let e =
+                decompress(*codec, b"definitely not compressed", 1 << 20, &mut out).unwrap_err();
+            assert!(
+                matches!(e, BatchError::Decompress { .. }),
+                "{codec:?}: {e:?}"
+            );
         }
     }
 }

@@ -8,7 +8,9 @@ use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use sluice_protocol::batch::{validate, validate_header, validate_records, RecordBatch, RecordBatchBuilder};
+use sluice_protocol::batch::{
+    validate, validate_header, validate_records, RecordBatch, RecordBatchBuilder,
+};
 use sluice_protocol::{decode_request, decode_response, ApiKey, FrameCodec};
 use tokio_util::codec::Decoder;
 
@@ -107,7 +109,10 @@ fn iterating_records_and_headers_allocates_nothing() {
     let (_, count, _, _) = measure(|| validate_header(&bytes).unwrap());
     assert_eq!(count, 0, "validate_header allocated");
     let (_, count, _, _) = measure(|| validate_records(&bytes, 1 << 20).unwrap());
-    assert_eq!(count, 0, "validate_records allocated on an uncompressed batch");
+    assert_eq!(
+        count, 0,
+        "validate_records allocated on an uncompressed batch"
+    );
 }
 
 #[test]
@@ -122,7 +127,10 @@ fn compressed_validation_allocates_about_the_decompressed_size() {
         b.push(r.timestamp, r.key, r.value, &hs);
     }
     let lz4 = b.finish();
-    assert!(lz4.len() < plain.len() / 4, "test data should compress well");
+    assert!(
+        lz4.len() < plain.len() / 4,
+        "test data should compress well"
+    );
     let (_, _, _, largest) = measure(|| validate_records(&lz4, 1 << 20).unwrap());
     assert!(
         largest <= 4 * plain.len() + 256 * 1024,

@@ -41,10 +41,6 @@ fn rec_strategy() -> impl Strategy<Value = Rec> {
         })
 }
 
-fn build_ours(recs: &[Rec]) -> Bytes {
-    build_ours_with(recs, Compression::None)
-}
-
 fn build_ours_with(recs: &[Rec], codec: Compression) -> Bytes {
     let mut b = RecordBatchBuilder::new();
     b.set_compression(codec);
