@@ -125,7 +125,9 @@ impl Partition {
         }
     }
 
-    /// Appends whole batches (validated by the log) and wakes fetch waiters.
+    /// Appends whole batches and wakes fetch waiters. The log checks headers,
+    /// CRCs and offsets; the record-level check (`check_records`) is the
+    /// caller's, before this (as [`crate::broker::Broker::append`] does).
     ///
     /// Idempotent batches (producer id >= 0) are checked first: a duplicate of
     /// a recent batch is answered with its original offsets and not appended;
@@ -489,5 +491,65 @@ mod tests {
         assert_eq!(count_records(&all), 9);
         assert_eq!(count_records(&all[..good - 1]), 6);
         assert_eq!(count_records(&[]), 0);
+    }
+
+    fn topic_config() -> TopicConfig {
+        crate::topic_meta::TopicMeta {
+            partitions: 1,
+            overrides: Default::default(),
+        }
+        .effective(&crate::config::TopicDefaults::default())
+    }
+
+    #[test]
+    fn record_check_borrows_plain_batches_and_stamps_log_append_time_in_a_copy() {
+        use sluice_protocol::batch::{compute_crc, validate, Compression, ATTR_LOG_APPEND_TIME};
+        let cfg = topic_config();
+        let now = 1_700_000_000_000;
+        let mut b = RecordBatchBuilder::new();
+        let mut all = Vec::new();
+        b.push(now, None, Some(b"a"), &[]);
+        all.extend_from_slice(&b.finish());
+        b.set_compression(Compression::Gzip);
+        b.push(now, None, Some(&[b'z'; 300]), &[]);
+        all.extend_from_slice(&b.finish());
+        // Plain and compressed CreateTime batches: checked in place, no copy.
+        let checked = check_records(&all, &cfg, now).unwrap();
+        assert!(matches!(checked, Cow::Borrowed(_)));
+        // A LogAppendTime batch among them: only it is re-stamped, in a copy.
+        let mut lat = Vec::new();
+        b.set_compression(Compression::None);
+        b.push(5, None, Some(b"lat"), &[]);
+        lat.extend_from_slice(&b.finish());
+        lat[22] |= ATTR_LOG_APPEND_TIME as u8;
+        let crc = compute_crc(&lat);
+        lat[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut mixed = all.clone();
+        mixed.extend_from_slice(&lat);
+        let checked = check_records(&mixed, &cfg, now).unwrap();
+        let Cow::Owned(stamped) = checked else {
+            panic!("LogAppendTime needs a copy");
+        };
+        assert_eq!(&stamped[..all.len()], &all[..], "other batches untouched");
+        let h = validate(&stamped[all.len()..]).unwrap();
+        assert_eq!(h.max_timestamp, now);
+        // The timestamp limits apply to CreateTime batches only.
+        let e = check_records(&all, &cfg, now - 3_600_001).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BatchError::TimestampOutOfRange {
+                    direction: "after",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        check_records(&lat, &cfg, now - 3_600_001).unwrap();
+        // A header that does not parse is left to the log.
+        assert!(matches!(
+            check_records(&[0xff; 10], &cfg, now),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 }

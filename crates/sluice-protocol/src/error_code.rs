@@ -38,7 +38,7 @@ pub enum ErrorCode {
     DiskFull = 15,
     /// A storage error (I/O failure, failed fsync); the partition is read-only until restart.
     StorageError = 16,
-    /// The batch uses a compression codec this broker does not support.
+    /// The batch names a compression codec that does not exist (attribute bits 0-2 = 5 to 7).
     UnsupportedCompression = 17,
     /// The broker is shutting down.
     BrokerShuttingDown = 18,
