@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use common::*;
 use sluice_protocol::batch::compute_crc;
 use sluice_protocol::*;
@@ -219,12 +219,12 @@ fn corrupt_batches_are_rejected_and_nothing_is_appended() {
     let p = c.produce("crc", 0, whole.slice(..whole.len() - 3), Acks::Leader);
     assert_eq!(p.error, ErrorCode::CorruptMessage);
 
-    // A valid CRC but a compression codec the broker cannot read.
-    let mut zstd = batch_of(&[b"squeezed"]).to_vec();
-    zstd[21..23].copy_from_slice(&4i16.to_be_bytes());
-    let crc = compute_crc(&zstd);
-    zstd[17..21].copy_from_slice(&crc.to_be_bytes());
-    let p = c.produce("crc", 0, zstd.into(), Acks::Leader);
+    // A valid CRC but a compression codec that does not exist (5).
+    let mut codec5 = batch_of(&[b"squeezed"]).to_vec();
+    codec5[21..23].copy_from_slice(&5i16.to_be_bytes());
+    let crc = compute_crc(&codec5);
+    codec5[17..21].copy_from_slice(&crc.to_be_bytes());
+    let p = c.produce("crc", 0, codec5.into(), Acks::Leader);
     assert_eq!(p.error, ErrorCode::UnsupportedCompression);
 
     assert_eq!(
@@ -233,6 +233,133 @@ fn corrupt_batches_are_rejected_and_nothing_is_appended() {
     );
     assert_eq!(c.fetch_all("crc", 0, 0), vec![(0, b"good".to_vec())]);
     h.check(&b);
+}
+
+/// Rewrites bytes of a batch, then re-signs it so only the targeted rule can fail.
+fn patched(batch: &[u8], at: usize, bytes: &[u8]) -> Bytes {
+    let mut v = batch.to_vec();
+    v[at..at + bytes.len()].copy_from_slice(bytes);
+    let crc = compute_crc(&v);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    v.into()
+}
+
+#[test]
+fn batches_breaking_the_batch_rules_are_refused_with_invalid_record() {
+    let b = TestBroker::start();
+    let mut h = Health::new();
+    h.check(&b);
+    let mut c = b.client();
+    assert_eq!(c.create_topic("rules", 1, &[]), ErrorCode::None);
+    let one = batch_of(&[b"one"]);
+    let three = batch_of(&[b"a", b"b", b"c"]);
+    // Zero records: header only, count 0 (it used to take an offset).
+    let mut empty = one[..61].to_vec();
+    empty[8..12].copy_from_slice(&49i32.to_be_bytes());
+    let empty = patched(&empty, 57, &0i32.to_be_bytes());
+    // One record reserving six offsets (last_offset_delta = 5).
+    let gap = patched(&one, 23, &5i32.to_be_bytes());
+    // Offset deltas 0, 1, 3: the third record's delta byte patched.
+    let mut v = three.to_vec();
+    let mut pos = 61;
+    for _ in 0..2 {
+        pos += 1 + v[pos] as usize / 2; // one-byte zigzag length varints
+    }
+    // record: length, attributes, timestamp delta (0), offset delta
+    assert_eq!(v[pos + 3], 4, "third record's offset delta is 2 (zigzag 4)");
+    v[pos + 3] = 6;
+    let deltas = patched(&v, 0, &0i64.to_be_bytes());
+    // max_timestamp that is not the records' largest.
+    let ts = sluice_protocol::batch::BatchHeader::parse(&one)
+        .unwrap()
+        .max_timestamp;
+    let max_ts = patched(&one, 35, &(ts + 1).to_be_bytes());
+    let cases = [
+        ("no records", empty),
+        ("last_offset_delta gap", gap),
+        ("offset deltas", deltas),
+        ("max_timestamp", max_ts),
+        ("control bit", patched(&one, 21, &0x20i16.to_be_bytes())),
+        (
+            "transactional bit",
+            patched(&one, 21, &0x10i16.to_be_bytes()),
+        ),
+        ("unused bit", patched(&one, 21, &0x0100i16.to_be_bytes())),
+    ];
+    for (what, batch) in cases {
+        let p = c.produce("rules", 0, batch, Acks::Leader);
+        assert_eq!(p.error, ErrorCode::InvalidRecord, "{what}");
+    }
+    // Nothing of them was appended; a correct batch still is, at offset 0.
+    assert_eq!(
+        c.list_offset("rules", 0, OffsetSpec::Latest),
+        (ErrorCode::None, 0, -1)
+    );
+    let p = c.produce("rules", 0, three, Acks::Leader);
+    assert_eq!((p.error, p.base_offset), (ErrorCode::None, 0));
+    assert_eq!(
+        c.list_offset("rules", 0, OffsetSpec::Latest),
+        (ErrorCode::None, 3, -1)
+    );
+    h.check(&b);
+}
+
+#[test]
+fn timestamps_far_from_the_broker_clock_are_invalid_timestamp() {
+    let b = TestBroker::start();
+    let mut c = b.client();
+    let day = 86_400_000;
+    assert_eq!(
+        c.create_topic(
+            "clock",
+            1,
+            &[("message.timestamp.before.max.ms", "3600000")]
+        ),
+        ErrorCode::None
+    );
+    assert_eq!(c.create_topic("default", 1, &[]), ErrorCode::None);
+    let now = now_ms();
+    // A day in the past: refused where the topic limits it, accepted by
+    // default (before.max.ms is unlimited, as Kafka).
+    let old = batch_at(now - day, &[b"old"]);
+    assert_eq!(
+        c.produce("clock", 0, old.clone(), Acks::Leader).error,
+        ErrorCode::InvalidTimestamp
+    );
+    assert_eq!(
+        c.produce("default", 0, old, Acks::Leader).error,
+        ErrorCode::None
+    );
+    // Two hours ahead: refused by the default after.max.ms (1 h).
+    for t in ["clock", "default"] {
+        let p = c.produce(
+            t,
+            0,
+            batch_at(now + 2 * 3_600_000, &[b"future"]),
+            Acks::Leader,
+        );
+        assert_eq!(p.error, ErrorCode::InvalidTimestamp, "{t}");
+    }
+    // Within both limits: accepted.
+    let p = c.produce(
+        "clock",
+        0,
+        batch_at(now - 60_000, &[b"recent"]),
+        Acks::Leader,
+    );
+    assert_eq!((p.error, p.base_offset), (ErrorCode::None, 0));
+    // The limits are listed with the topic's configs.
+    let m = c.metadata(&["clock"]);
+    let configs = &m.topics[0].configs;
+    for (k, v) in [
+        ("message.timestamp.before.max.ms", "3600000"),
+        ("message.timestamp.after.max.ms", "3600000"),
+    ] {
+        assert!(
+            configs.iter().any(|(ck, cv)| ck == k && cv == v),
+            "{k}={v} missing from {configs:?}"
+        );
+    }
 }
 
 #[test]

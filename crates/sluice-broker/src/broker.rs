@@ -334,7 +334,15 @@ impl Broker {
             });
         }
         let (t, p) = self.topic_partition(topic, partition, true)?;
-        let info = p.append(records)?;
+        let records =
+            crate::partition::check_records(records, t.config(), now_ms()).map_err(|e| {
+                BrokerError::Log {
+                    topic: topic.to_string(),
+                    partition,
+                    source: sluice_log::LogError::InvalidBatch(e),
+                }
+            })?;
+        let info = p.append(&records)?;
         Ok(Appended {
             partition: p,
             info,
@@ -974,6 +982,100 @@ mod tests {
             b.push(1, None, Some(v.as_bytes()), &[]);
         }
         b.finish().to_vec()
+    }
+
+    fn batch_at(ts: i64, value: &[u8]) -> Vec<u8> {
+        let mut b = sluice_protocol::batch::RecordBatchBuilder::new();
+        b.push(ts, None, Some(value), &[]);
+        b.finish().to_vec()
+    }
+
+    #[test]
+    fn record_timestamps_cannot_steer_retention() {
+        use sluice_protocol::ErrorCode;
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_broker(dir.path(), ConfigLayer::default());
+        // Larger than a segment (the 64 KiB floor): every append rolls.
+        let big = vec![b'x'; 70_000];
+        let cfg = |extra: &[(&str, &str)]| {
+            let mut v: Vec<(String, String)> = vec![
+                ("retention.ms".into(), "3600000".into()),
+                ("segment.bytes".into(), "65536".into()),
+            ];
+            v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            v
+        };
+        b.create_topic(
+            "guarded",
+            1,
+            &cfg(&[("message.timestamp.before.max.ms", "600000")]),
+        )
+        .unwrap();
+        b.create_topic("open", 1, &cfg(&[])).unwrap();
+        let now = now_ms();
+        let day = 86_400_000;
+        // A record a day old would make its segment deletable at once: refused.
+        let e = b
+            .append("guarded", 0, &batch_at(now - day, &big), Acks::Leader)
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidTimestamp, "{e:?}");
+        // One ten years ahead would keep its segment forever: refused by the
+        // default after.max.ms (1 h) on every topic.
+        for t in ["guarded", "open"] {
+            let e = b
+                .append(t, 0, &batch_at(now + 3650 * day, &big), Acks::Leader)
+                .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidTimestamp, "{t}: {e:?}");
+        }
+        assert_eq!(b.partition("guarded", 0).unwrap().log().end_offset(), 0);
+        // Records at the broker's time are kept through retention, twice the
+        // segment size so the first segment is sealed and eligible.
+        for _ in 0..2 {
+            b.append("guarded", 0, &batch_at(now, &big), Acks::Leader)
+                .unwrap();
+        }
+        // Without a before limit (Kafka's default) the day-old record is
+        // accepted and retention deletes its segment at once: the limit is
+        // what prevents it.
+        b.append("open", 0, &batch_at(now - day, &big), Acks::Leader)
+            .unwrap();
+        b.append("open", 0, &batch_at(now, &big), Acks::Leader)
+            .unwrap();
+        b.enforce_retention();
+        assert_eq!(b.partition("guarded", 0).unwrap().log().start_offset(), 0);
+        assert_eq!(b.partition("open", 0).unwrap().log().start_offset(), 1);
+    }
+
+    #[test]
+    fn log_append_time_batches_get_the_broker_time() {
+        use sluice_protocol::batch::{compute_crc, validate, ATTR_LOG_APPEND_TIME};
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_broker(dir.path(), ConfigLayer::default());
+        // The client's timestamps (and max_timestamp) are ten years off: they
+        // do not matter under LogAppendTime.
+        let mut v = batch_at(now_ms() + 3650 * 86_400_000, b"lat");
+        v[22] |= ATTR_LOG_APPEND_TIME as u8;
+        let crc = compute_crc(&v);
+        v[17..21].copy_from_slice(&crc.to_be_bytes());
+        let before = now_ms();
+        b.append("t", 0, &v, Acks::Leader).unwrap();
+        let after = now_ms();
+        let stored = b.partition("t", 0).unwrap().read(0, 1 << 20).unwrap();
+        let h = validate(&stored).expect("stamped batch keeps a valid CRC");
+        assert!(h.is_log_append_time());
+        assert!(
+            (before..=after).contains(&h.max_timestamp),
+            "{} not in {before}..={after}",
+            h.max_timestamp
+        );
+        let batch = sluice_protocol::batch::RecordBatch::parse(&stored).unwrap();
+        let ts: Vec<i64> = batch.records().map(|r| r.unwrap().timestamp).collect();
+        assert_eq!(ts, vec![h.max_timestamp]);
+        // A corrupt LogAppendTime batch is refused, not re-signed.
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        let e = b.append("t", 0, &v, Acks::Leader).unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::CorruptMessage);
     }
 
     fn values_in(b: &Broker, topic: &str) -> Vec<String> {

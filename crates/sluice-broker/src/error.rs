@@ -226,6 +226,13 @@ pub fn log_error_code(err: &LogError) -> ErrorCode {
         LogError::InvalidBatch(BatchError::UnsupportedCompression(_)) => {
             ErrorCode::UnsupportedCompression
         }
+        LogError::InvalidBatch(BatchError::InvalidRecord(_)) => ErrorCode::InvalidRecord,
+        LogError::InvalidBatch(BatchError::TimestampOutOfRange { .. }) => {
+            ErrorCode::InvalidTimestamp
+        }
+        LogError::InvalidBatch(BatchError::DecompressedTooLarge { .. }) => {
+            ErrorCode::MessageTooLarge
+        }
         LogError::InvalidBatch(_) => ErrorCode::CorruptMessage,
         LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
@@ -289,6 +296,30 @@ mod tests {
             (
                 LogError::BatchTooLarge { size: 10, max: 1 },
                 ErrorCode::MessageTooLarge,
+            ),
+            (
+                LogError::InvalidBatch(BatchError::InvalidRecord("batch has no records")),
+                ErrorCode::InvalidRecord,
+            ),
+            (
+                LogError::InvalidBatch(BatchError::TimestampOutOfRange {
+                    timestamp: 0,
+                    now: 1,
+                    limit_ms: 0,
+                    direction: "before",
+                }),
+                ErrorCode::InvalidTimestamp,
+            ),
+            (
+                LogError::InvalidBatch(BatchError::DecompressedTooLarge { limit: 1 }),
+                ErrorCode::MessageTooLarge,
+            ),
+            (
+                LogError::InvalidBatch(BatchError::Decompress {
+                    codec: sluice_protocol::batch::Compression::Lz4,
+                    reason: "bad frame".into(),
+                }),
+                ErrorCode::CorruptMessage,
             ),
         ];
         for (err, code) in cases {

@@ -30,18 +30,21 @@
 //! restart forgets only producers idle for longer than that tail.
 
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::Histogram;
 use sluice_log::{AppendInfo, FlushPolicy, Log, LogConfig, LogError};
-use sluice_protocol::batch::{self, BatchHeader};
+use sluice_protocol::batch::{self, BatchError, BatchHeader};
+use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::BrokerError;
 use crate::metrics::{PartitionMetrics, TopicMetrics};
 use crate::producer_state::{BatchSeq, ProducerStates, Verdict};
+use crate::topic_meta::TopicConfig;
 
 /// How many offsets back from the end the producer state is rebuilt from on open.
 pub const REBUILD_RECORDS: u64 = 10_000;
@@ -162,7 +165,9 @@ impl Partition {
         }
     }
 
-    /// Appends whole batches (validated by the log) and wakes fetch waiters.
+    /// Appends whole batches and wakes fetch waiters. The log checks headers,
+    /// CRCs and offsets; the record-level check (`check_records`) is the
+    /// caller's, before this (as [`crate::broker::Broker::append`] does).
     ///
     /// Idempotent batches (producer id >= 0) are checked first: a duplicate of
     /// a recent batch is answered with its original offsets and not appended;
@@ -477,6 +482,62 @@ fn publish_durable(tx: &watch::Sender<u64>, log: &Log) {
     advance(tx, log.durable_offset().min(log.end_offset()));
 }
 
+/// The record-level half of batch validation, run on produced batches before
+/// the log runs its half (header, CRC, offsets; see `batch::validate_header`).
+///
+/// For each batch: the record walk of [`batch::validate_records`] (compressed
+/// records are decompressed, at most [`MAX_DECOMPRESSED_BYTES`], and dropped;
+/// the batch is stored as sent), then for CreateTime batches the topic's
+/// `message.timestamp.before/after.max.ms` against `now`. LogAppendTime
+/// batches get `now` as their `max_timestamp` (CRC recomputed, as Kafka
+/// stamps them): only then are the bytes copied. A batch whose header does not
+/// parse or that exceeds the topic's batch limit ends the walk: the log
+/// refuses it with the exact reason. No allocation for uncompressed CreateTime
+/// batches.
+pub(crate) fn check_records<'a>(
+    records: &'a [u8],
+    config: &TopicConfig,
+    now: i64,
+) -> Result<Cow<'a, [u8]>, BatchError> {
+    let mut pos = 0usize;
+    let mut stamp = false;
+    while let Some(rest) = records.get(pos..).filter(|r| !r.is_empty()) {
+        let Ok(h) = BatchHeader::parse(rest) else {
+            break;
+        };
+        if h.total_len() > config.max_batch_bytes as usize {
+            break;
+        }
+        let (h, summary) = batch::validate_records(rest, MAX_DECOMPRESSED_BYTES)?;
+        if h.is_log_append_time() {
+            stamp = true;
+        } else {
+            batch::check_timestamps(
+                &summary,
+                now,
+                config.timestamp_before_max_ms,
+                config.timestamp_after_max_ms,
+            )?;
+        }
+        pos += h.total_len();
+    }
+    if !stamp {
+        return Ok(Cow::Borrowed(records));
+    }
+    let mut owned = records.to_vec();
+    let mut pos = 0usize;
+    while let Some(rest) = owned.get_mut(pos..).filter(|r| !r.is_empty()) {
+        let Ok(h) = BatchHeader::parse(rest) else {
+            break;
+        };
+        if h.is_log_append_time() {
+            batch::stamp_log_append_time(rest, now)?;
+        }
+        pos += h.total_len();
+    }
+    Ok(Cow::Owned(owned))
+}
+
 /// The headers of concatenated whole batches, up to the first that does not parse.
 fn batch_headers(batches: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
     let mut rest = batches;
@@ -553,6 +614,66 @@ mod tests {
         assert_eq!(count_records(&all), 9);
         assert_eq!(count_records(&all[..good - 1]), 6);
         assert_eq!(count_records(&[]), 0);
+    }
+
+    fn topic_config() -> TopicConfig {
+        crate::topic_meta::TopicMeta {
+            partitions: 1,
+            overrides: Default::default(),
+        }
+        .effective(&crate::config::TopicDefaults::default())
+    }
+
+    #[test]
+    fn record_check_borrows_plain_batches_and_stamps_log_append_time_in_a_copy() {
+        use sluice_protocol::batch::{compute_crc, validate, Compression, ATTR_LOG_APPEND_TIME};
+        let cfg = topic_config();
+        let now = 1_700_000_000_000;
+        let mut b = RecordBatchBuilder::new();
+        let mut all = Vec::new();
+        b.push(now, None, Some(b"a"), &[]);
+        all.extend_from_slice(&b.finish());
+        b.set_compression(Compression::Gzip);
+        b.push(now, None, Some(&[b'z'; 300]), &[]);
+        all.extend_from_slice(&b.finish());
+        // Plain and compressed CreateTime batches: checked in place, no copy.
+        let checked = check_records(&all, &cfg, now).unwrap();
+        assert!(matches!(checked, Cow::Borrowed(_)));
+        // A LogAppendTime batch among them: only it is re-stamped, in a copy.
+        let mut lat = Vec::new();
+        b.set_compression(Compression::None);
+        b.push(5, None, Some(b"lat"), &[]);
+        lat.extend_from_slice(&b.finish());
+        lat[22] |= ATTR_LOG_APPEND_TIME as u8;
+        let crc = compute_crc(&lat);
+        lat[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut mixed = all.clone();
+        mixed.extend_from_slice(&lat);
+        let checked = check_records(&mixed, &cfg, now).unwrap();
+        let Cow::Owned(stamped) = checked else {
+            panic!("LogAppendTime needs a copy");
+        };
+        assert_eq!(&stamped[..all.len()], &all[..], "other batches untouched");
+        let h = validate(&stamped[all.len()..]).unwrap();
+        assert_eq!(h.max_timestamp, now);
+        // The timestamp limits apply to CreateTime batches only.
+        let e = check_records(&all, &cfg, now - 3_600_001).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BatchError::TimestampOutOfRange {
+                    direction: "after",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        check_records(&lat, &cfg, now - 3_600_001).unwrap();
+        // A header that does not parse is left to the log.
+        assert!(matches!(
+            check_records(&[0xff; 10], &cfg, now),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 }
 

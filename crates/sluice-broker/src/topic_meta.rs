@@ -23,7 +23,10 @@
 //! Topic config keys (CreateTopics `configs`, Metadata `configs`):
 //! `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`
 //! (`-1` = unlimited for the three optional ones), `flush`
-//! (`always|interval|os`) and `flush.interval.ms`.
+//! (`always|interval|os`), `flush.interval.ms`, and Kafka 3.6's
+//! `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms`
+//! (how far a produced record's CreateTime timestamp may lie before / after
+//! the broker clock; defaults unlimited and 1 h, as Kafka).
 
 use std::fs;
 use std::io::Write;
@@ -52,6 +55,10 @@ pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
 /// Smallest `segment.ms` accepted (1 s): an age of 0 would roll on every
 /// append, with the same costs.
 pub const MIN_SEGMENT_MS: u64 = 1_000;
+/// Default `message.timestamp.before.max.ms`: unlimited (Kafka's default).
+pub const DEFAULT_TIMESTAMP_BEFORE_MAX_MS: i64 = i64::MAX;
+/// Default `message.timestamp.after.max.ms`: one hour (Kafka's default).
+pub const DEFAULT_TIMESTAMP_AFTER_MAX_MS: i64 = 3_600_000;
 
 /// Config values a topic sets explicitly; `None` follows the broker default.
 /// For the optional limits a negative value means "unlimited".
@@ -76,6 +83,12 @@ pub struct TopicOverrides {
     /// `flush.interval.ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flush_interval_ms: Option<u64>,
+    /// `message.timestamp.before.max.ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_timestamp_before_max_ms: Option<i64>,
+    /// `message.timestamp.after.max.ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_timestamp_after_max_ms: Option<i64>,
 }
 
 /// What `topic.meta` stores.
@@ -108,6 +121,10 @@ pub struct TopicConfig {
     pub retention_bytes: Option<u64>,
     /// Largest single append.
     pub max_batch_bytes: u32,
+    /// How far (ms) a record timestamp may lie before the broker clock.
+    pub timestamp_before_max_ms: i64,
+    /// How far (ms) a record timestamp may lie after the broker clock.
+    pub timestamp_after_max_ms: i64,
 }
 
 fn limit(v: Option<i64>, default: Option<u64>) -> Option<u64> {
@@ -138,6 +155,15 @@ impl TopicOverrides {
                     .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
                 if n < -1 {
                     return Err(invalid(key, value, "must be -1 (unlimited) or >= 0"));
+                }
+                Ok(n)
+            };
+            let non_negative = || -> Result<i64, BrokerError> {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
+                if n < 0 {
+                    return Err(invalid(key, value, "must be >= 0"));
                 }
                 Ok(n)
             };
@@ -182,6 +208,12 @@ impl TopicOverrides {
                         })?)
                 }
                 "flush.interval.ms" => o.flush_interval_ms = Some(positive()?),
+                "message.timestamp.before.max.ms" => {
+                    o.message_timestamp_before_max_ms = Some(non_negative()?)
+                }
+                "message.timestamp.after.max.ms" => {
+                    o.message_timestamp_after_max_ms = Some(non_negative()?)
+                }
                 _ => return Err(invalid(key, value, "unknown topic config key")),
             }
         }
@@ -207,6 +239,12 @@ impl TopicMeta {
             retention_ms: limit(o.retention_ms, d.retention_ms),
             retention_bytes: limit(o.retention_bytes, d.retention_bytes),
             max_batch_bytes: d.max_batch_bytes,
+            timestamp_before_max_ms: o
+                .message_timestamp_before_max_ms
+                .unwrap_or(DEFAULT_TIMESTAMP_BEFORE_MAX_MS),
+            timestamp_after_max_ms: o
+                .message_timestamp_after_max_ms
+                .unwrap_or(DEFAULT_TIMESTAMP_AFTER_MAX_MS),
         }
     }
 
@@ -336,6 +374,14 @@ impl TopicConfig {
                 "flush.interval.ms".into(),
                 self.flush_interval_ms.to_string(),
             ),
+            (
+                "message.timestamp.before.max.ms".into(),
+                self.timestamp_before_max_ms.to_string(),
+            ),
+            (
+                "message.timestamp.after.max.ms".into(),
+                self.timestamp_after_max_ms.to_string(),
+            ),
         ]
     }
 }
@@ -437,6 +483,32 @@ mod tests {
     }
 
     #[test]
+    fn timestamp_limits_default_as_kafka_and_round_trip() {
+        let c = sample().effective(&TopicDefaults::default());
+        assert_eq!(c.timestamp_before_max_ms, i64::MAX);
+        assert_eq!(c.timestamp_after_max_ms, 3_600_000);
+        let m = TopicMeta {
+            partitions: 1,
+            overrides: TopicOverrides::from_pairs(&[
+                ("message.timestamp.before.max.ms".into(), "86400000".into()),
+                ("message.timestamp.after.max.ms".into(), "0".into()),
+            ])
+            .unwrap(),
+        };
+        assert_eq!(TopicMeta::decode(&m.encode()).unwrap(), m);
+        let c = m.effective(&TopicDefaults::default());
+        assert_eq!(c.timestamp_before_max_ms, 86_400_000);
+        assert_eq!(c.timestamp_after_max_ms, 0);
+        let pairs = c.to_pairs();
+        for (k, v) in [
+            ("message.timestamp.before.max.ms", "86400000"),
+            ("message.timestamp.after.max.ms", "0"),
+        ] {
+            assert!(pairs.contains(&(k.to_string(), v.to_string())), "{k}");
+        }
+    }
+
+    #[test]
     fn bad_config_pairs_are_rejected() {
         for (k, v) in [
             ("retention.ms", "abc"),
@@ -448,6 +520,8 @@ mod tests {
             ("segment.ms", "999"),
             ("flush", "sometimes"),
             ("flush.interval.ms", "0"),
+            ("message.timestamp.before.max.ms", "-1"),
+            ("message.timestamp.after.max.ms", "soon"),
             ("no.such.key", "1"),
         ] {
             let r = TopicOverrides::from_pairs(&[(k.into(), v.into())]);

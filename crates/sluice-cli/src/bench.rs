@@ -29,7 +29,7 @@ use sluice_client::{
 use tokio::sync::mpsc;
 
 use crate::errors::CliError;
-use crate::produce::AcksArg;
+use crate::produce::{AcksArg, CompressionArg};
 
 /// Bench commands.
 #[derive(Subcommand, Debug)]
@@ -71,6 +71,9 @@ pub struct BenchArgs {
     /// Acknowledgement level.
     #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
     pub acks: AcksArg,
+    /// Compress each produced batch's records with this codec (produce).
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
     /// Partitions of the topic when `bench produce` creates it.
     #[arg(long, default_value_t = 1)]
     pub partitions: u32,
@@ -179,6 +182,7 @@ fn report(s: &Summary, args: &BenchArgs) {
             "buffer_bytes": args.buffer_bytes,
             "throughput_target": args.throughput,
             "acks": args.acks.name(),
+            "compression": args.compression.codec().name(),
             "seconds": secs,
             "msgs_per_sec": msgs,
             "mb_per_sec": mb,
@@ -296,6 +300,7 @@ async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
                 buffer_bytes: args.buffer_bytes,
                 linger: Duration::from_millis(args.linger_ms),
                 acks: args.acks.acks(),
+                compression: args.compression.codec(),
                 ..ProducerConfig::default()
             },
         );

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use sluice_client::{Acks, ClientConfig, ClientError, Delivery, Producer, ProducerConfig, Record};
+use sluice_client::{
+    Acks, ClientConfig, ClientError, Compression, Delivery, Producer, ProducerConfig, Record,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Notify};
 
@@ -54,6 +56,34 @@ impl AcksArg {
     }
 }
 
+/// Compression codec of produced batches.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionArg {
+    /// Records as they are.
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy (xerial framing, as Kafka's Java client).
+    Snappy,
+    /// LZ4 frame.
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+impl CompressionArg {
+    /// The client's codec.
+    pub fn codec(self) -> Compression {
+        match self {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
 /// Options of `topic produce`.
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
@@ -71,6 +101,9 @@ pub struct ProduceArgs {
     /// Give up on a record not acknowledged within this many ms.
     #[arg(long, default_value_t = 30_000)]
     pub delivery_timeout: u64,
+    /// Compress each batch's records with this codec.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
 }
 
 /// Outcome counters of the acknowledgement task.
@@ -88,6 +121,7 @@ pub async fn run(broker: &str, args: ProduceArgs) -> Result<i32, CliError> {
         ProducerConfig {
             acks: args.acks.acks(),
             delivery_timeout,
+            compression: args.compression.codec(),
             ..ProducerConfig::default()
         },
     );

@@ -38,6 +38,12 @@ fn help_lists_the_commands() {
     ] {
         assert!(consume.contains(flag), "missing {flag} in:\n{consume}");
     }
+    for path in [&["topic", "produce"][..], &["bench", "produce"]] {
+        let h = help(path);
+        for codec in ["--compression", "gzip", "snappy", "lz4", "zstd"] {
+            assert!(h.contains(codec), "missing {codec} in {path:?}:\n{h}");
+        }
+    }
     let group = help(&["group"]);
     for cmd in ["list", "describe", "delete", "seek"] {
         assert!(group.contains(cmd), "missing {cmd} in:\n{group}");

@@ -43,6 +43,7 @@ use futures::stream::BoxStream;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use sluice_protocol::batch::{batches, verify_crc, BatchError};
+use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
 use sluice_protocol::{
     ErrorCode, FetchPartition, FetchRequest, FetchResponse, FetchTopic, OffsetCommitPartition,
     OffsetCommitRequest, OffsetCommitTopic, OffsetSpec, Request, Response,
@@ -1204,6 +1205,19 @@ impl Consumer {
                         break;
                     }
                 }
+                // Compressed records are read from a decompressed copy (bounded).
+                let batch = match batch.decompress(MAX_DECOMPRESSED_BYTES) {
+                    Ok(b) => b,
+                    Err(source) => {
+                        self.buffer.push_back(Err(ClientError::InvalidBatch {
+                            topic: p.topic.to_string(),
+                            partition: p.partition,
+                            source,
+                        }));
+                        p.backoff_until = Some(now + self.config.retry_backoff);
+                        break;
+                    }
+                };
                 let buf = batch.as_bytes();
                 let mut failed = None;
                 for record in batch.records() {

@@ -51,4 +51,5 @@ pub use consumer::{AssignmentSource, Consumer, ConsumerConfig, ConsumerRecord, S
 pub use error::{ClientError, Result};
 pub use group::OffsetReset;
 pub use producer::{Delivery, Producer, ProducerConfig, Record, UNKNOWN_OFFSET};
+pub use sluice_protocol::batch::Compression;
 pub use sluice_protocol::{Acks, ErrorCode, OffsetSpec};

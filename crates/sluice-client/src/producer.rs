@@ -68,7 +68,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use sluice_protocol::batch::RecordBatchBuilder;
+use sluice_protocol::batch::{compress_batch, Compression, RecordBatchBuilder};
 use sluice_protocol::{
     Acks, ErrorCode, ProducePartition, ProduceRequest, ProduceTopic, Request, Response,
 };
@@ -116,6 +116,11 @@ pub struct ProducerConfig {
     /// drops duplicates of retried batches and refuses out-of-order ones
     /// (default true; ignored with [`Acks::None`], which gets no answer to retry on).
     pub idempotent: bool,
+    /// Codec for the records of each batch (default none): gzip, snappy, lz4
+    /// or zstd in Kafka's framings. A batch is compressed once, by the sender
+    /// task outside the producer's lock; one that would not shrink is sent
+    /// uncompressed. `batch_bytes` counts uncompressed bytes.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -131,6 +136,7 @@ impl Default for ProducerConfig {
             retries: u32::MAX,
             max_in_flight_per_partition: 5,
             idempotent: true,
+            compression: Compression::None,
         }
     }
 }
@@ -366,6 +372,8 @@ struct SealedBatch {
     reserved: usize,
     attempts: u32,
     last_error: Option<ClientError>,
+    /// `data` went through the configured compression (done once, before the first send).
+    compressed: bool,
 }
 
 #[derive(Default)]
@@ -991,6 +999,7 @@ fn seal(
             reserved: open.reserved,
             attempts: 0,
             last_error: None,
+            compressed: false,
         });
     }
 }
@@ -1321,7 +1330,14 @@ async fn sender_loop(shared: Arc<Shared>) {
 async fn dispatch(shared: &Arc<Shared>, batches: Vec<SealedBatch>) {
     // Learn routes for topics not in the metadata cache (first send, or after an error).
     let mut by_node: HashMap<Option<u32>, Vec<SealedBatch>> = HashMap::new();
-    for batch in batches {
+    let codec = shared.config.compression;
+    for mut batch in batches {
+        if !batch.compressed {
+            batch.compressed = true;
+            if let Some(data) = compress_batch(&batch.data, codec) {
+                batch.data = data;
+            }
+        }
         let route = match shared.cluster.cached_route(&batch.topic) {
             Some(r) => Some(r),
             None => shared.cluster.route(&batch.topic).await.ok().flatten(),

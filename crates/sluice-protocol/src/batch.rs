@@ -46,8 +46,14 @@
 //! 7 bits per byte, least significant group first, high bit = "more bytes".
 //!
 //! [`RecordBatchBuilder`] writes batches, [`RecordBatch`] / [`batches`] read them
-//! without copying or allocating per record, and [`validate`] is the full check
-//! the broker runs before appending.
+//! without copying or allocating per record. Validation is split in two:
+//! [`validate_header`] is what storage needs (header, CRC, offsets), and
+//! [`validate_records`] walks the records (decompressing them when the batch
+//! is compressed, bounded). [`validate`] runs both. The rules (Kafka's
+//! `LogValidator` for client batches): at least one record,
+//! `last_offset_delta = record_count - 1`, offset deltas `0..record_count`,
+//! `max_timestamp` = the largest record timestamp under CreateTime, no control,
+//! transactional or unused (6-15) attribute bits.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -87,9 +93,43 @@ pub enum BatchError {
         /// CRC computed over the batch.
         computed: u32,
     },
-    /// The attributes name a compression codec Sluice does not support yet.
+    /// The attributes name a compression codec that does not exist (5-7).
     #[error("unsupported compression codec {0}")]
     UnsupportedCompression(u8),
+    /// The records are compressed: read them from [`RecordBatch::decompress`].
+    #[error("records are compressed with {0}; decompress the batch to read them")]
+    Compressed(Compression),
+    /// The compressed records section could not be decompressed.
+    #[error("cannot decompress {codec} records: {reason}")]
+    Decompress {
+        /// The batch's codec.
+        codec: Compression,
+        /// What the codec reported.
+        reason: String,
+    },
+    /// The records decompress to more than the allowed size.
+    #[error("records decompress to more than {limit} bytes")]
+    DecompressedTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The batch is well-formed but breaks a rule of what may be appended
+    /// (no records, offset deltas not 0..n-1, a wrong max_timestamp, control,
+    /// transactional or unused attribute bits).
+    #[error("invalid record batch: {0}")]
+    InvalidRecord(&'static str),
+    /// A record timestamp is too far from the broker's clock (see [`check_timestamps`]).
+    #[error("timestamp {timestamp} is more than {limit_ms} ms {direction} the broker time {now}")]
+    TimestampOutOfRange {
+        /// The offending timestamp (ms).
+        timestamp: i64,
+        /// The broker's clock (ms).
+        now: i64,
+        /// The limit that was exceeded (ms).
+        limit_ms: i64,
+        /// "before" or "after".
+        direction: &'static str,
+    },
     /// A header field is inconsistent (negative count, delta mismatch, ...).
     #[error("invalid batch header: {0}")]
     InvalidHeader(&'static str),
@@ -98,10 +138,11 @@ pub enum BatchError {
     MalformedRecord(&'static str),
 }
 
-/// Compression codec named by attribute bits 0-2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Compression codec named by attribute bits 0-2 (see [`crate::compression`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Compression {
-    /// No compression (the only one Sluice reads records of today).
+    /// No compression (0).
+    #[default]
     None,
     /// gzip (1).
     Gzip,
@@ -123,6 +164,51 @@ impl Compression {
             3 => Ok(Compression::Lz4),
             4 => Ok(Compression::Zstd),
             other => Err(BatchError::UnsupportedCompression(other)),
+        }
+    }
+
+    /// The attribute bits 0-2 of this codec.
+    pub fn attribute_bits(self) -> i16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+
+    /// The lower-case name: `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "snappy" => Ok(Compression::Snappy),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(format!(
+                "unknown compression {other:?} (expected none, gzip, snappy, lz4 or zstd)"
+            )),
         }
     }
 }
@@ -239,15 +325,56 @@ impl BatchHeader {
         Compression::from_attributes(self.attributes)
     }
 
-    /// `Ok` when the records are uncompressed (the only kind Sluice reads
-    /// today), else [`BatchError::UnsupportedCompression`].
+    /// `Ok` when the records are uncompressed (readable in place), else
+    /// [`BatchError::Compressed`] or [`BatchError::UnsupportedCompression`].
     fn require_uncompressed(&self) -> Result<(), BatchError> {
         match self.compression()? {
             Compression::None => Ok(()),
-            _ => Err(BatchError::UnsupportedCompression(
-                (self.attributes & 0x07) as u8,
-            )),
+            c => Err(BatchError::Compressed(c)),
         }
+    }
+
+    /// True when the timestamp-type bit says LogAppendTime.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTR_LOG_APPEND_TIME != 0
+    }
+
+    /// The rules on header fields alone (no CRC, no records): a known codec,
+    /// no control, transactional or unused attribute bit, at least one record,
+    /// `last_offset_delta == record_count - 1`, and (uncompressed) room for
+    /// `record_count` records.
+    pub fn check(&self) -> Result<(), BatchError> {
+        let codec = self.compression()?;
+        if self.attributes & ATTR_CONTROL != 0 {
+            return Err(BatchError::InvalidRecord(
+                "control batches may not be produced",
+            ));
+        }
+        if self.attributes & ATTR_TRANSACTIONAL != 0 {
+            return Err(BatchError::InvalidRecord(
+                "transactional batches are not supported",
+            ));
+        }
+        if self.attributes & !ATTR_KNOWN != 0 {
+            return Err(BatchError::InvalidRecord("unused attribute bits are set"));
+        }
+        if self.record_count == 0 {
+            return Err(BatchError::InvalidRecord("batch has no records"));
+        }
+        if i64::from(self.last_offset_delta) != i64::from(self.record_count) - 1 {
+            return Err(BatchError::InvalidRecord(
+                "last_offset_delta must be record_count - 1",
+            ));
+        }
+        let body = self.total_len().saturating_sub(HEADER_LEN);
+        if codec == Compression::None
+            && (self.record_count as usize).saturating_mul(MIN_RECORD_LEN) > body
+        {
+            return Err(BatchError::InvalidHeader(
+                "record_count too large for batch length",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -274,6 +401,34 @@ pub fn verify_crc(batch: &[u8]) -> Result<(), BatchError> {
     Ok(())
 }
 
+/// The uncompressed batch at the start of `batch` re-encoded with its records
+/// compressed by `codec` (every header field kept, codec bits set, CRC
+/// recomputed). `None` when the batch does not parse, is already compressed,
+/// `codec` is none, or compression would not make it smaller.
+pub fn compress_batch(batch: &[u8], codec: Compression) -> Option<Bytes> {
+    if codec == Compression::None {
+        return None;
+    }
+    let header = BatchHeader::parse(batch).ok()?;
+    if header.compression().ok()? != Compression::None {
+        return None;
+    }
+    let total = header.total_len();
+    let mut out = BytesMut::with_capacity(total / 2 + HEADER_LEN + 64);
+    out.put_slice(&batch[..HEADER_LEN]);
+    crate::compression::compress(codec, &batch[HEADER_LEN..total], &mut out).ok()?;
+    if out.len() >= total {
+        return None;
+    }
+    let batch_length = len_i32(out.len() - LOG_OVERHEAD);
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (header.attributes & !0x07) | codec.attribute_bits();
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Some(out.freeze())
+}
+
 /// Overwrites the base offset of a batch in place (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -290,6 +445,25 @@ pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 pub const ATTR_TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit 5: the batch is a control batch (transaction markers).
 pub const ATTR_CONTROL: i16 = 0x20;
+/// Attribute bits a produced batch may set: codec (0-2) and timestamp type (3).
+const ATTR_KNOWN: i16 = 0x0f;
+/// Offset of `max_timestamp` in the header.
+const MAX_TIMESTAMP_OFFSET: usize = 35;
+
+/// Stamps a LogAppendTime batch with the broker's time: `max_timestamp`
+/// becomes `now` and the CRC is recomputed. The stored CRC is checked first,
+/// so a corrupt batch is never re-signed.
+pub fn stamp_log_append_time(batch: &mut [u8], now: i64) -> Result<(), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let whole = batch
+        .get_mut(..header.total_len())
+        .ok_or(BatchError::InvalidLength(i64::from(header.batch_length)))?;
+    verify_crc(whole)?;
+    whole[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now.to_be_bytes());
+    let crc = compute_crc(whole);
+    whole[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
 
 /// Smallest possible encoded record: length, attributes, timestamp delta,
 /// offset delta, key length, value length and header count, one byte each.
@@ -421,6 +595,7 @@ pub struct RecordBatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    compression: Compression,
 }
 
 impl Default for RecordBatchBuilder {
@@ -460,6 +635,7 @@ impl RecordBatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            compression: Compression::None,
         };
         b.reset();
         b
@@ -563,7 +739,8 @@ impl RecordBatchBuilder {
         self.count as usize
     }
 
-    /// Bytes the finished batch will take (0 while empty: `finish` then returns no batch).
+    /// Bytes the finished batch will take uncompressed, an upper bound of a
+    /// compressed one (0 while empty: `finish` then returns no batch).
     pub fn encoded_len(&self) -> usize {
         if self.count == 0 {
             0
@@ -587,6 +764,34 @@ impl RecordBatchBuilder {
         self.base_sequence = base_sequence;
     }
 
+    /// Compresses the records of every batch finished from now on with
+    /// `codec` (kept across batches; default none). A batch whose records do
+    /// not shrink is sent uncompressed, so compression never grows a batch.
+    pub fn set_compression(&mut self, codec: Compression) {
+        self.compression = codec;
+    }
+
+    /// The codec set by [`set_compression`](Self::set_compression).
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The compressed batch (header placeholder, compressed records), or
+    /// `None` when uncompressed or when compression does not shrink it.
+    fn compressed(&self) -> Option<BytesMut> {
+        if self.compression == Compression::None {
+            return None;
+        }
+        let records = &self.buf[HEADER_LEN..];
+        let mut out = BytesMut::with_capacity(HEADER_LEN + records.len() / 2 + 64);
+        out.put_bytes(0, HEADER_LEN);
+        crate::compression::compress(self.compression, records, &mut out).ok()?;
+        if out.len() >= self.buf.len() {
+            return None;
+        }
+        Some(out)
+    }
+
     /// Completes the batch (header and CRC) and returns it; the builder is reset for reuse.
     ///
     /// Returns an empty `Bytes` (zero batches) when no record was pushed.
@@ -594,7 +799,14 @@ impl RecordBatchBuilder {
         if self.count == 0 {
             return Bytes::new();
         }
-        self.write_header();
+        if let Some(mut out) = self.compressed() {
+            self.write_header(&mut out, self.compression.attribute_bits());
+            self.reset();
+            return out.freeze();
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        self.write_header(&mut buf, 0);
+        self.buf = buf;
         self.capacity_hint = self.capacity_hint.max(self.buf.len());
         let out = self.buf.split().freeze();
         self.reset();
@@ -607,20 +819,25 @@ impl RecordBatchBuilder {
         if self.count == 0 {
             return Bytes::new();
         }
-        self.write_header();
-        self.buf.freeze()
+        if let Some(mut out) = self.compressed() {
+            self.write_header(&mut out, self.compression.attribute_bits());
+            return out.freeze();
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        self.write_header(&mut buf, 0);
+        buf.freeze()
     }
 
-    /// Writes the 61-byte header, CRC included, over the placeholder.
-    fn write_header(&mut self) {
-        let batch_length = len_i32(self.buf.len() - LOG_OVERHEAD);
+    /// Writes the 61-byte header, CRC included, over the placeholder at the start of `buf`.
+    fn write_header(&self, buf: &mut BytesMut, attributes: i16) {
+        let batch_length = len_i32(buf.len() - LOG_OVERHEAD);
         let mut h = [0u8; HEADER_LEN];
         h[0..8].copy_from_slice(&0i64.to_be_bytes());
         h[8..12].copy_from_slice(&batch_length.to_be_bytes());
         h[12..16].copy_from_slice(&(-1i32).to_be_bytes());
         h[16] = MAGIC_V2 as u8;
         // 17..21 CRC, filled below
-        h[21..23].copy_from_slice(&0i16.to_be_bytes());
+        h[21..23].copy_from_slice(&attributes.to_be_bytes());
         h[23..27].copy_from_slice(&(self.count - 1).to_be_bytes());
         h[27..35].copy_from_slice(&self.base_timestamp.to_be_bytes());
         h[35..43].copy_from_slice(&self.max_timestamp.to_be_bytes());
@@ -628,9 +845,9 @@ impl RecordBatchBuilder {
         h[51..53].copy_from_slice(&self.producer_epoch.to_be_bytes());
         h[53..57].copy_from_slice(&self.base_sequence.to_be_bytes());
         h[57..61].copy_from_slice(&self.count.to_be_bytes());
-        self.buf[..HEADER_LEN].copy_from_slice(&h);
-        let crc = compute_crc(&self.buf);
-        self.buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        buf[..HEADER_LEN].copy_from_slice(&h);
+        let crc = compute_crc(buf);
+        buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     }
 }
 
@@ -663,15 +880,38 @@ impl RecordBatch {
         &self.bytes
     }
 
-    /// Full check: CRC, supported compression, and every record well-formed (see [`validate`]).
+    /// Full check: CRC, header rules, and every record well-formed (see [`validate`]).
     pub fn validate(&self) -> Result<(), BatchError> {
         validate(&self.bytes).map(|_| ())
     }
 
+    /// The batch with its records readable by [`records`](Self::records):
+    /// itself when uncompressed, else a new uncompressed batch (same header
+    /// fields and offsets, codec bits cleared, CRC recomputed) holding the
+    /// decompressed records, at most `max_decompressed` bytes of them.
+    pub fn decompress(&self, max_decompressed: usize) -> Result<RecordBatch, BatchError> {
+        let codec = self.header.compression()?;
+        if codec == Compression::None {
+            return Ok(self.clone());
+        }
+        let limit = max_decompressed.min(i32::MAX as usize - HEADER_LEN);
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.bytes[..HEADER_LEN]);
+        crate::compression::decompress(codec, &self.bytes[HEADER_LEN..], limit, &mut out)?;
+        let batch_length = len_i32(out.len() - LOG_OVERHEAD);
+        out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        let attributes = self.header.attributes & !0x07;
+        out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+        let crc = compute_crc(&out);
+        out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        RecordBatch::parse(&Bytes::from(out))
+    }
+
     /// Iterates the records without allocating.
     ///
-    /// Yields `Err` once and then stops on a malformed record or an unsupported
-    /// compression codec. Does not check the CRC.
+    /// Yields `Err` once and then stops on a malformed record or compressed
+    /// records ([`BatchError::Compressed`]: read those from
+    /// [`decompress`](Self::decompress)). Does not check the CRC.
     pub fn records(&self) -> Records<'_> {
         let body = self.bytes.get(HEADER_LEN..).unwrap_or(&[]);
         Records {
@@ -879,53 +1119,99 @@ impl Iterator for Batches {
     }
 }
 
-/// Fully validates the batch at the start of `batch` and returns its header.
+/// What the record walk of one batch found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordsSummary {
+    /// Smallest record timestamp (under LogAppendTime: the header's `max_timestamp`).
+    pub min_timestamp: i64,
+    /// Largest record timestamp (equal to the header's `max_timestamp`).
+    pub max_timestamp: i64,
+}
+
+/// The storage-level check of the batch at the start of `batch`: what a log
+/// needs to store and index it without reading its records.
 ///
 /// Checks: header (length, magic), CRC-32C over exactly `header.total_len()`
-/// bytes (bytes after the batch are ignored: step with `total_len()`), the
-/// compression codec is supported (only none today), `record_count <=
-/// last_offset_delta + 1`, and every record is well-formed with strictly
-/// increasing offset deltas no greater than `last_offset_delta`, the records
-/// filling the batch exactly.
-pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+/// bytes (bytes after the batch are ignored: step with `total_len()`), and the
+/// header rules of [`BatchHeader::check`]. Compressed batches pass without
+/// being decompressed.
+pub fn validate_header(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
-    let whole = batch
+    verify_crc(whole_batch(batch, &header)?)?;
+    header.check()?;
+    Ok(header)
+}
+
+fn whole_batch<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<&'a [u8], BatchError> {
+    batch
         .get(..header.total_len())
         .ok_or(BatchError::Truncated {
             needed: header.total_len(),
             available: batch.len(),
-        })?;
-    verify_crc(whole)?;
-    header.require_uncompressed()?;
-    let count = header.record_count as i64;
-    if count > header.last_offset_delta as i64 + 1 {
-        return Err(BatchError::InvalidHeader(
-            "record_count exceeds last_offset_delta + 1",
-        ));
+        })
+}
+
+/// The record-level check of the batch at the start of `batch` (decompressing
+/// at most `max_decompressed` bytes when compressed): the header rules of
+/// [`BatchHeader::check`], every record well-formed with offset deltas exactly
+/// `0, 1, ..., record_count - 1`, the records filling the (decompressed)
+/// section exactly, and under CreateTime `max_timestamp` equal to the largest
+/// record timestamp. Does not allocate for uncompressed batches.
+///
+/// It does not check the CRC on success (pair it with [`validate_header`]);
+/// on failure a wrong CRC is reported as [`BatchError::CrcMismatch`] in
+/// preference to what the walk found.
+pub fn validate_records(
+    batch: &[u8],
+    max_decompressed: usize,
+) -> Result<(BatchHeader, RecordsSummary), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let whole = whole_batch(batch, &header)?;
+    let walked = header.check().and_then(|()| {
+        let body = whole.get(HEADER_LEN..).unwrap_or(&[]);
+        match header.compression()? {
+            Compression::None => walk_records(&header, body),
+            codec => {
+                let mut plain = Vec::new();
+                crate::compression::decompress(codec, body, max_decompressed, &mut plain)?;
+                walk_records(&header, &plain)
+            }
+        }
+    });
+    match walked {
+        Ok(summary) => Ok((header, summary)),
+        Err(e) => {
+            verify_crc(whole)?;
+            Err(e)
+        }
     }
-    let body = whole.get(HEADER_LEN..).unwrap_or(&[]);
-    if (count as usize).saturating_mul(MIN_RECORD_LEN) > body.len() {
+}
+
+/// Walks the (uncompressed) records section `body` of a batch with `header`.
+fn walk_records(header: &BatchHeader, body: &[u8]) -> Result<RecordsSummary, BatchError> {
+    let count = header.record_count.max(0) as usize;
+    if count.saturating_mul(MIN_RECORD_LEN) > body.len() {
         return Err(BatchError::InvalidHeader(
             "record_count too large for batch length",
         ));
     }
     let mut records = Records {
-        header: &header,
+        header,
         buf: body,
-        remaining: count as usize,
+        remaining: count,
         pending_error: None,
         done: false,
     };
-    let mut prev_delta: i64 = -1;
-    for r in records.by_ref() {
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    for (expected, r) in (0_i64..).zip(records.by_ref()) {
         let r = r?;
-        let delta = r.offset.wrapping_sub(header.base_offset);
-        if delta <= prev_delta || delta > header.last_offset_delta as i64 {
-            return Err(BatchError::MalformedRecord(
-                "offset delta out of order or range",
+        if r.offset.wrapping_sub(header.base_offset) != expected {
+            return Err(BatchError::InvalidRecord(
+                "offset deltas must run 0, 1, ..., record_count - 1",
             ));
         }
-        prev_delta = delta;
+        min_ts = min_ts.min(r.timestamp);
+        max_ts = max_ts.max(r.timestamp);
         for h in r.headers() {
             h?;
         }
@@ -933,7 +1219,53 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     if !records.buf.is_empty() {
         return Err(BatchError::MalformedRecord("bytes after last record"));
     }
+    if !header.is_log_append_time() && max_ts != header.max_timestamp {
+        return Err(BatchError::InvalidRecord(
+            "max_timestamp is not the largest record timestamp",
+        ));
+    }
+    Ok(RecordsSummary {
+        min_timestamp: min_ts,
+        max_timestamp: max_ts,
+    })
+}
+
+/// Fully validates the batch at the start of `batch` and returns its header:
+/// [`validate_header`] and [`validate_records`] (compressed records decompressed,
+/// at most [`MAX_DECOMPRESSED_BYTES`](crate::compression::MAX_DECOMPRESSED_BYTES)).
+pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_header(batch)?;
+    validate_records(batch, crate::compression::MAX_DECOMPRESSED_BYTES)?;
     Ok(header)
+}
+
+/// Checks record timestamps against the broker clock `now` (Kafka 3.6's
+/// `message.timestamp.before.max.ms` / `after.max.ms`): the smallest may be at
+/// most `before_max_ms` in the past, the largest at most `after_max_ms` in the
+/// future. Meant for CreateTime batches (LogAppendTime batches get `now`).
+pub fn check_timestamps(
+    summary: &RecordsSummary,
+    now: i64,
+    before_max_ms: i64,
+    after_max_ms: i64,
+) -> Result<(), BatchError> {
+    if now.saturating_sub(summary.min_timestamp) > before_max_ms {
+        return Err(BatchError::TimestampOutOfRange {
+            timestamp: summary.min_timestamp,
+            now,
+            limit_ms: before_max_ms,
+            direction: "before",
+        });
+    }
+    if summary.max_timestamp.saturating_sub(now) > after_max_ms {
+        return Err(BatchError::TimestampOutOfRange {
+            timestamp: summary.max_timestamp,
+            now,
+            limit_ms: after_max_ms,
+            direction: "after",
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1147,8 +1479,8 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_compression_is_rejected() {
-        for codec in 1u8..=7 {
+    fn unknown_codecs_are_rejected_and_compressed_records_need_decompress() {
+        for codec in 5u8..=7 {
             let mut v = sample().to_vec();
             v[ATTRIBUTES_OFFSET + 1] |= codec;
             resign(&mut v);
@@ -1156,41 +1488,339 @@ mod tests {
                 validate(&v).unwrap_err(),
                 BatchError::UnsupportedCompression(codec)
             );
-            let b = Bytes::from(v);
-            let batch = RecordBatch::parse(&b).unwrap();
-            let mut it = batch.records();
             assert_eq!(
-                it.next(),
-                Some(Err(BatchError::UnsupportedCompression(codec)))
+                validate_header(&v).unwrap_err(),
+                BatchError::UnsupportedCompression(codec)
             );
-            assert_eq!(it.next(), None);
+        }
+        let mut b = RecordBatchBuilder::new();
+        b.set_compression(Compression::Gzip);
+        b.push(1, None, Some(&[b'a'; 500]), &[]);
+        let bytes = b.finish();
+        let batch = RecordBatch::parse(&bytes).unwrap();
+        let mut it = batch.records();
+        assert_eq!(
+            it.next(),
+            Some(Err(BatchError::Compressed(Compression::Gzip)))
+        );
+        assert_eq!(it.next(), None);
+    }
+
+    /// Rewrites header fields of the sample batch, then re-signs it.
+    fn patched(at: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut v = sample().to_vec();
+        v[at..at + bytes.len()].copy_from_slice(bytes);
+        resign(&mut v);
+        v
+    }
+
+    fn invalid_record(v: &[u8]) -> &'static str {
+        match validate(v) {
+            Err(BatchError::InvalidRecord(why)) => why,
+            other => panic!("expected InvalidRecord, got {other:?}"),
         }
     }
 
     #[test]
     fn inconsistent_counts_are_rejected() {
         // record_count larger than last_offset_delta + 1
-        let mut v = sample().to_vec();
-        v[57..61].copy_from_slice(&4i32.to_be_bytes());
-        resign(&mut v);
-        assert!(matches!(validate(&v), Err(BatchError::InvalidHeader(_))));
-        // record_count smaller than the records present: bytes left over
-        let mut v = sample().to_vec();
-        v[57..61].copy_from_slice(&2i32.to_be_bytes());
+        let v = patched(57, &4i32.to_be_bytes());
+        assert_eq!(
+            invalid_record(&v),
+            "last_offset_delta must be record_count - 1"
+        );
+        // record_count smaller than the records present
+        let v = patched(57, &2i32.to_be_bytes());
+        assert_eq!(
+            invalid_record(&v),
+            "last_offset_delta must be record_count - 1"
+        );
+        // both agree on 2 but three records are present: bytes left over
+        let mut v = patched(57, &2i32.to_be_bytes());
+        v[23..27].copy_from_slice(&1i32.to_be_bytes());
         resign(&mut v);
         assert!(matches!(validate(&v), Err(BatchError::MalformedRecord(_))));
-        // last_offset_delta smaller than a record's delta
-        let mut v = sample().to_vec();
-        v[23..27].copy_from_slice(&1i32.to_be_bytes());
-        v[57..61].copy_from_slice(&2i32.to_be_bytes());
-        resign(&mut v);
-        assert!(validate(&v).is_err());
         // a huge record count cannot pass the size sanity check
         let mut v = sample().to_vec();
-        v[23..27].copy_from_slice(&i32::MAX.to_be_bytes());
+        v[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
         v[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
         resign(&mut v);
         assert!(matches!(validate(&v), Err(BatchError::InvalidHeader(_))));
+    }
+
+    #[test]
+    fn a_batch_without_records_is_refused() {
+        let mut b = RecordBatchBuilder::new();
+        b.push(7, None, Some(b"x"), &[]);
+        let mut v = b.finish().to_vec();
+        // Drop the one record: count 0, last_offset_delta -1 -> 0 (as a client would send).
+        v.truncate(HEADER_LEN);
+        v[8..12].copy_from_slice(&((HEADER_LEN - LOG_OVERHEAD) as i32).to_be_bytes());
+        v[23..27].copy_from_slice(&0i32.to_be_bytes());
+        v[57..61].copy_from_slice(&0i32.to_be_bytes());
+        resign(&mut v);
+        assert_eq!(invalid_record(&v), "batch has no records");
+        assert_eq!(
+            validate_header(&v),
+            Err(BatchError::InvalidRecord("batch has no records"))
+        );
+    }
+
+    #[test]
+    fn a_gap_after_the_last_record_is_refused() {
+        // One record, last_offset_delta = 5: would reserve six offsets.
+        let mut b = RecordBatchBuilder::new();
+        b.push(7, None, Some(b"x"), &[]);
+        let mut v = b.finish().to_vec();
+        v[23..27].copy_from_slice(&5i32.to_be_bytes());
+        resign(&mut v);
+        assert_eq!(
+            invalid_record(&v),
+            "last_offset_delta must be record_count - 1"
+        );
+        assert!(matches!(
+            validate_header(&v),
+            Err(BatchError::InvalidRecord(_))
+        ));
+    }
+
+    #[test]
+    fn offset_deltas_must_run_from_zero_without_gaps() {
+        // Two records with deltas 0 and 2 (header says count 2, last delta 1).
+        let one = |delta: i32| {
+            let mut r = BytesMut::new();
+            let body_len = 1 + 1 + varint_len(delta) + 1 + 2 + 1;
+            put_varint(&mut r, body_len as i32);
+            r.put_i8(0);
+            put_varlong(&mut r, 0);
+            put_varint(&mut r, delta);
+            put_varint(&mut r, -1);
+            put_varint(&mut r, 1);
+            r.put_u8(b'v');
+            put_varint(&mut r, 0);
+            r
+        };
+        let build = |deltas: &[i32]| {
+            let mut v = vec![0u8; HEADER_LEN];
+            for d in deltas {
+                v.extend_from_slice(&one(*d));
+            }
+            let len = (v.len() - LOG_OVERHEAD) as i32;
+            v[8..12].copy_from_slice(&len.to_be_bytes());
+            v[12..16].copy_from_slice(&(-1i32).to_be_bytes());
+            v[16] = MAGIC_V2 as u8;
+            v[23..27].copy_from_slice(&(deltas.len() as i32 - 1).to_be_bytes());
+            v[27..35].copy_from_slice(&10i64.to_be_bytes());
+            v[35..43].copy_from_slice(&10i64.to_be_bytes());
+            v[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+            v[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+            v[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+            v[57..61].copy_from_slice(&(deltas.len() as i32).to_be_bytes());
+            resign(&mut v);
+            v
+        };
+        validate(&build(&[0, 1, 2])).unwrap();
+        for deltas in [&[0, 2][..], &[1, 2], &[1, 0], &[0, 0]] {
+            assert_eq!(
+                invalid_record(&build(deltas)),
+                "offset deltas must run 0, 1, ..., record_count - 1",
+                "{deltas:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_timestamp_must_match_the_records() {
+        for wrong in [4999i64, 5001, i64::MAX, -1] {
+            let v = patched(35, &wrong.to_be_bytes());
+            assert_eq!(
+                invalid_record(&v),
+                "max_timestamp is not the largest record timestamp",
+                "{wrong}"
+            );
+        }
+        // Under LogAppendTime the field is the broker's to set.
+        let mut v = patched(35, &123i64.to_be_bytes());
+        v[ATTRIBUTES_OFFSET + 1] |= ATTR_LOG_APPEND_TIME as u8;
+        resign(&mut v);
+        validate(&v).unwrap();
+    }
+
+    #[test]
+    fn control_transactional_and_unused_attribute_bits_are_refused() {
+        let cases: [(i16, &str); 4] = [
+            (ATTR_CONTROL, "control batches may not be produced"),
+            (
+                ATTR_TRANSACTIONAL,
+                "transactional batches are not supported",
+            ),
+            (0x40, "unused attribute bits are set"),
+            (i16::MIN, "unused attribute bits are set"),
+        ];
+        for (bits, why) in cases {
+            let v = patched(ATTRIBUTES_OFFSET, &bits.to_be_bytes());
+            assert_eq!(invalid_record(&v), why, "{bits:#x}");
+            assert_eq!(validate_header(&v), Err(BatchError::InvalidRecord(why)));
+        }
+        // Timestamp type alone is fine.
+        let v = patched(ATTRIBUTES_OFFSET, &ATTR_LOG_APPEND_TIME.to_be_bytes());
+        validate(&v).unwrap();
+    }
+
+    #[test]
+    fn a_bad_crc_wins_over_what_the_record_walk_finds() {
+        let mut v = patched(35, &1i64.to_be_bytes());
+        v[CRC_OFFSET] ^= 1;
+        assert!(matches!(
+            validate_records(&v, 1 << 20),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn log_append_time_stamp_rewrites_max_timestamp_under_a_valid_crc() {
+        let mut v = patched(ATTRIBUTES_OFFSET, &ATTR_LOG_APPEND_TIME.to_be_bytes());
+        stamp_log_append_time(&mut v, 1_700_000_000_000).unwrap();
+        let h = validate(&v).unwrap();
+        assert_eq!(h.max_timestamp, 1_700_000_000_000);
+        let b = Bytes::from(v.clone());
+        let batch = RecordBatch::parse(&b).unwrap();
+        assert!(batch
+            .records()
+            .all(|r| r.unwrap().timestamp == 1_700_000_000_000));
+        // A corrupt batch is not re-signed.
+        v[HEADER_LEN + 3] ^= 0x10;
+        assert!(matches!(
+            stamp_log_append_time(&mut v, 5),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn timestamps_are_checked_against_the_broker_clock() {
+        let s = RecordsSummary {
+            min_timestamp: 1_000,
+            max_timestamp: 5_000,
+        };
+        check_timestamps(&s, 5_000, i64::MAX, 3_600_000).unwrap();
+        check_timestamps(&s, 2_000, 1_000, 3_000).unwrap();
+        assert_eq!(
+            check_timestamps(&s, 2_001, 1_000, i64::MAX),
+            Err(BatchError::TimestampOutOfRange {
+                timestamp: 1_000,
+                now: 2_001,
+                limit_ms: 1_000,
+                direction: "before"
+            })
+        );
+        assert_eq!(
+            check_timestamps(&s, 1_999, i64::MAX, 3_000),
+            Err(BatchError::TimestampOutOfRange {
+                timestamp: 5_000,
+                now: 1_999,
+                limit_ms: 3_000,
+                direction: "after"
+            })
+        );
+        // Extreme values do not overflow.
+        let far = RecordsSummary {
+            min_timestamp: i64::MIN,
+            max_timestamp: i64::MAX,
+        };
+        assert!(check_timestamps(&far, 0, i64::MAX - 1, i64::MAX).is_err());
+        assert!(check_timestamps(&far, 0, i64::MAX, i64::MAX - 1).is_err());
+        check_timestamps(&far, 0, i64::MAX, i64::MAX).unwrap();
+    }
+
+    #[test]
+    fn compressed_batches_validate_and_decompress_to_the_same_records() {
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let fill = |b: &mut RecordBatchBuilder| {
+                b.set_producer(9, 1, 40);
+                for i in 0..50u8 {
+                    b.push(
+                        1000 + i64::from(i),
+                        Some(&[i; 3]),
+                        Some(&[b'v'; 200]),
+                        &[("h", &[i])],
+                    );
+                }
+            };
+            let mut plain = RecordBatchBuilder::new();
+            fill(&mut plain);
+            let plain = plain.finish();
+            let mut b = RecordBatchBuilder::new();
+            b.set_compression(codec);
+            fill(&mut b);
+            let bytes = b.finish();
+            assert!(
+                bytes.len() < plain.len(),
+                "{codec} did not shrink the batch"
+            );
+            let h = validate(&bytes).unwrap();
+            assert_eq!(h.compression().unwrap(), codec);
+            assert_eq!((h.record_count, h.last_offset_delta), (50, 49));
+            assert_eq!((h.producer_id, h.base_sequence), (9, 40));
+            let (_, summary) = validate_records(&bytes, 1 << 20).unwrap();
+            assert_eq!((summary.min_timestamp, summary.max_timestamp), (1000, 1049));
+            // Decompressed, it is the uncompressed batch byte for byte.
+            let batch = RecordBatch::parse(&bytes).unwrap();
+            let open = batch.decompress(1 << 20).unwrap();
+            assert_eq!(open.as_bytes(), &plain, "{codec}");
+            // The limit holds.
+            assert!(matches!(
+                validate_records(&bytes, 100),
+                Err(BatchError::DecompressedTooLarge { limit: 100 })
+            ));
+            assert!(matches!(
+                batch.decompress(100),
+                Err(BatchError::DecompressedTooLarge { limit: 100 })
+            ));
+            // A corrupt payload under a valid CRC is refused.
+            let mut bad = bytes.to_vec();
+            let mid = HEADER_LEN + (bad.len() - HEADER_LEN) / 2;
+            bad.truncate(mid);
+            let len = (bad.len() - LOG_OVERHEAD) as i32;
+            bad[8..12].copy_from_slice(&len.to_be_bytes());
+            resign(&mut bad);
+            validate_header(&bad).unwrap();
+            assert!(
+                matches!(validate(&bad), Err(BatchError::Decompress { codec: c, .. }) if c == codec),
+                "{codec}: {:?}",
+                validate(&bad)
+            );
+        }
+        // compress_batch gives the builder's bytes from the plain batch.
+        for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            let mut b = RecordBatchBuilder::new();
+            b.set_producer(9, 1, 40);
+            b.push(5, Some(b"k"), Some(&[b'z'; 400]), &[]);
+            let plain = b.finish();
+            b.set_compression(codec);
+            b.set_producer(9, 1, 40);
+            b.push(5, Some(b"k"), Some(&[b'z'; 400]), &[]);
+            let direct = b.finish();
+            let recompressed = compress_batch(&plain, codec).unwrap();
+            assert_eq!(recompressed, direct, "{codec}");
+            assert_eq!(compress_batch(&direct, codec), None, "already compressed");
+            assert_eq!(compress_batch(&plain, Compression::None), None);
+        }
+        // Incompressible records are sent uncompressed.
+        let mut b = RecordBatchBuilder::new();
+        b.set_compression(Compression::Zstd);
+        b.push(1, None, Some(b"x"), &[]);
+        let h = validate(&b.finish()).unwrap();
+        assert_eq!(h.compression().unwrap(), Compression::None);
+        assert_eq!(
+            b.compression(),
+            Compression::Zstd,
+            "setting kept across batches"
+        );
     }
 
     #[test]

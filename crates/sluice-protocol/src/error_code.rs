@@ -38,7 +38,7 @@ pub enum ErrorCode {
     DiskFull = 15,
     /// A storage error (I/O failure, failed fsync); the partition is read-only until restart.
     StorageError = 16,
-    /// The batch uses a compression codec this broker does not support.
+    /// The batch names a compression codec that does not exist (attribute bits 0-2 = 5 to 7).
     UnsupportedCompression = 17,
     /// The broker is shutting down.
     BrokerShuttingDown = 18,
@@ -66,6 +66,13 @@ pub enum ErrorCode {
     OutOfOrderSequenceNumber = 28,
     /// The batch carries an older producer epoch than the broker knows for its producer id (fenced).
     InvalidProducerEpoch = 29,
+    /// The batch is well-formed but breaks a batch rule (no records, offset deltas
+    /// not 0..n-1, a wrong max_timestamp, control/transactional/unused attribute bits);
+    /// nothing was appended.
+    InvalidRecord = 30,
+    /// A record timestamp is too far in the past or future of the broker clock
+    /// (topic configs `message.timestamp.before.max.ms` / `after.max.ms`); nothing was appended.
+    InvalidTimestamp = 31,
 }
 
 impl ErrorCode {
@@ -101,6 +108,8 @@ impl ErrorCode {
         ErrorCode::InvalidSessionTimeout,
         ErrorCode::OutOfOrderSequenceNumber,
         ErrorCode::InvalidProducerEpoch,
+        ErrorCode::InvalidRecord,
+        ErrorCode::InvalidTimestamp,
     ];
 
     /// The numeric value sent on the wire.
@@ -149,6 +158,8 @@ impl ErrorCode {
             ErrorCode::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
             ErrorCode::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
             ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
+            ErrorCode::InvalidRecord => "INVALID_RECORD",
+            ErrorCode::InvalidTimestamp => "INVALID_TIMESTAMP",
         }
     }
 

@@ -5,6 +5,7 @@
 //!
 //! Layout:
 //! - [`batch`]: Kafka RecordBatch v2, the unit stored on disk and sent on the wire.
+//! - [`compression`]: the gzip, snappy, lz4 and zstd codecs of compressed batches (bounded decompression).
 //! - [`error_code`]: stable numeric error codes.
 //! - [`messages`]: request and response bodies of every API, api keys, supported versions
 //!   ([`SUPPORTED_APIS`], served today; [`GROUP_APIS`], the consumer-group apis 7..=13,
@@ -56,6 +57,7 @@
 
 pub mod batch;
 pub mod codec;
+pub mod compression;
 pub mod error;
 pub mod error_code;
 pub mod messages;

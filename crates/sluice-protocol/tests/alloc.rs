@@ -8,7 +8,9 @@ use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use sluice_protocol::batch::{validate, RecordBatch, RecordBatchBuilder};
+use sluice_protocol::batch::{
+    validate, validate_header, validate_records, RecordBatch, RecordBatchBuilder,
+};
 use sluice_protocol::{decode_request, decode_response, ApiKey, FrameCodec};
 use tokio_util::codec::Decoder;
 
@@ -103,6 +105,38 @@ fn iterating_records_and_headers_allocates_nothing() {
     assert_eq!(count, 0, "record iteration allocated");
     let (_, count, _, _) = measure(|| validate(&bytes).unwrap());
     assert_eq!(count, 0, "validate allocated");
+    // The split halves of validation: storage's header check and the record walk.
+    let (_, count, _, _) = measure(|| validate_header(&bytes).unwrap());
+    assert_eq!(count, 0, "validate_header allocated");
+    let (_, count, _, _) = measure(|| validate_records(&bytes, 1 << 20).unwrap());
+    assert_eq!(
+        count, 0,
+        "validate_records allocated on an uncompressed batch"
+    );
+}
+
+#[test]
+fn compressed_validation_allocates_about_the_decompressed_size() {
+    let plain = big_batch();
+    let mut b = RecordBatchBuilder::with_capacity(128 * 1024);
+    b.set_compression(sluice_protocol::batch::Compression::Lz4);
+    let batch = RecordBatch::parse(&plain).unwrap();
+    for r in batch.records() {
+        let r = r.unwrap();
+        let hs: Vec<(&str, &[u8])> = r.headers().map(|h| (h.unwrap().0, &b"v"[..])).collect();
+        b.push(r.timestamp, r.key, r.value, &hs);
+    }
+    let lz4 = b.finish();
+    assert!(
+        lz4.len() < plain.len() / 4,
+        "test data should compress well"
+    );
+    let (_, _, _, largest) = measure(|| validate_records(&lz4, 1 << 20).unwrap());
+    assert!(
+        largest <= 4 * plain.len() + 256 * 1024,
+        "largest allocation {largest} bytes to validate a batch of {} bytes decompressed",
+        plain.len()
+    );
 }
 
 #[test]
