@@ -40,10 +40,14 @@
 //!
 //! # Commits
 //!
-//! A commit is fenced and appended under the coordinator lock
-//! ([`sluice_group::begin_fenced_commit`]); the fsync wait
-//! ([`Groups::finish_commit`], blocking) runs after the lock is released, and
-//! the commit is acknowledged only once it returns. A commit with an empty
+//! A commit is fenced and queued under the coordinator lock
+//! ([`sluice_group::begin_fenced_commit`]: memory only, no I/O, so a
+//! runtime worker never touches the disk for it); the append to
+//! `__consumer_offsets` (which may roll a segment and fsync) and the fsync
+//! wait ([`Groups::finish_commit`], blocking, on the blocking pool) run
+//! after the lock is released, in queue order, and the commit is
+//! acknowledged only once it returns. A slow or failed fsync therefore never
+//! holds the coordinator lock: heartbeats and commits of other groups go on. A commit with an empty
 //! member id is a standalone (admin or `assign`-mode) commit and is accepted
 //! only while the group has no members (otherwise `UNKNOWN_MEMBER_ID`); the
 //! CLI's `group seek` is such a commit. Partitions that do not exist are
@@ -51,10 +55,33 @@
 //!
 //! # Group delete
 //!
-//! [`Groups::delete_group`] runs [`sluice_group::offsets::delete_group`]
-//! under the coordinator lock, so no member can join between the emptiness
-//! check and the tombstones; it holds the lock across one fsync (a rare admin
-//! operation) and must run off the async runtime.
+//! [`Groups::delete_group`] runs [`sluice_group::begin_delete_group`] under
+//! the coordinator lock (emptiness check, tombstones queued, coordinator
+//! state forgotten), so no member can join in between; a member joining
+//! afterwards commits after the tombstones. The fsync wait runs after the
+//! lock is released (blocking: call it off the async runtime).
+//!
+//! # Offsets retention
+//!
+//! [`Groups::expire_offsets`] (the broker's one-second group tick, on the
+//! blocking pool) appends what dropped tickets left queued and, at most every
+//! [`RETENTION_CHECK_INTERVAL_MS`], deletes the committed offsets that have
+//! outlived `offsets_retention_minutes` (default 7 days) with tombstones:
+//! retention counts from the later of the commit and the group becoming
+//! empty (a group with members keeps its offsets), and never from before the
+//! broker started (see [`sluice_group::offsets`]). The group then leaves
+//! ListGroups and DescribeGroups, also after a restart. The wall clock is a
+//! [`WallClock`] (tests inject a fake one, [`GroupsOptions::clock`]).
+//!
+//! # Metrics
+//!
+//! [`Groups::refresh_metrics`] exports per-group series for at most
+//! [`GroupsOptions::max_metric_groups`] groups (groups with members first,
+//! then those already exported, then by name) and at most
+//! [`GroupsOptions::max_metric_partitions`] group-partition lag series; the
+//! rest are counted in `sluice_group_metrics_omitted` and logged once when
+//! the cap is first reached. Series of groups and partitions that are gone
+//! (deleted, expired, deleted topics, or no longer selected) are removed.
 //!
 //! # The internal topic
 //!
@@ -73,9 +100,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_group::{
     begin_fenced_commit, lag, timestamp_at, CommitTicket, CommittedOffset, Committer, Coordinator,
-    CoordinatorConfig, GroupDescription, GroupError, GroupListing, GroupState, JoinRequest,
-    MemberView, OffsetCommit, OffsetStore, TopicCatalog, TopicPartition,
+    CoordinatorConfig, ExpiryNow, GroupDescription, GroupError, GroupListing, GroupState,
+    JoinRequest, MemberView, OffsetCommit, OffsetRetention, OffsetStore, TopicCatalog,
+    TopicPartition,
 };
+use sluice_log::{FileIo, LogConfig, OsFileIo};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -87,6 +116,62 @@ use crate::topics::TopicRegistry;
 
 /// Name of the internal offsets topic (its directory under the data dir).
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How often at most [`Groups::expire_offsets`] looks for expired offsets
+/// (wall clock; Kafka's `offsets.retention.check.interval.ms` is 10 min).
+pub const RETENTION_CHECK_INTERVAL_MS: i64 = 60_000;
+/// Default [`GroupsOptions::max_metric_groups`].
+pub const DEFAULT_MAX_METRIC_GROUPS: usize = 1_000;
+/// Default [`GroupsOptions::max_metric_partitions`].
+pub const DEFAULT_MAX_METRIC_PARTITIONS: usize = 10_000;
+
+/// The wall clock the groups read (commit timestamps, lag in ms, offsets
+/// retention); tests inject a fake one.
+pub trait WallClock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// How [`Groups::open_with`] opens the offset store, reads the clock and
+/// bounds the metrics (the defaults are what [`Groups::open`] uses).
+#[derive(Debug, Clone)]
+pub struct GroupsOptions {
+    /// Configuration of the `__consumer_offsets` log.
+    pub log_config: LogConfig,
+    /// File-system calls of the offsets log (fault injection in tests).
+    pub io: Arc<dyn FileIo>,
+    /// Wall clock.
+    pub clock: Arc<dyn WallClock>,
+    /// Most groups with per-group metric series.
+    pub max_metric_groups: usize,
+    /// Most `sluice_group_lag{,_ms}` series (group and partition).
+    pub max_metric_partitions: usize,
+}
+
+impl Default for GroupsOptions {
+    fn default() -> Self {
+        GroupsOptions {
+            log_config: OffsetStore::default_log_config(),
+            io: Arc::new(OsFileIo),
+            clock: Arc::new(SystemClock),
+            max_metric_groups: DEFAULT_MAX_METRIC_GROUPS,
+            max_metric_partitions: DEFAULT_MAX_METRIC_PARTITIONS,
+        }
+    }
+}
 
 /// A parked heartbeat answers at the latest after this fraction of the
 /// member's session timeout, so that it is answered (and the member's
@@ -119,6 +204,8 @@ struct Exported {
     groups: HashSet<String>,
     partitions: HashSet<(String, String, String)>,
     rebalances: HashMap<String, u64>,
+    /// Whether the last refresh left groups or partitions out (logged once).
+    capped: bool,
 }
 
 /// The broker's consumer groups: coordinator, offset store, parked
@@ -135,6 +222,12 @@ pub struct Groups {
     /// and compared under the coordinator lock.
     scheduled: AtomicU64,
     exported: Mutex<Exported>,
+    clock: Arc<dyn WallClock>,
+    retention: OffsetRetention,
+    /// Wall ms of the last retention check (`None`: not yet).
+    last_expiry_check: Mutex<Option<i64>>,
+    max_metric_groups: usize,
+    max_metric_partitions: usize,
 }
 
 impl std::fmt::Debug for Groups {
@@ -187,13 +280,6 @@ pub struct GroupInfo {
     pub partitions: Vec<PartitionLagInfo>,
 }
 
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn store_error(e: GroupError) -> BrokerError {
     match e {
         GroupError::Storage(source) => BrokerError::Log {
@@ -218,9 +304,31 @@ impl Groups {
         config: CoordinatorConfig,
         instance_id: u64,
     ) -> Result<Groups, BrokerError> {
+        Self::open_with(
+            data_dir,
+            broker,
+            config,
+            instance_id,
+            GroupsOptions::default(),
+        )
+    }
+
+    /// [`Groups::open`] with explicit options (tests: fault-injecting I/O,
+    /// a fake clock, small metric caps).
+    pub fn open_with(
+        data_dir: &Path,
+        broker: Arc<Broker>,
+        config: CoordinatorConfig,
+        instance_id: u64,
+        options: GroupsOptions,
+    ) -> Result<Groups, BrokerError> {
         let dir = data_dir.join(OFFSETS_TOPIC).join("0");
-        let store =
-            OffsetStore::open(&dir, OffsetStore::default_log_config()).map_err(store_error)?;
+        let store = OffsetStore::open_with_io(&dir, options.log_config, options.io)
+            .map_err(store_error)?;
+        let retention = OffsetRetention {
+            retention_ms: config.offsets_retention_ms,
+            opened_wall_ms: options.clock.now_ms(),
+        };
         let stats = store.replay_stats();
         tracing::info!(
             records = stats.records,
@@ -241,6 +349,11 @@ impl Groups {
             timer: Notify::new(),
             scheduled: AtomicU64::new(u64::MAX),
             exported: Mutex::new(Exported::default()),
+            clock: options.clock,
+            retention,
+            last_expiry_check: Mutex::new(None),
+            max_metric_groups: options.max_metric_groups,
+            max_metric_partitions: options.max_metric_partitions,
         })
     }
 
@@ -423,7 +536,7 @@ impl Groups {
             group,
             committer,
             commits,
-            wall_ms(),
+            self.clock.now_ms(),
         )
     }
 
@@ -487,7 +600,7 @@ impl Groups {
             parts.extend(m.assignment.iter().cloned());
             parts.extend(m.revoking.iter().cloned());
         }
-        let now = wall_ms();
+        let now = self.clock.now_ms();
         let partitions = parts
             .into_iter()
             .map(|tp| {
@@ -536,18 +649,24 @@ impl Groups {
     }
 
     /// Deletes a group without members: tombstones its offsets (durable) and
-    /// forgets its coordinator state. Blocking (one fsync under the lock).
+    /// forgets its coordinator state. Blocking (the fsync wait, after the
+    /// coordinator lock is released): call it off the async runtime.
     pub fn delete_group(&self, group: &str) -> Result<usize, GroupError> {
-        let mut st = self.lock();
-        sluice_group::offsets::delete_group(&mut st.coordinator, &self.store, group, wall_ms())
+        let now = self.clock.now_ms();
+        let ticket = {
+            let mut st = self.lock();
+            sluice_group::begin_delete_group(&mut st.coordinator, &self.store, group, now)?
+        };
+        self.store.finish_counted(ticket)
     }
 
     /// Deletes every group's committed offsets on `topic` (after the topic
     /// was deleted, so a topic created again under the name starts clean).
-    /// Blocking (one fsync per group that had offsets there); returns how
-    /// many offsets were deleted.
+    /// Blocking (the tombstones of every group share the fsyncs); returns
+    /// how many offsets were deleted.
     pub fn forget_topic(&self, topic: &str) -> Result<usize, GroupError> {
-        let mut deleted = 0;
+        let now = self.clock.now_ms();
+        let mut tickets = Vec::new();
         for group in self.store.groups() {
             let parts: Vec<TopicPartition> = self
                 .store
@@ -556,10 +675,77 @@ impl Groups {
                 .filter(|tp| tp.topic == topic)
                 .collect();
             if !parts.is_empty() {
-                deleted += self.store.delete_offsets(&group, &parts, wall_ms())?;
+                tickets.push(self.store.begin_delete_offsets(&group, &parts, now)?);
             }
         }
+        let mut deleted = 0;
+        for ticket in tickets {
+            deleted += self.store.finish_counted(ticket)?;
+        }
         Ok(deleted)
+    }
+
+    /// The group tick's storage work (blocking; run it off the runtime):
+    /// appends changes whose tickets were dropped, then, at most every
+    /// [`RETENTION_CHECK_INTERVAL_MS`], deletes expired offsets (see the
+    /// module docs). Returns how many offsets were deleted.
+    pub fn expire_offsets(&self) -> usize {
+        if let Err(e) = self.store.settle() {
+            tracing::warn!(error = %e, "appending queued offset changes failed");
+        }
+        let now = ExpiryNow {
+            coordinator_ms: self.now_ms(),
+            wall_ms: self.clock.now_ms(),
+        };
+        {
+            let mut last = self
+                .last_expiry_check
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|at| {
+                let since = now.wall_ms.saturating_sub(at);
+                !(0..RETENTION_CHECK_INTERVAL_MS).contains(&since)
+            });
+            if !due {
+                return 0;
+            }
+            *last = Some(now.wall_ms);
+        }
+        let pass = {
+            let mut st = self.lock();
+            sluice_group::begin_expire_offsets(
+                &mut st.coordinator,
+                &self.store,
+                &self.retention,
+                now,
+            )
+        };
+        let found = pass.offsets;
+        let forgotten = pass.forgotten_groups.len();
+        let deleted = match sluice_group::finish_expiry(&self.store, pass) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting expired offsets failed; will retry");
+                // Retry at the next tick rather than after a full interval.
+                *self
+                    .last_expiry_check
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+                0
+            }
+        };
+        if found > 0 || forgotten > 0 {
+            tracing::info!(
+                deleted,
+                empty_groups_forgotten = forgotten,
+                retention_ms = self.retention.retention_ms,
+                "expired committed offsets"
+            );
+        }
+        self.metrics
+            .group_offsets_expired
+            .inc_by(u64::try_from(deleted).unwrap_or(u64::MAX));
+        deleted
     }
 
     /// Compacts the offsets log on disk when enough was committed since the
@@ -571,11 +757,22 @@ impl Groups {
     }
 
     /// Updates the group metrics: members and rebalances per group, lag in
-    /// records and ms per group and partition. Removes series of groups and
-    /// partitions that are gone. Reads one batch per committed partition.
+    /// records and ms per group and partition, for at most
+    /// `max_metric_groups` groups and `max_metric_partitions` lag series
+    /// (see the module docs). Removes series of groups and partitions that
+    /// are gone or no longer selected. Reads one batch per exported partition.
     pub fn refresh_metrics(&self) {
-        let listed = self.list_groups();
+        let mut listed = self.list_groups();
         let mut exported = self.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let total = listed.len();
+        // Active groups first, then the ones already exported (stable
+        // series), then by name.
+        listed.sort_by(|a, b| {
+            let key = |g: &GroupListing| (g.members == 0, !exported.groups.contains(&g.group));
+            key(a).cmp(&key(b)).then_with(|| a.group.cmp(&b.group))
+        });
+        listed.truncate(self.max_metric_groups);
+        let mut omitted = total - listed.len();
         let mut groups = HashSet::new();
         let mut partitions = HashSet::new();
         for g in listed {
@@ -594,22 +791,28 @@ impl Groups {
                 counter.inc_by(d.rebalances - *seen);
             }
             *seen = d.rebalances;
-            for p in &info.partitions {
-                let labels = (
-                    g.group.clone(),
-                    p.partition.topic.clone(),
-                    p.partition.partition.to_string(),
-                );
-                let l = [labels.0.as_str(), labels.1.as_str(), labels.2.as_str()];
-                self.metrics
-                    .group_lag
-                    .with_label_values(&l)
-                    .set(i64::try_from(p.lag).unwrap_or(i64::MAX));
-                self.metrics.group_lag_ms.with_label_values(&l).set(
-                    p.lag_ms
-                        .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-                );
-                partitions.insert(labels);
+            let room = self.max_metric_partitions.saturating_sub(partitions.len());
+            if info.partitions.len() > room {
+                // The group's lag would be partial: leave all of it out.
+                omitted += 1;
+            } else {
+                for p in &info.partitions {
+                    let labels = (
+                        g.group.clone(),
+                        p.partition.topic.clone(),
+                        p.partition.partition.to_string(),
+                    );
+                    let l = [labels.0.as_str(), labels.1.as_str(), labels.2.as_str()];
+                    self.metrics
+                        .group_lag
+                        .with_label_values(&l)
+                        .set(i64::try_from(p.lag).unwrap_or(i64::MAX));
+                    self.metrics.group_lag_ms.with_label_values(&l).set(
+                        p.lag_ms
+                            .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                    );
+                    partitions.insert(labels);
+                }
             }
             groups.insert(g.group);
         }
@@ -624,6 +827,20 @@ impl Groups {
         exported.rebalances.retain(|g, _| groups.contains(g));
         exported.groups = groups;
         exported.partitions = partitions;
+        self.metrics
+            .group_metrics_omitted
+            .set(i64::try_from(omitted).unwrap_or(i64::MAX));
+        let capped = omitted > 0;
+        if capped && !exported.capped {
+            tracing::warn!(
+                groups = total,
+                omitted,
+                max_groups = self.max_metric_groups,
+                max_partition_series = self.max_metric_partitions,
+                "too many consumer groups for per-group metrics; some are left out (see sluice_group_metrics_omitted)"
+            );
+        }
+        exported.capped = capped;
     }
 
     /// Flushes and closes the offset store (shutdown, blocking).
