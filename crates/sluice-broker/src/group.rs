@@ -791,12 +791,23 @@ impl Groups {
                 counter.inc_by(d.rebalances - *seen);
             }
             *seen = d.rebalances;
+            // A partition of a deleted topic may still be in a member's
+            // assignment until the coordinator next looks: no series for it.
+            let live: Vec<&PartitionLagInfo> = info
+                .partitions
+                .iter()
+                .filter(|p| {
+                    self.broker
+                        .partition(&p.partition.topic, p.partition.partition)
+                        .is_ok()
+                })
+                .collect();
             let room = self.max_metric_partitions.saturating_sub(partitions.len());
-            if info.partitions.len() > room {
+            if live.len() > room {
                 // The group's lag would be partial: leave all of it out.
                 omitted += 1;
             } else {
-                for p in &info.partitions {
+                for p in live {
                     let labels = (
                         g.group.clone(),
                         p.partition.topic.clone(),
@@ -903,6 +914,44 @@ pub(crate) mod tests {
             Groups::open(dir, Arc::clone(&broker), CoordinatorConfig::default(), 1).unwrap(),
         );
         (broker, groups)
+    }
+
+    /// Like [`open`], with `options` and offsets retention `retention_ms`.
+    fn open_with(
+        dir: &Path,
+        retention_ms: u64,
+        options: GroupsOptions,
+    ) -> (Arc<Broker>, Arc<Groups>) {
+        let cfg = ConfigLayer {
+            data_dir: Some(dir.to_path_buf()),
+            ..ConfigLayer::default()
+        }
+        .resolve()
+        .unwrap();
+        let broker = Arc::new(Broker::open(&cfg, Metrics::new()).unwrap());
+        let config = CoordinatorConfig {
+            offsets_retention_ms: retention_ms,
+            ..CoordinatorConfig::default()
+        };
+        let groups =
+            Arc::new(Groups::open_with(dir, Arc::clone(&broker), config, 1, options).unwrap());
+        (broker, groups)
+    }
+
+    /// A wall clock moved by hand.
+    #[derive(Debug)]
+    struct FakeClock(std::sync::atomic::AtomicI64);
+
+    impl FakeClock {
+        fn advance(&self, ms: i64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
+    impl WallClock for FakeClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
     }
 
     fn join(g: &Groups, group: &str, session: u64) -> MemberView {
@@ -1045,5 +1094,312 @@ pub(crate) mod tests {
         assert_eq!(groups.delete_group("g").unwrap(), 2);
         assert!(groups.committed("g").is_empty());
         assert!(groups.describe("g").is_err());
+    }
+
+    /// Series of the metric `name` in the rendered text, by their labels.
+    fn series(m: &Metrics, name: &str) -> Vec<String> {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offsets_expire_after_the_retention_and_stay_expired_after_a_restart() {
+        const RETENTION_MS: u64 = 60_000;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FakeClock(std::sync::atomic::AtomicI64::new(
+            1_700_000_000_000,
+        )));
+        let options = || GroupsOptions {
+            clock: clock.clone(),
+            ..GroupsOptions::default()
+        };
+        {
+            let (broker, groups) = open_with(dir.path(), RETENTION_MS, options());
+            broker.create_topic("t", 2, &[]).unwrap();
+            // "g" commits as a member, then its member leaves; "solo" is a
+            // standalone commit; "live" keeps its member.
+            let a = join(&groups, "g", 300_000);
+            let commits: Vec<OffsetCommit> = a
+                .assignment
+                .iter()
+                .map(|tp| OffsetCommit::new(tp.clone(), 5))
+                .collect();
+            let t = groups
+                .begin_commit("g", &a.member_id, a.generation, &commits)
+                .unwrap();
+            groups.finish_commit(t).unwrap();
+            groups.leave("g", &a.member_id).unwrap();
+            let t = groups
+                .begin_commit("solo", "", 0, &[OffsetCommit::new(TopicPartition::new("t", 0), 9)])
+                .unwrap();
+            groups.finish_commit(t).unwrap();
+            let l = join(&groups, "live", 300_000);
+            let t = groups
+                .begin_commit("live", &l.member_id, l.generation, &commits)
+                .unwrap();
+            groups.finish_commit(t).unwrap();
+            groups.refresh_metrics();
+            let lag = series(&groups.metrics, "sluice_group_lag");
+            assert_eq!(lag.len(), 5, "{lag:?}");
+
+            // Half the retention: nothing goes.
+            clock.advance(30_000);
+            tokio::time::advance(Duration::from_secs(30)).await;
+            assert_eq!(groups.expire_offsets(), 0);
+            assert_eq!(groups.list_groups().len(), 3);
+            // Past the retention (and the check interval): "g" and "solo" go.
+            clock.advance(61_000);
+            tokio::time::advance(Duration::from_secs(61)).await;
+            assert_eq!(groups.expire_offsets(), 3);
+            let names: Vec<String> = groups.list_groups().into_iter().map(|g| g.group).collect();
+            assert_eq!(names, vec!["live".to_string()]);
+            for gone in ["g", "solo"] {
+                let e = groups.describe(gone).unwrap_err();
+                assert_eq!(e.code(), sluice_protocol::ErrorCode::GroupIdNotFound);
+            }
+            // Their metric series go with them.
+            groups.refresh_metrics();
+            let lag = series(&groups.metrics, "sluice_group_lag");
+            assert_eq!(lag.len(), 2, "{lag:?}");
+            assert!(lag.iter().all(|l| l.contains("group=\"live\"")), "{lag:?}");
+            let members = series(&groups.metrics, "sluice_group_members");
+            assert_eq!(members.len(), 1, "{members:?}");
+            assert!(groups.metrics.render()
+                .contains("sluice_group_offsets_expired_total 3"));
+            groups.close().unwrap();
+            broker.close().unwrap();
+        }
+        // After a restart the deletions hold (they were tombstones), and
+        // "live" (now unknown to the new coordinator) gets a full retention
+        // from the restart before its offsets can go.
+        let (_broker, groups) = open_with(dir.path(), RETENTION_MS, options());
+        let names: Vec<String> = groups.list_groups().into_iter().map(|g| g.group).collect();
+        assert_eq!(names, vec!["live".to_string()]);
+        assert!(groups.committed("g").is_empty());
+        assert!(groups.committed("solo").is_empty());
+        assert_eq!(groups.expire_offsets(), 0);
+        assert_eq!(groups.committed("live").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn group_metrics_are_capped_and_follow_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = GroupsOptions {
+            max_metric_groups: 2,
+            max_metric_partitions: 3,
+            ..GroupsOptions::default()
+        };
+        let (broker, groups) = open_with(dir.path(), 3_300_000, options);
+        broker.create_topic("t", 2, &[]).unwrap();
+        broker.create_topic("u", 1, &[]).unwrap();
+        let both = [
+            OffsetCommit::new(TopicPartition::new("t", 0), 1),
+            OffsetCommit::new(TopicPartition::new("t", 1), 1),
+        ];
+        for i in 0..5 {
+            let t = groups.begin_commit(&format!("g{i}"), "", 0, &both).unwrap();
+            groups.finish_commit(t).unwrap();
+        }
+        let m = groups.metrics.clone();
+        groups.refresh_metrics();
+        // Two groups at most; g1's two partitions do not fit in the three
+        // lag series left after g0's two, so its lag is left out too.
+        let members = series(&m, "sluice_group_members");
+        assert_eq!(members.len(), 2, "{members:?}");
+        assert_eq!(series(&m, "sluice_group_lag").len(), 2);
+        assert!(m.render().contains("sluice_group_metrics_omitted 4"));
+        // A group with members is preferred; the already exported g0 stays.
+        let a = g_join(&groups, "active", "u");
+        groups.refresh_metrics();
+        let members = series(&m, "sluice_group_members");
+        assert_eq!(members.len(), 2, "{members:?}");
+        assert!(members.iter().any(|l| l.contains("group=\"active\"")));
+        assert!(members.iter().any(|l| l.contains("group=\"g0\"")));
+        assert!(!m.render().contains("group=\"g1\""));
+        // A deleted group's series go.
+        assert_eq!(groups.delete_group("g0").unwrap(), 2);
+        groups.refresh_metrics();
+        assert!(!m.render().contains("group=\"g0\""));
+        // So do the lag series of a deleted topic (its offsets are forgotten).
+        let t = groups
+            .begin_commit(
+                "active",
+                &a.member_id,
+                a.generation,
+                &[OffsetCommit::new(TopicPartition::new("u", 0), 1)],
+            )
+            .unwrap();
+        groups.finish_commit(t).unwrap();
+        groups.refresh_metrics();
+        assert!(m.render().contains("topic=\"u\""));
+        broker.delete_topic("u").unwrap();
+        assert_eq!(groups.forget_topic("u").unwrap(), 1);
+        groups.refresh_metrics();
+        assert!(!m.render().contains("topic=\"u\""), "{}", m.render());
+        // Below the cap again: nothing omitted.
+        for i in 1..5 {
+            groups.delete_group(&format!("g{i}")).unwrap();
+        }
+        groups.refresh_metrics();
+        assert!(m.render().contains("sluice_group_metrics_omitted 0"));
+    }
+
+    fn g_join(g: &Groups, group: &str, topic: &str) -> MemberView {
+        g.join(
+            group,
+            JoinRequest {
+                client_id: "c".into(),
+                topics: vec![topic.into()],
+                session_timeout_ms: Some(300_000),
+                ..JoinRequest::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// File I/O whose fsyncs block while the gate is closed.
+    #[derive(Debug, Default)]
+    struct GateIo {
+        closed: std::sync::atomic::AtomicBool,
+        /// fsyncs that found the gate closed.
+        blocked: AtomicU64,
+        lock: Mutex<()>,
+        opened: std::sync::Condvar,
+    }
+
+    impl GateIo {
+        fn open_gate(&self) {
+            let _g = self.lock.lock().unwrap();
+            self.closed.store(false, Ordering::SeqCst);
+            self.opened.notify_all();
+        }
+    }
+
+    impl FileIo for GateIo {
+        fn allocate(&self, file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+            OsFileIo.allocate(file, offset, len)
+        }
+        fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+            let mut g = self.lock.lock().unwrap();
+            if self.closed.load(Ordering::SeqCst) {
+                self.blocked.fetch_add(1, Ordering::SeqCst);
+                // Bounded: a test that never opens the gate still ends.
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while self.closed.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    g = self
+                        .opened
+                        .wait_timeout(g, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
+            }
+            drop(g);
+            OsFileIo.sync_data(file)
+        }
+    }
+
+    /// Runs `f` on a thread; its result, or `None` if it is still blocked
+    /// after `wait` (the thread is left to finish on its own).
+    fn on_thread<T: Send + 'static>(
+        wait: Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(wait).ok()
+    }
+
+    /// A commit whose append rolls a segment and whose fsync hangs holds no
+    /// lock that a heartbeat or a commit of another group needs. (Before,
+    /// the append ran under the coordinator lock, and a roll fsyncs inline.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_stuck_in_fsync_does_not_block_other_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(GateIo::default());
+        let mut log_config = OffsetStore::default_log_config();
+        log_config.segment_bytes = 4096;
+        log_config.preallocate_bytes = 4096;
+        let options = GroupsOptions {
+            io: io.clone(),
+            log_config,
+            ..GroupsOptions::default()
+        };
+        let (broker, groups) = open_with(dir.path(), 3_300_000, options);
+        broker.create_topic("t", 1, &[]).unwrap();
+        broker.create_topic("u", 1, &[]).unwrap();
+        let a = g_join(&groups, "ga", "t");
+        let b = g_join(&groups, "gb", "u");
+        let big = |tp: &TopicPartition, offset: u64| {
+            let mut c = OffsetCommit::new(tp.clone(), offset);
+            c.metadata = "m".repeat(3_000);
+            c
+        };
+        let ta = a.assignment[0].clone();
+        let t = groups
+            .begin_commit("ga", &a.member_id, a.generation, &[big(&ta, 1)])
+            .unwrap();
+        groups.finish_commit(t).unwrap();
+
+        // The next commit of "ga" does not fit in the 4 KiB segment: its
+        // append rolls, and the roll's fsync hangs.
+        io.closed.store(true, Ordering::SeqCst);
+        let (g, m, gen) = (Arc::clone(&groups), a.member_id.clone(), a.generation);
+        let (tx, stuck) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = g
+                .begin_commit("ga", &m, gen, &[big(&ta, 2)])
+                .and_then(|t| g.finish_commit(t));
+            let _ = tx.send(r);
+        });
+        let start = std::time::Instant::now();
+        while io.blocked.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(io.blocked.load(Ordering::SeqCst) > 0, "no fsync blocked");
+
+        // A heartbeat of another group answers meanwhile...
+        let (g, m, gen, owned) = (
+            Arc::clone(&groups),
+            b.member_id.clone(),
+            b.generation,
+            b.assignment.clone(),
+        );
+        let hb = on_thread(Duration::from_secs(10), move || {
+            match g.heartbeat("gb", &m, gen, &owned, Duration::ZERO) {
+                HeartbeatReply::Ready(r) => r.map(|v| v.generation),
+                HeartbeatReply::Parked(_) => Ok(u32::MAX),
+            }
+        });
+        // ...and so does the fencing and queuing of its commit.
+        let (g, m, gen, tb) = (
+            Arc::clone(&groups),
+            b.member_id.clone(),
+            b.generation,
+            b.assignment[0].clone(),
+        );
+        let begun = on_thread(Duration::from_secs(10), move || {
+            g.begin_commit("gb", &m, gen, &[OffsetCommit::new(tb, 7)])
+        });
+        let blocked_heartbeat = hb.is_none();
+        let blocked_commit = begun.is_none();
+        io.open_gate();
+        assert!(!blocked_heartbeat, "a heartbeat of another group waited for the fsync");
+        assert!(!blocked_commit, "a commit of another group waited for the fsync");
+        assert_eq!(hb.unwrap().unwrap(), b.generation);
+        // Once the disk answers, both commits complete.
+        stuck
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
+        groups.finish_commit(begun.unwrap().unwrap()).unwrap();
+        assert_eq!(groups.committed("ga").values().next().unwrap().offset, 2);
+        assert_eq!(groups.committed("gb").values().next().unwrap().offset, 7);
+        assert!(groups.store().log().segment_count() >= 2);
     }
 }
