@@ -323,8 +323,8 @@ impl Groups {
         options: GroupsOptions,
     ) -> Result<Groups, BrokerError> {
         let dir = data_dir.join(OFFSETS_TOPIC).join("0");
-        let store = OffsetStore::open_with_io(&dir, options.log_config, options.io)
-            .map_err(store_error)?;
+        let store =
+            OffsetStore::open_with_io(&dir, options.log_config, options.io).map_err(store_error)?;
         let retention = OffsetRetention {
             retention_ms: config.offsets_retention_ms,
             opened_wall_ms: options.clock.now_ms(),
@@ -1133,7 +1133,12 @@ pub(crate) mod tests {
             groups.finish_commit(t).unwrap();
             groups.leave("g", &a.member_id).unwrap();
             let t = groups
-                .begin_commit("solo", "", 0, &[OffsetCommit::new(TopicPartition::new("t", 0), 9)])
+                .begin_commit(
+                    "solo",
+                    "",
+                    0,
+                    &[OffsetCommit::new(TopicPartition::new("t", 0), 9)],
+                )
                 .unwrap();
             groups.finish_commit(t).unwrap();
             let l = join(&groups, "live", 300_000);
@@ -1167,7 +1172,9 @@ pub(crate) mod tests {
             assert!(lag.iter().all(|l| l.contains("group=\"live\"")), "{lag:?}");
             let members = series(&groups.metrics, "sluice_group_members");
             assert_eq!(members.len(), 1, "{members:?}");
-            assert!(groups.metrics.render()
+            assert!(groups
+                .metrics
+                .render()
                 .contains("sluice_group_offsets_expired_total 3"));
             groups.close().unwrap();
             broker.close().unwrap();
@@ -1357,8 +1364,7 @@ pub(crate) mod tests {
             let _ = tx.send(r);
         });
         let start = std::time::Instant::now();
-        while io.blocked.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(30)
-        {
+        while io.blocked.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(io.blocked.load(Ordering::SeqCst) > 0, "no fsync blocked");
@@ -1389,8 +1395,14 @@ pub(crate) mod tests {
         let blocked_heartbeat = hb.is_none();
         let blocked_commit = begun.is_none();
         io.open_gate();
-        assert!(!blocked_heartbeat, "a heartbeat of another group waited for the fsync");
-        assert!(!blocked_commit, "a commit of another group waited for the fsync");
+        assert!(
+            !blocked_heartbeat,
+            "a heartbeat of another group waited for the fsync"
+        );
+        assert!(
+            !blocked_commit,
+            "a commit of another group waited for the fsync"
+        );
         assert_eq!(hb.unwrap().unwrap(), b.generation);
         // Once the disk answers, both commits complete.
         stuck

@@ -1107,11 +1107,10 @@ pub fn begin_expire_offsets(
     let mut forgotten_groups = Vec::new();
     for (group, since) in coordinator.empty_groups() {
         let empty_for = now.coordinator_ms.saturating_sub(since);
-        if empty_for >= retention.retention_ms || (empty_for >= grace && !store.has_group(&group))
-        {
-            if coordinator.delete_group(&group).is_ok() {
-                forgotten_groups.push(group);
-            }
+        let due =
+            empty_for >= retention.retention_ms || (empty_for >= grace && !store.has_group(&group));
+        if due && coordinator.delete_group(&group).is_ok() {
+            forgotten_groups.push(group);
         }
     }
     ExpiryPass {

@@ -49,11 +49,7 @@ fn oc(topic: &str, p: u32, offset: u64) -> OffsetCommit {
 }
 
 /// One expiry pass at `clock`: returns (offsets deleted, groups forgotten).
-fn expire(
-    coord: &mut Coordinator,
-    store: &OffsetStore,
-    clock: &FakeClock,
-) -> (usize, Vec<String>) {
+fn expire(coord: &mut Coordinator, store: &OffsetStore, clock: &FakeClock) -> (usize, Vec<String>) {
     let pass = offsets::begin_expire_offsets(coord, store, &retention(), clock.now());
     let forgotten = pass.forgotten_groups.clone();
     (offsets::finish_expiry(store, pass).unwrap(), forgotten)
@@ -154,7 +150,15 @@ fn offsets_of_an_empty_group_expire_after_the_retention_durably() {
     {
         let store = open(&path);
         // "g": a consumer group that commits and then leaves at 1 s.
-        let a = join(&mut coord, clock.coordinator_ms, "g", "a", &["t"], 10_000, &cat);
+        let a = join(
+            &mut coord,
+            clock.coordinator_ms,
+            "g",
+            "a",
+            &["t"],
+            10_000,
+            &cat,
+        );
         let parts: Vec<OffsetCommit> = a
             .consuming
             .iter()
@@ -167,12 +171,23 @@ fn offsets_of_an_empty_group_expire_after_the_retention_durably() {
         };
         offsets::fenced_commit(&coord, &store, "g", member, &parts, clock.wall_ms).unwrap();
         // "live": a group whose member stays; its offsets never expire.
-        let l = join(&mut coord, clock.coordinator_ms, "live", "l", &["t"], 10_000, &cat);
+        let l = join(
+            &mut coord,
+            clock.coordinator_ms,
+            "live",
+            "l",
+            &["t"],
+            10_000,
+            &cat,
+        );
         let member = Committer::Member {
             member_id: &l.id,
             generation: l.generation,
         };
-        let commit = [OffsetCommit::new(l.consuming.iter().next().unwrap().clone(), 3)];
+        let commit = [OffsetCommit::new(
+            l.consuming.iter().next().unwrap().clone(),
+            3,
+        )];
         offsets::fenced_commit(&coord, &store, "live", member, &commit, clock.wall_ms).unwrap();
         // "solo": standalone commits (no member ever).
         store
@@ -194,7 +209,10 @@ fn offsets_of_an_empty_group_expire_after_the_retention_durably() {
         clock.advance(999);
         assert_eq!(expire(&mut coord, &store, &clock), (0, vec![]));
         clock.advance(1);
-        assert_eq!(expire(&mut coord, &store, &clock), (2, vec!["g".to_string()]));
+        assert_eq!(
+            expire(&mut coord, &store, &clock),
+            (2, vec!["g".to_string()])
+        );
         assert_eq!(store.groups(), vec!["live".to_string()]);
         assert!(coord.describe("g").is_none());
         assert_eq!(coord.occupancy("live"), Occupancy::Members);
@@ -236,13 +254,19 @@ fn an_offset_committed_again_after_the_pass_decided_is_kept() {
     store.finish(recommit).unwrap();
     assert_eq!(store.fetch_group("s").len(), 1);
     assert_eq!(
-        store.fetch("s", &TopicPartition::new("t", 1)).unwrap().offset,
+        store
+            .fetch("s", &TopicPartition::new("t", 1))
+            .unwrap()
+            .offset,
         9
     );
     drop(store);
     let store = open(dir.path());
     assert_eq!(
-        store.fetch("s", &TopicPartition::new("t", 1)).unwrap().offset,
+        store
+            .fetch("s", &TopicPartition::new("t", 1))
+            .unwrap()
+            .offset,
         9
     );
     assert!(store.fetch("s", &TopicPartition::new("t", 0)).is_none());
@@ -292,13 +316,19 @@ fn a_dropped_ticket_is_still_appended_in_queue_order() {
     drop(store.append_commit("g", &[oc("t", 0, 5)], 3).unwrap());
     store.settle().unwrap();
     assert_eq!(
-        store.fetch("g", &TopicPartition::new("t", 0)).unwrap().offset,
+        store
+            .fetch("g", &TopicPartition::new("t", 0))
+            .unwrap()
+            .offset,
         5
     );
     drop(store);
     let store = open(dir.path());
     assert_eq!(
-        store.fetch("g", &TopicPartition::new("t", 0)).unwrap().offset,
+        store
+            .fetch("g", &TopicPartition::new("t", 0))
+            .unwrap()
+            .offset,
         5
     );
     assert_eq!(store.replay_stats().records, 3);
