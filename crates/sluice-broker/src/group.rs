@@ -12,8 +12,8 @@
 //!
 //! The coordinator runs on a monotonic millisecond clock: tokio's `Instant`
 //! minus the instant [`Groups`] was opened (so tests can pause it). Commit
-//! timestamps and lag in ms use the wall clock (record timestamps are wall
-//! clock too).
+//! timestamps, lag in ms and offsets retention use the wall clock, a
+//! [`WallClock`] (record timestamps are wall clock too; tests inject a fake).
 //!
 //! # Expiry timer
 //!
@@ -854,8 +854,12 @@ impl Groups {
         exported.capped = capped;
     }
 
-    /// Flushes and closes the offset store (shutdown, blocking).
+    /// Appends what dropped tickets left queued, then flushes and closes
+    /// the offset store (shutdown, blocking).
     pub fn close(&self) -> Result<(), BrokerError> {
+        if let Err(e) = self.store.settle() {
+            tracing::warn!(error = %e, "appending queued offset changes at shutdown failed");
+        }
         self.store.close().map_err(store_error)
     }
 }
@@ -1370,14 +1374,10 @@ pub(crate) mod tests {
         assert!(io.blocked.load(Ordering::SeqCst) > 0, "no fsync blocked");
 
         // A heartbeat of another group answers meanwhile...
-        let (g, m, gen, owned) = (
-            Arc::clone(&groups),
-            b.member_id.clone(),
-            b.generation,
-            b.assignment.clone(),
-        );
+        // (An empty `owned` report: the partition is granted again at once.)
+        let (g, m, gen) = (Arc::clone(&groups), b.member_id.clone(), b.generation);
         let hb = on_thread(Duration::from_secs(10), move || {
-            match g.heartbeat("gb", &m, gen, &owned, Duration::ZERO) {
+            match g.heartbeat("gb", &m, gen, &[], Duration::ZERO) {
                 HeartbeatReply::Ready(r) => r.map(|v| v.generation),
                 HeartbeatReply::Parked(_) => Ok(u32::MAX),
             }

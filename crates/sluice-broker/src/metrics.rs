@@ -205,7 +205,7 @@ impl Metrics {
             ),
             group_metrics_omitted: gauge(
                 "sluice_group_metrics_omitted",
-                "Consumer groups left out of the per-group series (over the cap)",
+                "Consumer groups whose per-group series, or lag series, are left out (over the cap)",
             ),
             group_offsets_expired: plain_counter(
                 "sluice_group_offsets_expired_total",
