@@ -711,13 +711,17 @@ impl Groups {
             }
             *last = Some(now.wall_ms);
         }
+        // The scan runs without the coordinator lock; under it, one group
+        // lookup per group with old offsets.
+        let candidates = self.store.expiry_candidates(&self.retention, now.wall_ms);
         let pass = {
             let mut st = self.lock();
-            sluice_group::begin_expire_offsets(
+            sluice_group::begin_expire_candidates(
                 &mut st.coordinator,
                 &self.store,
                 &self.retention,
                 now,
+                candidates,
             )
         };
         let found = pass.offsets;

@@ -36,7 +36,7 @@
 //! | ListGroups     | `Coordinator::list_groups` ∪ `OffsetStore::groups` (offset-only groups are `Empty`) |
 //! | DescribeGroups | `Coordinator::describe` + `OffsetStore::fetch_group` + each partition's end offset and [`lag::timestamp_at`] → [`lag::lag`] |
 //! | group delete   | under the lock `offsets::begin_delete_group` (NonEmptyGroup while members exist), unlock, `OffsetStore::finish_counted` |
-//! | (timer)        | under the lock `offsets::begin_expire_offsets`, unlock, `offsets::finish_expiry` (offsets retention) |
+//! | (timer)        | `OffsetStore::expiry_candidates`, under the lock `offsets::begin_expire_candidates`, unlock, `offsets::finish_expiry` (offsets retention) |
 //! | group seek     | resolve earliest/latest/timestamp per partition, then `offsets::reset_offsets` |
 //!
 //! Every error maps to a wire code with [`GroupError::code`].
@@ -58,9 +58,10 @@ pub use coordinator::{
 pub use error::GroupError;
 pub use lag::{lag, timestamp_at, Lag};
 pub use offsets::{
-    begin_delete_group, begin_expire_offsets, begin_fenced_commit, fenced_commit, finish_expiry,
-    offset_expired, reset_offsets, CommitTicket, CommittedOffset, ExpiryNow, ExpiryPass,
-    OffsetCommit, OffsetRetention, OffsetStore, ReplayStats,
+    begin_delete_group, begin_expire_candidates, begin_expire_offsets, begin_fenced_commit,
+    fenced_commit, finish_expiry, offset_expired, reset_offsets, CommitTicket, CommittedOffset,
+    ExpiryCandidates, ExpiryNow, ExpiryPass, OffsetCommit, OffsetRetention, OffsetStore,
+    ReplayStats,
 };
 
 #[cfg(test)]

@@ -63,7 +63,7 @@
 //!
 //! [`begin_expire_offsets`] (under the coordinator lock, then
 //! [`finish_expiry`]) tombstones every committed offset for which the
-//! retention ([`CoordinatorConfig::offsets_retention_ms`], default 7 days)
+//! retention ([`crate::CoordinatorConfig::offsets_retention_ms`], default 7 days)
 //! has passed since the **latest** of:
 //!
 //! - its commit (the commit timestamp, wall clock);
@@ -1078,31 +1078,92 @@ pub fn offset_expired(
 /// I/O): finds every expired offset (see the module docs), queues its
 /// tombstone, and forgets empty groups that are past the retention (or
 /// have no offsets and are past [`EMPTY_GROUP_GRACE_MS`]). Then release the
-/// lock and call [`finish_expiry`].
+/// lock and call [`finish_expiry`]. The same as
+/// [`OffsetStore::expiry_candidates`] then [`begin_expire_candidates`].
 pub fn begin_expire_offsets(
     coordinator: &mut Coordinator,
     store: &OffsetStore,
     retention: &OffsetRetention,
     now: ExpiryNow,
 ) -> ExpiryPass {
-    let expired: Vec<(String, Vec<(TopicPartition, CommittedOffset)>)> = store
-        .lock()
-        .iter()
-        .filter_map(|(group, offsets)| {
-            let occupancy = coordinator.occupancy(group);
-            let rows: Vec<(TopicPartition, CommittedOffset)> = offsets
-                .iter()
-                .filter(|(_, v)| offset_expired(retention, occupancy, v.commit_timestamp_ms, now))
-                .map(|(tp, v)| (tp.clone(), v.clone()))
-                .collect();
-            (!rows.is_empty()).then(|| (group.clone(), rows))
-        })
-        .collect();
-    let offsets = expired.iter().map(|(_, rows)| rows.len()).sum();
-    let tickets = expired
-        .into_iter()
-        .map(|(group, rows)| store.enqueue(&group, Change::Expire(rows), now.wall_ms))
-        .collect();
+    let candidates = store.expiry_candidates(retention, now.wall_ms);
+    begin_expire_candidates(coordinator, store, retention, now, candidates)
+}
+
+/// Offsets old enough to expire if their group has no members, found by
+/// [`OffsetStore::expiry_candidates`] without the coordinator lock.
+#[derive(Debug, Default)]
+pub struct ExpiryCandidates(Vec<(String, Vec<(TopicPartition, CommittedOffset)>)>);
+
+impl ExpiryCandidates {
+    /// Number of candidate offsets.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|(_, rows)| rows.len()).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl OffsetStore {
+    /// The scan of an expiry pass, without the coordinator lock: every
+    /// offset whose commit (or the store's opening, if later) is at least
+    /// the retention old. Only these can expire, whatever their group's
+    /// occupancy; [`begin_expire_candidates`] then decides per group.
+    pub fn expiry_candidates(&self, retention: &OffsetRetention, wall_ms: i64) -> ExpiryCandidates {
+        let now = ExpiryNow {
+            coordinator_ms: 0,
+            wall_ms,
+        };
+        let map = self.lock();
+        ExpiryCandidates(
+            map.iter()
+                .filter_map(|(group, offsets)| {
+                    let rows: Vec<(TopicPartition, CommittedOffset)> = offsets
+                        .iter()
+                        .filter(|(_, v)| {
+                            offset_expired(
+                                retention,
+                                Occupancy::Unknown,
+                                v.commit_timestamp_ms,
+                                now,
+                            )
+                        })
+                        .map(|(tp, v)| (tp.clone(), v.clone()))
+                        .collect();
+                    (!rows.is_empty()).then(|| (group.clone(), rows))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Offsets retention, first half from a scan made without the lock (call
+/// with the coordinator locked; no I/O, one group lookup per candidate
+/// group): see [`begin_expire_offsets`]. A candidate committed again since
+/// the scan is kept (tombstones are resolved when appended).
+pub fn begin_expire_candidates(
+    coordinator: &mut Coordinator,
+    store: &OffsetStore,
+    retention: &OffsetRetention,
+    now: ExpiryNow,
+    candidates: ExpiryCandidates,
+) -> ExpiryPass {
+    let mut offsets = 0;
+    let mut tickets = Vec::new();
+    for (group, rows) in candidates.0 {
+        let occupancy = coordinator.occupancy(&group);
+        let rows: Vec<(TopicPartition, CommittedOffset)> = rows
+            .into_iter()
+            .filter(|(_, v)| offset_expired(retention, occupancy, v.commit_timestamp_ms, now))
+            .collect();
+        if !rows.is_empty() {
+            offsets += rows.len();
+            tickets.push(store.enqueue(&group, Change::Expire(rows), now.wall_ms));
+        }
+    }
     let grace = EMPTY_GROUP_GRACE_MS.min(retention.retention_ms);
     let mut forgotten_groups = Vec::new();
     for (group, since) in coordinator.empty_groups() {
