@@ -1,6 +1,6 @@
 //! End-to-end produce -> fetch over loopback with an in-process broker.
 //!
-//! The broker (`sluice_broker::Server`) runs in this process on
+//! The broker (`sluiced::Server`) runs in this process on
 //! `127.0.0.1:0` with a temp data dir; the client talks to it over real TCP.
 //! Benchmarks:
 //! - `e2e/produce_then_fetch/1000x1KiB`: enqueue 1000 records of 1 KiB,
@@ -15,7 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice::{ClientConfig, Consumer, Producer, ProducerConfig, Record, SeekTo};
-use sluice_broker::{ConfigLayer, Server};
+use sluice_broker::ConfigLayer;
+use sluiced::Server;
 use tokio_util::sync::CancellationToken;
 
 fn runtime() -> tokio::runtime::Runtime {

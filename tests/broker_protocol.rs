@@ -441,11 +441,11 @@ fn retention_deletes_old_segments_in_the_background() {
         c.create_topic(
             "ret",
             1,
-            &[("segment.bytes", "4096"), ("retention.bytes", "8192")]
+            &[("segment.bytes", "65536"), ("retention.bytes", "131072")]
         ),
         ErrorCode::None
     );
-    let pad = [b'r'; 900];
+    let pad = [b'r'; 9_000];
     for _ in 0..60 {
         assert_eq!(
             c.produce("ret", 0, batch_of(&[&pad[..]]), Acks::Leader)

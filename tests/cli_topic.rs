@@ -269,8 +269,10 @@ fn produce_against_a_dead_broker_reports_failures() {
         )),
         "{err}"
     );
+    // The first record fails after the delivery timeout; the broker being
+    // gone that long, the tool stops there instead of failing every line.
     assert!(
-        text(&out.stderr).contains("produced 0 records, 3 failed"),
+        text(&out.stderr).contains("produced 0 records, 1 failed"),
         "{}",
         text(&out.stderr)
     );

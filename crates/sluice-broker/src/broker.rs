@@ -28,7 +28,7 @@
 //! millennia, so it is always a positive `i64`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -56,7 +56,12 @@ pub struct Broker {
     next_producer_id: AtomicI64,
     /// Broker-wide budget of request bytes in memory, shared by every listener.
     request_memory: RequestMemory,
+    /// Run after a topic is deleted (the groups' offsets cascade).
+    topic_deleted: Mutex<Vec<TopicDeletedHook>>,
 }
+
+/// Called with a topic's name after the topic is deleted.
+pub type TopicDeletedHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,7 +159,7 @@ pub struct FetchedData {
 enum Lookup {
     Found(Arc<Partition>),
     NoTopic,
-    NoPartition,
+    Missing(BrokerError),
 }
 
 /// A fetch whose partitions are resolved; see the module docs.
@@ -184,6 +189,8 @@ pub struct TopicDescription {
 pub struct PartitionDescription {
     /// Index.
     pub index: u32,
+    /// Why the partition is offline (its files could not be opened at start); `None` when served.
+    pub offline: Option<String>,
     /// First stored offset.
     pub start_offset: u64,
     /// Next offset to be written.
@@ -206,6 +213,21 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// The error for a partition index a topic does not serve: offline or unknown.
+fn missing_partition(t: &Topic, partition: u32) -> BrokerError {
+    match t.offline_reason(partition) {
+        Some(reason) => BrokerError::PartitionOffline {
+            topic: t.name().to_string(),
+            partition,
+            reason: reason.to_string(),
+        },
+        None => BrokerError::UnknownPartition {
+            topic: t.name().to_string(),
+            partition,
+        },
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -220,14 +242,18 @@ impl Broker {
             &config.data_dir,
             config.topic_defaults.clone(),
             metrics.clone(),
+            config.max_partitions,
         )?;
+        let request_memory = RequestMemory::new(config.queued_max_request_bytes)
+            .with_gauge(metrics.request_memory_bytes.clone());
         Ok(Broker {
             topics,
             metrics,
             auto_create_topics: config.auto_create_topics,
             default_partitions: config.default_partitions,
             next_producer_id: AtomicI64::new(producer_id_seed(now_ms())),
-            request_memory: RequestMemory::new(config.queued_max_request_bytes),
+            request_memory,
+            topic_deleted: Mutex::new(Vec::new()),
         })
     }
 
@@ -268,13 +294,10 @@ impl Broker {
         create: bool,
     ) -> Result<(Arc<Topic>, Arc<Partition>), BrokerError> {
         let t = self.topic(topic, create)?;
-        let p = t
-            .partition(partition)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-            })?;
+        let p = match t.partition(partition) {
+            Some(p) => Arc::clone(p),
+            None => return Err(missing_partition(&t, partition)),
+        };
         Ok((t, p))
     }
 
@@ -332,7 +355,7 @@ impl Broker {
                 None => Lookup::NoTopic,
                 Some(topic) => match topic.partition(t.partition) {
                     Some(p) => Lookup::Found(Arc::clone(p)),
-                    None => Lookup::NoPartition,
+                    None => Lookup::Missing(missing_partition(&topic, t.partition)),
                 },
             })
             .collect();
@@ -378,19 +401,33 @@ impl Broker {
     }
 
     fn describe(t: &Topic) -> TopicDescription {
+        let mut partitions: Vec<_> = t
+            .partitions()
+            .iter()
+            .map(|p| PartitionDescription {
+                index: p.index(),
+                offline: None,
+                start_offset: p.start_offset(),
+                end_offset: p.end_offset(),
+                size_bytes: p.size_bytes(),
+            })
+            .collect();
+        if !t.offline_partitions().is_empty() {
+            partitions.extend(t.offline_partitions().iter().map(|(i, reason)| {
+                PartitionDescription {
+                    index: *i,
+                    offline: Some(reason.to_string()),
+                    start_offset: 0,
+                    end_offset: 0,
+                    size_bytes: 0,
+                }
+            }));
+            partitions.sort_by_key(|p| p.index);
+        }
         TopicDescription {
             name: t.name().to_string(),
             config: t.config().clone(),
-            partitions: t
-                .partitions()
-                .iter()
-                .map(|p| PartitionDescription {
-                    index: p.index(),
-                    start_offset: p.start_offset(),
-                    end_offset: p.end_offset(),
-                    size_bytes: p.size_bytes(),
-                })
-                .collect(),
+            partitions,
         }
     }
 
@@ -427,9 +464,25 @@ impl Broker {
         self.default_partitions
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic and its data, then runs the [`Broker::on_topic_deleted`]
+    /// hooks (every group's committed offsets on it go too), in request order.
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        blocking(|| self.topics.delete(name))
+        blocking(|| {
+            self.topics.delete(name)?;
+            let hooks = self.topic_deleted.lock().unwrap_or_else(|p| p.into_inner());
+            for hook in hooks.iter() {
+                hook(name);
+            }
+            Ok(())
+        })
+    }
+
+    /// Registers a hook run after every topic deletion (by [`crate::Groups`]).
+    pub fn on_topic_deleted(&self, hook: TopicDeletedHook) {
+        self.topic_deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
     }
 
     /// Runs every partition's periodic flush and recovery-point update (blocking; run off the runtime).
@@ -496,9 +549,20 @@ impl PreparedFetch {
         for (t, l) in self.params.targets.iter().zip(&self.lookups) {
             let r = match l {
                 Lookup::NoTopic => Err(BrokerError::UnknownTopic(t.topic.clone())),
-                Lookup::NoPartition => Err(BrokerError::UnknownPartition {
-                    topic: t.topic.clone(),
-                    partition: t.partition,
+                Lookup::Missing(e) => Err(match e {
+                    BrokerError::PartitionOffline {
+                        topic,
+                        partition,
+                        reason,
+                    } => BrokerError::PartitionOffline {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        reason: reason.clone(),
+                    },
+                    _ => BrokerError::UnknownPartition {
+                        topic: t.topic.clone(),
+                        partition: t.partition,
+                    },
                 }),
                 Lookup::Found(p) if p.is_deleted() => {
                     Err(BrokerError::UnknownTopic(t.topic.clone()))
@@ -802,6 +866,95 @@ mod tests {
             b.list_offset("t", 0, OffsetSpec::Timestamp(0)).unwrap().0,
             0
         );
+    }
+
+    fn one_record() -> Bytes {
+        let mut b = sluice_protocol::batch::RecordBatchBuilder::new();
+        b.push(1, None, Some(b"v"), &[]);
+        b.finish()
+    }
+
+    /// A partition whose files cannot be opened at start goes offline; the
+    /// broker starts and serves every other partition.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unopenable_partition_goes_offline_and_the_rest_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = test_broker(dir.path(), ConfigLayer::default());
+            b.create_topic("t", 2, &[]).unwrap();
+            b.create_topic("u", 1, &[]).unwrap();
+            for (topic, p) in [("t", 0), ("t", 1), ("u", 0)] {
+                b.append(topic, p, &one_record(), Acks::Leader).unwrap();
+            }
+            b.close().unwrap();
+        }
+        // Partition t/1's directory is now a file: its log cannot be opened.
+        let p1 = dir.path().join("t").join("1");
+        std::fs::remove_dir_all(&p1).unwrap();
+        std::fs::write(&p1, b"not a directory").unwrap();
+
+        let b = test_broker(dir.path(), ConfigLayer::default());
+        assert_eq!(b.metrics().offline_partitions.get(), 1);
+        let e = b.append("t", 1, &one_record(), Acks::Leader).unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::StorageError);
+        assert!(e.to_string().contains("offline"), "{e}");
+        let e = b.list_offset("t", 1, OffsetSpec::Latest).unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::StorageError);
+        let fetch = |partition| FetchParams {
+            targets: vec![FetchTarget {
+                topic: "t".into(),
+                partition,
+                offset: 0,
+                max_bytes: 1 << 20,
+            }],
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            max_wait: Duration::from_secs(30),
+        };
+        let r = b.fetch(fetch(1), &CancellationToken::new()).await;
+        assert_eq!(
+            r[0].as_ref().unwrap_err().code(),
+            sluice_protocol::ErrorCode::StorageError
+        );
+        // The others serve what they had and take new data.
+        let r = b.fetch(fetch(0), &CancellationToken::new()).await;
+        assert_eq!(r[0].as_ref().unwrap().records, one_record());
+        b.append("t", 0, &one_record(), Acks::Leader).unwrap();
+        assert_eq!(b.list_offset("u", 0, OffsetSpec::Latest).unwrap().0, 1);
+        let d = b.describe_topic("t").unwrap();
+        assert_eq!(d.partitions.len(), 2);
+        assert!(d.partitions[0].offline.is_none());
+        assert!(d.partitions[1].offline.is_some());
+        // The offline partition's file was left alone.
+        assert_eq!(std::fs::read(&p1).unwrap(), b"not a directory");
+    }
+
+    #[test]
+    fn broker_wide_partition_cap_refuses_creation_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_broker(
+            dir.path(),
+            ConfigLayer {
+                max_partitions: Some(5),
+                default_partitions: Some(2),
+                ..ConfigLayer::default()
+            },
+        );
+        b.create_topic("a", 3, &[]).unwrap();
+        let e = b.create_topic("b", 3, &[]).unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::InvalidPartitions);
+        assert!(e.to_string().contains("max_partitions"), "{e}");
+        assert!(b.topics().get("b").is_none());
+        assert!(!dir.path().join("b").exists());
+        // Auto-creation counts too.
+        b.append("auto", 0, &one_record(), Acks::Leader).unwrap();
+        let e = b
+            .append("auto2", 0, &one_record(), Acks::Leader)
+            .unwrap_err();
+        assert_eq!(e.code(), sluice_protocol::ErrorCode::InvalidPartitions);
+        // Deleting frees room.
+        b.delete_topic("a").unwrap();
+        b.create_topic("b", 3, &[]).unwrap();
     }
 
     fn idem_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Vec<u8> {

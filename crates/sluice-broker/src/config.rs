@@ -23,6 +23,7 @@
 //! | `max_batch_bytes`        | `SLUICE_MAX_BATCH_BYTES`     | 16 MiB           |
 //! | `max_frame_bytes`        | `SLUICE_MAX_FRAME_BYTES`     | 64 MiB           |
 //! | `max_connections`        | `SLUICE_MAX_CONNECTIONS`     | `10000`          |
+//! | `max_partitions`         | `SLUICE_MAX_PARTITIONS`      | `100000` (all topics together) |
 //! | `connections_max_idle_ms` | `SLUICE_CONNECTIONS_MAX_IDLE_MS` | `600000` (10 min, as Kafka) |
 //! | `request_read_timeout_ms` | `SLUICE_REQUEST_READ_TIMEOUT_MS` | `30000` (a stalled partial frame) |
 //! | `queued_max_request_bytes` | `SLUICE_QUEUED_MAX_REQUEST_BYTES` | 512 MiB (request bytes in memory, broker-wide) |
@@ -49,6 +50,10 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7180";
 pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
 /// Largest partition count a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
+/// Default broker-wide cap on partitions (all topics together). Each
+/// partition holds open files and mappings; Redpanda and Kafka guides put a
+/// broker's practical ceiling in the tens of thousands.
+pub const DEFAULT_MAX_TOTAL_PARTITIONS: u32 = 100_000;
 /// Default `offsets_retention_minutes`: 7 days, as Kafka.
 pub const DEFAULT_OFFSETS_RETENTION_MINUTES: u64 = 7 * 24 * 60;
 
@@ -102,7 +107,7 @@ pub struct ConfigLayer {
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub auto_create_topics: Option<bool>,
-    /// Partition count of auto-created topics and of CreateTopics with 0 partitions.
+    /// Partition count of auto-created topics.
     #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<u32>,
     /// Default flush policy for topics that do not override it.
@@ -132,6 +137,9 @@ pub struct ConfigLayer {
     /// Most simultaneous client connections; further ones wait in the backlog.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most partitions of all topics together; creating more is refused.
+    #[arg(long, env = "SLUICE_MAX_PARTITIONS")]
+    pub max_partitions: Option<u32>,
     /// Close a connection with no request and nothing in flight for this long.
     #[arg(long, env = "SLUICE_CONNECTIONS_MAX_IDLE_MS")]
     pub connections_max_idle_ms: Option<u64>,
@@ -187,6 +195,8 @@ pub struct BrokerConfig {
     pub max_frame_bytes: usize,
     /// Connection cap.
     pub max_connections: usize,
+    /// Broker-wide partition cap.
+    pub max_partitions: u32,
     /// Idle connections are closed after this.
     pub connections_max_idle: Duration,
     /// A partial frame with no progress for this long closes its connection.
@@ -254,6 +264,7 @@ impl ConfigLayer {
             max_batch_bytes: self.max_batch_bytes.or(lower.max_batch_bytes),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
             max_connections: self.max_connections.or(lower.max_connections),
+            max_partitions: self.max_partitions.or(lower.max_partitions),
             connections_max_idle_ms: self
                 .connections_max_idle_ms
                 .or(lower.connections_max_idle_ms),
@@ -317,6 +328,7 @@ impl ConfigLayer {
                 .max_frame_bytes
                 .unwrap_or(sluice_protocol::codec::DEFAULT_MAX_FRAME_BYTES),
             max_connections: self.max_connections.unwrap_or(10_000),
+            max_partitions: self.max_partitions.unwrap_or(DEFAULT_MAX_TOTAL_PARTITIONS),
             connections_max_idle: Duration::from_millis(
                 self.connections_max_idle_ms.unwrap_or(600_000),
             ),
@@ -343,6 +355,9 @@ impl ConfigLayer {
         }
         if cfg.max_connections == 0 {
             return Err(BrokerError::Config("max_connections must be > 0".into()));
+        }
+        if cfg.max_partitions == 0 {
+            return Err(BrokerError::Config("max_partitions must be > 0".into()));
         }
         if cfg.connections_max_idle.is_zero() || cfg.request_read_timeout.is_zero() {
             return Err(BrokerError::Config(
@@ -375,10 +390,21 @@ impl ConfigLayer {
                 "offsets_retention_minutes must be > 0".into(),
             ));
         }
-        if cfg.topic_defaults.segment_bytes < 1024 {
-            return Err(BrokerError::Config(
-                "segment_bytes must be at least 1024".into(),
-            ));
+        use crate::topic_meta::{MIN_SEGMENT_BYTES, MIN_SEGMENT_MS};
+        if cfg.topic_defaults.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(BrokerError::Config(format!(
+                "segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {}",
+                cfg.topic_defaults.segment_bytes
+            )));
+        }
+        if let Some(ms) = cfg
+            .topic_defaults
+            .segment_ms
+            .filter(|&ms| ms < MIN_SEGMENT_MS)
+        {
+            return Err(BrokerError::Config(format!(
+                "segment_ms must be at least {MIN_SEGMENT_MS}, got {ms}"
+            )));
         }
         Ok(cfg)
     }

@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::future::BoxFuture;
+use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -100,6 +101,22 @@ pub struct DriverConfig {
 pub struct RequestMemory {
     sem: Arc<Semaphore>,
     total: usize,
+    gauge: Option<IntGauge>,
+}
+
+/// Bytes reserved from a [`RequestMemory`]; given back on drop.
+pub struct Reservation {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    gauge: Option<IntGauge>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.sub(self.bytes);
+        }
+    }
 }
 
 impl RequestMemory {
@@ -109,7 +126,14 @@ impl RequestMemory {
         RequestMemory {
             sem: Arc::new(Semaphore::new(total)),
             total,
+            gauge: None,
         }
+    }
+
+    /// Reports the bytes in use in `gauge` as they change.
+    pub fn with_gauge(mut self, gauge: IntGauge) -> RequestMemory {
+        self.gauge = Some(gauge);
+        self
     }
 
     /// Bytes currently reserved by frames being read or handled.
@@ -123,10 +147,18 @@ impl RequestMemory {
     }
 
     /// Waits until `bytes` (capped at the whole budget) are free and reserves them.
-    async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    async fn reserve(&self, bytes: usize) -> Option<Reservation> {
         let n = bytes.clamp(1, self.total);
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        Arc::clone(&self.sem).acquire_many_owned(n).await.ok()
+        let permit = Arc::clone(&self.sem).acquire_many_owned(n).await.ok()?;
+        if let Some(g) = &self.gauge {
+            g.add(i64::from(n));
+        }
+        Some(Reservation {
+            _permit: permit,
+            bytes: i64::from(n),
+            gauge: self.gauge.clone(),
+        })
     }
 }
 
@@ -247,7 +279,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     memory: &RequestMemory,
     deferred: &Semaphore,
     shutdown: &CancellationToken,
-) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ReadEnd> {
+) -> Result<(Bytes, Option<Reservation>), ReadEnd> {
     let mut idle_since = Instant::now();
     let mut progress = Instant::now();
     // The length prefix.

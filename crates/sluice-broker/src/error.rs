@@ -44,6 +44,26 @@ pub enum BrokerError {
         /// Largest allowed.
         max: u32,
     },
+    /// Creating the partitions would exceed the broker-wide partition cap.
+    #[error("broker-wide partition limit reached: {existing} partitions exist, {requested} more requested, at most {max} allowed (max_partitions)")]
+    PartitionLimit {
+        /// Partitions asked for.
+        requested: u32,
+        /// Partitions that exist now (all topics).
+        existing: u64,
+        /// The cap.
+        max: u32,
+    },
+    /// The partition's files could not be opened at start; it is not served.
+    #[error("{topic}/{partition} is offline: {reason}")]
+    PartitionOffline {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Why it could not be opened.
+        reason: String,
+    },
     /// A topic config key or value is not valid.
     #[error("invalid topic config {key}={value:?}: {reason}")]
     InvalidConfig {
@@ -165,7 +185,10 @@ impl BrokerError {
             }
             BrokerError::InvalidTopic { .. } => ErrorCode::InvalidTopic,
             BrokerError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
-            BrokerError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+            BrokerError::InvalidPartitions { .. } | BrokerError::PartitionLimit { .. } => {
+                ErrorCode::InvalidPartitions
+            }
+            BrokerError::PartitionOffline { .. } => ErrorCode::StorageError,
             BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             BrokerError::EmptyProduce { .. } => ErrorCode::InvalidRequest,
             BrokerError::Sequence { code, .. } => *code,
@@ -207,6 +230,8 @@ pub fn log_error_code(err: &LogError) -> ErrorCode {
         LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        // A handle of a deleted partition.
+        LogError::Closed => ErrorCode::UnknownTopicOrPartition,
         LogError::Io { .. } | LogError::Poisoned | LogError::Corrupt { .. } => {
             ErrorCode::StorageError
         }
@@ -252,6 +277,7 @@ mod tests {
                 ErrorCode::DiskFull,
             ),
             (LogError::Poisoned, ErrorCode::StorageError),
+            (LogError::Closed, ErrorCode::UnknownTopicOrPartition),
             (
                 LogError::OffsetOutOfRange {
                     offset: 9,

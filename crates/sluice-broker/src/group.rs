@@ -298,12 +298,16 @@ impl Groups {
     /// Opens (creating) the offset store at `<data_dir>/__consumer_offsets/0`
     /// and replays it (blocking). `instance_id` must differ between broker
     /// runs (the start time in ms) so member ids are never reused.
+    ///
+    /// It also registers with the broker the rule that deleting a topic
+    /// deletes every group's committed offsets on it, so every front end
+    /// gets that cascade from [`Broker::delete_topic`].
     pub fn open(
         data_dir: &Path,
         broker: Arc<Broker>,
         config: CoordinatorConfig,
         instance_id: u64,
-    ) -> Result<Groups, BrokerError> {
+    ) -> Result<Arc<Groups>, BrokerError> {
         Self::open_with(
             data_dir,
             broker,
@@ -316,6 +320,34 @@ impl Groups {
     /// [`Groups::open`] with explicit options (tests: fault-injecting I/O,
     /// a fake clock, small metric caps).
     pub fn open_with(
+        data_dir: &Path,
+        broker: Arc<Broker>,
+        config: CoordinatorConfig,
+        instance_id: u64,
+        options: GroupsOptions,
+    ) -> Result<Arc<Groups>, BrokerError> {
+        let groups = Arc::new(Self::open_store(
+            data_dir,
+            broker,
+            config,
+            instance_id,
+            options,
+        )?);
+        let weak = Arc::downgrade(&groups);
+        groups
+            .broker
+            .on_topic_deleted(Box::new(move |name: &str| {
+                let Some(g) = weak.upgrade() else { return };
+                match g.forget_topic(name) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(topic = %name, offsets = n, "deleted committed offsets of a deleted topic"),
+                    Err(e) => tracing::error!(topic = %name, error = %crate::error::chain(&e), "could not delete the committed offsets of a deleted topic"),
+                }
+            }));
+        Ok(groups)
+    }
+
+    fn open_store(
         data_dir: &Path,
         broker: Arc<Broker>,
         config: CoordinatorConfig,
@@ -918,9 +950,8 @@ pub(crate) mod tests {
         .resolve()
         .unwrap();
         let broker = Arc::new(Broker::open(&cfg, Metrics::new()).unwrap());
-        let groups = Arc::new(
-            Groups::open(dir, Arc::clone(&broker), CoordinatorConfig::default(), 1).unwrap(),
-        );
+        let groups =
+            Groups::open(dir, Arc::clone(&broker), CoordinatorConfig::default(), 1).unwrap();
         (broker, groups)
     }
 
@@ -941,8 +972,7 @@ pub(crate) mod tests {
             offsets_retention_ms: retention_ms,
             ..CoordinatorConfig::default()
         };
-        let groups =
-            Arc::new(Groups::open_with(dir, Arc::clone(&broker), config, 1, options).unwrap());
+        let groups = Groups::open_with(dir, Arc::clone(&broker), config, 1, options).unwrap();
         (broker, groups)
     }
 
@@ -1250,8 +1280,9 @@ pub(crate) mod tests {
         groups.finish_commit(t).unwrap();
         groups.refresh_metrics();
         assert!(m.render().contains("topic=\"u\""));
+        // (Broker::delete_topic forgets the topic's committed offsets.)
         broker.delete_topic("u").unwrap();
-        assert_eq!(groups.forget_topic("u").unwrap(), 1);
+        assert!(groups.committed("active").is_empty());
         groups.refresh_metrics();
         assert!(!m.render().contains("topic=\"u\""), "{}", m.render());
         // Below the cap again: nothing omitted.
@@ -1417,5 +1448,32 @@ pub(crate) mod tests {
         assert_eq!(groups.committed("ga").values().next().unwrap().offset, 2);
         assert_eq!(groups.committed("gb").values().next().unwrap().offset, 7);
         assert!(groups.store().log().segment_count() >= 2);
+    }
+
+    /// Deleting a topic through the broker (any front end) deletes every
+    /// group's committed offsets on it, and only on it.
+    #[tokio::test]
+    async fn topic_deletion_through_the_broker_cascades_to_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, groups) = open(dir.path());
+        broker.create_topic("gone", 1, &[]).unwrap();
+        broker.create_topic("kept", 1, &[]).unwrap();
+        let commits = vec![
+            OffsetCommit::new(TopicPartition::new("gone", 0), 3),
+            OffsetCommit::new(TopicPartition::new("kept", 0), 4),
+        ];
+        let t = groups.begin_commit("solo", "", 0, &commits).unwrap();
+        groups.finish_commit(t).unwrap();
+        assert_eq!(groups.committed("solo").len(), 2);
+        broker.delete_topic("gone").unwrap();
+        let c = groups.committed("solo");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[&TopicPartition::new("kept", 0)].offset, 4);
+        // After reopening too.
+        groups.close().unwrap();
+        broker.close().unwrap();
+        drop((broker, groups));
+        let (_broker, groups) = open(dir.path());
+        assert_eq!(groups.committed("solo").len(), 1);
     }
 }

@@ -18,7 +18,8 @@
 //!   client connected to as its host/port.
 //! - CreateTopics needs 1..=10000 partitions; names starting with `__` are
 //!   reserved for internal topics (`INVALID_TOPIC`). DeleteTopics also
-//!   deletes every group's committed offsets on the topic.
+//!   deletes every group's committed offsets on the topic (a rule of
+//!   [`Broker::delete_topic`], registered by [`Groups::open`]).
 //! - Produce waits for an fsync before answering when `acks = durable` or when
 //!   the topic's `flush` is `always` (then `acks = leader` waits too). With
 //!   `acks = none` nothing is sent back, errors included (they are logged at
@@ -149,7 +150,11 @@ fn topic_metadata(d: TopicDescription) -> TopicMetadata {
             .into_iter()
             .map(|p| PartitionMetadata {
                 partition: p.index,
-                error: ErrorCode::None,
+                error: if p.offline.is_some() {
+                    ErrorCode::StorageError
+                } else {
+                    ErrorCode::None
+                },
                 leader: 0,
                 start_offset: p.start_offset,
                 end_offset: p.end_offset,
@@ -230,16 +235,8 @@ fn delete_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let topics = topics
         .into_iter()
         .map(|name| {
+            // The broker deletes the groups' committed offsets on it too.
             let r = ctx.broker.delete_topic(&name);
-            if r.is_ok() {
-                // Like the topic's own files, its committed offsets go (in
-                // request order, as the deletion itself).
-                match crate::broker::blocking(|| ctx.groups.forget_topic(&name)) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(topic = %name, offsets = n, "deleted committed offsets of a deleted topic"),
-                    Err(e) => tracing::error!(topic = %name, error = %chain(&e), "could not delete the committed offsets of a deleted topic"),
-                }
-            }
             topic_result(name, r)
         })
         .collect();

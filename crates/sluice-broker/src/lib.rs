@@ -1,5 +1,8 @@
-//! The Sluice broker: partitions on top of `sluice-log`, the native protocol
-//! front end, metrics, and the `sluiced` binary.
+//! The Sluice broker core: partitions on top of `sluice-log`, consumer
+//! groups, metrics, the generic connection driver and the native protocol
+//! front end. The `sluiced` binary (listeners, HTTP, shutdown) is its own
+//! crate, so that every front end depends on this core and the binary on
+//! all of them.
 //!
 //! Layout:
 //! - [`broker`]: the protocol-neutral API ([`Broker`]): append/produce,
@@ -7,15 +10,16 @@
 //!   front end (native today, Kafka wire later) calls only this.
 //! - [`topics`]: the topic registry (its own lock) and on-disk layout;
 //!   [`topic_meta`]: per-topic config and the `topic.meta` file format.
-//! - [`partition`]: one log, its end-offset watch (wakes parked fetches) and
+//! - [`partition`]: one log, its high-watermark watch (wakes parked fetches) and
 //!   its group-commit flusher (durable acks); [`producer_state`]: the
 //!   idempotent-producer sequence checks applied under its append lock.
 //! - [`group`]: consumer groups ([`Groups`]): the coordinator behind its own
 //!   lock, the `__consumer_offsets` store, parked heartbeats, the expiry timer.
+//! - [`driver`]: one connection driver for any length-prefixed protocol
+//!   (framing, request-memory budget, timeouts, deferred-request cap,
+//!   ordered or unordered responses, shutdown).
 //! - [`handler`]: the api-key -> handler table for the native protocol;
-//!   [`connection`]: per-connection reader/writer tasks; [`server`]: listeners,
-//!   connection cap, housekeeping, graceful shutdown; [`http`]: `/metrics` and
-//!   `/health`.
+//!   [`connection`]: the native front end on the driver.
 //! - [`config`]: TOML file < `SLUICE_*` env < flags; [`metrics`]: Prometheus.
 //! - [`error`]: [`BrokerError`] and its mapping to wire error codes.
 
@@ -28,11 +32,9 @@ pub mod driver;
 pub mod error;
 pub mod group;
 pub mod handler;
-pub mod http;
 pub mod metrics;
 pub mod partition;
 pub mod producer_state;
-pub mod server;
 pub mod topic_meta;
 pub mod topics;
 
@@ -44,4 +46,3 @@ pub use config::{BrokerConfig, Cli, ConfigLayer, FlushMode, TopicDefaults};
 pub use error::BrokerError;
 pub use group::Groups;
 pub use metrics::Metrics;
-pub use server::{shutdown_signal, Server};

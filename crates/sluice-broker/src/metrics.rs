@@ -51,6 +51,10 @@ pub struct Metrics {
     pub active_connections: IntGauge,
     /// Fetch requests parked waiting for data.
     pub parked_fetches: IntGauge,
+    /// Partitions whose files could not be opened at start (not served).
+    pub offline_partitions: IntGauge,
+    /// Request bytes held in memory across all connections (the driver's budget in use).
+    pub request_memory_bytes: IntGauge,
     /// Time spent in fsync (group commits and interval flushes).
     pub fsync_duration: Histogram,
     log_end_offset: IntGaugeVec,
@@ -172,6 +176,14 @@ impl Metrics {
             request_duration,
             active_connections: gauge("sluice_active_connections", "Open client connections"),
             parked_fetches: gauge("sluice_parked_fetches", "Fetch requests waiting for data"),
+            offline_partitions: gauge(
+                "sluice_offline_partitions",
+                "Partitions whose files could not be opened at start; they are not served",
+            ),
+            request_memory_bytes: gauge(
+                "sluice_request_memory_bytes",
+                "Request bytes held in memory across all connections",
+            ),
             fsync_duration,
             log_end_offset: gauge_vec(
                 "sluice_log_end_offset",

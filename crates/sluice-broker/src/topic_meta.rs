@@ -45,6 +45,13 @@ pub const VERSION: u16 = 1;
 const HEADER_LEN: usize = 16;
 /// Largest body accepted on read (a sanity bound, far above any real topic).
 const MAX_BODY: usize = 1 << 20;
+/// Smallest `segment.bytes` accepted (64 KiB): every segment costs three
+/// files, three maps and a roll (two fsyncs), so a tiny size would let one
+/// topic config exhaust descriptors, maps and disk bandwidth.
+pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+/// Smallest `segment.ms` accepted (1 s): an age of 0 would roll on every
+/// append, with the same costs.
+pub const MIN_SEGMENT_MS: u64 = 1_000;
 
 /// Config values a topic sets explicitly; `None` follows the broker default.
 /// For the optional limits a negative value means "unlimited".
@@ -146,11 +153,25 @@ impl TopicOverrides {
             match key.as_str() {
                 "retention.ms" => o.retention_ms = Some(signed()?),
                 "retention.bytes" => o.retention_bytes = Some(signed()?),
-                "segment.ms" => o.segment_ms = Some(signed()?),
+                "segment.ms" => {
+                    let n = signed()?;
+                    if (0..MIN_SEGMENT_MS as i64).contains(&n) {
+                        return Err(invalid(
+                            key,
+                            value,
+                            format!("must be -1 (never) or at least {MIN_SEGMENT_MS}"),
+                        ));
+                    }
+                    o.segment_ms = Some(n);
+                }
                 "segment.bytes" => {
                     let n = positive()?;
-                    if n < 1024 {
-                        return Err(invalid(key, value, "must be at least 1024"));
+                    if n < MIN_SEGMENT_BYTES {
+                        return Err(invalid(
+                            key,
+                            value,
+                            format!("must be at least {MIN_SEGMENT_BYTES}"),
+                        ));
                     }
                     o.segment_bytes = Some(n);
                 }
@@ -176,8 +197,13 @@ impl TopicMeta {
             partitions: self.partitions,
             flush: o.flush.unwrap_or(d.flush),
             flush_interval_ms: o.flush_interval_ms.unwrap_or(d.flush_interval_ms),
-            segment_bytes: o.segment_bytes.unwrap_or(d.segment_bytes),
-            segment_ms: limit(o.segment_ms, d.segment_ms),
+            // Raised to the minimums: a topic.meta written before they
+            // existed may hold less.
+            segment_bytes: o
+                .segment_bytes
+                .unwrap_or(d.segment_bytes)
+                .max(MIN_SEGMENT_BYTES),
+            segment_ms: limit(o.segment_ms, d.segment_ms).map(|ms| ms.max(MIN_SEGMENT_MS)),
             retention_ms: limit(o.retention_ms, d.retention_ms),
             retention_bytes: limit(o.retention_bytes, d.retention_bytes),
             max_batch_bytes: d.max_batch_bytes,
@@ -428,6 +454,9 @@ mod tests {
             ("retention.ms", "-5"),
             ("segment.bytes", "0"),
             ("segment.bytes", "100"),
+            ("segment.bytes", "65535"),
+            ("segment.ms", "0"),
+            ("segment.ms", "999"),
             ("flush", "sometimes"),
             ("flush.interval.ms", "0"),
             ("no.such.key", "1"),

@@ -8,6 +8,13 @@
 //! data directory and then removes it; leftovers of an interrupted deletion
 //! are removed on the next start.
 //!
+//! A partition whose files cannot be opened at start (corrupt beyond
+//! recovery, too many mappings, permissions) does not stop the broker: it is
+//! left out of its topic's served partitions, logged once and counted in
+//! `sluice_offline_partitions`; requests for it get `PartitionOffline`
+//! (STORAGE_ERROR). Its files are left untouched. A damaged `topic.meta`
+//! still stops start-up (recreating the topic over it could mix data).
+//!
 //! Locking: the name -> topic map has its own `RwLock`, held only to look up
 //! or swap entries. Creation and deletion are serialized by a separate admin
 //! mutex so the slow file work never blocks lookups.
@@ -32,7 +39,10 @@ pub struct Topic {
     name: Arc<str>,
     meta: TopicMeta,
     config: TopicConfig,
+    /// The partitions that opened, in index order.
     partitions: Vec<Arc<Partition>>,
+    /// Partitions whose files could not be opened at start, with the reason.
+    offline: Vec<(u32, Arc<str>)>,
     dir: PathBuf,
 }
 
@@ -52,14 +62,39 @@ impl Topic {
         &self.meta
     }
 
-    /// Partitions in index order.
+    /// The partitions being served (all but the offline ones), in index order.
     pub fn partitions(&self) -> &[Arc<Partition>] {
         &self.partitions
     }
 
-    /// One partition, if it exists.
+    /// One partition, if it exists and is online.
     pub fn partition(&self, index: u32) -> Option<&Arc<Partition>> {
-        self.partitions.get(index as usize)
+        match self.partitions.get(index as usize) {
+            Some(p) if p.index() == index => Some(p),
+            _ => self
+                .partitions
+                .binary_search_by_key(&index, |p| p.index())
+                .ok()
+                .and_then(|i| self.partitions.get(i)),
+        }
+    }
+
+    /// Why partition `index` is offline, if it is.
+    pub fn offline_reason(&self, index: u32) -> Option<&str> {
+        self.offline
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, r)| &**r)
+    }
+
+    /// Partitions whose files could not be opened at start, with the reason.
+    pub fn offline_partitions(&self) -> &[(u32, Arc<str>)] {
+        &self.offline
+    }
+
+    /// Partition count, offline ones included.
+    pub fn partition_count(&self) -> u32 {
+        self.meta.partitions
     }
 
     /// The topic's directory.
@@ -75,6 +110,8 @@ pub struct TopicRegistry {
     metrics: Metrics,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     admin: Mutex<()>,
+    /// Broker-wide cap on partitions (all topics together).
+    max_total_partitions: u32,
     /// Held (with an exclusive `flock`) for the registry's lifetime: two
     /// brokers appending to the same logs would corrupt them.
     _lock: fs::File,
@@ -130,8 +167,20 @@ impl TopicRegistry {
         data_dir: &Path,
         defaults: TopicDefaults,
         metrics: Metrics,
+        max_total_partitions: u32,
     ) -> Result<TopicRegistry, BrokerError> {
+        // A data directory created here is synced into its parent (and so
+        // on up), so a power cut cannot take it with all it holds.
+        let missing: Vec<&Path> = data_dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.is_dir())
+            .collect();
         fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        for d in missing.iter().rev() {
+            if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let lock = lock_data_dir(data_dir)?;
         let reg = TopicRegistry {
             data_dir: data_dir.to_path_buf(),
@@ -139,6 +188,7 @@ impl TopicRegistry {
             metrics,
             topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
+            max_total_partitions,
             _lock: lock,
         };
         let mut names = Vec::new();
@@ -174,7 +224,8 @@ impl TopicRegistry {
         for name in names {
             let dir = data_dir.join(&name);
             let meta = TopicMeta::load(&dir)?;
-            let topic = reg.open_topic(&name, dir, meta)?;
+            // A partition that cannot be opened goes offline; the rest serve.
+            let topic = reg.open_topic(&name, dir, meta, true)?;
             map.insert(name, Arc::new(topic));
         }
         *reg.write_map() = map;
@@ -195,13 +246,24 @@ impl TopicRegistry {
         self.metrics.topic(name)
     }
 
-    fn open_topic(&self, name: &str, dir: PathBuf, meta: TopicMeta) -> Result<Topic, BrokerError> {
+    /// Opens a topic's partitions. With `allow_offline` (recovery at start),
+    /// a partition that fails to open is logged once, counted in
+    /// `sluice_offline_partitions` and left out; without it (creation) the
+    /// first failure is the error.
+    fn open_topic(
+        &self,
+        name: &str,
+        dir: PathBuf,
+        meta: TopicMeta,
+        allow_offline: bool,
+    ) -> Result<Topic, BrokerError> {
         let config = meta.effective(&self.defaults);
         let name: Arc<str> = Arc::from(name);
         let tm = self.topic_metrics(&name);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        let mut offline = Vec::new();
         for i in 0..meta.partitions {
-            let p = Partition::open(
+            let opened = Partition::open(
                 &dir.join(i.to_string()),
                 Arc::clone(&name),
                 i,
@@ -209,16 +271,34 @@ impl TopicRegistry {
                 tm.clone(),
                 self.metrics.partition(&name, i),
                 self.metrics.fsync_duration.clone(),
-            )?;
-            partitions.push(Arc::new(p));
+            );
+            match opened {
+                Ok(p) => partitions.push(Arc::new(p)),
+                Err(e) if allow_offline => {
+                    let reason = crate::error::chain(&e);
+                    tracing::error!(topic = %name, partition = i, error = %reason, "partition offline: its files cannot be opened; the other partitions are served");
+                    self.metrics.offline_partitions.inc();
+                    offline.push((i, Arc::from(reason.as_str())));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(Topic {
             name,
             meta,
             config,
             partitions,
+            offline,
             dir,
         })
+    }
+
+    /// Partitions of every topic, offline ones included.
+    pub fn total_partitions(&self) -> u64 {
+        self.read_map()
+            .values()
+            .map(|t| u64::from(t.partition_count()))
+            .sum()
     }
 
     /// The data directory.
@@ -300,6 +380,14 @@ impl TopicRegistry {
                 Err(BrokerError::TopicExists(name.to_string()))
             };
         }
+        let existing = self.total_partitions();
+        if existing + u64::from(partitions) > u64::from(self.max_total_partitions) {
+            return Err(BrokerError::PartitionLimit {
+                requested: partitions,
+                existing,
+                max: self.max_total_partitions,
+            });
+        }
         let dir = self.data_dir.join(name);
         if dir.exists() {
             // No topic.meta (or we would have loaded it): an interrupted creation.
@@ -310,7 +398,7 @@ impl TopicRegistry {
             partitions,
             overrides,
         };
-        let topic = match self.open_topic(name, dir.clone(), meta.clone()) {
+        let topic = match self.open_topic(name, dir.clone(), meta.clone(), false) {
             Ok(t) => t,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -333,12 +421,18 @@ impl TopicRegistry {
             .write_map()
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        self.metrics
+            .offline_partitions
+            .sub(topic.offline_partitions().len() as i64);
         for p in topic.partitions() {
             // Parked fetches on it answer UNKNOWN_TOPIC now and let go of it.
             p.mark_deleted();
             if let Err(e) = p.close() {
                 tracing::warn!(topic = name, partition = p.index(), error = %crate::error::chain(&e), "closing a deleted partition failed");
             }
+            // For good: handles still held elsewhere (a late fetch, a
+            // retention pass) must not touch a topic re-created at this path.
+            p.log().mark_closed();
         }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -382,7 +476,8 @@ mod tests {
     fn create_reload_delete() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let reg = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+            let reg =
+                TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100_000).unwrap();
             let o = TopicOverrides::from_pairs(&[("retention.ms".into(), "1000".into())]).unwrap();
             reg.create("a", 3, o).unwrap();
             reg.create("b", 1, TopicOverrides::default()).unwrap();
@@ -404,7 +499,8 @@ mod tests {
         // A stray non-topic directory and deletion leftovers.
         fs::create_dir_all(dir.path().join("not-a-topic")).unwrap();
         fs::create_dir_all(dir.path().join("x~deleted~1/0")).unwrap();
-        let reg = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+        let reg =
+            TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100_000).unwrap();
         let names: Vec<_> = reg.list().iter().map(|t| t.name().to_string()).collect();
         assert_eq!(names, ["a", "b"]);
         assert!(!dir.path().join("x~deleted~1").exists());
@@ -424,18 +520,20 @@ mod tests {
     #[test]
     fn a_data_dir_serves_one_broker_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let first = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
-        let second = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new());
+        let first =
+            TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100_000).unwrap();
+        let second = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100_000);
         assert!(matches!(second, Err(BrokerError::DataDirLocked { .. })));
         drop(first);
-        TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+        TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100_000).unwrap();
     }
 
     #[test]
     fn corrupt_meta_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let reg = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap();
+            let reg =
+                TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100_000).unwrap();
             reg.create("t", 1, TopicOverrides::default()).unwrap();
             reg.close_all();
         }
@@ -444,7 +542,8 @@ mod tests {
         let last = b.len() - 1;
         b[last] ^= 1;
         fs::write(&meta, b).unwrap();
-        let err = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new()).unwrap_err();
+        let err =
+            TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100_000).unwrap_err();
         assert!(matches!(err, BrokerError::TopicMeta { .. }), "{err}");
     }
 }

@@ -72,10 +72,16 @@ pub fn render(e: &CliError, broker: &str) -> String {
 /// One line describing a client error.
 pub fn render_client(error: &ClientError, topic: Option<&str>, broker: &str) -> String {
     let root = error.root();
-    let timed_out = matches!(error, ClientError::DeliveryTimeout { .. });
+    let timed_out = matches!(
+        error,
+        ClientError::DeliveryTimeout { .. } | ClientError::BrokerUnavailable { .. }
+    );
     let prefix = match error {
         ClientError::DeliveryTimeout { after, .. } => {
             format!("not delivered within {} ms: ", after.as_millis())
+        }
+        ClientError::BrokerUnavailable { after, .. } => {
+            format!("not sent, broker gone for over {} ms: ", after.as_millis())
         }
         _ => String::new(),
     };
@@ -138,6 +144,14 @@ mod tests {
         assert_eq!(
             render_client(&timed_out, Some("t"), "127.0.0.1:7171"),
             "not delivered within 1000 ms: broker unreachable at 127.0.0.1:7171 (connection refused); is sluiced running?"
+        );
+        let gone = ClientError::BrokerUnavailable {
+            after: Duration::from_millis(1000),
+            source: Box::new(refused()),
+        };
+        assert_eq!(
+            render_client(&gone, Some("t"), "127.0.0.1:7171"),
+            "not sent, broker gone for over 1000 ms: broker unreachable at 127.0.0.1:7171 (connection refused); is sluiced running?"
         );
     }
 

@@ -6,6 +6,12 @@
 //! prints `produced N records` (acknowledged only) and `, M failed` when any
 //! failed; any failure makes the exit status 1. SIGINT/SIGTERM stop reading,
 //! wait up to the delivery timeout for what is in flight, then report.
+//!
+//! A broker that stays unreachable for the whole delivery timeout also stops
+//! the reading: the first record that fails that way (see
+//! [`ClientError::is_broker_unavailable`]) ends the input, the producer fails
+//! what it still buffers at once, and the tool reports and exits 1 instead of
+//! reading the rest of its input only to fail it batch by batch.
 
 use std::time::Duration;
 
@@ -13,7 +19,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use sluice_client::{Acks, ClientConfig, ClientError, Delivery, Producer, ProducerConfig, Record};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::errors::{render_client, CliError};
 
@@ -86,6 +92,9 @@ pub async fn run(broker: &str, args: ProduceArgs) -> Result<i32, CliError> {
         },
     );
     let (tx, mut rx) = mpsc::channel::<Result<Delivery, ClientError>>(64 * 1024);
+    // Signalled by the counter when a record failed because the broker is gone.
+    let broker_gone = std::sync::Arc::new(Notify::new());
+    let gone = broker_gone.clone();
     let counter = tokio::spawn(async move {
         let mut tally = Tally {
             ok: 0,
@@ -100,6 +109,9 @@ pub async fn run(broker: &str, args: ProduceArgs) -> Result<i32, CliError> {
             match result {
                 Ok(()) => tally.ok += 1,
                 Err(e) => {
+                    if e.is_broker_unavailable() {
+                        gone.notify_one();
+                    }
                     tally.failed += 1;
                     tally.first_error.get_or_insert(e);
                 }
@@ -118,11 +130,14 @@ pub async fn run(broker: &str, args: ProduceArgs) -> Result<i32, CliError> {
     let mut line = Vec::with_capacity(4096);
     let topic: std::sync::Arc<str> = std::sync::Arc::from(args.name.as_str());
     let mut interrupted = false;
+    let gave_up = broker_gone.notified();
+    tokio::pin!(gave_up);
     loop {
         line.clear();
         let n = tokio::select! {
             r = stdin.read_until(b'\n', &mut line) => r?,
             _ = &mut stop => { interrupted = true; break; }
+            _ = &mut gave_up => break,
         };
         if n == 0 {
             break;
@@ -150,8 +165,18 @@ pub async fn run(broker: &str, args: ProduceArgs) -> Result<i32, CliError> {
         let enqueued = tokio::select! {
             r = producer.enqueue(record) => r,
             _ = &mut stop => { interrupted = true; break; }
+            _ = &mut gave_up => break,
         };
-        if tx.send(enqueued).await.is_err() {
+        if matches!(&enqueued, Err(e) if e.is_broker_unavailable()) {
+            // Counted as failed; the rest of the input is not read.
+            let _ = tx.send(enqueued).await;
+            break;
+        }
+        let sent = tokio::select! {
+            r = tx.send(enqueued) => r.is_ok(),
+            _ = &mut gave_up => break,
+        };
+        if !sent {
             break;
         }
     }

@@ -17,7 +17,14 @@
 //!   dialling again, so a dead broker is not hammered and callers (which
 //!   retry on their own schedule) are not stalled;
 //! - every request has a timeout; a late answer to a timed-out request is
-//!   dropped by the reader.
+//!   dropped by the reader;
+//! - more generally, a response whose correlation id matches no request
+//!   waiting on this session (a late answer, an answer to a produce sent with
+//!   `acks = none`, which the spec says gets none, or a broker bug) is
+//!   dropped with a debug log line, its body not even decoded; the session
+//!   stays open. Ids come from one counter per connection, and `acks = none`
+//!   frames take theirs from it too, so such a frame can never be taken for
+//!   the answer to a later request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -566,7 +573,9 @@ async fn read_loop(
         let correlation_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
         let waiter = lock(&pending).waiting.remove(&correlation_id);
         let Some((api_key, reply)) = waiter else {
-            tracing::debug!(addr = %addr, correlation_id, "dropping response to a request that timed out");
+            // Not waited for (timed out, acks = none, or a broker bug): not
+            // decoded, not routed, and no reason to end the session.
+            tracing::debug!(addr = %addr, correlation_id, "dropping a response no request is waiting for");
             continue;
         };
         match decode_response(api_key, frame) {
@@ -800,5 +809,87 @@ mod tests {
         let conn = Connection::new(addr, config());
         let e = conn.request(&tagged("a")).await.unwrap_err();
         assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_response_with_an_unknown_correlation_id_is_dropped_and_the_session_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            // Only one connection is accepted: a reconnect would leave the
+            // second request unanswered.
+            let (mut frames, mut write) = accept(&listener).await;
+            let (id, req) = read_request(&mut frames).await;
+            let mut junk = BytesMut::new();
+            // An id nobody asked for, with a body that decodes as nothing...
+            junk.extend_from_slice(&9u32.to_be_bytes());
+            junk.extend_from_slice(&(id + 1000).to_be_bytes());
+            junk.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0xff]);
+            // ... and one with a well-formed answer for another request.
+            encode_response(id + 1, &echo(&tagged("stray")), &mut junk);
+            write.write_all(&junk).await.unwrap();
+            respond(&mut write, id, &echo(&req)).await;
+            let (id, req) = read_request(&mut frames).await;
+            respond(&mut write, id, &echo(&req)).await;
+            let _ = frames.next().await;
+        });
+        let conn = Connection::new(addr, config());
+        let first = conn.request(&tagged("first")).await.expect("answered");
+        assert_eq!(tag_of(&first), "first");
+        // The stray answer (id + 1) was not kept for this request, which gets that id.
+        let second = conn.request(&tagged("second")).await.expect("same session");
+        assert_eq!(tag_of(&second), "second");
+        drop(conn);
+        server.await.expect("server");
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_an_acks_none_produce_is_dropped() {
+        use sluice_protocol::{
+            Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
+            ProduceTopic, ProduceTopicResponse,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut frames, mut write) = accept(&listener).await;
+            // A broker that (against the spec) answers an acks = none produce.
+            let (id, req) = read_request(&mut frames).await;
+            assert!(matches!(req, Request::Produce(_)), "{req:?}");
+            let answer = Response::Produce(ProduceResponse {
+                topics: vec![ProduceTopicResponse {
+                    name: "t".into(),
+                    partitions: vec![ProducePartitionResponse {
+                        partition: 0,
+                        error: sluice_protocol::ErrorCode::CorruptMessage,
+                        base_offset: 0,
+                        last_offset: 0,
+                    }],
+                }],
+            });
+            respond(&mut write, id, &answer).await;
+            let (id, req) = read_request(&mut frames).await;
+            respond(&mut write, id, &echo(&req)).await;
+            let _ = frames.next().await;
+        });
+        let conn = Connection::new(addr, config());
+        let mut batch = sluice_protocol::batch::RecordBatchBuilder::new();
+        batch.push(0, None, Some(b"v"), &[]);
+        let produce = Request::Produce(ProduceRequest {
+            acks: Acks::None,
+            timeout_ms: 0,
+            topics: vec![ProduceTopic {
+                name: "t".into(),
+                partitions: vec![ProducePartition {
+                    partition: 0,
+                    records: batch.finish(),
+                }],
+            }],
+        });
+        conn.send_only(&produce).await.expect("written");
+        let r = conn.request(&tagged("after")).await.expect("answered");
+        assert_eq!(tag_of(&r), "after");
+        drop(conn);
+        server.await.expect("server");
     }
 }

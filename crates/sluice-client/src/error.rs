@@ -55,6 +55,16 @@ pub enum ClientError {
         #[source]
         source: Box<ClientError>,
     },
+    /// The producer refused a record at once: the broker stayed unreachable
+    /// for longer than the delivery timeout, and no connection has succeeded since.
+    #[error("broker unavailable: unreachable for more than the delivery timeout of {} ms ({source})", after.as_millis())]
+    BrokerUnavailable {
+        /// The delivery timeout that the outage outlasted.
+        after: Duration,
+        /// The connection failure that outlasted it.
+        #[source]
+        source: Box<ClientError>,
+    },
     /// A frame could not be encoded or decoded.
     #[error("protocol error: {0}")]
     Protocol(#[source] Arc<sluice_protocol::ProtocolError>),
@@ -99,7 +109,8 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. }
             | ClientError::Timeout { .. }
-            | ClientError::Disconnected { .. } => true,
+            | ClientError::Disconnected { .. }
+            | ClientError::BrokerUnavailable { .. } => true,
             ClientError::Broker { code, .. } => code.is_retriable(),
             _ => false,
         }
@@ -114,11 +125,27 @@ impl ClientError {
         }
     }
 
-    /// The innermost client error: the cause behind a [`ClientError::DeliveryTimeout`], else `self`.
+    /// The innermost client error: the cause behind a [`ClientError::DeliveryTimeout`]
+    /// or [`ClientError::BrokerUnavailable`], else `self`.
     pub fn root(&self) -> &ClientError {
         match self {
-            ClientError::DeliveryTimeout { source, .. } => source.root(),
+            ClientError::DeliveryTimeout { source, .. }
+            | ClientError::BrokerUnavailable { source, .. } => source.root(),
             other => other,
+        }
+    }
+
+    /// Whether the error means the broker stayed unreachable past the delivery
+    /// timeout: a [`ClientError::BrokerUnavailable`], or a
+    /// [`ClientError::DeliveryTimeout`] whose last cause was a failed connect.
+    /// Sends fail at once in that state until a connection succeeds again.
+    pub fn is_broker_unavailable(&self) -> bool {
+        match self {
+            ClientError::BrokerUnavailable { .. } => true,
+            ClientError::DeliveryTimeout { .. } => {
+                matches!(self.root(), ClientError::Unreachable { .. })
+            }
+            _ => false,
         }
     }
 

@@ -47,6 +47,17 @@
 //! batch completes (acknowledged or failed). `enqueue` waits while the buffer
 //! is full, so memory stays bounded while the broker is away; buffered batches
 //! fail after `delivery_timeout`, which frees the space again.
+//!
+//! A broker that is gone: when a batch (or the first metadata or producer-id
+//! lookup) fails because no connection to the broker could be made for the
+//! whole delivery timeout, the producer enters a *broker unavailable* state.
+//! In it, `enqueue` fails at once with [`ClientError::BrokerUnavailable`]
+//! instead of buffering the record for another full timeout, buffered batches
+//! fail with the same error, and a batch in flight that fails is not retried.
+//! The sender task tries to connect every `max(reconnect_backoff_max,
+//! retry_backoff_max)`; the first connection that succeeds (or any produce
+//! answer) ends the state. A broker that is back within the delivery timeout
+//! (a restart) never causes the state: its batches are retried and delivered.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -396,10 +407,22 @@ struct State {
     outstanding: BTreeMap<u64, Arc<Completion>>,
     /// Set by close: seal everything, then stop once nothing is outstanding.
     closing: bool,
+    /// Set while the broker is unavailable (see the module docs).
+    unavailable: Option<Unavailable>,
     /// Allocations of completed batches, reclaimed for the next builders so a
     /// busy producer does not allocate (and page-fault in) a buffer per batch.
     /// At most [`POOL_BUFFERS`], each at most [`Shared::max_pooled_capacity`].
     pool: Vec<BytesMut>,
+}
+
+/// The broker stayed unreachable past the delivery timeout (see the module docs).
+struct Unavailable {
+    /// The connection failure that outlasted the delivery timeout.
+    cause: ClientError,
+    /// When the sender task next tries to connect.
+    next_probe: Instant,
+    /// A connection attempt is under way.
+    probing: bool,
 }
 
 /// Most batch buffers a producer keeps for reuse.
@@ -416,6 +439,9 @@ struct Shared {
     /// `(producer id, epoch)` once InitProducerId answered; `None` inside means
     /// not idempotent (disabled, acks = none, or the broker lacks the api).
     producer_id: tokio::sync::OnceCell<Option<(i64, i16)>>,
+    /// Mirrors `State::unavailable.is_some()`, so `enqueue` can fail fast
+    /// before it waits for buffer memory without taking the state lock.
+    unavailable_flag: AtomicBool,
 }
 
 /// Stops the sender task once every handle of the producer is gone.
@@ -490,6 +516,11 @@ impl Producer {
         let shared = &self.handle.shared;
         if self.handle.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
+        }
+        if shared.unavailable_flag.load(Ordering::Acquire) {
+            if let Some(e) = shared.unavailable_error(&lock(&shared.state)) {
+                return Err(e);
+            }
         }
         let size = record.estimated_size();
         let limit = shared.config.buffer_bytes.min(u32::MAX as usize);
@@ -684,7 +715,67 @@ impl Shared {
             wake: Notify::new(),
             metadata_failing_since: Mutex::new(None),
             producer_id: tokio::sync::OnceCell::new(),
+            unavailable_flag: AtomicBool::new(false),
         }
+    }
+
+    /// The error for a send refused while the broker is unavailable.
+    fn unavailable_error(&self, state: &State) -> Option<ClientError> {
+        state
+            .unavailable
+            .as_ref()
+            .map(|u| ClientError::BrokerUnavailable {
+                after: self.config.delivery_timeout,
+                source: Box::new(u.cause.clone()),
+            })
+    }
+
+    /// Enters the broker-unavailable state if `e` says the broker stayed
+    /// unreachable past the delivery timeout (no-op otherwise or when already in it).
+    fn note_failure(&self, state: &mut State, e: &ClientError) {
+        if state.unavailable.is_some() || !e.is_broker_unavailable() {
+            return;
+        }
+        let cause = e.root().clone();
+        tracing::warn!(error = %cause, "broker unreachable past the delivery timeout: failing sends until it is back");
+        state.unavailable = Some(Unavailable {
+            cause,
+            next_probe: Instant::now() + self.probe_interval(),
+            probing: false,
+        });
+        self.unavailable_flag.store(true, Ordering::Release);
+    }
+
+    /// Leaves the broker-unavailable state (a connection succeeded).
+    fn note_reachable(&self, state: &mut State) {
+        if state.unavailable.take().is_some() {
+            tracing::info!("broker reachable again");
+            self.unavailable_flag.store(false, Ordering::Release);
+        }
+    }
+
+    /// Pause between connection attempts while the broker is unavailable: long
+    /// enough that the connection's own reconnect backoff has passed, so each
+    /// attempt really dials.
+    fn probe_interval(&self) -> Duration {
+        self.cluster
+            .config()
+            .reconnect_backoff_max
+            .max(self.config.retry_backoff_max)
+    }
+
+    /// Records the outcome of a connection attempt made while unavailable.
+    fn probe_done(&self, connected: bool) {
+        {
+            let mut state = lock(&self.state);
+            if connected {
+                self.note_reachable(&mut state);
+            } else if let Some(u) = state.unavailable.as_mut() {
+                u.probing = false;
+                u.next_probe = Instant::now() + self.probe_interval();
+            }
+        }
+        self.wake.notify_one();
     }
 
     /// `(producer id, epoch)` when batches are to be stamped.
@@ -706,10 +797,12 @@ impl Shared {
     async fn retry_pause(&self, e: ClientError, attempt: u32, deadline: Instant) -> Result<()> {
         let now = Instant::now();
         if !e.is_retriable() || now >= deadline {
-            return Err(ClientError::DeliveryTimeout {
+            let e = ClientError::DeliveryTimeout {
                 after: self.config.delivery_timeout,
                 source: Box::new(e),
-            });
+            };
+            self.note_failure(&mut lock(&self.state), &e);
+            return Err(e);
         }
         tokio::time::sleep(self.backoff(attempt).min(deadline - now)).await;
         Ok(())
@@ -721,6 +814,9 @@ impl Shared {
         let producer = self.producer();
         let mut guard = lock(&self.state);
         let state = &mut *guard;
+        if let Some(e) = self.unavailable_error(state) {
+            return Err(e);
+        }
         let topic = match state.topics.get_mut(&*record.topic) {
             Some(t) => t,
             None => state
@@ -907,6 +1003,8 @@ struct Plan {
     dispatch: Vec<SealedBatch>,
     failed: Vec<(SealedBatch, ClientError)>,
     next_wakeup: Option<Instant>,
+    /// The broker is unavailable and it is time to try a connection.
+    probe: bool,
 }
 
 impl Shared {
@@ -921,10 +1019,12 @@ impl Shared {
             dispatch: Vec::new(),
             failed: Vec::new(),
             next_wakeup: None,
+            probe: false,
         };
         let wake_at = |t: Instant, plan: &mut Plan| {
             plan.next_wakeup = Some(plan.next_wakeup.map_or(t, |w| w.min(t)));
         };
+        let mut unavailable = self.unavailable_error(state);
         for topic in state.topics.values_mut() {
             let n = topic.partitions.max(1);
             for (&partition, queue) in topic.queues.iter_mut() {
@@ -940,27 +1040,42 @@ impl Shared {
                         wake_at(due, &mut plan);
                     }
                 }
-                // Expire batches that waited past the delivery timeout.
+                // Expire batches that waited past the delivery timeout (all
+                // of them while the broker is unavailable).
                 while let Some(front) = queue.ready.front() {
-                    if front.created + delivery_timeout > now {
+                    if front.created + delivery_timeout > now && unavailable.is_none() {
                         break;
                     }
                     if let Some(b) = queue.ready.pop_front() {
                         if b.attempts > 0 {
                             queue.retrying = queue.retrying.saturating_sub(1);
                         }
-                        let err = ClientError::DeliveryTimeout {
-                            after: delivery_timeout,
-                            source: Box::new(
-                                b.last_error
-                                    .clone()
-                                    .or_else(|| queue.last_error.clone())
-                                    .unwrap_or(ClientError::Timeout {
-                                        what: format!("produce to \"{}\"/{}", b.topic, b.partition),
-                                        after: delivery_timeout,
-                                    }),
-                            ),
-                        };
+                        let err =
+                            unavailable
+                                .clone()
+                                .unwrap_or_else(|| ClientError::DeliveryTimeout {
+                                    after: delivery_timeout,
+                                    source: Box::new(
+                                        b.last_error
+                                            .clone()
+                                            .or_else(|| queue.last_error.clone())
+                                            .unwrap_or(ClientError::Timeout {
+                                                what: format!(
+                                                    "produce to \"{}\"/{}",
+                                                    b.topic, b.partition
+                                                ),
+                                                after: delivery_timeout,
+                                            }),
+                                    ),
+                                });
+                        if unavailable.is_none() && err.is_broker_unavailable() {
+                            // Seen through the queue's error: the broker has
+                            // been unreachable for a whole delivery timeout.
+                            unavailable = Some(ClientError::BrokerUnavailable {
+                                after: delivery_timeout,
+                                source: Box::new(err.root().clone()),
+                            });
+                        }
                         let idempotent = b.idempotent_epoch.is_some();
                         plan.failed.push((b, err.clone()));
                         if idempotent {
@@ -991,6 +1106,29 @@ impl Shared {
                 }
             }
         }
+        if let Some(ClientError::BrokerUnavailable { source, .. }) = &unavailable {
+            if state.unavailable.is_none() {
+                self.note_failure(
+                    state,
+                    &ClientError::DeliveryTimeout {
+                        after: delivery_timeout,
+                        source: source.clone(),
+                    },
+                );
+                // Batches of the partitions visited before it was noticed.
+                plan.next_wakeup = Some(now);
+            }
+        }
+        if let Some(u) = state.unavailable.as_mut() {
+            if !u.probing {
+                if u.next_probe <= now {
+                    u.probing = true;
+                    plan.probe = true;
+                } else {
+                    wake_at(u.next_probe, &mut plan);
+                }
+            }
+        }
         plan
     }
 
@@ -1002,11 +1140,16 @@ impl Shared {
         let outcome = {
             let mut guard = lock(&self.state);
             let state = &mut *guard;
+            if result.is_ok() {
+                self.note_reachable(state);
+            }
+            let unavailable = self.unavailable_error(state);
             let queue = state
                 .topics
                 .get_mut(&*batch.topic)
                 .and_then(|t| t.queues.get_mut(&batch.partition));
-            match (result, queue) {
+            let mut gone = None;
+            let outcome = match (result, queue) {
                 (Ok(base), Some(queue)) => {
                     if was_in_flight {
                         queue.in_flight = queue.in_flight.saturating_sub(1);
@@ -1033,6 +1176,7 @@ impl Shared {
                         .is_some_and(|bump| bump < queue.epoch_bump);
                     if e.is_retriable()
                         && !stale
+                        && unavailable.is_none()
                         && now < deadline
                         && batch.attempts < self.config.retries
                     {
@@ -1061,14 +1205,17 @@ impl Shared {
                         if batch.attempts > 0 {
                             queue.retrying = queue.retrying.saturating_sub(1);
                         }
-                        let err = if e.is_retriable() && now >= deadline {
-                            ClientError::DeliveryTimeout {
-                                after: self.config.delivery_timeout,
-                                source: Box::new(e),
+                        let err = match unavailable {
+                            Some(u) if e.is_retriable() => u,
+                            _ if e.is_retriable() && now >= deadline => {
+                                ClientError::DeliveryTimeout {
+                                    after: self.config.delivery_timeout,
+                                    source: Box::new(e),
+                                }
                             }
-                        } else {
-                            e
+                            _ => e,
                         };
+                        gone = Some(err.clone());
                         if batch.idempotent_epoch.is_some() && !stale {
                             fence(queue, &mut fenced, &err);
                         }
@@ -1076,7 +1223,11 @@ impl Shared {
                     }
                 }
                 (result, None) => Some((batch, result)),
+            };
+            if let Some(e) = gone {
+                self.note_failure(state, &e);
             }
+            outcome
         };
         if let Some((batch, result)) = outcome {
             self.complete(batch, result);
@@ -1133,6 +1284,14 @@ impl Shared {
 async fn sender_loop(shared: Arc<Shared>) {
     loop {
         let plan = shared.plan(Instant::now());
+        if plan.probe {
+            // Bounded by the connect timeout; holds the producer only that long.
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let connected = shared.cluster.bootstrap().connect().await.is_ok();
+                shared.probe_done(connected);
+            });
+        }
         for (batch, err) in plan.failed {
             shared.complete(batch, Err(err));
         }
@@ -1627,10 +1786,81 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        for d in [d1, d2] {
+        let e = rt.block_on(d1).unwrap_err();
+        assert!(matches!(e, ClientError::DeliveryTimeout { .. }), "{e:?}");
+        assert!(matches!(e.root(), ClientError::Unreachable { .. }), "{e:?}");
+        // The broker has now been unreachable for a whole delivery timeout:
+        // the batch behind fails with that, without waiting for its own.
+        let e = rt.block_on(d2).unwrap_err();
+        assert!(matches!(e, ClientError::BrokerUnavailable { .. }), "{e:?}");
+        assert!(matches!(e.root(), ClientError::Unreachable { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_broker_unreachable_past_the_delivery_timeout_fails_sends_at_once_until_it_is_back() {
+        let s = shared(ProducerConfig {
+            delivery_timeout: Duration::from_millis(50),
+            max_in_flight_per_partition: 1,
+            ..ProducerConfig::default()
+        });
+        let unreachable = ClientError::Unreachable {
+            addr: "x:1".into(),
+            source: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        };
+        let d1 = append(&s, keyless("a").partition(0), 1);
+        let plan = s.plan(Instant::now() + Duration::from_millis(10));
+        assert_eq!(plan.dispatch.len(), 1);
+        let d2 = append(&s, keyless("b").partition(0), 1);
+        let d3 = append(&s, keyless("c").partition(1), 2);
+        for b in plan.dispatch {
+            s.finish_batch(b, Err(unreachable.clone()), true);
+        }
+        // Within the delivery timeout a failed connect is retried, as before.
+        assert!(lock(&s.state).unavailable.is_none());
+        let plan = s.plan(Instant::now() + Duration::from_secs(1));
+        assert!(plan.dispatch.is_empty());
+        assert!(lock(&s.state).unavailable.is_some());
+        let failed: Vec<_> = plan.failed;
+        let mut plan = s.plan(Instant::now() + Duration::from_secs(1));
+        let mut all = failed;
+        all.append(&mut plan.failed);
+        assert_eq!(all.len(), 3, "every buffered batch fails");
+        for (b, e) in all {
+            s.complete(b, Err(e));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let e1 = rt.block_on(d1).unwrap_err();
+        assert!(matches!(e1, ClientError::DeliveryTimeout { .. }), "{e1:?}");
+        assert!(e1.is_broker_unavailable());
+        for d in [d2, d3] {
             let e = rt.block_on(d).unwrap_err();
-            assert!(matches!(e, ClientError::DeliveryTimeout { .. }), "{e:?}");
+            assert!(e.is_broker_unavailable(), "{e:?}");
             assert!(matches!(e.root(), ClientError::Unreachable { .. }), "{e:?}");
         }
+        // A new record is refused at once instead of waiting another timeout.
+        let r = keyless("d").partition(0);
+        let size = r.estimated_size();
+        let e = s.append(r, size, Some(1)).unwrap_err();
+        assert!(matches!(e, ClientError::BrokerUnavailable { .. }), "{e:?}");
+        assert!(s.unavailable_flag.load(Ordering::Acquire));
+        // The sender tries a connection once the probe interval has passed; a
+        // failed try keeps the state, a successful one ends it.
+        s.probe_done(false);
+        assert!(!s.plan(Instant::now()).probe, "not before the interval");
+        let plan = s.plan(Instant::now() + Duration::from_secs(5));
+        assert!(plan.probe);
+        assert!(
+            !s.plan(Instant::now() + Duration::from_secs(5)).probe,
+            "one try at a time"
+        );
+        s.probe_done(false);
+        assert!(s.unavailable_flag.load(Ordering::Acquire));
+        assert!(s.plan(Instant::now() + Duration::from_secs(5)).probe);
+        s.probe_done(true);
+        assert!(!s.unavailable_flag.load(Ordering::Acquire));
+        let d = append(&s, keyless("e").partition(0), 1);
+        assert_eq!(d.partition(), 0);
     }
 }

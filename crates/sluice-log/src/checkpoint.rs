@@ -14,10 +14,10 @@
 //! `recovery-point`, and the directory is fsynced.
 
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::LogError;
+use crate::io::FileIo;
 
 /// File name of the checkpoint inside a partition directory.
 pub(crate) const FILE_NAME: &str = "recovery-point";
@@ -92,47 +92,50 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Checkpoint>, String> {
 
 /// Atomically replaces the checkpoint of `dir` (temp file, fsync, rename,
 /// directory fsync).
-pub(crate) fn write(dir: &Path, cp: Checkpoint) -> Result<(), LogError> {
+pub(crate) fn write(io: &dyn FileIo, dir: &Path, cp: Checkpoint) -> Result<(), LogError> {
     let tmp = dir.join(TMP_NAME);
     let path = dir.join(FILE_NAME);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let f = io
+        .open(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )
         .map_err(|e| LogError::io(&tmp, e))?;
-    f.write_all(&encode(cp))
-        .map_err(|e| LogError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| LogError::io(&tmp, e))?;
+    crate::io::write_all_at(io, &f, 0, &encode(cp)).map_err(|e| LogError::io(&tmp, e))?;
+    io.sync_all(&f).map_err(|e| LogError::io(&tmp, e))?;
     drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
-    crate::segment::sync_dir(dir)
+    io.rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
+    crate::segment::sync_dir(io, dir)
 }
 
 /// Removes the checkpoint (and a leftover temp file) and fsyncs the
 /// directory: the fallback when a new one cannot be written (a full disk),
 /// so that no stale clean-shutdown flag survives. Needs no free space.
-pub(crate) fn remove(dir: &Path) -> Result<(), LogError> {
+pub(crate) fn remove(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
     for name in [FILE_NAME, TMP_NAME] {
         let p = dir.join(name);
-        match std::fs::remove_file(&p) {
+        match io.remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(LogError::io(&p, e)),
         }
     }
-    crate::segment::sync_dir(dir)
+    crate::segment::sync_dir(io, dir)
 }
 
 /// Writes `cp`, or, if that fails, removes the checkpoint instead (the next
 /// open after a crash then CRC-checks the whole log). Returns whether `cp`
 /// was written; an error only when neither worked.
-pub(crate) fn write_or_remove(dir: &Path, cp: Checkpoint) -> Result<bool, LogError> {
-    match write(dir, cp) {
+pub(crate) fn write_or_remove(
+    io: &dyn FileIo,
+    dir: &Path,
+    cp: Checkpoint,
+) -> Result<bool, LogError> {
+    match write(io, dir, cp) {
         Ok(()) => Ok(true),
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "could not write the recovery point; removing it");
-            remove(dir)?;
+            remove(io, dir)?;
             Ok(false)
         }
     }
@@ -190,13 +193,13 @@ mod tests {
             recovery_offset: 77,
             clean: false,
         };
-        write(dir.path(), cp).unwrap();
+        write(&crate::OsFileIo, dir.path(), cp).unwrap();
         assert_eq!(read(dir.path()), Ok(Some(cp)));
         let cp2 = Checkpoint {
             recovery_offset: 99,
             clean: true,
         };
-        write(dir.path(), cp2).unwrap();
+        write(&crate::OsFileIo, dir.path(), cp2).unwrap();
         assert_eq!(read(dir.path()), Ok(Some(cp2)));
         assert!(!dir.path().join(TMP_NAME).exists());
         std::fs::write(dir.path().join(FILE_NAME), b"garbage").unwrap();

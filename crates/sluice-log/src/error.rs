@@ -57,6 +57,10 @@ pub enum LogError {
     /// A previous fsync failed; the log refuses writes until it is reopened.
     #[error("log is poisoned by an earlier failed fsync; reopen required")]
     Poisoned,
+    /// The log was closed for good ([`crate::Log::mark_closed`], e.g. its
+    /// topic was deleted): nothing touches its directory any more.
+    #[error("log is closed (its partition was deleted)")]
+    Closed,
 }
 
 impl LogError {

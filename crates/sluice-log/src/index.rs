@@ -257,12 +257,14 @@ impl IndexWriter {
         initial: &[u8],
         io: &dyn FileIo,
     ) -> io::Result<IndexWriter> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = io.open(
+            path,
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )?;
         let initial_count = initial.len() / kind.entry_len();
         let capacity = capacity.max(initial_count);
         let map_len = INDEX_HEADER_LEN + capacity * kind.entry_len();
@@ -327,9 +329,9 @@ impl IndexWriter {
     }
 
     /// Trims the file to the used bytes (close, seal).
-    pub(crate) fn trim(&mut self) -> io::Result<()> {
+    pub(crate) fn trim(&mut self, io: &dyn FileIo) -> io::Result<()> {
         let used = self.used_len();
-        self.file.set_len(used)?;
+        io.set_len(&self.file, used)?;
         self.reserved = used;
         self.w.set_writable(used as usize);
         Ok(())

@@ -8,17 +8,28 @@
 //!
 //! # Layout
 //!
-//! - [`Log`] (`log.rs`): one partition = an ordered list of segments in one
-//!   directory; the public API (append, read, flush, retention, config).
-//!   One writer (an internal mutex), any number of concurrent readers.
+//! - [`Log`] (`log/mod.rs`): one partition = an ordered list of segments in
+//!   one directory; the public API (append, read, flush, retention, config)
+//!   and the open sequence. One writer (an internal mutex), any number of
+//!   concurrent readers.
+//! - `log/recovery.rs`: the recovery plan, pure and unit-tested: from the
+//!   directory's file names and the checkpoint, which segments exist, which
+//!   orphaned indexes go, how far data is trusted, what is CRC-checked and
+//!   fsynced (Kafka's `LogLoader` to the `LocalLog` above).
+//! - `log/durability.rs`: group commit, interval flushing and writeback,
+//!   background fsyncs of sealed segments, and the checkpoint upkeep.
 //! - `segment.rs`: one segment (`.log` + `.index` + `.timeindex`): the
 //!   read view shared by readers, the writer's active-segment handle,
 //!   recovery and index rebuild.
 //! - `index.rs`: the index file formats and their (pure) lookups.
 //! - [`policy`]: pure decisions, unit-tested without disks: when to roll and
 //!   which sealed segments retention deletes.
-//! - [`io`]: the fault-injection seam ([`FileIo`]) for the calls whose
-//!   failure must be handled: space reservation and fdatasync.
+//! - [`io`]: the fault-injection seam ([`FileIo`]): every call that changes
+//!   the disk or makes a change durable (reservation, writes, file and
+//!   directory syncs, creation, rename, removal, truncation), so tests can
+//!   make them fail or cut the power at any one of them.
+//! - `background.rs`: the bounded thread pool for background fsyncs and
+//!   checkpoint rewrites.
 //! - `sys.rs`: every `unsafe` block (memory maps, `fallocate`, `flock`),
 //!   behind small safe types with a publish protocol.
 //!
@@ -118,8 +129,8 @@
 //!   pending). The first append after `close` clears the flag before it
 //!   writes a byte;
 //! - at most once a second after a successful [`Log::flush`],
-//!   [`Log::wait_durable`] or [`Log::maybe_flush`], on a short-lived
-//!   background thread, so no appender or group-commit waiter pays for its
+//!   [`Log::wait_durable`] or [`Log::maybe_flush`], on the background
+//!   pool (below), so no appender or group-commit waiter pays for its
 //!   two fsyncs (the fdatasync of each group commit is not followed by a
 //!   checkpoint write); and by [`Log::write_recovery_point`]. The offset is
 //!   the durable offset, or the active segment's base when that is higher
@@ -220,9 +231,12 @@
 //! Roll and close trim the preallocated tails (`set_len`) and fsync all
 //! three files; creating a segment fsyncs the directory. On roll with
 //! `Always` the fsync is inline (normally cheap: waiters have synced most
-//! of the data already); with `Interval`/`Os` it runs on a short-lived background thread,
+//! of the data already); with `Interval`/`Os` it runs in the background,
 //! as Kafka does, so producers do not stall behind a whole segment's
-//! writeback. [`Log::flush`] and [`Log::wait_durable`] also sync any sealed
+//! writeback. Background work (these sealed-segment fsyncs and the
+//! `recovery-point` rewrites) runs on one process-wide pool of two threads:
+//! no roll or flush starts a thread of its own. [`Log::flush`] and
+//! [`Log::wait_durable`] also sync any sealed
 //! segment whose background fsync has not finished before advancing
 //! [`Log::durable_offset`]; a background failure poisons the log. Indexes
 //! are not synced on flush (they are rebuildable from the `.log`).
@@ -284,6 +298,21 @@
 //! only after the `pwritev` returned, so readers (Acquire) never see a
 //! partial batch and published bytes never change.
 //!
+//! # Directories
+//!
+//! [`Log::open`] creates the directory and any missing parents, and fsyncs
+//! the directory holding each new entry, up to the first that existed (an
+//! acknowledged append must not vanish with a directory entry that was
+//! never durable).
+//!
+//! # Closed for good
+//!
+//! [`Log::mark_closed`] (used when a topic is deleted) puts the log in a
+//! closed state: append, roll, flush, retention, prefix deletion,
+//! writeback, checkpoint writes and reads return [`LogError::Closed`] and
+//! touch no file, so a new log later created at the same path is safe from
+//! handles of the old one. It waits for any such operation under way.
+//!
 //! # Later: compaction
 //!
 //! Sealed segments are immutable read views swapped into the segment list
@@ -295,6 +324,7 @@
 
 #![warn(missing_docs)]
 
+mod background;
 mod checkpoint;
 mod error;
 mod index;
@@ -304,6 +334,7 @@ pub mod policy;
 mod segment;
 mod sys;
 
+pub use crate::background::threads_started as background_threads_started;
 pub use crate::error::LogError;
 pub use crate::io::{FaultyFileIo, FileIo, OsFileIo};
 pub use crate::log::{AppendInfo, FlushPolicy, Log, LogConfig, OpenKind, WRITEBACK_CHUNK};

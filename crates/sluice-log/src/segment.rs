@@ -220,10 +220,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
 }
 
 /// fsyncs a directory so a created, renamed or deleted entry is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+pub(crate) fn sync_dir(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
+    io.sync_dir(dir).map_err(io_err(dir))
 }
 
 fn mtime_ms(file: &File) -> i64 {
@@ -413,23 +411,26 @@ fn load_index(path: &Path, kind: IndexKind, base: u64, log_len: u64) -> Result<V
 
 /// Writes a complete, exact-size index file and fsyncs it.
 fn write_index_file(
+    io: &dyn FileIo,
     path: &Path,
     kind: IndexKind,
     base: u64,
     entries: &[u8],
 ) -> Result<File, LogError> {
-    use std::io::Write;
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+    let f = io
+        .open(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
         .map_err(io_err(path))?;
-    f.write_all(&index::encode_header(kind, base))
-        .map_err(io_err(path))?;
-    f.write_all(entries).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))?;
+    let header = index::encode_header(kind, base);
+    crate::io::write_all_at(io, &f, 0, &header).map_err(io_err(path))?;
+    crate::io::write_all_at(io, &f, header.len() as u64, entries).map_err(io_err(path))?;
+    io.sync_all(&f).map_err(io_err(path))?;
     Ok(f)
 }
 
@@ -460,6 +461,7 @@ pub(crate) fn open_sealed(
     dir: &Path,
     base: u64,
     settings: &SegmentSettings,
+    io: &dyn FileIo,
 ) -> Result<Arc<Segment>, LogError> {
     let log_path = dir.join(file_name(base, "log"));
     let index_path = dir.join(file_name(base, "index"));
@@ -490,8 +492,8 @@ pub(crate) fn open_sealed(
             if pos > 0 && check_batch_at(data, pos, expected, false).is_err() {
                 tracing::warn!(path = %index_path.display(), "last index entry does not point at a batch; rebuilding indexes");
                 let (o, t, out) = rebuild_entries(data, base, settings.index_interval, false);
-                write_index_file(&index_path, IndexKind::Offset, base, &o)?;
-                write_index_file(&time_path, IndexKind::Time, base, &t)?;
+                write_index_file(io, &index_path, IndexKind::Offset, base, &o)?;
+                write_index_file(io, &time_path, IndexKind::Time, base, &t)?;
                 (o, t, out)
             } else {
                 let mut out = scan(data, pos, expected, false, |_, _| {});
@@ -505,9 +507,9 @@ pub(crate) fn open_sealed(
             let why = a.err().or(b.err()).unwrap_or_default();
             tracing::warn!(segment = %log_path.display(), reason = %why, "index damaged or missing; rebuilding from the log");
             let (o, t, out) = rebuild_entries(data, base, settings.index_interval, false);
-            write_index_file(&index_path, IndexKind::Offset, base, &o)?;
-            write_index_file(&time_path, IndexKind::Time, base, &t)?;
-            sync_dir(dir)?;
+            write_index_file(io, &index_path, IndexKind::Offset, base, &o)?;
+            write_index_file(io, &time_path, IndexKind::Time, base, &t)?;
+            sync_dir(io, dir)?;
             (o, t, out)
         }
     };
@@ -636,11 +638,11 @@ impl ActiveSegment {
         io: &dyn FileIo,
     ) -> Result<ActiveSegment, LogError> {
         let log_path = dir.join(file_name(base, "log"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&log_path)
+        let file = io
+            .open(
+                &log_path,
+                OpenOptions::new().read(true).write(true).create_new(true),
+            )
             .map_err(io_err(&log_path))?;
         let result = Self::assemble(
             dir,
@@ -656,12 +658,12 @@ impl ActiveSegment {
             None,
             io,
         )
-        .and_then(|seg| sync_dir(dir).map(|()| seg));
+        .and_then(|seg| sync_dir(io, dir).map(|()| seg));
         if result.is_err() {
             // We created these files: leave no half-made segment behind
             // (best effort; the error that matters is the one returned).
             for ext in ["log", "index", "timeindex"] {
-                let _ = std::fs::remove_file(dir.join(file_name(base, ext)));
+                let _ = io.remove_file(&dir.join(file_name(base, ext)));
             }
             tracing::warn!(segment = %log_path.display(), "segment creation failed; removed partial files");
         }
@@ -853,8 +855,8 @@ impl ActiveSegment {
         let max_ts = builder.running_max_ts.max(outcome.max_timestamp);
         drop(scan_map);
         if (end as u64) != file_len {
-            file.set_len(end as u64).map_err(io_err(&log_path))?;
-            file.sync_all().map_err(io_err(&log_path))?;
+            io.set_len(&file, end as u64).map_err(io_err(&log_path))?;
+            io.sync_all(&file).map_err(io_err(&log_path))?;
         }
         let last_pos = builder.last_indexed_pos;
         let mut seg = Self::assemble(
@@ -872,9 +874,9 @@ impl ActiveSegment {
             io,
         )?;
         // Index contents were rewritten: make them durable before appending.
-        seg.index.file.sync_all().map_err(io_err(&index_path))?;
-        seg.time.file.sync_all().map_err(io_err(&time_path))?;
-        sync_dir(dir)?;
+        io.sync_all(&seg.index.file).map_err(io_err(&index_path))?;
+        io.sync_all(&seg.time.file).map_err(io_err(&time_path))?;
+        sync_dir(io, dir)?;
         seg.builder.running_max_ts = max_ts;
         Ok(seg)
     }
@@ -1049,11 +1051,12 @@ impl ActiveSegment {
     /// afterwards (space is reserved again on demand).
     pub(crate) fn trim(&mut self, io: &dyn FileIo, sync: bool) -> Result<(), LogError> {
         let path = self.seg.log_path.clone();
-        self.file.set_len(self.end as u64).map_err(io_err(&path))?;
+        io.set_len(&self.file, self.end as u64)
+            .map_err(io_err(&path))?;
         self.allocated = self.end as u64;
         self.log_w.set_writable(self.end);
         for ix in [&mut self.index, &mut self.time] {
-            ix.trim().map_err(io_err(&ix.path))?;
+            ix.trim(io).map_err(io_err(&ix.path))?;
         }
         if sync {
             for (file, path) in self.files() {

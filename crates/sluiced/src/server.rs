@@ -26,12 +26,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::Broker;
-use crate::config::BrokerConfig;
-use crate::error::BrokerError;
-use crate::group::Groups;
-use crate::handler::Context;
-use crate::metrics::Metrics;
+use sluice_broker::error::chain;
+use sluice_broker::handler::Context;
+use sluice_broker::{Broker, BrokerConfig, BrokerError, Groups, Metrics};
 
 /// How often partitions with the `interval` policy are checked for a due flush.
 const FLUSH_TICK: Duration = Duration::from_millis(100);
@@ -120,7 +117,7 @@ impl Server {
         Ok(Server {
             config,
             broker,
-            groups: Arc::new(groups),
+            groups,
             native,
             http,
             native_addr,
@@ -211,7 +208,7 @@ impl Server {
             let topics = b.close();
             let offsets = groups.close();
             if let Err(e) = &offsets {
-                tracing::error!(error = %crate::error::chain(e), "closing the offset store failed");
+                tracing::error!(error = %chain(e), "closing the offset store failed");
             }
             topics.and(offsets)
         })
@@ -234,7 +231,7 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(config.max_connections));
-    let driver = crate::connection::driver_config(&config);
+    let driver = sluice_broker::connection::driver_config(&config);
     let memory = broker.request_memory().clone();
     while let Some((permit, stream, peer)) = accept_limited(&listener, &limit, &shutdown).await {
         let local_addr = match stream.local_addr() {
@@ -255,7 +252,7 @@ async fn accept_loop(
         let memory = memory.clone();
         tracker.spawn(async move {
             gauge.inc();
-            crate::connection::serve(stream, peer, ctx, driver, memory, t).await;
+            sluice_broker::connection::serve(stream, peer, ctx, driver, memory, t).await;
             gauge.dec();
             drop(permit);
         });

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use sluice_broker::{ConfigLayer, Server};
+use sluice_broker::ConfigLayer;
 use sluice_protocol::codec::FrameCodec;
 use sluice_protocol::wire::{decode_response, encode_request};
 use sluice_protocol::*;
+use sluiced::Server;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;

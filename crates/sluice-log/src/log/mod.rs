@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_protocol::batch::{self, BatchError, HEADER_LEN};
 
+mod durability;
+mod recovery;
+
+use self::durability::{CheckpointState, PendingSync, SyncState};
+use self::recovery::{Distrust, RecoveryPlan};
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::LogError;
 use crate::io::{FileIo, OsFileIo};
@@ -112,26 +117,6 @@ struct Writer {
     active: ActiveSegment,
 }
 
-/// A sealed segment's files waiting for their fsync.
-#[derive(Debug, Clone)]
-struct PendingSync {
-    id: u64,
-    files: [(Arc<File>, PathBuf); 3],
-}
-
-/// How often at most [`Log::flush`] and [`Log::maybe_flush`] rewrite the
-/// `recovery-point` file (two fsyncs and a rename each time).
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-/// What the `recovery-point` file holds now.
-#[derive(Debug)]
-struct CheckpointState {
-    /// Its recovery offset.
-    written: u64,
-    /// When it was last written.
-    at: Instant,
-}
-
 /// How [`Log::open`] found the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenKind {
@@ -145,12 +130,6 @@ pub enum OpenKind {
     },
     /// No usable checkpoint (missing or damaged): every batch was CRC-checked.
     FullScan,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    /// A group-commit leader is in fdatasync right now.
-    in_flight: bool,
 }
 
 /// One partition log. `Send + Sync`; one writer (internal mutex), many readers.
@@ -168,6 +147,10 @@ pub struct Log {
     durable_offset: AtomicU64,
     /// Shared with background seal-sync threads, which poison on failure.
     poisoned: Arc<AtomicBool>,
+    /// Set for good by [`Log::mark_closed`]: every operation that would
+    /// touch the directory refuses with [`LogError::Closed`]. Shared with the
+    /// background checkpoint writer, which checks it under the checkpoint lock.
+    closed: Arc<AtomicBool>,
     /// Sealed segments whose background fsync has not finished yet; a flush
     /// syncs them too before it advances the durable offset.
     pending_syncs: Arc<Mutex<Vec<PendingSync>>>,
@@ -178,8 +161,8 @@ pub struct Log {
     /// The `recovery-point` file's state; serialises its writers (shared
     /// with the background thread that rewrites it after flushes).
     checkpoint: Arc<Mutex<CheckpointState>>,
-    /// The last background checkpoint write (joined on drop).
-    checkpoint_job: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The last background checkpoint write (waited for on drop).
+    checkpoint_job: Mutex<Option<crate::background::Task>>,
     /// The file on disk carries the clean-shutdown flag (set by `close`,
     /// cleared by the next append).
     clean_marked: AtomicBool,
@@ -264,7 +247,10 @@ impl Log {
         io: Arc<dyn FileIo>,
     ) -> Result<Log, LogError> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        // New directories are synced into their parents: a partition (or
+        // `__consumer_offsets`) directory lost to a power cut would take
+        // every acknowledged append with it.
+        crate::io::create_dirs(io.as_ref(), &dir).map_err(|e| LogError::io(&dir, e))?;
         let lock_path = dir.join(".lock");
         let lock_file = OpenOptions::new()
             .read(true)
@@ -275,58 +261,36 @@ impl Log {
             .map_err(|e| LogError::io(&lock_path, e))?;
         lock_dir(&lock_file).map_err(|e| LogError::io(&lock_path, e))?;
 
-        let mut bases = Vec::new();
-        let mut index_files = Vec::new();
+        let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
             let entry = entry.map_err(|e| LogError::io(&dir, e))?;
-            let name = entry.file_name();
-            match name.to_str().and_then(segment::parse_file_name) {
-                Some((base, "log")) => bases.push(base),
-                Some((base, "index" | "timeindex")) => index_files.push((base, entry.path())),
-                _ => {}
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
             }
         }
-        bases.sort_unstable();
-        // Indexes whose `.log` is gone (a crash between a segment deletion's
-        // unlinks, or before a new segment's `.log` existed) belong to nothing.
-        for (base, path) in index_files {
-            if bases.binary_search(&base).is_err() {
-                tracing::info!(file = %path.display(), "removing an index without its segment");
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot remove an orphaned index");
-                }
+        let plan = RecoveryPlan::new(names.iter().map(String::as_str), checkpoint::read(&dir));
+        for name in &plan.orphans {
+            let path = dir.join(name);
+            tracing::info!(file = %path.display(), "removing an index without its segment");
+            if let Err(e) = io.remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove an orphaned index");
             }
         }
-        // What the checkpoint says: after a clean shutdown nothing is
-        // rescanned; otherwise every batch from the recovery point on is
-        // CRC-checked, sealed segments included; without a usable
-        // checkpoint, from the very start.
-        let kind = match checkpoint::read(&dir) {
-            Ok(Some(Checkpoint {
-                clean: true,
-                recovery_offset,
-            })) => {
-                tracing::debug!(dir = %dir.display(), recovery_offset, "clean shutdown; no rescan");
-                OpenKind::Clean
+        match &plan.distrust {
+            None if plan.kind == OpenKind::Clean && !plan.bases.is_empty() => {
+                tracing::debug!(dir = %dir.display(), "clean shutdown; no rescan");
             }
-            Ok(Some(cp)) => OpenKind::Unclean {
-                recovery_point: cp.recovery_offset,
-            },
-            Ok(None) if bases.is_empty() => OpenKind::Clean,
-            Ok(None) => {
+            None => {}
+            Some(Distrust::Missing) => {
                 tracing::warn!(dir = %dir.display(), "no recovery-point file; CRC-checking the whole log");
-                OpenKind::FullScan
             }
-            Err(why) => {
+            Some(Distrust::Damaged(why)) => {
                 tracing::warn!(dir = %dir.display(), reason = %why, "recovery-point file damaged; CRC-checking the whole log");
-                OpenKind::FullScan
             }
-        };
-        let recovery_point = match kind {
-            OpenKind::Clean => None,
-            OpenKind::Unclean { recovery_point } => Some(recovery_point),
-            OpenKind::FullScan => Some(0),
-        };
+        }
+        let kind = plan.kind;
+        let recovery_point = plan.recovery_point();
+        let bases = &plan.bases;
         let settings = config.settings();
         let mut segments = Vec::with_capacity(bases.len() + 1);
         let active = match bases.split_last() {
@@ -334,15 +298,15 @@ impl Log {
             Some((&last, sealed)) => {
                 let mut active_base = last;
                 for (i, &base) in sealed.iter().enumerate() {
-                    let seg = segment::open_sealed(&dir, base, &settings)?;
+                    let seg = segment::open_sealed(&dir, base, &settings, io.as_ref())?;
                     let next_base = sealed.get(i + 1).copied().unwrap_or(last);
                     let damage = match recovery_point {
-                        Some(r) if next_base > r => segment::verify_sealed(&seg, r)?,
+                        Some(r) if plan.check_sealed(next_base) => segment::verify_sealed(&seg, r)?,
                         _ => None,
                     };
                     if let Some(d) = damage {
                         drop(seg);
-                        Self::cut_after(&dir, base, &d, &bases[i + 1..])?;
+                        Self::cut_after(io.as_ref(), &dir, base, &d, &bases[i + 1..])?;
                         active_base = base;
                         break;
                     }
@@ -368,12 +332,13 @@ impl Log {
         // What recovery kept is durable from here on: fsync every segment
         // that holds offsets at or above the recovery point (a killed
         // process may have left them in the page cache only).
-        if let Some(r) = recovery_point {
-            for seg in segments.iter().filter(|s| s.next_offset() > r) {
-                let f = File::open(&seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
-                io.sync_data(&f)
-                    .map_err(|e| LogError::io(&seg.log_path, e))?;
-            }
+        for seg in segments
+            .iter()
+            .filter(|s| plan.sync_sealed(s.next_offset()))
+        {
+            let f = File::open(&seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
+            io.sync_data(&f)
+                .map_err(|e| LogError::io(&seg.log_path, e))?;
         }
         io.sync_data(&active.file)
             .map_err(|e| LogError::io(&active.seg.log_path, e))?;
@@ -383,6 +348,7 @@ impl Log {
         // without the clean flag also invalidates a clean-shutdown marker,
         // so a crash from here on is seen as unclean.
         let written = checkpoint::write_or_remove(
+            io.as_ref(),
             &dir,
             Checkpoint {
                 recovery_offset: end,
@@ -399,6 +365,7 @@ impl Log {
             end_offset: AtomicU64::new(end),
             durable_offset: AtomicU64::new(end),
             poisoned: Arc::new(AtomicBool::new(false)),
+            closed: Arc::new(AtomicBool::new(false)),
             pending_syncs: Arc::new(Mutex::new(Vec::new())),
             next_sync_id: AtomicU64::new(0),
             sync: Mutex::new(SyncState::default()),
@@ -421,6 +388,7 @@ impl Log {
     /// later segment (`later` holds their base offsets) so that segment
     /// becomes the active one, whose recovery then cuts it at the damage.
     fn cut_after(
+        io: &dyn FileIo,
         dir: &Path,
         base: u64,
         d: &segment::Damage,
@@ -434,14 +402,14 @@ impl Log {
                 if ext == "log" {
                     deleted_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                 }
-                match std::fs::remove_file(&p) {
+                match io.remove_file(&p) {
                     Ok(()) => deleted.push(p.display().to_string()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(LogError::io(&p, e)),
                 }
             }
         }
-        segment::sync_dir(dir)?;
+        segment::sync_dir(io, dir)?;
         tracing::warn!(
             segment = %dir.join(segment::file_name(base, "log")).display(),
             position = d.position,
@@ -460,118 +428,6 @@ impl Log {
     /// How recovery treated the log when it was opened.
     pub fn open_kind(&self) -> OpenKind {
         self.open_kind
-    }
-
-    /// The recovery offset the `recovery-point` file holds now.
-    pub fn recovery_point(&self) -> u64 {
-        lock(&self.checkpoint).written
-    }
-
-    /// The offset below which everything is fsynced, as far as the
-    /// checkpoint may claim: the durable offset, or the active segment's base
-    /// if that is higher and no sealed segment's sync is pending (sealed
-    /// segments are synced on open, inline on roll, or by a background sync
-    /// that is then no longer pending).
-    fn recovery_point_candidate(&self) -> u64 {
-        let w = lock(&self.writer);
-        let sealed_synced = lock(&self.pending_syncs).is_empty();
-        let base = w.active.seg.base;
-        drop(w);
-        let d = self.durable_offset();
-        if sealed_synced {
-            d.max(base)
-        } else {
-            d
-        }
-    }
-
-    /// Writes the `recovery-point` file now if the recovery offset advanced
-    /// (every offset below it fsynced); returns the offset the file holds.
-    /// [`Log::flush`], [`Log::wait_durable`] and [`Log::maybe_flush`] do
-    /// this at most once a second, on a background thread.
-    pub fn write_recovery_point(&self) -> Result<u64, LogError> {
-        if self.is_poisoned() {
-            return Err(LogError::Poisoned);
-        }
-        let candidate = self.recovery_point_candidate();
-        let mut ck = lock(&self.checkpoint);
-        if candidate > ck.written {
-            checkpoint::write(
-                &self.dir,
-                Checkpoint {
-                    recovery_offset: candidate,
-                    clean: false,
-                },
-            )?;
-            ck.written = candidate;
-        }
-        ck.at = Instant::now();
-        Ok(ck.written)
-    }
-
-    /// If a second has passed since the checkpoint was last written, rewrites
-    /// it on a background thread, so no appender or group-commit waiter pays
-    /// for its two fsyncs. A failure is logged: the data is durable, only
-    /// the next recovery after a crash gets longer.
-    fn maybe_write_recovery_point(&self) {
-        {
-            // `try_lock`: while a write holds the state (fsyncs), callers
-            // skip instead of waiting behind it.
-            let mut ck = match self.checkpoint.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return,
-            };
-            if ck.at.elapsed() < CHECKPOINT_EVERY {
-                return;
-            }
-            ck.at = Instant::now();
-        }
-        if self.is_poisoned() {
-            return;
-        }
-        let mut job = lock(&self.checkpoint_job);
-        if job.as_ref().is_some_and(|h| !h.is_finished()) {
-            return;
-        }
-        if let Some(h) = job.take() {
-            let _ = h.join();
-        }
-        let candidate = self.recovery_point_candidate();
-        let state = self.checkpoint.clone();
-        let dir = self.dir.clone();
-        let work = move || {
-            let mut ck = lock(&state);
-            if candidate <= ck.written {
-                return;
-            }
-            let cp = Checkpoint {
-                recovery_offset: candidate,
-                clean: false,
-            };
-            match checkpoint::write(&dir, cp) {
-                Ok(()) => ck.written = candidate,
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not write the recovery point")
-                }
-            }
-        };
-        let work = Arc::new(Mutex::new(Some(work)));
-        let for_thread = work.clone();
-        match std::thread::Builder::new()
-            .name("sluice-checkpoint".into())
-            .spawn(move || {
-                if let Some(w) = lock(&for_thread).take() {
-                    w()
-                }
-            }) {
-            Ok(h) => *job = Some(h),
-            Err(_) => {
-                if let Some(w) = lock(&work).take() {
-                    w()
-                }
-            }
-        }
     }
 
     /// The directory of this log.
@@ -605,6 +461,7 @@ impl Log {
     /// a sealed segment on roll with [`FlushPolicy::Always`]): call
     /// [`Log::wait_durable`] with `last_offset + 1` to learn when it is durable.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.check_open()?;
         if self.is_poisoned() {
             return Err(LogError::Poisoned);
         }
@@ -616,6 +473,9 @@ impl Log {
         let now = crate::now_ms();
         let info = {
             let mut w = lock(&self.writer);
+            // Under the writer lock, which `mark_closed` takes after setting
+            // the flag: no roll or checkpoint write can follow a close.
+            self.check_open()?;
             if self.is_poisoned() {
                 return Err(LogError::Poisoned);
             }
@@ -627,7 +487,7 @@ impl Log {
                     recovery_offset: ck.written,
                     clean: false,
                 };
-                if !checkpoint::write_or_remove(&self.dir, cp)? {
+                if !checkpoint::write_or_remove(self.io.as_ref(), &self.dir, cp)? {
                     ck.written = 0;
                 }
                 self.clean_marked.store(false, Ordering::Release);
@@ -745,48 +605,11 @@ impl Log {
         Ok(())
     }
 
-    fn sync_sealed_in_background(&self, files: [(Arc<File>, PathBuf); 3]) {
-        let id = self.next_sync_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.pending_syncs).push(PendingSync {
-            id,
-            files: files.clone(),
-        });
-        let pending = self.pending_syncs.clone();
-        let poisoned = self.poisoned.clone();
-        let io = self.io.clone();
-        let job = move || {
-            for (file, path) in &files {
-                if let Err(e) = io.sync_data(file) {
-                    if !poisoned.swap(true, Ordering::SeqCst) {
-                        tracing::error!(path = %path.display(), error = %e, "fsync of sealed segment failed; log poisoned");
-                    }
-                    return;
-                }
-            }
-            lock(&pending).retain(|p| p.id != id);
-        };
-        // The job is shared so that it can still run inline if no thread
-        // can be started.
-        let job = Arc::new(Mutex::new(Some(job)));
-        let for_thread = job.clone();
-        let spawned = std::thread::Builder::new()
-            .name("sluice-seal-sync".into())
-            .spawn(move || {
-                if let Some(j) = lock(&for_thread).take() {
-                    j()
-                }
-            });
-        if spawned.is_err() {
-            if let Some(j) = lock(&job).take() {
-                j()
-            }
-        }
-    }
-
     /// Whole batches starting at the batch that contains `offset`, up to
     /// `max_bytes` but at least one batch; empty at the end offset. The
     /// returned `Bytes` borrows the mapping (no copy).
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, LogError> {
+        self.check_open()?;
         let end = self.end_offset();
         let (start, candidates) = {
             let segs = self.segments();
@@ -815,6 +638,7 @@ impl Log {
     /// The first batch whose max timestamp is `>= timestamp_ms`: its base
     /// offset and max timestamp; `None` if there is none.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, LogError> {
+        self.check_open()?;
         let segs: Vec<Arc<Segment>> = self.segments().clone();
         let last = segs.len().saturating_sub(1);
         for (i, seg) in segs.iter().enumerate() {
@@ -858,175 +682,13 @@ impl Log {
         self.segments().iter().map(|s| s.base).collect()
     }
 
-    /// fsyncs everything appended so far (joins an in-flight group commit).
-    pub fn flush(&self) -> Result<(), LogError> {
-        self.flush_to(self.end_offset())?;
-        self.maybe_write_recovery_point();
-        Ok(())
-    }
-
-    /// Blocks until `durable_offset() >= offset` (clamped to the end offset),
-    /// leading or joining a group commit.
-    pub fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
-        self.flush_to(offset.min(self.end_offset()))?;
-        self.maybe_write_recovery_point();
-        Ok(())
-    }
-
-    /// Group commit: the first caller becomes the leader and fdatasyncs
-    /// everything appended up to the moment it starts; callers arriving while
-    /// it runs wait, and the next leader covers all of them at once.
-    fn flush_to(&self, target: u64) -> Result<(), LogError> {
-        loop {
-            if self.is_poisoned() {
-                return Err(LogError::Poisoned);
-            }
-            if self.durable_offset() >= target {
-                return Ok(());
-            }
-            let mut st = lock(&self.sync);
-            if st.in_flight {
-                let _st = self.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            if self.durable_offset() >= target || self.is_poisoned() {
-                continue;
-            }
-            st.in_flight = true;
-            drop(st);
-            // Snapshot under the writer lock: every offset below `end` is in
-            // the active file or in a sealed segment that is synced or pending.
-            let (file, end, path, pending) = {
-                let w = lock(&self.writer);
-                let pending: Vec<PendingSync> = lock(&self.pending_syncs).clone();
-                (
-                    w.active.file.clone(),
-                    w.active.next_offset(),
-                    w.active.seg.log_path.clone(),
-                    pending,
-                )
-            };
-            let mut result = Ok(());
-            let mut failed_path = path;
-            for p in &pending {
-                let (f, fp) = &p.files[0];
-                if let Err(e) = self.io.sync_data(f) {
-                    result = Err(e);
-                    failed_path = fp.clone();
-                    break;
-                }
-            }
-            if result.is_ok() {
-                result = self.io.sync_data(&file);
-                if !pending.is_empty() {
-                    lock(&self.pending_syncs).retain(|p| pending.iter().all(|q| q.id != p.id));
-                }
-            }
-            let path = failed_path;
-            let mut st = lock(&self.sync);
-            st.in_flight = false;
-            match result {
-                Ok(()) => {
-                    self.durable_offset.fetch_max(end, Ordering::AcqRel);
-                    *lock(&self.last_flush) = Instant::now();
-                    self.sync_cv.notify_all();
-                }
-                Err(source) => {
-                    drop(st);
-                    let err = LogError::Io { path, source };
-                    self.poison(&err);
-                    return Err(err);
-                }
-            }
-        }
-    }
-
-    /// Flushes if due: with [`FlushPolicy::Interval`] when the interval has
-    /// passed since the last flush, with [`FlushPolicy::Always`] whenever
-    /// something is not durable, never with [`FlushPolicy::Os`]. Returns
-    /// whether it flushed. Meant to be called on a timer by the owner.
-    /// At most once a second it also rewrites the `recovery-point` file.
-    pub fn maybe_flush(&self, now: Instant) -> Result<bool, LogError> {
-        let flushed = self.maybe_flush_data(now)?;
-        self.maybe_write_recovery_point();
-        Ok(flushed)
-    }
-
-    fn maybe_flush_data(&self, now: Instant) -> Result<bool, LogError> {
-        if self.durable_offset() >= self.end_offset() {
-            return Ok(false);
-        }
-        match self.config().flush {
-            FlushPolicy::Os => return Ok(false),
-            FlushPolicy::Always => {}
-            FlushPolicy::Interval(every) => {
-                let last = *lock(&self.last_flush);
-                if now.saturating_duration_since(last) < every {
-                    self.start_pending_writeback();
-                    return Ok(false);
-                }
-            }
-        }
-        self.flush_to(self.end_offset())?;
-        Ok(true)
-    }
-
-    /// Whether the owner should call [`Log::start_writeback`] now, off the
-    /// append path: with [`FlushPolicy::Interval`], appends have left at
-    /// least [`WRITEBACK_CHUNK`] bytes not yet handed to writeback. True at
-    /// most once until that call runs.
-    ///
-    /// Writing back in chunks as data arrives, rather than all of a timer
-    /// tick's worth at once, spreads the kernel's writeback work evenly: on
-    /// the 2-core test VM, 100 ms ticks at 1 GB/s put ~100 MB of writeback
-    /// submission on one core each tick, and every tick showed up as a
-    /// burst of ~3,000 produce latencies above 1.5 ms; with 8 MiB chunks
-    /// the bursts went away (median p99.9 of 5 alternating runs: 9 ms,
-    /// against 32 ms with the tick alone).
-    pub fn take_writeback_request(&self) -> bool {
-        self.writeback_wanted.load(Ordering::Acquire)
-            && !self.writeback_scheduled.swap(true, Ordering::AcqRel)
-    }
-
-    /// Starts asynchronous writeback (`sync_file_range`) of everything
-    /// appended and not yet handed to writeback; blocking, a hint only (the
-    /// next fdatasync reports any I/O error). Answers
-    /// [`Log::take_writeback_request`].
-    pub fn start_writeback(&self) {
-        self.writeback_wanted.store(false, Ordering::Release);
-        self.start_pending_writeback();
-        self.writeback_scheduled.store(false, Ordering::Release);
-    }
-
-    /// Starts asynchronous writeback of what was appended since the last
-    /// call, outside the writer lock. With [`FlushPolicy::Interval`] the
-    /// owner's timer calls this between fsyncs, so the periodic fdatasync
-    /// finds little left to write: measured on this machine's ext4, a 1 s
-    /// fdatasync of ~500 MB stalled concurrent appends for ~130 ms (produce
-    /// p99 134 ms at 500 MB/s); with this, p99 stayed under 10 ms. A hint
-    /// only: the fdatasync that follows reports any real I/O error.
-    fn start_pending_writeback(&self) {
-        let (file, path, from, to) = {
-            let mut w = lock(&self.writer);
-            let (from, to) = w.active.take_writeback_range();
-            (
-                w.active.file.clone(),
-                w.active.seg.log_path.clone(),
-                from,
-                to,
-            )
-        };
-        if to > from {
-            if let Err(e) = crate::sys::start_writeback(&file, from as u64, (to - from) as u64) {
-                tracing::debug!(segment = %path.display(), error = %e, "sync_file_range failed");
-            }
-        }
-    }
-
     /// Deletes whole sealed segments that retention (time, size) no longer
     /// keeps; never the active one. Returns how many were deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let _one_at_a_time = lock(&self.retention);
+        // Under the retention lock, which `mark_closed` takes after setting
+        // the flag: no unlink can follow a close.
+        self.check_open()?;
         let (retention_ms, retention_bytes) = {
             let c = self.config.read().unwrap_or_else(|p| p.into_inner());
             (c.retention_ms, c.retention_bytes)
@@ -1062,6 +724,7 @@ impl Log {
     /// them. Returns how many were deleted.
     pub fn delete_segments_before(&self, offset: u64) -> Result<usize, LogError> {
         let _one_at_a_time = lock(&self.retention);
+        self.check_open()?;
         let segs: Vec<Arc<Segment>> = self.segments().clone();
         let Some((_, sealed)) = segs.split_last() else {
             return Ok(0);
@@ -1093,7 +756,7 @@ impl Log {
             // indexes, each unlink made durable before the next: if one
             // fails, or a crash comes, no later segment is gone while an
             // earlier one stays, so the log never has a gap.
-            match std::fs::remove_file(&seg.log_path) {
+            match self.io.remove_file(&seg.log_path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -1102,14 +765,14 @@ impl Log {
                 }
             }
             deleted += 1;
-            if let Err(e) = segment::sync_dir(&self.dir) {
+            if let Err(e) = segment::sync_dir(self.io.as_ref(), &self.dir) {
                 // The unlink may not be durable: stop here, list in step with the disk.
                 first_err = Some(e);
                 break;
             }
             tracing::info!(segment = %seg.log_path.display(), base = seg.base, next = seg.next_offset(), bytes = seg.size(), "{why} deleted segment");
             for p in [&seg.index_path, &seg.time_path] {
-                if let Err(e) = std::fs::remove_file(p) {
+                if let Err(e) = self.io.remove_file(p) {
                     if e.kind() != std::io::ErrorKind::NotFound && first_err.is_none() {
                         first_err = Some(LogError::io(p.as_path(), e));
                     }
@@ -1121,7 +784,7 @@ impl Log {
             let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
             list.drain(..deleted);
         }
-        segment::sync_dir(&self.dir)?;
+        segment::sync_dir(self.io.as_ref(), &self.dir)?;
         match first_err {
             Some(e) => Err(e),
             None => Ok(deleted),
@@ -1142,6 +805,7 @@ impl Log {
     pub fn close(&self) -> Result<(), LogError> {
         self.flush_to(self.end_offset())?;
         let mut w = lock(&self.writer);
+        self.check_open()?;
         if let Err(e) = w.active.trim(self.io.as_ref(), true) {
             self.poison(&e);
             return Err(e);
@@ -1161,7 +825,7 @@ impl Log {
             recovery_offset: end,
             clean: true,
         };
-        match checkpoint::write(&self.dir, cp) {
+        match checkpoint::write(self.io.as_ref(), &self.dir, cp) {
             Ok(()) => {
                 ck.written = end;
                 ck.at = Instant::now();
@@ -1178,6 +842,44 @@ impl Log {
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
     }
+
+    /// Closes the log for good, e.g. because its topic is being deleted:
+    /// from the moment this returns, nothing done through this handle
+    /// (append, roll, flush, retention, prefix deletion, writeback,
+    /// checkpoint writes, reads) touches the directory again, so a log later
+    /// created at the same path is safe from it. Those operations return
+    /// [`LogError::Closed`] (writeback hints do nothing). Waits for any such
+    /// operation already under way. It does not flush: call [`Log::close`]
+    /// first to keep the data.
+    pub fn mark_closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // Every operation that touches files checks the flag while holding
+        // one of these locks: taking each once waits out those that checked
+        // before the flag was set; later ones see it.
+        drop(lock(&self.writer));
+        drop(lock(&self.retention));
+        drop(lock(&self.checkpoint));
+        let job = lock(&self.checkpoint_job).take();
+        if let Some(t) = job {
+            t.wait();
+        }
+        // Group-commit waiters re-check the flag.
+        let _guard = lock(&self.sync);
+        self.sync_cv.notify_all();
+    }
+
+    /// Whether [`Log::mark_closed`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.is_closed() {
+            Err(LogError::Closed)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Drop for Log {
@@ -1189,8 +891,8 @@ impl Drop for Log {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(h) = job {
-            let _ = h.join();
+        if let Some(t) = job {
+            t.wait();
         }
     }
 }

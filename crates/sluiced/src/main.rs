@@ -4,7 +4,8 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_broker::{shutdown_signal, Cli, Server};
+use sluice_broker::Cli;
+use sluiced::{shutdown_signal, Server};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {

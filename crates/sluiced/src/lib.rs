@@ -1,0 +1,17 @@
+//! `sluiced`, the Sluice broker process: it binds the listeners, runs the
+//! front ends (the native protocol today) on the broker core
+//! (`sluice-broker`), serves `/metrics` and `/health` over HTTP, runs
+//! housekeeping, and shuts down in phases.
+//!
+//! - [`server`]: listeners, connection cap, housekeeping, graceful shutdown.
+//! - [`http`]: `/metrics` and `/health`.
+//!
+//! The library part exists so tests and benchmarks can embed a whole broker
+//! in-process ([`Server`]); `main.rs` is the command line around it.
+
+#![warn(missing_docs)]
+
+pub mod http;
+pub mod server;
+
+pub use server::{shutdown_signal, Server};
