@@ -7,7 +7,8 @@
 //! fsynced ([`sluice_log::Log::wait_durable`]): *a commit acknowledged is a
 //! commit kept*. On open the whole log is replayed into memory, latest record
 //! per key winning (compaction on load); a record with a null value (a
-//! tombstone) deletes its key, which is how a group is deleted.
+//! tombstone) deletes its key, which is how a group is deleted and how
+//! offsets expire.
 //!
 //! # Record key (version 0)
 //!
@@ -934,8 +935,9 @@ fn snapshot_point(record: &sluice_protocol::batch::Record<'_>) -> Option<u64> {
 }
 
 /// Fenced commit, first half: checks `committer` against the coordinator and
-/// appends. Call with the coordinator locked, then release the lock and call
-/// [`OffsetStore::finish`] on the ticket.
+/// queues the commit (no I/O). Call with the coordinator locked, then
+/// release the lock and call [`OffsetStore::finish`] on the ticket (which
+/// appends, in queue order, and waits for the fsync).
 pub fn begin_fenced_commit(
     coordinator: &Coordinator,
     store: &OffsetStore,
@@ -949,7 +951,7 @@ pub fn begin_fenced_commit(
     store.append_commit(group, commits, now_ms)
 }
 
-/// Fenced commit in one call (check, append, wait for the fsync).
+/// Fenced commit in one call (check, queue, append, wait for the fsync).
 pub fn fenced_commit(
     coordinator: &Coordinator,
     store: &OffsetStore,
