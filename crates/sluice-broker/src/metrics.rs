@@ -20,7 +20,7 @@
 //! | `sluice_group_offsets_expired_total`    | counter   |                   |
 //!
 //! The group series are refreshed by a timer (every second, see
-//! [`crate::server`]) from the coordinator and the offset store:
+//! `sluiced`'s `server` module) from the coordinator and the offset store:
 //! `sluice_group_lag` is in records, `sluice_group_lag_ms` is the age of the
 //! oldest unconsumed record (0 when caught up, -1 unknown). Series of deleted
 //! groups, expired offsets and deleted topics are removed. Per-group series
