@@ -29,6 +29,7 @@
 //! | `queued_max_request_bytes` | `SLUICE_QUEUED_MAX_REQUEST_BYTES` | 512 MiB (request bytes in memory, broker-wide) |
 //! | `max_request_partitions` | `SLUICE_MAX_REQUEST_PARTITIONS` | `10000` (entries per request, see protocol.md) |
 //! | `housekeeping_interval_ms` | `SLUICE_HOUSEKEEPING_INTERVAL_MS` | `5000` (retention checks) |
+//! | `offsets_retention_minutes` | `SLUICE_OFFSETS_RETENTION_MINUTES` | `10080` (7 days, as Kafka: committed offsets of an empty group) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
 //! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info`         |
 
@@ -54,6 +55,8 @@ pub const MAX_PARTITIONS: u32 = 10_000;
 /// partition holds open files and mappings; Redpanda and Kafka guides put a
 /// broker's practical ceiling in the tens of thousands.
 pub const DEFAULT_MAX_TOTAL_PARTITIONS: u32 = 100_000;
+/// Default `offsets_retention_minutes`: 7 days, as Kafka.
+pub const DEFAULT_OFFSETS_RETENTION_MINUTES: u64 = 7 * 24 * 60;
 
 /// Durability policy of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -153,6 +156,10 @@ pub struct ConfigLayer {
     /// How often retention is enforced.
     #[arg(long, env = "SLUICE_HOUSEKEEPING_INTERVAL_MS")]
     pub housekeeping_interval_ms: Option<u64>,
+    /// Committed offsets are deleted this long after the later of their
+    /// commit and their group becoming empty.
+    #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<u64>,
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
@@ -204,6 +211,8 @@ pub struct BrokerConfig {
     pub max_request_partitions: usize,
     /// Retention check period.
     pub housekeeping_interval: Duration,
+    /// Offsets retention (`offsets_retention_minutes`).
+    pub offsets_retention: Duration,
     /// Shutdown deadline for in-flight requests.
     pub shutdown_timeout: Duration,
     /// tracing filter.
@@ -275,6 +284,9 @@ impl ConfigLayer {
             housekeeping_interval_ms: self
                 .housekeeping_interval_ms
                 .or(lower.housekeeping_interval_ms),
+            offsets_retention_minutes: self
+                .offsets_retention_minutes
+                .or(lower.offsets_retention_minutes),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             log_level: self.log_level.or(lower.log_level),
         }
@@ -337,6 +349,11 @@ impl ConfigLayer {
             housekeeping_interval: Duration::from_millis(
                 self.housekeeping_interval_ms.unwrap_or(5000),
             ),
+            offsets_retention: Duration::from_secs(
+                self.offsets_retention_minutes
+                    .unwrap_or(DEFAULT_OFFSETS_RETENTION_MINUTES)
+                    .saturating_mul(60),
+            ),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms.unwrap_or(10_000)),
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
         };
@@ -381,6 +398,11 @@ impl ConfigLayer {
         if cfg.housekeeping_interval.is_zero() {
             return Err(BrokerError::Config(
                 "housekeeping_interval_ms must be > 0".into(),
+            ));
+        }
+        if cfg.offsets_retention.is_zero() {
+            return Err(BrokerError::Config(
+                "offsets_retention_minutes must be > 0".into(),
             ));
         }
         use crate::topic_meta::{MIN_SEGMENT_BYTES, MIN_SEGMENT_MS};
@@ -431,6 +453,7 @@ mod tests {
         assert_eq!(cfg.max_frame_bytes, 64 << 20);
         assert_eq!(cfg.max_connections, 10_000);
         assert_eq!(cfg.max_request_partitions, 10_000);
+        assert_eq!(cfg.offsets_retention, Duration::from_secs(10_080 * 60));
     }
 
     #[test]
@@ -439,6 +462,23 @@ mod tests {
         assert_eq!(layer.resolve().unwrap().max_request_partitions, 5);
         let zero = ConfigLayer {
             max_request_partitions: Some(0),
+            ..ConfigLayer::default()
+        };
+        assert!(zero.resolve().is_err());
+    }
+
+    #[test]
+    fn offsets_retention_is_set_in_minutes() {
+        let cli = Cli::try_parse_from(["sluiced", "--offsets-retention-minutes", "90"]).unwrap();
+        let cfg = cli.into_config().unwrap();
+        assert_eq!(cfg.offsets_retention, Duration::from_secs(90 * 60));
+        let layer: ConfigLayer = toml::from_str("offsets_retention_minutes = 5\n").unwrap();
+        assert_eq!(
+            layer.resolve().unwrap().offsets_retention,
+            Duration::from_secs(300)
+        );
+        let zero = ConfigLayer {
+            offsets_retention_minutes: Some(0),
             ..ConfigLayer::default()
         };
         assert!(zero.resolve().is_err());

@@ -12,8 +12,8 @@
 //!
 //! The coordinator runs on a monotonic millisecond clock: tokio's `Instant`
 //! minus the instant [`Groups`] was opened (so tests can pause it). Commit
-//! timestamps and lag in ms use the wall clock (record timestamps are wall
-//! clock too).
+//! timestamps, lag in ms and offsets retention use the wall clock, a
+//! [`WallClock`] (record timestamps are wall clock too; tests inject a fake).
 //!
 //! # Expiry timer
 //!
@@ -40,10 +40,14 @@
 //!
 //! # Commits
 //!
-//! A commit is fenced and appended under the coordinator lock
-//! ([`sluice_group::begin_fenced_commit`]); the fsync wait
-//! ([`Groups::finish_commit`], blocking) runs after the lock is released, and
-//! the commit is acknowledged only once it returns. A commit with an empty
+//! A commit is fenced and queued under the coordinator lock
+//! ([`sluice_group::begin_fenced_commit`]: memory only, no I/O, so a
+//! runtime worker never touches the disk for it); the append to
+//! `__consumer_offsets` (which may roll a segment and fsync) and the fsync
+//! wait ([`Groups::finish_commit`], blocking, on the blocking pool) run
+//! after the lock is released, in queue order, and the commit is
+//! acknowledged only once it returns. A slow or failed fsync therefore never
+//! holds the coordinator lock: heartbeats and commits of other groups go on. A commit with an empty
 //! member id is a standalone (admin or `assign`-mode) commit and is accepted
 //! only while the group has no members (otherwise `UNKNOWN_MEMBER_ID`); the
 //! CLI's `group seek` is such a commit. Partitions that do not exist are
@@ -51,10 +55,33 @@
 //!
 //! # Group delete
 //!
-//! [`Groups::delete_group`] runs [`sluice_group::offsets::delete_group`]
-//! under the coordinator lock, so no member can join between the emptiness
-//! check and the tombstones; it holds the lock across one fsync (a rare admin
-//! operation) and must run off the async runtime.
+//! [`Groups::delete_group`] runs [`sluice_group::begin_delete_group`] under
+//! the coordinator lock (emptiness check, tombstones queued, coordinator
+//! state forgotten), so no member can join in between; a member joining
+//! afterwards commits after the tombstones. The fsync wait runs after the
+//! lock is released (blocking: call it off the async runtime).
+//!
+//! # Offsets retention
+//!
+//! [`Groups::expire_offsets`] (the broker's one-second group tick, on the
+//! blocking pool) appends what dropped tickets left queued and, at most every
+//! [`RETENTION_CHECK_INTERVAL_MS`], deletes the committed offsets that have
+//! outlived `offsets_retention_minutes` (default 7 days) with tombstones:
+//! retention counts from the later of the commit and the group becoming
+//! empty (a group with members keeps its offsets), and never from before the
+//! broker started (see [`sluice_group::offsets`]). The group then leaves
+//! ListGroups and DescribeGroups, also after a restart. The wall clock is a
+//! [`WallClock`] (tests inject a fake one, [`GroupsOptions::clock`]).
+//!
+//! # Metrics
+//!
+//! [`Groups::refresh_metrics`] exports per-group series for at most
+//! [`GroupsOptions::max_metric_groups`] groups (groups with members first,
+//! then those already exported, then by name) and at most
+//! [`GroupsOptions::max_metric_partitions`] group-partition lag series; the
+//! rest are counted in `sluice_group_metrics_omitted` and logged once when
+//! the cap is first reached. Series of groups and partitions that are gone
+//! (deleted, expired, deleted topics, or no longer selected) are removed.
 //!
 //! # The internal topic
 //!
@@ -73,9 +100,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_group::{
     begin_fenced_commit, lag, timestamp_at, CommitTicket, CommittedOffset, Committer, Coordinator,
-    CoordinatorConfig, GroupDescription, GroupError, GroupListing, GroupState, JoinRequest,
-    MemberView, OffsetCommit, OffsetStore, TopicCatalog, TopicPartition,
+    CoordinatorConfig, ExpiryNow, GroupDescription, GroupError, GroupListing, GroupState,
+    JoinRequest, MemberView, OffsetCommit, OffsetRetention, OffsetStore, TopicCatalog,
+    TopicPartition,
 };
+use sluice_log::{FileIo, LogConfig, OsFileIo};
 use sluice_protocol::TopicPartitions;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -88,6 +117,62 @@ use crate::topics::TopicRegistry;
 
 /// Name of the internal offsets topic (its directory under the data dir).
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How often at most [`Groups::expire_offsets`] looks for expired offsets
+/// (wall clock; Kafka's `offsets.retention.check.interval.ms` is 10 min).
+pub const RETENTION_CHECK_INTERVAL_MS: i64 = 60_000;
+/// Default [`GroupsOptions::max_metric_groups`].
+pub const DEFAULT_MAX_METRIC_GROUPS: usize = 1_000;
+/// Default [`GroupsOptions::max_metric_partitions`].
+pub const DEFAULT_MAX_METRIC_PARTITIONS: usize = 10_000;
+
+/// The wall clock the groups read (commit timestamps, lag in ms, offsets
+/// retention); tests inject a fake one.
+pub trait WallClock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// How [`Groups::open_with`] opens the offset store, reads the clock and
+/// bounds the metrics (the defaults are what [`Groups::open`] uses).
+#[derive(Debug, Clone)]
+pub struct GroupsOptions {
+    /// Configuration of the `__consumer_offsets` log.
+    pub log_config: LogConfig,
+    /// File-system calls of the offsets log (fault injection in tests).
+    pub io: Arc<dyn FileIo>,
+    /// Wall clock.
+    pub clock: Arc<dyn WallClock>,
+    /// Most groups with per-group metric series.
+    pub max_metric_groups: usize,
+    /// Most `sluice_group_lag{,_ms}` series (group and partition).
+    pub max_metric_partitions: usize,
+}
+
+impl Default for GroupsOptions {
+    fn default() -> Self {
+        GroupsOptions {
+            log_config: OffsetStore::default_log_config(),
+            io: Arc::new(OsFileIo),
+            clock: Arc::new(SystemClock),
+            max_metric_groups: DEFAULT_MAX_METRIC_GROUPS,
+            max_metric_partitions: DEFAULT_MAX_METRIC_PARTITIONS,
+        }
+    }
+}
 
 /// A parked heartbeat answers at the latest after this fraction of the
 /// member's session timeout, so that it is answered (and the member's
@@ -120,6 +205,8 @@ struct Exported {
     groups: HashSet<String>,
     partitions: HashSet<(String, String, String)>,
     rebalances: HashMap<String, u64>,
+    /// Whether the last refresh left groups or partitions out (logged once).
+    capped: bool,
 }
 
 /// The broker's consumer groups: coordinator, offset store, parked
@@ -136,6 +223,12 @@ pub struct Groups {
     /// and compared under the coordinator lock.
     scheduled: AtomicU64,
     exported: Mutex<Exported>,
+    clock: Arc<dyn WallClock>,
+    retention: OffsetRetention,
+    /// Wall ms of the last retention check (`None`: not yet).
+    last_expiry_check: Mutex<Option<i64>>,
+    max_metric_groups: usize,
+    max_metric_partitions: usize,
 }
 
 impl std::fmt::Debug for Groups {
@@ -188,13 +281,6 @@ pub struct GroupInfo {
     pub partitions: Vec<PartitionLagInfo>,
 }
 
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn store_error(e: GroupError) -> BrokerError {
     match e {
         GroupError::Storage(source) => BrokerError::Log {
@@ -223,7 +309,31 @@ impl Groups {
         config: CoordinatorConfig,
         instance_id: u64,
     ) -> Result<Arc<Groups>, BrokerError> {
-        let groups = Arc::new(Self::open_store(data_dir, broker, config, instance_id)?);
+        Self::open_with(
+            data_dir,
+            broker,
+            config,
+            instance_id,
+            GroupsOptions::default(),
+        )
+    }
+
+    /// [`Groups::open`] with explicit options (tests: fault-injecting I/O,
+    /// a fake clock, small metric caps).
+    pub fn open_with(
+        data_dir: &Path,
+        broker: Arc<Broker>,
+        config: CoordinatorConfig,
+        instance_id: u64,
+        options: GroupsOptions,
+    ) -> Result<Arc<Groups>, BrokerError> {
+        let groups = Arc::new(Self::open_store(
+            data_dir,
+            broker,
+            config,
+            instance_id,
+            options,
+        )?);
         let weak = Arc::downgrade(&groups);
         groups
             .broker
@@ -243,10 +353,15 @@ impl Groups {
         broker: Arc<Broker>,
         config: CoordinatorConfig,
         instance_id: u64,
+        options: GroupsOptions,
     ) -> Result<Groups, BrokerError> {
         let dir = data_dir.join(OFFSETS_TOPIC).join("0");
         let store =
-            OffsetStore::open(&dir, OffsetStore::default_log_config()).map_err(store_error)?;
+            OffsetStore::open_with_io(&dir, options.log_config, options.io).map_err(store_error)?;
+        let retention = OffsetRetention {
+            retention_ms: config.offsets_retention_ms,
+            opened_wall_ms: options.clock.now_ms(),
+        };
         let stats = store.replay_stats();
         tracing::info!(
             records = stats.records,
@@ -267,6 +382,11 @@ impl Groups {
             timer: Notify::new(),
             scheduled: AtomicU64::new(u64::MAX),
             exported: Mutex::new(Exported::default()),
+            clock: options.clock,
+            retention,
+            last_expiry_check: Mutex::new(None),
+            max_metric_groups: options.max_metric_groups,
+            max_metric_partitions: options.max_metric_partitions,
         })
     }
 
@@ -458,7 +578,7 @@ impl Groups {
             group,
             committer,
             commits,
-            wall_ms(),
+            self.clock.now_ms(),
         )
     }
 
@@ -522,7 +642,7 @@ impl Groups {
             parts.extend(m.assignment.iter().cloned());
             parts.extend(m.revoking.iter().cloned());
         }
-        let now = wall_ms();
+        let now = self.clock.now_ms();
         let partitions = parts
             .into_iter()
             .map(|tp| {
@@ -571,18 +691,24 @@ impl Groups {
     }
 
     /// Deletes a group without members: tombstones its offsets (durable) and
-    /// forgets its coordinator state. Blocking (one fsync under the lock).
+    /// forgets its coordinator state. Blocking (the fsync wait, after the
+    /// coordinator lock is released): call it off the async runtime.
     pub fn delete_group(&self, group: &str) -> Result<usize, GroupError> {
-        let mut st = self.lock();
-        sluice_group::offsets::delete_group(&mut st.coordinator, &self.store, group, wall_ms())
+        let now = self.clock.now_ms();
+        let ticket = {
+            let mut st = self.lock();
+            sluice_group::begin_delete_group(&mut st.coordinator, &self.store, group, now)?
+        };
+        self.store.finish_counted(ticket)
     }
 
     /// Deletes every group's committed offsets on `topic` (after the topic
     /// was deleted, so a topic created again under the name starts clean).
-    /// Blocking (one fsync per group that had offsets there); returns how
-    /// many offsets were deleted.
+    /// Blocking (the tombstones of every group share the fsyncs); returns
+    /// how many offsets were deleted.
     pub fn forget_topic(&self, topic: &str) -> Result<usize, GroupError> {
-        let mut deleted = 0;
+        let now = self.clock.now_ms();
+        let mut tickets = Vec::new();
         for group in self.store.groups() {
             let parts: Vec<TopicPartition> = self
                 .store
@@ -591,10 +717,81 @@ impl Groups {
                 .filter(|tp| tp.topic == topic)
                 .collect();
             if !parts.is_empty() {
-                deleted += self.store.delete_offsets(&group, &parts, wall_ms())?;
+                tickets.push(self.store.begin_delete_offsets(&group, &parts, now)?);
             }
         }
+        let mut deleted = 0;
+        for ticket in tickets {
+            deleted += self.store.finish_counted(ticket)?;
+        }
         Ok(deleted)
+    }
+
+    /// The group tick's storage work (blocking; run it off the runtime):
+    /// appends changes whose tickets were dropped, then, at most every
+    /// [`RETENTION_CHECK_INTERVAL_MS`], deletes expired offsets (see the
+    /// module docs). Returns how many offsets were deleted.
+    pub fn expire_offsets(&self) -> usize {
+        if let Err(e) = self.store.settle() {
+            tracing::warn!(error = %e, "appending queued offset changes failed");
+        }
+        let now = ExpiryNow {
+            coordinator_ms: self.now_ms(),
+            wall_ms: self.clock.now_ms(),
+        };
+        {
+            let mut last = self
+                .last_expiry_check
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|at| {
+                let since = now.wall_ms.saturating_sub(at);
+                !(0..RETENTION_CHECK_INTERVAL_MS).contains(&since)
+            });
+            if !due {
+                return 0;
+            }
+            *last = Some(now.wall_ms);
+        }
+        // The scan runs without the coordinator lock; under it, one group
+        // lookup per group with old offsets.
+        let candidates = self.store.expiry_candidates(&self.retention, now.wall_ms);
+        let pass = {
+            let mut st = self.lock();
+            sluice_group::begin_expire_candidates(
+                &mut st.coordinator,
+                &self.store,
+                &self.retention,
+                now,
+                candidates,
+            )
+        };
+        let found = pass.offsets;
+        let forgotten = pass.forgotten_groups.len();
+        let deleted = match sluice_group::finish_expiry(&self.store, pass) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting expired offsets failed; will retry");
+                // Retry at the next tick rather than after a full interval.
+                *self
+                    .last_expiry_check
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+                0
+            }
+        };
+        if found > 0 || forgotten > 0 {
+            tracing::info!(
+                deleted,
+                empty_groups_forgotten = forgotten,
+                retention_ms = self.retention.retention_ms,
+                "expired committed offsets"
+            );
+        }
+        self.metrics
+            .group_offsets_expired
+            .inc_by(u64::try_from(deleted).unwrap_or(u64::MAX));
+        deleted
     }
 
     /// Compacts the offsets log on disk when enough was committed since the
@@ -606,11 +803,22 @@ impl Groups {
     }
 
     /// Updates the group metrics: members and rebalances per group, lag in
-    /// records and ms per group and partition. Removes series of groups and
-    /// partitions that are gone. Reads one batch per committed partition.
+    /// records and ms per group and partition, for at most
+    /// `max_metric_groups` groups and `max_metric_partitions` lag series
+    /// (see the module docs). Removes series of groups and partitions that
+    /// are gone or no longer selected. Reads one batch per exported partition.
     pub fn refresh_metrics(&self) {
-        let listed = self.list_groups();
+        let mut listed = self.list_groups();
         let mut exported = self.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let total = listed.len();
+        // Active groups first, then the ones already exported (stable
+        // series), then by name.
+        listed.sort_by(|a, b| {
+            let key = |g: &GroupListing| (g.members == 0, !exported.groups.contains(&g.group));
+            key(a).cmp(&key(b)).then_with(|| a.group.cmp(&b.group))
+        });
+        listed.truncate(self.max_metric_groups);
+        let mut omitted = total - listed.len();
         let mut groups = HashSet::new();
         let mut partitions = HashSet::new();
         for g in listed {
@@ -629,22 +837,39 @@ impl Groups {
                 counter.inc_by(d.rebalances - *seen);
             }
             *seen = d.rebalances;
-            for p in &info.partitions {
-                let labels = (
-                    g.group.clone(),
-                    p.partition.topic.clone(),
-                    p.partition.partition.to_string(),
-                );
-                let l = [labels.0.as_str(), labels.1.as_str(), labels.2.as_str()];
-                self.metrics
-                    .group_lag
-                    .with_label_values(&l)
-                    .set(i64::try_from(p.lag).unwrap_or(i64::MAX));
-                self.metrics.group_lag_ms.with_label_values(&l).set(
-                    p.lag_ms
-                        .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-                );
-                partitions.insert(labels);
+            // A partition of a deleted topic may still be in a member's
+            // assignment until the coordinator next looks: no series for it.
+            let live: Vec<&PartitionLagInfo> = info
+                .partitions
+                .iter()
+                .filter(|p| {
+                    self.broker
+                        .partition(&p.partition.topic, p.partition.partition)
+                        .is_ok()
+                })
+                .collect();
+            let room = self.max_metric_partitions.saturating_sub(partitions.len());
+            if live.len() > room {
+                // The group's lag would be partial: leave all of it out.
+                omitted += 1;
+            } else {
+                for p in live {
+                    let labels = (
+                        g.group.clone(),
+                        p.partition.topic.clone(),
+                        p.partition.partition.to_string(),
+                    );
+                    let l = [labels.0.as_str(), labels.1.as_str(), labels.2.as_str()];
+                    self.metrics
+                        .group_lag
+                        .with_label_values(&l)
+                        .set(i64::try_from(p.lag).unwrap_or(i64::MAX));
+                    self.metrics.group_lag_ms.with_label_values(&l).set(
+                        p.lag_ms
+                            .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                    );
+                    partitions.insert(labels);
+                }
             }
             groups.insert(g.group);
         }
@@ -659,10 +884,28 @@ impl Groups {
         exported.rebalances.retain(|g, _| groups.contains(g));
         exported.groups = groups;
         exported.partitions = partitions;
+        self.metrics
+            .group_metrics_omitted
+            .set(i64::try_from(omitted).unwrap_or(i64::MAX));
+        let capped = omitted > 0;
+        if capped && !exported.capped {
+            tracing::warn!(
+                groups = total,
+                omitted,
+                max_groups = self.max_metric_groups,
+                max_partition_series = self.max_metric_partitions,
+                "too many consumer groups for per-group metrics; some are left out (see sluice_group_metrics_omitted)"
+            );
+        }
+        exported.capped = capped;
     }
 
-    /// Flushes and closes the offset store (shutdown, blocking).
+    /// Appends what dropped tickets left queued, then flushes and closes
+    /// the offset store (shutdown, blocking).
     pub fn close(&self) -> Result<(), BrokerError> {
+        if let Err(e) = self.store.settle() {
+            tracing::warn!(error = %e, "appending queued offset changes at shutdown failed");
+        }
         self.store.close().map_err(store_error)
     }
 }
@@ -741,6 +984,43 @@ pub(crate) mod tests {
         let groups =
             Groups::open(dir, Arc::clone(&broker), CoordinatorConfig::default(), 1).unwrap();
         (broker, groups)
+    }
+
+    /// Like [`open`], with `options` and offsets retention `retention_ms`.
+    fn open_with(
+        dir: &Path,
+        retention_ms: u64,
+        options: GroupsOptions,
+    ) -> (Arc<Broker>, Arc<Groups>) {
+        let cfg = ConfigLayer {
+            data_dir: Some(dir.to_path_buf()),
+            ..ConfigLayer::default()
+        }
+        .resolve()
+        .unwrap();
+        let broker = Arc::new(Broker::open(&cfg, Metrics::new()).unwrap());
+        let config = CoordinatorConfig {
+            offsets_retention_ms: retention_ms,
+            ..CoordinatorConfig::default()
+        };
+        let groups = Groups::open_with(dir, Arc::clone(&broker), config, 1, options).unwrap();
+        (broker, groups)
+    }
+
+    /// A wall clock moved by hand.
+    #[derive(Debug)]
+    struct FakeClock(std::sync::atomic::AtomicI64);
+
+    impl FakeClock {
+        fn advance(&self, ms: i64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
+    impl WallClock for FakeClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
     }
 
     fn join(g: &Groups, group: &str, session: u64) -> MemberView {
@@ -927,6 +1207,322 @@ pub(crate) mod tests {
         assert_eq!(groups.delete_group("g").unwrap(), 2);
         assert!(groups.committed("g").is_empty());
         assert!(groups.describe("g").is_err());
+    }
+
+    /// Series of the metric `name` in the rendered text, by their labels.
+    fn series(m: &Metrics, name: &str) -> Vec<String> {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offsets_expire_after_the_retention_and_stay_expired_after_a_restart() {
+        const RETENTION_MS: u64 = 60_000;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FakeClock(std::sync::atomic::AtomicI64::new(
+            1_700_000_000_000,
+        )));
+        let options = || GroupsOptions {
+            clock: clock.clone(),
+            ..GroupsOptions::default()
+        };
+        {
+            let (broker, groups) = open_with(dir.path(), RETENTION_MS, options());
+            broker.create_topic("t", 2, &[]).unwrap();
+            // "g" commits as a member, then its member leaves; "solo" is a
+            // standalone commit; "live" keeps its member.
+            let a = join(&groups, "g", 300_000);
+            let commits: Vec<OffsetCommit> = a
+                .assignment
+                .iter()
+                .map(|tp| OffsetCommit::new(tp.clone(), 5))
+                .collect();
+            let t = groups
+                .begin_commit("g", &a.member_id, a.generation, &commits)
+                .unwrap();
+            groups.finish_commit(t).unwrap();
+            groups.leave("g", &a.member_id).unwrap();
+            let t = groups
+                .begin_commit(
+                    "solo",
+                    "",
+                    0,
+                    &[OffsetCommit::new(TopicPartition::new("t", 0), 9)],
+                )
+                .unwrap();
+            groups.finish_commit(t).unwrap();
+            let l = join(&groups, "live", 300_000);
+            let t = groups
+                .begin_commit("live", &l.member_id, l.generation, &commits)
+                .unwrap();
+            groups.finish_commit(t).unwrap();
+            groups.refresh_metrics();
+            let lag = series(&groups.metrics, "sluice_group_lag");
+            assert_eq!(lag.len(), 5, "{lag:?}");
+
+            // Half the retention: nothing goes.
+            clock.advance(30_000);
+            tokio::time::advance(Duration::from_secs(30)).await;
+            assert_eq!(groups.expire_offsets(), 0);
+            assert_eq!(groups.list_groups().len(), 3);
+            // Past the retention (and the check interval): "g" and "solo" go.
+            clock.advance(61_000);
+            tokio::time::advance(Duration::from_secs(61)).await;
+            assert_eq!(groups.expire_offsets(), 3);
+            let names: Vec<String> = groups.list_groups().into_iter().map(|g| g.group).collect();
+            assert_eq!(names, vec!["live".to_string()]);
+            for gone in ["g", "solo"] {
+                let e = groups.describe(gone).unwrap_err();
+                assert_eq!(e.code(), sluice_protocol::ErrorCode::GroupIdNotFound);
+            }
+            // Their metric series go with them.
+            groups.refresh_metrics();
+            let lag = series(&groups.metrics, "sluice_group_lag");
+            assert_eq!(lag.len(), 2, "{lag:?}");
+            assert!(lag.iter().all(|l| l.contains("group=\"live\"")), "{lag:?}");
+            let members = series(&groups.metrics, "sluice_group_members");
+            assert_eq!(members.len(), 1, "{members:?}");
+            assert!(groups
+                .metrics
+                .render()
+                .contains("sluice_group_offsets_expired_total 3"));
+            groups.close().unwrap();
+            broker.close().unwrap();
+        }
+        // After a restart the deletions hold (they were tombstones), and
+        // "live" (now unknown to the new coordinator) gets a full retention
+        // from the restart before its offsets can go.
+        let (_broker, groups) = open_with(dir.path(), RETENTION_MS, options());
+        let names: Vec<String> = groups.list_groups().into_iter().map(|g| g.group).collect();
+        assert_eq!(names, vec!["live".to_string()]);
+        assert!(groups.committed("g").is_empty());
+        assert!(groups.committed("solo").is_empty());
+        assert_eq!(groups.expire_offsets(), 0);
+        assert_eq!(groups.committed("live").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn group_metrics_are_capped_and_follow_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = GroupsOptions {
+            max_metric_groups: 2,
+            max_metric_partitions: 3,
+            ..GroupsOptions::default()
+        };
+        let (broker, groups) = open_with(dir.path(), 3_300_000, options);
+        broker.create_topic("t", 2, &[]).unwrap();
+        broker.create_topic("u", 1, &[]).unwrap();
+        let both = [
+            OffsetCommit::new(TopicPartition::new("t", 0), 1),
+            OffsetCommit::new(TopicPartition::new("t", 1), 1),
+        ];
+        for i in 0..5 {
+            let t = groups.begin_commit(&format!("g{i}"), "", 0, &both).unwrap();
+            groups.finish_commit(t).unwrap();
+        }
+        let m = groups.metrics.clone();
+        groups.refresh_metrics();
+        // Two groups at most; g1's two partitions do not fit in the three
+        // lag series left after g0's two, so its lag is left out too.
+        let members = series(&m, "sluice_group_members");
+        assert_eq!(members.len(), 2, "{members:?}");
+        assert_eq!(series(&m, "sluice_group_lag").len(), 2);
+        assert!(m.render().contains("sluice_group_metrics_omitted 4"));
+        // A group with members is preferred; the already exported g0 stays.
+        let a = g_join(&groups, "active", "u");
+        groups.refresh_metrics();
+        let members = series(&m, "sluice_group_members");
+        assert_eq!(members.len(), 2, "{members:?}");
+        assert!(members.iter().any(|l| l.contains("group=\"active\"")));
+        assert!(members.iter().any(|l| l.contains("group=\"g0\"")));
+        assert!(!m.render().contains("group=\"g1\""));
+        // A deleted group's series go.
+        assert_eq!(groups.delete_group("g0").unwrap(), 2);
+        groups.refresh_metrics();
+        assert!(!m.render().contains("group=\"g0\""));
+        // So do the lag series of a deleted topic (its offsets are forgotten).
+        let t = groups
+            .begin_commit(
+                "active",
+                &a.member_id,
+                a.generation,
+                &[OffsetCommit::new(TopicPartition::new("u", 0), 1)],
+            )
+            .unwrap();
+        groups.finish_commit(t).unwrap();
+        groups.refresh_metrics();
+        assert!(m.render().contains("topic=\"u\""));
+        // (Broker::delete_topic forgets the topic's committed offsets.)
+        broker.delete_topic("u").unwrap();
+        assert!(groups.committed("active").is_empty());
+        groups.refresh_metrics();
+        assert!(!m.render().contains("topic=\"u\""), "{}", m.render());
+        // Below the cap again: nothing omitted.
+        for i in 1..5 {
+            groups.delete_group(&format!("g{i}")).unwrap();
+        }
+        groups.refresh_metrics();
+        assert!(m.render().contains("sluice_group_metrics_omitted 0"));
+    }
+
+    fn g_join(g: &Groups, group: &str, topic: &str) -> MemberView {
+        g.join(
+            group,
+            JoinRequest {
+                client_id: "c".into(),
+                topics: vec![topic.into()],
+                session_timeout_ms: Some(300_000),
+                ..JoinRequest::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// File I/O whose fsyncs block while the gate is closed.
+    #[derive(Debug, Default)]
+    struct GateIo {
+        closed: std::sync::atomic::AtomicBool,
+        /// fsyncs that found the gate closed.
+        blocked: AtomicU64,
+        lock: Mutex<()>,
+        opened: std::sync::Condvar,
+    }
+
+    impl GateIo {
+        fn open_gate(&self) {
+            let _g = self.lock.lock().unwrap();
+            self.closed.store(false, Ordering::SeqCst);
+            self.opened.notify_all();
+        }
+    }
+
+    impl FileIo for GateIo {
+        fn allocate(&self, file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+            OsFileIo.allocate(file, offset, len)
+        }
+        fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+            let mut g = self.lock.lock().unwrap();
+            if self.closed.load(Ordering::SeqCst) {
+                self.blocked.fetch_add(1, Ordering::SeqCst);
+                // Bounded: a test that never opens the gate still ends.
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while self.closed.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    g = self
+                        .opened
+                        .wait_timeout(g, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
+            }
+            drop(g);
+            OsFileIo.sync_data(file)
+        }
+    }
+
+    /// Runs `f` on a thread; its result, or `None` if it is still blocked
+    /// after `wait` (the thread is left to finish on its own).
+    fn on_thread<T: Send + 'static>(
+        wait: Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(wait).ok()
+    }
+
+    /// A commit whose append rolls a segment and whose fsync hangs holds no
+    /// lock that a heartbeat or a commit of another group needs. (Before,
+    /// the append ran under the coordinator lock, and a roll fsyncs inline.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_stuck_in_fsync_does_not_block_other_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(GateIo::default());
+        let mut log_config = OffsetStore::default_log_config();
+        log_config.segment_bytes = 4096;
+        log_config.preallocate_bytes = 4096;
+        let options = GroupsOptions {
+            io: io.clone(),
+            log_config,
+            ..GroupsOptions::default()
+        };
+        let (broker, groups) = open_with(dir.path(), 3_300_000, options);
+        broker.create_topic("t", 1, &[]).unwrap();
+        broker.create_topic("u", 1, &[]).unwrap();
+        let a = g_join(&groups, "ga", "t");
+        let b = g_join(&groups, "gb", "u");
+        let big = |tp: &TopicPartition, offset: u64| {
+            let mut c = OffsetCommit::new(tp.clone(), offset);
+            c.metadata = "m".repeat(3_000);
+            c
+        };
+        let ta = a.assignment[0].clone();
+        let t = groups
+            .begin_commit("ga", &a.member_id, a.generation, &[big(&ta, 1)])
+            .unwrap();
+        groups.finish_commit(t).unwrap();
+
+        // The next commit of "ga" does not fit in the 4 KiB segment: its
+        // append rolls, and the roll's fsync hangs.
+        io.closed.store(true, Ordering::SeqCst);
+        let (g, m, gen) = (Arc::clone(&groups), a.member_id.clone(), a.generation);
+        let (tx, stuck) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = g
+                .begin_commit("ga", &m, gen, &[big(&ta, 2)])
+                .and_then(|t| g.finish_commit(t));
+            let _ = tx.send(r);
+        });
+        let start = std::time::Instant::now();
+        while io.blocked.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(io.blocked.load(Ordering::SeqCst) > 0, "no fsync blocked");
+
+        // A heartbeat of another group answers meanwhile...
+        // (An empty `owned` report: the partition is granted again at once.)
+        let (g, m, gen) = (Arc::clone(&groups), b.member_id.clone(), b.generation);
+        let hb = on_thread(Duration::from_secs(10), move || {
+            match g.heartbeat("gb", &m, gen, &[], Duration::ZERO) {
+                HeartbeatReply::Ready(r) => r.map(|v| v.generation),
+                HeartbeatReply::Parked(_) => Ok(u32::MAX),
+            }
+        });
+        // ...and so does the fencing and queuing of its commit.
+        let (g, m, gen, tb) = (
+            Arc::clone(&groups),
+            b.member_id.clone(),
+            b.generation,
+            b.assignment[0].clone(),
+        );
+        let begun = on_thread(Duration::from_secs(10), move || {
+            g.begin_commit("gb", &m, gen, &[OffsetCommit::new(tb, 7)])
+        });
+        let blocked_heartbeat = hb.is_none();
+        let blocked_commit = begun.is_none();
+        io.open_gate();
+        assert!(
+            !blocked_heartbeat,
+            "a heartbeat of another group waited for the fsync"
+        );
+        assert!(
+            !blocked_commit,
+            "a commit of another group waited for the fsync"
+        );
+        assert_eq!(hb.unwrap().unwrap(), b.generation);
+        // Once the disk answers, both commits complete.
+        stuck
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
+        groups.finish_commit(begun.unwrap().unwrap()).unwrap();
+        assert_eq!(groups.committed("ga").values().next().unwrap().offset, 2);
+        assert_eq!(groups.committed("gb").values().next().unwrap().offset, 7);
+        assert!(groups.store().log().segment_count() >= 2);
     }
 
     /// Deleting a topic through the broker (any front end) deletes every

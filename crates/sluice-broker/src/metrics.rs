@@ -16,12 +16,18 @@
 //! | `sluice_group_rebalances_total`         | counter   | group             |
 //! | `sluice_group_lag`                      | gauge     | group, topic, partition |
 //! | `sluice_group_lag_ms`                   | gauge     | group, topic, partition |
+//! | `sluice_group_metrics_omitted`          | gauge     |                   |
+//! | `sluice_group_offsets_expired_total`    | counter   |                   |
 //!
 //! The group series are refreshed by a timer (every second, see
-//! [`crate::server`]) from the coordinator and the offset store:
+//! `sluiced`'s `server` module) from the coordinator and the offset store:
 //! `sluice_group_lag` is in records, `sluice_group_lag_ms` is the age of the
 //! oldest unconsumed record (0 when caught up, -1 unknown). Series of deleted
-//! groups and partitions are removed.
+//! groups, expired offsets and deleted topics are removed. Per-group series
+//! are bounded in count (see [`crate::group::GroupsOptions`]: 1,000 groups,
+//! 10,000 lag series by default); `sluice_group_metrics_omitted` counts the
+//! groups left out. `sluice_group_offsets_expired_total` counts committed
+//! offsets deleted by `offsets_retention_minutes`.
 //!
 //! Hot paths hold pre-resolved label handles ([`TopicMetrics`],
 //! [`PartitionMetrics`]) so a request does no label lookup.
@@ -61,6 +67,10 @@ pub struct Metrics {
     pub group_lag: IntGaugeVec,
     /// Age in ms of the oldest unconsumed record per group and partition.
     pub group_lag_ms: IntGaugeVec,
+    /// Groups left out of the per-group series by the cap.
+    pub group_metrics_omitted: IntGauge,
+    /// Committed offsets deleted by offsets retention.
+    pub group_offsets_expired: IntCounter,
 }
 
 /// Pre-resolved per-topic counters.
@@ -113,6 +123,11 @@ impl Metrics {
             let g = must(IntGaugeVec::new(Opts::new(name, help), labels));
             must(registry.register(Box::new(g.clone())));
             g
+        };
+        let plain_counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
         };
         let gauge = |name: &str, help: &str| {
             let g = must(IntGauge::new(name, help));
@@ -199,6 +214,14 @@ impl Metrics {
                 "sluice_group_lag_ms",
                 "Age in ms of the oldest record a consumer group has not consumed (0 caught up, -1 unknown)",
                 &["group", "topic", "partition"],
+            ),
+            group_metrics_omitted: gauge(
+                "sluice_group_metrics_omitted",
+                "Consumer groups whose per-group series, or lag series, are left out (over the cap)",
+            ),
+            group_offsets_expired: plain_counter(
+                "sluice_group_offsets_expired_total",
+                "Committed offsets deleted because they outlived offsets_retention_minutes",
             ),
             registry,
         }

@@ -29,8 +29,8 @@
 //! `Log::read` checks the CRCs of what it reads from sealed segments), so a
 //! restart forgets only producers idle for longer than that tail.
 
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 

@@ -120,7 +120,14 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval_ms: u64,
     /// Heartbeat interval hint while the member has a revoke or a pending grant.
     pub reconcile_heartbeat_interval_ms: u64,
+    /// Committed offsets are deleted once this long has passed since the
+    /// later of their commit and their group becoming empty (Kafka's
+    /// `offsets.retention.minutes`, 7 days); see [`crate::offsets`].
+    pub offsets_retention_ms: u64,
 }
+
+/// Default [`CoordinatorConfig::offsets_retention_ms`]: 7 days, as Kafka.
+pub const DEFAULT_OFFSETS_RETENTION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
@@ -130,6 +137,7 @@ impl Default for CoordinatorConfig {
             default_session_timeout_ms: 10_000,
             heartbeat_interval_ms: 3_000,
             reconcile_heartbeat_interval_ms: 50,
+            offsets_retention_ms: DEFAULT_OFFSETS_RETENTION_MS,
         }
     }
 }
@@ -335,6 +343,20 @@ struct Group {
     mode: AssignmentMode,
     awaiting_leader: bool,
     rebalances: u64,
+    /// Coordinator time at which the last member left (`None` while it has members).
+    empty_since_ms: Option<u64>,
+}
+
+/// Whether a group has members, for offsets retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occupancy {
+    /// The coordinator does not know the group (offsets only, or not seen
+    /// since the coordinator started).
+    Unknown,
+    /// The group has members (fenced ones included).
+    Members,
+    /// The group has had no members since this coordinator time.
+    EmptySince(u64),
 }
 
 impl Group {
@@ -347,6 +369,7 @@ impl Group {
             mode: AssignmentMode::Server,
             awaiting_leader: false,
             rebalances: 0,
+            empty_since_ms: None,
         }
     }
 
@@ -928,6 +951,26 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Whether `group` is unknown, has members, or since when it has none.
+    pub fn occupancy(&self, group: &str) -> Occupancy {
+        match self.groups.get(group) {
+            None => Occupancy::Unknown,
+            Some(g) if !g.members.is_empty() => Occupancy::Members,
+            // An empty group always went through `after_change`; `0` is only
+            // a fallback that makes an untracked empty group the oldest.
+            Some(g) => Occupancy::EmptySince(g.empty_since_ms.unwrap_or(0)),
+        }
+    }
+
+    /// Every group without members, with the coordinator time it became empty.
+    pub fn empty_groups(&self) -> Vec<(String, u64)> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.members.is_empty())
+            .map(|(name, g)| (name.clone(), g.empty_since_ms.unwrap_or(0)))
+            .collect()
+    }
+
     /// Invariant check: every partition with the members allowed to consume it.
     /// A correct coordinator never maps a partition to two members.
     pub fn owners(&self, group: &str) -> BTreeMap<TopicPartition, BTreeSet<MemberId>> {
@@ -1035,6 +1078,11 @@ impl Coordinator {
     fn after_change(&mut self, group: &str, now_ms: u64) {
         let Some(g) = self.groups.get_mut(group) else {
             return;
+        };
+        g.empty_since_ms = if g.members.is_empty() {
+            Some(g.empty_since_ms.unwrap_or(now_ms))
+        } else {
+            None
         };
         g.reconcile(now_ms);
         for (id, m) in &g.members {

@@ -31,11 +31,12 @@
 //! | Heartbeat      | `Coordinator::heartbeat` with the member's `owned` report → `MemberView`; may be parked until `take_notifications` names the member or the interval passes |
 //! | LeaveGroup     | `Coordinator::leave`                                                         |
 //! | (timer)        | `Coordinator::tick` at `next_deadline_ms`; the catalog is the topic table    |
-//! | OffsetCommit   | under the coordinator lock `offsets::begin_fenced_commit`, unlock, `OffsetStore::finish` |
+//! | OffsetCommit   | under the coordinator lock `offsets::begin_fenced_commit` (no I/O), unlock, `OffsetStore::finish` (append, fsync; blocking) |
 //! | OffsetFetch    | `OffsetStore::fetch` / `fetch_group`                                         |
 //! | ListGroups     | `Coordinator::list_groups` ∪ `OffsetStore::groups` (offset-only groups are `Empty`) |
 //! | DescribeGroups | `Coordinator::describe` + `OffsetStore::fetch_group` + each partition's end offset and [`lag::timestamp_at`] → [`lag::lag`] |
-//! | group delete   | `offsets::delete_group` (NonEmptyGroup while members exist)                  |
+//! | group delete   | under the lock `offsets::begin_delete_group` (NonEmptyGroup while members exist), unlock, `OffsetStore::finish_counted` |
+//! | (timer)        | `OffsetStore::expiry_candidates`, under the lock `offsets::begin_expire_candidates`, unlock, `offsets::finish_expiry` (offsets retention) |
 //! | group seek     | resolve earliest/latest/timestamp per partition, then `offsets::reset_offsets` |
 //!
 //! Every error maps to a wire code with [`GroupError::code`].
@@ -52,13 +53,15 @@ pub use assign::{assign, Assignment, MemberId, TopicPartition};
 pub use coordinator::{
     AssignmentMode, Committer, Coordinator, CoordinatorConfig, Expired, ExpiryReason,
     GroupDescription, GroupListing, GroupState, JoinRequest, MemberDescription, MemberView,
-    TopicCatalog,
+    Occupancy, TopicCatalog, DEFAULT_OFFSETS_RETENTION_MS,
 };
 pub use error::GroupError;
 pub use lag::{lag, timestamp_at, Lag};
 pub use offsets::{
-    begin_fenced_commit, fenced_commit, reset_offsets, CommitTicket, CommittedOffset, OffsetCommit,
-    OffsetStore, ReplayStats,
+    begin_delete_group, begin_expire_candidates, begin_expire_offsets, begin_fenced_commit,
+    fenced_commit, finish_expiry, offset_expired, reset_offsets, CommitTicket, CommittedOffset,
+    ExpiryCandidates, ExpiryNow, ExpiryPass, OffsetCommit, OffsetRetention, OffsetStore,
+    ReplayStats,
 };
 
 #[cfg(test)]

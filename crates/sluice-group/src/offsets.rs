@@ -7,7 +7,8 @@
 //! fsynced ([`sluice_log::Log::wait_durable`]): *a commit acknowledged is a
 //! commit kept*. On open the whole log is replayed into memory, latest record
 //! per key winning (compaction on load); a record with a null value (a
-//! tombstone) deletes its key, which is how a group is deleted.
+//! tombstone) deletes its key, which is how a group is deleted and how
+//! offsets expire.
 //!
 //! # Record key (version 0)
 //!
@@ -36,13 +37,54 @@
 //!
 //! # Ordering and concurrency
 //!
-//! Appends are ordered by the log; the in-memory map applies a commit only
-//! after its fsync and only if its log offset is newer than the entry it
-//! replaces, so concurrent commits to one key end with the same winner in
-//! memory as on replay. Fenced commits check the coordinator and append while
-//! the caller holds the coordinator lock ([`begin_fenced_commit`]), so the log
-//! order of commits agrees with ownership changes; the fsync wait
-//! ([`OffsetStore::finish`]) happens after the lock is released.
+//! Every change (commit, delete, expiry) is first *queued*: a fenced commit
+//! checks the coordinator and takes its place in the queue while the caller
+//! holds the coordinator lock ([`begin_fenced_commit`]), which costs no I/O,
+//! so the order of the queue agrees with ownership changes. The append to
+//! the log (which may roll a segment and fsync) and the fsync wait happen in
+//! [`OffsetStore::finish`], after the coordinator lock is released and off
+//! the async runtime (the broker runs it on the blocking pool): a slow or
+//! failing disk never holds the coordinator lock, so heartbeats of other
+//! groups go on. `finish` appends every change queued before its own, in
+//! queue order, under the store's append lock, so the log order is the
+//! queue order whichever caller gets there first; a change whose ticket was
+//! dropped is still appended by the next `finish` (or
+//! [`OffsetStore::settle`]), never skipped.
+//!
+//! The in-memory map is updated only after the fsync, in log order, by
+//! whoever sees the log durable far enough ([`OffsetStore::finish`],
+//! [`OffsetStore::settle`]), so it holds exactly what a replay would build
+//! of the durable log. Deletions and expiries are resolved when they are
+//! appended, against what the log says at that moment: a tombstone is
+//! written only for an offset still committed then (and for an expiry, still
+//! the same commit), so it never deletes a commit queued before it that it
+//! did not see.
+//!
+//! # Retention (Kafka's `offsets.retention.minutes`)
+//!
+//! [`begin_expire_offsets`] (under the coordinator lock, then
+//! [`finish_expiry`]) tombstones every committed offset for which the
+//! retention ([`crate::CoordinatorConfig::offsets_retention_ms`], default 7 days)
+//! has passed since the **latest** of:
+//!
+//! - its commit (the commit timestamp, wall clock);
+//! - the moment its group became empty, if the coordinator knows the group
+//!   (coordinator clock); the offsets of a group **with members never
+//!   expire**;
+//! - the moment the store was opened ([`OffsetRetention::opened_wall_ms`]):
+//!   group membership is not stored, so after a restart a group is given a
+//!   full retention period to come back before its offsets go.
+//!
+//! For a group that emptied after its last commit this is Kafka's rule
+//! (retention counts from the group becoming empty); for standalone commits
+//! (no member ever) it is Kafka's per-offset rule (from the commit). A
+//! commit made after the group emptied (a `group seek`) restarts the count
+//! for that offset, where Kafka would not. Tombstones are ordinary records,
+//! so the expiry is durable and survives a restart, and the group leaves
+//! ListGroups and DescribeGroups once its last offset is gone. The
+//! coordinator forgets an empty group once the retention has passed since it
+//! emptied, or once it has no committed offsets and has been empty for
+//! [`EMPTY_GROUP_GRACE_MS`] (Kafka drops such a group at its next check).
 //!
 //! # Compaction on disk
 //!
@@ -77,16 +119,16 @@
 //! snapshot would not carry them, and deleting the segments would lose
 //! what a later version wrote.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sluice_log::{FlushPolicy, Log, LogConfig, LogError};
 use sluice_protocol::batch::{batches, RecordBatchBuilder};
 
 use crate::assign::TopicPartition;
-use crate::coordinator::{Committer, Coordinator};
+use crate::coordinator::{Committer, Coordinator, Occupancy};
 use crate::error::{validate_group_id, GroupError};
 
 /// Key version byte of a committed-offset record.
@@ -101,6 +143,10 @@ pub const COMPACT_AFTER_BYTES: u64 = 16 << 20;
 pub const SNAPSHOT_BATCH_BYTES: usize = 256 << 10;
 /// Record header on snapshot records: the snapshot point (u64 BE).
 pub const SNAPSHOT_HEADER: &str = "snapshot-of";
+/// An empty group without committed offsets is forgotten by the coordinator
+/// after this long (10 min, Kafka's `offsets.retention.check.interval.ms`),
+/// or after the retention if that is shorter.
+pub const EMPTY_GROUP_GRACE_MS: u64 = 10 * 60 * 1000;
 
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,31 +192,93 @@ pub struct ReplayStats {
     pub live_keys: usize,
 }
 
-/// A commit appended but not yet durable; hand it to [`OffsetStore::finish`].
+/// A change queued but not yet appended or durable; hand it to
+/// [`OffsetStore::finish`]. Dropping it does not cancel the change: the
+/// next `finish` appends it (it is just never acknowledged).
 #[derive(Debug)]
 #[must_use = "a commit is not acknowledged until OffsetStore::finish returns Ok"]
 pub struct CommitTicket {
-    group: String,
-    /// (partition, log offset of its record, new value or tombstone)
-    entries: Vec<(TopicPartition, u64, Option<CommittedOffset>)>,
-    /// `wait_durable` argument: one past the last appended offset.
-    durable_at: u64,
+    /// Queue position; `None` when there was nothing to queue.
+    seq: Option<u64>,
+    /// Filled by whoever appends the change.
+    slot: Slot,
 }
 
+/// Where the appender leaves the outcome of a queued change.
+type Slot = Arc<Mutex<Option<Result<Appended, GroupError>>>>;
+
+/// A queued change once appended.
+#[derive(Debug, Clone, Copy)]
+struct Appended {
+    /// `wait_durable` argument: one past the last appended offset.
+    durable_at: u64,
+    /// Records appended (0: nothing left to change, nothing appended).
+    rows: usize,
+}
+
+/// A change waiting in the queue, resolved into records when appended.
+#[derive(Debug)]
+enum Change {
+    /// New committed offsets.
+    Commit(Vec<(TopicPartition, CommittedOffset)>),
+    /// Tombstones for those of these partitions that are committed.
+    Delete(Vec<TopicPartition>),
+    /// Tombstones for every committed partition of the group.
+    DeleteGroup,
+    /// Tombstones for those offsets that are still exactly these commits.
+    Expire(Vec<(TopicPartition, CommittedOffset)>),
+}
+
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    group: String,
+    change: Change,
+    now_ms: i64,
+    slot: Slot,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    next_seq: u64,
+    items: VecDeque<Queued>,
+}
+
+/// Appended records waiting for their fsync before they reach the map.
+#[derive(Debug)]
+struct Unapplied {
+    durable_at: u64,
+    group: String,
+    rows: Vec<(TopicPartition, Option<CommittedOffset>)>,
+}
+
+/// A replayed record: its offset decides against snapshot records.
 #[derive(Debug, Clone)]
 struct Entry {
     log_offset: u64,
-    /// `None` = deleted (kept so a late-applied older commit cannot resurrect it).
+    /// `None` = deleted.
     value: Option<CommittedOffset>,
 }
 
+/// Durable committed offsets by group, then partition.
+type OffsetMap = BTreeMap<String, BTreeMap<TopicPartition, CommittedOffset>>;
+
 /// The committed-offset store. `Send + Sync`; every method takes `&self`.
+///
+/// Lock order: `appender`, then `unapplied`, then `entries`; `queue` is
+/// taken alone or inside `appender`. The coordinator lock (the caller's)
+/// comes before `queue` and never before `appender`.
 #[derive(Debug)]
 pub struct OffsetStore {
     log: Log,
-    entries: Mutex<BTreeMap<String, BTreeMap<TopicPartition, Entry>>>,
+    /// What the durable log says (what a replay would build).
+    entries: Mutex<OffsetMap>,
     stats: ReplayStats,
     appender: Mutex<Appender>,
+    /// Changes in the order they must reach the log.
+    queue: Mutex<Queue>,
+    /// Appended changes in log order, applied to `entries` once durable.
+    unapplied: Mutex<VecDeque<Unapplied>>,
     /// Off when replay skipped undecodable records (see the module docs).
     compaction_enabled: bool,
     /// One compaction at a time.
@@ -310,17 +418,24 @@ impl OffsetStore {
             pos = next;
         }
         // Compaction on load: drop tombstones and empty groups.
-        for entries in map.values_mut() {
-            entries.retain(|_, e| e.value.is_some());
-        }
-        map.retain(|_, e| !e.is_empty());
+        let map: OffsetMap = map
+            .into_iter()
+            .map(|(g, entries)| {
+                let live: BTreeMap<TopicPartition, CommittedOffset> = entries
+                    .into_iter()
+                    .filter_map(|(tp, e)| e.value.map(|v| (tp, v)))
+                    .collect();
+                (g, live)
+            })
+            .filter(|(_, live)| !live.is_empty())
+            .collect();
         stats.live_keys = map.values().map(BTreeMap::len).sum();
         let latest = map
             .iter()
             .flat_map(|(g, entries)| {
-                entries.iter().filter_map(move |(tp, e)| {
-                    e.value.clone().map(|v| ((g.clone(), tp.clone()), v))
-                })
+                entries
+                    .iter()
+                    .map(move |(tp, v)| ((g.clone(), tp.clone()), v.clone()))
             })
             .collect();
         // Where the last snapshot is is not recorded: count the whole log.
@@ -346,6 +461,8 @@ impl OffsetStore {
             entries: Mutex::new(map),
             stats,
             appender: Mutex::new(appender),
+            queue: Mutex::new(Queue::default()),
+            unapplied: Mutex::new(VecDeque::new()),
             compaction_enabled,
             compacting: std::sync::atomic::AtomicBool::new(false),
         })
@@ -361,7 +478,9 @@ impl OffsetStore {
         &self.log
     }
 
-    /// Appends a commit without any fencing; not durable until [`OffsetStore::finish`].
+    /// Queues a commit without any fencing (memory only, no I/O); it is
+    /// appended and made durable by [`OffsetStore::finish`]. Fields too long
+    /// for the record layout are refused here.
     pub fn append_commit(
         &self,
         group: &str,
@@ -369,40 +488,145 @@ impl OffsetStore {
         now_ms: i64,
     ) -> Result<CommitTicket, GroupError> {
         validate_group_id(group)?;
-        let rows: Vec<(TopicPartition, Option<CommittedOffset>)> = commits
-            .iter()
-            .map(|c| {
-                (
-                    c.partition.clone(),
-                    Some(CommittedOffset {
-                        offset: c.offset,
-                        commit_timestamp_ms: now_ms,
-                        metadata: c.metadata.clone(),
-                    }),
-                )
-            })
-            .collect();
-        self.append_rows(group, rows, now_ms)
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        let mut rows = Vec::with_capacity(commits.len());
+        for c in commits {
+            let v = CommittedOffset {
+                offset: c.offset,
+                commit_timestamp_ms: now_ms,
+                metadata: c.metadata.clone(),
+            };
+            key.clear();
+            encode_key(group, &c.partition, &mut key)?;
+            value.clear();
+            encode_value(&v, &mut value)?;
+            rows.push((c.partition.clone(), v));
+        }
+        if rows.is_empty() {
+            return Ok(CommitTicket::empty());
+        }
+        Ok(self.enqueue(group, Change::Commit(rows), now_ms))
     }
 
-    /// Waits until a ticket's batch is fsynced, then makes it visible to fetches.
-    pub fn finish(&self, ticket: CommitTicket) -> Result<(), GroupError> {
-        if ticket.entries.is_empty() {
-            return Ok(());
+    /// Queues tombstones for those of `partitions` that are committed when
+    /// the change is appended (no fencing); finish it with
+    /// [`OffsetStore::finish_counted`].
+    pub fn begin_delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+        now_ms: i64,
+    ) -> Result<CommitTicket, GroupError> {
+        validate_group_id(group)?;
+        if partitions.is_empty() {
+            return Ok(CommitTicket::empty());
         }
-        self.log.wait_durable(ticket.durable_at)?;
-        let mut map = self.lock();
-        let group = map.entry(ticket.group).or_default();
-        for (tp, log_offset, value) in ticket.entries {
-            let older = match group.get(&tp) {
-                Some(e) => e.log_offset < log_offset,
-                None => true,
+        Ok(self.enqueue(group, Change::Delete(partitions.to_vec()), now_ms))
+    }
+
+    fn enqueue(&self, group: &str, change: Change, now_ms: i64) -> CommitTicket {
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let mut q = self.lock_queue();
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.items.push_back(Queued {
+            seq,
+            group: group.to_string(),
+            change,
+            now_ms,
+            slot: Arc::clone(&slot),
+        });
+        CommitTicket {
+            seq: Some(seq),
+            slot,
+        }
+    }
+
+    /// Appends the ticket's change (and every change queued before it),
+    /// waits until it is fsynced, and makes it visible to fetches. Blocking:
+    /// call it without the coordinator lock, off the async runtime.
+    pub fn finish(&self, ticket: CommitTicket) -> Result<(), GroupError> {
+        self.finish_counted(ticket).map(|_| ())
+    }
+
+    /// [`OffsetStore::finish`], returning how many records the change wrote
+    /// (for a delete or an expiry: how many offsets it deleted).
+    pub fn finish_counted(&self, ticket: CommitTicket) -> Result<usize, GroupError> {
+        let Some(seq) = ticket.seq else {
+            return Ok(0);
+        };
+        self.append_queued(seq);
+        let outcome = lock_slot(&ticket.slot).take().unwrap_or_else(|| {
+            Err(GroupError::InvalidRequest(
+                "offset store: queued change was not appended".into(),
+            ))
+        });
+        let appended = outcome?;
+        if appended.rows > 0 {
+            self.log.wait_durable(appended.durable_at)?;
+        }
+        self.apply_durable();
+        Ok(appended.rows)
+    }
+
+    /// Appends everything queued, waits for the fsync and applies it (the
+    /// changes of tickets that were dropped). Blocking, like `finish`.
+    pub fn settle(&self) -> Result<(), GroupError> {
+        self.append_queued(u64::MAX);
+        let last = self.lock_unapplied().back().map(|u| u.durable_at);
+        if let Some(at) = last {
+            self.log.wait_durable(at)?;
+        }
+        self.apply_durable();
+        Ok(())
+    }
+
+    /// Appends the queued changes up to `seq`, in queue order, under the
+    /// append lock; each outcome goes to its ticket's slot.
+    fn append_queued(&self, seq: u64) {
+        let mut appender = self.lock_appender();
+        loop {
+            let item = {
+                let mut q = self.lock_queue();
+                if q.items.front().is_some_and(|i| i.seq <= seq) {
+                    q.items.pop_front()
+                } else {
+                    None
+                }
             };
-            if older {
-                group.insert(tp, Entry { log_offset, value });
+            let Some(item) = item else {
+                break;
+            };
+            let rows = resolve(&appender, &item.group, item.change);
+            let outcome = self.append_rows(&mut appender, item.group, rows, item.now_ms);
+            *lock_slot(&item.slot) = Some(outcome);
+        }
+    }
+
+    /// Moves every appended change that is durable now into the map, in log order.
+    fn apply_durable(&self) {
+        let durable = self.log.durable_offset();
+        let mut pending = self.lock_unapplied();
+        if pending.front().is_none_or(|u| u.durable_at > durable) {
+            return;
+        }
+        let mut map = self.lock();
+        while let Some(u) = pending.pop_front() {
+            if u.durable_at > durable {
+                pending.push_front(u);
+                break;
+            }
+            let group = map.entry(u.group.clone()).or_default();
+            for (tp, v) in u.rows {
+                match v {
+                    Some(v) => group.insert(tp, v),
+                    None => group.remove(&tp),
+                };
+            }
+            if group.is_empty() {
+                map.remove(&u.group);
             }
         }
-        Ok(())
     }
 
     /// Sets how many bytes appended since the last snapshot trigger the
@@ -536,44 +760,30 @@ impl OffsetStore {
         self.lock()
             .get(group)
             .and_then(|g| g.get(partition))
-            .and_then(|e| e.value.clone())
+            .cloned()
     }
 
     /// Every committed offset of a group.
     pub fn fetch_group(&self, group: &str) -> BTreeMap<TopicPartition, CommittedOffset> {
-        self.lock()
-            .get(group)
-            .map(|g| {
-                g.iter()
-                    .filter_map(|(tp, e)| e.value.clone().map(|v| (tp.clone(), v)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.lock().get(group).cloned().unwrap_or_default()
     }
 
     /// Groups that have at least one committed offset.
     pub fn groups(&self) -> Vec<String> {
-        self.lock()
-            .iter()
-            .filter(|(_, g)| g.values().any(|e| e.value.is_some()))
-            .map(|(name, _)| name.clone())
-            .collect()
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Whether the group has at least one committed offset.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.lock().contains_key(group)
     }
 
     /// Deletes every offset of a group with tombstones (no fencing); returns
     /// how many partitions were deleted, once durable.
     pub fn delete_group_offsets(&self, group: &str, now_ms: i64) -> Result<usize, GroupError> {
-        let partitions: Vec<TopicPartition> = self
-            .lock()
-            .get(group)
-            .map(|g| {
-                g.iter()
-                    .filter(|(_, e)| e.value.is_some())
-                    .map(|(tp, _)| tp.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.delete_offsets(group, &partitions, now_ms)
+        validate_group_id(group)?;
+        let ticket = self.enqueue(group, Change::DeleteGroup, now_ms);
+        self.finish_counted(ticket)
     }
 
     /// Deletes the offsets of some partitions of a group with tombstones (no
@@ -584,26 +794,8 @@ impl OffsetStore {
         partitions: &[TopicPartition],
         now_ms: i64,
     ) -> Result<usize, GroupError> {
-        let existing: Vec<TopicPartition> = {
-            let map = self.lock();
-            partitions
-                .iter()
-                .filter(|tp| {
-                    map.get(group)
-                        .and_then(|g| g.get(*tp))
-                        .is_some_and(|e| e.value.is_some())
-                })
-                .cloned()
-                .collect()
-        };
-        let n = existing.len();
-        if n == 0 {
-            return Ok(0);
-        }
-        let rows = existing.into_iter().map(|tp| (tp, None)).collect();
-        let ticket = self.append_rows(group, rows, now_ms)?;
-        self.finish(ticket)?;
-        Ok(n)
+        let ticket = self.begin_delete_offsets(group, partitions, now_ms)?;
+        self.finish_counted(ticket)
     }
 
     /// Flushes and closes the log.
@@ -612,26 +804,27 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Appends one resolved change (the caller holds the append lock) and
+    /// queues it for the map once durable.
     fn append_rows(
         &self,
-        group: &str,
+        appender: &mut Appender,
+        group: String,
         rows: Vec<(TopicPartition, Option<CommittedOffset>)>,
         now_ms: i64,
-    ) -> Result<CommitTicket, GroupError> {
+    ) -> Result<Appended, GroupError> {
         if rows.is_empty() {
-            return Ok(CommitTicket {
-                group: group.to_string(),
-                entries: Vec::new(),
+            return Ok(Appended {
                 durable_at: 0,
+                rows: 0,
             });
         }
-        let mut appender = self.lock_appender();
         let mut builder = RecordBatchBuilder::new();
         let mut key = Vec::new();
         let mut value = Vec::new();
         for (tp, v) in &rows {
             key.clear();
-            encode_key(group, tp, &mut key)?;
+            encode_key(&group, tp, &mut key)?;
             match v {
                 Some(v) => {
                     value.clear();
@@ -645,23 +838,22 @@ impl OffsetStore {
         let info = self.log.append(&batch)?;
         appender.since_snapshot += batch.len() as u64;
         for (tp, v) in &rows {
-            let k = (group.to_string(), tp.clone());
+            let k = (group.clone(), tp.clone());
             match v {
                 Some(v) => appender.latest.insert(k, v.clone()),
                 None => appender.latest.remove(&k),
             };
         }
-        drop(appender);
-        let entries = rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, (tp, v))| (tp, info.base_offset + i as u64, v))
-            .collect();
-        Ok(CommitTicket {
-            group: group.to_string(),
-            entries,
+        let appended = Appended {
             durable_at: info.last_offset.saturating_add(1),
-        })
+            rows: rows.len(),
+        };
+        self.lock_unapplied().push_back(Unapplied {
+            durable_at: appended.durable_at,
+            group,
+            rows,
+        });
+        Ok(appended)
     }
 
     fn lock_appender(&self) -> MutexGuard<'_, Appender> {
@@ -669,10 +861,68 @@ impl OffsetStore {
         self.appender.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, BTreeMap<TopicPartition, Entry>>> {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        // Each push and pop is complete on its own.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_unapplied(&self) -> MutexGuard<'_, VecDeque<Unapplied>> {
+        // Each push and pop is complete on its own.
+        self.unapplied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OffsetMap> {
         // A panic while holding the lock cannot leave the map half-updated in a
         // way that matters (each insert is atomic), so keep going.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl CommitTicket {
+    /// A ticket for a change with nothing to write.
+    fn empty() -> CommitTicket {
+        CommitTicket {
+            seq: None,
+            slot: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+fn lock_slot(slot: &Slot) -> MutexGuard<'_, Option<Result<Appended, GroupError>>> {
+    // Written once, read once.
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The records a queued change writes, decided against the log's state at
+/// append time (`appender.latest`).
+fn resolve(
+    appender: &Appender,
+    group: &str,
+    change: Change,
+) -> Vec<(TopicPartition, Option<CommittedOffset>)> {
+    let latest = &appender.latest;
+    let committed = |tp: &TopicPartition| latest.get(&(group.to_string(), tp.clone()));
+    match change {
+        Change::Commit(rows) => rows.into_iter().map(|(tp, v)| (tp, Some(v))).collect(),
+        Change::Delete(parts) => {
+            let mut parts: Vec<TopicPartition> = parts
+                .into_iter()
+                .filter(|tp| committed(tp).is_some())
+                .collect();
+            parts.sort();
+            parts.dedup();
+            parts.into_iter().map(|tp| (tp, None)).collect()
+        }
+        Change::DeleteGroup => latest
+            .range((group.to_string(), TopicPartition::new("", 0))..)
+            .take_while(|((g, _), _)| g == group)
+            .map(|((_, tp), _)| (tp.clone(), None))
+            .collect(),
+        Change::Expire(rows) => rows
+            .into_iter()
+            .filter(|(tp, v)| committed(tp) == Some(v))
+            .map(|(tp, _)| (tp, None))
+            .collect(),
     }
 }
 
@@ -685,8 +935,9 @@ fn snapshot_point(record: &sluice_protocol::batch::Record<'_>) -> Option<u64> {
 }
 
 /// Fenced commit, first half: checks `committer` against the coordinator and
-/// appends. Call with the coordinator locked, then release the lock and call
-/// [`OffsetStore::finish`] on the ticket.
+/// queues the commit (no I/O). Call with the coordinator locked, then
+/// release the lock and call [`OffsetStore::finish`] on the ticket (which
+/// appends, in queue order, and waits for the fsync).
 pub fn begin_fenced_commit(
     coordinator: &Coordinator,
     store: &OffsetStore,
@@ -709,7 +960,7 @@ pub fn begin_fenced_commit(
     store.append_commit(group, commits, now_ms)
 }
 
-/// Fenced commit in one call (check, append, wait for the fsync).
+/// Fenced commit in one call (check, queue, append, wait for the fsync).
 pub fn fenced_commit(
     coordinator: &Coordinator,
     store: &OffsetStore,
@@ -755,17 +1006,211 @@ pub fn delete_group(
     group: &str,
     now_ms: i64,
 ) -> Result<usize, GroupError> {
+    let ticket = begin_delete_group(coordinator, store, group, now_ms)?;
+    store.finish_counted(ticket)
+}
+
+/// Group delete, first half (call with the coordinator locked, no I/O):
+/// checks that the group has no members, forgets its coordinator state and
+/// queues tombstones for every offset it has when they are appended. Then
+/// release the lock and call [`OffsetStore::finish_counted`] (the number of
+/// offsets deleted). `GroupIdNotFound` when neither the coordinator nor the
+/// store knows the group.
+pub fn begin_delete_group(
+    coordinator: &mut Coordinator,
+    store: &OffsetStore,
+    group: &str,
+    now_ms: i64,
+) -> Result<CommitTicket, GroupError> {
     require_no_members(coordinator, group)?;
     let known = coordinator.generation(group).is_some();
-    let deleted = store.delete_group_offsets(group, now_ms)?;
-    if known {
-        coordinator.delete_group(group)?;
-    } else if deleted == 0 {
+    if !known && !store.has_group(group) {
         return Err(GroupError::GroupIdNotFound {
             group: group.to_string(),
         });
     }
-    Ok(deleted)
+    let ticket = store.enqueue(group, Change::DeleteGroup, now_ms);
+    if known {
+        coordinator.delete_group(group)?;
+    }
+    Ok(ticket)
+}
+
+/// Offsets retention settings (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetRetention {
+    /// How long an offset outlives the later of its commit and its group
+    /// becoming empty.
+    pub retention_ms: u64,
+    /// Wall-clock ms when the store was opened: no age counts from earlier.
+    pub opened_wall_ms: i64,
+}
+
+/// The present on the two clocks an expiry pass reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryNow {
+    /// The coordinator's clock (the scale of its `now_ms` arguments).
+    pub coordinator_ms: u64,
+    /// Wall clock, ms since the Unix epoch (the scale of commit timestamps).
+    pub wall_ms: i64,
+}
+
+/// What [`begin_expire_offsets`] decided; finish it with [`finish_expiry`].
+#[derive(Debug)]
+#[must_use = "expired offsets are deleted only by finish_expiry"]
+pub struct ExpiryPass {
+    /// One queued expiry per group with expired offsets.
+    tickets: Vec<CommitTicket>,
+    /// Offsets found expired (each is deleted unless re-committed meanwhile).
+    pub offsets: usize,
+    /// Empty groups the coordinator forgot.
+    pub forgotten_groups: Vec<String>,
+}
+
+/// Whether an offset committed at `commit_ms` (wall clock) of a group with
+/// `occupancy` has outlived the retention at `now`.
+pub fn offset_expired(
+    retention: &OffsetRetention,
+    occupancy: Occupancy,
+    commit_ms: i64,
+    now: ExpiryNow,
+) -> bool {
+    let since = commit_ms.max(retention.opened_wall_ms);
+    let commit_age = u64::try_from(now.wall_ms.saturating_sub(since)).unwrap_or(0);
+    let age = match occupancy {
+        Occupancy::Members => return false,
+        Occupancy::Unknown => commit_age,
+        Occupancy::EmptySince(at) => commit_age.min(now.coordinator_ms.saturating_sub(at)),
+    };
+    age >= retention.retention_ms
+}
+
+/// Offsets retention, first half (call with the coordinator locked; no
+/// I/O): finds every expired offset (see the module docs), queues its
+/// tombstone, and forgets empty groups that are past the retention (or
+/// have no offsets and are past [`EMPTY_GROUP_GRACE_MS`]). Then release the
+/// lock and call [`finish_expiry`]. The same as
+/// [`OffsetStore::expiry_candidates`] then [`begin_expire_candidates`].
+pub fn begin_expire_offsets(
+    coordinator: &mut Coordinator,
+    store: &OffsetStore,
+    retention: &OffsetRetention,
+    now: ExpiryNow,
+) -> ExpiryPass {
+    let candidates = store.expiry_candidates(retention, now.wall_ms);
+    begin_expire_candidates(coordinator, store, retention, now, candidates)
+}
+
+/// Offsets old enough to expire if their group has no members, found by
+/// [`OffsetStore::expiry_candidates`] without the coordinator lock.
+#[derive(Debug, Default)]
+pub struct ExpiryCandidates(Vec<(String, Vec<(TopicPartition, CommittedOffset)>)>);
+
+impl ExpiryCandidates {
+    /// Number of candidate offsets.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|(_, rows)| rows.len()).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl OffsetStore {
+    /// The scan of an expiry pass, without the coordinator lock: every
+    /// offset whose commit (or the store's opening, if later) is at least
+    /// the retention old. Only these can expire, whatever their group's
+    /// occupancy; [`begin_expire_candidates`] then decides per group.
+    pub fn expiry_candidates(&self, retention: &OffsetRetention, wall_ms: i64) -> ExpiryCandidates {
+        let now = ExpiryNow {
+            coordinator_ms: 0,
+            wall_ms,
+        };
+        let map = self.lock();
+        ExpiryCandidates(
+            map.iter()
+                .filter_map(|(group, offsets)| {
+                    let rows: Vec<(TopicPartition, CommittedOffset)> = offsets
+                        .iter()
+                        .filter(|(_, v)| {
+                            offset_expired(
+                                retention,
+                                Occupancy::Unknown,
+                                v.commit_timestamp_ms,
+                                now,
+                            )
+                        })
+                        .map(|(tp, v)| (tp.clone(), v.clone()))
+                        .collect();
+                    (!rows.is_empty()).then(|| (group.clone(), rows))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Offsets retention, first half from a scan made without the lock (call
+/// with the coordinator locked; no I/O, one group lookup per candidate
+/// group): see [`begin_expire_offsets`]. A candidate committed again since
+/// the scan is kept (tombstones are resolved when appended).
+pub fn begin_expire_candidates(
+    coordinator: &mut Coordinator,
+    store: &OffsetStore,
+    retention: &OffsetRetention,
+    now: ExpiryNow,
+    candidates: ExpiryCandidates,
+) -> ExpiryPass {
+    let mut offsets = 0;
+    let mut tickets = Vec::new();
+    for (group, rows) in candidates.0 {
+        let occupancy = coordinator.occupancy(&group);
+        let rows: Vec<(TopicPartition, CommittedOffset)> = rows
+            .into_iter()
+            .filter(|(_, v)| offset_expired(retention, occupancy, v.commit_timestamp_ms, now))
+            .collect();
+        if !rows.is_empty() {
+            offsets += rows.len();
+            tickets.push(store.enqueue(&group, Change::Expire(rows), now.wall_ms));
+        }
+    }
+    let grace = EMPTY_GROUP_GRACE_MS.min(retention.retention_ms);
+    let mut forgotten_groups = Vec::new();
+    for (group, since) in coordinator.empty_groups() {
+        let empty_for = now.coordinator_ms.saturating_sub(since);
+        let due =
+            empty_for >= retention.retention_ms || (empty_for >= grace && !store.has_group(&group));
+        if due && coordinator.delete_group(&group).is_ok() {
+            forgotten_groups.push(group);
+        }
+    }
+    ExpiryPass {
+        tickets,
+        offsets,
+        forgotten_groups,
+    }
+}
+
+/// Offsets retention, second half (without the coordinator lock; blocking):
+/// appends the tombstones and waits for their fsync. Returns how many
+/// offsets were deleted (an offset committed again since the pass decided
+/// is kept).
+pub fn finish_expiry(store: &OffsetStore, pass: ExpiryPass) -> Result<usize, GroupError> {
+    let mut deleted = 0;
+    let mut first_error = None;
+    for ticket in pass.tickets {
+        match store.finish_counted(ticket) {
+            Ok(n) => deleted += n,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(deleted),
+    }
 }
 
 fn put_str16(s: &str, what: &str, out: &mut Vec<u8>) -> Result<(), GroupError> {

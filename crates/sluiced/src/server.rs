@@ -11,7 +11,7 @@
 //! Consumer groups ([`Groups`]) are opened after the topics (the offset store
 //! is replayed then) and run two tasks: the expiry timer
 //! ([`Groups::run_timer`], driven by the coordinator's next deadline) and a
-//! group-metrics refresh (and offsets-log compaction when due) every
+//! group-metrics refresh (with offsets retention, and offsets-log compaction when due) every
 //! [`GROUP_METRICS_TICK`].
 //!
 //! A semaphore caps simultaneous connections at `max_connections`: at the cap
@@ -81,11 +81,15 @@ impl Server {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
         let (b, dir) = (Arc::clone(&broker), config.data_dir.clone());
+        let retention = config.offsets_retention;
         let groups = tokio::task::spawn_blocking(move || {
             Groups::open(
                 &dir,
                 b,
-                sluice_group::CoordinatorConfig::default(),
+                sluice_group::CoordinatorConfig {
+                    offsets_retention_ms: u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
+                    ..sluice_group::CoordinatorConfig::default()
+                },
                 instance_id,
             )
         })
@@ -291,6 +295,7 @@ async fn group_metrics(groups: Arc<Groups>, stop: CancellationToken) {
                 // Reads one record batch per committed partition (page faults),
                 // and may compact the offsets log: off the runtime.
                 let _ = tokio::task::spawn_blocking(move || {
+                    g.expire_offsets();
                     g.refresh_metrics();
                     g.compact_offsets();
                 })
