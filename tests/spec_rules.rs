@@ -546,9 +546,7 @@ fn a_commit_larger_than_one_offsets_batch_is_refused_whole() {
     let errors = commit(&mut g, &metadata);
     assert_eq!(errors.len(), partitions as usize);
     assert!(
-        errors
-            .iter()
-            .all(|e| *e != ErrorCode::None && *e == errors[0]),
+        errors.iter().all(|e| *e == ErrorCode::MessageTooLarge),
         "{errors:?}"
     );
     assert!(

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::future::select_all;
 use sluice_log::AppendInfo;
-use sluice_protocol::{Acks, OffsetSpec, RequestLimits};
+use sluice_protocol::RequestLimits;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +45,29 @@ use crate::metrics::Metrics;
 use crate::partition::{Partition, DEFAULT_DURABLE_TIMEOUT};
 use crate::topic_meta::{validate_topic_name, TopicConfig, TopicOverrides};
 use crate::topics::{Topic, TopicRegistry};
+
+/// How far an append must get before it is acknowledged (the core's own
+/// acks levels; each front end maps its wire values onto them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// Nothing is sent back.
+    None,
+    /// Once appended to the log (after its fsync too on a `flush = always` topic).
+    Leader,
+    /// Once fsynced, whatever the topic's flush policy.
+    Durable,
+}
+
+/// Which offset [`Broker::list_offset`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (the end of what consumers may read).
+    Latest,
+    /// The first readable batch whose max timestamp is at or after this many ms since the epoch.
+    Timestamp(i64),
+}
 
 /// The broker: topic admin, produce, fetch, offsets, metadata.
 pub struct Broker {
@@ -691,6 +714,7 @@ impl PreparedFetch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codes::WireCode;
     use crate::config::ConfigLayer;
 
     #[test]

@@ -206,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn deferred_requests_per_connection_are_capped() {
         use sluice_protocol::batch::RecordBatchBuilder;
-        use sluice_protocol::{Acks, FetchPartition, FetchRequest, FetchTopic, Request};
+        use sluice_protocol::{FetchPartition, FetchRequest, FetchTopic, Request};
         use std::time::Duration;
         use tokio::io::AsyncReadExt;
 
@@ -268,7 +268,7 @@ mod tests {
         let mut b = RecordBatchBuilder::new();
         b.push(1, None, Some(b"v"), &[]);
         broker
-            .produce("t", 0, &b.finish(), Acks::Leader, Duration::ZERO)
+            .produce("t", 0, &b.finish(), crate::Acks::Leader, Duration::ZERO)
             .await
             .unwrap();
         let read_all = async {

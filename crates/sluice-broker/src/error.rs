@@ -1,17 +1,19 @@
-//! The broker's error type and its mapping to wire error codes.
+//! The broker's error type. Front ends map it to their wire codes (the
+//! native protocol's in [`crate::codes`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use sluice_log::LogError;
-use sluice_protocol::batch::BatchError;
-use sluice_protocol::ErrorCode;
+
+use crate::producer_state::Rejection;
 
 /// Everything that can go wrong inside the broker.
 ///
-/// Request-level variants map to an [`ErrorCode`] with [`BrokerError::code`];
-/// startup variants (config, bind, topic metadata) end the process.
+/// Request-level variants are mapped to wire codes by each front end (the
+/// native one: [`crate::codes::WireCode`]); startup variants (config, bind,
+/// topic metadata) end the process.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The topic does not exist (and was not auto-created).
@@ -84,7 +86,7 @@ pub enum BrokerError {
     },
     /// An idempotent batch was refused: a sequence gap (OUT_OF_ORDER_SEQUENCE_NUMBER)
     /// or a fenced producer epoch (INVALID_PRODUCER_EPOCH).
-    #[error("{topic}/{partition}: producer {producer_id} epoch {epoch} batch at sequence {first_seq} refused ({code})")]
+    #[error("{topic}/{partition}: producer {producer_id} epoch {epoch} batch at sequence {first_seq} refused ({reason})")]
     Sequence {
         /// Topic name.
         topic: String,
@@ -96,8 +98,8 @@ pub enum BrokerError {
         epoch: i16,
         /// The batch's base sequence.
         first_seq: i32,
-        /// The wire code.
-        code: ErrorCode,
+        /// Why it was refused.
+        reason: Rejection,
     },
     /// The storage engine refused or failed an operation on one partition.
     #[error("log {topic}/{partition}")]
@@ -177,36 +179,6 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// The wire error code a client receives for this error.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
-                ErrorCode::UnknownTopicOrPartition
-            }
-            BrokerError::InvalidTopic { .. } => ErrorCode::InvalidTopic,
-            BrokerError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
-            BrokerError::InvalidPartitions { .. } | BrokerError::PartitionLimit { .. } => {
-                ErrorCode::InvalidPartitions
-            }
-            BrokerError::PartitionOffline { .. } => ErrorCode::StorageError,
-            BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
-            BrokerError::EmptyProduce { .. } => ErrorCode::InvalidRequest,
-            BrokerError::Sequence { code, .. } => *code,
-            BrokerError::Log { source, .. } => log_error_code(source),
-            BrokerError::Durability { source, .. } => log_error_code(source),
-            BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,
-            BrokerError::ShuttingDown => ErrorCode::BrokerShuttingDown,
-            BrokerError::TopicMeta { .. }
-            | BrokerError::Io { .. }
-            | BrokerError::DataDirLocked { .. } => ErrorCode::StorageError,
-            BrokerError::Bind { .. } | BrokerError::ConfigFile { .. } | BrokerError::Config(_) => {
-                ErrorCode::Unknown
-            }
-        }
-    }
-}
-
-impl BrokerError {
     /// For an out-of-range offset: the log's `(start, end)` offsets, so a
     /// front end can tell the client where to reposition.
     pub fn offset_range(&self) -> Option<(u64, u64)> {
@@ -220,33 +192,6 @@ impl BrokerError {
     }
 }
 
-/// Maps a storage error to the code a client sees.
-pub fn log_error_code(err: &LogError) -> ErrorCode {
-    match err {
-        LogError::InvalidBatch(BatchError::UnsupportedCompression(_)) => {
-            ErrorCode::UnsupportedCompression
-        }
-        LogError::InvalidBatch(BatchError::InvalidRecord(_)) => ErrorCode::InvalidRecord,
-        LogError::InvalidBatch(BatchError::TimestampOutOfRange { .. }) => {
-            ErrorCode::InvalidTimestamp
-        }
-        LogError::InvalidBatch(BatchError::DecompressedTooLarge { .. }) => {
-            ErrorCode::MessageTooLarge
-        }
-        LogError::InvalidBatch(_) => ErrorCode::CorruptMessage,
-        LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
-        LogError::DiskFull { .. } => ErrorCode::DiskFull,
-        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        // A handle of a deleted partition.
-        LogError::Closed => ErrorCode::UnknownTopicOrPartition,
-        LogError::Io { .. } | LogError::Poisoned | LogError::Corrupt { .. } => {
-            ErrorCode::StorageError
-        }
-        #[allow(unreachable_patterns)]
-        _ => ErrorCode::StorageError,
-    }
-}
-
 /// Formats an error with its whole `source()` chain on one line (for log lines).
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
@@ -257,73 +202,4 @@ pub fn chain(err: &dyn std::error::Error) -> String {
         cur = e.source();
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_errors_map_to_documented_codes() {
-        let cases = [
-            (
-                LogError::InvalidBatch(BatchError::CrcMismatch {
-                    stored: 1,
-                    computed: 2,
-                }),
-                ErrorCode::CorruptMessage,
-            ),
-            (
-                LogError::InvalidBatch(BatchError::UnsupportedCompression(4)),
-                ErrorCode::UnsupportedCompression,
-            ),
-            (
-                LogError::DiskFull {
-                    path: PathBuf::from("x"),
-                },
-                ErrorCode::DiskFull,
-            ),
-            (LogError::Poisoned, ErrorCode::StorageError),
-            (LogError::Closed, ErrorCode::UnknownTopicOrPartition),
-            (
-                LogError::OffsetOutOfRange {
-                    offset: 9,
-                    start: 0,
-                    end: 3,
-                },
-                ErrorCode::OffsetOutOfRange,
-            ),
-            (
-                LogError::BatchTooLarge { size: 10, max: 1 },
-                ErrorCode::MessageTooLarge,
-            ),
-            (
-                LogError::InvalidBatch(BatchError::InvalidRecord("batch has no records")),
-                ErrorCode::InvalidRecord,
-            ),
-            (
-                LogError::InvalidBatch(BatchError::TimestampOutOfRange {
-                    timestamp: 0,
-                    now: 1,
-                    limit_ms: 0,
-                    direction: "before",
-                }),
-                ErrorCode::InvalidTimestamp,
-            ),
-            (
-                LogError::InvalidBatch(BatchError::DecompressedTooLarge { limit: 1 }),
-                ErrorCode::MessageTooLarge,
-            ),
-            (
-                LogError::InvalidBatch(BatchError::Decompress {
-                    codec: sluice_protocol::batch::Compression::Lz4,
-                    reason: "bad frame".into(),
-                }),
-                ErrorCode::CorruptMessage,
-            ),
-        ];
-        for (err, code) in cases {
-            assert_eq!(log_error_code(&err), code, "{err:?}");
-        }
-    }
 }

@@ -113,7 +113,35 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
-use crate::topics::TopicRegistry;
+use crate::topics::{Topic, TopicRegistry};
+
+/// A topic resolved for the partitions of one OffsetCommit ([`Groups::commit_target`]).
+pub struct CommitTarget(Option<Arc<Topic>>);
+
+/// Why one partition of an OffsetCommit is skipped (the others are still committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitRefusal {
+    /// The topic or partition does not exist.
+    UnknownPartition,
+    /// The partition could not be opened at start.
+    Offline,
+}
+
+impl CommitTarget {
+    /// Whether an offset may be committed for `partition`: the partition
+    /// must be served. Any offset is kept as sent, as Kafka does (consumers
+    /// read only below the high watermark, so what they commit is at most it).
+    pub fn check(&self, partition: u32) -> Result<(), CommitRefusal> {
+        let Some(topic) = &self.0 else {
+            return Err(CommitRefusal::UnknownPartition);
+        };
+        match topic.partition(partition) {
+            Some(_) => Ok(()),
+            None if topic.offline_reason(partition).is_some() => Err(CommitRefusal::Offline),
+            None => Err(CommitRefusal::UnknownPartition),
+        }
+    }
+}
 
 /// Name of the internal offsets topic (its directory under the data dir).
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -551,6 +579,12 @@ impl Groups {
                 _ = sleep => self.tick(),
             }
         }
+    }
+
+    /// Resolves a topic once for the partitions of one OffsetCommit; see
+    /// [`CommitTarget::check`] for which partitions may be committed.
+    pub fn commit_target(&self, topic: &str) -> CommitTarget {
+        CommitTarget(self.broker.topics().get(topic))
     }
 
     /// Fences and appends a commit under the coordinator lock (fast). An
@@ -1550,5 +1584,20 @@ pub(crate) mod tests {
         drop((broker, groups));
         let (_broker, groups) = open(dir.path());
         assert_eq!(groups.committed("solo").len(), 1);
+    }
+
+    /// Which partitions of a commit are skipped is decided by Groups.
+    #[tokio::test]
+    async fn commit_targets_skip_unknown_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, groups) = open(dir.path());
+        broker.create_topic("t", 1, &[]).unwrap();
+        let target = groups.commit_target("t");
+        assert_eq!(target.check(0), Ok(()));
+        assert_eq!(target.check(1), Err(CommitRefusal::UnknownPartition));
+        assert_eq!(
+            groups.commit_target("nope").check(0),
+            Err(CommitRefusal::UnknownPartition)
+        );
     }
 }

@@ -40,9 +40,10 @@
 //! - Group apis (keys 7..=14) go to [`Groups`] (see [`crate::group`] for
 //!   parking, fencing and the standalone-commit rule). A parked heartbeat, a
 //!   commit waiting for its fsync and a group delete are deferred.
-//!   OffsetCommit: partitions that do not exist get
-//!   `UNKNOWN_TOPIC_OR_PARTITION` and are skipped; the others are fenced
-//!   together (one error for all of them) and acknowledged once fsynced.
+//!   OffsetCommit: which partitions may be committed is a rule of
+//!   [`Groups::commit_target`] (missing ones get `UNKNOWN_TOPIC_OR_PARTITION`,
+//!   offline ones `STORAGE_ERROR`; both are skipped); the others are fenced together (one error for all of them)
+//!   and acknowledged once fsynced.
 //!   OffsetFetch answers -1 for partitions without a committed offset (no
 //!   error, as Kafka does). DescribeGroups reports, for a partition without a
 //!   committed offset, `lag = end - log start` and `lag_ms = -1`.
@@ -71,6 +72,7 @@ use sluice_protocol::{
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, FetchParams, FetchResult, FetchTarget, TopicDescription};
+use crate::codes::WireCode;
 use crate::error::{chain, BrokerError};
 use crate::group::{Groups, HeartbeatReply};
 
@@ -301,7 +303,7 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                     Err(ErrorCode::InvalidRequest)
                 } else {
                     ctx.broker
-                        .append(&t.name, p.partition, &p.records, acks)
+                        .append(&t.name, p.partition, &p.records, crate::codes::acks(acks))
                         .map_err(|e| produce_error(p.partition, e))
                 };
                 if let Ok(a) = &r {
@@ -502,7 +504,11 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                             .is_some_and(|f| f.partition(p.partition).is_some());
                         let r = if exists {
                             ctx.broker
-                                .list_offset(&t.name, p.partition, p.spec)
+                                .list_offset(
+                                    &t.name,
+                                    p.partition,
+                                    crate::codes::offset_spec(p.spec),
+                                )
                                 .map_err(|e| e.code())
                         } else {
                             Err(missing_code(found.as_ref(), p.partition))
@@ -548,7 +554,8 @@ fn clamp_u32(v: u64) -> u32 {
 }
 
 fn group_error(what: &str, e: &GroupError) -> ErrorCode {
-    if matches!(e, GroupError::Storage(_)) {
+    if matches!(e, GroupError::Storage(s) if !matches!(s, sluice_log::LogError::BatchTooLarge { .. }))
+    {
         tracing::error!(error = %chain(e), "{what} failed");
     } else {
         tracing::debug!(error = %e, "{what} refused");
@@ -708,7 +715,7 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let mut commits = Vec::new();
     for t in topics {
         // Resolved once per topic: missing partitions cost no error value each.
-        let found = ctx.broker.topics().get(&t.name);
+        let target = ctx.groups.commit_target(&t.name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             // The decoder refuses negative offsets; a request built in code
@@ -717,8 +724,8 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                 parts.push((p.partition, Some(ErrorCode::InvalidRequest)));
                 continue;
             };
-            match found.as_ref().and_then(|f| f.partition(p.partition)) {
-                Some(_) => {
+            match target.check(p.partition) {
+                Ok(()) => {
                     let mut c = OffsetCommit::new(
                         TopicPartition::new(t.name.as_str(), p.partition),
                         offset,
@@ -727,7 +734,7 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                     commits.push(c);
                     parts.push((p.partition, None));
                 }
-                None => parts.push((p.partition, Some(ErrorCode::UnknownTopicOrPartition))),
+                Err(refusal) => parts.push((p.partition, Some(refusal.code()))),
             }
         }
         shape.push((t.name, parts));

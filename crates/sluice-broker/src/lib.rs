@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod codes;
 pub mod config;
 pub mod connection;
 pub mod driver;
@@ -39,8 +40,8 @@ pub mod topic_meta;
 pub mod topics;
 
 pub use broker::{
-    Appended, Broker, FetchParams, FetchResult, FetchTarget, FetchedData, PartitionDescription,
-    PreparedFetch, TopicDescription,
+    Acks, Appended, Broker, FetchParams, FetchResult, FetchTarget, FetchedData, OffsetSpec,
+    PartitionDescription, PreparedFetch, TopicDescription,
 };
 pub use config::{BrokerConfig, Cli, ConfigLayer, FlushMode, TopicDefaults};
 pub use error::BrokerError;

@@ -207,14 +207,14 @@ impl Partition {
                         batches: 0,
                     }
                 }
-                Some((s, Verdict::Reject(code))) => {
+                Some((s, Verdict::Reject(reason))) => {
                     return Err(BrokerError::Sequence {
                         topic: self.topic.to_string(),
                         partition: self.index,
                         producer_id: s.producer_id,
                         epoch: s.epoch,
                         first_seq: s.first_seq,
-                        code,
+                        reason,
                     });
                 }
             };

@@ -38,7 +38,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use sluice_protocol::batch::BatchHeader;
-use sluice_protocol::ErrorCode;
 
 /// How many recent batches per producer and partition are remembered for duplicate detection
 /// (a producer has at most this many batches in flight per partition).
@@ -88,8 +87,26 @@ pub enum Verdict {
     Append,
     /// Already appended: answer these `(base_offset, last_offset)` and append nothing.
     Duplicate(u64, u64),
-    /// Reject with this code (OUT_OF_ORDER_SEQUENCE_NUMBER or INVALID_PRODUCER_EPOCH).
-    Reject(ErrorCode),
+    /// Reject it for this reason.
+    Reject(Rejection),
+}
+
+/// Why an idempotent batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A sequence gap, or a batch older than the ones remembered (Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrderSequence,
+    /// The producer's epoch is older than the newest seen (Kafka's INVALID_PRODUCER_EPOCH).
+    FencedEpoch,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rejection::OutOfOrderSequence => "out of order sequence number",
+            Rejection::FencedEpoch => "fenced producer epoch",
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -114,7 +131,7 @@ impl ProducerStates {
             return Verdict::Append;
         };
         if b.epoch < p.epoch {
-            return Verdict::Reject(ErrorCode::InvalidProducerEpoch);
+            return Verdict::Reject(Rejection::FencedEpoch);
         }
         if b.epoch > p.epoch {
             return Verdict::Append;
@@ -129,7 +146,7 @@ impl ProducerStates {
         if b.first_seq == add_seq(p.last_seq, 1) {
             Verdict::Append
         } else {
-            Verdict::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            Verdict::Reject(Rejection::OutOfOrderSequence)
         }
     }
 
@@ -198,7 +215,7 @@ mod tests {
         let gap = seq(7, 0, 5, 2);
         assert_eq!(
             s.check(&gap),
-            Verdict::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            Verdict::Reject(Rejection::OutOfOrderSequence)
         );
         let b1 = seq(7, 0, 3, 2);
         assert_eq!(s.check(&b1), Verdict::Append);
@@ -225,13 +242,13 @@ mod tests {
         // Older ones are out of the window: out of order, not appended again.
         assert_eq!(
             s.check(&batches[0].0),
-            Verdict::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            Verdict::Reject(Rejection::OutOfOrderSequence)
         );
         // Same first sequence, different length: not a duplicate.
         let odd = seq(1, 0, 60, 3);
         assert_eq!(
             s.check(&odd),
-            Verdict::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            Verdict::Reject(Rejection::OutOfOrderSequence)
         );
     }
 
@@ -243,14 +260,14 @@ mod tests {
         s.record(&b, 0, 0);
         assert_eq!(
             s.check(&seq(3, 1, 501, 1)),
-            Verdict::Reject(ErrorCode::InvalidProducerEpoch)
+            Verdict::Reject(Rejection::FencedEpoch)
         );
         let bumped = seq(3, 3, 0, 1);
         assert_eq!(s.check(&bumped), Verdict::Append);
         s.record(&bumped, 1, 1);
         assert_eq!(
             s.check(&seq(3, 2, 501, 1)),
-            Verdict::Reject(ErrorCode::InvalidProducerEpoch)
+            Verdict::Reject(Rejection::FencedEpoch)
         );
         assert_eq!(s.check(&seq(3, 3, 1, 1)), Verdict::Append);
         // Another producer id is independent.
@@ -290,7 +307,7 @@ mod tests {
         assert_eq!(s.check(&seq(0, 0, 77, 1)), Verdict::Append);
         assert_eq!(
             s.check(&seq(1, 0, 77, 1)),
-            Verdict::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            Verdict::Reject(Rejection::OutOfOrderSequence)
         );
     }
 

@@ -2,6 +2,7 @@
 //! deletion (a late fetch, a retention pass) never touch a topic re-created
 //! under the same name.
 
+use sluice_broker::codes::WireCode;
 use sluice_broker::{Broker, ConfigLayer, Metrics};
 use sluice_protocol::{batch, ErrorCode};
 

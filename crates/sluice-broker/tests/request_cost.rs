@@ -35,7 +35,10 @@ use sluice_protocol::*;
 use tokio_util::sync::CancellationToken;
 
 // ----------------------------------------------------------------------------
-// Counting allocator (process-wide: every test takes LOCK, so one runs at a time)
+// Counting allocator: every test takes LOCK, so one runs at a time, and only
+// allocations made on the measuring thread while it measures are counted
+// (threads left over from other tests, such as the log's background pool or
+// a runtime's workers, may allocate at any time).
 // ----------------------------------------------------------------------------
 
 struct Counting;
@@ -44,13 +47,27 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 static PEAK: AtomicIsize = AtomicIsize::new(0);
 static TOTAL: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    static MEASURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn measuring() -> bool {
+    MEASURING.try_with(|m| m.get()).unwrap_or(false)
+}
+
 fn grew(size: usize) {
+    if !measuring() {
+        return;
+    }
     let now = LIVE.fetch_add(size as isize, Ordering::Relaxed) + size as isize;
     PEAK.fetch_max(now, Ordering::Relaxed);
     TOTAL.fetch_add(size, Ordering::Relaxed);
 }
 
 fn shrank(size: usize) {
+    if !measuring() {
+        return;
+    }
     LIVE.fetch_sub(size as isize, Ordering::Relaxed);
 }
 
@@ -142,7 +159,7 @@ fn fixture() -> Fixture {
     let mut b = RecordBatchBuilder::new();
     b.push(1_700_000_000_000, None, Some(b"v"), &[]);
     broker
-        .append("t", 0, &b.finish(), Acks::Leader)
+        .append("t", 0, &b.finish(), sluice_broker::Acks::Leader)
         .expect("append");
     let member = groups
         .join(
@@ -192,6 +209,7 @@ impl Fixture {
         let base = LIVE.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
         TOTAL.store(0, Ordering::Relaxed);
+        MEASURING.with(|m| m.set(true));
         let response = self.rt.block_on(async {
             let (cid, response) =
                 match decode_request_with_limits(payload, self.ctx.broker.request_limits()) {
@@ -214,6 +232,7 @@ impl Fixture {
             }
             (response, out.freeze())
         });
+        MEASURING.with(|m| m.set(false));
         let peak = (PEAK.load(Ordering::Relaxed) - base).max(0) as usize;
         let total = TOTAL.load(Ordering::Relaxed);
         let (response, encoded) = response;

@@ -1,6 +1,7 @@
 //! `segment.bytes` and `segment.ms` have floors, at config load and at topic
 //! creation, so no config can make a partition roll on every append.
 
+use sluice_broker::codes::WireCode;
 use sluice_broker::topic_meta::{MIN_SEGMENT_BYTES, MIN_SEGMENT_MS};
 use sluice_broker::{Broker, BrokerError, ConfigLayer, Metrics};
 use sluice_protocol::ErrorCode;

@@ -102,6 +102,8 @@ impl GroupError {
             GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
             GroupError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             GroupError::Storage(LogError::DiskFull { .. }) => ErrorCode::DiskFull,
+            // A commit too large for one batch of the offsets log: the client's doing.
+            GroupError::Storage(LogError::BatchTooLarge { .. }) => ErrorCode::MessageTooLarge,
             GroupError::Storage(_) => ErrorCode::StorageError,
         }
     }
@@ -126,6 +128,10 @@ mod tests {
     fn codes_map_one_to_one() {
         let g = || "g".to_string();
         let cases = [
+            (
+                GroupError::Storage(LogError::BatchTooLarge { size: 2, max: 1 }),
+                ErrorCode::MessageTooLarge,
+            ),
             (
                 GroupError::RebalanceInProgress { group: g() },
                 ErrorCode::RebalanceInProgress,
