@@ -534,6 +534,10 @@ impl Broker {
         // `os` partition does not rescan since start after a crash).
         for t in self.topics.list() {
             for p in t.partitions() {
+                if p.is_deleted() {
+                    // Deleted meanwhile: its log is closed for good.
+                    continue;
+                }
                 if let Err(e) = p.maybe_flush(now) {
                     tracing::error!(topic = t.name(), partition = p.index(), error = %crate::error::chain(&e), "periodic flush failed");
                 }
@@ -547,6 +551,9 @@ impl Broker {
         let mut deleted = 0;
         for t in self.topics.list() {
             for p in t.partitions() {
+                if p.is_deleted() {
+                    continue;
+                }
                 match p.enforce_retention(now) {
                     Ok(n) => deleted += n,
                     Err(e) => {
