@@ -263,11 +263,22 @@ fn now_ms() -> i64 {
 impl Broker {
     /// Opens the data directory and recovers every topic in it.
     pub fn open(config: &BrokerConfig, metrics: Metrics) -> Result<Broker, BrokerError> {
-        let topics = TopicRegistry::open(
+        Self::open_with_io(config, metrics, Arc::new(sluice_log::OsFileIo))
+    }
+
+    /// Like [`Broker::open`], with the partition logs' file-system calls
+    /// routed through `io` (fault injection in tests).
+    pub fn open_with_io(
+        config: &BrokerConfig,
+        metrics: Metrics,
+        io: Arc<dyn sluice_log::FileIo>,
+    ) -> Result<Broker, BrokerError> {
+        let topics = TopicRegistry::open_with_io(
             &config.data_dir,
             config.topic_defaults.clone(),
             metrics.clone(),
             config.max_partitions,
+            io,
         )?;
         let request_memory = RequestMemory::new(config.queued_max_request_bytes)
             .with_gauge(metrics.request_memory_bytes.clone());

@@ -1600,4 +1600,90 @@ pub(crate) mod tests {
             Err(CommitRefusal::UnknownPartition)
         );
     }
+
+    /// With the fault-injecting file I/O under the partition logs: on a
+    /// `flush = always` topic a produce whose fsync fails is refused and its
+    /// records are never served, so a consumer that commits what it read
+    /// never commits past the durable end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_never_commits_past_the_durable_end() {
+        use crate::broker::{FetchParams, FetchTarget};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ConfigLayer {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..ConfigLayer::default()
+        }
+        .resolve()
+        .unwrap();
+        let io = Arc::new(sluice_log::FaultyFileIo::default());
+        let broker =
+            Arc::new(Broker::open_with_io(&cfg, Metrics::new(), Arc::clone(&io) as _).unwrap());
+        let groups = Groups::open(
+            dir.path(),
+            Arc::clone(&broker),
+            CoordinatorConfig::default(),
+            1,
+        )
+        .unwrap();
+        broker
+            .create_topic("t", 1, &[("flush".into(), "always".into())])
+            .unwrap();
+        let batch = || {
+            let mut b = sluice_protocol::batch::RecordBatchBuilder::new();
+            b.push(1, None, Some(b"v"), &[]);
+            b.finish()
+        };
+        let wait = Duration::from_secs(10);
+        for _ in 0..3 {
+            broker
+                .produce("t", 0, &batch(), crate::Acks::Leader, wait)
+                .await
+                .unwrap();
+        }
+        io.fail_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..2 {
+            assert!(broker
+                .produce("t", 0, &batch(), crate::Acks::Leader, wait)
+                .await
+                .is_err());
+        }
+        let p = broker.partition("t", 0).unwrap();
+        // The first failed produce's batch is in the log but not durable;
+        // the failed fsync poisoned the log, so the second was refused.
+        assert_eq!(p.end_offset(), 4);
+        assert_eq!(p.log().durable_offset(), 3);
+
+        // A consumer reads from the start, then commits the next offset.
+        let r = broker
+            .fetch(
+                FetchParams {
+                    targets: vec![FetchTarget {
+                        topic: Arc::from("t"),
+                        partition: 0,
+                        offset: 0,
+                        max_bytes: 1 << 20,
+                    }],
+                    min_bytes: 1,
+                    max_bytes: 1 << 20,
+                    max_wait: Duration::ZERO,
+                },
+                &CancellationToken::new(),
+            )
+            .await;
+        let data = r[0].as_ref().unwrap();
+        let mut next = 0u64;
+        for b in sluice_protocol::batch::batches(&data.records) {
+            let h = *b.unwrap().header();
+            next = h.base_offset as u64 + h.last_offset_delta as u64 + 1;
+        }
+        assert_eq!(next, 3);
+        assert!(data.high_watermark <= p.log().durable_offset());
+        let tp = TopicPartition::new("t", 0);
+        let t = groups
+            .begin_commit("g", "", 0, &[OffsetCommit::new(tp.clone(), next)])
+            .unwrap();
+        groups.finish_commit(t).unwrap();
+        assert!(groups.committed("g")[&tp].offset <= p.log().durable_offset());
+    }
 }

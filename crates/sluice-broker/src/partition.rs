@@ -85,11 +85,12 @@ impl Partition {
         topic: Arc<str>,
         index: u32,
         config: LogConfig,
+        io: Arc<dyn sluice_log::FileIo>,
         topic_metrics: TopicMetrics,
         metrics: PartitionMetrics,
         fsync_duration: Histogram,
     ) -> Result<Partition, BrokerError> {
-        let log = Log::open(dir, config).map_err(|source| BrokerError::Log {
+        let log = Log::open_with_io(dir, config, io).map_err(|source| BrokerError::Log {
             topic: topic.to_string(),
             partition: index,
             source,

@@ -24,6 +24,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use sluice_log::{FileIo, OsFileIo};
+
 use crate::config::{TopicDefaults, MAX_PARTITIONS};
 use crate::error::BrokerError;
 use crate::metrics::{Metrics, TopicMetrics};
@@ -112,6 +114,8 @@ pub struct TopicRegistry {
     admin: Mutex<()>,
     /// Broker-wide cap on partitions (all topics together).
     max_total_partitions: u32,
+    /// File-system calls of every partition log go through this.
+    io: Arc<dyn FileIo>,
     /// Held (with an exclusive `flock`) for the registry's lifetime: two
     /// brokers appending to the same logs would corrupt them.
     _lock: fs::File,
@@ -169,6 +173,24 @@ impl TopicRegistry {
         metrics: Metrics,
         max_total_partitions: u32,
     ) -> Result<TopicRegistry, BrokerError> {
+        Self::open_with_io(
+            data_dir,
+            defaults,
+            metrics,
+            max_total_partitions,
+            Arc::new(OsFileIo),
+        )
+    }
+
+    /// Like [`TopicRegistry::open`], with every partition log's file-system
+    /// calls routed through `io` (the fault-injection seam used by tests).
+    pub fn open_with_io(
+        data_dir: &Path,
+        defaults: TopicDefaults,
+        metrics: Metrics,
+        max_total_partitions: u32,
+        io: Arc<dyn FileIo>,
+    ) -> Result<TopicRegistry, BrokerError> {
         // A data directory created here is synced into its parent (and so
         // on up), so a power cut cannot take it with all it holds.
         let missing: Vec<&Path> = data_dir
@@ -189,6 +211,7 @@ impl TopicRegistry {
             topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             max_total_partitions,
+            io,
             _lock: lock,
         };
         let mut names = Vec::new();
@@ -268,6 +291,7 @@ impl TopicRegistry {
                 Arc::clone(&name),
                 i,
                 config.log_config(),
+                Arc::clone(&self.io),
                 tm.clone(),
                 self.metrics.partition(&name, i),
                 self.metrics.fsync_duration.clone(),
