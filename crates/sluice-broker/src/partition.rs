@@ -79,17 +79,18 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// Opens (or creates and recovers) the log in `dir`.
+    /// Opens (or creates and recovers) the log in `dir` with `config`, its
+    /// file-system calls going through the `FileIo` paired with it.
     pub fn open(
         dir: &std::path::Path,
         topic: Arc<str>,
         index: u32,
-        config: LogConfig,
-        io: Arc<dyn sluice_log::FileIo>,
+        config: (LogConfig, Arc<dyn sluice_log::FileIo>),
         topic_metrics: TopicMetrics,
         metrics: PartitionMetrics,
         fsync_duration: Histogram,
     ) -> Result<Partition, BrokerError> {
+        let (config, io) = config;
         let log = Log::open_with_io(dir, config, io).map_err(|source| BrokerError::Log {
             topic: topic.to_string(),
             partition: index,
