@@ -21,6 +21,8 @@
 //! | `retention_ms`           | `SLUICE_RETENTION_MS`        | none (forever)   |
 //! | `retention_bytes`        | `SLUICE_RETENTION_BYTES`     | none (unbounded) |
 //! | `max_batch_bytes`        | `SLUICE_MAX_BATCH_BYTES`     | 16 MiB           |
+//! | `message_timestamp_before_max_ms` | `SLUICE_MESSAGE_TIMESTAMP_BEFORE_MAX_MS` | unlimited (Kafka's `log.message.timestamp.before.max.ms`) |
+//! | `message_timestamp_after_max_ms`  | `SLUICE_MESSAGE_TIMESTAMP_AFTER_MAX_MS`  | `3600000` (Kafka's `log.message.timestamp.after.max.ms`) |
 //! | `max_frame_bytes`        | `SLUICE_MAX_FRAME_BYTES`     | 64 MiB           |
 //! | `max_connections`        | `SLUICE_MAX_CONNECTIONS`     | `10000`          |
 //! | `max_partitions`         | `SLUICE_MAX_PARTITIONS`      | `100000` (all topics together) |
@@ -132,6 +134,12 @@ pub struct ConfigLayer {
     /// Largest append (one produce partition) accepted by a log.
     #[arg(long, env = "SLUICE_MAX_BATCH_BYTES")]
     pub max_batch_bytes: Option<u32>,
+    /// Default for topics: how far before the broker clock a record timestamp may lie.
+    #[arg(long, env = "SLUICE_MESSAGE_TIMESTAMP_BEFORE_MAX_MS")]
+    pub message_timestamp_before_max_ms: Option<i64>,
+    /// Default for topics: how far after the broker clock a record timestamp may lie.
+    #[arg(long, env = "SLUICE_MESSAGE_TIMESTAMP_AFTER_MAX_MS")]
+    pub message_timestamp_after_max_ms: Option<i64>,
     /// Largest request frame accepted; larger ones close the connection.
     #[arg(long, env = "SLUICE_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
@@ -236,6 +244,10 @@ pub struct TopicDefaults {
     pub retention_bytes: Option<u64>,
     /// Largest single append.
     pub max_batch_bytes: u32,
+    /// `message.timestamp.before.max.ms` of topics that do not set it.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms` of topics that do not set it.
+    pub timestamp_after_max_ms: i64,
 }
 
 impl Default for TopicDefaults {
@@ -248,6 +260,8 @@ impl Default for TopicDefaults {
             retention_ms: None,
             retention_bytes: None,
             max_batch_bytes: 16 << 20,
+            timestamp_before_max_ms: crate::topic_meta::DEFAULT_TIMESTAMP_BEFORE_MAX_MS,
+            timestamp_after_max_ms: crate::topic_meta::DEFAULT_TIMESTAMP_AFTER_MAX_MS,
         }
     }
 }
@@ -268,6 +282,12 @@ impl ConfigLayer {
             retention_ms: self.retention_ms.or(lower.retention_ms),
             retention_bytes: self.retention_bytes.or(lower.retention_bytes),
             max_batch_bytes: self.max_batch_bytes.or(lower.max_batch_bytes),
+            message_timestamp_before_max_ms: self
+                .message_timestamp_before_max_ms
+                .or(lower.message_timestamp_before_max_ms),
+            message_timestamp_after_max_ms: self
+                .message_timestamp_after_max_ms
+                .or(lower.message_timestamp_after_max_ms),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
             max_connections: self.max_connections.or(lower.max_connections),
             max_partitions: self.max_partitions.or(lower.max_partitions),
@@ -330,6 +350,12 @@ impl ConfigLayer {
                 retention_ms: self.retention_ms.or(d.retention_ms),
                 retention_bytes: self.retention_bytes.or(d.retention_bytes),
                 max_batch_bytes: self.max_batch_bytes.unwrap_or(d.max_batch_bytes),
+                timestamp_before_max_ms: self
+                    .message_timestamp_before_max_ms
+                    .unwrap_or(d.timestamp_before_max_ms),
+                timestamp_after_max_ms: self
+                    .message_timestamp_after_max_ms
+                    .unwrap_or(d.timestamp_after_max_ms),
             },
             max_frame_bytes: self
                 .max_frame_bytes
@@ -365,6 +391,14 @@ impl ConfigLayer {
         }
         if cfg.max_connections == 0 {
             return Err(BrokerError::Config("max_connections must be > 0".into()));
+        }
+        if cfg.topic_defaults.timestamp_before_max_ms < 0
+            || cfg.topic_defaults.timestamp_after_max_ms < 0
+        {
+            return Err(BrokerError::Config(
+                "message_timestamp_before_max_ms and message_timestamp_after_max_ms must be >= 0"
+                    .into(),
+            ));
         }
         if cfg.max_partitions == 0 {
             return Err(BrokerError::Config("max_partitions must be > 0".into()));
@@ -465,6 +499,33 @@ mod tests {
             ..ConfigLayer::default()
         };
         assert!(zero.resolve().is_err());
+    }
+
+    /// The broker-wide timestamp bounds are the defaults of topics that do
+    /// not set their own (Kafka's `log.message.timestamp.*.max.ms`).
+    #[test]
+    fn timestamp_bounds_are_broker_wide_topic_defaults() {
+        let cli = Cli::try_parse_from([
+            "sluiced",
+            "--message-timestamp-after-max-ms",
+            "5000",
+            "--message-timestamp-before-max-ms",
+            "86400000",
+        ])
+        .unwrap();
+        let cfg = cli.into_config().unwrap();
+        let meta = crate::topic_meta::TopicMeta {
+            partitions: 1,
+            overrides: Default::default(),
+        };
+        let effective = meta.effective(&cfg.topic_defaults);
+        assert_eq!(effective.timestamp_after_max_ms, 5000);
+        assert_eq!(effective.timestamp_before_max_ms, 86_400_000);
+        let negative = ConfigLayer {
+            message_timestamp_after_max_ms: Some(-1),
+            ..ConfigLayer::default()
+        };
+        assert!(negative.resolve().is_err());
     }
 
     #[test]

@@ -241,10 +241,10 @@ impl TopicMeta {
             max_batch_bytes: d.max_batch_bytes,
             timestamp_before_max_ms: o
                 .message_timestamp_before_max_ms
-                .unwrap_or(DEFAULT_TIMESTAMP_BEFORE_MAX_MS),
+                .unwrap_or(d.timestamp_before_max_ms),
             timestamp_after_max_ms: o
                 .message_timestamp_after_max_ms
-                .unwrap_or(DEFAULT_TIMESTAMP_AFTER_MAX_MS),
+                .unwrap_or(d.timestamp_after_max_ms),
         }
     }
 
