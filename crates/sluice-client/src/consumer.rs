@@ -1012,7 +1012,8 @@ impl Consumer {
         Ok(())
     }
 
-    /// Sends one fetch per leader for the partitions that have none in flight.
+    /// Sends one fetch per leader (more than one when a leader has over
+    /// [`MAX_FETCH_PARTITIONS`]) for the partitions that have none in flight.
     fn launch_fetches(&mut self) {
         let now = Instant::now();
         // (node, partitions) groups; one broker today, but routing is per leader.
@@ -1028,10 +1029,7 @@ impl Consumer {
                 .cluster
                 .cached_route(&p.topic)
                 .and_then(|r| r.leaders.get(p.partition as usize).copied());
-            match groups.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, list)) => list.push(i),
-                None => groups.push((node, vec![i])),
-            }
+            add_to_fetch_group(&mut groups, node, i, MAX_FETCH_PARTITIONS);
         }
         for (node, indexes) in groups {
             let mut topics: Vec<FetchTopic> = Vec::new();
@@ -1817,5 +1815,57 @@ mod group_tests {
             Some("leave m-1"),
             "{events:?}"
         );
+    }
+}
+
+/// Most partitions one fetch request lists: the broker's default per-request
+/// entry cap (`max_request_partitions`); more go in further requests.
+pub const MAX_FETCH_PARTITIONS: usize = sluice_protocol::DEFAULT_MAX_REQUEST_PARTITIONS;
+
+/// Adds partition index `i` to a fetch group of `node` that has room below
+/// `cap`, or starts a new group for it.
+fn add_to_fetch_group(
+    groups: &mut Vec<(Option<u32>, Vec<usize>)>,
+    node: Option<u32>,
+    i: usize,
+    cap: usize,
+) {
+    match groups
+        .iter_mut()
+        .find(|(n, list)| *n == node && list.len() < cap.max(1))
+    {
+        Some((_, list)) => list.push(i),
+        None => groups.push((node, vec![i])),
+    }
+}
+
+#[cfg(test)]
+mod fetch_group_tests {
+    use super::*;
+
+    #[test]
+    fn fetch_groups_split_at_the_request_cap() {
+        let mut groups = Vec::new();
+        for i in 0..25 {
+            add_to_fetch_group(&mut groups, Some(i as u32 % 2), i, 5);
+        }
+        add_to_fetch_group(&mut groups, None, 99, 5);
+        // 13 partitions on node 0 and 12 on node 1, in groups of at most 5.
+        let sizes: Vec<(Option<u32>, usize)> = groups.iter().map(|(n, l)| (*n, l.len())).collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (Some(0), 5),
+                (Some(1), 5),
+                (Some(0), 5),
+                (Some(1), 5),
+                (Some(0), 3),
+                (Some(1), 2),
+                (None, 1)
+            ]
+        );
+        let all: std::collections::BTreeSet<usize> =
+            groups.iter().flat_map(|(_, l)| l.iter().copied()).collect();
+        assert_eq!(all.len(), 26);
     }
 }
