@@ -16,10 +16,13 @@
 //!   to `max_frame_bytes`. A frame larger than the whole budget reserves the
 //!   whole budget.
 //! - **Timeouts.** A connection with no complete request for `idle_timeout`
-//!   (Kafka's `connections.max.idle.ms`) and nothing in flight is closed; so
-//!   is one whose partial frame makes no progress for `read_timeout`. A
-//!   response that cannot be written for `idle_timeout` (the client stopped
-//!   reading) closes the connection too.
+//!   (Kafka's `connections.max.idle.ms`), nothing in flight and no response
+//!   written meanwhile is closed; so is one whose partial frame makes no
+//!   progress for `read_timeout`, or whose frame body arrives slower than
+//!   `read_timeout` plus one second per MiB in all (a trickling client must
+//!   not hold its share of the memory budget for long). A write that makes
+//!   no progress for `idle_timeout` (the client stopped reading) closes the
+//!   connection too.
 //! - **Deferred requests.** At most `max_deferred` deferred actions (a parked
 //!   fetch, a produce waiting for its fsync) run per connection; at the cap
 //!   the reader waits for one to finish before it reads further.
@@ -37,6 +40,7 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +66,10 @@ const READ_BUFFER: usize = 16 * 1024;
 const SHRINK_ABOVE: usize = 8 << 20;
 /// Bytes of the length prefix.
 const PREFIX: usize = 4;
+/// A frame's body must arrive at least this fast on average (on top of one
+/// `read_timeout`), so a client trickling bytes cannot hold its reservation
+/// of the request-memory budget for long.
+const MIN_FRAME_BYTES_PER_SEC: usize = 1 << 20;
 
 /// What a front end wants done with one request frame.
 pub enum Action {
@@ -192,17 +200,26 @@ pub async fn drive<F: FrontEnd>(
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Slot>(RESPONSE_QUEUE);
-    let writer = tokio::spawn(write_loop(wr, rx, config.idle_timeout));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(write_loop(
+        wr,
+        rx,
+        config.idle_timeout,
+        Arc::clone(&written),
+    ));
     let deferred = Arc::new(Semaphore::new(config.max_deferred.max(1)));
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
 
     let close_reason: Option<String> = loop {
-        let (payload, permit) =
-            match read_frame(&mut rd, &mut buf, &config, &memory, &deferred, &shutdown).await {
-                Ok(f) => f,
-                Err(ReadEnd::Done) => break None,
-                Err(ReadEnd::Close(reason)) => break Some(reason),
-            };
+        let (payload, permit) = match read_frame(
+            &mut rd, &mut buf, &config, &memory, &deferred, &written, &shutdown,
+        )
+        .await
+        {
+            Ok(f) => f,
+            Err(ReadEnd::Done) => break None,
+            Err(ReadEnd::Close(reason)) => break Some(reason),
+        };
         // The buffer grows to the largest frame seen; give a big one back once
         // it is drained so an idle connection does not pin megabytes.
         if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
@@ -278,9 +295,11 @@ async fn read_frame<R: AsyncRead + Unpin>(
     config: &DriverConfig,
     memory: &RequestMemory,
     deferred: &Semaphore,
+    written: &AtomicU64,
     shutdown: &CancellationToken,
 ) -> Result<(Bytes, Option<Reservation>), ReadEnd> {
     let mut idle_since = Instant::now();
+    let mut writes_seen = written.load(Ordering::Relaxed);
     let mut progress = Instant::now();
     // The length prefix.
     while buf.len() < PREFIX {
@@ -292,10 +311,14 @@ async fn read_frame<R: AsyncRead + Unpin>(
         match read_some(rd, buf, deadline, shutdown).await? {
             true => progress = Instant::now(),
             false if !buf.is_empty() => return Err(stalled(buf.len(), config)),
-            false if deferred.available_permits() < config.max_deferred.max(1) => {
-                // Something is in flight for this client (a parked fetch):
-                // the connection is not idle; keep waiting.
+            false
+                if deferred.available_permits() < config.max_deferred.max(1)
+                    || written.load(Ordering::Relaxed) != writes_seen =>
+            {
+                // Something is in flight for this client (a parked fetch),
+                // or a response went out meanwhile: not idle; keep waiting.
                 idle_since = Instant::now();
+                writes_seen = written.load(Ordering::Relaxed);
             }
             false => {
                 return Err(ReadEnd::Close(format!(
@@ -325,9 +348,21 @@ async fn read_frame<R: AsyncRead + Unpin>(
         buf.reserve(total - buf.len());
         progress = Instant::now();
     }
+    let frame_started = Instant::now();
+    let frame_deadline = frame_started
+        + config.read_timeout
+        + Duration::from_secs((total / MIN_FRAME_BYTES_PER_SEC) as u64);
     while buf.len() < total {
-        match read_some(rd, buf, progress + config.read_timeout, shutdown).await? {
+        let deadline = (progress + config.read_timeout).min(frame_deadline);
+        match read_some(rd, buf, deadline, shutdown).await? {
             true => progress = Instant::now(),
+            false if Instant::now() >= frame_deadline => {
+                return Err(ReadEnd::Close(format!(
+                    "client too slow: a frame of {total} bytes not complete after {} ms ({} bytes read)",
+                    frame_started.elapsed().as_millis(),
+                    buf.len()
+                )))
+            }
             false => return Err(stalled(buf.len(), config)),
         }
     }
@@ -373,6 +408,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: mpsc::Receiver<Slot>,
     stall_timeout: Duration,
+    written: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     let mut pending: Vec<Bytes> = Vec::new();
     let mut carry: Option<Slot> = None;
@@ -385,7 +421,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             },
         };
         let mut queued = 0usize;
-        if let Some(chunks) = resolve(first).await {
+        if let Some(chunks) = resolve(first).await? {
             queued += chunks.iter().map(Bytes::len).sum::<usize>();
             pending.extend(chunks);
         }
@@ -403,26 +439,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        match tokio::time::timeout(stall_timeout, write_all_chunks(&mut w, &mut pending)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "client read no response for {} ms",
-                        stall_timeout.as_millis()
-                    ),
-                ))
-            }
-        }
+        write_chunks(&mut w, &mut pending, Some(stall_timeout)).await?;
+        written.fetch_add(1, Ordering::Relaxed);
     }
     w.shutdown().await
 }
 
-async fn resolve(slot: Slot) -> Option<Vec<Bytes>> {
+/// The chunks of a queued response, `None` when a deferred action answers
+/// nothing. A deferred action that died without answering (a panic) is an
+/// error: in request order a later response must not take its place.
+async fn resolve(slot: Slot) -> std::io::Result<Option<Vec<Bytes>>> {
     match slot {
-        Slot::Ready(c) => Some(c),
-        Slot::Pending(rx) => rx.await.ok().flatten(),
+        Slot::Ready(c) => Ok(Some(c)),
+        Slot::Pending(rx) => rx
+            .await
+            .map_err(|_| std::io::Error::other("a deferred request ended without an answer")),
     }
 }
 
@@ -430,6 +461,16 @@ async fn resolve(slot: Slot) -> Option<Vec<Bytes>> {
 pub async fn write_all_chunks<W: AsyncWrite + Unpin>(
     w: &mut W,
     chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    write_chunks(w, chunks, None).await
+}
+
+/// [`write_all_chunks`], failing with `TimedOut` when one write makes no
+/// progress for `stall` (a client that stopped reading; a slow reader is fine).
+async fn write_chunks<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    chunks: &mut Vec<Bytes>,
+    stall: Option<Duration>,
 ) -> std::io::Result<()> {
     let mut start = 0;
     while start < chunks.len() {
@@ -444,7 +485,18 @@ pub async fn write_all_chunks<W: AsyncWrite + Unpin>(
                 .take(MAX_IOVECS)
                 .map(|c| IoSlice::new(c))
                 .collect();
-            w.write_vectored(&slices).await?
+            match stall {
+                None => w.write_vectored(&slices).await?,
+                Some(stall) => match tokio::time::timeout(stall, w.write_vectored(&slices)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("client read nothing for {} ms", stall.as_millis()),
+                        ))
+                    }
+                },
+            }
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
@@ -486,6 +538,9 @@ mod tests {
                     Some(chunks)
                 })),
                 Some(b'x') => Action::Close("asked to".into()),
+                Some(b'p') => Action::Deferred(Box::pin(async move {
+                    panic!("a deferred action that dies");
+                })),
                 _ => Action::Respond(chunks),
             }
         }
@@ -580,5 +635,114 @@ mod tests {
         assert_eq!(n, 0);
         server.await.unwrap();
         assert_eq!(memory.in_use(), 0);
+    }
+
+    /// Serves one connection with `Echo` and returns the client side.
+    async fn echo_server(config: DriverConfig, memory: RequestMemory) -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            drive(
+                stream,
+                peer,
+                Echo,
+                config,
+                memory,
+                CancellationToken::new(),
+                TaskTracker::new(),
+            )
+            .await;
+        });
+        TcpStream::connect(addr).await.unwrap()
+    }
+
+    /// A client that trickles a frame's body, one byte within every read
+    /// timeout, is still closed once the frame's whole deadline passes, and
+    /// its reservation is given back.
+    #[tokio::test]
+    async fn a_trickled_frame_is_closed_at_its_deadline() {
+        let memory = RequestMemory::new(1 << 20);
+        let config = DriverConfig {
+            max_frame_bytes: 1024,
+            idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_millis(300),
+            max_deferred: 8,
+            ordered: false,
+        };
+        let mut s = echo_server(config, memory.clone()).await;
+        s.write_all(&100u32.to_be_bytes()).await.unwrap();
+        let mut closed = false;
+        for _ in 0..50 {
+            if s.write_all(b"z").await.is_err() {
+                closed = true;
+                break;
+            }
+            let mut b = [0u8; 8];
+            if let Ok(r) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await {
+                assert!(matches!(r, Ok(0) | Err(_)), "no answer expected");
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "a trickling client kept its frame open for 5 s");
+        assert_eq!(memory.in_use(), 0);
+    }
+
+    /// In request order, a deferred action that dies without answering closes
+    /// the connection: no later response may take its place.
+    #[tokio::test]
+    async fn ordered_mode_closes_when_a_deferred_answer_is_lost() {
+        let config = DriverConfig {
+            max_frame_bytes: 1024,
+            idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            max_deferred: 8,
+            ordered: true,
+        };
+        let mut s = echo_server(config, RequestMemory::new(1 << 20)).await;
+        for p in [b'p', b'a'] {
+            s.write_all(&1u32.to_be_bytes()).await.unwrap();
+            s.write_all(&[p]).await.unwrap();
+        }
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(r.is_ok(), "the connection was closed");
+        assert!(
+            got.is_empty(),
+            "a later answer took the lost one's place: {got:?}"
+        );
+    }
+
+    /// The stall timeout is per write: a slow but steady reader gets a large
+    /// response; one that reads nothing times out.
+    #[tokio::test]
+    async fn writes_time_out_only_without_progress() {
+        let (mut w, mut r) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut total = 0usize;
+            let mut b = [0u8; 16];
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                match r.read(&mut b).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+            }
+        });
+        let mut chunks = vec![Bytes::from(vec![7u8; 4096])];
+        // 4096 bytes at 16 bytes per 5 ms take about 1.3 s, far over the stall limit.
+        write_chunks(&mut w, &mut chunks, Some(Duration::from_millis(200)))
+            .await
+            .expect("a reader that keeps reading is served");
+        drop(w);
+        assert_eq!(reader.await.unwrap(), 4096);
+
+        let (mut w, _r) = tokio::io::duplex(64);
+        let mut chunks = vec![Bytes::from(vec![7u8; 4096])];
+        let e = write_chunks(&mut w, &mut chunks, Some(Duration::from_millis(200)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
     }
 }

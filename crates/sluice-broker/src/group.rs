@@ -741,6 +741,9 @@ impl Groups {
     /// Blocking (the tombstones of every group share the fsyncs); returns
     /// how many offsets were deleted.
     pub fn forget_topic(&self, topic: &str) -> Result<usize, GroupError> {
+        // Commits queued before the deletion (waiting for their fsync) are
+        // made durable and visible first, so they are deleted too.
+        self.store.settle()?;
         let now = self.clock.now_ms();
         let mut tickets = Vec::new();
         for group in self.store.groups() {
@@ -1685,5 +1688,27 @@ pub(crate) mod tests {
             .unwrap();
         groups.finish_commit(t).unwrap();
         assert!(groups.committed("g")[&tp].offset <= p.log().durable_offset());
+    }
+
+    /// A commit still waiting for its fsync when its topic is deleted is
+    /// deleted with the topic, not left behind for a re-created namesake.
+    #[tokio::test]
+    async fn a_commit_in_flight_is_deleted_with_its_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, groups) = open(dir.path());
+        broker.create_topic("gone", 1, &[]).unwrap();
+        let tp = TopicPartition::new("gone", 0);
+        let ticket = groups
+            .begin_commit("solo", "", 0, &[OffsetCommit::new(tp.clone(), 3)])
+            .unwrap();
+        broker.delete_topic("gone").unwrap();
+        groups.finish_commit(ticket).unwrap();
+        assert!(
+            groups.committed("solo").is_empty(),
+            "{:?}",
+            groups.committed("solo")
+        );
+        broker.create_topic("gone", 1, &[]).unwrap();
+        assert!(!groups.committed("solo").contains_key(&tp));
     }
 }

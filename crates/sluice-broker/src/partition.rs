@@ -291,12 +291,8 @@ impl Partition {
             records.clear();
             return Ok(records);
         }
-        // The log end only grows: if it is still at or below the high
-        // watermark, nothing read can lie past it (the common case on
-        // `interval`/`os` topics), and the batch walk is skipped.
-        if self.log.end_offset() <= high_watermark {
-            return Ok(records);
-        }
+        // Always walk: a concurrent append makes its bytes readable before
+        // the log's end offset moves, so a read may hold batches past both.
         let mut keep = 0usize;
         for h in batch_headers(&records) {
             let last = h.base_offset.max(0) as u64 + h.last_offset_delta.max(0) as u64;

@@ -463,8 +463,14 @@ impl TopicRegistry {
             .unwrap_or(0);
         let trash = self.data_dir.join(format!("{name}{TRASH_MARKER}{nanos}"));
         fs::rename(&topic.dir, &trash).map_err(io_err(&topic.dir))?;
-        sync_dir(&self.data_dir)?;
-        fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
+        // The topic is gone from here on: what is left is cleanup, which the
+        // next start finishes (leftover trash directories are removed then).
+        if let Err(e) = sync_dir(&self.data_dir) {
+            tracing::error!(topic = name, error = %crate::error::chain(&e), "syncing the data directory after a topic deletion failed");
+        }
+        if let Err(e) = fs::remove_dir_all(&trash) {
+            tracing::warn!(topic = name, dir = %trash.display(), error = %e, "removing a deleted topic's files failed; the next start retries");
+        }
         self.metrics.remove_topic(name, topic.meta.partitions);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
