@@ -516,12 +516,16 @@ pub(crate) fn check_records<'a>(
         if h.is_log_append_time() {
             stamp = true;
         } else {
-            batch::check_timestamps(
+            if let Err(e) = batch::check_timestamps(
                 &summary,
                 now,
                 config.timestamp_before_max_ms,
                 config.timestamp_after_max_ms,
-            )?;
+            ) {
+                // A corrupt batch is CORRUPT_MESSAGE whatever else is wrong.
+                batch::verify_crc(rest.get(..h.total_len()).unwrap_or(rest))?;
+                return Err(e);
+            }
         }
         pos += h.total_len();
     }
@@ -626,6 +630,27 @@ mod tests {
             overrides: Default::default(),
         }
         .effective(&crate::config::TopicDefaults::default())
+    }
+
+    /// A batch with a wrong CRC is CORRUPT_MESSAGE even when its timestamp
+    /// is also out of range (the spec: the CRC is checked first).
+    #[test]
+    fn a_bad_crc_wins_over_an_out_of_range_timestamp() {
+        let cfg = topic_config();
+        let now = 1_700_000_000_000;
+        let mut b = RecordBatchBuilder::new();
+        b.push(now + 10 * 3_600_000, None, Some(b"future"), &[]);
+        let mut bytes = b.finish().to_vec();
+        let good = check_records(&bytes, &cfg, now).unwrap_err();
+        assert!(
+            matches!(good, BatchError::TimestampOutOfRange { .. }),
+            "{good:?}"
+        );
+        // A byte of the value: the records still parse, only the CRC is off.
+        let in_value = bytes.len() - 2;
+        bytes[in_value] ^= 0x01;
+        let e = check_records(&bytes, &cfg, now).unwrap_err();
+        assert!(matches!(e, BatchError::CrcMismatch { .. }), "{e:?}");
     }
 
     #[test]

@@ -1172,6 +1172,9 @@ pub fn validate_records(
         match header.compression()? {
             Compression::None => walk_records(&header, body),
             codec => {
+                // Nothing is inflated before the CRC says the bytes are the
+                // producer's (and a corrupt batch is CORRUPT_MESSAGE).
+                verify_crc(whole)?;
                 let mut plain = Vec::new();
                 crate::compression::decompress(codec, body, max_decompressed, &mut plain)?;
                 walk_records(&header, &plain)

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{lock, FlushPolicy, Log};
@@ -18,6 +18,11 @@ use crate::error::LogError;
 pub(super) struct PendingSync {
     pub(super) id: u64,
     pub(super) files: [(Arc<File>, PathBuf); 3],
+    /// Held across each fsync of these files and the poisoning after a
+    /// failure: a writeback error is reported to one fsync of an open file
+    /// only, so the background job and a group-commit leader must not sync
+    /// the same file at once (the loser would see success for lost pages).
+    pub(super) guard: Arc<Mutex<()>>,
 }
 
 /// How often at most [`Log::flush`] and [`Log::maybe_flush`] rewrite the
@@ -142,14 +147,17 @@ impl Log {
 
     pub(super) fn sync_sealed_in_background(&self, files: [(Arc<File>, PathBuf); 3]) {
         let id = self.next_sync_id.fetch_add(1, Ordering::Relaxed);
+        let guard = Arc::new(Mutex::new(()));
         lock(&self.pending_syncs).push(PendingSync {
             id,
             files: files.clone(),
+            guard: Arc::clone(&guard),
         });
         let pending = self.pending_syncs.clone();
         let poisoned = self.poisoned.clone();
         let io = self.io.clone();
         let job = move || {
+            let _synced_together = lock(&guard);
             for (file, path) in &files {
                 if let Err(e) = io.sync_data(file) {
                     if !poisoned.swap(true, Ordering::SeqCst) {
@@ -217,6 +225,15 @@ impl Log {
             let mut failed_path = path;
             for p in &pending {
                 let (f, fp) = &p.files[0];
+                let _synced_together = lock(&p.guard);
+                // The background job may have failed on it already.
+                if self.is_poisoned() {
+                    result = Err(std::io::Error::other(
+                        "a background fsync of a sealed segment failed",
+                    ));
+                    failed_path = fp.clone();
+                    break;
+                }
                 if let Err(e) = self.io.sync_data(f) {
                     result = Err(e);
                     failed_path = fp.clone();
