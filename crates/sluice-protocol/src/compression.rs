@@ -148,10 +148,22 @@ enum SnappyError {
 }
 
 /// One raw snappy block into `dst`, its declared length checked against `left` first.
+/// More than any snappy block can expand to, per input byte.
+const SNAPPY_MAX_EXPANSION: usize = 32;
+
 fn snappy_block(block: &[u8], left: &mut usize, dst: &mut Vec<u8>) -> Result<(), SnappyError> {
     let n = snap::raw::decompress_len(block).map_err(|e| SnappyError::Broken(e.to_string()))?;
     if n > *left {
         return Err(SnappyError::TooLarge);
+    }
+    // A snappy element expands at most about 21x (a 3-byte copy of 64
+    // bytes): a block declaring more than 32x its size is a lie, refused
+    // before the output is allocated and zeroed.
+    if n > block.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+        return Err(SnappyError::Broken(format!(
+            "block of {} bytes declares {n} bytes of output",
+            block.len()
+        )));
     }
     *left -= n;
     let at = dst.len();
@@ -202,6 +214,25 @@ mod tests {
         (0..200_000u32)
             .map(|i| (i % 251) as u8 ^ (i / 977) as u8)
             .collect()
+    }
+
+    #[test]
+    fn a_snappy_block_declaring_more_than_it_can_hold_is_refused_before_allocating() {
+        // A 64 MiB varint length and nothing else.
+        let mut block = Vec::new();
+        let mut n: u32 = 64 << 20;
+        while n >= 0x80 {
+            block.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        block.push(n as u8);
+        let mut out = Vec::new();
+        decompress(Compression::Snappy, &block, 128 << 20, &mut out).unwrap_err();
+        assert!(
+            out.capacity() < 1 << 20,
+            "allocated {} bytes",
+            out.capacity()
+        );
     }
 
     #[test]
