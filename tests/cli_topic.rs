@@ -344,6 +344,10 @@ fn bench_produce_and_consume_json() {
     );
     let v: serde_json::Value = serde_json::from_str(ok(&out).trim()).expect("one JSON object");
     assert_eq!(v["mode"], "produce");
+    assert_eq!(
+        v["flush"], "interval",
+        "the topic's flush policy is reported"
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(
         v["threads"],
@@ -391,9 +395,12 @@ fn bench_produce_and_consume_json() {
     );
     let stdout = ok(&out);
     assert!(
-        stdout.contains("msg/s") && stdout.contains("p99.9"),
+        stdout.contains("msg/s") && stdout.contains("p99.9") && stdout.contains("max"),
         "{stdout}"
     );
+    // The summary says what the figure was measured with (the topic's flush
+    // policy; the broker's default is interval).
+    assert!(stdout.contains("(flush=interval, acks=leader)"), "{stdout}");
 }
 
 #[test]

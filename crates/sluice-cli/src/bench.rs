@@ -142,6 +142,8 @@ fn spawn_ticker(pb: ProgressBar, done: Arc<AtomicU64>) -> tokio::task::JoinHandl
 
 struct Summary {
     mode: &'static str,
+    /// The topic's `flush` policy, as the broker reports it.
+    flush: Option<String>,
     messages: u64,
     bytes: u64,
     elapsed: Duration,
@@ -182,6 +184,7 @@ fn report(s: &Summary, args: &BenchArgs) {
             "buffer_bytes": args.buffer_bytes,
             "throughput_target": args.throughput,
             "acks": args.acks.name(),
+            "flush": s.flush,
             "compression": args.compression.codec().name(),
             "seconds": secs,
             "msgs_per_sec": msgs,
@@ -195,8 +198,16 @@ fn report(s: &Summary, args: &BenchArgs) {
         } else {
             "consumed"
         };
+        // What the figure was measured with: the topic's flush policy (and,
+        // for produce, the acks level) changes it by 2x or more.
+        let setting = match (s.mode, &s.flush) {
+            ("produce", Some(f)) => format!(" (flush={f}, acks={})", args.acks.name()),
+            ("produce", None) => format!(" (acks={})", args.acks.name()),
+            (_, Some(f)) => format!(" (flush={f})"),
+            (_, None) => String::new(),
+        };
         outln!(
-            "{verb} {} messages ({:.1} MB) in {:.2} s: {:.0} msg/s, {:.1} MB/s",
+            "{verb} {} messages ({:.1} MB) in {:.2} s: {:.0} msg/s, {:.1} MB/s{setting}",
             s.messages,
             s.bytes as f64 / 1e6,
             secs,
@@ -221,22 +232,36 @@ fn report(s: &Summary, args: &BenchArgs) {
     }
 }
 
-async fn ensure_topic(broker: &str, args: &BenchArgs) -> Result<(), CliError> {
+/// Creates the bench topic if it is missing; returns its `flush` policy.
+async fn ensure_topic(broker: &str, args: &BenchArgs) -> Result<Option<String>, CliError> {
     let admin = crate::topic::admin(broker).await?;
     match admin.describe_topic(&args.topic).await {
-        Ok(_) => Ok(()),
+        Ok(info) => Ok(flush_of(&info)),
         Err(e) if e.code() == Some(ErrorCode::UnknownTopicOrPartition) => {
             match admin
                 .create_topic(&args.topic, args.partitions, Vec::new())
                 .await
             {
-                Ok(()) => Ok(()),
-                Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => Ok(()),
-                Err(e) => Err(CliError::topic(&args.topic)(e)),
+                Ok(()) => {}
+                Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => {}
+                Err(e) => return Err(CliError::topic(&args.topic)(e)),
             }
+            Ok(admin
+                .describe_topic(&args.topic)
+                .await
+                .ok()
+                .and_then(|info| flush_of(&info)))
         }
         Err(e) => Err(CliError::topic(&args.topic)(e)),
     }
+}
+
+/// The `flush` config of a described topic.
+fn flush_of(info: &sluice_client::TopicInfo) -> Option<String> {
+    info.configs
+        .iter()
+        .find(|(k, _)| k == "flush")
+        .map(|(_, v)| v.clone())
 }
 
 /// Records sampled per send-time reading: a record's latency is measured
@@ -276,7 +301,7 @@ async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
     if args.producers == 0 {
         return Err(CliError::msg("--producers must be at least 1"));
     }
-    ensure_topic(broker, &args).await?;
+    let flush = ensure_topic(broker, &args).await?;
     let payload = Bytes::from(
         (0..args.size)
             .map(|i| b'a' + (i % 26) as u8)
@@ -432,6 +457,7 @@ async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
     let ok = hist.len();
     let summary = Summary {
         mode: "produce",
+        flush,
         messages: ok,
         bytes: ok * args.size as u64,
         elapsed: last - started,
@@ -541,6 +567,7 @@ async fn consume(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
     pb.finish_and_clear();
     let summary = Summary {
         mode: "consume",
+        flush: flush_of(&info),
         messages: count,
         bytes,
         elapsed: last - started,
