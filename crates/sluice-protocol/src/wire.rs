@@ -518,6 +518,18 @@ pub fn encode_response_chunks(correlation_id: u32, response: &Response, out: &mu
 // Decoding
 // ----------------------------------------------------------------------------
 
+/// How a request array's items count against its entry budget.
+#[derive(Debug, Clone, Copy)]
+enum Entries {
+    /// Nothing charged here (a topic: its partitions are), but the count
+    /// must fit in what is left.
+    Fit,
+    /// One entry per item (names, group ids, config pairs).
+    Each,
+    /// One entry per item, and one for an empty list (a topic's partitions).
+    EachOrOne,
+}
+
 /// Checked reader over a frame payload.
 struct Dec {
     buf: Bytes,
@@ -654,42 +666,24 @@ impl Dec {
         let count = self.array_len(what, min_item)?;
         self.items(count, item)
     }
-    /// A request's array of topics: each topic uses at least one entry (its
-    /// partitions charge them), so the count is checked against the budget
-    /// before anything is allocated.
-    fn topic_vec<T>(
+    /// Reads a request's array, counting its items against the request's
+    /// entry budget as `entries` says before anything is allocated.
+    fn budgeted_vec<T>(
         &mut self,
         what: &'static str,
         min_item: usize,
+        entries: Entries,
         item: impl FnMut(&mut Dec) -> PResult<T>,
     ) -> PResult<Vec<T>> {
         let count = self.array_len(what, min_item)?;
-        if count > self.budget {
-            return Err(ProtocolError::TooManyEntries { limit: self.limit });
+        match entries {
+            Entries::Fit if count > self.budget => {
+                return Err(ProtocolError::TooManyEntries { limit: self.limit })
+            }
+            Entries::Fit => {}
+            Entries::Each => self.charge(count)?,
+            Entries::EachOrOne => self.charge(count.max(1))?,
         }
-        self.items(count, item)
-    }
-    /// The partitions of one topic in a request: charges one entry per
-    /// partition (one for an empty list) before allocating.
-    fn partition_vec<T>(
-        &mut self,
-        what: &'static str,
-        min_item: usize,
-        item: impl FnMut(&mut Dec) -> PResult<T>,
-    ) -> PResult<Vec<T>> {
-        let count = self.array_len(what, min_item)?;
-        self.charge(count.max(1))?;
-        self.items(count, item)
-    }
-    /// An array whose every item is one entry (names, group ids, config pairs).
-    fn entry_vec<T>(
-        &mut self,
-        what: &'static str,
-        min_item: usize,
-        item: impl FnMut(&mut Dec) -> PResult<T>,
-    ) -> PResult<Vec<T>> {
-        let count = self.array_len(what, min_item)?;
-        self.charge(count)?;
         self.items(count, item)
     }
     fn pairs(&mut self, what: &'static str) -> PResult<Vec<(String, String)>> {
@@ -700,13 +694,13 @@ impl Dec {
     }
     /// A request's list of topic names: validated, each one entry, no repeats.
     fn topic_names(&mut self, what: &'static str) -> PResult<Vec<String>> {
-        let v = self.entry_vec(what, 2, |d| d.topic_name("topic name"))?;
+        let v = self.budgeted_vec(what, 2, Entries::Each, |d| d.topic_name("topic name"))?;
         unique_names(v.iter().map(String::as_str), "topic")?;
         Ok(v)
     }
     /// A request's list of group ids: each one entry, no repeats.
     fn group_ids(&mut self, what: &'static str) -> PResult<Vec<String>> {
-        let v = self.entry_vec(what, 2, |d| d.string("group_id"))?;
+        let v = self.budgeted_vec(what, 2, Entries::Each, |d| d.string("group_id"))?;
         unique_names(v.iter().map(String::as_str), "group id")?;
         Ok(v)
     }
@@ -722,10 +716,11 @@ impl Dec {
     /// A request's `array<TopicPartitions>`: names validated, entries charged,
     /// no topic or partition listed twice.
     fn request_topic_partitions(&mut self, what: &'static str) -> PResult<Vec<TopicPartitions>> {
-        let v = self.topic_vec(what, 6, |d| {
+        let v = self.budgeted_vec(what, 6, Entries::Fit, |d| {
             Ok(TopicPartitions {
                 topic: d.topic_name("topic name")?,
-                partitions: d.partition_vec("partitions", 4, |d| d.u32("partition"))?,
+                partitions: d
+                    .budgeted_vec("partitions", 4, Entries::EachOrOne, |d| d.u32("partition"))?,
             })
         })?;
         unique_topic_partitions(&v, |t| (&t.topic, t.partitions.iter().copied()))?;
@@ -807,12 +802,12 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             topics: d.topic_names("topics")?,
         }),
         ApiKey::CreateTopics => {
-            let topics = d.topic_vec("topics", 10, |d| {
+            let topics = d.budgeted_vec("topics", 10, Entries::Fit, |d| {
                 d.charge(1)?;
                 Ok(CreateTopic {
                     name: d.topic_name("topic name")?,
                     partitions: d.u32("partitions")?,
-                    configs: d.entry_vec("configs", 4, |d| {
+                    configs: d.budgeted_vec("configs", 4, Entries::Each, |d| {
                         Ok((d.string("configs")?, d.string("configs")?))
                     })?,
                 })
@@ -836,10 +831,10 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
                 }
             };
             let timeout_ms = d.u32("timeout_ms")?;
-            let topics = d.topic_vec("topics", 6, |d| {
+            let topics = d.budgeted_vec("topics", 6, Entries::Fit, |d| {
                 Ok(ProduceTopic {
                     name: d.topic_name("topic name")?,
-                    partitions: d.partition_vec("partitions", 8, |d| {
+                    partitions: d.budgeted_vec("partitions", 8, Entries::EachOrOne, |d| {
                         Ok(ProducePartition {
                             partition: d.u32("partition")?,
                             records: d.bytes("records")?,
@@ -860,10 +855,10 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             let max_wait_ms = d.u32("max_wait_ms")?;
             let min_bytes = d.u32("min_bytes")?;
             let max_bytes = d.u32("max_bytes")?;
-            let topics = d.topic_vec("topics", 6, |d| {
+            let topics = d.budgeted_vec("topics", 6, Entries::Fit, |d| {
                 Ok(FetchTopic {
                     name: d.topic_name("topic name")?,
-                    partitions: d.partition_vec("partitions", 16, |d| {
+                    partitions: d.budgeted_vec("partitions", 16, Entries::EachOrOne, |d| {
                         Ok(FetchPartition {
                             partition: d.u32("partition")?,
                             fetch_offset: d.u64("fetch_offset")?,
@@ -883,10 +878,10 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             })
         }
         ApiKey::ListOffsets => {
-            let topics = d.topic_vec("topics", 6, |d| {
+            let topics = d.budgeted_vec("topics", 6, Entries::Fit, |d| {
                 Ok(ListOffsetsTopic {
                     name: d.topic_name("topic name")?,
-                    partitions: d.partition_vec("partitions", 12, |d| {
+                    partitions: d.budgeted_vec("partitions", 12, Entries::EachOrOne, |d| {
                         Ok(ListOffsetsPartition {
                             partition: d.u32("partition")?,
                             spec: OffsetSpec::from_wire(d.i64("offset spec")?)?,
@@ -922,10 +917,10 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             let group_id = d.string("group_id")?;
             let member_id = d.string("member_id")?;
             let generation = d.u32("generation")?;
-            let topics = d.topic_vec("topics", 6, |d| {
+            let topics = d.budgeted_vec("topics", 6, Entries::Fit, |d| {
                 Ok(OffsetCommitTopic {
                     name: d.topic_name("topic name")?,
-                    partitions: d.partition_vec("partitions", 14, |d| {
+                    partitions: d.budgeted_vec("partitions", 14, Entries::EachOrOne, |d| {
                         Ok(OffsetCommitPartition {
                             partition: d.u32("partition")?,
                             offset: d.commit_offset()?,
