@@ -1192,19 +1192,14 @@ impl Consumer {
                 if last < 0 || (last as u64) < position {
                     continue;
                 }
-                if check {
-                    if let Err(source) = verify_crc(batch.as_bytes()) {
-                        self.buffer.push_back(Err(ClientError::InvalidBatch {
-                            topic: p.topic.to_string(),
-                            partition: p.partition,
-                            source,
-                        }));
-                        p.backoff_until = Some(now + self.config.retry_backoff);
-                        break;
-                    }
-                }
-                // Compressed records are read from a decompressed copy (bounded).
-                let batch = match batch.decompress(MAX_DECOMPRESSED_BYTES) {
+                // The CRC covers the bytes as stored; compressed records are
+                // then read from a decompressed copy (bounded).
+                let crc = if check {
+                    verify_crc(batch.as_bytes())
+                } else {
+                    Ok(())
+                };
+                let batch = match crc.and_then(|()| batch.decompress(MAX_DECOMPRESSED_BYTES)) {
                     Ok(b) => b,
                     Err(source) => {
                         self.buffer.push_back(Err(ClientError::InvalidBatch {
