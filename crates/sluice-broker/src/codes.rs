@@ -12,6 +12,7 @@ use sluice_protocol::ErrorCode;
 
 use crate::error::BrokerError;
 use crate::producer_state::Rejection;
+use crate::topics::PartitionMissing;
 
 /// An error with a native-protocol error code.
 pub trait WireCode {
@@ -78,11 +79,11 @@ pub fn log_error_code(err: &LogError) -> ErrorCode {
     }
 }
 
-impl WireCode for crate::group::CommitRefusal {
+impl WireCode for PartitionMissing {
     fn code(&self) -> ErrorCode {
         match self {
-            crate::group::CommitRefusal::UnknownPartition => ErrorCode::UnknownTopicOrPartition,
-            crate::group::CommitRefusal::Offline => ErrorCode::StorageError,
+            PartitionMissing::Unknown => ErrorCode::UnknownTopicOrPartition,
+            PartitionMissing::Offline => ErrorCode::StorageError,
         }
     }
 }

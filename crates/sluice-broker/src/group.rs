@@ -113,33 +113,18 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
-use crate::topics::{Topic, TopicRegistry};
+use crate::topics::{serving, PartitionMissing, Topic, TopicRegistry};
 
 /// A topic resolved for the partitions of one OffsetCommit ([`Groups::commit_target`]).
 pub struct CommitTarget(Option<Arc<Topic>>);
-
-/// Why one partition of an OffsetCommit is skipped (the others are still committed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitRefusal {
-    /// The topic or partition does not exist.
-    UnknownPartition,
-    /// The partition could not be opened at start.
-    Offline,
-}
 
 impl CommitTarget {
     /// Whether an offset may be committed for `partition`: the partition
     /// must be served. Any offset is kept as sent, as Kafka does (consumers
     /// read only below the high watermark, so what they commit is at most it).
-    pub fn check(&self, partition: u32) -> Result<(), CommitRefusal> {
-        let Some(topic) = &self.0 else {
-            return Err(CommitRefusal::UnknownPartition);
-        };
-        match topic.partition(partition) {
-            Some(_) => Ok(()),
-            None if topic.offline_reason(partition).is_some() => Err(CommitRefusal::Offline),
-            None => Err(CommitRefusal::UnknownPartition),
-        }
+    /// A partition that is skipped says why (the others are still committed).
+    pub fn check(&self, partition: u32) -> Result<(), PartitionMissing> {
+        serving(self.0.as_deref(), partition).map(|_| ())
     }
 }
 
@@ -1597,10 +1582,10 @@ pub(crate) mod tests {
         broker.create_topic("t", 1, &[]).unwrap();
         let target = groups.commit_target("t");
         assert_eq!(target.check(0), Ok(()));
-        assert_eq!(target.check(1), Err(CommitRefusal::UnknownPartition));
+        assert_eq!(target.check(1), Err(PartitionMissing::Unknown));
         assert_eq!(
             groups.commit_target("nope").check(0),
-            Err(CommitRefusal::UnknownPartition)
+            Err(PartitionMissing::Unknown)
         );
     }
 

@@ -75,6 +75,7 @@ use crate::broker::{Broker, FetchParams, FetchResult, FetchTarget, TopicDescript
 use crate::codes::WireCode;
 use crate::error::{chain, BrokerError};
 use crate::group::{Groups, HeartbeatReply};
+use crate::topics::serving;
 
 /// What the connection should do after a handler ran.
 pub enum Outcome {
@@ -367,15 +368,6 @@ fn init_producer_id(ctx: &Context, client_id: &str, req: Request) -> Outcome {
 /// exist (UNKNOWN_TOPIC_OR_PARTITION, decided by the handler).
 type FetchShape = Vec<(String, Vec<(u32, Option<ErrorCode>)>)>;
 
-/// The code for a partition a topic does not serve: STORAGE_ERROR when it
-/// is offline (its files could not be opened at start), else unknown.
-fn missing_code(topic: Option<&Arc<crate::topics::Topic>>, partition: u32) -> ErrorCode {
-    match topic {
-        Some(t) if t.offline_reason(partition).is_some() => ErrorCode::StorageError,
-        _ => ErrorCode::UnknownTopicOrPartition,
-    }
-}
-
 /// Regroups flat fetch results into the request's topic structure.
 fn fetch_response(shape: FetchShape, results: Vec<FetchResult>) -> Response {
     let mut results = results.into_iter();
@@ -442,14 +434,13 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let mut missing = false;
     for t in topics {
         let found = ctx.broker.topics().get(&t.name);
-        let topic: Option<Arc<str>> = found.as_ref().map(|_| Arc::from(t.name.as_str()));
+        // One shared name for the targets of this topic, made on first use.
+        let mut topic: Option<Arc<str>> = None;
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let exists = found
-                .as_ref()
-                .is_some_and(|f| f.partition(p.partition).is_some());
-            match (&topic, exists) {
-                (Some(topic), true) => {
+            match serving(found.as_deref(), p.partition) {
+                Ok(_) => {
+                    let topic = topic.get_or_insert_with(|| Arc::from(t.name.as_str()));
                     targets.push(FetchTarget {
                         topic: Arc::clone(topic),
                         partition: p.partition,
@@ -458,9 +449,9 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                     });
                     parts.push((p.partition, None));
                 }
-                _ => {
+                Err(why) => {
                     missing = true;
-                    parts.push((p.partition, Some(missing_code(found.as_ref(), p.partition))));
+                    parts.push((p.partition, Some(why.code())));
                 }
             }
         }
@@ -499,19 +490,16 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                     .partitions
                     .into_iter()
                     .map(|p| {
-                        let exists = found
-                            .as_ref()
-                            .is_some_and(|f| f.partition(p.partition).is_some());
-                        let r = if exists {
-                            ctx.broker
+                        let r = match serving(found.as_deref(), p.partition) {
+                            Ok(_) => ctx
+                                .broker
                                 .list_offset(
                                     &t.name,
                                     p.partition,
                                     crate::codes::offset_spec(p.spec),
                                 )
-                                .map_err(|e| e.code())
-                        } else {
-                            Err(missing_code(found.as_ref(), p.partition))
+                                .map_err(|e| e.code()),
+                            Err(why) => Err(why.code()),
                         };
                         match r {
                             Ok((offset, timestamp)) => ListOffsetsPartitionResponse {

@@ -105,6 +105,27 @@ impl Topic {
     }
 }
 
+/// Why a partition index is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionMissing {
+    /// The topic or the partition does not exist.
+    Unknown,
+    /// The partition's files could not be opened at start.
+    Offline,
+}
+
+/// The partition `index` of `topic` (if the topic exists), or why it is not served.
+pub fn serving(topic: Option<&Topic>, index: u32) -> Result<&Arc<Partition>, PartitionMissing> {
+    let Some(t) = topic else {
+        return Err(PartitionMissing::Unknown);
+    };
+    match t.partition(index) {
+        Some(p) => Ok(p),
+        None if t.offline_reason(index).is_some() => Err(PartitionMissing::Offline),
+        None => Err(PartitionMissing::Unknown),
+    }
+}
+
 /// All topics of this broker.
 pub struct TopicRegistry {
     data_dir: PathBuf,
