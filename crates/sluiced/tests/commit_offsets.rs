@@ -5,38 +5,20 @@
 //! and read back exactly. Also: a request over the entry cap or with a bad
 //! topic name is answered with a header error, never a dropped connection.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
 use sluice_broker::ConfigLayer;
 use sluice_protocol::codec::FrameCodec;
-use sluice_protocol::wire::{decode_response, encode_request};
 use sluice_protocol::*;
 use sluiced::Server;
+
+use common::{call, send_raw, Conn};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-
-type Conn = Framed<TcpStream, FrameCodec>;
-
-async fn send_raw(conn: &mut Conn, payload: Bytes, api: ApiKey, id: u32) -> Response {
-    conn.send(payload).await.unwrap();
-    let frame = tokio::time::timeout(Duration::from_secs(20), conn.next())
-        .await
-        .expect("response in time")
-        .expect("connection open")
-        .expect("valid frame");
-    let (cid, resp) = decode_response(api, frame).unwrap();
-    assert_eq!(cid, id);
-    resp
-}
-
-async fn call(conn: &mut Conn, id: u32, req: &Request) -> Response {
-    let mut buf = BytesMut::new();
-    encode_request(id, "offsets", req, &mut buf);
-    send_raw(conn, buf.split_off(4).freeze(), req.api_key(), id).await
-}
 
 /// A standalone OffsetCommit of `offset` (written as raw u64 bytes) for `t`/0 in group `g`.
 fn raw_commit(id: u32, offset: u64) -> Bytes {

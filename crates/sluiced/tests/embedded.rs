@@ -1,39 +1,19 @@
 //! In-process broker test (this file's existence also makes `cargo test
 //! --workspace` build the `sluiced` binary that the root black-box tests run).
 
+mod common;
+
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures::{SinkExt, StreamExt};
 use sluice_broker::ConfigLayer;
 use sluice_protocol::codec::FrameCodec;
-use sluice_protocol::wire::{decode_response, encode_request};
 use sluice_protocol::*;
 use sluiced::Server;
+
+use common::call;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-
-async fn call(
-    conn: &mut Framed<TcpStream, FrameCodec>,
-    id: u32,
-    req: &Request,
-    api: ApiKey,
-) -> Response {
-    let mut buf = BytesMut::new();
-    encode_request(id, "embedded", req, &mut buf);
-    // encode_request writes the length prefix; the codec adds its own, so strip it.
-    let payload = buf.split_off(4).freeze();
-    conn.send(payload).await.unwrap();
-    let frame = tokio::time::timeout(Duration::from_secs(20), conn.next())
-        .await
-        .expect("response in time")
-        .expect("connection open")
-        .expect("valid frame");
-    let (cid, resp) = decode_response(api, frame).unwrap();
-    assert_eq!(cid, id);
-    resp
-}
 
 #[tokio::test]
 async fn embedded_server_serves_and_shuts_down_cleanly() {
@@ -56,7 +36,7 @@ async fn embedded_server_serves_and_shuts_down_cleanly() {
     let stream = TcpStream::connect(addr).await.unwrap();
     let mut conn = Framed::new(stream, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
     assert!(matches!(
-        call(&mut conn, 1, &Request::ApiVersions, ApiKey::ApiVersions).await,
+        call(&mut conn, 1, &Request::ApiVersions).await,
         Response::ApiVersions(_)
     ));
     let mut builder = batch::RecordBatchBuilder::new();
@@ -73,7 +53,7 @@ async fn embedded_server_serves_and_shuts_down_cleanly() {
             }],
         }],
     });
-    match call(&mut conn, 2, &req, ApiKey::Produce).await {
+    match call(&mut conn, 2, &req).await {
         Response::Produce(r) => assert_eq!(r.topics[0].partitions[0].error, ErrorCode::None),
         other => panic!("unexpected {other:?}"),
     }
