@@ -546,95 +546,15 @@ mod tests {
         }
     }
 
-    async fn answers(ordered: bool) -> Vec<u8> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = DriverConfig {
+    /// A config for the tests: 1 KiB frames, 60 s timeouts, 8 deferred.
+    fn config(ordered: bool) -> DriverConfig {
+        DriverConfig {
             max_frame_bytes: 1024,
             idle_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
             max_deferred: 8,
             ordered,
-        };
-        let server = tokio::spawn(async move {
-            let (stream, peer) = listener.accept().await.unwrap();
-            let memory = RequestMemory::new(1 << 20);
-            drive(
-                stream,
-                peer,
-                Echo,
-                config,
-                memory,
-                CancellationToken::new(),
-                TaskTracker::new(),
-            )
-            .await;
-        });
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        for p in [b'd', b'a', b'b', b'x'] {
-            s.write_all(&1u32.to_be_bytes()).await.unwrap();
-            s.write_all(&[p]).await.unwrap();
         }
-        let mut got = Vec::new();
-        let read = async {
-            while let Ok(len) = s.read_u32().await {
-                let mut b = vec![0u8; len as usize];
-                s.read_exact(&mut b).await.unwrap();
-                got.extend(b);
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), read)
-            .await
-            .expect("the connection closes after its answers");
-        server.await.unwrap();
-        got
-    }
-
-    /// Ordered mode (Kafka) keeps request order across a deferred response;
-    /// unordered (native) lets later answers overtake it. Both still send the
-    /// deferred answer after the front end asked to close.
-    #[tokio::test]
-    async fn responses_keep_request_order_only_when_ordered() {
-        assert_eq!(answers(true).await, b"dab");
-        assert_eq!(answers(false).await, b"abd");
-    }
-
-    #[tokio::test]
-    async fn oversized_frame_closes_before_reserving() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let memory = RequestMemory::new(1 << 20);
-        let m = memory.clone();
-        let server = tokio::spawn(async move {
-            let (stream, peer) = listener.accept().await.unwrap();
-            let config = DriverConfig {
-                max_frame_bytes: 1024,
-                idle_timeout: Duration::from_secs(60),
-                read_timeout: Duration::from_secs(60),
-                max_deferred: 8,
-                ordered: true,
-            };
-            drive(
-                stream,
-                peer,
-                Echo,
-                config,
-                m,
-                CancellationToken::new(),
-                TaskTracker::new(),
-            )
-            .await;
-        });
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(&1025u32.to_be_bytes()).await.unwrap();
-        let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("closed")
-            .unwrap_or(0);
-        assert_eq!(n, 0);
-        server.await.unwrap();
-        assert_eq!(memory.in_use(), 0);
     }
 
     /// Serves one connection with `Echo` and returns the client side.
@@ -657,6 +577,49 @@ mod tests {
         TcpStream::connect(addr).await.unwrap()
     }
 
+    async fn answers(ordered: bool) -> Vec<u8> {
+        let mut s = echo_server(config(ordered), RequestMemory::new(1 << 20)).await;
+        for p in [b'd', b'a', b'b', b'x'] {
+            s.write_all(&1u32.to_be_bytes()).await.unwrap();
+            s.write_all(&[p]).await.unwrap();
+        }
+        let mut got = Vec::new();
+        let read = async {
+            while let Ok(len) = s.read_u32().await {
+                let mut b = vec![0u8; len as usize];
+                s.read_exact(&mut b).await.unwrap();
+                got.extend(b);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the connection closes after its answers");
+        got
+    }
+
+    /// Ordered mode (Kafka) keeps request order across a deferred response;
+    /// unordered (native) lets later answers overtake it. Both still send the
+    /// deferred answer after the front end asked to close.
+    #[tokio::test]
+    async fn responses_keep_request_order_only_when_ordered() {
+        assert_eq!(answers(true).await, b"dab");
+        assert_eq!(answers(false).await, b"abd");
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_closes_before_reserving() {
+        let memory = RequestMemory::new(1 << 20);
+        let mut s = echo_server(config(true), memory.clone()).await;
+        s.write_all(&1025u32.to_be_bytes()).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert_eq!(memory.in_use(), 0);
+    }
+
     /// A client that trickles a frame's body, one byte within every read
     /// timeout, is still closed once the frame's whole deadline passes, and
     /// its reservation is given back.
@@ -664,11 +627,8 @@ mod tests {
     async fn a_trickled_frame_is_closed_at_its_deadline() {
         let memory = RequestMemory::new(1 << 20);
         let config = DriverConfig {
-            max_frame_bytes: 1024,
-            idle_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_millis(300),
-            max_deferred: 8,
-            ordered: false,
+            ..config(false)
         };
         let mut s = echo_server(config, memory.clone()).await;
         s.write_all(&100u32.to_be_bytes()).await.unwrap();
@@ -693,14 +653,7 @@ mod tests {
     /// the connection: no later response may take its place.
     #[tokio::test]
     async fn ordered_mode_closes_when_a_deferred_answer_is_lost() {
-        let config = DriverConfig {
-            max_frame_bytes: 1024,
-            idle_timeout: Duration::from_secs(60),
-            read_timeout: Duration::from_secs(60),
-            max_deferred: 8,
-            ordered: true,
-        };
-        let mut s = echo_server(config, RequestMemory::new(1 << 20)).await;
+        let mut s = echo_server(config(true), RequestMemory::new(1 << 20)).await;
         for p in [b'p', b'a'] {
             s.write_all(&1u32.to_be_bytes()).await.unwrap();
             s.write_all(&[p]).await.unwrap();
