@@ -30,7 +30,6 @@
 //! restart forgets only producers idle for longer than that tail.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -62,8 +61,6 @@ pub struct Partition {
     durable_reads: bool,
     /// The high watermark; parked fetches wait on it.
     hw_tx: Arc<watch::Sender<u64>>,
-    /// Set once the topic is deleted: reads answer UNKNOWN_TOPIC.
-    deleted: AtomicBool,
     flusher: OnceLock<mpsc::UnboundedSender<(u64, DurableReply)>>,
     topic_metrics: TopicMetrics,
     metrics: PartitionMetrics,
@@ -135,7 +132,6 @@ impl Partition {
             log: Arc::new(log),
             durable_reads,
             hw_tx: Arc::new(hw_tx),
-            deleted: AtomicBool::new(false),
             flusher: OnceLock::new(),
             topic_metrics,
             metrics,
@@ -311,15 +307,17 @@ impl Partition {
         *self.hw_tx.borrow()
     }
 
-    /// Marks the partition's topic deleted and wakes every parked fetch on it.
+    /// Marks the partition's topic deleted: its log is closed for good (no
+    /// file of a re-created namesake is touched through this handle), and
+    /// every parked fetch on it wakes and answers UNKNOWN_TOPIC.
     pub fn mark_deleted(&self) {
-        self.deleted.store(true, AtomicOrdering::Release);
+        self.log.mark_closed();
         self.hw_tx.send_modify(|_| {});
     }
 
     /// Whether the partition's topic was deleted (its handle is stale).
     pub fn is_deleted(&self) -> bool {
-        self.deleted.load(AtomicOrdering::Acquire)
+        self.log.is_closed()
     }
 
     /// Whether reads stop at the durable offset (`flush = always`).

@@ -469,14 +469,13 @@ impl TopicRegistry {
             .offline_partitions
             .sub(topic.offline_partitions().len() as i64);
         for p in topic.partitions() {
-            // Parked fetches on it answer UNKNOWN_TOPIC now and let go of it.
-            p.mark_deleted();
             if let Err(e) = p.close() {
                 tracing::warn!(topic = name, partition = p.index(), error = %crate::error::chain(&e), "closing a deleted partition failed");
             }
             // For good: handles still held elsewhere (a late fetch, a
-            // retention pass) must not touch a topic re-created at this path.
-            p.log().mark_closed();
+            // retention pass) must not touch a topic re-created at this path,
+            // and parked fetches on it answer UNKNOWN_TOPIC now.
+            p.mark_deleted();
         }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
