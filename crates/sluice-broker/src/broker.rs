@@ -179,6 +179,8 @@ pub struct FetchedData {
     pub high_watermark: u64,
     /// First offset still stored.
     pub log_start_offset: u64,
+    /// Records in `records`.
+    pub record_count: u64,
 }
 
 enum Lookup {
@@ -635,19 +637,22 @@ impl PreparedFetch {
                             records: Bytes::new(),
                             high_watermark,
                             log_start_offset,
+                            record_count: 0,
                         })
                     } else {
                         p.read_committed(t.offset, t.max_bytes.min(budget.max(1)), high_watermark)
-                            .map(|mut records| {
+                            .map(|(mut records, mut record_count)| {
                                 // Past the first data found, the total budget is strict.
                                 if total > 0 && records.len() > budget {
                                     records = Bytes::new();
+                                    record_count = 0;
                                 }
                                 total += records.len();
                                 FetchedData {
                                     records,
                                     high_watermark,
                                     log_start_offset,
+                                    record_count,
                                 }
                             })
                     }
@@ -663,7 +668,7 @@ impl PreparedFetch {
         for (r, l) in results.iter().zip(&self.lookups) {
             if let (Ok(d), Lookup::Found(p)) = (r, l) {
                 if !d.records.is_empty() {
-                    p.record_fetch(&d.records);
+                    p.record_fetch(d.records.len(), d.record_count);
                 }
             }
         }

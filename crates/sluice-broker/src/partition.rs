@@ -274,31 +274,35 @@ impl Partition {
     }
 
     /// Like [`Partition::read`], but only whole batches below `high_watermark`
-    /// (a value taken from [`Partition::high_watermark`] before the read).
+    /// (a value taken from [`Partition::high_watermark`] before the read),
+    /// with the number of records in them.
     /// An offset between the high watermark and the log end reads nothing.
     pub fn read_committed(
         &self,
         offset: u64,
         max_bytes: usize,
         high_watermark: u64,
-    ) -> Result<Bytes, BrokerError> {
+    ) -> Result<(Bytes, u64), BrokerError> {
         let mut records = self.read(offset, max_bytes)?;
         if offset >= high_watermark {
             records.clear();
-            return Ok(records);
+            return Ok((records, 0));
         }
         // Always walk: a concurrent append makes its bytes readable before
         // the log's end offset moves, so a read may hold batches past both.
+        // The same walk counts the records kept (for the fetch metrics).
         let mut keep = 0usize;
+        let mut count = 0u64;
         for h in batch_headers(&records) {
             let last = h.base_offset.max(0) as u64 + h.last_offset_delta.max(0) as u64;
             if last >= high_watermark {
                 break;
             }
             keep += h.total_len();
+            count += h.record_count.max(0) as u64;
         }
         records.truncate(keep);
-        Ok(records)
+        Ok((records, count))
     }
 
     /// The end of what consumers may read: the durable offset on a
@@ -333,12 +337,10 @@ impl Partition {
         }
     }
 
-    /// Counts records served to a consumer in the per-topic metrics.
-    pub fn record_fetch(&self, records: &Bytes) {
-        self.topic_metrics.bytes_out.inc_by(records.len() as u64);
-        self.topic_metrics
-            .messages_out
-            .inc_by(count_records(records));
+    /// Counts what a fetch served (`bytes` in `records` records) in the per-topic metrics.
+    pub fn record_fetch(&self, bytes: usize, records: u64) {
+        self.topic_metrics.bytes_out.inc_by(bytes as u64);
+        self.topic_metrics.messages_out.inc_by(records);
     }
 
     /// Offset the next record will get.
@@ -750,10 +752,11 @@ mod high_watermark_tests {
         assert!(p
             .read_committed(0, 1 << 20, p.high_watermark())
             .unwrap()
+            .0
             .is_empty());
         p.wait_durable(info.last_offset + 1).await.unwrap();
         assert_eq!(p.high_watermark(), 1);
-        assert_eq!(p.read_committed(0, 1 << 20, 1).unwrap().len(), a.len());
+        assert_eq!(p.read_committed(0, 1 << 20, 1).unwrap().0.len(), a.len());
 
         io.fail_sync.store(true, Ordering::SeqCst);
         let info = p.append(&batch(b"lost")).unwrap();
@@ -766,9 +769,9 @@ mod high_watermark_tests {
         );
         let hw = p.high_watermark();
         // From the start only the durable batch; at the failed one nothing.
-        let r = p.read_committed(0, 1 << 20, hw).unwrap();
+        let r = p.read_committed(0, 1 << 20, hw).unwrap().0;
         assert_eq!(r.len(), a.len());
-        assert!(p.read_committed(1, 1 << 20, hw).unwrap().is_empty());
+        assert!(p.read_committed(1, 1 << 20, hw).unwrap().0.is_empty());
         // The periodic flush fails too and moves nothing.
         assert!(p.maybe_flush(Instant::now()).is_err());
         assert_eq!(p.high_watermark(), 1);
@@ -800,7 +803,7 @@ mod high_watermark_tests {
         q.append(&batch(b"y")).unwrap();
         assert_eq!(q.high_watermark(), 1);
         assert_eq!(
-            q.read_committed(0, 1 << 20, 1).unwrap().len(),
+            q.read_committed(0, 1 << 20, 1).unwrap().0.len(),
             batch(b"y").len()
         );
     }
