@@ -186,7 +186,8 @@ pub struct FetchedData {
 enum Lookup {
     Found(Arc<Partition>),
     NoTopic,
-    Missing(BrokerError),
+    /// The topic exists but does not serve the partition (unknown or offline).
+    Missing(Arc<Topic>),
 }
 
 /// A fetch whose partitions are resolved; see the module docs.
@@ -409,7 +410,7 @@ impl Broker {
                 None => Lookup::NoTopic,
                 Some(topic) => match topic.partition(t.partition) {
                     Some(p) => Lookup::Found(Arc::clone(p)),
-                    None => Lookup::Missing(missing_partition(&topic, t.partition)),
+                    None => Lookup::Missing(Arc::clone(&topic)),
                 },
             })
             .collect();
@@ -610,21 +611,7 @@ impl PreparedFetch {
         for (t, l) in self.params.targets.iter().zip(&self.lookups) {
             let r = match l {
                 Lookup::NoTopic => Err(BrokerError::UnknownTopic(t.topic.to_string())),
-                Lookup::Missing(e) => Err(match e {
-                    BrokerError::PartitionOffline {
-                        topic,
-                        partition,
-                        reason,
-                    } => BrokerError::PartitionOffline {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        reason: reason.clone(),
-                    },
-                    _ => BrokerError::UnknownPartition {
-                        topic: t.topic.to_string(),
-                        partition: t.partition,
-                    },
-                }),
+                Lookup::Missing(topic) => Err(missing_partition(topic, t.partition)),
                 Lookup::Found(p) if p.is_deleted() => {
                     Err(BrokerError::UnknownTopic(t.topic.to_string()))
                 }
