@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::Histogram;
-use sluice_log::{AppendInfo, FlushPolicy, Log, LogConfig, LogError};
+use sluice_log::{AppendInfo, FlushPolicy, Log, LogError};
 use sluice_protocol::batch::{self, BatchError, BatchHeader};
 use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -76,34 +76,7 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// Opens (or creates and recovers) the log in `dir` with `config`, its
-    /// file-system calls going through the `FileIo` paired with it.
-    pub fn open(
-        dir: &std::path::Path,
-        topic: Arc<str>,
-        index: u32,
-        config: (LogConfig, Arc<dyn sluice_log::FileIo>),
-        topic_metrics: TopicMetrics,
-        metrics: PartitionMetrics,
-        fsync_duration: Histogram,
-    ) -> Result<Partition, BrokerError> {
-        let (config, io) = config;
-        let log = Log::open_with_io(dir, config, io).map_err(|source| BrokerError::Log {
-            topic: topic.to_string(),
-            partition: index,
-            source,
-        })?;
-        Ok(Self::from_log(
-            log,
-            topic,
-            index,
-            topic_metrics,
-            metrics,
-            fsync_duration,
-        ))
-    }
-
-    /// A partition over an already opened log (tests open it with a fault-injecting `FileIo`).
+    /// A partition over its opened (and recovered) log.
     pub fn from_log(
         log: Log,
         topic: Arc<str>,
@@ -721,9 +694,9 @@ mod high_watermark_tests {
     }
 
     fn open(dir: &std::path::Path, flush: FlushPolicy, io: Arc<FaultyFileIo>) -> Partition {
-        let config = LogConfig {
+        let config = sluice_log::LogConfig {
             flush,
-            ..LogConfig::default()
+            ..sluice_log::LogConfig::default()
         };
         let log = Log::open_with_io(dir, config, io).unwrap();
         let m = Metrics::new();

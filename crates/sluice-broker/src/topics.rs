@@ -24,7 +24,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use sluice_log::{FileIo, OsFileIo};
+use sluice_log::{FileIo, Log, OsFileIo};
 
 use crate::config::{TopicDefaults, MAX_PARTITIONS};
 use crate::error::BrokerError;
@@ -307,15 +307,26 @@ impl TopicRegistry {
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         let mut offline = Vec::new();
         for i in 0..meta.partitions {
-            let opened = Partition::open(
-                &dir.join(i.to_string()),
-                Arc::clone(&name),
-                i,
-                (config.log_config(), Arc::clone(&self.io)),
-                tm.clone(),
-                self.metrics.partition(&name, i),
-                self.metrics.fsync_duration.clone(),
-            );
+            let opened = Log::open_with_io(
+                dir.join(i.to_string()),
+                config.log_config(),
+                Arc::clone(&self.io),
+            )
+            .map(|log| {
+                Partition::from_log(
+                    log,
+                    Arc::clone(&name),
+                    i,
+                    tm.clone(),
+                    self.metrics.partition(&name, i),
+                    self.metrics.fsync_duration.clone(),
+                )
+            })
+            .map_err(|source| BrokerError::Log {
+                topic: name.to_string(),
+                partition: i,
+                source,
+            });
             match opened {
                 Ok(p) => partitions.push(Arc::new(p)),
                 Err(e) if allow_offline => {
