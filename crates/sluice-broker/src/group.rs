@@ -993,6 +993,12 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::ConfigLayer;
 
+    /// Fences a commit and waits until it is durable.
+    fn commit(g: &Groups, group: &str, member: &str, generation: u32, commits: &[OffsetCommit]) {
+        let ticket = g.begin_commit(group, member, generation, commits).unwrap();
+        g.finish_commit(ticket).unwrap();
+    }
+
     /// A broker with default settings in `dir` and its groups (also used by
     /// the handler and connection tests).
     pub(crate) fn open(dir: &Path) -> (Arc<Broker>, Arc<Groups>) {
@@ -1208,10 +1214,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|tp| OffsetCommit::new(tp.clone(), 5))
                 .collect();
-            let t = groups
-                .begin_commit("g", &a.member_id, a.generation, &commits)
-                .unwrap();
-            groups.finish_commit(t).unwrap();
+            commit(&groups, "g", &a.member_id, a.generation, &commits);
             let e = groups.begin_commit("g", "", 0, &commits).unwrap_err();
             assert_eq!(e.code(), sluice_protocol::ErrorCode::UnknownMemberId);
             let e = groups.delete_group("g").unwrap_err();
@@ -1262,25 +1265,17 @@ pub(crate) mod tests {
                 .iter()
                 .map(|tp| OffsetCommit::new(tp.clone(), 5))
                 .collect();
-            let t = groups
-                .begin_commit("g", &a.member_id, a.generation, &commits)
-                .unwrap();
-            groups.finish_commit(t).unwrap();
+            commit(&groups, "g", &a.member_id, a.generation, &commits);
             groups.leave("g", &a.member_id).unwrap();
-            let t = groups
-                .begin_commit(
-                    "solo",
-                    "",
-                    0,
-                    &[OffsetCommit::new(TopicPartition::new("t", 0), 9)],
-                )
-                .unwrap();
-            groups.finish_commit(t).unwrap();
+            commit(
+                &groups,
+                "solo",
+                "",
+                0,
+                &[OffsetCommit::new(TopicPartition::new("t", 0), 9)],
+            );
             let l = join(&groups, "live", 300_000);
-            let t = groups
-                .begin_commit("live", &l.member_id, l.generation, &commits)
-                .unwrap();
-            groups.finish_commit(t).unwrap();
+            commit(&groups, "live", &l.member_id, l.generation, &commits);
             groups.refresh_metrics();
             let lag = series(&groups.metrics, "sluice_group_lag");
             assert_eq!(lag.len(), 5, "{lag:?}");
@@ -1342,8 +1337,7 @@ pub(crate) mod tests {
             OffsetCommit::new(TopicPartition::new("t", 1), 1),
         ];
         for i in 0..5 {
-            let t = groups.begin_commit(&format!("g{i}"), "", 0, &both).unwrap();
-            groups.finish_commit(t).unwrap();
+            commit(&groups, &format!("g{i}"), "", 0, &both);
         }
         let m = groups.metrics.clone();
         groups.refresh_metrics();
@@ -1366,15 +1360,13 @@ pub(crate) mod tests {
         groups.refresh_metrics();
         assert!(!m.render().contains("group=\"g0\""));
         // So do the lag series of a deleted topic (its offsets are forgotten).
-        let t = groups
-            .begin_commit(
-                "active",
-                &a.member_id,
-                a.generation,
-                &[OffsetCommit::new(TopicPartition::new("u", 0), 1)],
-            )
-            .unwrap();
-        groups.finish_commit(t).unwrap();
+        commit(
+            &groups,
+            "active",
+            &a.member_id,
+            a.generation,
+            &[OffsetCommit::new(TopicPartition::new("u", 0), 1)],
+        );
         groups.refresh_metrics();
         assert!(m.render().contains("topic=\"u\""));
         // (Broker::delete_topic forgets the topic's committed offsets.)
@@ -1483,10 +1475,7 @@ pub(crate) mod tests {
             c
         };
         let ta = a.assignment[0].clone();
-        let t = groups
-            .begin_commit("ga", &a.member_id, a.generation, &[big(&ta, 1)])
-            .unwrap();
-        groups.finish_commit(t).unwrap();
+        commit(&groups, "ga", &a.member_id, a.generation, &[big(&ta, 1)]);
 
         // The next commit of "ga" does not fit in the 4 KiB segment: its
         // append rolls, and the roll's fsync hangs.
@@ -1559,8 +1548,7 @@ pub(crate) mod tests {
             OffsetCommit::new(TopicPartition::new("gone", 0), 3),
             OffsetCommit::new(TopicPartition::new("kept", 0), 4),
         ];
-        let t = groups.begin_commit("solo", "", 0, &commits).unwrap();
-        groups.finish_commit(t).unwrap();
+        commit(&groups, "solo", "", 0, &commits);
         assert_eq!(groups.committed("solo").len(), 2);
         broker.delete_topic("gone").unwrap();
         let c = groups.committed("solo");
@@ -1668,10 +1656,7 @@ pub(crate) mod tests {
         assert_eq!(next, 3);
         assert!(data.high_watermark <= p.log().durable_offset());
         let tp = TopicPartition::new("t", 0);
-        let t = groups
-            .begin_commit("g", "", 0, &[OffsetCommit::new(tp.clone(), next)])
-            .unwrap();
-        groups.finish_commit(t).unwrap();
+        commit(&groups, "g", "", 0, &[OffsetCommit::new(tp.clone(), next)]);
         assert!(groups.committed("g")[&tp].offset <= p.log().durable_offset());
     }
 
