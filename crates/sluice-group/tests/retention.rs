@@ -33,6 +33,14 @@ impl FakeClock {
     }
 }
 
+/// The committed offset of `group` on `topic`/`partition` (it must exist).
+fn offset_of(store: &OffsetStore, group: &str, topic: &str, partition: u32) -> u64 {
+    store
+        .fetch(group, &TopicPartition::new(topic, partition))
+        .unwrap()
+        .offset
+}
+
 fn retention() -> OffsetRetention {
     OffsetRetention {
         retention_ms: RETENTION_MS,
@@ -253,22 +261,10 @@ fn an_offset_committed_again_after_the_pass_decided_is_kept() {
     assert_eq!(offsets::finish_expiry(&store, pass).unwrap(), 1);
     store.finish(recommit).unwrap();
     assert_eq!(store.fetch_group("s").len(), 1);
-    assert_eq!(
-        store
-            .fetch("s", &TopicPartition::new("t", 1))
-            .unwrap()
-            .offset,
-        9
-    );
+    assert_eq!(offset_of(&store, "s", "t", 1), 9);
     drop(store);
     let store = open(dir.path());
-    assert_eq!(
-        store
-            .fetch("s", &TopicPartition::new("t", 1))
-            .unwrap()
-            .offset,
-        9
-    );
+    assert_eq!(offset_of(&store, "s", "t", 1), 9);
     assert!(store.fetch("s", &TopicPartition::new("t", 0)).is_none());
 }
 
@@ -315,21 +311,9 @@ fn a_dropped_ticket_is_still_appended_in_queue_order() {
     // A dropped change with nothing after it is appended by settle.
     drop(store.append_commit("g", &[oc("t", 0, 5)], 3).unwrap());
     store.settle().unwrap();
-    assert_eq!(
-        store
-            .fetch("g", &TopicPartition::new("t", 0))
-            .unwrap()
-            .offset,
-        5
-    );
+    assert_eq!(offset_of(&store, "g", "t", 0), 5);
     drop(store);
     let store = open(dir.path());
-    assert_eq!(
-        store
-            .fetch("g", &TopicPartition::new("t", 0))
-            .unwrap()
-            .offset,
-        5
-    );
+    assert_eq!(offset_of(&store, "g", "t", 0), 5);
     assert_eq!(store.replay_stats().records, 3);
 }
