@@ -129,10 +129,15 @@ mod tests {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
-    #[tokio::test]
-    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
-        use tokio::net::TcpStream;
-
+    /// Serves HTTP on a loopback port with `max` connections and `header_timeout`.
+    async fn start(
+        max: usize,
+        header_timeout: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -140,9 +145,17 @@ mod tests {
             listener,
             Metrics::new(),
             shutdown.clone(),
-            2,
-            Duration::from_secs(60),
+            max,
+            header_timeout,
         ));
+        (addr, shutdown, server)
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+        use tokio::net::TcpStream;
+
+        let (addr, shutdown, server) = start(2, Duration::from_secs(60)).await;
         // Two connections that send nothing hold both slots.
         let a = TcpStream::connect(addr).await.unwrap();
         let b = TcpStream::connect(addr).await.unwrap();
@@ -164,16 +177,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         use tokio::net::TcpStream;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_limited(
-            listener,
-            Metrics::new(),
-            shutdown.clone(),
-            2,
-            Duration::from_millis(300),
-        ));
+        let (addr, shutdown, server) = start(2, Duration::from_millis(300)).await;
         // One asks for keep-alive and then idles; one never says anything.
         let mut kept = TcpStream::connect(addr).await.unwrap();
         assert!(health(&mut kept).await.starts_with("HTTP/1.1 200"));
