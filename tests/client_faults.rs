@@ -156,37 +156,7 @@ async fn producer_reconnects_after_broker_restart_and_nothing_acknowledged_is_lo
     );
 
     // Read everything back: every acknowledged record is at its acknowledged offset.
-    let mut consumer = Consumer::new(addr.clone());
-    consumer.assign(vec![("restart".to_string(), 0)]);
-    let end = Admin::connect(addr)
-        .await
-        .expect("admin")
-        .describe_topic("restart")
-        .await
-        .expect("describe")
-        .partitions[0]
-        .end_offset;
-    let mut stored = vec![None; end as usize];
-    let mut read = 0;
-    while read < end {
-        let r = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("record")
-            .expect("assigned")
-            .expect("consume");
-        stored[r.offset as usize] = r.value;
-        read = r.offset + 1;
-    }
-    let acked = load.acked.lock().unwrap();
-    assert_eq!(acked.len(), N);
-    for (i, offset) in acked.iter() {
-        let v = stored[*offset as usize].as_deref();
-        assert_eq!(
-            v,
-            Some(format!("m{i}").as_bytes()),
-            "acknowledged record {i} at offset {offset} lost"
-        );
-    }
+    load.assert_all_acked_and_stored(&addr, "restart", N).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -225,34 +225,5 @@ async fn a_broker_restarted_within_the_delivery_timeout_loses_nothing() {
     );
 
     // Every acknowledged record is in the log at its offset, byte for byte.
-    let end = Admin::connect(addr.clone())
-        .await
-        .expect("admin")
-        .describe_topic("ride")
-        .await
-        .expect("describe")
-        .partitions[0]
-        .end_offset;
-    let mut stored = vec![None; end as usize];
-    let mut consumer = Consumer::new(addr);
-    consumer.assign(vec![("ride".to_string(), 0)]);
-    let mut read = 0;
-    while read < end {
-        let r = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("record")
-            .expect("assigned")
-            .expect("consume");
-        stored[r.offset as usize] = r.value;
-        read = r.offset + 1;
-    }
-    let acked = load.acked.lock().unwrap();
-    assert_eq!(acked.len(), N);
-    for (i, offset) in acked.iter() {
-        assert_eq!(
-            stored.get(*offset as usize).and_then(|v| v.as_deref()),
-            Some(format!("m{i}").as_bytes()),
-            "acknowledged record {i} at offset {offset} lost or changed"
-        );
-    }
+    load.assert_all_acked_and_stored(&addr, "ride", N).await;
 }

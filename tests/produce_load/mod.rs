@@ -96,6 +96,42 @@ impl BackgroundLoad {
             .expect("acks resolved")
             .expect("waiter")
     }
+
+    /// Reads partition 0 of `topic` back from the broker at `addr` and checks
+    /// that all `n` records were acknowledged and each is stored at its
+    /// acknowledged offset, byte for byte.
+    pub async fn assert_all_acked_and_stored(&self, addr: &str, topic: &str, n: usize) {
+        let end = sluice::Admin::connect(addr.to_string())
+            .await
+            .expect("admin")
+            .describe_topic(topic)
+            .await
+            .expect("describe")
+            .partitions[0]
+            .end_offset;
+        let mut stored = vec![None; end as usize];
+        let mut consumer = sluice::Consumer::new(addr.to_string());
+        consumer.assign(vec![(topic.to_string(), 0)]);
+        let mut read = 0;
+        while read < end {
+            let r = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+                .await
+                .expect("record")
+                .expect("assigned")
+                .expect("consume");
+            stored[r.offset as usize] = r.value;
+            read = r.offset + 1;
+        }
+        let acked = self.acked.lock().unwrap();
+        assert_eq!(acked.len(), n);
+        for (i, offset) in acked.iter() {
+            assert_eq!(
+                stored.get(*offset as usize).and_then(|v| v.as_deref()),
+                Some(format!("m{i}").as_bytes()),
+                "acknowledged record {i} at offset {offset} lost or changed"
+            );
+        }
+    }
 }
 
 /// Produces `per_partition` records to each of `partitions` partitions of
