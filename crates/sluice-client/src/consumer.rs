@@ -118,7 +118,12 @@ pub struct ConsumerConfig {
     pub fetch_min_bytes: u32,
     /// Upper bound of one fetch response (default 32 MiB).
     pub fetch_max_bytes: u32,
-    /// Upper bound per partition in one fetch (default 8 MiB; at least one batch is always returned).
+    /// Upper bound per partition in one fetch (default 1 MiB, Kafka's
+    /// `max.partition.fetch.bytes`; at least one batch is always returned).
+    /// Larger is not faster: the next fetch is sent before a response is
+    /// decoded, and a response that fits the CPU cache is checked and
+    /// decoded while still in it (catch-up reads on the 2-core test VM:
+    /// 1-4 MiB ~2.0-2.3 GB/s, 8 MiB ~1.5-1.9 GB/s).
     pub partition_max_bytes: u32,
     /// Verify each fetched batch's CRC-32C (default true).
     pub check_crcs: bool,
@@ -154,7 +159,7 @@ impl Default for ConsumerConfig {
             fetch_max_wait: Duration::from_millis(500),
             fetch_min_bytes: 1,
             fetch_max_bytes: 32 * 1024 * 1024,
-            partition_max_bytes: 8 * 1024 * 1024,
+            partition_max_bytes: 1024 * 1024,
             check_crcs: true,
             clamp_out_of_range: true,
             retry_backoff: Duration::from_millis(100),
@@ -482,6 +487,7 @@ impl Consumer {
                 }
             };
             match outcome {
+                // `process` sends the next fetches itself, before decoding.
                 Some(Some(Ok((asked, result)))) => self.process(asked, result),
                 Some(Some(Err(join))) => {
                     // The fetch task was aborted or panicked: retry everything it covered.
@@ -1117,6 +1123,7 @@ impl Consumer {
                 return;
             }
         };
+        let mut decode = Vec::with_capacity(asked.len());
         for (i, epoch, fetch_offset) in asked {
             let Some(p) = self.partitions.get_mut(i) else {
                 continue;
@@ -1170,104 +1177,145 @@ impl Consumer {
                     continue;
                 }
             }
-            let mut position = fetch_offset;
-            let check = self.config.check_crcs;
+            // Where the next fetch starts: after the last whole batch. Only
+            // headers are read here; records are decoded below, after the
+            // next fetch has left, so the network and the broker work while
+            // this response is checked and decoded.
+            let mut end = fetch_offset;
             for batch in batches(&data.records) {
-                let batch = match batch {
-                    Ok(b) => b,
-                    // A partial batch at the end of a response is not an error (Kafka sends them).
+                match batch {
+                    Ok(b) => {
+                        let last = b.header().last_offset();
+                        if last >= 0 && last as u64 >= end {
+                            end = last as u64 + 1;
+                        }
+                    }
                     Err(BatchError::Truncated { .. }) => break,
-                    Err(source) => {
-                        self.buffer.push_back(Err(ClientError::InvalidBatch {
-                            topic: p.topic.to_string(),
-                            partition: p.partition,
-                            source,
-                        }));
+                    Err(_) => {
+                        // Reported by the decode below; retried after a pause.
                         p.backoff_until = Some(now + self.config.retry_backoff);
                         break;
                     }
+                }
+            }
+            p.position = Position::At(end);
+            decode.push((i, fetch_offset, data.records.clone()));
+        }
+        self.launch_fetches();
+        for (i, fetch_offset, records) in decode {
+            self.decode(i, fetch_offset, &records, now);
+        }
+    }
+
+    /// Buffers the records of `records` (a fetch answer for partition `i`
+    /// from `fetch_offset`). On a bad batch, buffers an error, moves the
+    /// partition back to that batch and drops the fetch already sent past it.
+    fn decode(&mut self, i: usize, fetch_offset: u64, records: &Bytes, now: Instant) {
+        let next_epoch = self.next_epoch + 1;
+        let Some(p) = self.partitions.get_mut(i) else {
+            return;
+        };
+        let mut position = fetch_offset;
+        let check = self.config.check_crcs;
+        let mut failed_at = None;
+        for batch in batches(records) {
+            let batch = match batch {
+                Ok(b) => b,
+                // A partial batch at the end of a response is not an error (Kafka sends them).
+                Err(BatchError::Truncated { .. }) => break,
+                Err(source) => {
+                    failed_at = Some(source);
+                    break;
+                }
+            };
+            let header = *batch.header();
+            let last = header.last_offset();
+            if last < 0 || (last as u64) < position {
+                continue;
+            }
+            // The CRC covers the bytes as stored; compressed records are
+            // then read from a decompressed copy (bounded).
+            let crc = if check {
+                verify_crc(batch.as_bytes())
+            } else {
+                Ok(())
+            };
+            let batch = match crc.and_then(|()| batch.decompress(MAX_DECOMPRESSED_BYTES)) {
+                Ok(b) => b,
+                Err(source) => {
+                    failed_at = Some(source);
+                    break;
+                }
+            };
+            let buf = batch.as_bytes();
+            let mut failed = None;
+            // Records of this batch go to the buffer only once all of them decoded.
+            let before = self.buffer.len();
+            for record in batch.records() {
+                let record = match record {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 };
-                let header = *batch.header();
-                let last = header.last_offset();
-                if last < 0 || (last as u64) < position {
+                if record.offset < 0 || (record.offset as u64) < position {
                     continue;
                 }
-                // The CRC covers the bytes as stored; compressed records are
-                // then read from a decompressed copy (bounded).
-                let crc = if check {
-                    verify_crc(batch.as_bytes())
-                } else {
-                    Ok(())
-                };
-                let batch = match crc.and_then(|()| batch.decompress(MAX_DECOMPRESSED_BYTES)) {
-                    Ok(b) => b,
-                    Err(source) => {
-                        self.buffer.push_back(Err(ClientError::InvalidBatch {
-                            topic: p.topic.to_string(),
-                            partition: p.partition,
-                            source,
-                        }));
-                        p.backoff_until = Some(now + self.config.retry_backoff);
-                        break;
+                if let Some(ts) = p.skip_before {
+                    if record.timestamp < ts {
+                        continue;
                     }
-                };
-                let buf = batch.as_bytes();
-                let mut failed = None;
-                for record in batch.records() {
-                    let record = match record {
-                        Ok(r) => r,
+                    p.skip_before = None;
+                }
+                let mut headers = Vec::new();
+                for h in record.headers() {
+                    match h {
+                        Ok((k, v)) => headers.push((
+                            k.to_string(),
+                            v.map(|v| sub_bytes(buf, v)).unwrap_or_default(),
+                        )),
                         Err(e) => {
                             failed = Some(e);
                             break;
                         }
-                    };
-                    if record.offset < 0 || (record.offset as u64) < position {
-                        continue;
                     }
-                    if let Some(ts) = p.skip_before {
-                        if record.timestamp < ts {
-                            continue;
-                        }
-                        p.skip_before = None;
-                    }
-                    let mut headers = Vec::new();
-                    for h in record.headers() {
-                        match h {
-                            Ok((k, v)) => headers.push((
-                                k.to_string(),
-                                v.map(|v| sub_bytes(buf, v)).unwrap_or_default(),
-                            )),
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    if failed.is_some() {
-                        break;
-                    }
-                    self.buffer.push_back(Ok(ConsumerRecord {
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                        offset: record.offset as u64,
-                        timestamp: record.timestamp,
-                        key: record.key.map(|k| sub_bytes(buf, k)),
-                        value: record.value.map(|v| sub_bytes(buf, v)),
-                        headers,
-                    }));
                 }
-                if let Some(source) = failed {
-                    self.buffer.push_back(Err(ClientError::InvalidBatch {
-                        topic: p.topic.to_string(),
-                        partition: p.partition,
-                        source,
-                    }));
-                    p.backoff_until = Some(now + self.config.retry_backoff);
+                if failed.is_some() {
                     break;
                 }
-                position = last as u64 + 1;
+                self.buffer.push_back(Ok(ConsumerRecord {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    offset: record.offset as u64,
+                    timestamp: record.timestamp,
+                    key: record.key.map(|k| sub_bytes(buf, k)),
+                    value: record.value.map(|v| sub_bytes(buf, v)),
+                    headers,
+                }));
             }
-            p.position = Position::At(position);
+            if let Some(source) = failed {
+                self.buffer.truncate(before);
+                failed_at = Some(source);
+                break;
+            }
+            position = last as u64 + 1;
+        }
+        if let Some(source) = failed_at {
+            self.buffer.push_back(Err(ClientError::InvalidBatch {
+                topic: p.topic.to_string(),
+                partition: p.partition,
+                source,
+            }));
+            if p.position != Position::At(position) {
+                // The next fetch already left from past the bad batch: drop
+                // its answer and fetch this batch again after a pause.
+                self.next_epoch = next_epoch;
+                p.epoch = next_epoch;
+                p.fetching = false;
+                p.position = Position::At(position);
+            }
+            p.backoff_until = Some(now + self.config.retry_backoff);
         }
     }
 }
@@ -1336,6 +1384,11 @@ mod group_tests {
         hang: AtomicBool,
         /// The next heartbeat gets UNKNOWN_MEMBER_ID (the member was removed).
         evict: AtomicBool,
+        /// Fetches answer offsets 0-3 with a good batch and 4-7 with one
+        /// whose CRC does not match.
+        corrupt: AtomicBool,
+        /// Every fetch offset asked for, in order.
+        fetches: Mutex<Vec<u64>>,
     }
 
     fn fake() -> Arc<Fake> {
@@ -1344,7 +1397,34 @@ mod group_tests {
             revoke: AtomicBool::new(false),
             hang: AtomicBool::new(false),
             evict: AtomicBool::new(false),
+            corrupt: AtomicBool::new(false),
+            fetches: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Offsets 0-3 in a good batch, then 4-7 in a batch with a bad CRC.
+    fn good_then_corrupt(from: u64) -> Bytes {
+        let mut b = RecordBatchBuilder::new();
+        for i in 0..4 {
+            b.push(1_000 + i, None, Some(format!("v{i}").as_bytes()), &[]);
+        }
+        let good = b.finish();
+        let mut b = RecordBatchBuilder::new();
+        for i in 4..8 {
+            b.push(1_000 + i, None, Some(format!("v{i}").as_bytes()), &[]);
+        }
+        let mut bad = b.finish().to_vec();
+        sluice_protocol::batch::set_base_offset(&mut bad, 4);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let mut out = Vec::new();
+        if from < 4 {
+            out.extend_from_slice(&good);
+        }
+        if from < 8 {
+            out.extend_from_slice(&bad);
+        }
+        Bytes::from(out)
     }
 
     fn batch(n: i64) -> Bytes {
@@ -1473,7 +1553,10 @@ mod group_tests {
                                 error: ErrorCode::None,
                                 high_watermark: 8,
                                 log_start_offset: 0,
-                                records: if p.fetch_offset < 8 {
+                                records: if fake.corrupt.load(Ordering::SeqCst) {
+                                    fake.fetches.lock().unwrap().push(p.fetch_offset);
+                                    good_then_corrupt(p.fetch_offset)
+                                } else if p.fetch_offset < 8 {
                                     batch(8)
                                 } else {
                                     Bytes::new()
@@ -1564,6 +1647,43 @@ mod group_tests {
                 let _ = tx.send((header.correlation_id, answer(&fake, request)));
             });
         }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_batch_is_an_error_and_is_fetched_again_even_with_the_next_fetch_already_sent(
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let fake = fake();
+        fake.corrupt.store(true, Ordering::SeqCst);
+        tokio::spawn(serve(listener, fake.clone()));
+        let mut c = Consumer::with_config(
+            ClientConfig::new(addr),
+            ConsumerConfig {
+                fetch_max_wait: Duration::from_millis(50),
+                retry_backoff: Duration::from_millis(20),
+                ..ConsumerConfig::default()
+            },
+        );
+        c.assign(vec![("t".into(), 0)]);
+        for want in 0..4 {
+            let r = c.next().await.expect("item").expect("good record");
+            assert_eq!(r.offset, want);
+        }
+        // The bad batch: an error, then (after the backoff) the same batch
+        // is fetched again and fails again; nothing past it is ever handed out.
+        for _ in 0..2 {
+            match c.next().await.expect("item") {
+                Err(ClientError::InvalidBatch { partition: 0, .. }) => {}
+                other => panic!("expected InvalidBatch, got {other:?}"),
+            }
+        }
+        assert_eq!(c.position("t", 0), Some(4));
+        let fetches = fake.fetches.lock().unwrap().clone();
+        // The first answer's headers end at 8, so the next fetch left from 8
+        // before the CRC check; its answer was dropped and 4 fetched again.
+        assert_eq!(fetches[..2], [0, 8], "{fetches:?}");
+        assert!(fetches[2..].contains(&4), "{fetches:?}");
     }
 
     #[tokio::test]

@@ -22,6 +22,9 @@ use crate::index::{
 use crate::io::FileIo;
 use crate::sys::{region_bytes, AppendWriter, Region, MAX_WRITE_BUFS};
 
+/// Early writeback hands the kernel whole pages of this size only.
+const WRITEBACK_PAGE: usize = 4096;
+
 /// File name of a segment file: 20-digit zero-padded base offset + extension.
 pub fn file_name(base_offset: u64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
@@ -1017,27 +1020,16 @@ impl ActiveSegment {
         Ok((first_offset, next - 1, max_ts, count))
     }
 
-    /// Starts (asynchronous) writeback of the `.log` bytes `[from, end)` so a
-    /// following fdatasync has less left to write. A hint: a failure is
-    /// only logged, the fdatasync that makes the data durable reports any
-    /// real I/O error.
-    pub(crate) fn start_writeback(&self, from: usize) {
-        if from >= self.end {
-            return;
-        }
-        if let Err(e) =
-            crate::sys::start_writeback(&self.file, from as u64, (self.end - from) as u64)
-        {
-            tracing::debug!(segment = %self.seg.log_path.display(), error = %e, "sync_file_range failed");
-        }
-    }
-
-    /// The bytes appended since the previous call, `[from, end)`, for
-    /// asynchronous writeback outside the writer lock.
+    /// The whole pages appended since the previous call, `[from, to)`, for
+    /// asynchronous writeback outside the writer lock. The partial last
+    /// page is left for later: the next append writes into it, and a write
+    /// into a page under writeback waits for that I/O to finish (seen as
+    /// `pwritev` blocked in `__filemap_get_folio` under interval flushing).
     pub(crate) fn take_writeback_range(&mut self) -> (usize, usize) {
         let from = self.writeback_mark.min(self.end);
-        self.writeback_mark = self.end;
-        (from, self.end)
+        let to = (self.end / WRITEBACK_PAGE * WRITEBACK_PAGE).max(from);
+        self.writeback_mark = to;
+        (from, to)
     }
 
     /// Bytes appended but not yet handed to writeback by
