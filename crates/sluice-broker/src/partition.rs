@@ -12,11 +12,18 @@
 //! an append that lands between its read and its wait still wakes it (the
 //! receiver sees a value it has not marked seen). There is no polling.
 //!
-//! Why a flusher task: many produce requests waiting for the same fsync must
-//! not each hold a blocking thread. Waiters queue on an unbounded channel;
-//! the flusher takes all queued waiters, runs one `Log::wait_durable` for the
-//! highest offset on the blocking pool, and answers them all (group commit on
-//! top of the log's own).
+//! Why a flush loop: many produce requests waiting for the same fsync must
+//! not each hold a blocking thread, and the next fsync must start the moment
+//! the previous one ends while anyone waits. A waiter raises the partition's
+//! requested offset, starts the loop if it is not running, and waits on a
+//! watch of the durable offset. The loop runs on one blocking-pool thread:
+//! it fdatasyncs everything appended when each fsync starts (one
+//! `Log::wait_durable`), publishes the durable offset (waking every waiter
+//! it covers), and starts the next fsync at once while any waiter needs
+//! more; it exits when none does. So every fsync is shared by all waiters
+//! whose data was written before it started, and no waiter waits for more
+//! than one fsync after the one in flight when its data was written. No
+//! channel message, reply channel or task is created per waiter.
 //!
 //! Idempotent produce: batches with a producer id are checked against the
 //! partition's [`ProducerStates`] (see [`crate::producer_state`]) and appended
@@ -30,7 +37,8 @@
 //! restart forgets only producers idle for longer than that tail.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,7 +46,7 @@ use prometheus::Histogram;
 use sluice_log::{AppendInfo, FlushPolicy, Log, LogError};
 use sluice_protocol::batch::{self, BatchError, BatchHeader};
 use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use crate::error::BrokerError;
 use crate::metrics::{PartitionMetrics, TopicMetrics};
@@ -50,7 +58,24 @@ pub const REBUILD_RECORDS: u64 = 10_000;
 /// At most this many bytes of the log's tail are read to rebuild the producer state.
 pub const REBUILD_BYTES: usize = 4 * 1024 * 1024;
 
-type DurableReply = oneshot::Sender<Result<(), Arc<LogError>>>;
+/// What a partition's flush loop publishes after every fsync.
+#[derive(Debug, Clone, Default)]
+struct DurableState {
+    /// Everything below this offset is fsynced.
+    durable: u64,
+    /// The fsync that failed (the log is poisoned until reopened).
+    failed: Option<Arc<LogError>>,
+}
+
+/// Group commit: shared by a partition's durable waiters and its flush loop.
+struct GroupCommit {
+    /// The highest offset a waiter needs durable.
+    requested: AtomicU64,
+    /// A flush loop is running on the blocking pool.
+    running: AtomicBool,
+    /// Published after every fsync; waiters wait on it.
+    state: watch::Sender<DurableState>,
+}
 
 /// A partition of a topic: shared by handlers, fetch waiters and housekeeping.
 pub struct Partition {
@@ -61,7 +86,7 @@ pub struct Partition {
     durable_reads: bool,
     /// The high watermark; parked fetches wait on it.
     hw_tx: Arc<watch::Sender<u64>>,
-    flusher: OnceLock<mpsc::UnboundedSender<(u64, DurableReply)>>,
+    group_commit: Arc<GroupCommit>,
     topic_metrics: TopicMetrics,
     metrics: PartitionMetrics,
     fsync_duration: Histogram,
@@ -105,7 +130,11 @@ impl Partition {
             log: Arc::new(log),
             durable_reads,
             hw_tx: Arc::new(hw_tx),
-            flusher: OnceLock::new(),
+            group_commit: Arc::new(GroupCommit {
+                requested: AtomicU64::new(0),
+                running: AtomicBool::new(false),
+                state: watch::channel(DurableState::default()).0,
+            }),
             topic_metrics,
             metrics,
             fsync_duration,
@@ -343,7 +372,8 @@ impl Partition {
             .map_err(|e| self.log_err(e))
     }
 
-    /// Resolves once every offset below `offset` is fsynced (group commit).
+    /// Resolves once every offset below `offset` is fsynced (group commit;
+    /// see the module docs).
     pub async fn wait_durable(&self, offset: u64) -> Result<(), BrokerError> {
         if self.log.durable_offset() >= offset {
             // Synced by someone else (a roll, the periodic flush): make sure
@@ -351,65 +381,45 @@ impl Partition {
             self.publish_durable();
             return Ok(());
         }
-        let (tx, rx) = oneshot::channel();
-        let flusher = self.flusher.get_or_init(|| self.spawn_flusher());
-        let durability = |source| BrokerError::Durability {
-            topic: self.topic.to_string(),
-            partition: self.index,
-            source,
-        };
-        if flusher.send((offset, tx)).is_err() {
-            return Err(BrokerError::ShuttingDown);
+        let gc = &self.group_commit;
+        // Subscribed before asking: no publish after this point is missed.
+        let mut rx = gc.state.subscribe();
+        gc.requested.fetch_max(offset, Ordering::AcqRel);
+        if !gc.running.swap(true, Ordering::AcqRel) {
+            self.start_flush_loop();
         }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(durability(e)),
-            Err(_) => Err(BrokerError::ShuttingDown),
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if s.durable >= offset {
+                    return Ok(());
+                }
+                if let Some(e) = &s.failed {
+                    return Err(BrokerError::Durability {
+                        topic: self.topic.to_string(),
+                        partition: self.index,
+                        source: Arc::clone(e),
+                    });
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(BrokerError::ShuttingDown);
+            }
         }
     }
 
-    fn spawn_flusher(&self) -> mpsc::UnboundedSender<(u64, DurableReply)> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, DurableReply)>();
+    /// Runs [`flush_loop`] on the blocking pool (the caller set `running`).
+    fn start_flush_loop(&self) {
         let log = Arc::clone(&self.log);
+        let gc = Arc::clone(&self.group_commit);
         let hw = self.durable_reads.then(|| Arc::clone(&self.hw_tx));
         let hist = self.fsync_duration.clone();
         let name = format!("{}/{}", self.topic, self.index);
-        tokio::spawn(async move {
-            let mut waiters = Vec::new();
-            while let Some(first) = rx.recv().await {
-                waiters.push(first);
-                while let Ok(more) = rx.try_recv() {
-                    waiters.push(more);
-                }
-                let target = waiters.iter().map(|(o, _)| *o).max().unwrap_or(0);
-                let log2 = Arc::clone(&log);
-                let started = Instant::now();
-                let result = tokio::task::spawn_blocking(move || log2.wait_durable(target)).await;
-                hist.observe(started.elapsed().as_secs_f64());
-                let result = match result {
-                    Ok(r) => r.map_err(Arc::new),
-                    Err(join) => Err(Arc::new(LogError::Io {
-                        path: name.clone().into(),
-                        source: std::io::Error::other(join.to_string()),
-                    })),
-                };
-                match &result {
-                    // Readers see the records before their producers are answered.
-                    Ok(()) => {
-                        if let Some(hw) = &hw {
-                            publish_durable(hw, &log);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(partition = %name, error = %crate::error::chain(e.as_ref()), "fsync failed")
-                    }
-                }
-                for (_, reply) in waiters.drain(..) {
-                    let _ = reply.send(result.clone());
-                }
-            }
-        });
-        tx
+        let work = move || flush_loop(&log, &gc, hw.as_deref(), &hist, &name);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(work)),
+            Err(_) => work(),
+        }
     }
 
     /// For the `interval` policy: flushes if due, recording the fsync time.
@@ -455,6 +465,52 @@ fn advance(tx: &watch::Sender<u64>, to: u64) {
 }
 
 /// Moves a durable-only partition's high watermark to the log's durable offset.
+/// A partition's group-commit loop (see the module docs): fsyncs while any
+/// waiter needs an offset that is not durable, publishing after each fsync.
+fn flush_loop(
+    log: &Log,
+    gc: &GroupCommit,
+    hw: Option<&watch::Sender<u64>>,
+    hist: &Histogram,
+    name: &str,
+) {
+    loop {
+        let target = gc.requested.load(Ordering::Acquire);
+        if log.durable_offset() >= target {
+            let durable = log.durable_offset();
+            gc.state.send_modify(|s| s.durable = s.durable.max(durable));
+            gc.running.store(false, Ordering::Release);
+            // A waiter that raised `requested` after the load above may
+            // have seen `running` still set: look again before leaving.
+            if gc.requested.load(Ordering::Acquire) > log.durable_offset()
+                && !gc.running.swap(true, Ordering::AcqRel)
+            {
+                continue;
+            }
+            return;
+        }
+        let started = Instant::now();
+        let result = log.wait_durable(target);
+        hist.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                // Readers see the records before their producers are answered.
+                if let Some(hw) = hw {
+                    publish_durable(hw, log);
+                }
+                let durable = log.durable_offset();
+                gc.state.send_modify(|s| s.durable = s.durable.max(durable));
+            }
+            Err(e) => {
+                tracing::error!(partition = %name, error = %crate::error::chain(&e), "fsync failed");
+                gc.state.send_modify(|s| s.failed = Some(Arc::new(e)));
+                gc.running.store(false, Ordering::Release);
+                return;
+            }
+        }
+    }
+}
+
 fn publish_durable(tx: &watch::Sender<u64>, log: &Log) {
     advance(tx, log.durable_offset().min(log.end_offset()));
 }

@@ -6,10 +6,15 @@
 //! other than an offset are resolved with ListOffsets before the next fetch).
 //!
 //! Fetching: one long-poll Fetch per partition leader is in flight at a time.
-//! As soon as a response arrives, positions advance past the returned batches
-//! and the next fetch is sent *before* the application sees the records, so
-//! the broker is already gathering the next batch while the application
-//! handles the current one (at most two responses are held in memory).
+//! As soon as a response arrives, positions advance past its last whole
+//! batch (read from the batch headers only) and the next fetch is sent
+//! *before* the response's CRCs are checked and its records decoded, so the
+//! broker reads and sends the next response while this one is decoded and
+//! handed out (at most two responses are held in memory). A batch that
+//! fails its CRC or decode is an error item; the fetch already sent past it
+//! is dropped (its partition's epoch moves on) and the batch is fetched
+//! again after [`ConsumerConfig::retry_backoff`], so nothing after a bad
+//! batch is handed out before it.
 //!
 //! Records are yielded without copying: `key`, `value` and header values are
 //! `Bytes` slices of the fetched frame.
@@ -437,6 +442,40 @@ impl Consumer {
     /// For a subscribed consumer, calling `next()` means the records returned
     /// so far are processed: pending revocations and auto-commits happen here.
     pub async fn next(&mut self) -> Option<Result<ConsumerRecord>> {
+        // A buffered record with no group work due is handed out without
+        // the waiting machinery below, whose future is large: boxing it
+        // keeps this future small, and the box is paid once per fetch, not
+        // once per record.
+        if !self.group_work_due() {
+            if let Some(r) = self.buffer.pop_front() {
+                if let Ok(record) = &r {
+                    self.mark_handed(record);
+                }
+                return Some(r);
+            }
+        }
+        Box::pin(self.next_waiting()).await
+    }
+
+    /// Whether [`Consumer::group_work`] has something to do before the next
+    /// record is handed out.
+    fn group_work_due(&self) -> bool {
+        if !self.commits() {
+            return false;
+        }
+        if self.group_dirty || !self.to_release.is_empty() {
+            return true;
+        }
+        if let Some(g) = &self.group {
+            if g.has_changed() || g.has_error() {
+                return true;
+            }
+        }
+        self.config.enable_auto_commit && self.next_auto_commit.is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// [`Consumer::next`] when it may have to wait or do group work.
+    async fn next_waiting(&mut self) -> Option<Result<ConsumerRecord>> {
         loop {
             if self.commits() {
                 if let Err(e) = self.group_work().await {

@@ -245,6 +245,11 @@ impl Membership {
         self.woken = true;
     }
 
+    /// Whether the heartbeat task left an error for the application.
+    pub fn has_error(&self) -> bool {
+        lock(&self.shared.view).error.is_some()
+    }
+
     /// Takes the error the heartbeat task wants the application to see.
     pub fn take_error(&self) -> Option<ClientError> {
         lock(&self.shared.view).error.take()
