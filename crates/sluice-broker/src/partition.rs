@@ -766,6 +766,64 @@ mod high_watermark_tests {
         )
     }
 
+    /// The group commit's promises, on a disk whose fsync takes 20 ms while
+    /// a producer appends every 2 ms and waits: fsyncs are shared (a few
+    /// dozen waiters per fsync, not one each), the next fsync starts as soon
+    /// as the previous one ends while anyone waits, and no waiter waits past
+    /// the end of the first fsync that started after its append returned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_shares_fsyncs_runs_them_back_to_back_and_waits_for_at_most_one_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(FaultyFileIo::default());
+        let p = Arc::new(open(dir.path(), FlushPolicy::Always, Arc::clone(&io)));
+        io.slow_sync_us.store(20_000, Ordering::SeqCst);
+        let waiters = 100;
+        let mut tasks = Vec::new();
+        let t0 = Instant::now();
+        for i in 0..waiters {
+            let p = Arc::clone(&p);
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep_until((t0 + Duration::from_millis(2 * i)).into()).await;
+                let info = p.append(&batch(format!("r{i}").as_bytes())).unwrap();
+                let written = Instant::now();
+                p.wait_durable(info.last_offset + 1).await.unwrap();
+                (written, Instant::now())
+            }));
+        }
+        let mut acks = Vec::new();
+        for t in tasks {
+            acks.push(t.await.unwrap());
+        }
+        let syncs = io.sync_times.lock().unwrap().clone();
+        // ~200 ms of appends at 20 ms per fsync: about 11 fsyncs, never 100.
+        assert!(
+            syncs.len() <= 20,
+            "{} fsyncs for {waiters} waiters: not shared",
+            syncs.len()
+        );
+        // Back to back: with waiters arriving every 2 ms there is always
+        // someone waiting when an fsync ends.
+        for pair in syncs.windows(2) {
+            let gap = pair[1].0.saturating_duration_since(pair[0].1);
+            assert!(gap < Duration::from_millis(15), "{gap:?} between fsyncs");
+        }
+        // At most one more fsync: acknowledged by the end of the first fsync
+        // that started after the append (plus scheduling slack).
+        for (i, (written, acked)) in acks.iter().enumerate() {
+            let next = syncs
+                .iter()
+                .find(|(start, _)| start > written)
+                .map(|(_, end)| *end);
+            if let Some(end) = next {
+                assert!(
+                    *acked <= end + Duration::from_millis(15),
+                    "waiter {i} acknowledged {:?} after the end of the first fsync that started after its append",
+                    acked.saturating_duration_since(end)
+                );
+            }
+        }
+    }
+
     /// On a `flush = always` partition an append whose fsync fails is never
     /// readable, and the high watermark never passes the durable offset.
     #[tokio::test]

@@ -148,6 +148,12 @@ pub struct FaultyFileIo {
     pub fail_write: AtomicBool,
     /// When non-zero, every `write_vectored_at` writes at most this many bytes.
     pub short_writes: AtomicU64,
+    /// When non-zero, every `sync_data` takes at least this many
+    /// microseconds (a slow disk), and its start and end are logged in
+    /// [`FaultyFileIo::sync_times`].
+    pub slow_sync_us: AtomicU64,
+    /// `(start, end)` of every slowed `sync_data`, in the order they ended.
+    pub sync_times: Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
     /// The power-cut model, when enabled.
     power: Mutex<Option<PowerModel>>,
 }
@@ -368,7 +374,17 @@ impl FileIo for FaultyFileIo {
         if self.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
+        let slow = self.slow_sync_us.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
         OsFileIo.sync_data(file)?;
+        if slow > 0 {
+            let until = started + std::time::Duration::from_micros(slow);
+            std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+            self.sync_times
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((started, std::time::Instant::now()));
+        }
         self.record_file(file)
     }
     fn sync_all(&self, file: &File) -> io::Result<()> {

@@ -1092,3 +1092,49 @@ impl ActiveSegment {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::OsFileIo;
+    use sluice_protocol::batch::RecordBatchBuilder;
+
+    /// Early writeback never hands the kernel the partial last page: the
+    /// next append writes into it, and would wait for its I/O.
+    #[test]
+    fn writeback_ranges_are_whole_pages_and_the_partial_tail_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SegmentSettings {
+            segment_bytes: 1 << 20,
+            index_interval: 4096,
+            preallocate: 1 << 20,
+            max_batch: 1 << 20,
+        };
+        let io = OsFileIo;
+        let mut seg = ActiveSegment::create(dir.path(), 0, &settings, &io).unwrap();
+        let mut b = RecordBatchBuilder::new();
+        b.push(1, None, Some(&[7u8; 2_900]), &[]);
+        let batch = b.finish();
+        let append = |seg: &mut ActiveSegment| {
+            seg.reserve(batch.len(), settings.preallocate, &io).unwrap();
+            seg.append_validated(&batch, 1, &io).unwrap();
+        };
+        append(&mut seg);
+        // Under one page: nothing to hand over yet.
+        assert!(seg.end < WRITEBACK_PAGE);
+        assert_eq!(seg.take_writeback_range(), (0, 0));
+        append(&mut seg);
+        append(&mut seg);
+        assert!(seg.end > 2 * WRITEBACK_PAGE && seg.end < 3 * WRITEBACK_PAGE);
+        assert_eq!(seg.take_writeback_range(), (0, 2 * WRITEBACK_PAGE));
+        assert_eq!(seg.unstarted_writeback(), seg.end - 2 * WRITEBACK_PAGE);
+        // Nothing new on a whole page: an empty range, the mark stays.
+        assert_eq!(
+            seg.take_writeback_range(),
+            (2 * WRITEBACK_PAGE, 2 * WRITEBACK_PAGE)
+        );
+        append(&mut seg);
+        let to = seg.end / WRITEBACK_PAGE * WRITEBACK_PAGE;
+        assert_eq!(seg.take_writeback_range(), (2 * WRITEBACK_PAGE, to));
+    }
+}

@@ -494,6 +494,17 @@ fn interval_flush_asks_for_writeback_once_per_chunk() {
     // `os` leaves writeback to the kernel: never asks.
     log.set_config(LogConfig {
         flush: FlushPolicy::Os,
+        ..config.clone()
+    });
+    for _ in 0..sluice_log::WRITEBACK_CHUNK / batch.len() + 1 {
+        log.append(&batch).unwrap();
+    }
+    assert!(!log.take_writeback_request());
+
+    // `always` neither: the group commit's fdatasync writes the data
+    // (writeback started per append cost more CPU than it saved).
+    log.set_config(LogConfig {
+        flush: FlushPolicy::Always,
         ..config
     });
     for _ in 0..sluice_log::WRITEBACK_CHUNK / batch.len() + 1 {
