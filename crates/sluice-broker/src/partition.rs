@@ -384,8 +384,11 @@ impl Partition {
         let gc = &self.group_commit;
         // Subscribed before asking: no publish after this point is missed.
         let mut rx = gc.state.subscribe();
-        gc.requested.fetch_max(offset, Ordering::AcqRel);
-        if !gc.running.swap(true, Ordering::AcqRel) {
+        // SeqCst here and in `flush_loop`'s exit: each side writes one flag
+        // and then reads the other's (Dekker), which weaker orderings allow
+        // to both read stale values (a waiter left with no loop running).
+        gc.requested.fetch_max(offset, Ordering::SeqCst);
+        if !gc.running.swap(true, Ordering::SeqCst) {
             self.start_flush_loop();
         }
         loop {
@@ -475,15 +478,15 @@ fn flush_loop(
     name: &str,
 ) {
     loop {
-        let target = gc.requested.load(Ordering::Acquire);
+        let target = gc.requested.load(Ordering::SeqCst);
         if log.durable_offset() >= target {
             let durable = log.durable_offset();
             gc.state.send_modify(|s| s.durable = s.durable.max(durable));
-            gc.running.store(false, Ordering::Release);
+            gc.running.store(false, Ordering::SeqCst);
             // A waiter that raised `requested` after the load above may
             // have seen `running` still set: look again before leaving.
-            if gc.requested.load(Ordering::Acquire) > log.durable_offset()
-                && !gc.running.swap(true, Ordering::AcqRel)
+            if gc.requested.load(Ordering::SeqCst) > log.durable_offset()
+                && !gc.running.swap(true, Ordering::SeqCst)
             {
                 continue;
             }
@@ -504,7 +507,7 @@ fn flush_loop(
             Err(e) => {
                 tracing::error!(partition = %name, error = %crate::error::chain(&e), "fsync failed");
                 gc.state.send_modify(|s| s.failed = Some(Arc::new(e)));
-                gc.running.store(false, Ordering::Release);
+                gc.running.store(false, Ordering::SeqCst);
                 return;
             }
         }
@@ -822,6 +825,39 @@ mod high_watermark_tests {
                 );
             }
         }
+    }
+
+    /// Waiters racing the flush loop's exit are never left without a loop:
+    /// 8 producers x 150 durable appends each, all answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_durable_waiter_is_answered_while_the_flush_loop_starts_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(FaultyFileIo::default());
+        let p = Arc::new(open(dir.path(), FlushPolicy::Always, Arc::clone(&io)));
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let p = Arc::clone(&p);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..150u32 {
+                    let info = p.append(&batch(format!("{t}-{i}").as_bytes())).unwrap();
+                    if i % 7 == 0 {
+                        // Now and then leave the loop time to exit.
+                        tokio::task::yield_now().await;
+                    }
+                    p.wait_durable(info.last_offset + 1).await.unwrap();
+                    assert!(p.log.durable_offset() > info.last_offset);
+                }
+            }));
+        }
+        let all = async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("a durable waiter was never answered");
+        assert_eq!(p.high_watermark(), 8 * 150);
     }
 
     /// On a `flush = always` partition an append whose fsync fails is never
