@@ -73,6 +73,9 @@ pub enum ErrorCode {
     /// A record timestamp is too far in the past or future of the broker clock
     /// (topic configs `message.timestamp.before.max.ms` / `after.max.ms`); nothing was appended.
     InvalidTimestamp = 31,
+    /// The replication factor is not -1 (the default) or 1..=the number of
+    /// available brokers (Kafka's INVALID_REPLICATION_FACTOR, 38); nothing was created.
+    InvalidReplicationFactor = 32,
 }
 
 impl ErrorCode {
@@ -110,6 +113,7 @@ impl ErrorCode {
         ErrorCode::InvalidProducerEpoch,
         ErrorCode::InvalidRecord,
         ErrorCode::InvalidTimestamp,
+        ErrorCode::InvalidReplicationFactor,
     ];
 
     /// The numeric value sent on the wire.
@@ -160,6 +164,7 @@ impl ErrorCode {
             ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
             ErrorCode::InvalidRecord => "INVALID_RECORD",
             ErrorCode::InvalidTimestamp => "INVALID_TIMESTAMP",
+            ErrorCode::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
         }
     }
 

@@ -68,6 +68,8 @@ pub use error::{ProtocolError, RequestError};
 pub use error_code::ErrorCode;
 pub use messages::*;
 pub use wire::{
-    decode_request, decode_request_with_limits, decode_response, encode_request,
-    encode_request_chunks, encode_response, encode_response_chunks, peek_correlation_id,
+    decode_request, decode_request_with_limits, decode_response, decode_response_version,
+    encode_request, encode_request_chunks, encode_request_chunks_version, encode_request_version,
+    encode_response, encode_response_chunks, encode_response_chunks_version,
+    encode_response_version, peek_correlation_id,
 };

@@ -95,7 +95,15 @@ pub enum ApiKey {
     DeleteGroups = 14,
     /// Allocate a producer id and epoch for an idempotent producer.
     InitProducerId = 15,
+    /// The cluster: its id, the controller and every broker with its liveness.
+    DescribeCluster = 16,
 }
+
+/// `controller_id` when no controller is known.
+pub const NO_CONTROLLER: i32 = -1;
+
+/// CreateTopics `replication_factor` that asks for the broker's default.
+pub const DEFAULT_REPLICATION_FACTOR: i16 = -1;
 
 /// Acknowledgement level of a produce request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,6 +165,8 @@ pub enum Request {
     DeleteGroups(DeleteGroupsRequest),
     /// InitProducerId (empty body).
     InitProducerId,
+    /// DescribeCluster (empty body).
+    DescribeCluster,
 }
 
 /// One response body.
@@ -196,6 +206,8 @@ pub enum Response {
     DeleteGroups(DeleteGroupsResponse),
     /// InitProducerId.
     InitProducerId(InitProducerIdResponse),
+    /// DescribeCluster.
+    DescribeCluster(DescribeClusterResponse),
 }
 
 /// Supported version range of one api.
@@ -232,6 +244,8 @@ pub struct BrokerInfo {
     pub host: String,
     /// Native protocol port.
     pub port: u16,
+    /// Availability zone (`--rack`), `None` when not configured. Metadata v1 and later.
+    pub rack: Option<String>,
 }
 
 /// Metadata for one partition.
@@ -249,6 +263,12 @@ pub struct PartitionMetadata {
     pub end_offset: u64,
     /// Bytes on disk.
     pub size_bytes: u64,
+    /// Leader epoch: bumped each time leadership of the partition moves. Metadata v1 and later (0 from v0).
+    pub leader_epoch: u32,
+    /// Node ids holding a replica, preferred leader first. Metadata v1 and later (empty from v0).
+    pub replicas: Vec<u32>,
+    /// Replicas in sync with the leader. Metadata v1 and later (empty from v0).
+    pub isr: Vec<u32>,
 }
 
 /// Metadata for one topic.
@@ -271,6 +291,10 @@ pub struct MetadataResponse {
     pub brokers: Vec<BrokerInfo>,
     /// Requested (or all) topics.
     pub topics: Vec<TopicMetadata>,
+    /// Node id of the active controller, [`NO_CONTROLLER`] when unknown. Metadata v1 and later (-1 from v0).
+    pub controller_id: i32,
+    /// Cluster id. Metadata v1 and later (empty from v0).
+    pub cluster_id: String,
 }
 
 /// One topic to create.
@@ -280,6 +304,9 @@ pub struct CreateTopic {
     pub name: String,
     /// Partition count.
     pub partitions: u32,
+    /// Replicas per partition, [`DEFAULT_REPLICATION_FACTOR`] (-1) for the
+    /// broker's default. CreateTopics v1 and later (v0 sends none: the default).
+    pub replication_factor: i16,
     /// Config overrides (`retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`, `flush`, `flush.interval.ms`).
     pub configs: Vec<(String, String)>,
 }
@@ -854,6 +881,36 @@ pub struct DeleteGroupsResponse {
     pub groups: Vec<DeletedGroup>,
 }
 
+/// One broker in a DescribeCluster response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterBroker {
+    /// Node id.
+    pub node_id: u32,
+    /// Host name or IP of its native listener.
+    pub host: String,
+    /// Native protocol port.
+    pub port: u16,
+    /// Availability zone, `None` when not configured.
+    pub rack: Option<String>,
+    /// False when the controller has fenced it (missed heartbeats).
+    pub alive: bool,
+}
+
+/// DescribeCluster response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeClusterResponse {
+    /// NONE, or why the cluster could not be described.
+    pub error: ErrorCode,
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Node id of the active controller, [`NO_CONTROLLER`] when unknown.
+    pub controller_id: i32,
+    /// Term (epoch) of the active controller; 0 for a single node.
+    pub controller_epoch: u64,
+    /// Every registered broker, by node id.
+    pub brokers: Vec<ClusterBroker>,
+}
+
 /// InitProducerId response: a fresh producer id for an idempotent producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitProducerIdResponse {
@@ -885,6 +942,7 @@ impl ApiKey {
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
         ApiKey::InitProducerId,
+        ApiKey::DescribeCluster,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -911,6 +969,7 @@ impl ApiKey {
             ApiKey::DescribeGroups => "DescribeGroups",
             ApiKey::DeleteGroups => "DeleteGroups",
             ApiKey::InitProducerId => "InitProducerId",
+            ApiKey::DescribeCluster => "DescribeCluster",
         }
     }
 
@@ -952,6 +1011,17 @@ impl ApiKey {
             .is_some_and(|r| (r.min_version..=r.max_version).contains(&version))
     }
 
+    /// The highest version of this key that both this crate and a broker
+    /// advertising `broker` (its ApiVersions list) speak; `None` when the
+    /// broker does not list the key or the ranges do not overlap.
+    pub fn negotiate(self, broker: &[ApiVersionRange]) -> Option<u16> {
+        let ours = self.wire_versions()?;
+        let theirs = broker.iter().find(|r| r.api_key == self as u16)?;
+        let high = ours.max_version.min(theirs.max_version);
+        let low = ours.min_version.max(theirs.min_version);
+        (low <= high).then_some(high)
+    }
+
     /// True for the consumer-group member and offset apis (keys 7..=13, [`GROUP_APIS`]).
     /// DeleteGroups (14) is an admin api, like DeleteTopics, and is not counted here.
     pub fn is_group_api(self) -> bool {
@@ -983,13 +1053,23 @@ const fn v0(key: ApiKey) -> ApiVersionRange {
     }
 }
 
-/// What ApiVersions returns, i.e. what the broker serves: version 0 of every
-/// key 0..=15 (the group apis of [`GROUP_APIS`] included, then DeleteGroups and
-/// InitProducerId).
+/// Versions 0 to `max` of `key`.
+const fn up_to(key: ApiKey, max: u16) -> ApiVersionRange {
+    ApiVersionRange {
+        api_key: key as u16,
+        min_version: 0,
+        max_version: max,
+    }
+}
+
+/// What ApiVersions returns, i.e. what the broker serves: every key 0..=16
+/// (the group apis of [`GROUP_APIS`] included, then DeleteGroups,
+/// InitProducerId and DescribeCluster), version 0, and Metadata and
+/// CreateTopics also version 1 (the cluster fields).
 pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::ApiVersions),
-    v0(ApiKey::Metadata),
-    v0(ApiKey::CreateTopics),
+    up_to(ApiKey::Metadata, 1),
+    up_to(ApiKey::CreateTopics, 1),
     v0(ApiKey::DeleteTopics),
     v0(ApiKey::Produce),
     v0(ApiKey::Fetch),
@@ -1003,6 +1083,7 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::DescribeGroups),
     v0(ApiKey::DeleteGroups),
     v0(ApiKey::InitProducerId),
+    v0(ApiKey::DescribeCluster),
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
@@ -1038,6 +1119,7 @@ impl Request {
             Request::DescribeGroups(_) => ApiKey::DescribeGroups,
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
             Request::InitProducerId => ApiKey::InitProducerId,
+            Request::DescribeCluster => ApiKey::DescribeCluster,
         }
     }
 }
@@ -1063,6 +1145,7 @@ impl Response {
             Response::DescribeGroups(_) => ApiKey::DescribeGroups,
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
             Response::InitProducerId(_) => ApiKey::InitProducerId,
+            Response::DescribeCluster(_) => ApiKey::DescribeCluster,
         })
     }
 }

@@ -1,4 +1,4 @@
-//! Encoding and decoding of request and response frames (version 0 of every api).
+//! Encoding and decoding of request and response frames (every version of every api).
 //!
 //! Encoders write whole frames (u32 length prefix included) into a caller's
 //! `BytesMut`. Decoders take one frame payload (as produced by
@@ -28,9 +28,10 @@
 //! |      8 |    2 | error_code     | u16; non-zero = header-level error, no body   |
 //! |     10 |    … | body           | per api, only when error_code = 0             |
 //!
-//! Primitives: integers big-endian; string = u16 length + UTF-8; bytes = u32
-//! length + raw; array = u32 count + items; ErrorCode = u16; Acks = u8;
-//! OffsetSpec = i64 (-2 earliest, -1 latest, >= 0 timestamp).
+//! Primitives: integers big-endian; string = u16 length + UTF-8;
+//! nullable_string = a string whose length 0xFFFF means null; bool = u8 0/1;
+//! bytes = u32 length + raw; array = u32 count + items; ErrorCode = u16;
+//! Acks = u8; OffsetSpec = i64 (-2 earliest, -1 latest, >= 0 timestamp).
 //!
 //! Bodies, version 0 (`[T]` = array of T; fields in order, nothing between):
 //!
@@ -52,6 +53,19 @@
 //! | DescribeGroups (13) | `[group_id string]`                                                | `[error u16, group_id string, state string, generation u32, [member_id string, client_id string, [topic string], assignment TP, revoking TP], [topic string, partition u32, committed_offset i64, end_offset u64, lag u64, lag_ms i64]]` |
 //! | DeleteGroups (14) | `[group_id string]`                                                 | `[group_id string, error u16]` |
 //! | InitProducerId (15) | empty                                                             | `error u16, producer_id i64, producer_epoch i16` |
+//! | DescribeCluster (16) | empty                                                            | `error u16, cluster_id string, controller_id i32, controller_epoch u64, [node_id u32, host string, port u16, rack nullable_string, alive bool]` |
+//!
+//! Version 1 (the cluster fields; the broker answers in the request's version):
+//!
+//! | api (key)        | request body                                                          | response body |
+//! |------------------|-----------------------------------------------------------------------|---------------|
+//! | Metadata (1)     | as v0                                                                 | `[node_id u32, host string, port u16, rack nullable_string]`, `cluster_id string`, `controller_id i32`, `[error u16, name string, [partition u32, error u16, leader u32, leader_epoch u32, start u64, end u64, size u64, replicas [u32], isr [u32]], [key string, value string]]` |
+//! | CreateTopics (2) | `[name string, partitions u32, replication_factor i16, [key string, value string]]` | as v0 |
+//!
+//! Decoding a v0 body fills the v1-only fields with their "unknown" values:
+//! rack `None`, `cluster_id` empty, `controller_id` -1 ([`NO_CONTROLLER`]),
+//! `leader_epoch` 0, `replicas` and `isr` empty, `replication_factor` -1
+//! ([`DEFAULT_REPLICATION_FACTOR`]).
 //!
 //! `TP` = `[topic string, [partition u32]]` ([`TopicPartitions`]). An `i64`
 //! offset or `lag_ms` uses -1 for "none/unknown"; below -1 is malformed. The
@@ -63,6 +77,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::messages::*;
 use crate::{ErrorCode, ProtocolError, RequestError};
+
+/// The `u16` length that marks a null `nullable_string`.
+const NULL_STRING: u16 = u16::MAX;
 
 // ----------------------------------------------------------------------------
 // Encoding
@@ -91,6 +108,35 @@ impl<'a> Enc<'a> {
     }
     fn i64(&mut self, v: i64) {
         self.buf.put_i64(v);
+    }
+    fn i16(&mut self, v: i16) {
+        self.buf.put_i16(v);
+    }
+    fn i32(&mut self, v: i32) {
+        self.buf.put_i32(v);
+    }
+    fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+    /// `None` is the length 0xFFFF; a longer string is cut at the last
+    /// character boundary within 65,534 bytes.
+    fn nullable_string(&mut self, s: Option<&str>) {
+        let Some(s) = s else {
+            self.u16(NULL_STRING);
+            return;
+        };
+        let mut end = s.len().min(NULL_STRING as usize - 1);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.u16(end as u16);
+        self.buf.put_slice(&s.as_bytes()[..end]);
+    }
+    fn u32s(&mut self, v: &[u32]) {
+        self.count(v.len());
+        for x in v {
+            self.u32(*x);
+        }
     }
     fn code(&mut self, c: ErrorCode) {
         self.u16(c.code());
@@ -151,7 +197,7 @@ impl<'a> Enc<'a> {
     }
 }
 
-fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
+fn encode_request_body(e: &mut Enc<'_>, version: u16, request: &Request) {
     match request {
         Request::ApiVersions => {}
         Request::Metadata(r) => e.strings(&r.topics),
@@ -160,6 +206,9 @@ fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
             for t in &r.topics {
                 e.string(&t.name);
                 e.u32(t.partitions);
+                if version >= 1 {
+                    e.i16(t.replication_factor);
+                }
                 e.pairs(&t.configs);
             }
         }
@@ -245,10 +294,11 @@ fn encode_request_body(e: &mut Enc<'_>, request: &Request) {
         Request::DescribeGroups(r) => e.strings(&r.group_ids),
         Request::DeleteGroups(r) => e.strings(&r.group_ids),
         Request::InitProducerId => {}
+        Request::DescribeCluster => {}
     }
 }
 
-fn encode_response_body(e: &mut Enc<'_>, response: &Response) {
+fn encode_response_body(e: &mut Enc<'_>, version: u16, response: &Response) {
     match response {
         Response::Error(_) => {}
         Response::ApiVersions(r) => {
@@ -260,11 +310,19 @@ fn encode_response_body(e: &mut Enc<'_>, response: &Response) {
             }
         }
         Response::Metadata(r) => {
+            let v1 = version >= 1;
             e.count(r.brokers.len());
             for b in &r.brokers {
                 e.u32(b.node_id);
                 e.string(&b.host);
                 e.u16(b.port);
+                if v1 {
+                    e.nullable_string(b.rack.as_deref());
+                }
+            }
+            if v1 {
+                e.string(&r.cluster_id);
+                e.i32(r.controller_id);
             }
             e.count(r.topics.len());
             for t in &r.topics {
@@ -275,9 +333,16 @@ fn encode_response_body(e: &mut Enc<'_>, response: &Response) {
                     e.u32(p.partition);
                     e.code(p.error);
                     e.u32(p.leader);
+                    if v1 {
+                        e.u32(p.leader_epoch);
+                    }
                     e.u64(p.start_offset);
                     e.u64(p.end_offset);
                     e.u64(p.size_bytes);
+                    if v1 {
+                        e.u32s(&p.replicas);
+                        e.u32s(&p.isr);
+                    }
                 }
                 e.pairs(&t.configs);
             }
@@ -419,24 +484,44 @@ fn encode_response_body(e: &mut Enc<'_>, response: &Response) {
             e.i64(r.producer_id);
             e.u16(r.producer_epoch as u16);
         }
+        Response::DescribeCluster(r) => {
+            e.code(r.error);
+            e.string(&r.cluster_id);
+            e.i32(r.controller_id);
+            e.u64(r.controller_epoch);
+            e.count(r.brokers.len());
+            for b in &r.brokers {
+                e.u32(b.node_id);
+                e.string(&b.host);
+                e.u16(b.port);
+                e.nullable_string(b.rack.as_deref());
+                e.bool(b.alive);
+            }
+        }
     }
 }
 
-fn write_request(e: &mut Enc<'_>, correlation_id: u32, client_id: &str, request: &Request) {
+fn write_request(
+    e: &mut Enc<'_>,
+    correlation_id: u32,
+    version: u16,
+    client_id: &str,
+    request: &Request,
+) {
     e.u16(request.api_key() as u16);
-    e.u16(0);
+    e.u16(version);
     e.u32(correlation_id);
     e.string(client_id);
-    encode_request_body(e, request);
+    encode_request_body(e, version, request);
 }
 
-fn write_response(e: &mut Enc<'_>, correlation_id: u32, response: &Response) {
+fn write_response(e: &mut Enc<'_>, correlation_id: u32, version: u16, response: &Response) {
     e.u32(correlation_id);
     match response {
         Response::Error(code) => e.code(*code),
         _ => e.code(ErrorCode::None),
     }
-    encode_response_body(e, response);
+    encode_response_body(e, version, response);
 }
 
 /// Runs `body` between a length placeholder and the patch of the real length.
@@ -475,10 +560,24 @@ fn emit_chunks(meta: BytesMut, splices: Vec<(usize, Bytes)>, out: &mut Vec<Bytes
     }
 }
 
-/// Encodes a whole request frame (length prefix included) into `dst`. Requests are always version 0.
+/// Encodes a whole version-0 request frame (length prefix included) into `dst`
+/// (fields of later versions, e.g. CreateTopics `replication_factor`, are not sent).
 pub fn encode_request(correlation_id: u32, client_id: &str, request: &Request, dst: &mut BytesMut) {
+    encode_request_version(correlation_id, 0, client_id, request, dst);
+}
+
+/// Encodes a whole request frame with body layout `api_version` (written in
+/// the header). A version above the key's highest is written with the
+/// highest layout this crate knows; callers pick one the broker listed.
+pub fn encode_request_version(
+    correlation_id: u32,
+    api_version: u16,
+    client_id: &str,
+    request: &Request,
+    dst: &mut BytesMut,
+) {
     framed(dst, None, |e| {
-        write_request(e, correlation_id, client_id, request)
+        write_request(e, correlation_id, api_version, client_id, request)
     });
 }
 
@@ -489,27 +588,61 @@ pub fn encode_request_chunks(
     request: &Request,
     out: &mut Vec<Bytes>,
 ) {
+    encode_request_chunks_version(correlation_id, 0, client_id, request, out);
+}
+
+/// [`encode_request_chunks`] with body layout `api_version` (see [`encode_request_version`]).
+pub fn encode_request_chunks_version(
+    correlation_id: u32,
+    api_version: u16,
+    client_id: &str,
+    request: &Request,
+    out: &mut Vec<Bytes>,
+) {
     let mut meta = BytesMut::with_capacity(256);
     let mut splices = Vec::new();
     framed(&mut meta, Some(&mut splices), |e| {
-        write_request(e, correlation_id, client_id, request)
+        write_request(e, correlation_id, api_version, client_id, request)
     });
     emit_chunks(meta, splices, out);
 }
 
-/// Encodes a whole response frame (length prefix included) into `dst`.
+/// Encodes a whole version-0 response frame (length prefix included) into `dst`.
 pub fn encode_response(correlation_id: u32, response: &Response, dst: &mut BytesMut) {
-    framed(dst, None, |e| write_response(e, correlation_id, response));
+    encode_response_version(correlation_id, 0, response, dst);
+}
+
+/// Encodes a whole response frame with the body layout of `api_version`
+/// (the version of the request it answers).
+pub fn encode_response_version(
+    correlation_id: u32,
+    api_version: u16,
+    response: &Response,
+    dst: &mut BytesMut,
+) {
+    framed(dst, None, |e| {
+        write_response(e, correlation_id, api_version, response)
+    });
 }
 
 /// Same bytes as [`encode_response`], as chunks: metadata in small chunks, and each
 /// non-empty fetch `records` payload pushed as its own `Bytes` (never copied), ready
 /// for a vectored write.
 pub fn encode_response_chunks(correlation_id: u32, response: &Response, out: &mut Vec<Bytes>) {
+    encode_response_chunks_version(correlation_id, 0, response, out);
+}
+
+/// [`encode_response_chunks`] with the body layout of `api_version`.
+pub fn encode_response_chunks_version(
+    correlation_id: u32,
+    api_version: u16,
+    response: &Response,
+    out: &mut Vec<Bytes>,
+) {
     let mut meta = BytesMut::with_capacity(256);
     let mut splices = Vec::new();
     framed(&mut meta, Some(&mut splices), |e| {
-        write_response(e, correlation_id, response)
+        write_response(e, correlation_id, api_version, response)
     });
     emit_chunks(meta, splices, out);
 }
@@ -581,6 +714,36 @@ impl Dec {
     fn i64(&mut self, what: &'static str) -> PResult<i64> {
         self.need(8, what)?;
         Ok(self.buf.get_i64())
+    }
+    fn i16(&mut self, what: &'static str) -> PResult<i16> {
+        self.need(2, what)?;
+        Ok(self.buf.get_i16())
+    }
+    fn i32(&mut self, what: &'static str) -> PResult<i32> {
+        self.need(4, what)?;
+        Ok(self.buf.get_i32())
+    }
+    fn bool(&mut self, what: &'static str) -> PResult<bool> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(ProtocolError::InvalidValue {
+                what,
+                value: other as i64,
+            }),
+        }
+    }
+    /// A `nullable_string`: length 0xFFFF is `None`.
+    fn nullable_string(&mut self, what: &'static str) -> PResult<Option<String>> {
+        if self.buf.len() >= 2 && self.buf[..2] == NULL_STRING.to_be_bytes() {
+            self.buf.advance(2);
+            return Ok(None);
+        }
+        self.string(what).map(Some)
+    }
+    /// `array<u32>` (node ids): the count is checked against the bytes left first.
+    fn u32s(&mut self, what: &'static str) -> PResult<Vec<u32>> {
+        self.vec(what, 4, |d| d.u32(what))
     }
     fn code(&mut self, what: &'static str) -> PResult<ErrorCode> {
         Ok(ErrorCode::from_code(self.u16(what)?))
@@ -795,18 +958,25 @@ fn decode_header(d: &mut Dec) -> PResult<RequestHeader> {
     })
 }
 
-fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
+fn decode_request_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Request> {
     Ok(match key {
         ApiKey::ApiVersions => Request::ApiVersions,
         ApiKey::Metadata => Request::Metadata(MetadataRequest {
             topics: d.topic_names("topics")?,
         }),
         ApiKey::CreateTopics => {
-            let topics = d.budgeted_vec("topics", 10, Entries::Fit, |d| {
+            let v1 = version >= 1;
+            let min_item = if v1 { 12 } else { 10 };
+            let topics = d.budgeted_vec("topics", min_item, Entries::Fit, |d| {
                 d.charge(1)?;
                 Ok(CreateTopic {
                     name: d.topic_name("topic name")?,
                     partitions: d.u32("partitions")?,
+                    replication_factor: if v1 {
+                        d.i16("replication_factor")?
+                    } else {
+                        DEFAULT_REPLICATION_FACTOR
+                    },
                     configs: d.budgeted_vec("configs", 4, Entries::Each, |d| {
                         Ok((d.string("configs")?, d.string("configs")?))
                     })?,
@@ -951,6 +1121,7 @@ fn decode_request_body(key: ApiKey, d: &mut Dec) -> PResult<Request> {
             group_ids: d.group_ids("group_ids")?,
         }),
         ApiKey::InitProducerId => Request::InitProducerId,
+        ApiKey::DescribeCluster => Request::DescribeCluster,
     })
 }
 
@@ -1025,7 +1196,8 @@ pub fn decode_request_with_limits(
         };
         return Err(fail(ErrorCode::UnsupportedVersion, source, header));
     }
-    let body = decode_request_body(key, &mut d).and_then(|b| d.finish(key.name()).map(|_| b));
+    let body = decode_request_body(key, header.api_version, &mut d)
+        .and_then(|b| d.finish(key.name()).map(|_| b));
     match body {
         Ok(b) => Ok((header, b)),
         Err(source) => {
@@ -1039,7 +1211,7 @@ pub fn decode_request_with_limits(
     }
 }
 
-fn decode_response_body(key: ApiKey, d: &mut Dec) -> PResult<Response> {
+fn decode_response_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Response> {
     Ok(match key {
         ApiKey::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
             apis: d.vec("apis", 6, |d| {
@@ -1050,32 +1222,7 @@ fn decode_response_body(key: ApiKey, d: &mut Dec) -> PResult<Response> {
                 })
             })?,
         }),
-        ApiKey::Metadata => Response::Metadata(MetadataResponse {
-            brokers: d.vec("brokers", 8, |d| {
-                Ok(BrokerInfo {
-                    node_id: d.u32("node_id")?,
-                    host: d.string("host")?,
-                    port: d.u16("port")?,
-                })
-            })?,
-            topics: d.vec("topics", 12, |d| {
-                Ok(TopicMetadata {
-                    error: d.code("error")?,
-                    name: d.string("topic name")?,
-                    partitions: d.vec("partitions", 34, |d| {
-                        Ok(PartitionMetadata {
-                            partition: d.u32("partition")?,
-                            error: d.code("error")?,
-                            leader: d.u32("leader")?,
-                            start_offset: d.u64("start_offset")?,
-                            end_offset: d.u64("end_offset")?,
-                            size_bytes: d.u64("size_bytes")?,
-                        })
-                    })?,
-                    configs: d.pairs("configs")?,
-                })
-            })?,
-        }),
+        ApiKey::Metadata => Response::Metadata(metadata_response(version, d)?),
         ApiKey::CreateTopics => Response::CreateTopics(CreateTopicsResponse {
             topics: topic_results(d)?,
         }),
@@ -1227,6 +1374,79 @@ fn decode_response_body(key: ApiKey, d: &mut Dec) -> PResult<Response> {
             producer_id: d.i64("producer_id")?,
             producer_epoch: d.u16("producer_epoch")? as i16,
         }),
+        ApiKey::DescribeCluster => Response::DescribeCluster(DescribeClusterResponse {
+            error: d.code("error")?,
+            cluster_id: d.string("cluster_id")?,
+            controller_id: d.i32("controller_id")?,
+            controller_epoch: d.u64("controller_epoch")?,
+            brokers: d.vec("brokers", 11, |d| {
+                Ok(ClusterBroker {
+                    node_id: d.u32("node_id")?,
+                    host: d.string("host")?,
+                    port: d.u16("port")?,
+                    rack: d.nullable_string("rack")?,
+                    alive: d.bool("alive")?,
+                })
+            })?,
+        }),
+    })
+}
+
+/// A Metadata response body of `version`; the v1 fields get their "unknown"
+/// values from a v0 body (no rack, controller -1, empty cluster id, epoch 0,
+/// no replicas or isr).
+fn metadata_response(version: u16, d: &mut Dec) -> PResult<MetadataResponse> {
+    let v1 = version >= 1;
+    let brokers = d.vec("brokers", if v1 { 10 } else { 8 }, |d| {
+        Ok(BrokerInfo {
+            node_id: d.u32("node_id")?,
+            host: d.string("host")?,
+            port: d.u16("port")?,
+            rack: if v1 { d.nullable_string("rack")? } else { None },
+        })
+    })?;
+    let (cluster_id, controller_id) = if v1 {
+        (d.string("cluster_id")?, d.i32("controller_id")?)
+    } else {
+        (String::new(), NO_CONTROLLER)
+    };
+    let topics = d.vec("topics", 12, |d| {
+        Ok(TopicMetadata {
+            error: d.code("error")?,
+            name: d.string("topic name")?,
+            partitions: d.vec("partitions", if v1 { 46 } else { 34 }, |d| {
+                let partition = d.u32("partition")?;
+                let error = d.code("error")?;
+                let leader = d.u32("leader")?;
+                let leader_epoch = if v1 { d.u32("leader_epoch")? } else { 0 };
+                let start_offset = d.u64("start_offset")?;
+                let end_offset = d.u64("end_offset")?;
+                let size_bytes = d.u64("size_bytes")?;
+                let (replicas, isr) = if v1 {
+                    (d.u32s("replicas")?, d.u32s("isr")?)
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                Ok(PartitionMetadata {
+                    partition,
+                    error,
+                    leader,
+                    start_offset,
+                    end_offset,
+                    size_bytes,
+                    leader_epoch,
+                    replicas,
+                    isr,
+                })
+            })?,
+            configs: d.pairs("configs")?,
+        })
+    })?;
+    Ok(MetadataResponse {
+        brokers,
+        topics,
+        controller_id,
+        cluster_id,
     })
 }
 
@@ -1240,18 +1460,30 @@ fn topic_results(d: &mut Dec) -> PResult<Vec<TopicResult>> {
     })
 }
 
-/// Decodes one response frame payload (without the length prefix) of a request made with `api_key`.
+/// Decodes one response frame payload (without the length prefix) of a
+/// version-0 request made with `api_key`.
 ///
 /// Returns the correlation id and the response; a non-zero header error code
 /// gives `Response::Error(code)` (no body).
 pub fn decode_response(api_key: ApiKey, payload: Bytes) -> Result<(u32, Response), ProtocolError> {
+    decode_response_version(api_key, 0, payload)
+}
+
+/// [`decode_response`] for a request sent with `api_version` (the body
+/// layout of that version; fields a version lacks get their documented
+/// "unknown" values).
+pub fn decode_response_version(
+    api_key: ApiKey,
+    api_version: u16,
+    payload: Bytes,
+) -> Result<(u32, Response), ProtocolError> {
     let mut d = Dec::unlimited(payload);
     let correlation_id = d.u32("correlation_id")?;
     let code = d.u16("error_code")?;
     let response = if code != 0 {
         Response::Error(ErrorCode::from_code(code))
     } else {
-        decode_response_body(api_key, &mut d)?
+        decode_response_body(api_key, api_version, &mut d)?
     };
     d.finish(api_key.name())?;
     Ok((correlation_id, response))
@@ -1293,6 +1525,7 @@ mod tests {
                 topics: vec![CreateTopic {
                     name: "orders".into(),
                     partitions: 3,
+                    replication_factor: DEFAULT_REPLICATION_FACTOR,
                     configs: vec![("retention.ms".into(), "1000".into())],
                 }],
             }),
@@ -1412,6 +1645,7 @@ mod tests {
                 group_ids: vec!["old".into(), "billing".into()],
             }),
             Request::InitProducerId,
+            Request::DescribeCluster,
         ]
     }
 
@@ -1426,6 +1660,7 @@ mod tests {
                     node_id: 0,
                     host: "127.0.0.1".into(),
                     port: 7171,
+                    rack: None,
                 }],
                 topics: vec![TopicMetadata {
                     error: ErrorCode::None,
@@ -1437,9 +1672,14 @@ mod tests {
                         start_offset: 5,
                         end_offset: 10,
                         size_bytes: 4096,
+                        leader_epoch: 0,
+                        replicas: Vec::new(),
+                        isr: Vec::new(),
                     }],
                     configs: vec![("flush".into(), "interval".into())],
                 }],
+                controller_id: NO_CONTROLLER,
+                cluster_id: String::new(),
             }),
             Response::CreateTopics(CreateTopicsResponse {
                 topics: vec![TopicResult {
@@ -1658,6 +1898,19 @@ mod tests {
                 producer_id: -1,
                 producer_epoch: -1,
             }),
+            Response::DescribeCluster(DescribeClusterResponse {
+                error: ErrorCode::None,
+                cluster_id: "c-1".into(),
+                controller_id: 0,
+                controller_epoch: 0,
+                brokers: vec![ClusterBroker {
+                    node_id: 0,
+                    host: "127.0.0.1".into(),
+                    port: 7171,
+                    rack: None,
+                    alive: true,
+                }],
+            }),
         ]
     }
 
@@ -1797,7 +2050,9 @@ mod tests {
             assert_eq!(key.is_group_api(), (7..=13).contains(&k), "{key}");
             assert!(key.is_served(), "{key}");
             assert!(key.decodes_version(0), "{key}");
-            assert!(!key.decodes_version(1), "{key}");
+            let two_versions = matches!(key, ApiKey::Metadata | ApiKey::CreateTopics);
+            assert_eq!(key.decodes_version(1), two_versions, "{key}");
+            assert!(!key.decodes_version(2), "{key}");
             assert_eq!(key.supports_version(0), key.is_served(), "{key}");
             assert_eq!(key.versions().is_some(), key.is_served(), "{key}");
         }
@@ -2073,7 +2328,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ApiKey::ALL.len());
         let served: Vec<u16> = SUPPORTED_APIS.iter().map(|r| r.api_key).collect();
-        assert_eq!(served, (0..=15).collect::<Vec<u16>>());
+        assert_eq!(served, (0..=16).collect::<Vec<u16>>());
         assert!(GROUP_APIS.iter().all(|g| SUPPORTED_APIS.contains(g)));
     }
 
@@ -2179,6 +2434,7 @@ mod tests {
                 topics: vec![CreateTopic {
                     name: "t".into(),
                     partitions: 1,
+                    replication_factor: DEFAULT_REPLICATION_FACTOR,
                     configs: vec![("k".into(), "v".into()); n],
                 }],
             })
@@ -2265,5 +2521,306 @@ mod tests {
                 }
             ));
         }
+    }
+
+    /// A Metadata response with every v1 field set (racks, replicas, controller).
+    fn cluster_metadata() -> MetadataResponse {
+        MetadataResponse {
+            brokers: vec![
+                BrokerInfo {
+                    node_id: 1,
+                    host: "10.0.0.1".into(),
+                    port: 7171,
+                    rack: Some("a".into()),
+                },
+                BrokerInfo {
+                    node_id: 2,
+                    host: "10.0.0.2".into(),
+                    port: 7172,
+                    rack: None,
+                },
+            ],
+            topics: vec![
+                TopicMetadata {
+                    error: ErrorCode::None,
+                    name: "orders".into(),
+                    partitions: vec![PartitionMetadata {
+                        partition: 0,
+                        error: ErrorCode::None,
+                        leader: 2,
+                        start_offset: 5,
+                        end_offset: 10,
+                        size_bytes: 4096,
+                        leader_epoch: 7,
+                        replicas: vec![2, 1],
+                        isr: vec![2],
+                    }],
+                    configs: vec![("flush".into(), "os".into())],
+                },
+                TopicMetadata {
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    name: "gone".into(),
+                    partitions: vec![],
+                    configs: vec![],
+                },
+            ],
+            controller_id: 1,
+            cluster_id: "sluice-1".into(),
+        }
+    }
+
+    /// `m` as a v0 peer sees it: the v1 fields at their "unknown" values.
+    fn as_v0(mut m: MetadataResponse) -> MetadataResponse {
+        for b in &mut m.brokers {
+            b.rack = None;
+        }
+        for p in m.topics.iter_mut().flat_map(|t| &mut t.partitions) {
+            p.leader_epoch = 0;
+            p.replicas.clear();
+            p.isr.clear();
+        }
+        m.controller_id = NO_CONTROLLER;
+        m.cluster_id.clear();
+        m
+    }
+
+    fn encode_v(version: u16, resp: &Response) -> Bytes {
+        let mut buf = BytesMut::new();
+        encode_response_version(3, version, resp, &mut buf);
+        unframe(buf)
+    }
+
+    #[test]
+    fn metadata_round_trips_at_both_versions() {
+        let full = Response::Metadata(cluster_metadata());
+        let (_, got) = decode_response_version(ApiKey::Metadata, 1, encode_v(1, &full)).unwrap();
+        assert_eq!(got, full);
+        // v0 carries none of the cluster fields; they decode as "unknown".
+        let v0 = encode_v(0, &full);
+        let stripped = Response::Metadata(as_v0(cluster_metadata()));
+        assert_eq!(v0, encode_v(0, &stripped), "v0 bytes depend on v1 fields");
+        let (_, got) = decode_response_version(ApiKey::Metadata, 0, v0.clone()).unwrap();
+        assert_eq!(got, stripped);
+        assert_eq!(decode_response(ApiKey::Metadata, v0).unwrap().1, stripped);
+        // The versions are not interchangeable: a v1 body is not a v0 body.
+        assert!(decode_response_version(ApiKey::Metadata, 0, encode_v(1, &full)).is_err());
+        // The request body is the same in both versions.
+        let req = Request::Metadata(MetadataRequest {
+            topics: vec!["orders".into()],
+        });
+        for version in [0, 1] {
+            let mut buf = BytesMut::new();
+            encode_request_version(4, version, "c", &req, &mut buf);
+            let (h, got) = decode_request(unframe(buf)).unwrap();
+            assert_eq!((h.api_version, got), (version, req.clone()));
+        }
+    }
+
+    #[test]
+    fn metadata_v1_has_the_documented_layout() {
+        let resp = Response::Metadata(MetadataResponse {
+            brokers: vec![BrokerInfo {
+                node_id: 0,
+                host: "h".into(),
+                port: 9,
+                rack: None,
+            }],
+            topics: vec![TopicMetadata {
+                error: ErrorCode::None,
+                name: "t".into(),
+                partitions: vec![PartitionMetadata {
+                    partition: 0,
+                    error: ErrorCode::None,
+                    leader: 0,
+                    start_offset: 1,
+                    end_offset: 2,
+                    size_bytes: 3,
+                    leader_epoch: 4,
+                    replicas: vec![0],
+                    isr: vec![0],
+                }],
+                configs: vec![],
+            }],
+            controller_id: 0,
+            cluster_id: "c".into(),
+        });
+        let expected: Vec<u8> = [
+            &[0, 0, 0, 3, 0, 0][..],                 // correlation id, header error
+            &[0, 0, 0, 1, 0, 0, 0, 0, 0, 1, b'h', 0, 9], // brokers: id, host, port
+            &[0xff, 0xff],                           // rack: null
+            &[0, 1, b'c'],                           // cluster_id
+            &[0, 0, 0, 0],                           // controller_id
+            &[0, 0, 0, 1, 0, 0, 0, 1, b't'],         // topics: error, name
+            &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // partition, error, leader
+            &[0, 0, 0, 4],                           // leader_epoch
+            &[0, 0, 0, 0, 0, 0, 0, 1],               // start
+            &[0, 0, 0, 0, 0, 0, 0, 2],               // end
+            &[0, 0, 0, 0, 0, 0, 0, 3],               // size
+            &[0, 0, 0, 1, 0, 0, 0, 0],               // replicas [0]
+            &[0, 0, 0, 1, 0, 0, 0, 0],               // isr [0]
+            &[0, 0, 0, 0],                           // configs
+        ]
+        .concat();
+        assert_eq!(&encode_v(1, &resp)[..], &expected[..]);
+        // An unknown controller is -1.
+        let Response::Metadata(mut m) = resp else {
+            unreachable!()
+        };
+        m.controller_id = NO_CONTROLLER;
+        let b = encode_v(1, &Response::Metadata(m));
+        assert_eq!(&b[24..28], &[0xff; 4]);
+    }
+
+    #[test]
+    fn create_topics_round_trips_at_both_versions() {
+        let req = |rf: i16| {
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreateTopic {
+                    name: "t".into(),
+                    partitions: 2,
+                    replication_factor: rf,
+                    configs: vec![("flush".into(), "os".into())],
+                }],
+            })
+        };
+        for rf in [-1, 0, 1, 3, i16::MAX, i16::MIN] {
+            let mut buf = BytesMut::new();
+            encode_request_version(1, 1, "", &req(rf), &mut buf);
+            let payload = unframe(buf);
+            // header (10 bytes), count, name "t", partitions, then the factor.
+            assert_eq!(&payload[10 + 4 + 3 + 4..][..2], &rf.to_be_bytes());
+            let (h, got) = decode_request(payload).unwrap();
+            assert_eq!((h.api_version, got), (1, req(rf)));
+        }
+        // v0 has no factor on the wire: it decodes as the default.
+        let mut v0 = BytesMut::new();
+        encode_request(1, "", &req(3), &mut v0);
+        let (h, got) = decode_request(unframe(v0)).unwrap();
+        assert_eq!((h.api_version, got), (0, req(DEFAULT_REPLICATION_FACTOR)));
+        // A v1 topic is at least 12 bytes: a lying count is refused before allocating.
+        let mut b = header_bytes(ApiKey::CreateTopics as u16, 1, 1);
+        b.put_u32(2);
+        b.put_slice(&[0; 22]);
+        let e = decode_request(b.freeze()).unwrap_err();
+        assert!(matches!(e.source, ProtocolError::CountTooLarge { .. }), "{e:?}");
+        // The response is the same in both versions.
+        let resp = Response::CreateTopics(CreateTopicsResponse {
+            topics: vec![TopicResult {
+                name: "t".into(),
+                error: ErrorCode::InvalidReplicationFactor,
+                message: "only 1 broker".into(),
+            }],
+        });
+        for version in [0, 1] {
+            let b = encode_v(version, &resp);
+            assert_eq!(b, encode_v(0, &resp));
+            let got = decode_response_version(ApiKey::CreateTopics, version, b).unwrap();
+            assert_eq!(got.1, resp);
+        }
+    }
+
+    #[test]
+    fn describe_cluster_has_the_documented_layout() {
+        let mut buf = BytesMut::new();
+        encode_request(5, "", &Request::DescribeCluster, &mut buf);
+        let payload = unframe(buf);
+        assert_eq!(&payload[..2], &[0, 16]);
+        assert_eq!(payload.len(), 10, "empty body");
+        let resp = Response::DescribeCluster(DescribeClusterResponse {
+            error: ErrorCode::None,
+            cluster_id: "c".into(),
+            controller_id: NO_CONTROLLER,
+            controller_epoch: 9,
+            brokers: vec![
+                ClusterBroker {
+                    node_id: 1,
+                    host: "h".into(),
+                    port: 2,
+                    rack: Some("r".into()),
+                    alive: false,
+                },
+                ClusterBroker {
+                    node_id: 3,
+                    host: String::new(),
+                    port: 4,
+                    rack: None,
+                    alive: true,
+                },
+            ],
+        });
+        let expected: Vec<u8> = [
+            &[0, 0, 0, 3, 0, 0][..],
+            &[0, 0],                     // error
+            &[0, 1, b'c'],               // cluster_id
+            &[0xff, 0xff, 0xff, 0xff],   // controller_id -1
+            &[0, 0, 0, 0, 0, 0, 0, 9],   // controller_epoch
+            &[0, 0, 0, 2],
+            &[0, 0, 0, 1, 0, 1, b'h', 0, 2, 0, 1, b'r', 0],
+            &[0, 0, 0, 3, 0, 0, 0, 4, 0xff, 0xff, 1],
+        ]
+        .concat();
+        let bytes = encode_v(0, &resp);
+        assert_eq!(&bytes[..], &expected[..]);
+        let (_, got) = decode_response(ApiKey::DescribeCluster, bytes).unwrap();
+        assert_eq!(got, resp);
+        // `alive` is 0 or 1; anything else is malformed.
+        let mut bad = expected.clone();
+        let last = bad.len() - 1;
+        bad[last] = 2;
+        let e = decode_response(ApiKey::DescribeCluster, Bytes::from(bad)).unwrap_err();
+        assert!(matches!(e, ProtocolError::InvalidValue { what: "alive", value: 2 }));
+        // A broker count beyond the bytes left is refused before allocating.
+        let mut lying = expected[..23].to_vec();
+        lying.extend_from_slice(&u32::MAX.to_be_bytes());
+        lying.extend_from_slice(&[0; 20]);
+        let e = decode_response(ApiKey::DescribeCluster, Bytes::from(lying)).unwrap_err();
+        assert!(matches!(e, ProtocolError::CountTooLarge { what: "brokers", .. }), "{e:?}");
+    }
+
+    #[test]
+    fn replica_lists_and_racks_are_bounded() {
+        // A replicas count far beyond the bytes left is refused before allocating.
+        let full = Response::Metadata(cluster_metadata());
+        let bytes = encode_v(1, &full).to_vec();
+        let replicas_at = bytes
+            .windows(12)
+            .position(|w| w == [0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 1])
+            .expect("replicas [2, 1] in the body");
+        let mut lying = bytes.clone();
+        lying[replicas_at..replicas_at + 4].copy_from_slice(&(1u32 << 30).to_be_bytes());
+        let e = decode_response_version(ApiKey::Metadata, 1, Bytes::from(lying)).unwrap_err();
+        assert!(matches!(e, ProtocolError::CountTooLarge { what: "replicas", .. }), "{e:?}");
+        // A rack of 65,534 bytes survives; a longer one is cut (0xFFFF means null).
+        let mut m = cluster_metadata();
+        m.brokers[0].rack = Some("r".repeat(70_000));
+        let (_, got) =
+            decode_response_version(ApiKey::Metadata, 1, encode_v(1, &Response::Metadata(m)))
+                .unwrap();
+        let Response::Metadata(got) = got else {
+            panic!("not metadata")
+        };
+        assert_eq!(got.brokers[0].rack.as_deref().map(str::len), Some(65_534));
+        // Truncated anywhere: an error, never a panic.
+        let bytes = encode_v(1, &full);
+        for n in 0..bytes.len() {
+            assert!(decode_response_version(ApiKey::Metadata, 1, bytes.slice(..n)).is_err());
+        }
+    }
+
+    #[test]
+    fn negotiation_picks_the_highest_common_version() {
+        let broker = |max| {
+            vec![ApiVersionRange {
+                api_key: ApiKey::Metadata as u16,
+                min_version: 0,
+                max_version: max,
+            }]
+        };
+        assert_eq!(ApiKey::Metadata.negotiate(&broker(0)), Some(0));
+        assert_eq!(ApiKey::Metadata.negotiate(&broker(1)), Some(1));
+        assert_eq!(ApiKey::Metadata.negotiate(&broker(9)), Some(1));
+        assert_eq!(ApiKey::CreateTopics.negotiate(&broker(1)), None);
+        assert_eq!(ApiKey::DescribeCluster.negotiate(SUPPORTED_APIS), Some(0));
+        assert_eq!(ApiKey::CreateTopics.negotiate(SUPPORTED_APIS), Some(1));
     }
 }

@@ -28,6 +28,7 @@ fn exercise_all(input: &[u8]) {
     let _ = decode_request(payload.clone());
     for key in ApiKey::ALL {
         let _ = decode_response(*key, payload.clone());
+        let _ = decode_response_version(*key, 1, payload.clone());
     }
     let mut src = BytesMut::from(input);
     let mut codec = FrameCodec::new(4096);
@@ -238,6 +239,7 @@ fn other_request() -> impl Strategy<Value = Request> {
                 .map(|(name, partitions, configs)| CreateTopic {
                     name,
                     partitions,
+                    replication_factor: DEFAULT_REPLICATION_FACTOR,
                     configs
                 })
                 .collect(),

@@ -395,3 +395,48 @@ fn worked_examples_decode() {
     };
     assert_eq!(r.revoke, vec![TopicPartitions::new("orders", vec![1])]);
 }
+
+/// Every field the cluster versions add (Metadata v1, CreateTopics v1,
+/// DescribeCluster) is a row of its api's section, with its wire type.
+#[test]
+fn cluster_fields_are_documented() {
+    let rows: &[(ApiKey, &[&str])] = &[
+        (
+            ApiKey::Metadata,
+            &[
+                "| `rack`    | `nullable_string` |",
+                "| `cluster_id`    | `string` ",
+                "| `controller_id` | `i32` ",
+                "| `leader_epoch` | `u32` ",
+                "| `replicas`     | `array<u32>` ",
+                "| `isr`          | `array<u32>` ",
+                "(min size 46)",
+                "(min size 10)",
+            ],
+        ),
+        (
+            ApiKey::CreateTopics,
+            &["| `replication_factor` | `i16` ", "(min size 12)", "`INVALID_REPLICATION_FACTOR`"],
+        ),
+        (
+            ApiKey::DescribeCluster,
+            &[
+                "| `error`            | `ErrorCode` ",
+                "| `cluster_id`       | `string` ",
+                "| `controller_id`    | `i32` ",
+                "| `controller_epoch` | `u64` ",
+                "| `brokers`          | `array<ClusterBroker>` ",
+                "| `rack`    | `nullable_string` |",
+                "| `alive`   | `bool` ",
+                "(min size 11)",
+            ],
+        ),
+    ];
+    for (key, want) in rows {
+        let section = api_section(*key);
+        for row in *want {
+            assert!(section.contains(row), "{key} section lacks `{row}`");
+        }
+    }
+    assert!(SPEC.contains("| `nullable_string` |"));
+}
