@@ -69,6 +69,12 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
+/// Node id of a broker that runs alone (no cluster configured): it is also its own controller.
+pub const SINGLE_NODE_ID: u32 = 0;
+
+/// Cluster id a broker that runs alone reports in Metadata v1 and DescribeCluster.
+pub const SINGLE_NODE_CLUSTER_ID: &str = "sluice-single-node";
+
 /// The broker: topic admin, produce, fetch, offsets, metadata.
 pub struct Broker {
     topics: TopicRegistry,
@@ -509,7 +515,36 @@ impl Broker {
         partitions: u32,
         configs: &[(String, String)],
     ) -> Result<(), BrokerError> {
+        self.create_topic_replicated(name, partitions, None, configs)
+    }
+
+    /// Brokers that can hold a replica: this one (a single node, its own
+    /// controller, until the cluster metadata lands).
+    pub fn live_brokers(&self) -> u32 {
+        1
+    }
+
+    /// [`Broker::create_topic`] with `replication_factor` replicas per
+    /// partition (`None` = the default, `min(3, live brokers)`). A factor of
+    /// 0 or above [`Broker::live_brokers`] is refused
+    /// ([`BrokerError::InvalidReplicationFactor`]) and nothing is created.
+    pub fn create_topic_replicated(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: Option<u16>,
+        configs: &[(String, String)],
+    ) -> Result<(), BrokerError> {
         validate_topic_name(name)?;
+        if let Some(factor) = replication_factor {
+            let brokers = self.live_brokers();
+            if factor == 0 || u32::from(factor) > brokers {
+                return Err(BrokerError::InvalidReplicationFactor {
+                    factor: i32::from(factor),
+                    brokers,
+                });
+            }
+        }
         let overrides = TopicOverrides::from_pairs(configs)?;
         blocking(|| self.topics.create(name, partitions, overrides)).map(|_| ())
     }

@@ -31,6 +31,7 @@ impl WireCode for BrokerError {
             BrokerError::InvalidPartitions { .. } | BrokerError::PartitionLimit { .. } => {
                 ErrorCode::InvalidPartitions
             }
+            BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             BrokerError::PartitionOffline { .. } => ErrorCode::StorageError,
             BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             BrokerError::EmptyProduce { .. } => ErrorCode::InvalidRequest,

@@ -46,9 +46,10 @@ struct Native {
     peer: SocketAddr,
 }
 
-fn encode(correlation_id: u32, resp: &Response) -> Vec<Bytes> {
+/// The response frame in the body layout of the request's `version`.
+fn encode(correlation_id: u32, version: u16, resp: &Response) -> Vec<Bytes> {
     let mut chunks = Vec::with_capacity(4);
-    wire::encode_response_chunks(correlation_id, resp, &mut chunks);
+    wire::encode_response_chunks_version(correlation_id, version, resp, &mut chunks);
     chunks
 }
 
@@ -71,7 +72,7 @@ impl FrontEnd for Native {
                         if acks_none {
                             Action::Nothing
                         } else {
-                            Action::Respond(encode(h.correlation_id, &Response::Error(e.code)))
+                            Action::Respond(encode(h.correlation_id, 0, &Response::Error(e.code)))
                         }
                     }
                     None => {
@@ -82,10 +83,11 @@ impl FrontEnd for Native {
         };
         let timer = self.metrics.request_timer(ApiKey::from_u16(header.api_key));
         let correlation_id = header.correlation_id;
+        let version = header.api_version;
         match dispatch(&self.ctx, &header, request) {
             Outcome::Respond(resp) => {
                 timer.observe(started.elapsed().as_secs_f64());
-                Action::Respond(encode(correlation_id, &resp))
+                Action::Respond(encode(correlation_id, version, &resp))
             }
             Outcome::NoResponse => {
                 timer.observe(started.elapsed().as_secs_f64());
@@ -94,7 +96,7 @@ impl FrontEnd for Native {
             Outcome::Deferred(fut) => Action::Deferred(Box::pin(async move {
                 let resp = fut.await;
                 timer.observe(started.elapsed().as_secs_f64());
-                resp.map(|r| encode(correlation_id, &r))
+                resp.map(|r| encode(correlation_id, version, &r))
             })),
         }
     }

@@ -46,6 +46,14 @@ pub enum BrokerError {
         /// Largest allowed.
         max: u32,
     },
+    /// The replication factor is not the default or 1..=the live brokers.
+    #[error("{}", replication_factor_problem(*factor, *brokers))]
+    InvalidReplicationFactor {
+        /// Requested factor (-1 is the default and never refused).
+        factor: i32,
+        /// Brokers available to hold replicas.
+        brokers: u32,
+    },
     /// Creating the partitions would exceed the broker-wide partition cap.
     #[error("broker-wide partition limit reached: {existing} partitions exist, {requested} more requested, at most {max} allowed (max_partitions)")]
     PartitionLimit {
@@ -202,4 +210,16 @@ pub fn chain(err: &dyn std::error::Error) -> String {
         cur = e.source();
     }
     out
+}
+
+/// The message of [`BrokerError::InvalidReplicationFactor`].
+fn replication_factor_problem(factor: i32, brokers: u32) -> String {
+    if factor < 1 {
+        format!("invalid replication factor {factor}: must be -1 (the broker default) or at least 1")
+    } else {
+        let s = if brokers == 1 { "" } else { "s" };
+        format!(
+            "replication factor {factor} is larger than the number of available brokers: {brokers} broker{s} available"
+        )
+    }
 }

@@ -23,6 +23,14 @@
 //!   that is missing gets `UNKNOWN_TOPIC_OR_PARTITION` (an invalid name never
 //!   gets here: the decoder refuses the request with `INVALID_TOPIC`). The broker advertises the address the
 //!   client connected to as its host/port.
+//! - Until the cluster metadata lands the broker is a single node: node
+//!   [`SINGLE_NODE_ID`], its own controller (epoch 0), no rack. Metadata v1
+//!   says so (every partition: leader 0, epoch 0, replicas and isr `[0]`),
+//!   and so does DescribeCluster. Responses are encoded in the request's
+//!   version by the connection, so handlers build the newest shape.
+//! - CreateTopics takes a replication factor of -1 (the default) or 1; 0,
+//!   below -1, or more than the live brokers is `INVALID_REPLICATION_FACTOR`
+//!   for that topic (the message says how many brokers are available).
 //! - CreateTopics needs 1..=10000 partitions; names starting with `__` are
 //!   reserved for internal topics (`INVALID_TOPIC`). DeleteTopics also
 //!   deletes every group's committed offsets on the topic (a rule of
@@ -58,7 +66,7 @@ use sluice_protocol::{
     Acks, ApiKey, ApiVersionsResponse, BrokerInfo, CreateTopicsRequest, CreateTopicsResponse,
     DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DeletedGroup, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedMember,
-    ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
+    ClusterBroker, DescribeClusterResponse, ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
     HeartbeatRequest, HeartbeatResponse, InitProducerIdResponse, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse,
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
@@ -71,7 +79,10 @@ use sluice_protocol::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, FetchParams, FetchResult, FetchTarget, TopicDescription};
+use crate::broker::{
+    Broker, FetchParams, FetchResult, FetchTarget, TopicDescription, SINGLE_NODE_CLUSTER_ID,
+    SINGLE_NODE_ID,
+};
 use crate::codes::WireCode;
 use crate::error::{chain, BrokerError};
 use crate::group::{Groups, HeartbeatReply};
@@ -122,6 +133,7 @@ pub const HANDLERS: &[(ApiKey, Handler)] = &[
     (ApiKey::DescribeGroups, describe_groups),
     (ApiKey::DeleteGroups, delete_groups),
     (ApiKey::InitProducerId, init_producer_id),
+    (ApiKey::DescribeCluster, describe_cluster),
 ];
 
 /// The handler of an api key, if the broker serves it.
@@ -165,10 +177,13 @@ fn topic_metadata(d: TopicDescription) -> TopicMetadata {
                 } else {
                     ErrorCode::None
                 },
-                leader: 0,
+                leader: SINGLE_NODE_ID,
                 start_offset: p.start_offset,
                 end_offset: p.end_offset,
                 size_bytes: p.size_bytes,
+                leader_epoch: 0,
+                replicas: vec![SINGLE_NODE_ID],
+                isr: vec![SINGLE_NODE_ID],
             })
             .collect(),
         name: d.name,
@@ -201,12 +216,47 @@ fn metadata(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     };
     Outcome::Respond(Response::Metadata(MetadataResponse {
         brokers: vec![BrokerInfo {
-            node_id: 0,
+            node_id: SINGLE_NODE_ID,
             host: ctx.local_addr.ip().to_string(),
             port: ctx.local_addr.port(),
+            rack: None,
         }],
         topics: described,
+        controller_id: SINGLE_NODE_ID as i32,
+        cluster_id: SINGLE_NODE_CLUSTER_ID.to_string(),
     }))
+}
+
+fn describe_cluster(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::DescribeCluster = req else {
+        return mismatched();
+    };
+    Outcome::Respond(Response::DescribeCluster(DescribeClusterResponse {
+        error: ErrorCode::None,
+        cluster_id: SINGLE_NODE_CLUSTER_ID.to_string(),
+        controller_id: SINGLE_NODE_ID as i32,
+        controller_epoch: 0,
+        brokers: vec![ClusterBroker {
+            node_id: SINGLE_NODE_ID,
+            host: ctx.local_addr.ip().to_string(),
+            port: ctx.local_addr.port(),
+            rack: None,
+            alive: true,
+        }],
+    }))
+}
+
+/// A wire replication factor as the core's: -1 is the default (`None`);
+/// 0 and up are checked by the core; below -1 is refused here.
+fn replication_factor(broker: &Broker, factor: i16) -> Result<Option<u16>, BrokerError> {
+    match factor {
+        sluice_protocol::DEFAULT_REPLICATION_FACTOR => Ok(None),
+        f if f >= 0 => Ok(Some(f as u16)),
+        f => Err(BrokerError::InvalidReplicationFactor {
+            factor: i32::from(f),
+            brokers: broker.live_brokers(),
+        }),
+    }
 }
 
 fn topic_result(name: String, r: Result<(), BrokerError>) -> TopicResult {
@@ -231,7 +281,10 @@ fn create_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let topics = topics
         .into_iter()
         .map(|t| {
-            let r = ctx.broker.create_topic(&t.name, t.partitions, &t.configs);
+            let r = replication_factor(&ctx.broker, t.replication_factor).and_then(|factor| {
+                ctx.broker
+                    .create_topic_replicated(&t.name, t.partitions, factor, &t.configs)
+            });
             topic_result(t.name, r)
         })
         .collect();

@@ -41,7 +41,7 @@ pub mod topics;
 
 pub use broker::{
     Acks, Appended, Broker, FetchParams, FetchResult, FetchTarget, FetchedData, OffsetSpec,
-    PartitionDescription, PreparedFetch, TopicDescription,
+    PartitionDescription, PreparedFetch, TopicDescription, SINGLE_NODE_CLUSTER_ID, SINGLE_NODE_ID,
 };
 pub use config::{BrokerConfig, Cli, ConfigLayer, FlushMode, TopicDefaults};
 pub use error::BrokerError;

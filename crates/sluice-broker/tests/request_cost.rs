@@ -424,6 +424,7 @@ fn api_versions_list_groups_init_producer_id_cost_is_bounded() {
         Request::ApiVersions,
         Request::ListGroups,
         Request::InitProducerId,
+        Request::DescribeCluster,
     ] {
         let c = f.run_request(&r);
         check(&format!("{:?}", r.api_key()), &c);
@@ -471,6 +472,7 @@ fn create_topics_cost_is_bounded() {
             .map(|name| CreateTopic {
                 name,
                 partitions: 0,
+                replication_factor: DEFAULT_REPLICATION_FACTOR,
                 configs: Vec::new(),
             })
             .collect(),
@@ -480,6 +482,7 @@ fn create_topics_cost_is_bounded() {
         topics: vec![CreateTopic {
             name: "c".into(),
             partitions: 1,
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
             configs: vec![(String::new(), String::new()); 1_000_000],
         }],
     }));
@@ -490,6 +493,7 @@ fn create_topics_cost_is_bounded() {
             CreateTopic {
                 name: "dup".into(),
                 partitions: 1,
+                replication_factor: DEFAULT_REPLICATION_FACTOR,
                 configs: Vec::new(),
             };
             2
