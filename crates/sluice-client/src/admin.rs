@@ -1,5 +1,11 @@
-//! Administration: topics (create, list, describe, delete, list offsets) and
-//! consumer groups (list, describe with lag, delete, seek).
+//! Administration: topics (create, list, describe, delete, list offsets),
+//! consumer groups (list, describe with lag, delete, seek) and the cluster
+//! (describe).
+//!
+//! Metadata and CreateTopics go as the highest version the broker lists in
+//! ApiVersions (v1 carries replicas, isr, leader epochs, racks, the
+//! controller and the replication factor); a broker that speaks only v0 is
+//! a single node, so its partitions are shown with `replicas = isr = [leader]`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +15,7 @@ pub use sluice_protocol::ListedGroup as GroupListing;
 /// Committed offset, log end and lag of one partition of a group (the DescribeGroups entry as is).
 pub use sluice_protocol::PartitionLag as GroupPartitionLag;
 use sluice_protocol::{
-    CreateTopic, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    ApiKey, CreateTopic, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
     DescribeGroupsRequest, DescribedGroup, ErrorCode, ListOffsetsPartition, ListOffsetsRequest,
     ListOffsetsTopic, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic,
     OffsetFetchRequest, OffsetSpec, Request, Response, TopicMetadata, TopicPartitions,
@@ -28,6 +34,12 @@ pub struct PartitionInfo {
     pub partition: u32,
     /// Node id of the leader.
     pub leader: u32,
+    /// Leader epoch (bumped each time leadership moves; 0 from a v0 broker).
+    pub leader_epoch: u32,
+    /// Node ids holding a replica, preferred leader first.
+    pub replicas: Vec<u32>,
+    /// Replicas in sync with the leader.
+    pub isr: Vec<u32>,
     /// First offset still stored.
     pub start_offset: u64,
     /// Offset the next record will get.
@@ -57,6 +69,18 @@ impl TopicInfo {
                 .map(|p| PartitionInfo {
                     partition: p.partition,
                     leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    // A v0 answer lists no replicas: such a broker is a single node.
+                    replicas: if p.replicas.is_empty() {
+                        vec![p.leader]
+                    } else {
+                        p.replicas
+                    },
+                    isr: if p.isr.is_empty() {
+                        vec![p.leader]
+                    } else {
+                        p.isr
+                    },
                     start_offset: p.start_offset,
                     end_offset: p.end_offset,
                     size_bytes: p.size_bytes,
@@ -69,6 +93,52 @@ impl TopicInfo {
     /// Total bytes over all partitions.
     pub fn size_bytes(&self) -> u64 {
         self.partitions.iter().map(|p| p.size_bytes).sum()
+    }
+}
+
+/// One broker as described by [`Admin::describe_cluster`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// Node id.
+    pub node_id: u32,
+    /// Host of its native listener.
+    pub host: String,
+    /// Port of its native listener.
+    pub port: u16,
+    /// Availability zone, `None` when not configured.
+    pub rack: Option<String>,
+    /// False when the controller fenced it (missed heartbeats).
+    pub alive: bool,
+}
+
+impl BrokerInfo {
+    /// `host:port` (IPv6 hosts in brackets).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The cluster as described by [`Admin::describe_cluster`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Node id of the active controller, `None` when none is known.
+    pub controller_id: Option<u32>,
+    /// Term (epoch) of the active controller; 0 for a single node.
+    pub controller_epoch: u64,
+    /// Every registered broker, by node id.
+    pub brokers: Vec<BrokerInfo>,
+}
+
+impl ClusterInfo {
+    /// True when `node` is a registered broker that is alive.
+    pub fn is_alive(&self, node: u32) -> bool {
+        self.brokers.iter().any(|b| b.node_id == node && b.alive)
     }
 }
 
@@ -170,14 +240,51 @@ impl Admin {
         partitions: u32,
         configs: Vec<(String, String)>,
     ) -> Result<()> {
+        self.create_topic_with(name, partitions, None, configs)
+            .await
+    }
+
+    /// [`Admin::create_topic`] with `replication_factor` replicas per
+    /// partition (`None` = the broker's default). The broker refuses a factor
+    /// above its live brokers with `INVALID_REPLICATION_FACTOR`; a broker that
+    /// speaks only CreateTopics v0 (a single node) takes `None` or 1, and any
+    /// other factor is refused here with `UNSUPPORTED_VERSION` before sending.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: Option<u16>,
+        configs: Vec<(String, String)>,
+    ) -> Result<()> {
+        let wire_factor = match replication_factor {
+            None => sluice_protocol::DEFAULT_REPLICATION_FACTOR,
+            Some(n) => i16::try_from(n).map_err(|_| {
+                ClientError::broker(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!("create topic \"{name}\" (replication factor {n} above {})", i16::MAX),
+                )
+            })?,
+        };
         let request = Request::CreateTopics(CreateTopicsRequest {
             topics: vec![CreateTopic {
                 name: name.to_string(),
                 partitions,
+                replication_factor: wire_factor,
                 configs,
             }],
         });
-        let response = match self.cluster.bootstrap().request(&request).await? {
+        let conn = self.cluster.bootstrap();
+        let version = conn.api_version(ApiKey::CreateTopics).await?;
+        if version == 0 && !matches!(replication_factor, None | Some(1)) {
+            return Err(ClientError::broker(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "create topic \"{name}\" with replication factor {}: the broker does not support replication factors (CreateTopics v1)",
+                    wire_factor
+                ),
+            ));
+        }
+        let response = match conn.request_version(&request, version).await? {
             Response::CreateTopics(r) => r,
             other => return Err(unexpected("CreateTopics", other)),
         };
@@ -192,6 +299,39 @@ impl Admin {
         self.cluster.invalidate(name);
         check(result.error, &result.message, || {
             format!("create topic \"{name}\"")
+        })
+    }
+
+    /// The cluster: its id, the controller and its term, and every broker
+    /// with its address, rack and liveness (DescribeCluster).
+    pub async fn describe_cluster(&self) -> Result<ClusterInfo> {
+        let response = match self
+            .cluster
+            .bootstrap()
+            .request(&Request::DescribeCluster)
+            .await?
+        {
+            Response::DescribeCluster(r) => r,
+            other => return Err(unexpected("DescribeCluster", other)),
+        };
+        check(response.error, "", || "describe cluster".to_string())?;
+        let mut brokers: Vec<BrokerInfo> = response
+            .brokers
+            .into_iter()
+            .map(|b| BrokerInfo {
+                node_id: b.node_id,
+                host: b.host,
+                port: b.port,
+                rack: b.rack,
+                alive: b.alive,
+            })
+            .collect();
+        brokers.sort_by_key(|b| b.node_id);
+        Ok(ClusterInfo {
+            cluster_id: response.cluster_id,
+            controller_id: u32::try_from(response.controller_id).ok(),
+            controller_epoch: response.controller_epoch,
+            brokers,
         })
     }
 

@@ -70,12 +70,11 @@ impl Cluster {
         &self.bootstrap
     }
 
-    /// Sends a Metadata request for `topics` (empty = all) and updates the cache.
+    /// Sends a Metadata request for `topics` (empty = all), as the highest
+    /// version the broker speaks, and updates the cache.
     pub async fn fetch_metadata(&self, topics: Vec<String>) -> Result<MetadataResponse> {
-        let request = Request::Metadata(MetadataRequest {
-            topics: topics.clone(),
-        });
-        let response = match self.bootstrap.request(&request).await? {
+        let request = Request::Metadata(MetadataRequest { topics });
+        let response = match self.bootstrap.request_negotiated(&request).await? {
             Response::Metadata(m) => m,
             other => {
                 return Err(ClientError::UnexpectedResponse {

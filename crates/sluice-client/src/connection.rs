@@ -25,6 +25,14 @@
 //!   stays open. Ids come from one counter per connection, and `acks = none`
 //!   frames take theirs from it too, so such a frame can never be taken for
 //!   the answer to a later request.
+//!
+//! Versions: [`Connection::request`] sends version 0 of every api.
+//! [`Connection::request_negotiated`] (and [`Connection::api_version`]) use,
+//! for an api with several versions, the highest one both this client and
+//! the broker speak: the first such request on a session sends ApiVersions
+//! and the answer is kept for the session (a reconnect may reach another
+//! broker, so it asks again). An api the broker does not list goes as
+//! version 0 (the broker answers UNKNOWN_API).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -34,8 +42,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use sluice_protocol::codec::FrameCodec;
-use sluice_protocol::wire::{decode_response, encode_request_chunks};
-use sluice_protocol::{ApiKey, Request, Response};
+use sluice_protocol::wire::{decode_response_version, encode_request_chunks_version};
+use sluice_protocol::{ApiKey, ApiVersionRange, Request, Response};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -54,13 +62,25 @@ type Reply = oneshot::Sender<Result<Response>>;
 struct Pending {
     /// Set once the session has ended; no new request may register after that.
     closed: Option<ClientError>,
-    waiting: HashMap<u32, (ApiKey, Reply)>,
+    /// Api key and version of each waiting request (to decode its answer).
+    waiting: HashMap<u32, (ApiKey, u16, Reply)>,
 }
 
 /// One live TCP stream with its writer and reader tasks.
 struct Session {
     writes: mpsc::Sender<Outgoing>,
     pending: Arc<Mutex<Pending>>,
+    /// The broker's ApiVersions list, asked once per session when needed.
+    versions: tokio::sync::OnceCell<Arc<[ApiVersionRange]>>,
+}
+
+/// Which version of an api a request is sent as.
+#[derive(Debug, Clone, Copy)]
+enum Version {
+    /// This one.
+    Fixed(u16),
+    /// The highest both sides speak (see the module docs).
+    Negotiated,
 }
 
 /// A frame for the writer task, with an optional "it reached the socket" signal.
@@ -171,6 +191,80 @@ impl Connection {
         self.submit(request, timeout).await?.wait().await
     }
 
+    /// Sends `request` as `version` of its api and waits for its response
+    /// (decoded in that version's layout), up to the configured request timeout.
+    pub async fn request_version(&self, request: &Request, version: u16) -> Result<Response> {
+        let timeout = self.inner.config.request_timeout;
+        self.submit_with(request, Version::Fixed(version), timeout)
+            .await?
+            .wait()
+            .await
+    }
+
+    /// Sends `request` as the highest version of its api that both sides
+    /// speak (see the module docs) and waits for its response.
+    pub async fn request_negotiated(&self, request: &Request) -> Result<Response> {
+        let timeout = self.inner.config.request_timeout;
+        self.submit_with(request, Version::Negotiated, timeout)
+            .await?
+            .wait()
+            .await
+    }
+
+    /// The version of `key` that [`Connection::request_negotiated`] would
+    /// send on the current session (asking ApiVersions first if needed).
+    pub async fn api_version(&self, key: ApiKey) -> Result<u16> {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let session = self.session_by(deadline, timeout).await?;
+        self.negotiate_on(&session, key, deadline, timeout).await
+    }
+
+    /// The live session, dialled if needed, within `deadline`.
+    async fn session_by(
+        &self,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Arc<Session>> {
+        match tokio::time::timeout_at(deadline, self.session()).await {
+            Ok(s) => s,
+            Err(_) => Err(ClientError::Timeout {
+                what: format!("connecting to {}", self.inner.addr),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// The version of `key` to use on `session`: 0 for an api with one
+    /// version, else the highest common one (ApiVersions asked once per session).
+    async fn negotiate_on(
+        &self,
+        session: &Arc<Session>,
+        key: ApiKey,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<u16> {
+        if key.wire_versions().is_none_or(|r| r.max_version == 0) {
+            return Ok(0);
+        }
+        let apis = session
+            .versions
+            .get_or_try_init(|| async {
+                let asked = self
+                    .submit_on(session, &Request::ApiVersions, 0, deadline, timeout)
+                    .await?;
+                match asked.wait().await? {
+                    Response::ApiVersions(v) => Ok::<_, ClientError>(Arc::from(v.apis)),
+                    other => Err(ClientError::UnexpectedResponse {
+                        request: "ApiVersions",
+                        got: format!("{other:?}"),
+                    }),
+                }
+            })
+            .await?;
+        Ok(key.negotiate(apis).unwrap_or(0))
+    }
+
     /// Queues `request` for the writer and returns a handle for its answer.
     ///
     /// Frames reach the socket in the order their `submit` calls completed, so
@@ -183,25 +277,50 @@ impl Connection {
         request: &Request,
         timeout: Duration,
     ) -> Result<PendingResponse> {
-        let api_key = request.api_key();
+        self.submit_with(request, Version::Fixed(0), timeout).await
+    }
+
+    /// [`Connection::submit`] as `version`.
+    async fn submit_with(
+        &self,
+        request: &Request,
+        version: Version,
+        timeout: Duration,
+    ) -> Result<PendingResponse> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let session = match tokio::time::timeout_at(deadline, self.session()).await {
-            Ok(s) => s?,
-            Err(_) => {
-                return Err(ClientError::Timeout {
-                    what: format!("connecting to {}", self.inner.addr),
-                    after: timeout,
-                })
+        let session = self.session_by(deadline, timeout).await?;
+        let version = match version {
+            Version::Fixed(v) => v,
+            Version::Negotiated => {
+                self.negotiate_on(&session, request.api_key(), deadline, timeout)
+                    .await?
             }
         };
-        let (correlation_id, frame) = self.encode(request);
+        self.submit_on(&session, request, version, deadline, timeout)
+            .await
+    }
+
+    /// Queues `request` as `version` on `session`.
+    async fn submit_on(
+        &self,
+        session: &Arc<Session>,
+        request: &Request,
+        version: u16,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<PendingResponse> {
+        let api_key = request.api_key();
+        let session = session.clone();
+        let (correlation_id, frame) = self.encode(request, version);
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&session.pending);
             if let Some(e) = &pending.closed {
                 return Err(e.clone());
             }
-            pending.waiting.insert(correlation_id, (api_key, tx));
+            pending
+                .waiting
+                .insert(correlation_id, (api_key, version, tx));
         }
         let outgoing = Outgoing {
             frame,
@@ -251,7 +370,7 @@ impl Connection {
         let session = tokio::time::timeout_at(deadline, self.session())
             .await
             .map_err(|_| what())??;
-        let (_, frame) = self.encode(request);
+        let (_, frame) = self.encode(request, 0);
         let (tx, rx) = oneshot::channel();
         let outgoing = Outgoing {
             frame,
@@ -270,14 +389,15 @@ impl Connection {
 
     /// `request` as frame chunks under a fresh correlation id (record
     /// payloads stay their own `Bytes` chunks, not copied).
-    fn encode(&self, request: &Request) -> (u32, Vec<Bytes>) {
+    fn encode(&self, request: &Request, version: u16) -> (u32, Vec<Bytes>) {
         let correlation_id = self
             .inner
             .next_correlation_id
             .fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::with_capacity(4);
-        encode_request_chunks(
+        encode_request_chunks_version(
             correlation_id,
+            version,
             &self.inner.config.client_id,
             request,
             &mut frame,
@@ -408,6 +528,7 @@ impl Connection {
         Ok(Session {
             writes: tx,
             pending,
+            versions: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -472,7 +593,7 @@ fn close_session(pending: &Mutex<Pending>, addr: &str, reason: String) {
     };
     let err = lock(pending).closed.clone();
     if let Some(err) = err {
-        for (_, (_, reply)) in waiting {
+        for (_, (_, _, reply)) in waiting {
             let _ = reply.send(Err(err.clone()));
         }
     }
@@ -572,13 +693,13 @@ async fn read_loop(
         };
         let correlation_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
         let waiter = lock(&pending).waiting.remove(&correlation_id);
-        let Some((api_key, reply)) = waiter else {
+        let Some((api_key, version, reply)) = waiter else {
             // Not waited for (timed out, acks = none, or a broker bug): not
             // decoded, not routed, and no reason to end the session.
             tracing::debug!(addr = %addr, correlation_id, "dropping a response no request is waiting for");
             continue;
         };
-        match decode_response(api_key, frame) {
+        match decode_response_version(api_key, version, frame) {
             Ok((_, response)) => {
                 let _ = reply.send(Ok(response));
             }
@@ -631,8 +752,11 @@ mod tests {
                 node_id: 0,
                 host: tag,
                 port: 1,
+                rack: None,
             }],
             topics: Vec::new(),
+            controller_id: sluice_protocol::NO_CONTROLLER,
+            cluster_id: String::new(),
         })
     }
 
@@ -891,5 +1015,100 @@ mod tests {
         assert_eq!(tag_of(&r), "after");
         drop(conn);
         server.await.expect("server");
+    }
+
+    /// A fake broker listing Metadata `0..=max`: answers each request in the
+    /// version it came with and logs `(api name, version)` of every request.
+    async fn versioned_broker(
+        listener: TcpListener,
+        max: u16,
+        log: Arc<Mutex<Vec<(&'static str, u16)>>>,
+    ) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+                while let Some(Ok(payload)) = frames.next().await {
+                    let (h, req) = decode_request(payload).expect("decodes");
+                    lock(&log).push((req.api_key().name(), h.api_version));
+                    let resp = match &req {
+                        Request::ApiVersions => Response::ApiVersions(
+                            sluice_protocol::ApiVersionsResponse {
+                                apis: vec![sluice_protocol::ApiVersionRange {
+                                    api_key: ApiKey::Metadata as u16,
+                                    min_version: 0,
+                                    max_version: max,
+                                }],
+                            },
+                        ),
+                        other => {
+                            let mut r = echo(other);
+                            if let Response::Metadata(m) = &mut r {
+                                m.controller_id = 5;
+                                m.cluster_id = "c".into();
+                                m.brokers[0].rack = Some("r".into());
+                            }
+                            r
+                        }
+                    };
+                    let mut buf = BytesMut::new();
+                    sluice_protocol::wire::encode_response_version(
+                        h.correlation_id,
+                        h.api_version,
+                        &resp,
+                        &mut buf,
+                    );
+                    if write.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn negotiated_requests_use_the_highest_common_version_once_asked() {
+        for (max, expect) in [(1u16, 1u16), (0, 0), (7, 1)] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let server = tokio::spawn(versioned_broker(listener, max, log.clone()));
+            let conn = Connection::new(addr, config());
+            assert_eq!(conn.api_version(ApiKey::Metadata).await.unwrap(), expect);
+            for tag in ["a", "b"] {
+                let Response::Metadata(m) = conn.request_negotiated(&tagged(tag)).await.unwrap()
+                else {
+                    panic!("not metadata")
+                };
+                assert_eq!(m.brokers[0].host, tag);
+                // v1 carries the cluster fields; v0 their "unknown" values.
+                if expect == 1 {
+                    assert_eq!((m.controller_id, m.cluster_id.as_str()), (5, "c"));
+                    assert_eq!(m.brokers[0].rack.as_deref(), Some("r"));
+                } else {
+                    assert_eq!(m.controller_id, sluice_protocol::NO_CONTROLLER);
+                    assert_eq!(m.brokers[0].rack, None);
+                }
+            }
+            // Plain `request` stays version 0; single-version apis are never negotiated.
+            conn.request(&tagged("c")).await.unwrap();
+            assert_eq!(conn.api_version(ApiKey::Fetch).await.unwrap(), 0);
+            let got = lock(&log).clone();
+            assert_eq!(
+                got,
+                vec![
+                    ("ApiVersions", 0),
+                    ("Metadata", expect),
+                    ("Metadata", expect),
+                    ("Metadata", 0),
+                ],
+                "broker max {max}: ApiVersions asked once per session"
+            );
+            server.abort();
+        }
     }
 }

@@ -1477,12 +1477,26 @@ mod group_tests {
     fn answer(fake: &Fake, request: Request) -> Response {
         let log = |e: String| fake.events.lock().unwrap().push(e);
         match request {
+            // An older broker: version 0 of everything (so Metadata goes as v0).
+            Request::ApiVersions => Response::ApiVersions(sluice_protocol::ApiVersionsResponse {
+                apis: sluice_protocol::ApiKey::ALL
+                    .iter()
+                    .map(|k| sluice_protocol::ApiVersionRange {
+                        api_key: *k as u16,
+                        min_version: 0,
+                        max_version: 0,
+                    })
+                    .collect(),
+            }),
             Request::Metadata(_) => Response::Metadata(MetadataResponse {
                 brokers: vec![BrokerInfo {
                     node_id: 0,
                     host: String::new(),
                     port: 0,
+                    rack: None,
                 }],
+                controller_id: sluice_protocol::NO_CONTROLLER,
+                cluster_id: String::new(),
                 topics: vec![TopicMetadata {
                     error: ErrorCode::None,
                     name: "t".into(),
@@ -1494,6 +1508,9 @@ mod group_tests {
                             start_offset: 0,
                             end_offset: 8,
                             size_bytes: 100,
+                            leader_epoch: 0,
+                            replicas: Vec::new(),
+                            isr: Vec::new(),
                         })
                         .collect(),
                     configs: Vec::new(),

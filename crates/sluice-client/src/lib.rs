@@ -7,7 +7,7 @@
 //!   requests to its leader and refreshes on `NOT_LEADER_FOR_PARTITION` /
 //!   `UNKNOWN_TOPIC_OR_PARTITION`.
 //! - [`Admin`]: create, list, describe, delete topics; list offsets; list,
-//!   describe (with lag), delete and seek consumer groups.
+//!   describe (with lag), delete and seek consumer groups; describe the cluster.
 //! - [`Producer`]: per-partition batching, key-hash and sticky partitioning
 //!   ([`partitioner`]), bounded buffer with backpressure, retries.
 //! - [`Consumer`]: assigned partitions, seeks, pipelined long-poll fetches,
@@ -42,8 +42,8 @@ pub mod partitioner;
 mod producer;
 
 pub use admin::{
-    Admin, GroupDescription, GroupListing, GroupMember, GroupPartitionLag, ListedOffset,
-    PartitionInfo, TopicInfo,
+    Admin, BrokerInfo, ClusterInfo, GroupDescription, GroupListing, GroupMember,
+    GroupPartitionLag, ListedOffset, PartitionInfo, TopicInfo,
 };
 pub use config::{ClientConfig, DEFAULT_BROKER};
 pub use connection::Connection;
