@@ -1,7 +1,8 @@
 //! `sluice`: the command-line tool for Sluice (topics, produce, consume, bench).
 //!
 //! Shape follows Redpanda's `rpk`: `sluice topic create|list|describe|delete|produce|consume`,
-//! `sluice group list|describe|delete|seek`, `sluice bench produce|consume`. `--broker ADDR`
+//! `sluice group list|describe|delete|seek`, `sluice cluster status`,
+//! `sluice bench produce|consume`. `--broker ADDR`
 //! (or `SLUICE_BROKER`) picks the broker. Every failure prints one line,
 //! `error: <what went wrong>; <what to try>`, and exits with status 1.
 
@@ -17,6 +18,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod cluster;
 mod consume;
 mod errors;
 mod format;
@@ -50,6 +52,11 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: group::GroupCommand,
+    },
+    /// The cluster: controller, brokers and partitions without a live leader.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
     },
     /// Measure produce or consume throughput and latency.
     Bench {
@@ -140,6 +147,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Topic { command } => topic::run(&cli.broker, command).await,
         Command::Group { command } => group::run(&cli.broker, command).await,
+        Command::Cluster { command } => cluster::run(&cli.broker, command).await,
         Command::Bench { command } => bench::run(&cli.broker, command).await,
     }
 }

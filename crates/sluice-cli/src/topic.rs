@@ -17,7 +17,8 @@ pub enum TopicCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show a topic's partitions (start offset, end offset, bytes) and configuration.
+    /// Show a topic's partitions (leader, replicas, in-sync replicas, start
+    /// offset, end offset, bytes) and configuration.
     Describe {
         /// Topic name.
         name: String,
@@ -55,6 +56,10 @@ pub struct CreateArgs {
     /// Number of partitions.
     #[arg(long, short = 'p', default_value_t = 1)]
     pub partitions: u32,
+    /// Replicas per partition, on distinct brokers (default: the broker's,
+    /// `min(3, brokers)`). At most the number of live brokers.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub replication_factor: Option<u16>,
     /// Delete segments older than this.
     #[arg(long)]
     pub retention_ms: Option<u64>,
@@ -98,7 +103,12 @@ pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
             }
             let admin = admin(broker).await?;
             admin
-                .create_topic(&args.name, args.partitions, configs)
+                .create_topic_with(
+                    &args.name,
+                    args.partitions,
+                    args.replication_factor,
+                    configs,
+                )
                 .await
                 .map_err(CliError::topic(&args.name))?;
             outln!(
@@ -181,6 +191,9 @@ fn describe_json(t: &TopicInfo) -> serde_json::Value {
         "partitions": t.partitions.iter().map(|p| json!({
             "partition": p.partition,
             "leader": p.leader,
+            "leader_epoch": p.leader_epoch,
+            "replicas": p.replicas,
+            "isr": p.isr,
             "start_offset": p.start_offset,
             "end_offset": p.end_offset,
             "size_bytes": p.size_bytes,
@@ -199,19 +212,36 @@ fn print_describe(t: &TopicInfo) {
         }
     }
     outln!();
+    let ids = |v: &[u32]| {
+        v.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let rows: Vec<(String, String)> = t
+        .partitions
+        .iter()
+        .map(|p| (ids(&p.replicas), ids(&p.isr)))
+        .collect();
+    let rw = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(8);
+    let iw = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(3);
     outln!(
-        "{:>9}  {:>6}  {:>14}  {:>14}  {:>14}",
+        "{:>9}  {:>6}  {:<rw$}  {:<iw$}  {:>14}  {:>14}  {:>14}",
         "PARTITION",
         "LEADER",
+        "REPLICAS",
+        "ISR",
         "START-OFFSET",
         "END-OFFSET",
         "SIZE"
     );
-    for p in &t.partitions {
+    for (p, (replicas, isr)) in t.partitions.iter().zip(&rows) {
         outln!(
-            "{:>9}  {:>6}  {:>14}  {:>14}  {:>14}",
+            "{:>9}  {:>6}  {:<rw$}  {:<iw$}  {:>14}  {:>14}  {:>14}",
             p.partition,
             p.leader,
+            replicas,
+            isr,
             p.start_offset,
             p.end_offset,
             human_bytes(p.size_bytes)

@@ -1,0 +1,185 @@
+//! `sluice cluster ...`.
+
+use clap::Subcommand;
+use serde_json::json;
+use sluice_client::{ClusterInfo, TopicInfo};
+
+use crate::errors::CliError;
+
+/// Cluster commands.
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Show the controller and its term, every broker (id, address, rack,
+    /// alive) and the partitions without a live leader.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A partition whose leader is not a live broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaderless {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The leader the metadata names (not alive).
+    pub leader: u32,
+}
+
+/// The partitions of `topics` whose leader is not alive in `cluster`, by topic then partition.
+pub fn leaderless(cluster: &ClusterInfo, topics: &[TopicInfo]) -> Vec<Leaderless> {
+    let mut out: Vec<Leaderless> = topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| !cluster.is_alive(p.leader))
+                .map(|p| Leaderless {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    leader: p.leader,
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    out
+}
+
+/// Runs a cluster command.
+pub async fn run(broker: &str, command: ClusterCommand) -> Result<i32, CliError> {
+    match command {
+        ClusterCommand::Status { json } => {
+            let admin = crate::topic::admin(broker).await?;
+            let cluster = admin.describe_cluster().await?;
+            let topics = admin.list_topics().await?;
+            let orphans = leaderless(&cluster, &topics);
+            if json {
+                outln!("{}", status_json(&cluster, &orphans));
+            } else {
+                print_status(&cluster, &orphans);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn status_json(c: &ClusterInfo, orphans: &[Leaderless]) -> serde_json::Value {
+    json!({
+        "cluster_id": c.cluster_id,
+        "controller": {
+            "id": c.controller_id,
+            "term": c.controller_epoch,
+        },
+        "brokers": c.brokers.iter().map(|b| json!({
+            "id": b.node_id,
+            "address": b.address(),
+            "host": b.host,
+            "port": b.port,
+            "rack": b.rack,
+            "alive": b.alive,
+        })).collect::<Vec<_>>(),
+        "leaderless_partitions": orphans.iter().map(|o| json!({
+            "topic": o.topic,
+            "partition": o.partition,
+            "leader": o.leader,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_status(c: &ClusterInfo, orphans: &[Leaderless]) {
+    outln!("CLUSTER     {}", c.cluster_id);
+    match c.controller_id {
+        Some(id) => outln!("CONTROLLER  {id} (term {})", c.controller_epoch),
+        None => outln!("CONTROLLER  none (election in progress)"),
+    }
+    outln!();
+    let width = c
+        .brokers
+        .iter()
+        .map(|b| b.address().len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    outln!("{:>4}  {:<width$}  {:<8}  {}", "ID", "ADDRESS", "RACK", "ALIVE");
+    for b in &c.brokers {
+        outln!(
+            "{:>4}  {:<width$}  {:<8}  {}",
+            b.node_id,
+            b.address(),
+            b.rack.as_deref().unwrap_or("-"),
+            if b.alive { "yes" } else { "no" }
+        );
+    }
+    outln!();
+    if orphans.is_empty() {
+        outln!("PARTITIONS WITHOUT A LIVE LEADER: none");
+    } else {
+        outln!("PARTITIONS WITHOUT A LIVE LEADER: {}", orphans.len());
+        for o in orphans {
+            outln!("  {}/{} (leader {} not alive)", o.topic, o.partition, o.leader);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_client::{BrokerInfo, PartitionInfo};
+
+    fn partition(partition: u32, leader: u32) -> PartitionInfo {
+        PartitionInfo {
+            partition,
+            leader,
+            leader_epoch: 0,
+            replicas: vec![leader],
+            isr: vec![leader],
+            start_offset: 0,
+            end_offset: 0,
+            size_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn partitions_led_by_dead_or_unknown_brokers_are_leaderless() {
+        let broker = |node_id, alive| BrokerInfo {
+            node_id,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            alive,
+        };
+        let cluster = ClusterInfo {
+            cluster_id: "c".into(),
+            controller_id: Some(1),
+            controller_epoch: 3,
+            brokers: vec![broker(1, true), broker(2, false)],
+        };
+        let topics = vec![
+            TopicInfo {
+                name: "b".into(),
+                partitions: vec![partition(0, 1), partition(1, 2), partition(2, 9)],
+                configs: vec![],
+            },
+            TopicInfo {
+                name: "a".into(),
+                partitions: vec![partition(0, 2)],
+                configs: vec![],
+            },
+        ];
+        let got: Vec<(String, u32, u32)> = leaderless(&cluster, &topics)
+            .into_iter()
+            .map(|l| (l.topic, l.partition, l.leader))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("a".into(), 0, 2), ("b".into(), 1, 2), ("b".into(), 2, 9)]
+        );
+        let v = status_json(&cluster, &leaderless(&cluster, &topics));
+        assert_eq!(v["controller"]["term"], 3);
+        assert_eq!(v["brokers"][1]["alive"], false);
+        assert_eq!(v["leaderless_partitions"].as_array().map(Vec::len), Some(3));
+    }
+}
