@@ -430,6 +430,7 @@ impl RawClient {
             topics: vec![CreateTopic {
                 name: name.into(),
                 partitions,
+                replication_factor: DEFAULT_REPLICATION_FACTOR,
                 configs: configs
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
