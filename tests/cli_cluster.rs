@@ -62,9 +62,20 @@ fn topic_describe_shows_replicas_isr_and_leader() {
     let addr = broker.addr.to_string();
     let out = sluice(
         &addr,
-        &["topic", "create", "events", "-p", "3", "--replication-factor", "1"],
+        &[
+            "topic",
+            "create",
+            "events",
+            "-p",
+            "3",
+            "--replication-factor",
+            "1",
+        ],
     );
-    assert_eq!(ok(&out).trim(), "created topic \"events\" with 3 partitions");
+    assert_eq!(
+        ok(&out).trim(),
+        "created topic \"events\" with 3 partitions"
+    );
 
     let d = json(&sluice(&addr, &["topic", "describe", "events", "--json"]));
     let parts = d["partitions"].as_array().expect("partitions");
@@ -85,7 +96,15 @@ fn topic_describe_shows_replicas_isr_and_leader() {
     let cols: Vec<&str> = header.split_whitespace().collect();
     assert_eq!(
         cols,
-        ["PARTITION", "LEADER", "REPLICAS", "ISR", "START-OFFSET", "END-OFFSET", "SIZE"]
+        [
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "ISR",
+            "START-OFFSET",
+            "END-OFFSET",
+            "SIZE"
+        ]
     );
     let rows: Vec<Vec<&str>> = out
         .lines()
@@ -109,7 +128,10 @@ fn replication_factor_beyond_the_brokers_fails_with_a_clear_message() {
     );
     assert!(!out.status.success(), "created: {}", text(&out.stdout));
     let stderr = text(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     let line = errors[0];
     assert!(line.contains("create topic \"wide\""), "{line}");
@@ -128,6 +150,9 @@ fn replication_factor_beyond_the_brokers_fails_with_a_clear_message() {
         "{list}"
     );
     // 0 is refused by the CLI itself.
-    let out = sluice(&addr, &["topic", "create", "zero", "--replication-factor", "0"]);
+    let out = sluice(
+        &addr,
+        &["topic", "create", "zero", "--replication-factor", "0"],
+    );
     assert!(!out.status.success());
 }

@@ -215,7 +215,9 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 /// The message of [`BrokerError::InvalidReplicationFactor`].
 fn replication_factor_problem(factor: i32, brokers: u32) -> String {
     if factor < 1 {
-        format!("invalid replication factor {factor}: must be -1 (the broker default) or at least 1")
+        format!(
+            "invalid replication factor {factor}: must be -1 (the broker default) or at least 1"
+        )
     } else {
         let s = if brokers == 1 { "" } else { "s" };
         format!(

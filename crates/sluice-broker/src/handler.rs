@@ -63,14 +63,14 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sluice_group::{GroupError, JoinRequest, MemberView, OffsetCommit, TopicPartition};
 use sluice_protocol::{
-    Acks, ApiKey, ApiVersionsResponse, BrokerInfo, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DeletedGroup, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedMember,
-    ClusterBroker, DescribeClusterResponse, ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
-    HeartbeatRequest, HeartbeatResponse, InitProducerIdResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse,
-    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
-    ListOffsetsTopicResponse, ListedGroup, MetadataRequest, MetadataResponse,
+    Acks, ApiKey, ApiVersionsResponse, BrokerInfo, ClusterBroker, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DeletedGroup, DescribeClusterResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, DescribedGroup, DescribedMember, ErrorCode, FetchPartitionResponse,
+    FetchRequest, FetchResponse, FetchTopicResponse, HeartbeatRequest, HeartbeatResponse,
+    InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
+    ListOffsetsResponse, ListOffsetsTopicResponse, ListedGroup, MetadataRequest, MetadataResponse,
     OffsetCommitPartitionResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetCommitTopicResponse, OffsetFetchPartitionResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetFetchTopicResponse, PartitionLag, PartitionMetadata,

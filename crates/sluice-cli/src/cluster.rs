@@ -103,7 +103,13 @@ fn print_status(c: &ClusterInfo, orphans: &[Leaderless]) {
         .max()
         .unwrap_or(7)
         .max(7);
-    outln!("{:>4}  {:<width$}  {:<8}  {}", "ID", "ADDRESS", "RACK", "ALIVE");
+    outln!(
+        "{:>4}  {:<width$}  {:<8}  {}",
+        "ID",
+        "ADDRESS",
+        "RACK",
+        "ALIVE"
+    );
     for b in &c.brokers {
         outln!(
             "{:>4}  {:<width$}  {:<8}  {}",
@@ -119,7 +125,12 @@ fn print_status(c: &ClusterInfo, orphans: &[Leaderless]) {
     } else {
         outln!("PARTITIONS WITHOUT A LIVE LEADER: {}", orphans.len());
         for o in orphans {
-            outln!("  {}/{} (leader {} not alive)", o.topic, o.partition, o.leader);
+            outln!(
+                "  {}/{} (leader {} not alive)",
+                o.topic,
+                o.partition,
+                o.leader
+            );
         }
     }
 }

@@ -212,12 +212,7 @@ fn print_describe(t: &TopicInfo) {
         }
     }
     outln!();
-    let ids = |v: &[u32]| {
-        v.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let ids = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let rows: Vec<(String, String)> = t
         .partitions
         .iter()

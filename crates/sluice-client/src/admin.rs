@@ -261,7 +261,10 @@ impl Admin {
             Some(n) => i16::try_from(n).map_err(|_| {
                 ClientError::broker(
                     ErrorCode::InvalidReplicationFactor,
-                    format!("create topic \"{name}\" (replication factor {n} above {})", i16::MAX),
+                    format!(
+                        "create topic \"{name}\" (replication factor {n} above {})",
+                        i16::MAX
+                    ),
                 )
             })?,
         };

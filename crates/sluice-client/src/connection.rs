@@ -1036,15 +1036,15 @@ mod tests {
                     let (h, req) = decode_request(payload).expect("decodes");
                     lock(&log).push((req.api_key().name(), h.api_version));
                     let resp = match &req {
-                        Request::ApiVersions => Response::ApiVersions(
-                            sluice_protocol::ApiVersionsResponse {
+                        Request::ApiVersions => {
+                            Response::ApiVersions(sluice_protocol::ApiVersionsResponse {
                                 apis: vec![sluice_protocol::ApiVersionRange {
                                     api_key: ApiKey::Metadata as u16,
                                     min_version: 0,
                                     max_version: max,
                                 }],
-                            },
-                        ),
+                            })
+                        }
                         other => {
                             let mut r = echo(other);
                             if let Response::Metadata(m) = &mut r {

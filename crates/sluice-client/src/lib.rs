@@ -42,8 +42,8 @@ pub mod partitioner;
 mod producer;
 
 pub use admin::{
-    Admin, BrokerInfo, ClusterInfo, GroupDescription, GroupListing, GroupMember,
-    GroupPartitionLag, ListedOffset, PartitionInfo, TopicInfo,
+    Admin, BrokerInfo, ClusterInfo, GroupDescription, GroupListing, GroupMember, GroupPartitionLag,
+    ListedOffset, PartitionInfo, TopicInfo,
 };
 pub use config::{ClientConfig, DEFAULT_BROKER};
 pub use connection::Connection;

@@ -2645,20 +2645,20 @@ mod tests {
             cluster_id: "c".into(),
         });
         let expected: Vec<u8> = [
-            &[0, 0, 0, 3, 0, 0][..],                 // correlation id, header error
+            &[0, 0, 0, 3, 0, 0][..],                     // correlation id, header error
             &[0, 0, 0, 1, 0, 0, 0, 0, 0, 1, b'h', 0, 9], // brokers: id, host, port
-            &[0xff, 0xff],                           // rack: null
-            &[0, 1, b'c'],                           // cluster_id
-            &[0, 0, 0, 0],                           // controller_id
-            &[0, 0, 0, 1, 0, 0, 0, 1, b't'],         // topics: error, name
+            &[0xff, 0xff],                               // rack: null
+            &[0, 1, b'c'],                               // cluster_id
+            &[0, 0, 0, 0],                               // controller_id
+            &[0, 0, 0, 1, 0, 0, 0, 1, b't'],             // topics: error, name
             &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // partition, error, leader
-            &[0, 0, 0, 4],                           // leader_epoch
-            &[0, 0, 0, 0, 0, 0, 0, 1],               // start
-            &[0, 0, 0, 0, 0, 0, 0, 2],               // end
-            &[0, 0, 0, 0, 0, 0, 0, 3],               // size
-            &[0, 0, 0, 1, 0, 0, 0, 0],               // replicas [0]
-            &[0, 0, 0, 1, 0, 0, 0, 0],               // isr [0]
-            &[0, 0, 0, 0],                           // configs
+            &[0, 0, 0, 4],                               // leader_epoch
+            &[0, 0, 0, 0, 0, 0, 0, 1],                   // start
+            &[0, 0, 0, 0, 0, 0, 0, 2],                   // end
+            &[0, 0, 0, 0, 0, 0, 0, 3],                   // size
+            &[0, 0, 0, 1, 0, 0, 0, 0],                   // replicas [0]
+            &[0, 0, 0, 1, 0, 0, 0, 0],                   // isr [0]
+            &[0, 0, 0, 0],                               // configs
         ]
         .concat();
         assert_eq!(&encode_v(1, &resp)[..], &expected[..]);
@@ -2702,7 +2702,10 @@ mod tests {
         b.put_u32(2);
         b.put_slice(&[0; 22]);
         let e = decode_request(b.freeze()).unwrap_err();
-        assert!(matches!(e.source, ProtocolError::CountTooLarge { .. }), "{e:?}");
+        assert!(
+            matches!(e.source, ProtocolError::CountTooLarge { .. }),
+            "{e:?}"
+        );
         // The response is the same in both versions.
         let resp = Response::CreateTopics(CreateTopicsResponse {
             topics: vec![TopicResult {
@@ -2750,10 +2753,10 @@ mod tests {
         });
         let expected: Vec<u8> = [
             &[0, 0, 0, 3, 0, 0][..],
-            &[0, 0],                     // error
-            &[0, 1, b'c'],               // cluster_id
-            &[0xff, 0xff, 0xff, 0xff],   // controller_id -1
-            &[0, 0, 0, 0, 0, 0, 0, 9],   // controller_epoch
+            &[0, 0],                   // error
+            &[0, 1, b'c'],             // cluster_id
+            &[0xff, 0xff, 0xff, 0xff], // controller_id -1
+            &[0, 0, 0, 0, 0, 0, 0, 9], // controller_epoch
             &[0, 0, 0, 2],
             &[0, 0, 0, 1, 0, 1, b'h', 0, 2, 0, 1, b'r', 0],
             &[0, 0, 0, 3, 0, 0, 0, 4, 0xff, 0xff, 1],
@@ -2768,13 +2771,28 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] = 2;
         let e = decode_response(ApiKey::DescribeCluster, Bytes::from(bad)).unwrap_err();
-        assert!(matches!(e, ProtocolError::InvalidValue { what: "alive", value: 2 }));
+        assert!(matches!(
+            e,
+            ProtocolError::InvalidValue {
+                what: "alive",
+                value: 2
+            }
+        ));
         // A broker count beyond the bytes left is refused before allocating.
         let mut lying = expected[..23].to_vec();
         lying.extend_from_slice(&u32::MAX.to_be_bytes());
         lying.extend_from_slice(&[0; 20]);
         let e = decode_response(ApiKey::DescribeCluster, Bytes::from(lying)).unwrap_err();
-        assert!(matches!(e, ProtocolError::CountTooLarge { what: "brokers", .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                ProtocolError::CountTooLarge {
+                    what: "brokers",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -2789,7 +2807,16 @@ mod tests {
         let mut lying = bytes.clone();
         lying[replicas_at..replicas_at + 4].copy_from_slice(&(1u32 << 30).to_be_bytes());
         let e = decode_response_version(ApiKey::Metadata, 1, Bytes::from(lying)).unwrap_err();
-        assert!(matches!(e, ProtocolError::CountTooLarge { what: "replicas", .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                ProtocolError::CountTooLarge {
+                    what: "replicas",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         // A rack of 65,534 bytes survives; a longer one is cut (0xFFFF means null).
         let mut m = cluster_metadata();
         m.brokers[0].rack = Some("r".repeat(70_000));

@@ -416,7 +416,11 @@ fn cluster_fields_are_documented() {
         ),
         (
             ApiKey::CreateTopics,
-            &["| `replication_factor` | `i16` ", "(min size 12)", "`INVALID_REPLICATION_FACTOR`"],
+            &[
+                "| `replication_factor` | `i16` ",
+                "(min size 12)",
+                "`INVALID_REPLICATION_FACTOR`",
+            ],
         ),
         (
             ApiKey::DescribeCluster,

@@ -102,7 +102,10 @@ async fn metadata_and_create_topics_answer_each_client_in_its_version() {
 
     // A v0 client creates a topic and reads v0 metadata. (v0 has no factor on
     // the wire: the 0 here, refused in v1, is never sent.)
-    assert_eq!(created(call_v(&mut conn, 2, 0, &create("old", 0)).await).error, ErrorCode::None);
+    assert_eq!(
+        created(call_v(&mut conn, 2, 0, &create("old", 0)).await).error,
+        ErrorCode::None
+    );
     let v0_raw = call_raw(&mut conn, 3, 0, &metadata(&["old"])).await;
     let (_, v0) = decode_response(ApiKey::Metadata, v0_raw.clone()).unwrap();
     let v0 = meta(v0);
@@ -149,7 +152,11 @@ async fn metadata_and_create_topics_answer_each_client_in_its_version() {
                 r.message
             );
         } else {
-            assert!(r.message.contains("at least 1"), "factor {rf}: {}", r.message);
+            assert!(
+                r.message.contains("at least 1"),
+                "factor {rf}: {}",
+                r.message
+            );
         }
         // Nothing was created: not in metadata, not on disk.
         let m = meta(call_v(&mut conn, 40 + i as u32, 1, &metadata(&[&name])).await);
