@@ -281,15 +281,19 @@ async fn cutting_proxy(
             let cuts = cuts2.clone();
             let (mut cr, mut cw) = client.into_split();
             let (mut br, mut bw) = upstream.into_split();
-            let apis = Arc::new(Mutex::new(std::collections::HashMap::<u32, ApiKey>::new()));
+            // Api key and version of each request, to decode (and re-encode) its answer.
+            let apis = Arc::new(Mutex::new(
+                std::collections::HashMap::<u32, (ApiKey, u16)>::new(),
+            ));
             let apis_up = apis.clone();
             let up = tokio::spawn(async move {
                 while let Some(p) = read_frame(&mut cr).await {
                     if p.len() >= 8 {
                         let key = u16::from_be_bytes([p[0], p[1]]);
+                        let version = u16::from_be_bytes([p[2], p[3]]);
                         let id = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
                         if let Some(k) = ApiKey::from_u16(key) {
-                            apis_up.lock().unwrap().insert(id, k);
+                            apis_up.lock().unwrap().insert(id, (k, version));
                         }
                     }
                     let mut frame = (p.len() as u32).to_be_bytes().to_vec();
@@ -320,15 +324,20 @@ async fn cutting_proxy(
                     let api = apis.lock().unwrap().remove(&id);
                     let mut out = BytesMut::new();
                     match api {
-                        Some(ApiKey::Metadata) => {
-                            match decode_response(ApiKey::Metadata, frame.clone()) {
+                        Some((ApiKey::Metadata, version)) => {
+                            match sluice_protocol::wire::decode_response_version(
+                                ApiKey::Metadata,
+                                version,
+                                frame.clone(),
+                            ) {
                                 Ok((cid, Response::Metadata(mut m))) => {
                                     for b in &mut m.brokers {
                                         b.host = me.ip().to_string();
                                         b.port = me.port();
                                     }
-                                    sluice_protocol::wire::encode_response(
+                                    sluice_protocol::wire::encode_response_version(
                                         cid,
+                                        version,
                                         &Response::Metadata(m),
                                         &mut out,
                                     );
@@ -338,7 +347,7 @@ async fn cutting_proxy(
                                 ),
                             }
                         }
-                        Some(ApiKey::Produce) => {
+                        Some((ApiKey::Produce, _)) => {
                             produced += 1;
                             if produced.is_multiple_of(cut_every)
                                 && cuts.fetch_add(1, Ordering::SeqCst) < max_cuts
