@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use sluice_protocol::batch::{
     validate, validate_header, validate_records, RecordBatch, RecordBatchBuilder,
 };
-use sluice_protocol::{decode_request, decode_response, ApiKey, FrameCodec};
+use sluice_protocol::{decode_request, decode_response_version, ApiKey, FrameCodec};
 use tokio_util::codec::Decoder;
 
 struct Counting;
@@ -184,15 +184,21 @@ fn check_bounded(input: &[u8]) {
         "decode_request: {total} bytes for {n}"
     );
     for key in ApiKey::ALL {
-        let (_, _, total, largest) = measure(|| drop(decode_response(*key, payload.clone())));
-        assert!(
-            largest <= ALLOC_FACTOR * n + ALLOC_SLACK,
-            "{key}: single allocation {largest} for {n}"
-        );
-        assert!(
-            total <= ALLOC_FACTOR * n + ALLOC_SLACK,
-            "{key}: {total} bytes for {n}"
-        );
+        let Some(versions) = key.wire_versions() else {
+            continue;
+        };
+        for version in versions.min_version..=versions.max_version {
+            let (_, _, total, largest) =
+                measure(|| drop(decode_response_version(*key, version, payload.clone())));
+            assert!(
+                largest <= ALLOC_FACTOR * n + ALLOC_SLACK,
+                "{key} v{version}: single allocation {largest} for {n}"
+            );
+            assert!(
+                total <= ALLOC_FACTOR * n + ALLOC_SLACK,
+                "{key} v{version}: {total} bytes for {n}"
+            );
+        }
     }
     let mut src = BytesMut::from(input);
     let (_, _, total, _) = measure(|| {
