@@ -57,6 +57,21 @@ fn cluster_status_shows_the_single_node_as_controller() {
 }
 
 #[test]
+fn a_configured_rack_is_reported_by_cluster_status() {
+    let broker = TestBroker::start_with(&["--rack", "eu-west-1a"]);
+    let addr = broker.addr.to_string();
+    let v = json(&sluice(&addr, &["cluster", "status", "--json"]));
+    assert_eq!(v["brokers"][0]["rack"], "eu-west-1a");
+    let out = ok(&sluice(&addr, &["cluster", "status"]));
+    let row = out
+        .lines()
+        .find(|l| l.contains(&addr))
+        .unwrap_or_else(|| panic!("no broker row in {out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols, ["0", addr.as_str(), "eu-west-1a", "yes"], "{out}");
+}
+
+#[test]
 fn topic_describe_shows_replicas_isr_and_leader() {
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();

@@ -89,6 +89,8 @@ pub struct Broker {
     topic_deleted: Mutex<Vec<TopicDeletedHook>>,
     /// Bounds every front end applies while decoding a request.
     request_limits: RequestLimits,
+    /// The broker's availability zone (`[cluster] rack`).
+    rack: Option<String>,
 }
 
 /// Called with a topic's name after the topic is deleted.
@@ -302,7 +304,13 @@ impl Broker {
             request_limits: RequestLimits {
                 max_partitions: config.max_request_partitions,
             },
+            rack: config.rack.clone(),
         })
+    }
+
+    /// The broker's availability zone (`[cluster] rack`), if configured.
+    pub fn rack(&self) -> Option<&str> {
+        self.rack.as_deref()
     }
 
     /// Bounds a front end applies while decoding a request (`max_request_partitions`).

@@ -34,6 +34,10 @@
 //! | `offsets_retention_minutes` | `SLUICE_OFFSETS_RETENTION_MINUTES` | `10080` (7 days, as Kafka: committed offsets of an empty group) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
 //! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info`         |
+//! | `[cluster] rack` (`--rack`) | `SLUICE_RACK`             | none (the broker's availability zone, reported in Metadata v1 and DescribeCluster) |
+//!
+//! Cluster settings live in the TOML table `[cluster]` ([`ClusterLayer`]);
+//! their flags and variables are flat like the others.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -174,6 +178,28 @@ pub struct ConfigLayer {
     /// tracing filter (e.g. `info`, `sluice_broker=debug`).
     #[arg(long, env = "SLUICE_LOG")]
     pub log_level: Option<String>,
+    /// Cluster settings (TOML table `[cluster]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub cluster: ClusterLayer,
+}
+
+/// The `[cluster]` settings of one layer; `None` means "not set here".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLayer {
+    /// The broker's availability zone (Kafka's `broker.rack`).
+    #[arg(long, env = "SLUICE_RACK")]
+    pub rack: Option<String>,
+}
+
+impl ClusterLayer {
+    /// This layer over `lower`: each field from here if set, else from `lower`.
+    pub fn or(self, lower: ClusterLayer) -> ClusterLayer {
+        ClusterLayer {
+            rack: self.rack.or(lower.rack),
+        }
+    }
 }
 
 /// `sluiced` command line.
@@ -225,6 +251,8 @@ pub struct BrokerConfig {
     pub shutdown_timeout: Duration,
     /// tracing filter.
     pub log_level: String,
+    /// The broker's availability zone, if configured.
+    pub rack: Option<String>,
 }
 
 /// Broker-wide defaults for the per-topic settings.
@@ -309,6 +337,7 @@ impl ConfigLayer {
                 .or(lower.offsets_retention_minutes),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             log_level: self.log_level.or(lower.log_level),
+            cluster: self.cluster.or(lower.cluster),
         }
     }
 
@@ -382,6 +411,7 @@ impl ConfigLayer {
             ),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms.unwrap_or(10_000)),
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+            rack: self.cluster.rack.filter(|r| !r.is_empty()),
         };
         if cfg.default_partitions == 0 || cfg.default_partitions > MAX_PARTITIONS {
             return Err(BrokerError::Config(format!(
@@ -391,6 +421,11 @@ impl ConfigLayer {
         }
         if cfg.max_connections == 0 {
             return Err(BrokerError::Config("max_connections must be > 0".into()));
+        }
+        if cfg.rack.as_ref().is_some_and(|r| r.len() > 255) {
+            return Err(BrokerError::Config(
+                "cluster.rack must be at most 255 bytes".into(),
+            ));
         }
         if cfg.topic_defaults.timestamp_before_max_ms < 0
             || cfg.topic_defaults.timestamp_after_max_ms < 0
@@ -543,6 +578,31 @@ mod tests {
             ..ConfigLayer::default()
         };
         assert!(zero.resolve().is_err());
+    }
+
+    #[test]
+    fn the_rack_comes_from_the_cluster_table_the_env_or_the_flag() {
+        let layer: ConfigLayer = toml::from_str("[cluster]\nrack = \"eu-1a\"\n").unwrap();
+        assert_eq!(
+            layer.clone().resolve().unwrap().rack.as_deref(),
+            Some("eu-1a")
+        );
+        // A flag wins over the file; an empty rack is no rack.
+        let cli = Cli::try_parse_from(["sluiced", "--rack", "eu-1b"]).unwrap();
+        let cfg = cli.layer.clone().or(layer.clone()).resolve().unwrap();
+        assert_eq!(cfg.rack.as_deref(), Some("eu-1b"));
+        let empty = Cli::try_parse_from(["sluiced", "--rack", ""]).unwrap();
+        assert_eq!(empty.layer.resolve().unwrap().rack, None);
+        assert!(ConfigLayer::default().resolve().unwrap().rack.is_none());
+        // Unknown keys in the table are refused, and a rack too long for the wire.
+        assert!(toml::from_str::<ConfigLayer>("[cluster]\nno_such_key = 1\n").is_err());
+        let long = ConfigLayer {
+            cluster: ClusterLayer {
+                rack: Some("r".repeat(256)),
+            },
+            ..ConfigLayer::default()
+        };
+        assert!(long.resolve().is_err());
     }
 
     #[test]

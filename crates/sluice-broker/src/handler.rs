@@ -24,7 +24,7 @@
 //!   gets here: the decoder refuses the request with `INVALID_TOPIC`). The broker advertises the address the
 //!   client connected to as its host/port.
 //! - Until the cluster metadata lands the broker is a single node: node
-//!   [`SINGLE_NODE_ID`], its own controller (epoch 0), no rack. Metadata v1
+//!   [`SINGLE_NODE_ID`], its own controller (epoch 0), with its `[cluster] rack`. Metadata v1
 //!   says so (every partition: leader 0, epoch 0, replicas and isr `[0]`),
 //!   and so does DescribeCluster. Responses are encoded in the request's
 //!   version by the connection, so handlers build the newest shape.
@@ -219,7 +219,7 @@ fn metadata(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             node_id: SINGLE_NODE_ID,
             host: ctx.local_addr.ip().to_string(),
             port: ctx.local_addr.port(),
-            rack: None,
+            rack: ctx.broker.rack().map(str::to_string),
         }],
         topics: described,
         controller_id: SINGLE_NODE_ID as i32,
@@ -240,7 +240,7 @@ fn describe_cluster(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             node_id: SINGLE_NODE_ID,
             host: ctx.local_addr.ip().to_string(),
             port: ctx.local_addr.port(),
-            rack: None,
+            rack: ctx.broker.rack().map(str::to_string),
             alive: true,
         }],
     }))
