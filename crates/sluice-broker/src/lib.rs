@@ -35,6 +35,7 @@ pub mod group;
 pub mod handler;
 pub mod metrics;
 pub mod partition;
+pub mod placement;
 pub mod producer_state;
 pub mod topic_meta;
 pub mod topics;
