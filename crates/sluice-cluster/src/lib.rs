@@ -1,0 +1,46 @@
+//! Sluice cluster metadata: the controller, run as one openraft group.
+//!
+//! Layout:
+//! - [`metadata`]: the replicated [`ClusterMetadata`] and the pure, deterministic
+//!   [`ClusterMetadata::apply`] of one [`MetadataCommand`].
+//! - [`store`]: the controller's files (Raft log, vote, state-machine snapshot),
+//!   each written with fsync before it is reported durable.
+//!
+//! openraft is pinned to `=0.9.21`.
+
+pub mod metadata;
+pub mod store;
+
+pub use metadata::{
+    Broker, ClusterMetadata, CommandResult, MetadataCommand, NodeId, PartitionMeta, TopicMeta,
+};
+
+/// Errors of the cluster crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's content is not what we wrote.
+    #[error("corrupt {path}: {reason}")]
+    Corrupt {
+        /// The file concerned.
+        path: std::path::PathBuf,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// Encoding or decoding a serde value failed.
+    #[error("serde: {0}")]
+    Serde(#[from] serde_json::Error),
+}
+
+/// Result alias of the cluster crate.
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
