@@ -9,6 +9,7 @@
 //! openraft is pinned to `=0.9.21`.
 
 pub mod metadata;
+pub mod raft;
 pub mod store;
 
 pub use metadata::{
