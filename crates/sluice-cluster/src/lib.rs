@@ -9,6 +9,7 @@
 //! openraft is pinned to `=0.9.21`.
 
 pub mod metadata;
+pub mod network;
 pub mod raft;
 pub mod store;
 
@@ -38,6 +39,21 @@ pub enum ClusterError {
         /// Why it is rejected.
         reason: String,
     },
+    /// A cluster connection failed.
+    #[error("cluster network: {0}")]
+    Net(#[source] std::io::Error),
+    /// A cluster frame was malformed.
+    #[error("cluster frame: {0}")]
+    Frame(String),
+    /// A peer did not answer in time.
+    #[error("request to {0} timed out")]
+    Timeout(String),
+    /// No controller leader was known in time.
+    #[error("no controller leader")]
+    NoLeader,
+    /// openraft refused or failed an operation.
+    #[error("raft: {0}")]
+    Raft(String),
     /// Encoding or decoding a serde value failed.
     #[error("serde: {0}")]
     Serde(#[from] serde_json::Error),
