@@ -8,11 +8,13 @@
 //!
 //! openraft is pinned to `=0.9.21`.
 
+pub mod controller;
 pub mod metadata;
 pub mod network;
 pub mod raft;
 pub mod store;
 
+pub use controller::{Controller, ControllerConfig, ControllerStatus};
 pub use metadata::{
     Broker, ClusterMetadata, CommandResult, MetadataCommand, NodeId, PartitionMeta, TopicMeta,
 };
