@@ -210,7 +210,9 @@ impl Controller {
                 network::local_client_write(&self.raft, cmd.clone()).await
             } else {
                 let Some(addr) = self.voters.get(&leader) else {
-                    return Err(ClusterError::Raft(format!("leader {leader} is not a voter")));
+                    return Err(ClusterError::Raft(format!(
+                        "leader {leader} is not a voter"
+                    )));
                 };
                 let mut c = PeerClient::new(addr.clone(), self.rpc_timeout);
                 // The leader waits for a commit: allow it a few round trips.

@@ -300,7 +300,9 @@ fn check_name(name: &str) -> Result<(), CommandResult> {
     if ok {
         Ok(())
     } else {
-        Err(CommandResult::Invalid(format!("invalid topic name {name:?}")))
+        Err(CommandResult::Invalid(format!(
+            "invalid topic name {name:?}"
+        )))
     }
 }
 
@@ -338,7 +340,9 @@ mod tests {
         MetadataCommand::CreateTopic {
             name: name.into(),
             id: [id; 16],
-            assignment: (0..parts).map(|p| vec![p as u64 + 1, p as u64 + 2]).collect(),
+            assignment: (0..parts)
+                .map(|p| vec![p as u64 + 1, p as u64 + 2])
+                .collect(),
             config: BTreeMap::new(),
         }
     }
@@ -411,7 +415,10 @@ mod tests {
             );
             assert_eq!(m, before, "{cmd:?} changed state");
         }
-        assert_eq!(m.apply(&create("t", 2, 1)), CommandResult::TopicAlreadyExists);
+        assert_eq!(
+            m.apply(&create("t", 2, 1)),
+            CommandResult::TopicAlreadyExists
+        );
         assert_eq!(
             m.apply(&MetadataCommand::DeleteTopic { name: "x".into() }),
             CommandResult::UnknownTopic
@@ -494,7 +501,13 @@ mod tests {
                 count: 100
             }
         );
-        assert_eq!(b, CommandResult::ProducerIdBlock { start: 100, count: 5 });
+        assert_eq!(
+            b,
+            CommandResult::ProducerIdBlock {
+                start: 100,
+                count: 5
+            }
+        );
         m.next_producer_id = i64::MAX as u64 - 1;
         assert!(matches!(
             m.apply(&MetadataCommand::AllocateProducerIds { count: 5 }),

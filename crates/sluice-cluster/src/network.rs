@@ -78,7 +78,9 @@ pub fn encode_frame<T: Serialize>(kind: u8, value: &T, out: &mut Vec<u8>) -> Res
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|l| *l <= MAX_FRAME)
-        .ok_or_else(|| ClusterError::Frame(format!("frame of {} bytes too large", payload.len())))?;
+        .ok_or_else(|| {
+            ClusterError::Frame(format!("frame of {} bytes too large", payload.len()))
+        })?;
     out.extend_from_slice(&len.to_be_bytes());
     out.push(kind);
     out.extend_from_slice(&payload);
@@ -119,7 +121,9 @@ pub async fn read_frame(s: &mut TcpStream) -> Result<Option<(u8, Vec<u8>)>> {
         )));
     }
     let mut payload = vec![0u8; len as usize];
-    s.read_exact(&mut payload).await.map_err(ClusterError::Net)?;
+    s.read_exact(&mut payload)
+        .await
+        .map_err(ClusterError::Net)?;
     Ok(Some((head[4], payload)))
 }
 
@@ -227,7 +231,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 impl PeerNetwork {
-    async fn rpc<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+    async fn rpc<
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    >(
         &mut self,
         kind: u8,
         req: &Req,
@@ -290,7 +298,12 @@ async fn serve_conn(mut s: TcpStream, raft: Raft<TypeConfig>) -> Result<()> {
         match kind {
             KIND_APPEND => {
                 let req: AppendEntriesRequest<TypeConfig> = serde_json::from_slice(&payload)?;
-                write_frame(&mut s, KIND_RESPONSE | kind, &raft.append_entries(req).await).await?;
+                write_frame(
+                    &mut s,
+                    KIND_RESPONSE | kind,
+                    &raft.append_entries(req).await,
+                )
+                .await?;
             }
             KIND_VOTE => {
                 let req: VoteRequest<NodeId> = serde_json::from_slice(&payload)?;
@@ -387,7 +400,11 @@ mod tests {
         });
         let mut c = PeerClient::new(addr.clone(), Duration::from_secs(2));
         let r: Result<ClientWriteReply> = c
-            .call(KIND_CLIENT_WRITE, &MetadataCommand::DeleteTopic { name: "t".into() }, None)
+            .call(
+                KIND_CLIENT_WRITE,
+                &MetadataCommand::DeleteTopic { name: "t".into() },
+                None,
+            )
             .await;
         assert!(r.is_err());
         accept.abort();
@@ -401,7 +418,11 @@ mod tests {
         });
         let mut c = PeerClient::new(addr, Duration::from_millis(200));
         let r: Result<ClientWriteReply> = c
-            .call(KIND_CLIENT_WRITE, &MetadataCommand::DeleteTopic { name: "t".into() }, None)
+            .call(
+                KIND_CLIENT_WRITE,
+                &MetadataCommand::DeleteTopic { name: "t".into() },
+                None,
+            )
             .await;
         assert!(matches!(r, Err(ClusterError::Timeout(_))));
         hold.abort();

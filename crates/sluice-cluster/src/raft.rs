@@ -246,7 +246,11 @@ impl StateMachine {
                 s.meta.last_log_id,
                 s.meta.last_membership.clone(),
             ),
-            None => (ClusterMetadata::default(), None, StoredMembership::default()),
+            None => (
+                ClusterMetadata::default(),
+                None,
+                StoredMembership::default(),
+            ),
         };
         let (tx, _) = watch::channel(Arc::new(data.clone()));
         Ok(StateMachine {
@@ -272,9 +276,16 @@ impl StateMachine {
         self.tx.subscribe()
     }
 
+    // openraft's StorageError is large; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     fn persist(inner: &SmInner, snap: &StoredSnapshot) -> Result<(), SErr> {
         store::write_atomic(&inner.dir, Self::SNAPSHOT_FILE, store::SNAPSHOT_MAGIC, snap).map_err(
-            |e| SErr::from(StorageIOError::write_snapshot(Some(snap.meta.signature()), &e)),
+            |e| {
+                SErr::from(StorageIOError::write_snapshot(
+                    Some(snap.meta.signature()),
+                    &e,
+                ))
+            },
         )
     }
 }
@@ -355,9 +366,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
-        let data: ClusterMetadata = serde_json::from_slice(snapshot.get_ref()).map_err(|e| {
-            SErr::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
-        })?;
+        let data: ClusterMetadata = serde_json::from_slice(snapshot.get_ref())
+            .map_err(|e| SErr::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         let snap = StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
@@ -400,7 +410,8 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), SErr> {
             let dir = tempfile::tempdir().map_err(|e| SErr::from(StorageIOError::read_logs(&e)))?;
-            let log = LogStore::open(dir.path()).map_err(|e| SErr::from(StorageIOError::read_logs(&e)))?;
+            let log = LogStore::open(dir.path())
+                .map_err(|e| SErr::from(StorageIOError::read_logs(&e)))?;
             let sm = StateMachine::open(dir.path())
                 .map_err(|e| SErr::from(StorageIOError::read_state_machine(&e)))?;
             Ok((dir, log, sm))
@@ -409,6 +420,7 @@ mod tests {
 
     /// openraft's own storage conformance suite on our files.
     #[test]
+    #[allow(clippy::result_large_err)]
     fn openraft_storage_suite() -> Result<(), SErr> {
         Suite::test_all(Builder)
     }
@@ -427,13 +439,14 @@ mod tests {
         {
             let mut log = LogStore::open(dir.path()).expect("open");
             assert!(log.is_pristine());
-            let mut g = lock(&log.inner);
-            let recs: Vec<Record> = (1..=5).map(|i| LogRecord::Entry(entry(1, i))).collect();
-            g.file.append(&recs).expect("append");
-            for i in 1..=5 {
-                g.entries.insert(i, entry(1, i));
+            {
+                let mut g = lock(&log.inner);
+                let recs: Vec<Record> = (1..=5).map(|i| LogRecord::Entry(entry(1, i))).collect();
+                g.file.append(&recs).expect("append");
+                for i in 1..=5 {
+                    g.entries.insert(i, entry(1, i));
+                }
             }
-            drop(g);
             log.truncate(LogId::new(openraft::CommittedLeaderId::new(1, 1), 4))
                 .await
                 .expect("truncate");
@@ -448,7 +461,41 @@ mod tests {
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(1));
         assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
         let got = log.try_get_log_entries(0..10).await.expect("read");
-        assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 2)));
+    }
+
+    /// A built snapshot is persisted and loaded back by a fresh open.
+    #[tokio::test]
+    async fn snapshot_file_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut sm = StateMachine::open(dir.path()).expect("open");
+            let create = MetadataCommand::CreateTopic {
+                name: "t".into(),
+                id: [7; 16],
+                assignment: vec![vec![1]],
+                config: BTreeMap::new(),
+            };
+            let e = Entry {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(2, 1), 5),
+                payload: EntryPayload::Normal(create),
+            };
+            let r = sm.apply(vec![e]).await.expect("apply");
+            assert_eq!(r, vec![CommandResult::Ok]);
+            sm.build_snapshot().await.expect("snapshot");
+        }
+        let mut sm = StateMachine::open(dir.path()).expect("reopen");
+        assert!(sm.metadata().topics.contains_key("t"));
+        let (applied, _) = sm.applied_state().await.expect("state");
+        assert_eq!(applied.map(|l| l.index), Some(5));
+        let snap = sm.get_current_snapshot().await.expect("get").expect("some");
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(5));
+        let data: ClusterMetadata =
+            serde_json::from_slice(snap.snapshot.get_ref()).expect("decode");
+        assert!(data.topics.contains_key("t"));
     }
 }

@@ -74,7 +74,10 @@ pub enum LogRecord<E, L> {
     Purged(L),
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ClusterError + 'a {
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ClusterError + 'a {
     move |source| ClusterError::Io {
         op,
         path: path.to_path_buf(),
@@ -126,7 +129,12 @@ fn decode_record(buf: &[u8]) -> std::result::Result<Option<(&[u8], usize)>, Stri
 }
 
 /// Writes `value` to `dir/name` atomically and durably (see module docs).
-pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, magic: &[u8; 8], value: &T) -> Result<()> {
+pub fn write_atomic<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    magic: &[u8; 8],
+    value: &T,
+) -> Result<()> {
     let payload = serde_json::to_vec(value)?;
     let mut buf = Vec::with_capacity(8 + RECORD_HEADER + payload.len());
     buf.extend_from_slice(magic);
@@ -142,7 +150,11 @@ pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, magic: &[u8; 8], value
 }
 
 /// Reads an atomic file; `Ok(None)` if it does not exist, an error if damaged.
-pub fn read_atomic<T: DeserializeOwned>(dir: &Path, name: &str, magic: &[u8; 8]) -> Result<Option<T>> {
+pub fn read_atomic<T: DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+    magic: &[u8; 8],
+) -> Result<Option<T>> {
     let path = dir.join(name);
     let buf = match std::fs::read(&path) {
         Ok(b) => b,
@@ -240,7 +252,8 @@ impl RecordLog {
                 kept_records = records.len(),
                 "raft log: cutting torn or corrupt tail ({reason})"
             );
-            file.set_len(pos as u64).map_err(io_err("truncate", &path))?;
+            file.set_len(pos as u64)
+                .map_err(io_err("truncate", &path))?;
             file.sync_all().map_err(io_err("fsync", &path))?;
         }
         let log = RecordLog {

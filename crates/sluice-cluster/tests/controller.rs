@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sluice_cluster::{ClusterMetadata, CommandResult, Controller, ControllerConfig, MetadataCommand};
+use sluice_cluster::{
+    ClusterMetadata, CommandResult, Controller, ControllerConfig, MetadataCommand,
+};
 use tokio::net::TcpListener;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -73,7 +75,8 @@ impl Cluster {
     async fn leader(&self) -> u64 {
         let until = Instant::now() + DEADLINE;
         loop {
-            let leaders: Vec<Option<u64>> = self.nodes.values().map(|n| n.status().leader).collect();
+            let leaders: Vec<Option<u64>> =
+                self.nodes.values().map(|n| n.status().leader).collect();
             if let Some(Some(l)) = leaders.first() {
                 if leaders.iter().all(|x| *x == Some(*l)) && self.nodes.contains_key(l) {
                     return *l;
@@ -110,15 +113,27 @@ fn create(name: &str, id: u8) -> MetadataCommand {
 async fn create_through_follower_is_seen_by_all() {
     let c = Cluster::start().await;
     let leader = c.leader().await;
-    let follower = *c.nodes.keys().find(|id| **id != leader).expect("a follower");
-    let r = c.nodes[&follower].propose(create("orders", 1)).await.expect("propose");
+    let follower = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let r = c.nodes[&follower]
+        .propose(create("orders", 1))
+        .await
+        .expect("propose");
     assert_eq!(r, CommandResult::Ok);
     c.wait_all("orders on all nodes", |m| {
-        m.topics.get("orders").is_some_and(|t| t.partitions.len() == 2 && t.id == [1; 16])
+        m.topics
+            .get("orders")
+            .is_some_and(|t| t.partitions.len() == 2 && t.id == [1; 16])
     })
     .await;
     // A second create of the same name is refused, with the same answer everywhere.
-    let r = c.nodes[&follower].propose(create("orders", 2)).await.expect("propose");
+    let r = c.nodes[&follower]
+        .propose(create("orders", 2))
+        .await
+        .expect("propose");
     assert_eq!(r, CommandResult::TopicAlreadyExists);
     let s = c.nodes[&leader].status();
     assert_eq!(s.leader, Some(leader));
@@ -133,23 +148,39 @@ async fn create_through_follower_is_seen_by_all() {
 async fn leader_failover_and_catch_up_after_restart() {
     let mut c = Cluster::start().await;
     let old = c.leader().await;
-    let r = c.nodes[&old].propose(create("a", 1)).await.expect("propose");
+    let r = c.nodes[&old]
+        .propose(create("a", 1))
+        .await
+        .expect("propose");
     assert_eq!(r, CommandResult::Ok);
-    c.wait_all("a everywhere", |m| m.topics.contains_key("a")).await;
+    c.wait_all("a everywhere", |m| m.topics.contains_key("a"))
+        .await;
 
     // (b) The leader stops; a new one is elected and proposals keep working.
     c.stop(old).await;
     let new = c.leader().await;
     assert_ne!(new, old);
     let any = *c.nodes.keys().next().expect("a node");
-    assert_eq!(c.nodes[&any].propose(create("b", 2)).await.expect("propose"), CommandResult::Ok);
+    assert_eq!(
+        c.nodes[&any]
+            .propose(create("b", 2))
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
     let block = c.nodes[&any]
         .propose(MetadataCommand::AllocateProducerIds { count: 10 })
         .await
         .expect("propose");
-    assert!(matches!(block, CommandResult::ProducerIdBlock { count: 10, .. }));
+    assert!(matches!(
+        block,
+        CommandResult::ProducerIdBlock { count: 10, .. }
+    ));
     assert_eq!(
-        c.nodes[&any].propose(MetadataCommand::DeleteTopic { name: "a".into() }).await.expect("propose"),
+        c.nodes[&any]
+            .propose(MetadataCommand::DeleteTopic { name: "a".into() })
+            .await
+            .expect("propose"),
         CommandResult::Ok
     );
 
@@ -170,7 +201,10 @@ async fn full_restart_keeps_every_topic() {
     c.leader().await;
     for i in 0..5u8 {
         let id = *c.nodes.keys().nth(usize::from(i) % 3).expect("node");
-        let r = c.nodes[&id].propose(create(&format!("t{i}"), i + 1)).await.expect("propose");
+        let r = c.nodes[&id]
+            .propose(create(&format!("t{i}"), i + 1))
+            .await
+            .expect("propose");
         assert_eq!(r, CommandResult::Ok);
     }
     c.wait_all("five topics", |m| m.topics.len() == 5).await;
@@ -182,9 +216,16 @@ async fn full_restart_keeps_every_topic() {
     }
     c.leader().await;
     // The log is re-applied once the new leader commits: every topic returns.
-    c.wait_all("five topics after restart", |m| m.topics.len() == 5).await;
+    c.wait_all("five topics after restart", |m| m.topics.len() == 5)
+        .await;
     let any = *c.nodes.keys().next().expect("node");
-    assert_eq!(c.nodes[&any].propose(create("after", 9)).await.expect("propose"), CommandResult::Ok);
+    assert_eq!(
+        c.nodes[&any]
+            .propose(create("after", 9))
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
     c.wait_all("six topics", |m| m.topics.len() == 6).await;
     for (_, n) in c.nodes {
         n.shutdown().await.expect("shutdown");
