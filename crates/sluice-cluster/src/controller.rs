@@ -46,6 +46,11 @@ pub struct ControllerConfig {
     pub rpc_timeout: Duration,
     /// How long `propose` waits for a leader to be known.
     pub leader_wait: Duration,
+    /// A snapshot is taken after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind the snapshot (lagging followers catch up from
+    /// them instead of receiving the whole snapshot).
+    pub keep_logs_after_snapshot: u64,
 }
 
 impl ControllerConfig {
@@ -66,6 +71,8 @@ impl ControllerConfig {
             election_max: Duration::from_millis(1200),
             rpc_timeout: Duration::from_millis(1000),
             leader_wait: Duration::from_secs(10),
+            snapshot_every: 1000,
+            keep_logs_after_snapshot: 1000,
         }
     }
 }
@@ -124,6 +131,8 @@ impl Controller {
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: config.election_min.as_millis() as u64,
             election_timeout_max: config.election_max.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_logs_after_snapshot,
             ..Default::default()
         }
         .validate()

@@ -17,10 +17,12 @@ struct Cluster {
     dirs: BTreeMap<u64, PathBuf>,
     voters: BTreeMap<u64, String>,
     nodes: BTreeMap<u64, Controller>,
+    /// Snapshot every this many entries and keep no log behind it (0 = defaults).
+    snapshot_every: u64,
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    async fn start(snapshot_every: u64) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
         let mut voters = BTreeMap::new();
@@ -36,6 +38,7 @@ impl Cluster {
             dirs,
             voters,
             nodes: BTreeMap::new(),
+            snapshot_every,
         };
         for (id, l) in listeners {
             c.start_node(id, l).await;
@@ -44,7 +47,12 @@ impl Cluster {
     }
 
     async fn start_node(&mut self, id: u64, listener: TcpListener) {
-        let cfg = ControllerConfig::new(id, self.dirs[&id].clone(), listener, self.voters.clone());
+        let mut cfg =
+            ControllerConfig::new(id, self.dirs[&id].clone(), listener, self.voters.clone());
+        if self.snapshot_every > 0 {
+            cfg.snapshot_every = self.snapshot_every;
+            cfg.keep_logs_after_snapshot = 0;
+        }
         let node = Controller::start(cfg).await.expect("start controller");
         self.nodes.insert(id, node);
     }
@@ -111,7 +119,7 @@ fn create(name: &str, id: u8) -> MetadataCommand {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_through_follower_is_seen_by_all() {
-    let c = Cluster::start().await;
+    let c = Cluster::start(0).await;
     let leader = c.leader().await;
     let follower = *c
         .nodes
@@ -146,7 +154,7 @@ async fn create_through_follower_is_seen_by_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_failover_and_catch_up_after_restart() {
-    let mut c = Cluster::start().await;
+    let mut c = Cluster::start(0).await;
     let old = c.leader().await;
     let r = c.nodes[&old]
         .propose(create("a", 1))
@@ -197,7 +205,7 @@ async fn leader_failover_and_catch_up_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_restart_keeps_every_topic() {
-    let mut c = Cluster::start().await;
+    let mut c = Cluster::start(0).await;
     c.leader().await;
     for i in 0..5u8 {
         let id = *c.nodes.keys().nth(usize::from(i) % 3).expect("node");
@@ -227,6 +235,59 @@ async fn full_restart_keeps_every_topic() {
         CommandResult::Ok
     );
     c.wait_all("six topics", |m| m.topics.len() == 6).await;
+    for (_, n) in c.nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+/// With snapshots every few entries and no log kept behind them, a node that
+/// was down catches up through InstallSnapshot (frame kind 3) and the
+/// snapshot file, and everyone keeps the topics across a full restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_node_catches_up_from_snapshot() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let down = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    c.stop(down).await;
+    for i in 0..12u8 {
+        let id = *c.nodes.keys().next().expect("node");
+        let r = c.nodes[&id]
+            .propose(create(&format!("s{i}"), i + 1))
+            .await
+            .expect("propose");
+        assert_eq!(r, CommandResult::Ok);
+    }
+    c.wait_all("twelve topics", |m| m.topics.len() == 12).await;
+    // The leader purged its log behind a snapshot: its raft.log now starts
+    // with a Purged marker (magic 8 bytes, record header 8 bytes, then JSON),
+    // so the lagging node cannot be sent the entries it missed.
+    let log = c.dirs[&leader].join("raft.log");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let bytes = std::fs::read(&log).expect("read raft.log");
+        if bytes.len() > 16 && bytes[16..].starts_with(b"{\"Purged\"") {
+            break;
+        }
+        assert!(Instant::now() < until, "leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.dirs[&leader].join("snapshot").exists());
+    c.restart(down).await;
+    c.wait_all("lagging node caught up", |m| m.topics.len() == 12)
+        .await;
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    c.leader().await;
+    c.wait_all("twelve topics after full restart", |m| m.topics.len() == 12)
+        .await;
     for (_, n) in c.nodes {
         n.shutdown().await.expect("shutdown");
     }
