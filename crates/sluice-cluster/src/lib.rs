@@ -5,8 +5,14 @@
 //!   [`ClusterMetadata::apply`] of one [`MetadataCommand`].
 //! - [`store`]: the controller's files (Raft log, vote, state-machine snapshot),
 //!   each written with fsync before it is reported durable.
+//! - [`raft`]: openraft's v2 storage traits on those files.
+//! - [`network`]: the cluster frames over TCP and openraft's network on them.
+//! - [`controller`]: [`Controller`], which starts a node, bootstraps the group
+//!   and proposes commands through the leader.
 //!
-//! openraft is pinned to `=0.9.21`.
+//! openraft is pinned to `=0.9.21` with its `serde` and `storage-v2` features.
+//! After a restart, [`Controller::metadata`] shows the last snapshot until the
+//! leader commits again and the log after it is re-applied.
 
 pub mod controller;
 pub mod metadata;
