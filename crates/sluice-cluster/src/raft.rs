@@ -7,6 +7,10 @@
 //! membership) whenever openraft builds or installs a snapshot; on open the
 //! snapshot is loaded and openraft re-applies the log entries after it.
 
+// openraft's StorageError is large and every trait method returns it; its size
+// is not ours to choose.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
@@ -43,6 +47,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock means a panic mid-update elsewhere; the data is still the
     // last consistent state we wrote (updates are applied after I/O succeeds).
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs file I/O (which fsyncs) on tokio's blocking pool, not on a runtime worker.
+async fn blocking<T, F>(inner: &Arc<Mutex<LogInner>>, f: F) -> Result<T, SErr>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut LogInner) -> Result<T, SErr> + Send + 'static,
+{
+    let inner = inner.clone();
+    tokio::task::spawn_blocking(move || f(&mut lock(&inner)))
+        .await
+        .map_err(|e| SErr::from(StorageIOError::write_logs(&e)))?
 }
 
 fn write_logs(e: crate::ClusterError) -> SErr {
@@ -137,11 +153,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
-        let mut g = lock(&self.inner);
-        store::write_atomic(&g.dir, "vote", store::VOTE_MAGIC, vote)
-            .map_err(|e| SErr::from(StorageIOError::write_vote(&e)))?;
-        g.vote = Some(*vote);
-        Ok(())
+        let vote = *vote;
+        blocking(&self.inner, move |g| {
+            store::write_atomic(&g.dir, "vote", store::VOTE_MAGIC, &vote)
+                .map_err(|e| SErr::from(StorageIOError::write_vote(&e)))?;
+            g.vote = Some(vote);
+            Ok(())
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
@@ -155,17 +174,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let records: Vec<Record> = entries.iter().cloned().map(LogRecord::Entry).collect();
-        let result = {
-            let mut g = lock(&self.inner);
+        let result = blocking(&self.inner, move |g| {
             // `append` fsyncs before returning.
-            match g.file.append(&records) {
-                Ok(()) => {
-                    for e in entries {
-                        g.entries.insert(e.log_id.index, e);
-                    }
-                    Ok(())
+            Ok(g.file.append(&records).map(|()| {
+                for e in entries {
+                    g.entries.insert(e.log_id.index, e);
                 }
-                Err(e) => Err(e),
+            }))
+        })
+        .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                return Err(e);
             }
         };
         match result {
@@ -181,28 +203,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        let mut g = lock(&self.inner);
-        let pos = g.entries.range(..log_id.index).count() + g.marker;
-        g.file.truncate(pos).map_err(write_logs)?;
-        g.entries.split_off(&log_id.index);
-        Ok(())
+        blocking(&self.inner, move |g| {
+            let pos = g.entries.range(..log_id.index).count() + g.marker;
+            g.file.truncate(pos).map_err(write_logs)?;
+            g.entries.split_off(&log_id.index);
+            Ok(())
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        let mut g = lock(&self.inner);
-        let kept = g.entries.split_off(&(log_id.index + 1));
-        let mut records: Vec<Record> = Vec::with_capacity(kept.len() + 1);
-        records.push(LogRecord::Purged(log_id));
-        records.extend(kept.values().cloned().map(LogRecord::Entry));
-        if let Err(e) = g.file.rewrite(&records) {
-            // Nothing changed on disk: put the entries back.
-            g.entries.extend(kept);
-            return Err(write_logs(e));
-        }
-        g.entries = kept;
-        g.last_purged = Some(log_id);
-        g.marker = 1;
-        Ok(())
+        blocking(&self.inner, move |g| {
+            let kept = g.entries.split_off(&(log_id.index + 1));
+            let mut records: Vec<Record> = Vec::with_capacity(kept.len() + 1);
+            records.push(LogRecord::Purged(log_id));
+            records.extend(kept.values().cloned().map(LogRecord::Entry));
+            if let Err(e) = g.file.rewrite(&records) {
+                // Nothing changed on disk: put the entries back.
+                g.entries.extend(kept);
+                return Err(write_logs(e));
+            }
+            g.entries = kept;
+            g.last_purged = Some(log_id);
+            g.marker = 1;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -276,8 +302,6 @@ impl StateMachine {
         self.tx.subscribe()
     }
 
-    // openraft's StorageError is large; its size is not ours to choose.
-    #[allow(clippy::result_large_err)]
     fn persist(inner: &SmInner, snap: &StoredSnapshot) -> Result<(), SErr> {
         store::write_atomic(&inner.dir, Self::SNAPSHOT_FILE, store::SNAPSHOT_MAGIC, snap).map_err(
             |e| {
@@ -420,7 +444,6 @@ mod tests {
 
     /// openraft's own storage conformance suite on our files.
     #[test]
-    #[allow(clippy::result_large_err)]
     fn openraft_storage_suite() -> Result<(), SErr> {
         Suite::test_all(Builder)
     }
