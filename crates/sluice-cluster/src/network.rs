@@ -27,7 +27,6 @@
 //! and the next call reconnects.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -357,9 +356,6 @@ pub fn nodes(voters: &BTreeMap<NodeId, String>) -> BTreeMap<NodeId, BasicNode> {
         .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
         .collect()
 }
-
-/// Shared handle type for the Raft instance.
-pub type SharedRaft = Arc<Raft<TypeConfig>>;
 
 #[cfg(test)]
 mod tests {
