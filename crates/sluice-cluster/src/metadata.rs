@@ -1,0 +1,540 @@
+//! The cluster metadata and the pure function that applies one command to it.
+//!
+//! Every replicated change is a [`MetadataCommand`] in the controller's Raft log;
+//! [`ClusterMetadata::apply`] is the only way state changes, and the same function
+//! rebuilds state from the log at start-up. `apply` validates first and changes
+//! nothing when it refuses a command, so a refused command is a no-op on every
+//! node alike. It never panics: a bad command becomes a [`CommandResult`] error.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A node (broker or controller voter) id.
+pub type NodeId = u64;
+
+/// Largest partition count a topic may have (bounds the vectors a command creates).
+pub const MAX_PARTITIONS: u32 = 100_000;
+
+/// Largest producer-id block one command may allocate.
+pub const MAX_PRODUCER_ID_BLOCK: u64 = 1 << 20;
+
+/// One registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broker {
+    /// Broker id.
+    pub id: NodeId,
+    /// Advertised address of the native listener.
+    pub native_addr: String,
+    /// Address of the cluster listener.
+    pub cluster_addr: String,
+    /// Availability zone, if any.
+    pub rack: Option<String>,
+    /// Fenced brokers lead nothing and are not offered to clients.
+    pub fenced: bool,
+}
+
+/// One partition's placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// Replica broker ids; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+    /// Current leader, if any.
+    pub leader: Option<NodeId>,
+    /// Bumped each time the leader changes.
+    pub leader_epoch: u32,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// Topic name.
+    pub name: String,
+    /// 16-byte topic id chosen by the proposer.
+    pub id: [u8; 16],
+    /// Partitions by index.
+    pub partitions: Vec<PartitionMeta>,
+    /// Per-topic config overrides.
+    pub config: BTreeMap<String, String>,
+}
+
+/// The whole replicated cluster metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    /// Registered brokers by id.
+    pub brokers: BTreeMap<NodeId, Broker>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// First producer id of the next block to hand out.
+    pub next_producer_id: u64,
+}
+
+/// A replicated metadata change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// Register a broker or update its addresses and rack (unfences it).
+    RegisterBroker {
+        /// Broker id.
+        id: NodeId,
+        /// Native listener address.
+        native_addr: String,
+        /// Cluster listener address.
+        cluster_addr: String,
+        /// Availability zone.
+        rack: Option<String>,
+    },
+    /// Fence a broker.
+    FenceBroker {
+        /// Broker id.
+        id: NodeId,
+    },
+    /// Unfence a broker.
+    UnfenceBroker {
+        /// Broker id.
+        id: NodeId,
+    },
+    /// Create a topic with a replica assignment computed by the proposer.
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// Topic id.
+        id: [u8; 16],
+        /// Replicas of each partition; the first replica becomes leader.
+        assignment: Vec<Vec<NodeId>>,
+        /// Per-topic config.
+        config: BTreeMap<String, String>,
+    },
+    /// Delete a topic.
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// Set (Some) or remove (None) per-topic config keys.
+    SetTopicConfig {
+        /// Topic name.
+        name: String,
+        /// Key to new value, or None to remove the key.
+        changes: BTreeMap<String, Option<String>>,
+    },
+    /// Append partitions to a topic.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// Replicas of each new partition.
+        assignment: Vec<Vec<NodeId>>,
+    },
+    /// Allocate a block of producer ids.
+    AllocateProducerIds {
+        /// Block size.
+        count: u64,
+    },
+}
+
+/// Outcome of applying one command; the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Applied; nothing to return.
+    Ok,
+    /// A producer-id block was allocated starting here.
+    ProducerIdBlock {
+        /// First id of the block.
+        start: u64,
+        /// Block size.
+        count: u64,
+    },
+    /// A membership or blank entry (not a metadata command) was applied.
+    NoOp,
+    /// The topic exists already.
+    TopicAlreadyExists,
+    /// The topic does not exist.
+    UnknownTopic,
+    /// The broker is not registered.
+    UnknownBroker,
+    /// The command is malformed (the reason says why).
+    Invalid(String),
+}
+
+impl ClusterMetadata {
+    /// Applies one command, returning its result; refused commands change nothing.
+    pub fn apply(&mut self, cmd: &MetadataCommand) -> CommandResult {
+        match cmd {
+            MetadataCommand::RegisterBroker {
+                id,
+                native_addr,
+                cluster_addr,
+                rack,
+            } => {
+                self.brokers.insert(
+                    *id,
+                    Broker {
+                        id: *id,
+                        native_addr: native_addr.clone(),
+                        cluster_addr: cluster_addr.clone(),
+                        rack: rack.clone(),
+                        fenced: false,
+                    },
+                );
+                CommandResult::Ok
+            }
+            MetadataCommand::FenceBroker { id } => self.set_fenced(*id, true),
+            MetadataCommand::UnfenceBroker { id } => self.set_fenced(*id, false),
+            MetadataCommand::CreateTopic {
+                name,
+                id,
+                assignment,
+                config,
+            } => {
+                if let Err(e) = check_name(name) {
+                    return e;
+                }
+                if self.topics.contains_key(name) {
+                    return CommandResult::TopicAlreadyExists;
+                }
+                if self.topics.values().any(|t| t.id == *id) {
+                    return CommandResult::Invalid("topic id already in use".into());
+                }
+                if *id == [0u8; 16] {
+                    return CommandResult::Invalid("topic id must not be zero".into());
+                }
+                if assignment.is_empty() {
+                    return CommandResult::Invalid("a topic needs at least one partition".into());
+                }
+                if let Err(e) = check_assignment(assignment, 0) {
+                    return e;
+                }
+                self.topics.insert(
+                    name.clone(),
+                    TopicMeta {
+                        name: name.clone(),
+                        id: *id,
+                        partitions: assignment.iter().map(|r| new_partition(r)).collect(),
+                        config: config.clone(),
+                    },
+                );
+                CommandResult::Ok
+            }
+            MetadataCommand::DeleteTopic { name } => match self.topics.remove(name) {
+                Some(_) => CommandResult::Ok,
+                None => CommandResult::UnknownTopic,
+            },
+            MetadataCommand::SetTopicConfig { name, changes } => {
+                let Some(topic) = self.topics.get_mut(name) else {
+                    return CommandResult::UnknownTopic;
+                };
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => {
+                            topic.config.insert(k.clone(), v.clone());
+                        }
+                        None => {
+                            topic.config.remove(k);
+                        }
+                    }
+                }
+                CommandResult::Ok
+            }
+            MetadataCommand::AddPartitions { name, assignment } => {
+                let Some(topic) = self.topics.get_mut(name) else {
+                    return CommandResult::UnknownTopic;
+                };
+                if assignment.is_empty() {
+                    return CommandResult::Invalid("no partitions to add".into());
+                }
+                if let Err(e) = check_assignment(assignment, topic.partitions.len()) {
+                    return e;
+                }
+                topic
+                    .partitions
+                    .extend(assignment.iter().map(|r| new_partition(r)));
+                CommandResult::Ok
+            }
+            MetadataCommand::AllocateProducerIds { count } => {
+                if *count == 0 || *count > MAX_PRODUCER_ID_BLOCK {
+                    return CommandResult::Invalid(format!(
+                        "producer id block size must be 1..={MAX_PRODUCER_ID_BLOCK}"
+                    ));
+                }
+                let start = self.next_producer_id;
+                // Producer ids are i64 on the Kafka wire: stay below i64::MAX.
+                match start.checked_add(*count) {
+                    Some(end) if end <= i64::MAX as u64 => {
+                        self.next_producer_id = end;
+                        CommandResult::ProducerIdBlock {
+                            start,
+                            count: *count,
+                        }
+                    }
+                    _ => CommandResult::Invalid("producer ids exhausted".into()),
+                }
+            }
+        }
+    }
+
+    fn set_fenced(&mut self, id: NodeId, fenced: bool) -> CommandResult {
+        match self.brokers.get_mut(&id) {
+            Some(b) => {
+                b.fenced = fenced;
+                CommandResult::Ok
+            }
+            None => CommandResult::UnknownBroker,
+        }
+    }
+}
+
+fn new_partition(replicas: &[NodeId]) -> PartitionMeta {
+    PartitionMeta {
+        replicas: replicas.to_vec(),
+        leader: replicas.first().copied(),
+        leader_epoch: 0,
+    }
+}
+
+fn check_name(name: &str) -> Result<(), CommandResult> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CommandResult::Invalid(format!(
+            "invalid topic name {name:?}"
+        )))
+    }
+}
+
+fn check_assignment(assignment: &[Vec<NodeId>], existing: usize) -> Result<(), CommandResult> {
+    if existing.saturating_add(assignment.len()) > MAX_PARTITIONS as usize {
+        return Err(CommandResult::Invalid(format!(
+            "a topic may have at most {MAX_PARTITIONS} partitions"
+        )));
+    }
+    for (i, replicas) in assignment.iter().enumerate() {
+        if replicas.is_empty() {
+            return Err(CommandResult::Invalid(format!(
+                "partition {} has no replicas",
+                existing + i
+            )));
+        }
+        let mut seen = replicas.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != replicas.len() {
+            return Err(CommandResult::Invalid(format!(
+                "partition {} lists a replica twice",
+                existing + i
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, id: u8, parts: usize) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            id: [id; 16],
+            assignment: (0..parts)
+                .map(|p| vec![p as u64 + 1, p as u64 + 2])
+                .collect(),
+            config: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn create_topic_sets_leaders_to_first_replica() {
+        let mut m = ClusterMetadata::default();
+        assert_eq!(m.apply(&create("t", 1, 3)), CommandResult::Ok);
+        let t = &m.topics["t"];
+        assert_eq!(t.partitions.len(), 3);
+        assert_eq!(t.partitions[2].replicas, vec![3, 4]);
+        assert_eq!(t.partitions[2].leader, Some(3));
+        assert_eq!(t.partitions[2].leader_epoch, 0);
+    }
+
+    #[test]
+    fn refused_commands_change_nothing() {
+        let mut m = ClusterMetadata::default();
+        m.apply(&create("t", 1, 1));
+        let before = m.clone();
+        let refused = [
+            create("t", 2, 1),
+            create("u", 1, 1),
+            create("bad name", 3, 1),
+            create("", 3, 1),
+            create("z", 0, 1),
+            create("e", 4, 0),
+            MetadataCommand::CreateTopic {
+                name: "dup".into(),
+                id: [5; 16],
+                assignment: vec![vec![1, 1]],
+                config: BTreeMap::new(),
+            },
+            MetadataCommand::CreateTopic {
+                name: "norep".into(),
+                id: [6; 16],
+                assignment: vec![vec![]],
+                config: BTreeMap::new(),
+            },
+            MetadataCommand::DeleteTopic { name: "x".into() },
+            MetadataCommand::AddPartitions {
+                name: "x".into(),
+                assignment: vec![vec![1]],
+            },
+            MetadataCommand::AddPartitions {
+                name: "t".into(),
+                assignment: vec![],
+            },
+            MetadataCommand::SetTopicConfig {
+                name: "x".into(),
+                changes: BTreeMap::new(),
+            },
+            MetadataCommand::FenceBroker { id: 9 },
+            MetadataCommand::UnfenceBroker { id: 9 },
+            MetadataCommand::AllocateProducerIds { count: 0 },
+            MetadataCommand::AllocateProducerIds {
+                count: MAX_PRODUCER_ID_BLOCK + 1,
+            },
+        ];
+        let expected_kinds = [
+            CommandResult::TopicAlreadyExists,
+            CommandResult::UnknownTopic,
+            CommandResult::UnknownBroker,
+        ];
+        for cmd in &refused {
+            let r = m.apply(cmd);
+            assert!(
+                matches!(r, CommandResult::Invalid(_)) || expected_kinds.contains(&r),
+                "{cmd:?} gave {r:?}"
+            );
+            assert_eq!(m, before, "{cmd:?} changed state");
+        }
+        assert_eq!(
+            m.apply(&create("t", 2, 1)),
+            CommandResult::TopicAlreadyExists
+        );
+        assert_eq!(
+            m.apply(&MetadataCommand::DeleteTopic { name: "x".into() }),
+            CommandResult::UnknownTopic
+        );
+        assert_eq!(
+            m.apply(&MetadataCommand::FenceBroker { id: 9 }),
+            CommandResult::UnknownBroker
+        );
+    }
+
+    #[test]
+    fn brokers_register_fence_unfence() {
+        let mut m = ClusterMetadata::default();
+        let reg = MetadataCommand::RegisterBroker {
+            id: 2,
+            native_addr: "h:1".into(),
+            cluster_addr: "h:2".into(),
+            rack: Some("a".into()),
+        };
+        assert_eq!(m.apply(&reg), CommandResult::Ok);
+        assert_eq!(
+            m.apply(&MetadataCommand::FenceBroker { id: 2 }),
+            CommandResult::Ok
+        );
+        assert!(m.brokers[&2].fenced);
+        assert_eq!(
+            m.apply(&MetadataCommand::UnfenceBroker { id: 2 }),
+            CommandResult::Ok
+        );
+        assert!(!m.brokers[&2].fenced);
+        assert_eq!(m.brokers[&2].rack.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn config_partitions_delete() {
+        let mut m = ClusterMetadata::default();
+        m.apply(&create("t", 1, 1));
+        let mut changes = BTreeMap::new();
+        changes.insert("retention.ms".to_string(), Some("10".to_string()));
+        changes.insert("flush".to_string(), Some("always".to_string()));
+        m.apply(&MetadataCommand::SetTopicConfig {
+            name: "t".into(),
+            changes,
+        });
+        let mut changes = BTreeMap::new();
+        changes.insert("flush".to_string(), None);
+        m.apply(&MetadataCommand::SetTopicConfig {
+            name: "t".into(),
+            changes,
+        });
+        assert_eq!(m.topics["t"].config.len(), 1);
+        assert_eq!(m.topics["t"].config["retention.ms"], "10");
+        assert_eq!(
+            m.apply(&MetadataCommand::AddPartitions {
+                name: "t".into(),
+                assignment: vec![vec![7], vec![8]],
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(m.topics["t"].partitions.len(), 3);
+        assert_eq!(m.topics["t"].partitions[2].leader, Some(8));
+        assert_eq!(
+            m.apply(&MetadataCommand::DeleteTopic { name: "t".into() }),
+            CommandResult::Ok
+        );
+        assert!(m.topics.is_empty());
+        // The id of a deleted topic may not collide with anything now.
+        assert_eq!(m.apply(&create("t", 1, 1)), CommandResult::Ok);
+    }
+
+    #[test]
+    fn producer_id_blocks_are_disjoint() {
+        let mut m = ClusterMetadata::default();
+        let a = m.apply(&MetadataCommand::AllocateProducerIds { count: 100 });
+        let b = m.apply(&MetadataCommand::AllocateProducerIds { count: 5 });
+        assert_eq!(
+            a,
+            CommandResult::ProducerIdBlock {
+                start: 0,
+                count: 100
+            }
+        );
+        assert_eq!(
+            b,
+            CommandResult::ProducerIdBlock {
+                start: 100,
+                count: 5
+            }
+        );
+        m.next_producer_id = i64::MAX as u64 - 1;
+        assert!(matches!(
+            m.apply(&MetadataCommand::AllocateProducerIds { count: 5 }),
+            CommandResult::Invalid(_)
+        ));
+        assert_eq!(m.next_producer_id, i64::MAX as u64 - 1);
+    }
+
+    #[test]
+    fn replay_is_deterministic_and_serde_round_trips() {
+        let cmds = vec![
+            create("a", 1, 2),
+            create("b", 2, 1),
+            MetadataCommand::AllocateProducerIds { count: 10 },
+            MetadataCommand::DeleteTopic { name: "a".into() },
+        ];
+        let mut m1 = ClusterMetadata::default();
+        let mut m2 = ClusterMetadata::default();
+        for c in &cmds {
+            let json = serde_json::to_vec(c).expect("encode");
+            let back: MetadataCommand = serde_json::from_slice(&json).expect("decode");
+            assert_eq!(&back, c);
+            assert_eq!(m1.apply(c), m2.apply(&back));
+        }
+        assert_eq!(m1, m2);
+        let json = serde_json::to_vec(&m1).expect("encode");
+        let back: ClusterMetadata = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, m1);
+    }
+}

@@ -1,0 +1,294 @@
+//! Three controllers in one process on loopback: election, forwarding,
+//! failover, catch-up after restart and full restart.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sluice_cluster::{
+    ClusterMetadata, CommandResult, Controller, ControllerConfig, MetadataCommand,
+};
+use tokio::net::TcpListener;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    dirs: BTreeMap<u64, PathBuf>,
+    voters: BTreeMap<u64, String>,
+    nodes: BTreeMap<u64, Controller>,
+    /// Snapshot every this many entries and keep no log behind it (0 = defaults).
+    snapshot_every: u64,
+}
+
+impl Cluster {
+    async fn start(snapshot_every: u64) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut listeners = BTreeMap::new();
+        let mut voters = BTreeMap::new();
+        let mut dirs = BTreeMap::new();
+        for id in 1..=3u64 {
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            voters.insert(id, l.local_addr().expect("addr").to_string());
+            listeners.insert(id, l);
+            dirs.insert(id, tmp.path().join(format!("n{id}")));
+        }
+        let mut c = Cluster {
+            _tmp: tmp,
+            dirs,
+            voters,
+            nodes: BTreeMap::new(),
+            snapshot_every,
+        };
+        for (id, l) in listeners {
+            c.start_node(id, l).await;
+        }
+        c
+    }
+
+    async fn start_node(&mut self, id: u64, listener: TcpListener) {
+        let mut cfg =
+            ControllerConfig::new(id, self.dirs[&id].clone(), listener, self.voters.clone());
+        if self.snapshot_every > 0 {
+            cfg.snapshot_every = self.snapshot_every;
+            cfg.keep_logs_after_snapshot = 0;
+        }
+        let node = Controller::start(cfg).await.expect("start controller");
+        self.nodes.insert(id, node);
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let addr = self.voters[&id].clone();
+        // The port was just released; rebinding it may need a few tries.
+        let until = Instant::now() + DEADLINE;
+        let l = loop {
+            match TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < until => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("rebind {addr}: {e}"),
+            }
+        };
+        self.start_node(id, l).await;
+    }
+
+    async fn stop(&mut self, id: u64) {
+        let node = self.nodes.remove(&id).expect("running node");
+        node.shutdown().await.expect("shutdown");
+    }
+
+    /// Waits for all running nodes to agree on one leader; returns it.
+    async fn leader(&self) -> u64 {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let leaders: Vec<Option<u64>> =
+                self.nodes.values().map(|n| n.status().leader).collect();
+            if let Some(Some(l)) = leaders.first() {
+                if leaders.iter().all(|x| *x == Some(*l)) && self.nodes.contains_key(l) {
+                    return *l;
+                }
+            }
+            assert!(Instant::now() < until, "no agreed leader: {leaders:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `check` holds on every running node's metadata.
+    async fn wait_all(&self, what: &str, check: impl Fn(&ClusterMetadata) -> bool) {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if self.nodes.values().all(|n| check(&n.metadata())) {
+                return;
+            }
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn create(name: &str, id: u8) -> MetadataCommand {
+    MetadataCommand::CreateTopic {
+        name: name.into(),
+        id: [id; 16],
+        assignment: vec![vec![1, 2, 3], vec![2, 3, 1]],
+        config: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_through_follower_is_seen_by_all() {
+    let c = Cluster::start(0).await;
+    let leader = c.leader().await;
+    let follower = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let r = c.nodes[&follower]
+        .propose(create("orders", 1))
+        .await
+        .expect("propose");
+    assert_eq!(r, CommandResult::Ok);
+    c.wait_all("orders on all nodes", |m| {
+        m.topics
+            .get("orders")
+            .is_some_and(|t| t.partitions.len() == 2 && t.id == [1; 16])
+    })
+    .await;
+    // A second create of the same name is refused, with the same answer everywhere.
+    let r = c.nodes[&follower]
+        .propose(create("orders", 2))
+        .await
+        .expect("propose");
+    assert_eq!(r, CommandResult::TopicAlreadyExists);
+    let s = c.nodes[&leader].status();
+    assert_eq!(s.leader, Some(leader));
+    assert!(s.term >= 1);
+    assert_eq!(s.voters.len(), 3);
+    for (_, n) in c.nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_and_catch_up_after_restart() {
+    let mut c = Cluster::start(0).await;
+    let old = c.leader().await;
+    let r = c.nodes[&old]
+        .propose(create("a", 1))
+        .await
+        .expect("propose");
+    assert_eq!(r, CommandResult::Ok);
+    c.wait_all("a everywhere", |m| m.topics.contains_key("a"))
+        .await;
+
+    // (b) The leader stops; a new one is elected and proposals keep working.
+    c.stop(old).await;
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    let any = *c.nodes.keys().next().expect("a node");
+    assert_eq!(
+        c.nodes[&any]
+            .propose(create("b", 2))
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
+    let block = c.nodes[&any]
+        .propose(MetadataCommand::AllocateProducerIds { count: 10 })
+        .await
+        .expect("propose");
+    assert!(matches!(
+        block,
+        CommandResult::ProducerIdBlock { count: 10, .. }
+    ));
+    assert_eq!(
+        c.nodes[&any]
+            .propose(MetadataCommand::DeleteTopic { name: "a".into() })
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
+
+    // (c) The stopped node restarts from its directory and catches up.
+    c.restart(old).await;
+    c.wait_all("restarted node caught up", |m| {
+        m.topics.contains_key("b") && !m.topics.contains_key("a") && m.next_producer_id >= 10
+    })
+    .await;
+    for (_, n) in c.nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_restart_keeps_every_topic() {
+    let mut c = Cluster::start(0).await;
+    c.leader().await;
+    for i in 0..5u8 {
+        let id = *c.nodes.keys().nth(usize::from(i) % 3).expect("node");
+        let r = c.nodes[&id]
+            .propose(create(&format!("t{i}"), i + 1))
+            .await
+            .expect("propose");
+        assert_eq!(r, CommandResult::Ok);
+    }
+    c.wait_all("five topics", |m| m.topics.len() == 5).await;
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    c.leader().await;
+    // The log is re-applied once the new leader commits: every topic returns.
+    c.wait_all("five topics after restart", |m| m.topics.len() == 5)
+        .await;
+    let any = *c.nodes.keys().next().expect("node");
+    assert_eq!(
+        c.nodes[&any]
+            .propose(create("after", 9))
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
+    c.wait_all("six topics", |m| m.topics.len() == 6).await;
+    for (_, n) in c.nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+/// With snapshots every few entries and no log kept behind them, a node that
+/// was down catches up through InstallSnapshot (frame kind 3) and the
+/// snapshot file, and everyone keeps the topics across a full restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_node_catches_up_from_snapshot() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let down = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    c.stop(down).await;
+    for i in 0..12u8 {
+        let id = *c.nodes.keys().next().expect("node");
+        let r = c.nodes[&id]
+            .propose(create(&format!("s{i}"), i + 1))
+            .await
+            .expect("propose");
+        assert_eq!(r, CommandResult::Ok);
+    }
+    c.wait_all("twelve topics", |m| m.topics.len() == 12).await;
+    // The leader purged its log behind a snapshot: its raft.log now starts
+    // with a Purged marker (magic 8 bytes, record header 8 bytes, then JSON),
+    // so the lagging node cannot be sent the entries it missed.
+    let log = c.dirs[&leader].join("raft.log");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let bytes = std::fs::read(&log).expect("read raft.log");
+        if bytes.len() > 16 && bytes[16..].starts_with(b"{\"Purged\"") {
+            break;
+        }
+        assert!(Instant::now() < until, "leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.dirs[&leader].join("snapshot").exists());
+    c.restart(down).await;
+    c.wait_all("lagging node caught up", |m| m.topics.len() == 12)
+        .await;
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    c.leader().await;
+    c.wait_all("twelve topics after full restart", |m| m.topics.len() == 12)
+        .await;
+    for (_, n) in c.nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
