@@ -93,6 +93,24 @@ pub struct Broker {
     rack: Option<String>,
 }
 
+/// Where a consumer group's coordinator runs (see [`Broker::group_coordinator`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupCoordinator {
+    /// This broker coordinates the group.
+    Local,
+    /// Another broker does; the client should send group requests there.
+    Remote {
+        /// Its node id.
+        node_id: u32,
+        /// Its advertised native-listener host.
+        host: String,
+        /// Its advertised native-listener port.
+        port: u16,
+    },
+    /// The coordinator's broker is not available right now (fenced or unknown).
+    Unavailable,
+}
+
 /// Called with a topic's name after the topic is deleted.
 pub type TopicDeletedHook = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -321,6 +339,11 @@ impl Broker {
     /// Allocates a producer id for an idempotent producer: `(id, epoch 0)`.
     pub fn init_producer_id(&self) -> (i64, i16) {
         (self.next_producer_id.fetch_add(1, Ordering::Relaxed), 0)
+    }
+
+    /// Which broker coordinates `group`: a single node coordinates every group.
+    pub fn group_coordinator(&self, _group: &str) -> GroupCoordinator {
+        GroupCoordinator::Local
     }
 
     /// The topic registry.

@@ -41,8 +41,9 @@ pub mod topic_meta;
 pub mod topics;
 
 pub use broker::{
-    Acks, Appended, Broker, FetchParams, FetchResult, FetchTarget, FetchedData, OffsetSpec,
-    PartitionDescription, PreparedFetch, TopicDescription, SINGLE_NODE_CLUSTER_ID, SINGLE_NODE_ID,
+    Acks, Appended, Broker, FetchParams, FetchResult, FetchTarget, FetchedData, GroupCoordinator,
+    OffsetSpec, PartitionDescription, PreparedFetch, TopicDescription, SINGLE_NODE_CLUSTER_ID,
+    SINGLE_NODE_ID,
 };
 pub use config::{BrokerConfig, Cli, ConfigLayer, FlushMode, TopicDefaults};
 pub use error::BrokerError;

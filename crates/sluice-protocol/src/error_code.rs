@@ -76,6 +76,13 @@ pub enum ErrorCode {
     /// The replication factor is not -1 (the default) or 1..=the number of
     /// available brokers (Kafka's INVALID_REPLICATION_FACTOR, 38); nothing was created.
     InvalidReplicationFactor = 32,
+    /// The partition has no live leader right now (its leader's broker is
+    /// fenced or the topic is still being created); refresh metadata and retry.
+    LeaderNotAvailable = 33,
+    /// This broker does not coordinate the group; find the coordinator and retry.
+    NotCoordinator = 34,
+    /// The group's coordinator is not available right now; retry later.
+    CoordinatorNotAvailable = 35,
 }
 
 impl ErrorCode {
@@ -114,6 +121,9 @@ impl ErrorCode {
         ErrorCode::InvalidRecord,
         ErrorCode::InvalidTimestamp,
         ErrorCode::InvalidReplicationFactor,
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::NotCoordinator,
+        ErrorCode::CoordinatorNotAvailable,
     ];
 
     /// The numeric value sent on the wire.
@@ -165,6 +175,9 @@ impl ErrorCode {
             ErrorCode::InvalidRecord => "INVALID_RECORD",
             ErrorCode::InvalidTimestamp => "INVALID_TIMESTAMP",
             ErrorCode::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
+            ErrorCode::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
+            ErrorCode::NotCoordinator => "NOT_COORDINATOR",
+            ErrorCode::CoordinatorNotAvailable => "COORDINATOR_NOT_AVAILABLE",
         }
     }
 
@@ -178,6 +191,9 @@ impl ErrorCode {
                 | ErrorCode::BrokerShuttingDown
                 | ErrorCode::RebalanceInProgress
                 | ErrorCode::OutOfOrderSequenceNumber
+                | ErrorCode::LeaderNotAvailable
+                | ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorNotAvailable
         )
     }
 }
