@@ -28,7 +28,7 @@
 //! millennia, so it is always a positive `i64`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -38,6 +38,7 @@ use sluice_protocol::RequestLimits;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{ClusterLink, ClusterView};
 use crate::config::{BrokerConfig, FlushMode};
 use crate::driver::RequestMemory;
 use crate::error::BrokerError;
@@ -91,6 +92,16 @@ pub struct Broker {
     request_limits: RequestLimits,
     /// The broker's availability zone (`[cluster] rack`).
     rack: Option<String>,
+    /// This broker's node id ([`SINGLE_NODE_ID`] without a cluster).
+    node_id: u32,
+    /// The cluster metadata, once the binary attached it (see [`crate::cluster`]).
+    cluster: OnceLock<Arc<dyn ClusterLink>>,
+    /// Whether this broker runs in a cluster (set at open; the link comes later).
+    clustered: bool,
+    /// Producer ids still free in the block the controller gave this broker: `[next, end)`.
+    producer_ids: Mutex<(i64, i64)>,
+    /// Topics whose auto-creation is being proposed to the controller.
+    auto_creating: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Where a consumer group's coordinator runs (see [`Broker::group_coordinator`]).
@@ -323,6 +334,14 @@ impl Broker {
                 max_partitions: config.max_request_partitions,
             },
             rack: config.rack.clone(),
+            node_id: config
+                .cluster
+                .as_ref()
+                .map_or(SINGLE_NODE_ID, |c| c.node_id),
+            cluster: OnceLock::new(),
+            clustered: config.cluster.is_some(),
+            producer_ids: Mutex::new((0, 0)),
+            auto_creating: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -346,6 +365,62 @@ impl Broker {
         GroupCoordinator::Local
     }
 
+    /// This broker's node id ([`SINGLE_NODE_ID`] when it runs alone).
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
+    /// Whether this broker was configured as part of a cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// Attaches the cluster metadata (once, at start-up, by the binary).
+    pub fn attach_cluster(&self, link: Arc<dyn ClusterLink>) {
+        if self.cluster.set(link).is_err() {
+            tracing::warn!("a cluster link was attached twice; the first one stays");
+        }
+    }
+
+    /// The cluster link, if attached.
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster.get()
+    }
+
+    /// The applied cluster metadata, if this broker is in a cluster.
+    pub fn cluster_view(&self) -> Option<Arc<ClusterView>> {
+        self.cluster.get().map(|c| c.view())
+    }
+
+    /// Takes one producer id from the block the controller gave this broker, if any is left.
+    pub fn take_block_producer_id(&self) -> Option<i64> {
+        let mut b = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        (b.0 < b.1).then(|| {
+            b.0 += 1;
+            b.0 - 1
+        })
+    }
+
+    /// Marks `topic` as being auto-created; false if it already is.
+    pub fn start_auto_create(&self, topic: &str) -> bool {
+        let mut set = self.auto_creating.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(topic.to_string())
+    }
+
+    /// Clears the mark of [`Broker::start_auto_create`].
+    pub fn end_auto_create(&self, topic: &str) {
+        let mut set = self.auto_creating.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(topic);
+    }
+
+    /// Installs a new block of producer ids `[start, start + count)` from the controller.
+    pub fn install_producer_id_block(&self, start: i64, count: i64) {
+        let mut b = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if b.0 >= b.1 {
+            *b = (start, start.saturating_add(count));
+        }
+    }
+
     /// The topic registry.
     pub fn topics(&self) -> &TopicRegistry {
         &self.topics
@@ -364,7 +439,8 @@ impl Broker {
     fn topic(&self, name: &str, create: bool) -> Result<Arc<Topic>, BrokerError> {
         match self.topics.get(name) {
             Some(t) => Ok(t),
-            None if create && self.auto_create_topics => {
+            // In a cluster, creation goes through the controller (the handlers do it).
+            None if create && self.auto_create_topics && !self.clustered => {
                 blocking(|| self.topics.get_or_create(name, self.default_partitions))
             }
             None => Err(BrokerError::UnknownTopic(name.to_string())),
@@ -552,7 +628,10 @@ impl Broker {
     /// Brokers that can hold a replica: this one (a single node, its own
     /// controller, until the cluster metadata lands).
     pub fn live_brokers(&self) -> u32 {
-        1
+        match self.cluster_view() {
+            Some(v) => u32::try_from(v.live_brokers().count()).unwrap_or(u32::MAX),
+            None => 1,
+        }
     }
 
     /// [`Broker::create_topic`] with `replication_factor` replicas per
@@ -578,6 +657,11 @@ impl Broker {
         }
         let overrides = TopicOverrides::from_pairs(configs)?;
         blocking(|| self.topics.create(name, partitions, overrides)).map(|_| ())
+    }
+
+    /// Whether produce may create a missing topic.
+    pub fn auto_creates_topics(&self) -> bool {
+        self.auto_create_topics
     }
 
     /// Partition count given to auto-created topics.

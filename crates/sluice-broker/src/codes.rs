@@ -43,6 +43,7 @@ impl WireCode for BrokerError {
             BrokerError::Durability { source, .. } => log_error_code(source),
             BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::BrokerShuttingDown,
+            BrokerError::Controller(_) => ErrorCode::RequestTimedOut,
             BrokerError::TopicMeta { .. }
             | BrokerError::Io { .. }
             | BrokerError::DataDirLocked { .. } => ErrorCode::StorageError,

@@ -35,6 +35,12 @@
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
 //! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info`         |
 //! | `[cluster] rack` (`--rack`) | `SLUICE_RACK`             | none (the broker's availability zone, reported in Metadata v1 and DescribeCluster) |
+//! | `[cluster] node_id` (`--node-id`) | `SLUICE_NODE_ID`    | none; required with `peers` or `join` |
+//! | `[cluster] peers` (`--peers`) | `SLUICE_PEERS`          | none (a single node); `id@host:port,...` of the controller voters' cluster listeners |
+//! | `[cluster] cluster_listen` (`--cluster-listen`) | `SLUICE_CLUSTER_LISTEN` | none; required with `peers` or `join` |
+//! | `[cluster] join` (`--join`) | `SLUICE_JOIN`             | none; a broker-only node (id not in `peers`) joins through these voters' cluster addresses |
+//! | `[cluster] advertised_listen` (`--advertised-listen`) | `SLUICE_ADVERTISED_LISTEN` | the bound `listen` address |
+//! | `[cluster] broker_session_timeout_ms` (`--broker-session-timeout-ms`) | `SLUICE_BROKER_SESSION_TIMEOUT_MS` | `9000` (Kafka's `broker.session.timeout.ms`) |
 //!
 //! Cluster settings live in the TOML table `[cluster]` ([`ClusterLayer`]);
 //! their flags and variables are flat like the others.
@@ -191,6 +197,24 @@ pub struct ClusterLayer {
     /// The broker's availability zone (Kafka's `broker.rack`).
     #[arg(long, env = "SLUICE_RACK")]
     pub rack: Option<String>,
+    /// This node's id in the cluster (0 to 4294967294).
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<u32>,
+    /// Controller voters: `id@host:port` of their cluster listeners, comma-separated.
+    #[arg(long, env = "SLUICE_PEERS")]
+    pub peers: Option<String>,
+    /// Address of this node's cluster (controller) listener.
+    #[arg(long, env = "SLUICE_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// Cluster address(es) of voters a broker-only node joins through, comma-separated.
+    #[arg(long, env = "SLUICE_JOIN")]
+    pub join: Option<String>,
+    /// Native address other nodes and clients reach this broker at (default: the bound `listen`).
+    #[arg(long, env = "SLUICE_ADVERTISED_LISTEN")]
+    pub advertised_listen: Option<String>,
+    /// A broker silent for this long is fenced (Kafka's `broker.session.timeout.ms`).
+    #[arg(long, env = "SLUICE_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
 }
 
 impl ClusterLayer {
@@ -198,8 +222,98 @@ impl ClusterLayer {
     pub fn or(self, lower: ClusterLayer) -> ClusterLayer {
         ClusterLayer {
             rack: self.rack.or(lower.rack),
+            node_id: self.node_id.or(lower.node_id),
+            peers: self.peers.or(lower.peers),
+            cluster_listen: self.cluster_listen.or(lower.cluster_listen),
+            join: self.join.or(lower.join),
+            advertised_listen: self.advertised_listen.or(lower.advertised_listen),
+            broker_session_timeout_ms: self
+                .broker_session_timeout_ms
+                .or(lower.broker_session_timeout_ms),
         }
     }
+
+    /// The resolved cluster settings: `None` without `peers` or `join` (a single node).
+    fn resolve(&self) -> Result<Option<ClusterConfig>, BrokerError> {
+        let nonempty = |v: &Option<String>| v.as_ref().filter(|s| !s.trim().is_empty()).cloned();
+        let peers = nonempty(&self.peers);
+        let join = nonempty(&self.join);
+        if peers.is_none() && join.is_none() {
+            return Ok(None);
+        }
+        let bad = |m: String| BrokerError::Config(m);
+        let node_id = self.node_id.ok_or_else(|| {
+            bad("cluster.node_id (--node-id) is required with peers or join".into())
+        })?;
+        if node_id == u32::MAX {
+            return Err(bad("cluster.node_id must be below 4294967295".into()));
+        }
+        let cluster_listen = self.cluster_listen.ok_or_else(|| {
+            bad("cluster.cluster_listen (--cluster-listen) is required with peers or join".into())
+        })?;
+        let mut voters = std::collections::BTreeMap::new();
+        for entry in peers.as_deref().unwrap_or("").split(',').map(str::trim) {
+            if entry.is_empty() {
+                continue;
+            }
+            let (id, addr) = entry
+                .split_once('@')
+                .ok_or_else(|| bad(format!("cluster.peers entry {entry:?} is not id@host:port")))?;
+            let id: u32 = id
+                .parse()
+                .map_err(|_| bad(format!("cluster.peers entry {entry:?}: bad node id")))?;
+            if !addr.contains(':') {
+                return Err(bad(format!("cluster.peers entry {entry:?}: no port")));
+            }
+            if voters.insert(id, addr.to_string()).is_some() {
+                return Err(bad(format!("cluster.peers lists node {id} twice")));
+            }
+        }
+        let join: Vec<String> = join
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !voters.contains_key(&node_id) && join.is_empty() {
+            return Err(bad(format!(
+                "node {node_id} is not in cluster.peers: it needs cluster.join (--join host:port of a voter)"
+            )));
+        }
+        let timeout = self.broker_session_timeout_ms.unwrap_or(9000);
+        if timeout < 100 {
+            return Err(bad(
+                "cluster.broker_session_timeout_ms must be at least 100".into(),
+            ));
+        }
+        Ok(Some(ClusterConfig {
+            node_id,
+            voters,
+            cluster_listen,
+            join,
+            advertised_listen: nonempty(&self.advertised_listen),
+            broker_session_timeout: Duration::from_millis(timeout),
+        }))
+    }
+}
+
+/// Resolved cluster settings of a node that is part of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id.
+    pub node_id: u32,
+    /// Controller voters: id to cluster address.
+    pub voters: std::collections::BTreeMap<u32, String>,
+    /// The cluster listener's bind address.
+    pub cluster_listen: SocketAddr,
+    /// Voters' cluster addresses a broker-only node joins through.
+    pub join: Vec<String>,
+    /// Native address advertised to clients and peers, if not the bound one.
+    pub advertised_listen: Option<String>,
+    /// A broker silent for this long is fenced.
+    pub broker_session_timeout: Duration,
 }
 
 /// `sluiced` command line.
@@ -253,6 +367,8 @@ pub struct BrokerConfig {
     pub log_level: String,
     /// The broker's availability zone, if configured.
     pub rack: Option<String>,
+    /// Cluster settings; `None` for a single node (its own controller).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Broker-wide defaults for the per-topic settings.
@@ -411,7 +527,8 @@ impl ConfigLayer {
             ),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms.unwrap_or(10_000)),
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
-            rack: self.cluster.rack.filter(|r| !r.is_empty()),
+            rack: self.cluster.rack.clone().filter(|r| !r.is_empty()),
+            cluster: self.cluster.resolve()?,
         };
         if cfg.default_partitions == 0 || cfg.default_partitions > MAX_PARTITIONS {
             return Err(BrokerError::Config(format!(
@@ -581,6 +698,84 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_come_from_flags_or_the_cluster_table_and_are_checked() {
+        // No peers and no join: a single node, whatever else is set.
+        let single = Cli::try_parse_from(["sluiced", "--node-id", "3"]).unwrap();
+        assert_eq!(single.layer.resolve().unwrap().cluster, None);
+        let cli = Cli::try_parse_from([
+            "sluiced",
+            "--node-id",
+            "2",
+            "--cluster-listen",
+            "127.0.0.1:7272",
+            "--peers",
+            "1@127.0.0.1:7271, 2@127.0.0.1:7272,3@127.0.0.1:7273",
+            "--broker-session-timeout-ms",
+            "2000",
+        ])
+        .unwrap();
+        let c = cli.layer.resolve().unwrap().cluster.expect("clustered");
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.voters.len(), 3);
+        assert_eq!(c.voters[&3], "127.0.0.1:7273");
+        assert_eq!(c.broker_session_timeout, Duration::from_millis(2000));
+        // The same from TOML.
+        let layer: ConfigLayer = toml::from_str(
+            "[cluster]\nnode_id = 4\ncluster_listen = \"127.0.0.1:7274\"\njoin = \"127.0.0.1:7271\"\nrack = \"b\"\n",
+        )
+        .unwrap();
+        let cfg = layer.resolve().unwrap();
+        let c = cfg.cluster.expect("clustered");
+        assert_eq!(
+            (c.node_id, c.join.clone()),
+            (4, vec!["127.0.0.1:7271".to_string()])
+        );
+        assert!(c.voters.is_empty());
+        assert_eq!(cfg.rack.as_deref(), Some("b"));
+        // Refused: a missing node id, a node outside peers without join, a
+        // malformed or repeated peer, a missing cluster listener.
+        for args in [
+            vec!["--peers", "1@h:1", "--cluster-listen", "127.0.0.1:1"],
+            vec![
+                "--node-id",
+                "9",
+                "--peers",
+                "1@h:1",
+                "--cluster-listen",
+                "127.0.0.1:1",
+            ],
+            vec![
+                "--node-id",
+                "1",
+                "--peers",
+                "1h:1",
+                "--cluster-listen",
+                "127.0.0.1:1",
+            ],
+            vec![
+                "--node-id",
+                "1",
+                "--peers",
+                "1@h:1,1@h:2",
+                "--cluster-listen",
+                "127.0.0.1:1",
+            ],
+            vec![
+                "--node-id",
+                "1",
+                "--peers",
+                "x@h:1",
+                "--cluster-listen",
+                "127.0.0.1:1",
+            ],
+            vec!["--node-id", "1", "--peers", "1@h:1"],
+        ] {
+            let cli = Cli::try_parse_from(std::iter::once("sluiced").chain(args.clone())).unwrap();
+            assert!(cli.layer.resolve().is_err(), "{args:?} was accepted");
+        }
+    }
+
+    #[test]
     fn the_rack_comes_from_the_cluster_table_the_env_or_the_flag() {
         let layer: ConfigLayer = toml::from_str("[cluster]\nrack = \"eu-1a\"\n").unwrap();
         assert_eq!(
@@ -599,6 +794,7 @@ mod tests {
         let long = ConfigLayer {
             cluster: ClusterLayer {
                 rack: Some("r".repeat(256)),
+                ..ClusterLayer::default()
             },
             ..ConfigLayer::default()
         };

@@ -140,6 +140,9 @@ pub enum BrokerError {
     /// The broker is shutting down and refuses new work.
     #[error("broker is shutting down")]
     ShuttingDown,
+    /// The cluster controller could not carry out a metadata change (no leader, unreachable, timed out).
+    #[error("cluster controller: {0}")]
+    Controller(String),
     /// A `topic.meta` file is missing, damaged or has an unknown version.
     #[error("topic metadata {path}: {reason}")]
     TopicMeta {

@@ -83,6 +83,7 @@ use crate::broker::{
     Broker, FetchParams, FetchResult, FetchTarget, TopicDescription, SINGLE_NODE_CLUSTER_ID,
     SINGLE_NODE_ID,
 };
+use crate::cluster::{ClusterView, ControllerInfo, NewTopic, NO_LEADER};
 use crate::codes::WireCode;
 use crate::error::{chain, BrokerError};
 use crate::group::{Groups, HeartbeatReply};
@@ -194,6 +195,14 @@ fn metadata(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::Metadata(MetadataRequest { topics }) = req else {
         return mismatched();
     };
+    if let Some(link) = ctx.broker.cluster() {
+        return Outcome::Respond(Response::Metadata(cluster_metadata(
+            &ctx.broker,
+            &link.view(),
+            link.controller(),
+            topics,
+        )));
+    }
     let described = if topics.is_empty() {
         ctx.broker
             .describe_all()
@@ -227,10 +236,121 @@ fn metadata(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     }))
 }
 
+/// One topic of the cluster metadata as Metadata reports it: leaders that
+/// are not alive are `NO_LEADER` with `LEADER_NOT_AVAILABLE`; the isr is the
+/// live leader (data is not replicated yet); offsets come from this broker's
+/// log where it leads the partition, else 0.
+fn cluster_topic_metadata(broker: &Broker, view: &ClusterView, name: String) -> TopicMetadata {
+    let Some(t) = view.topics.get(&name) else {
+        return TopicMetadata {
+            error: ErrorCode::UnknownTopicOrPartition,
+            name,
+            partitions: Vec::new(),
+            configs: Vec::new(),
+        };
+    };
+    let local = broker.topics().get(&name);
+    let configs = match &local {
+        Some(l) => l.config().to_pairs(),
+        None => t
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let live = view.live_leader(p);
+            let here = live
+                .filter(|l| *l == view.node_id)
+                .and_then(|_| local.as_ref()?.partition(index).cloned());
+            PartitionMetadata {
+                partition: index,
+                error: if live.is_some() {
+                    ErrorCode::None
+                } else {
+                    ErrorCode::LeaderNotAvailable
+                },
+                leader: live.unwrap_or(NO_LEADER),
+                start_offset: here.as_ref().map_or(0, |p| p.start_offset()),
+                end_offset: here.as_ref().map_or(0, |p| p.end_offset()),
+                size_bytes: here.as_ref().map_or(0, |p| p.size_bytes()),
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: live.into_iter().collect(),
+            }
+        })
+        .collect();
+    TopicMetadata {
+        error: ErrorCode::None,
+        name,
+        partitions,
+        configs,
+    }
+}
+
+/// Metadata from the cluster metadata: live brokers, the controller, topics.
+fn cluster_metadata(
+    broker: &Broker,
+    view: &ClusterView,
+    controller: ControllerInfo,
+    topics: Vec<String>,
+) -> MetadataResponse {
+    let names = if topics.is_empty() {
+        let mut all: Vec<String> = view.topics.keys().cloned().collect();
+        all.sort();
+        all
+    } else {
+        topics
+    };
+    MetadataResponse {
+        brokers: view
+            .live_brokers()
+            .map(|b| BrokerInfo {
+                node_id: b.id,
+                host: b.host.clone(),
+                port: b.port,
+                rack: b.rack.clone(),
+            })
+            .collect(),
+        topics: names
+            .into_iter()
+            .map(|n| cluster_topic_metadata(broker, view, n))
+            .collect(),
+        controller_id: controller.leader.map_or(-1, |l| l as i32),
+        cluster_id: view.cluster_id.clone(),
+    }
+}
+
 fn describe_cluster(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::DescribeCluster = req else {
         return mismatched();
     };
+    if let Some(link) = ctx.broker.cluster() {
+        let view = link.view();
+        let controller = link.controller();
+        return Outcome::Respond(Response::DescribeCluster(DescribeClusterResponse {
+            error: ErrorCode::None,
+            cluster_id: view.cluster_id.clone(),
+            controller_id: controller.leader.map_or(-1, |l| l as i32),
+            controller_epoch: controller.epoch,
+            brokers: view
+                .brokers
+                .values()
+                .map(|b| ClusterBroker {
+                    node_id: b.id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                    alive: b.alive,
+                })
+                .collect(),
+        }));
+    }
     Outcome::Respond(Response::DescribeCluster(DescribeClusterResponse {
         error: ErrorCode::None,
         cluster_id: SINGLE_NODE_CLUSTER_ID.to_string(),
@@ -278,6 +398,41 @@ fn create_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::CreateTopics(CreateTopicsRequest { topics }) = req else {
         return mismatched();
     };
+    if let Some(link) = ctx.broker.cluster() {
+        // Through the controller: answered once applied here, in request order.
+        let (link, broker) = (Arc::clone(link), Arc::clone(&ctx.broker));
+        return Outcome::Deferred(Box::pin(async move {
+            let mut results = Vec::with_capacity(topics.len());
+            for t in topics {
+                let checked = replication_factor(&broker, t.replication_factor).and_then(|f| {
+                    if t.partitions == 0 || t.partitions > crate::config::MAX_PARTITIONS {
+                        return Err(BrokerError::InvalidPartitions {
+                            count: t.partitions,
+                            max: crate::config::MAX_PARTITIONS,
+                        });
+                    }
+                    crate::topic_meta::TopicOverrides::from_pairs(&t.configs)?;
+                    Ok(f)
+                });
+                let r = match checked {
+                    Ok(factor) => {
+                        link.create_topic(NewTopic {
+                            name: t.name.clone(),
+                            partitions: t.partitions,
+                            replication_factor: factor,
+                            config: t.configs,
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                results.push(topic_result(t.name, r));
+            }
+            Some(Response::CreateTopics(CreateTopicsResponse {
+                topics: results,
+            }))
+        }));
+    }
     let topics = topics
         .into_iter()
         .map(|t| {
@@ -295,6 +450,19 @@ fn delete_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::DeleteTopics(DeleteTopicsRequest { topics }) = req else {
         return mismatched();
     };
+    if let Some(link) = ctx.broker.cluster() {
+        let link = Arc::clone(link);
+        return Outcome::Deferred(Box::pin(async move {
+            let mut results = Vec::with_capacity(topics.len());
+            for name in topics {
+                let r = link.delete_topic(name.clone()).await;
+                results.push(topic_result(name, r));
+            }
+            Some(Response::DeleteTopics(DeleteTopicsResponse {
+                topics: results,
+            }))
+        }));
+    }
     let topics = topics
         .into_iter()
         .map(|name| {
@@ -345,14 +513,28 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     // Appends run here, in request order; only the fsync wait is deferred.
     let mut appended = Vec::with_capacity(topics.len());
     let mut any_wait = false;
+    let view = ctx.broker.cluster_view();
     for t in topics {
         let parts: Vec<_> = t
             .partitions
             .into_iter()
             .map(|p| {
+                let led = view.as_ref().map_or(Ok(()), |v| {
+                    let r = v.leadership(&t.name, p.partition);
+                    if r == Err(ErrorCode::UnknownTopicOrPartition)
+                        && !v.topics.contains_key(&t.name)
+                        && ctx.broker.auto_creates_topics()
+                    {
+                        auto_create(ctx, &t.name);
+                        return Err(ErrorCode::LeaderNotAvailable);
+                    }
+                    r
+                });
                 // Checked here so an empty partition costs no error value
                 // (the broker's EmptyProduce carries the topic name).
-                let r = if p.records.is_empty() {
+                let r = if let Err(code) = led {
+                    Err(code)
+                } else if p.records.is_empty() {
                     tracing::debug!(partition = p.partition, "produce partition without records");
                     Err(ErrorCode::InvalidRequest)
                 } else {
@@ -402,11 +584,72 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     }))
 }
 
+/// Proposes a topic that a produce named and the cluster does not know, with
+/// the broker's default partitions (once at a time per name; the producer
+/// meanwhile gets `LEADER_NOT_AVAILABLE` and retries).
+fn auto_create(ctx: &Context, name: &str) {
+    let Some(link) = ctx.broker.cluster() else {
+        return;
+    };
+    if !ctx.broker.start_auto_create(name) {
+        return;
+    }
+    let (link, broker, name) = (Arc::clone(link), Arc::clone(&ctx.broker), name.to_string());
+    tokio::spawn(async move {
+        let r = link
+            .create_topic(NewTopic {
+                name: name.clone(),
+                partitions: broker.default_partitions(),
+                replication_factor: None,
+                config: Vec::new(),
+            })
+            .await;
+        match r {
+            Ok(()) | Err(BrokerError::TopicExists(_)) => {
+                tracing::info!(topic = %name, "auto-created topic through the controller")
+            }
+            Err(e) => {
+                tracing::warn!(topic = %name, error = %chain(&e), "auto-creating a topic failed")
+            }
+        }
+        broker.end_auto_create(&name);
+    });
+}
+
 /// InitProducerId: a fresh producer id (see [`Broker::init_producer_id`]).
 fn init_producer_id(ctx: &Context, client_id: &str, req: Request) -> Outcome {
     let Request::InitProducerId = req else {
         return mismatched();
     };
+    if let Some(link) = ctx.broker.cluster() {
+        // Ids unique in the cluster: blocks from the controller.
+        let reply = |producer_id| {
+            Response::InitProducerId(InitProducerIdResponse {
+                error: ErrorCode::None,
+                producer_id,
+                producer_epoch: 0,
+            })
+        };
+        if let Some(id) = ctx.broker.take_block_producer_id() {
+            return Outcome::Respond(reply(id));
+        }
+        let (link, broker) = (Arc::clone(link), Arc::clone(&ctx.broker));
+        return Outcome::Deferred(Box::pin(async move {
+            match link.allocate_producer_ids(PRODUCER_ID_BLOCK).await {
+                Ok(start) => {
+                    broker.install_producer_id_block(start, PRODUCER_ID_BLOCK as i64);
+                    match broker.take_block_producer_id() {
+                        Some(id) => Some(reply(id)),
+                        None => Some(producer_id_error(ErrorCode::RequestTimedOut)),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "allocating producer ids failed");
+                    Some(producer_id_error(e.code()))
+                }
+            }
+        }));
+    }
     let (producer_id, producer_epoch) = ctx.broker.init_producer_id();
     tracing::debug!(client_id, producer_id, "allocated producer id");
     Outcome::Respond(Response::InitProducerId(InitProducerIdResponse {
@@ -414,6 +657,17 @@ fn init_producer_id(ctx: &Context, client_id: &str, req: Request) -> Outcome {
         producer_id,
         producer_epoch,
     }))
+}
+
+/// Producer ids a broker in a cluster takes from the controller at a time.
+const PRODUCER_ID_BLOCK: u64 = 1000;
+
+fn producer_id_error(error: ErrorCode) -> Response {
+    Response::InitProducerId(InitProducerIdResponse {
+        error,
+        producer_id: -1,
+        producer_epoch: -1,
+    })
 }
 
 /// Per topic, its partitions in request order: `true` when the partition
@@ -485,12 +739,18 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let mut shape: FetchShape = Vec::with_capacity(topics.len());
     let mut targets = Vec::new();
     let mut missing = false;
+    let view = ctx.broker.cluster_view();
     for t in topics {
         let found = ctx.broker.topics().get(&t.name);
         // One shared name for the targets of this topic, made on first use.
         let mut topic: Option<Arc<str>> = None;
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
+            if let Some(Err(code)) = view.as_ref().map(|v| v.leadership(&t.name, p.partition)) {
+                missing = true;
+                parts.push((p.partition, Some(code)));
+                continue;
+            }
             match serving(found.as_deref(), p.partition) {
                 Ok(_) => {
                     let topic = topic.get_or_insert_with(|| Arc::from(t.name.as_str()));
@@ -532,6 +792,7 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::ListOffsets(ListOffsetsRequest { topics }) = req else {
         return mismatched();
     };
+    let view = ctx.broker.cluster_view();
     let topics = topics
         .into_iter()
         .map(|t| {
@@ -543,7 +804,12 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                     .partitions
                     .into_iter()
                     .map(|p| {
-                        let r = match serving(found.as_deref(), p.partition) {
+                        let led = view
+                            .as_ref()
+                            .map_or(Ok(()), |v| v.leadership(&t.name, p.partition));
+                        let r = match led.and_then(|()| {
+                            serving(found.as_deref(), p.partition).map_err(|why| why.code())
+                        }) {
                             Ok(_) => ctx
                                 .broker
                                 .list_offset(
@@ -552,7 +818,7 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                                     crate::codes::offset_spec(p.spec),
                                 )
                                 .map_err(|e| e.code()),
-                            Err(why) => Err(why.code()),
+                            Err(code) => Err(code),
                         };
                         match r {
                             Ok((offset, timestamp)) => ListOffsetsPartitionResponse {

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod cluster;
 pub mod codes;
 pub mod config;
 pub mod connection;
@@ -45,7 +46,8 @@ pub use broker::{
     OffsetSpec, PartitionDescription, PreparedFetch, TopicDescription, SINGLE_NODE_CLUSTER_ID,
     SINGLE_NODE_ID,
 };
-pub use config::{BrokerConfig, Cli, ConfigLayer, FlushMode, TopicDefaults};
+pub use cluster::{ClusterLink, ClusterView};
+pub use config::{BrokerConfig, Cli, ClusterConfig, ConfigLayer, FlushMode, TopicDefaults};
 pub use error::BrokerError;
 pub use group::Groups;
 pub use metrics::Metrics;

@@ -67,6 +67,10 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<String, TopicMeta>,
     /// First producer id of the next block to hand out.
     pub next_producer_id: u64,
+    /// Index of the last log entry applied to this state (0 before any);
+    /// set by the state machine, not by commands.
+    #[serde(default)]
+    pub applied_index: u64,
 }
 
 /// A replicated metadata change.

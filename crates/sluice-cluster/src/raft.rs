@@ -167,6 +167,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(lock(&self.inner).vote)
     }
 
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
+        // Durable before the entries are applied, so a restart re-applies
+        // everything this node applied before (the broker reconciles its
+        // topics against that state, see `sluiced::cluster`).
+        blocking(&self.inner, move |g| {
+            store::write_atomic(&g.dir, "committed", store::COMMITTED_MAGIC, &committed)
+                .map_err(|e| SErr::from(StorageIOError::write(&e)))
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
+        let dir = lock(&self.inner).dir.clone();
+        let committed: Option<Option<LogId<NodeId>>> =
+            store::read_atomic(&dir, "committed", store::COMMITTED_MAGIC)
+                .map_err(|e| SErr::from(StorageIOError::read(&e)))?;
+        Ok(committed.flatten())
+    }
+
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
@@ -361,6 +380,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut g = lock(&self.inner);
         for e in entries {
             g.last_applied = Some(e.log_id);
+            g.data.applied_index = e.log_id.index;
             let r = match &e.payload {
                 EntryPayload::Blank => CommandResult::NoOp,
                 EntryPayload::Normal(cmd) => g.data.apply(cmd),

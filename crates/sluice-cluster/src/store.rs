@@ -60,6 +60,8 @@ pub const LOG_MAGIC: &[u8; 8] = b"SLRAFTL1";
 pub const VOTE_MAGIC: &[u8; 8] = b"SLVOTE01";
 /// Magic of the snapshot file.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SLSNAP01";
+/// Magic of the `committed` file (the last committed log id).
+pub const COMMITTED_MAGIC: &[u8; 8] = b"SLCOMT01";
 /// Largest record or atomic-file payload accepted on read (checked before allocating).
 pub const MAX_RECORD: u32 = 64 << 20;
 

@@ -5,12 +5,14 @@
 //!
 //! - [`server`]: listeners, connection cap, housekeeping, graceful shutdown.
 //! - [`http`]: `/metrics` and `/health`.
+//! - [`cluster`]: the controller node, registration and reconciling with the cluster metadata.
 //!
 //! The library part exists so tests and benchmarks can embed a whole broker
 //! in-process ([`Server`]); `main.rs` is the command line around it.
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod http;
 pub mod server;
 

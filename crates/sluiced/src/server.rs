@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::ClusterNode;
 use sluice_broker::error::chain;
 use sluice_broker::handler::Context;
 use sluice_broker::{Broker, BrokerConfig, BrokerError, Groups, Metrics};
@@ -63,6 +64,7 @@ pub struct Server {
     http: TcpListener,
     native_addr: SocketAddr,
     http_addr: SocketAddr,
+    cluster: Option<ClusterNode>,
 }
 
 impl Server {
@@ -106,6 +108,27 @@ impl Server {
         };
         let native_addr = local(&native, config.listen)?;
         let http_addr = local(&http, config.http_listen)?;
+        let cluster = match &config.cluster {
+            None => None,
+            Some(cc) => {
+                let listener = bind(cc.cluster_listen, 128)?;
+                let advertised = cc
+                    .advertised_listen
+                    .clone()
+                    .unwrap_or_else(|| native_addr.to_string());
+                Some(
+                    ClusterNode::start(
+                        cc,
+                        &config.data_dir,
+                        listener,
+                        Arc::clone(&broker),
+                        advertised,
+                        config.rack.clone(),
+                    )
+                    .await?,
+                )
+            }
+        };
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             native = %native_addr,
@@ -122,6 +145,7 @@ impl Server {
             http,
             native_addr,
             http_addr,
+            cluster,
         })
     }
 
@@ -153,6 +177,7 @@ impl Server {
             groups,
             native,
             http,
+            cluster,
             ..
         } = self;
         let tracker = TaskTracker::new();
@@ -198,6 +223,9 @@ impl Server {
             );
         }
         let _ = http_task.await;
+        if let Some(c) = cluster {
+            c.shutdown().await;
+        }
         // Phase 3: flush and close every log.
         housekeeping_stop.cancel();
         let _ = housekeeping.await;

@@ -1,0 +1,616 @@
+//! A `sluiced` in a cluster: its controller node, its registration, and the
+//! broker's local state kept in line with the applied metadata.
+//!
+//! - Every node runs one controller node of the metadata group
+//!   ([`sluice_cluster::Controller`]); its files are in
+//!   `<data_dir>/__cluster` (the topic registry skips `__` directories).
+//! - At start and until it succeeds, the node proposes `RegisterBroker` with
+//!   its advertised native address, cluster address and rack.
+//! - A reconcile task follows every applied metadata: it creates the local
+//!   topics the metadata has (every broker opens every partition of every
+//!   topic; it serves the ones it leads), deletes the local topics the
+//!   metadata no longer has, and only then publishes the new
+//!   [`ClusterView`], so a broker that the view says leads a partition has
+//!   it open. A topic directory created from the metadata holds a
+//!   `cluster.topic_id` file (32 hex digits); a local topic with a different
+//!   id is an older topic of the same name and is replaced, a local topic
+//!   without the file (from a single-node data dir) is adopted, and only
+//!   topics with the file are deleted when the metadata drops them.
+//! - [`Link`] is the broker's [`ClusterLink`]: CreateTopics computes the
+//!   placement ([`sluice_broker::placement`]) from the live brokers and
+//!   proposes it; create and delete resolve once reconciled here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sluice_broker::cluster::{
+    ClusterLink, ClusterView, ControllerInfo, NewTopic, ViewBroker, ViewPartition, ViewTopic,
+};
+use sluice_broker::error::chain;
+use sluice_broker::placement::{assign_replicas, PlacementBroker, PlacementLoad};
+use sluice_broker::topic_meta::TopicOverrides;
+use sluice_broker::{Broker, BrokerError, ClusterConfig};
+use sluice_cluster::{
+    ClusterMetadata, CommandResult, Controller, ControllerConfig, MetadataCommand,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Directory of the controller's files inside the data dir.
+pub const CLUSTER_DIR: &str = "__cluster";
+
+/// File in a topic directory naming the cluster topic it belongs to.
+pub const TOPIC_ID_FILE: &str = "cluster.topic_id";
+
+/// How long create/delete wait for the change to be applied on this broker.
+const APPLY_WAIT: Duration = Duration::from_secs(15);
+
+/// The cluster side of a running `sluiced`.
+pub struct ClusterNode {
+    controller: Arc<Controller>,
+    link: Arc<Link>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode").finish_non_exhaustive()
+    }
+}
+
+/// The broker's [`ClusterLink`] on the controller.
+pub struct Link {
+    controller: Arc<Controller>,
+    node_id: u32,
+    /// The view published after each reconcile.
+    view: watch::Receiver<Arc<ClusterView>>,
+    /// The metadata the published view was built from.
+    reconciled: watch::Receiver<Arc<ClusterMetadata>>,
+    ids: AtomicU64,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> BrokerError {
+    BrokerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn node_u32(id: u64) -> u32 {
+    u32::try_from(id).unwrap_or(u32::MAX)
+}
+
+/// Splits `host:port` (the port last, IPv6 hosts in brackets or not).
+fn split_addr(addr: &str) -> (String, u16) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            p.parse().unwrap_or(0),
+        ),
+        None => (addr.to_string(), 0),
+    }
+}
+
+/// The handlers' view of `meta` for node `node_id`.
+pub fn build_view(meta: &ClusterMetadata, node_id: u32, cluster_id: &str) -> ClusterView {
+    let brokers = meta
+        .brokers
+        .values()
+        .map(|b| {
+            let (host, port) = split_addr(&b.native_addr);
+            (
+                node_u32(b.id),
+                ViewBroker {
+                    id: node_u32(b.id),
+                    host,
+                    port,
+                    rack: b.rack.clone(),
+                    alive: !b.fenced,
+                },
+            )
+        })
+        .collect();
+    let topics = meta
+        .topics
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                ViewTopic {
+                    id: t.id,
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| ViewPartition {
+                            leader: p.leader.map(node_u32),
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replicas.iter().copied().map(node_u32).collect(),
+                        })
+                        .collect(),
+                    config: t.config.clone(),
+                },
+            )
+        })
+        .collect::<HashMap<_, _>>();
+    ClusterView {
+        node_id,
+        cluster_id: cluster_id.to_string(),
+        brokers,
+        topics,
+    }
+}
+
+/// A cluster id derived from the voters (the same on every node).
+fn cluster_id(voters: &BTreeMap<u32, String>) -> String {
+    // FNV-1a: stable across builds and processes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, addr) in voters {
+        for b in id.to_be_bytes().iter().chain(addr.as_bytes()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("sluice-{h:016x}")
+}
+
+fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A local topic's mark: the cluster topic id (hex) and the applied index of
+/// the metadata it was opened from. An unreadable mark reads as index
+/// `u64::MAX` (never deleted on its account; logged).
+fn read_topic_id(dir: &Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(dir.join(TOPIC_ID_FILE)).ok()?;
+    let mut parts = text.split_whitespace();
+    let id = parts.next().unwrap_or("").to_string();
+    let index = parts
+        .next()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| {
+            tracing::warn!(dir = %dir.display(), "unreadable {TOPIC_ID_FILE}; the topic is kept");
+            u64::MAX
+        });
+    Some((id, index))
+}
+
+fn write_topic_id(dir: &Path, id: &[u8; 16], index: u64) -> Result<(), BrokerError> {
+    use std::io::Write;
+    let path = dir.join(TOPIC_ID_FILE);
+    let tmp = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(format!("{} {index}\n", hex(id)).as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
+/// Brings the broker's local topics in line with `meta` (blocking file work).
+///
+/// Creating is always safe. Deleting or replacing a marked local topic needs
+/// `meta` to be at least as new as the metadata the topic was opened from
+/// (its mark's index): an older state (a snapshot read at start, before the
+/// log is re-applied) must never delete what a newer one created.
+fn reconcile(broker: &Broker, meta: &ClusterMetadata) {
+    let index = meta.applied_index;
+    for (name, t) in &meta.topics {
+        let want = hex(&t.id);
+        if let Some(local) = broker.topics().get(name) {
+            match read_topic_id(local.dir()) {
+                Some((have, _)) if have == want => continue,
+                Some((_, opened_at)) if opened_at > index => continue,
+                Some(_) => {
+                    tracing::info!(topic = %name, "replacing a local topic deleted and re-created in the cluster");
+                    if let Err(e) = broker.delete_topic(name) {
+                        tracing::error!(topic = %name, error = %chain(&e), "cannot delete the old local topic");
+                        continue;
+                    }
+                }
+                None => {
+                    tracing::warn!(topic = %name, "adopting a local topic from before the cluster");
+                    if let Err(e) = write_topic_id(local.dir(), &t.id, index) {
+                        tracing::error!(topic = %name, error = %chain(&e), "cannot mark the local topic");
+                    }
+                    continue;
+                }
+            }
+        }
+        let pairs: Vec<(String, String)> = t
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let overrides = TopicOverrides::from_pairs(&pairs).unwrap_or_else(|e| {
+            tracing::error!(topic = %name, error = %chain(&e), "topic config from the cluster is not valid here; using the defaults");
+            TopicOverrides::default()
+        });
+        let count = u32::try_from(t.partitions.len()).unwrap_or(u32::MAX);
+        match broker.topics().create(name, count, overrides) {
+            Ok(local) => {
+                if let Err(e) = write_topic_id(local.dir(), &t.id, index) {
+                    tracing::error!(topic = %name, error = %chain(&e), "cannot mark the local topic");
+                }
+            }
+            Err(BrokerError::TopicExists(_)) => {}
+            Err(e) => {
+                tracing::error!(topic = %name, error = %chain(&e), "cannot open a cluster topic here")
+            }
+        }
+    }
+    for local in broker.topics().list() {
+        if meta.topics.contains_key(local.name()) {
+            continue;
+        }
+        match read_topic_id(local.dir()) {
+            Some((_, opened_at)) if opened_at <= index => {}
+            // Not from the cluster, or newer than this state.
+            _ => continue,
+        }
+        let name = local.name().to_string();
+        drop(local);
+        tracing::info!(topic = %name, "deleting a topic the cluster deleted");
+        if let Err(e) = broker.delete_topic(&name) {
+            tracing::error!(topic = %name, error = %chain(&e), "cannot delete the local topic");
+        }
+    }
+}
+
+impl ClusterNode {
+    /// Starts the controller node on `listener`, registers the broker and
+    /// keeps its topics in line with the metadata; attaches the link to `broker`.
+    pub async fn start(
+        config: &ClusterConfig,
+        data_dir: &Path,
+        listener: TcpListener,
+        broker: Arc<Broker>,
+        native_addr: String,
+        rack: Option<String>,
+    ) -> Result<ClusterNode, BrokerError> {
+        let voters: BTreeMap<u64, String> = config
+            .voters
+            .iter()
+            .map(|(id, a)| (u64::from(*id), a.clone()))
+            .collect();
+        let node_id = u64::from(config.node_id);
+        let cluster_addr = match config.voters.get(&config.node_id) {
+            Some(a) => a.clone(),
+            None => config.cluster_listen.to_string(),
+        };
+        let cc = ControllerConfig::new(node_id, data_dir.join(CLUSTER_DIR), listener, voters);
+        let controller = Controller::start(cc)
+            .await
+            .map_err(|e| BrokerError::Controller(format!("cannot start: {e}")))?;
+        let controller = Arc::new(controller);
+        let cid = cluster_id(&config.voters);
+
+        let first = controller.metadata();
+        {
+            let (b, m) = (Arc::clone(&broker), Arc::clone(&first));
+            tokio::task::spawn_blocking(move || reconcile(&b, &m))
+                .await
+                .map_err(|e| BrokerError::Controller(e.to_string()))?;
+        }
+        let (view_tx, view_rx) = watch::channel(Arc::new(build_view(&first, config.node_id, &cid)));
+        let (rec_tx, rec_rx) = watch::channel(first);
+        let link = Arc::new(Link {
+            controller: Arc::clone(&controller),
+            node_id: config.node_id,
+            view: view_rx,
+            reconciled: rec_rx,
+            ids: AtomicU64::new(0),
+        });
+        broker.attach_cluster(Arc::clone(&link) as Arc<dyn ClusterLink>);
+
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        // Reconcile each applied metadata, then publish it.
+        let mut applied = controller.watch();
+        let (b, s, node) = (Arc::clone(&broker), stop.clone(), config.node_id);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let meta = applied.borrow_and_update().clone();
+                let (b2, m2) = (Arc::clone(&b), Arc::clone(&meta));
+                if let Err(e) = tokio::task::spawn_blocking(move || reconcile(&b2, &m2)).await {
+                    tracing::error!(error = %e, "reconcile task failed");
+                }
+                let _ = view_tx.send(Arc::new(build_view(&meta, node, &cid)));
+                let _ = rec_tx.send(meta);
+                tokio::select! {
+                    _ = s.cancelled() => return,
+                    r = applied.changed() => if r.is_err() { return },
+                }
+            }
+        }));
+        // Register (again at every start: the native address may have changed).
+        let (c, s) = (Arc::clone(&controller), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let cmd = MetadataCommand::RegisterBroker {
+                id: node_id,
+                native_addr,
+                cluster_addr,
+                rack,
+            };
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match c.propose(cmd.clone()).await {
+                    Ok(_) => {
+                        tracing::info!(node = node_id, "registered with the cluster controller");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "registering with the controller; retrying")
+                    }
+                }
+                tokio::select! {
+                    _ = s.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }));
+        Ok(ClusterNode {
+            controller,
+            link,
+            tasks,
+            stop,
+        })
+    }
+
+    /// The broker's link (for tests and embedding).
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
+    /// Stops the tasks and the controller node.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        drop(self.link);
+        match Arc::try_unwrap(self.controller) {
+            Ok(c) => {
+                if let Err(e) = c.shutdown().await {
+                    tracing::warn!(error = %e, "controller shutdown");
+                }
+            }
+            Err(_) => tracing::debug!("controller still referenced at shutdown; dropped later"),
+        }
+    }
+}
+
+impl Link {
+    /// A fresh 16-byte topic id (never all zeros).
+    fn topic_id(&self) -> [u8; 16] {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut id = [0u8; 16];
+        for (i, chunk) in id.chunks_mut(8).enumerate() {
+            // RandomState is seeded from the OS per instance.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(self.node_id);
+            h.write_u64(n);
+            h.write_u128(now);
+            h.write_usize(i);
+            chunk.copy_from_slice(&h.finish().to_be_bytes());
+        }
+        if id == [0u8; 16] {
+            id[15] = 1;
+        }
+        id
+    }
+
+    /// Waits until the reconciled metadata satisfies `done`.
+    async fn wait_applied(
+        &self,
+        what: &str,
+        done: impl Fn(&ClusterMetadata) -> bool,
+    ) -> Result<(), BrokerError> {
+        let mut rx = self.reconciled.clone();
+        let wait = async {
+            loop {
+                if done(&rx.borrow_and_update()) {
+                    return Ok(());
+                }
+                if rx.changed().await.is_err() {
+                    return Err(BrokerError::ShuttingDown);
+                }
+            }
+        };
+        match tokio::time::timeout(APPLY_WAIT, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(BrokerError::Controller(format!(
+                "{what} was committed but not applied on this broker within {} s",
+                APPLY_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    async fn propose(&self, cmd: MetadataCommand) -> Result<CommandResult, BrokerError> {
+        self.controller
+            .propose(cmd)
+            .await
+            .map_err(|e| BrokerError::Controller(e.to_string()))
+    }
+
+    async fn create(&self, t: NewTopic) -> Result<(), BrokerError> {
+        let view = self.view.borrow().clone();
+        let brokers: Vec<PlacementBroker> = view
+            .live_brokers()
+            .map(|b| PlacementBroker {
+                id: u64::from(b.id),
+                rack: b.rack.clone(),
+            })
+            .collect();
+        let mut load = PlacementLoad::default();
+        for topic in view.topics.values() {
+            for p in &topic.partitions {
+                if let Some(l) = p.leader {
+                    *load.leaders.entry(u64::from(l)).or_default() += 1;
+                }
+                for r in &p.replicas {
+                    *load.replicas.entry(u64::from(*r)).or_default() += 1;
+                }
+            }
+        }
+        let live = u16::try_from(brokers.len()).unwrap_or(u16::MAX);
+        let factor = t.replication_factor.unwrap_or(live.min(3));
+        if factor == 0 {
+            return Err(BrokerError::InvalidReplicationFactor {
+                factor: 0,
+                brokers: u32::from(live),
+            });
+        }
+        let assignment = assign_replicas(&brokers, t.partitions, factor, &load)?;
+        let id = self.topic_id();
+        let cmd = MetadataCommand::CreateTopic {
+            name: t.name.clone(),
+            id,
+            assignment,
+            config: t.config.into_iter().collect(),
+        };
+        match self.propose(cmd).await? {
+            CommandResult::Ok => {}
+            CommandResult::TopicAlreadyExists => return Err(BrokerError::TopicExists(t.name)),
+            other => {
+                return Err(BrokerError::Controller(format!(
+                    "create refused: {other:?}"
+                )))
+            }
+        }
+        let name = t.name.clone();
+        self.wait_applied("the topic", |m| {
+            m.topics.get(&name).is_some_and(|x| x.id == id)
+        })
+        .await
+    }
+
+    async fn delete(&self, name: String) -> Result<(), BrokerError> {
+        match self
+            .propose(MetadataCommand::DeleteTopic { name: name.clone() })
+            .await?
+        {
+            CommandResult::Ok => {}
+            CommandResult::UnknownTopic => return Err(BrokerError::UnknownTopic(name)),
+            other => {
+                return Err(BrokerError::Controller(format!(
+                    "delete refused: {other:?}"
+                )))
+            }
+        }
+        self.wait_applied("the deletion", |m| !m.topics.contains_key(&name))
+            .await
+    }
+}
+
+impl ClusterLink for Link {
+    fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    fn controller(&self) -> ControllerInfo {
+        let s = self.controller.status();
+        ControllerInfo {
+            leader: s.leader.map(node_u32),
+            epoch: s.term,
+        }
+    }
+
+    fn create_topic(&self, topic: NewTopic) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move { this.create(topic).await })
+    }
+
+    fn delete_topic(&self, name: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move { this.delete(name).await })
+    }
+
+    fn allocate_producer_ids(&self, count: u64) -> BoxFuture<'static, Result<i64, BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move {
+            match this
+                .propose(MetadataCommand::AllocateProducerIds { count })
+                .await?
+            {
+                CommandResult::ProducerIdBlock { start, .. } => i64::try_from(start)
+                    .map_err(|_| BrokerError::Controller("producer ids exhausted".into())),
+                other => Err(BrokerError::Controller(format!(
+                    "producer id allocation refused: {other:?}"
+                ))),
+            }
+        })
+    }
+}
+
+impl Link {
+    /// A copy sharing the controller and the watches (for 'static futures).
+    fn clone_handle(&self) -> Link {
+        Link {
+            controller: Arc::clone(&self.controller),
+            node_id: self.node_id,
+            view: self.view.clone(),
+            reconciled: self.reconciled.clone(),
+            ids: AtomicU64::new(self.ids.fetch_add(1 << 32, Ordering::Relaxed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_id_depends_on_the_voters_only_and_addresses_split() {
+        let a: BTreeMap<u32, String> = [(1, "h:1".to_string()), (2, "h:2".to_string())].into();
+        let b: BTreeMap<u32, String> = [(1, "h:1".to_string()), (3, "h:3".to_string())].into();
+        assert_eq!(cluster_id(&a), cluster_id(&a.clone()));
+        assert_ne!(cluster_id(&a), cluster_id(&b));
+        assert_eq!(
+            split_addr("127.0.0.1:7171"),
+            ("127.0.0.1".to_string(), 7171)
+        );
+        assert_eq!(split_addr("[::1]:7171"), ("::1".to_string(), 7171));
+    }
+
+    #[test]
+    fn the_view_reports_fenced_brokers_as_not_alive() {
+        let mut m = ClusterMetadata::default();
+        for id in [1u64, 2] {
+            m.apply(&MetadataCommand::RegisterBroker {
+                id,
+                native_addr: format!("127.0.0.1:{}", 7170 + id),
+                cluster_addr: String::new(),
+                rack: Some("r".into()),
+            });
+        }
+        m.apply(&MetadataCommand::FenceBroker { id: 2 });
+        m.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            id: [7; 16],
+            assignment: vec![vec![1], vec![2]],
+            config: BTreeMap::new(),
+        });
+        let v = build_view(&m, 1, "c");
+        assert!(v.is_alive(1) && !v.is_alive(2));
+        assert_eq!(v.brokers[&1].port, 7171);
+        assert_eq!(v.leadership("t", 0), Ok(()));
+        assert_eq!(
+            v.leadership("t", 1),
+            Err(sluice_protocol::ErrorCode::LeaderNotAvailable)
+        );
+    }
+}
