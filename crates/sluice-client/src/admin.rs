@@ -363,7 +363,7 @@ impl Admin {
 
     /// Every topic with its partitions, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
-        let response = self.cluster.fetch_metadata(Vec::new()).await?;
+        let response = self.cluster.fetch_metadata_with_offsets(Vec::new()).await?;
         let mut topics: Vec<TopicInfo> = response
             .topics
             .into_iter()
@@ -376,7 +376,10 @@ impl Admin {
 
     /// One topic's partitions (start/end offsets, size) and configuration.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
-        let response = self.cluster.fetch_metadata(vec![name.to_string()]).await?;
+        let response = self
+            .cluster
+            .fetch_metadata_with_offsets(vec![name.to_string()])
+            .await?;
         let topic = response
             .topics
             .into_iter()

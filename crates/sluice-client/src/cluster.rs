@@ -72,18 +72,81 @@ impl Cluster {
 
     /// Sends a Metadata request for `topics` (empty = all), as the highest
     /// version the broker speaks, and updates the cache.
+    ///
+    /// When the bootstrap broker cannot be reached, every other broker an
+    /// earlier answer named is asked in turn: in a cluster, any live broker
+    /// answers Metadata.
     pub async fn fetch_metadata(&self, topics: Vec<String>) -> Result<MetadataResponse> {
         let request = Request::Metadata(MetadataRequest { topics });
-        let response = match self.bootstrap.request_negotiated(&request).await? {
-            Response::Metadata(m) => m,
-            other => {
-                return Err(ClientError::UnexpectedResponse {
-                    request: "Metadata",
-                    got: format!("{other:?}"),
-                })
+        let mut result = metadata_from(&self.bootstrap, &request).await;
+        if matches!(
+            &result,
+            Err(ClientError::Unreachable { .. }
+                | ClientError::Disconnected { .. }
+                | ClientError::Timeout { .. })
+        ) {
+            let others: Vec<Connection> = {
+                let state = lock(&self.state);
+                let bootstrap = self.bootstrap.connected_addr();
+                state
+                    .brokers
+                    .values()
+                    .filter(|(addr, _)| {
+                        Some(addr) != bootstrap.as_ref() && *addr != self.config.bootstrap
+                    })
+                    .map(|(_, c)| c.clone())
+                    .collect()
+            };
+            for conn in others {
+                let r = metadata_from(&conn, &request).await;
+                let done = r.is_ok();
+                result = r;
+                if done {
+                    break;
+                }
             }
-        };
+        }
+        let response = result?;
         self.update(&response);
+        Ok(response)
+    }
+
+    /// [`Cluster::fetch_metadata`] with each partition's offsets and size as
+    /// its leader reports them (a broker reports only the partitions it
+    /// leads; the others read 0). Brokers that do not answer leave zeros.
+    pub async fn fetch_metadata_with_offsets(
+        &self,
+        topics: Vec<String>,
+    ) -> Result<MetadataResponse> {
+        let mut response = self.fetch_metadata(topics.clone()).await?;
+        if response.brokers.len() < 2 {
+            return Ok(response);
+        }
+        let leaders: std::collections::BTreeSet<u32> = response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.leader))
+            .collect();
+        let request = Request::Metadata(MetadataRequest { topics });
+        for node in leaders {
+            let known = lock(&self.state).brokers.get(&node).map(|(_, c)| c.clone());
+            let Some(conn) = known else { continue };
+            let Ok(theirs) = metadata_from(&conn, &request).await else {
+                continue;
+            };
+            for t in &mut response.topics {
+                let Some(their) = theirs.topics.iter().find(|x| x.name == t.name) else {
+                    continue;
+                };
+                for p in t.partitions.iter_mut().filter(|p| p.leader == node) {
+                    if let Some(q) = their.partitions.iter().find(|q| q.partition == p.partition) {
+                        p.start_offset = q.start_offset;
+                        p.end_offset = q.end_offset;
+                        p.size_bytes = q.size_bytes;
+                    }
+                }
+            }
+        }
         Ok(response)
     }
 
@@ -206,4 +269,15 @@ fn is_unspecified(host: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .map(|ip| ip.is_unspecified())
             .unwrap_or(false)
+}
+
+/// One Metadata request on `conn`, negotiated to the highest version both speak.
+async fn metadata_from(conn: &Connection, request: &Request) -> Result<MetadataResponse> {
+    match conn.request_negotiated(request).await? {
+        Response::Metadata(m) => Ok(m),
+        other => Err(ClientError::UnexpectedResponse {
+            request: "Metadata",
+            got: format!("{other:?}"),
+        }),
+    }
 }
