@@ -146,6 +146,20 @@ pub trait ClusterLink: Send + Sync {
     /// Deletes a topic through the controller; resolves once this broker has
     /// applied it (and removed its partitions).
     fn delete_topic(&self, name: String) -> BoxFuture<'static, Result<(), BrokerError>>;
+    /// Grows a topic to `total` partitions through the controller; resolves
+    /// once this broker has applied it.
+    fn add_partitions(
+        &self,
+        name: String,
+        total: u32,
+    ) -> BoxFuture<'static, Result<(), BrokerError>>;
+    /// Sets (`Some`) or removes (`None`) per-topic config keys through the
+    /// controller (already validated); resolves once this broker has applied it.
+    fn alter_topic_config(
+        &self,
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>>;
     /// Allocates `count` producer ids unique in the cluster; returns the first.
     fn allocate_producer_ids(&self, count: u64) -> BoxFuture<'static, Result<i64, BrokerError>>;
 }

@@ -448,24 +448,7 @@ impl Link {
 
     async fn create(&self, t: NewTopic) -> Result<(), BrokerError> {
         let view = self.view.borrow().clone();
-        let brokers: Vec<PlacementBroker> = view
-            .live_brokers()
-            .map(|b| PlacementBroker {
-                id: u64::from(b.id),
-                rack: b.rack.clone(),
-            })
-            .collect();
-        let mut load = PlacementLoad::default();
-        for topic in view.topics.values() {
-            for p in &topic.partitions {
-                if let Some(l) = p.leader {
-                    *load.leaders.entry(u64::from(l)).or_default() += 1;
-                }
-                for r in &p.replicas {
-                    *load.replicas.entry(u64::from(*r)).or_default() += 1;
-                }
-            }
-        }
+        let (brokers, load) = placement_input(&view);
         let live = u16::try_from(brokers.len()).unwrap_or(u16::MAX);
         let factor = t.replication_factor.unwrap_or(live.min(3));
         if factor == 0 {
@@ -498,6 +481,64 @@ impl Link {
         .await
     }
 
+    async fn grow(&self, name: String, total: u32) -> Result<(), BrokerError> {
+        let view = self.view.borrow().clone();
+        let Some(topic) = view.topics.get(&name) else {
+            return Err(BrokerError::UnknownTopic(name));
+        };
+        let have = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+        if total <= have || total > sluice_broker::config::MAX_PARTITIONS {
+            return Err(BrokerError::InvalidPartitions {
+                count: total,
+                max: sluice_broker::config::MAX_PARTITIONS,
+            });
+        }
+        let factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        let (brokers, load) = placement_input(&view);
+        let factor = u16::try_from(factor).unwrap_or(u16::MAX);
+        let assignment = assign_replicas(&brokers, total - have, factor, &load)?;
+        let cmd = MetadataCommand::AddPartitions {
+            name: name.clone(),
+            assignment,
+        };
+        match self.propose(cmd).await? {
+            CommandResult::Ok => {}
+            CommandResult::UnknownTopic => return Err(BrokerError::UnknownTopic(name)),
+            other => return Err(BrokerError::Controller(format!("refused: {other:?}"))),
+        }
+        let want = total as usize;
+        self.wait_applied("the new partitions", |m| {
+            m.topics
+                .get(&name)
+                .is_some_and(|t| t.partitions.len() >= want)
+        })
+        .await
+    }
+
+    async fn alter(
+        &self,
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Result<(), BrokerError> {
+        let cmd = MetadataCommand::SetTopicConfig {
+            name: name.clone(),
+            changes: changes.iter().cloned().collect(),
+        };
+        match self.propose(cmd).await? {
+            CommandResult::Ok => {}
+            CommandResult::UnknownTopic => return Err(BrokerError::UnknownTopic(name)),
+            other => return Err(BrokerError::Controller(format!("refused: {other:?}"))),
+        }
+        self.wait_applied("the config change", |m| {
+            m.topics.get(&name).is_some_and(|t| {
+                changes
+                    .iter()
+                    .all(|(k, v)| t.config.get(k).map(String::as_str) == v.as_deref())
+            })
+        })
+        .await
+    }
+
     async fn delete(&self, name: String) -> Result<(), BrokerError> {
         match self
             .propose(MetadataCommand::DeleteTopic { name: name.clone() })
@@ -514,6 +555,29 @@ impl Link {
         self.wait_applied("the deletion", |m| !m.topics.contains_key(&name))
             .await
     }
+}
+
+/// The live brokers and the current leader/replica counts, for placement.
+fn placement_input(view: &ClusterView) -> (Vec<PlacementBroker>, PlacementLoad) {
+    let brokers = view
+        .live_brokers()
+        .map(|b| PlacementBroker {
+            id: u64::from(b.id),
+            rack: b.rack.clone(),
+        })
+        .collect();
+    let mut load = PlacementLoad::default();
+    for topic in view.topics.values() {
+        for p in &topic.partitions {
+            if let Some(l) = p.leader {
+                *load.leaders.entry(u64::from(l)).or_default() += 1;
+            }
+            for r in &p.replicas {
+                *load.replicas.entry(u64::from(*r)).or_default() += 1;
+            }
+        }
+    }
+    (brokers, load)
 }
 
 impl ClusterLink for Link {
@@ -537,6 +601,24 @@ impl ClusterLink for Link {
     fn delete_topic(&self, name: String) -> BoxFuture<'static, Result<(), BrokerError>> {
         let this = self.clone_handle();
         Box::pin(async move { this.delete(name).await })
+    }
+
+    fn add_partitions(
+        &self,
+        name: String,
+        total: u32,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move { this.grow(name, total).await })
+    }
+
+    fn alter_topic_config(
+        &self,
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move { this.alter(name, changes).await })
     }
 
     fn allocate_producer_ids(&self, count: u64) -> BoxFuture<'static, Result<i64, BrokerError>> {
