@@ -668,6 +668,62 @@ mod tests {
         assert_eq!(split_addr("[::1]:7171"), ("::1".to_string(), 7171));
     }
 
+    fn meta_with(index: u64, topics: &[(&str, u8, usize)]) -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        for (name, id, parts) in topics {
+            let r = m.apply(&MetadataCommand::CreateTopic {
+                name: name.to_string(),
+                id: [*id; 16],
+                assignment: vec![vec![1]; *parts],
+                config: [("retention.ms".to_string(), "60000".to_string())].into(),
+            });
+            assert_eq!(r, CommandResult::Ok);
+        }
+        m.applied_index = index;
+        m
+    }
+
+    #[test]
+    fn reconcile_creates_replaces_and_deletes_only_from_newer_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = sluice_broker::ConfigLayer {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let broker = Broker::open(&config, sluice_broker::Metrics::new()).unwrap();
+        // A topic from before the cluster: adopted when the cluster has it, else left alone.
+        broker.create_topic("old", 1, &[]).unwrap();
+        broker.create_topic("mine", 1, &[]).unwrap();
+
+        reconcile(&broker, &meta_with(5, &[("a", 1, 2), ("old", 2, 1)]));
+        let a = broker.topics().get("a").expect("created from the metadata");
+        assert_eq!(a.partition_count(), 2);
+        assert_eq!(a.config().retention_ms, Some(60000));
+        assert_eq!(read_topic_id(a.dir()), Some((hex(&[1; 16]), 5)));
+        let old = broker.topics().get("old").expect("adopted");
+        assert_eq!(read_topic_id(old.dir()), Some((hex(&[2; 16]), 5)));
+
+        // An older state (a snapshot read at start) deletes and replaces nothing.
+        reconcile(&broker, &meta_with(3, &[("a", 9, 1)]));
+        assert_eq!(
+            read_topic_id(broker.topics().get("a").unwrap().dir()),
+            Some((hex(&[1; 16]), 5))
+        );
+        assert!(broker.topics().get("old").is_some());
+
+        // A newer one: "a" was deleted and re-created (new id), "old" deleted.
+        reconcile(&broker, &meta_with(8, &[("a", 9, 3)]));
+        let a = broker.topics().get("a").expect("re-created");
+        assert_eq!(a.partition_count(), 3);
+        assert_eq!(read_topic_id(a.dir()), Some((hex(&[9; 16]), 8)));
+        assert!(broker.topics().get("old").is_none());
+        // Never part of the cluster: kept.
+        assert!(broker.topics().get("mine").is_some());
+        assert!(broker.close().is_ok());
+    }
+
     #[test]
     fn the_view_reports_fenced_brokers_as_not_alive() {
         let mut m = ClusterMetadata::default();
