@@ -947,7 +947,7 @@ impl ApiKey {
 
     /// Maps a wire value to a key; `None` for unassigned values.
     pub fn from_u16(v: u16) -> Option<ApiKey> {
-        ApiKey::ALL.get(v as usize).copied()
+        ApiKey::ALL.iter().copied().find(|k| *k as u16 == v)
     }
 
     /// The CamelCase name used in logs, metrics labels and `protocol.md`.
