@@ -33,7 +33,7 @@
 //! | `housekeeping_interval_ms` | `SLUICE_HOUSEKEEPING_INTERVAL_MS` | `5000` (retention checks) |
 //! | `offsets_retention_minutes` | `SLUICE_OFFSETS_RETENTION_MINUTES` | `10080` (7 days, as Kafka: committed offsets of an empty group) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
-//! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info`         |
+//! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info,openraft=warn` (openraft's own info lines are state dumps) |
 //! | `[cluster] rack` (`--rack`) | `SLUICE_RACK`             | none (the broker's availability zone, reported in Metadata v1 and DescribeCluster) |
 //! | `[cluster] node_id` (`--node-id`) | `SLUICE_NODE_ID`    | none; required with `peers` or `join` |
 //! | `[cluster] peers` (`--peers`) | `SLUICE_PEERS`          | none (a single node); `id@host:port,...` of the controller voters' cluster listeners |
@@ -526,7 +526,9 @@ impl ConfigLayer {
                     .saturating_mul(60),
             ),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms.unwrap_or(10_000)),
-            log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+            log_level: self
+                .log_level
+                .unwrap_or_else(|| "info,openraft=warn".to_string()),
             rack: self.cluster.rack.clone().filter(|r| !r.is_empty()),
             cluster: self.cluster.resolve()?,
         };

@@ -25,8 +25,32 @@ pub struct Leaderless {
     pub topic: String,
     /// Partition index.
     pub partition: u32,
-    /// The leader the metadata names (not alive).
+    /// The leader the metadata names (not alive), or `u32::MAX` for none.
     pub leader: u32,
+    /// The partition's replicas.
+    pub replicas: Vec<u32>,
+}
+
+impl Leaderless {
+    /// The leader as JSON: its id, or null when there is none.
+    fn leader_json(&self) -> serde_json::Value {
+        if self.leader == u32::MAX {
+            serde_json::Value::Null
+        } else {
+            json!(self.leader)
+        }
+    }
+
+    /// Why this partition has no live leader, in words.
+    fn why(&self) -> String {
+        let replicas: Vec<String> = self.replicas.iter().map(u32::to_string).collect();
+        let replicas = replicas.join(",");
+        if self.leader == u32::MAX {
+            format!("no live leader; replicas {replicas}")
+        } else {
+            format!("leader {} not alive; replicas {replicas}", self.leader)
+        }
+    }
 }
 
 /// The partitions of `topics` whose leader is not alive in `cluster`, by topic then partition.
@@ -41,6 +65,7 @@ pub fn leaderless(cluster: &ClusterInfo, topics: &[TopicInfo]) -> Vec<Leaderless
                     topic: t.name.clone(),
                     partition: p.partition,
                     leader: p.leader,
+                    replicas: p.replicas.clone(),
                 })
         })
         .collect();
@@ -84,7 +109,8 @@ fn status_json(c: &ClusterInfo, orphans: &[Leaderless]) -> serde_json::Value {
         "leaderless_partitions": orphans.iter().map(|o| json!({
             "topic": o.topic,
             "partition": o.partition,
-            "leader": o.leader,
+            "leader": o.leader_json(),
+            "replicas": o.replicas,
         })).collect::<Vec<_>>(),
     })
 }
@@ -125,12 +151,7 @@ fn print_status(c: &ClusterInfo, orphans: &[Leaderless]) {
     } else {
         outln!("PARTITIONS WITHOUT A LIVE LEADER: {}", orphans.len());
         for o in orphans {
-            outln!(
-                "  {}/{} (leader {} not alive)",
-                o.topic,
-                o.partition,
-                o.leader
-            );
+            outln!("  {}/{} ({})", o.topic, o.partition, o.why());
         }
     }
 }
@@ -171,7 +192,12 @@ mod tests {
         let topics = vec![
             TopicInfo {
                 name: "b".into(),
-                partitions: vec![partition(0, 1), partition(1, 2), partition(2, 9)],
+                partitions: vec![
+                    partition(0, 1),
+                    partition(1, 2),
+                    partition(2, 9),
+                    partition(3, u32::MAX),
+                ],
                 configs: vec![],
             },
             TopicInfo {
@@ -186,11 +212,24 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![("a".into(), 0, 2), ("b".into(), 1, 2), ("b".into(), 2, 9)]
+            vec![
+                ("a".into(), 0, 2),
+                ("b".into(), 1, 2),
+                ("b".into(), 2, 9),
+                ("b".into(), 3, u32::MAX)
+            ]
         );
         let v = status_json(&cluster, &leaderless(&cluster, &topics));
         assert_eq!(v["controller"]["term"], 3);
         assert_eq!(v["brokers"][1]["alive"], false);
-        assert_eq!(v["leaderless_partitions"].as_array().map(Vec::len), Some(3));
+        assert_eq!(v["leaderless_partitions"].as_array().map(Vec::len), Some(4));
+        assert_eq!(
+            v["leaderless_partitions"][3]["leader"],
+            serde_json::Value::Null
+        );
+        assert_eq!(v["leaderless_partitions"][0]["replicas"], json!([2]));
+        let orphans = leaderless(&cluster, &topics);
+        assert_eq!(orphans[0].why(), "leader 2 not alive; replicas 2");
+        assert_eq!(orphans[3].why(), "no live leader; replicas 4294967295");
     }
 }

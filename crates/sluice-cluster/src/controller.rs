@@ -10,25 +10,45 @@
 //! command whose first attempt did commit is applied twice; commands are
 //! designed so that a second apply is refused harmlessly (e.g. CreateTopic
 //! answers TopicAlreadyExists) or is benign (AllocateProducerIds skips a block).
+//!
+//! Broker-only nodes: a node whose id is not among the voters starts Raft
+//! without initializing and sends a join frame to the configured voters
+//! (following redirects to the leader) until it is a learner of the group;
+//! the leader adds it with openraft's `add_learner` (or updates its address).
+//! A learner receives and applies the whole metadata log but never votes.
+//! A node that finds itself in the group's membership at start-up (its own
+//! log says so) does not join again.
+//!
+//! Liveness: every node sends a heartbeat frame to the current leader every
+//! `broker_heartbeat_interval`; the leader keeps the time of the last one per
+//! node in memory. While it leads, the leader fences (`FenceBroker`) each
+//! registered broker silent for `broker_session_timeout`, counting from the
+//! later of its last heartbeat and the start of the leader's term (so a new
+//! leader gives every broker one full session before fencing it), and
+//! unfences (`UnfenceBroker`) a fenced broker whose heartbeat is recent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::network::{self, ClientWriteReply, Network, PeerClient, KIND_CLIENT_WRITE};
+use crate::network::{
+    self, ClientWriteReply, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, Membership,
+    Network, PeerClient, KIND_CLIENT_WRITE, KIND_HEARTBEAT, KIND_JOIN,
+};
 use crate::raft::{LogStore, StateMachine, TypeConfig};
 use crate::{ClusterError, ClusterMetadata, CommandResult, MetadataCommand, NodeId, Result};
 
 /// Settings of one controller node.
 #[derive(Debug)]
 pub struct ControllerConfig {
-    /// This node's id; must be one of `voters`.
+    /// This node's id: a voter, or a broker-only node when not in `voters`.
     pub node_id: NodeId,
     /// Directory of the controller's files (created if missing).
     pub dir: PathBuf,
@@ -36,6 +56,14 @@ pub struct ControllerConfig {
     pub listener: TcpListener,
     /// Voter ids and their cluster addresses.
     pub voters: BTreeMap<NodeId, String>,
+    /// Cluster addresses a broker-only node sends its join request to.
+    pub join: Vec<String>,
+    /// This node's cluster address as peers reach it (required off `voters`).
+    pub advertised: Option<String>,
+    /// A broker silent for this long is fenced by the leader.
+    pub broker_session_timeout: Duration,
+    /// How often this node sends its heartbeat (at most a quarter of the session).
+    pub broker_heartbeat_interval: Duration,
     /// Leader heartbeat interval.
     pub heartbeat: Duration,
     /// Lower bound of the election timeout.
@@ -66,6 +94,10 @@ impl ControllerConfig {
             dir,
             listener,
             voters,
+            join: Vec::new(),
+            advertised: None,
+            broker_session_timeout: Duration::from_millis(9000),
+            broker_heartbeat_interval: Duration::from_millis(2000),
             heartbeat: Duration::from_millis(120),
             election_min: Duration::from_millis(600),
             election_max: Duration::from_millis(1200),
@@ -88,33 +120,145 @@ pub struct ControllerStatus {
     pub term: u64,
     /// Voter ids and cluster addresses.
     pub voters: BTreeMap<NodeId, String>,
+    /// Learner (broker-only) ids and cluster addresses.
+    pub learners: BTreeMap<NodeId, String>,
 }
 
-/// A running controller node.
-pub struct Controller {
+/// State shared by the controller, its listener and its background tasks.
+struct Shared {
     node_id: NodeId,
     raft: Raft<TypeConfig>,
     sm: StateMachine,
     voters: BTreeMap<NodeId, String>,
-    server: JoinHandle<()>,
+    /// Last heartbeat received per node (meaningful on the leader only).
+    seen: Mutex<HashMap<NodeId, Instant>>,
     rpc_timeout: Duration,
+}
+
+impl Shared {
+    fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The cluster address of `id`: from the membership, else the configured voters.
+    fn addr_of(&self, id: NodeId) -> Option<String> {
+        let m = self.metrics();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .or_else(|| self.voters.get(&id).cloned())
+    }
+
+    fn redirect(&self, leader: Option<NodeId>) -> (Option<NodeId>, Option<String>) {
+        (leader, leader.and_then(|l| self.addr_of(l)))
+    }
+
+    fn record(&self, id: NodeId) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(id, Instant::now());
+        }
+    }
+
+    fn last_seen(&self, id: NodeId) -> Option<Instant> {
+        self.seen.lock().ok().and_then(|s| s.get(&id).copied())
+    }
+}
+
+fn forward_or_failed(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> JoinReply {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            JoinReply::ForwardToLeader(f.leader_id, f.leader_node.map(|n| n.addr))
+        }
+        other => JoinReply::Failed(other.to_string()),
+    }
+}
+
+impl Membership for Shared {
+    async fn join(&self, req: JoinRequest) -> JoinReply {
+        let m = self.metrics();
+        if m.current_leader != Some(self.node_id) {
+            let (l, a) = self.redirect(m.current_leader);
+            return JoinReply::ForwardToLeader(l, a);
+        }
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().any(|v| v == req.id) {
+            return JoinReply::Refused(format!(
+                "node {} is a controller voter; a broker-only node needs an id not in peers",
+                req.id
+            ));
+        }
+        if req.addr.is_empty() {
+            return JoinReply::Refused("a joining node must give its cluster address".into());
+        }
+        let node = BasicNode::new(req.addr.clone());
+        let result = match membership.get_node(&req.id) {
+            Some(n) if n.addr == req.addr => return JoinReply::Joined,
+            // A learner that moved: learners do not vote, so replacing the
+            // address cannot split the group.
+            Some(_) => {
+                let mut set = BTreeMap::new();
+                set.insert(req.id, node);
+                self.raft
+                    .change_membership(ChangeMembers::SetNodes(set), true)
+                    .await
+            }
+            None => self.raft.add_learner(req.id, node, false).await,
+        };
+        match result {
+            Ok(_) => {
+                tracing::info!(node = req.id, addr = %req.addr, "broker-only node joined as a learner");
+                JoinReply::Joined
+            }
+            Err(e) => forward_or_failed(e),
+        }
+    }
+
+    fn heartbeat(&self, req: HeartbeatRequest) -> HeartbeatReply {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.node_id) {
+            let (l, a) = self.redirect(leader);
+            return HeartbeatReply::ForwardToLeader(l, a);
+        }
+        self.record(req.id);
+        HeartbeatReply::Accepted
+    }
+}
+
+/// A running controller node.
+pub struct Controller {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
     leader_wait: Duration,
 }
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
-            .field("node_id", &self.node_id)
+            .field("node_id", &self.shared.node_id)
             .finish()
     }
 }
 
 impl Controller {
-    /// Opens the files in `config.dir`, starts Raft and the listener, bootstraps if due.
+    /// Opens the files in `config.dir`, starts Raft and the listener,
+    /// bootstraps (lowest voter) or joins (broker-only node) if due.
     pub async fn start(config: ControllerConfig) -> Result<Controller> {
-        if !config.voters.contains_key(&config.node_id) {
+        let voter = config.voters.contains_key(&config.node_id);
+        let advertised = match (voter, &config.advertised) {
+            (true, _) => config.voters.get(&config.node_id).cloned(),
+            (false, Some(a)) => Some(a.clone()),
+            (false, None) => None,
+        };
+        let Some(advertised) = advertised else {
             return Err(ClusterError::Raft(format!(
-                "node {} is not among the voters",
+                "node {} is not a voter and has no advertised cluster address",
+                config.node_id
+            )));
+        };
+        if !voter && config.join.is_empty() {
+            return Err(ClusterError::Raft(format!(
+                "node {} is not among the voters and has no join address",
                 config.node_id
             )));
         }
@@ -143,48 +287,84 @@ impl Controller {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), net, log, sm.clone())
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let server = tokio::spawn(network::serve(config.listener, raft.clone()));
+        let shared = Arc::new(Shared {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            sm,
+            voters: config.voters.clone(),
+            seen: Mutex::new(HashMap::new()),
+            rpc_timeout: config.rpc_timeout,
+        });
+        let mut tasks = vec![tokio::spawn(network::serve(
+            config.listener,
+            raft.clone(),
+            Arc::clone(&shared),
+        ))];
         let lowest = config.voters.keys().next().copied();
-        if pristine && lowest == Some(config.node_id) {
+        if voter && pristine && lowest == Some(config.node_id) {
             tracing::info!(node = config.node_id, voters = ?config.voters, "initializing controller group");
             raft.initialize(network::nodes(&config.voters))
                 .await
                 .map_err(|e| ClusterError::Raft(e.to_string()))?;
         }
+        if !voter {
+            tasks.push(tokio::spawn(join_loop(
+                Arc::clone(&shared),
+                config.join.clone(),
+                advertised,
+            )));
+        }
+        let session = config.broker_session_timeout;
+        let interval = config.broker_heartbeat_interval.min(session / 4);
+        tasks.push(tokio::spawn(heartbeat_loop(Arc::clone(&shared), interval)));
+        tasks.push(tokio::spawn(fence_loop(
+            Arc::clone(&shared),
+            session,
+            (session / 8).clamp(Duration::from_millis(20), Duration::from_millis(250)),
+        )));
         Ok(Controller {
-            node_id: config.node_id,
-            raft,
-            sm,
-            voters: config.voters,
-            server,
-            rpc_timeout: config.rpc_timeout,
+            shared,
+            tasks,
             leader_wait: config.leader_wait,
         })
     }
 
     /// The applied metadata now.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
-        self.sm.metadata()
+        self.shared.sm.metadata()
     }
 
     /// A receiver of each newly applied metadata.
     pub fn watch(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
-        self.sm.subscribe()
+        self.shared.sm.subscribe()
     }
 
-    /// Leader, term and voters as this node sees them.
+    /// Leader, term, voters and learners as this node sees them.
     pub fn status(&self) -> ControllerStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.shared.metrics();
+        let membership = m.membership_config.membership();
+        let addr = |id: NodeId| {
+            membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default()
+        };
+        let mut voters: BTreeMap<NodeId, String> =
+            membership.voter_ids().map(|id| (id, addr(id))).collect();
+        if voters.is_empty() {
+            voters = self.shared.voters.clone();
+        }
         ControllerStatus {
-            node_id: self.node_id,
+            node_id: self.shared.node_id,
             leader: m.current_leader,
             term: m.current_term,
-            voters: self.voters.clone(),
+            voters,
+            learners: membership.learner_ids().map(|id| (id, addr(id))).collect(),
         }
     }
 
     async fn wait_leader(&self, not: Option<NodeId>) -> Result<NodeId> {
-        let mut rx = self.raft.metrics();
+        let mut rx = self.shared.raft.metrics();
         let wait = async {
             loop {
                 let leader = rx.borrow().current_leader;
@@ -201,6 +381,7 @@ impl Controller {
             Ok(r) => r,
             // The old leader may still be the leader after all.
             Err(_) => self
+                .shared
                 .raft
                 .metrics()
                 .borrow()
@@ -215,20 +396,18 @@ impl Controller {
         let mut last_err = ClusterError::NoLeader;
         for _attempt in 0..2 {
             let leader = self.wait_leader(failed_leader).await?;
-            let reply = if leader == self.node_id {
-                network::local_client_write(&self.raft, cmd.clone()).await
+            let reply = if leader == self.shared.node_id {
+                network::local_client_write(&self.shared.raft, cmd.clone()).await
             } else {
-                let Some(addr) = self.voters.get(&leader) else {
+                let Some(addr) = self.shared.addr_of(leader) else {
                     return Err(ClusterError::Raft(format!(
-                        "leader {leader} is not a voter"
+                        "no cluster address known for leader {leader}"
                     )));
                 };
-                let mut c = PeerClient::new(addr.clone(), self.rpc_timeout);
+                let timeout = self.shared.rpc_timeout;
+                let mut c = PeerClient::new(addr, timeout);
                 // The leader waits for a commit: allow it a few round trips.
-                match c
-                    .call(KIND_CLIENT_WRITE, &cmd, Some(self.rpc_timeout * 5))
-                    .await
-                {
+                match c.call(KIND_CLIENT_WRITE, &cmd, Some(timeout * 5)).await {
                     Ok(r) => r,
                     Err(e) => ClientWriteReply::Failed(e.to_string()),
                 }
@@ -245,13 +424,182 @@ impl Controller {
         Err(last_err)
     }
 
-    /// Stops Raft and the listener.
-    pub async fn shutdown(self) -> Result<()> {
-        self.server.abort();
-        let _ = self.server.await;
-        self.raft
+    /// Stops the background tasks, Raft and the listener.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.shared
+            .raft
             .shutdown()
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Sends join requests until this node is in the group's membership.
+async fn join_loop(shared: Arc<Shared>, targets: Vec<String>, addr: String) {
+    let id = shared.node_id;
+    let is_member = |s: &Shared| {
+        s.metrics()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some_and(|n| n.addr == addr)
+    };
+    let mut next = 0usize;
+    let mut redirect: Option<String> = None;
+    let mut redirects = 0u32;
+    loop {
+        if is_member(&shared) {
+            tracing::info!(node = id, "this node is a learner of the controller group");
+            return;
+        }
+        let target = match redirect.take() {
+            Some(a) => a,
+            None => {
+                let Some(t) = targets.get(next % targets.len().max(1)) else {
+                    return;
+                };
+                next += 1;
+                t.clone()
+            }
+        };
+        let mut c = PeerClient::new(target.clone(), shared.rpc_timeout);
+        let req = JoinRequest {
+            id,
+            addr: addr.clone(),
+        };
+        let pause = match c
+            .call::<_, JoinReply>(KIND_JOIN, &req, Some(shared.rpc_timeout * 5))
+            .await
+        {
+            Ok(JoinReply::Joined) => {
+                tracing::info!(node = id, via = %target, "joined the controller group");
+                return;
+            }
+            Ok(JoinReply::ForwardToLeader(_, Some(leader))) if redirects < 3 => {
+                redirects += 1;
+                redirect = Some(leader);
+                Duration::from_millis(20)
+            }
+            Ok(JoinReply::Refused(why)) => {
+                tracing::error!(node = id, via = %target, %why, "join refused");
+                return;
+            }
+            Ok(other) => {
+                tracing::info!(node = id, via = %target, reply = ?other, "join not done yet; retrying");
+                redirects = 0;
+                Duration::from_millis(500)
+            }
+            Err(e) => {
+                tracing::info!(node = id, via = %target, error = %e, "join request failed; retrying");
+                redirects = 0;
+                Duration::from_millis(500)
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Sends this node's heartbeat to the leader every `interval`.
+async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
+    let mut client: Option<PeerClient> = None;
+    let mut client_addr = String::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        let leader = shared.raft.metrics().borrow().current_leader;
+        let Some(leader) = leader else { continue };
+        if leader == shared.node_id {
+            shared.record(leader);
+            continue;
+        }
+        let Some(addr) = shared.addr_of(leader) else {
+            continue;
+        };
+        if client_addr != addr || client.is_none() {
+            client = Some(PeerClient::new(addr.clone(), shared.rpc_timeout));
+            client_addr = addr;
+        }
+        if let Some(c) = client.as_mut() {
+            let req = HeartbeatRequest { id: shared.node_id };
+            if let Err(e) = c
+                .call::<_, HeartbeatReply>(KIND_HEARTBEAT, &req, None)
+                .await
+            {
+                tracing::debug!(error = %e, leader, "heartbeat failed");
+            }
+        }
+    }
+}
+
+/// On the leader: fences silent brokers and unfences those heard from again.
+async fn fence_loop(shared: Arc<Shared>, session: Duration, tick: Duration) {
+    // (term, when this node's leadership in that term was first seen)
+    let mut lead: Option<(u64, Instant)> = None;
+    loop {
+        tokio::time::sleep(tick).await;
+        let (leader, term) = {
+            let m = shared.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader, m.current_term)
+        };
+        if leader != Some(shared.node_id) {
+            lead = None;
+            continue;
+        }
+        let since = match lead {
+            Some((t, since)) if t == term => since,
+            _ => {
+                let now = Instant::now();
+                lead = Some((term, now));
+                now
+            }
+        };
+        shared.record(shared.node_id);
+        let meta = shared.sm.metadata();
+        let now = Instant::now();
+        for b in meta.brokers.values() {
+            let last = shared.last_seen(b.id);
+            let cmd = if !b.fenced {
+                let from = last.map_or(since, |l| l.max(since));
+                if now.duration_since(from) <= session {
+                    continue;
+                }
+                tracing::warn!(
+                    broker = b.id,
+                    ?session,
+                    "no heartbeat within the session timeout: fencing the broker"
+                );
+                MetadataCommand::FenceBroker { id: b.id }
+            } else {
+                match last {
+                    Some(l) if now.duration_since(l) < session => {}
+                    _ => continue,
+                }
+                tracing::info!(
+                    broker = b.id,
+                    "heartbeat from a fenced broker: unfencing it"
+                );
+                MetadataCommand::UnfenceBroker { id: b.id }
+            };
+            if let ClientWriteReply::Failed(e) =
+                network::local_client_write(&shared.raft, cmd).await
+            {
+                tracing::debug!(error = %e, "fence/unfence not committed");
+            }
+        }
     }
 }

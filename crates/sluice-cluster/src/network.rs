@@ -14,10 +14,14 @@
 //! | 2    | request   | openraft `VoteRequest`                                         |
 //! | 3    | request   | openraft `InstallSnapshotRequest`                              |
 //! | 4    | request   | client write: a [`MetadataCommand`] forwarded to the leader    |
+//! | 5    | request   | join: a [`JoinRequest`] from a broker-only node                |
+//! | 6    | request   | broker heartbeat: a [`HeartbeatRequest`] to the leader         |
 //! | 0x81 | response  | `Result<AppendEntriesResponse, RaftError>`                     |
 //! | 0x82 | response  | `Result<VoteResponse, RaftError>`                              |
 //! | 0x83 | response  | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
 //! | 0x84 | response  | [`ClientWriteReply`]                                           |
+//! | 0x85 | response  | [`JoinReply`]                                                  |
+//! | 0x86 | response  | [`HeartbeatReply`]                                             |
 //!
 //! A connection carries one request at a time; the response has kind
 //! `0x80 | request kind`. `len` is checked against [`MAX_FRAME`] before the
@@ -57,6 +61,10 @@ pub const KIND_VOTE: u8 = 2;
 pub const KIND_SNAPSHOT: u8 = 3;
 /// Frame kind: a client write forwarded to the leader.
 pub const KIND_CLIENT_WRITE: u8 = 4;
+/// Frame kind: a broker-only node asks to join as a learner.
+pub const KIND_JOIN: u8 = 5;
+/// Frame kind: a broker's heartbeat to the controller leader.
+pub const KIND_HEARTBEAT: u8 = 6;
 /// Bit set in the kind of every response.
 pub const KIND_RESPONSE: u8 = 0x80;
 
@@ -69,6 +77,44 @@ pub enum ClientWriteReply {
     ForwardToLeader(Option<NodeId>),
     /// Raft refused or failed the write.
     Failed(String),
+}
+
+/// A broker-only node's request to join the metadata group as a learner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The joining node's id.
+    pub id: NodeId,
+    /// Its cluster listener address, as the others reach it.
+    pub addr: String,
+}
+
+/// The answer to a [`JoinRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinReply {
+    /// The node is a learner of the group (now or already).
+    Joined,
+    /// This node is not the leader; the leader and its address, if known.
+    ForwardToLeader(Option<NodeId>, Option<String>),
+    /// The join is refused for good (the reason says why).
+    Refused(String),
+    /// Raft failed the membership change; try again.
+    Failed(String),
+}
+
+/// A broker's periodic sign of life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// The broker's id.
+    pub id: NodeId,
+}
+
+/// The answer to a [`HeartbeatRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeartbeatReply {
+    /// Recorded by the leader.
+    Accepted,
+    /// This node is not the leader; the leader and its address, if known.
+    ForwardToLeader(Option<NodeId>, Option<String>),
 }
 
 /// Encodes one frame into `out`.
@@ -292,7 +338,19 @@ pub async fn local_client_write(raft: &Raft<TypeConfig>, cmd: MetadataCommand) -
     }
 }
 
-async fn serve_conn(mut s: TcpStream, raft: Raft<TypeConfig>) -> Result<()> {
+/// What the listener needs besides Raft: join and heartbeat handling.
+pub trait Membership: Send + Sync + 'static {
+    /// Handles a join request.
+    fn join(&self, req: JoinRequest) -> impl std::future::Future<Output = JoinReply> + Send;
+    /// Handles a heartbeat.
+    fn heartbeat(&self, req: HeartbeatRequest) -> HeartbeatReply;
+}
+
+async fn serve_conn<M: Membership>(
+    mut s: TcpStream,
+    raft: Raft<TypeConfig>,
+    members: std::sync::Arc<M>,
+) -> Result<()> {
     while let Some((kind, payload)) = read_frame(&mut s).await? {
         match kind {
             KIND_APPEND => {
@@ -318,6 +376,16 @@ async fn serve_conn(mut s: TcpStream, raft: Raft<TypeConfig>) -> Result<()> {
                 let reply = local_client_write(&raft, cmd).await;
                 write_frame(&mut s, KIND_RESPONSE | kind, &reply).await?;
             }
+            KIND_JOIN => {
+                let req: JoinRequest = serde_json::from_slice(&payload)?;
+                let reply = members.join(req).await;
+                write_frame(&mut s, KIND_RESPONSE | kind, &reply).await?;
+            }
+            KIND_HEARTBEAT => {
+                let req: HeartbeatRequest = serde_json::from_slice(&payload)?;
+                let reply = members.heartbeat(req);
+                write_frame(&mut s, KIND_RESPONSE | kind, &reply).await?;
+            }
             other => return Err(ClusterError::Frame(format!("unknown frame kind {other}"))),
         }
     }
@@ -325,16 +393,20 @@ async fn serve_conn(mut s: TcpStream, raft: Raft<TypeConfig>) -> Result<()> {
 }
 
 /// Accepts cluster connections and serves them until the task is aborted.
-pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+pub async fn serve<M: Membership>(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    members: std::sync::Arc<M>,
+) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((s, peer)) => {
                     let _ = s.set_nodelay(true);
-                    let raft = raft.clone();
+                    let (raft, members) = (raft.clone(), std::sync::Arc::clone(&members));
                     conns.spawn(async move {
-                        if let Err(e) = serve_conn(s, raft).await {
+                        if let Err(e) = serve_conn(s, raft, members).await {
                             tracing::debug!(%peer, error = %e, "cluster connection closed");
                         }
                     });

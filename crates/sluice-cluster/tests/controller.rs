@@ -1,5 +1,6 @@
 //! Three controllers in one process on loopback: election, forwarding,
-//! failover, catch-up after restart and full restart.
+//! failover, catch-up after restart and full restart; a broker-only node
+//! joining as a learner; fencing of silent brokers.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +20,10 @@ struct Cluster {
     nodes: BTreeMap<u64, Controller>,
     /// Snapshot every this many entries and keep no log behind it (0 = defaults).
     snapshot_every: u64,
+    /// Broker-only nodes: cluster address and the address they join through.
+    learners: BTreeMap<u64, (String, String)>,
+    /// Broker session timeout (None = default).
+    session: Option<Duration>,
 }
 
 impl Cluster {
@@ -39,6 +44,8 @@ impl Cluster {
             voters,
             nodes: BTreeMap::new(),
             snapshot_every,
+            learners: BTreeMap::new(),
+            session: None,
         };
         for (id, l) in listeners {
             c.start_node(id, l).await;
@@ -53,12 +60,33 @@ impl Cluster {
             cfg.snapshot_every = self.snapshot_every;
             cfg.keep_logs_after_snapshot = 0;
         }
+        if let Some((addr, via)) = self.learners.get(&id) {
+            cfg.advertised = Some(addr.clone());
+            cfg.join = vec![via.clone()];
+        }
+        if let Some(session) = self.session {
+            cfg.broker_session_timeout = session;
+            cfg.broker_heartbeat_interval = session / 6;
+        }
         let node = Controller::start(cfg).await.expect("start controller");
         self.nodes.insert(id, node);
     }
 
+    /// Starts broker-only node `id`, joining through voter `via`.
+    async fn start_learner(&mut self, id: u64, via: u64) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        self.dirs
+            .insert(id, self._tmp.path().join(format!("n{id}")));
+        self.learners.insert(id, (addr, self.voters[&via].clone()));
+        self.start_node(id, l).await;
+    }
+
     async fn restart(&mut self, id: u64) {
-        let addr = self.voters[&id].clone();
+        let addr = match self.learners.get(&id) {
+            Some((a, _)) => a.clone(),
+            None => self.voters[&id].clone(),
+        };
         // The port was just released; rebinding it may need a few tries.
         let until = Instant::now() + DEADLINE;
         let l = loop {
@@ -288,6 +316,170 @@ async fn lagging_node_catches_up_from_snapshot() {
     c.leader().await;
     c.wait_all("twelve topics after full restart", |m| m.topics.len() == 12)
         .await;
+    for (_, n) in c.nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+/// A node outside the voters joins through a follower (redirected to the
+/// leader), applies the metadata, proposes through the leader, survives a
+/// restart without joining twice, and a voter id cannot join as a learner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_only_node_joins_as_a_learner() {
+    let mut c = Cluster::start(0).await;
+    let leader = c.leader().await;
+    let follower = *c.nodes.keys().find(|id| **id != leader).expect("follower");
+    assert_eq!(
+        c.nodes[&leader]
+            .propose(create("before", 1))
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
+    c.start_learner(4, follower).await;
+    c.wait_all("learner has the metadata", |m| {
+        m.topics.contains_key("before")
+    })
+    .await;
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let s = c.nodes[&leader].status();
+        if s.learners.contains_key(&4) {
+            assert_eq!(s.voters.len(), 3, "{s:?}");
+            assert!(!s.voters.contains_key(&4));
+            break;
+        }
+        assert!(Instant::now() < until, "4 never became a learner: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The learner proposes through the leader.
+    assert_eq!(
+        c.nodes[&4]
+            .propose(create("from-learner", 2))
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
+    c.wait_all("learner's topic everywhere", |m| {
+        m.topics.contains_key("from-learner")
+    })
+    .await;
+    // Down while a topic is created; back from its own files.
+    c.stop(4).await;
+    assert_eq!(
+        c.nodes[&leader]
+            .propose(create("while-down", 3))
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
+    c.restart(4).await;
+    c.wait_all("restarted learner caught up", |m| {
+        m.topics.contains_key("while-down")
+    })
+    .await;
+    // The learner never votes: the three voters still decide alone.
+    assert_eq!(c.nodes[&4].status().voters.len(), 3);
+
+    // A voter id asking to join is refused; a non-leader redirects.
+    let mut client =
+        sluice_cluster::network::PeerClient::new(c.voters[&leader].clone(), Duration::from_secs(2));
+    let reply: sluice_cluster::network::JoinReply = client
+        .call(
+            sluice_cluster::network::KIND_JOIN,
+            &sluice_cluster::network::JoinRequest {
+                id: follower,
+                addr: "127.0.0.1:1".into(),
+            },
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .expect("join call");
+    assert!(
+        matches!(reply, sluice_cluster::network::JoinReply::Refused(_)),
+        "{reply:?}"
+    );
+    let mut client = sluice_cluster::network::PeerClient::new(
+        c.voters[&follower].clone(),
+        Duration::from_secs(2),
+    );
+    let reply: sluice_cluster::network::JoinReply = client
+        .call(
+            sluice_cluster::network::KIND_JOIN,
+            &sluice_cluster::network::JoinRequest {
+                id: 7,
+                addr: "127.0.0.1:1".into(),
+            },
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .expect("join call");
+    assert_eq!(
+        reply,
+        sluice_cluster::network::JoinReply::ForwardToLeader(
+            Some(leader),
+            Some(c.voters[&leader].clone())
+        )
+    );
+    for (_, n) in c.nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+fn register(id: u64) -> MetadataCommand {
+    MetadataCommand::RegisterBroker {
+        id,
+        native_addr: format!("127.0.0.1:{}", 9000 + id),
+        cluster_addr: String::new(),
+        rack: None,
+    }
+}
+
+fn fenced(m: &ClusterMetadata, id: u64) -> Option<bool> {
+    m.brokers.get(&id).map(|b| b.fenced)
+}
+
+/// The leader fences a registered broker that sends no heartbeat (one that
+/// never runs, and a node that stops), and unfences the node once its
+/// heartbeats return; live nodes stay unfenced throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_brokers_are_fenced_and_unfenced_when_heard_again() {
+    let mut c = Cluster::start(0).await;
+    c.session = Some(Duration::from_millis(900));
+    for id in 1..=3 {
+        c.stop(id).await;
+        c.restart(id).await;
+    }
+    let leader = c.leader().await;
+    for id in [1, 2, 3, 9] {
+        assert_eq!(
+            c.nodes[&leader]
+                .propose(register(id))
+                .await
+                .expect("register"),
+            CommandResult::Ok
+        );
+    }
+    c.wait_all("ghost broker 9 fenced", |m| fenced(m, 9) == Some(true))
+        .await;
+    for id in 1..=3 {
+        assert_eq!(fenced(&c.nodes[&leader].metadata(), id), Some(false));
+    }
+    let quiet = *c.nodes.keys().find(|id| **id != leader).expect("follower");
+    c.stop(quiet).await;
+    c.wait_all("stopped node fenced", |m| fenced(m, quiet) == Some(true))
+        .await;
+    let live: Vec<u64> = c.nodes.keys().copied().collect();
+    c.wait_all("live nodes unfenced", |m| {
+        live.iter().all(|id| fenced(m, *id) == Some(false))
+    })
+    .await;
+    c.restart(quiet).await;
+    c.wait_all("restarted node unfenced", |m| {
+        fenced(m, quiet) == Some(false)
+    })
+    .await;
+    assert_eq!(fenced(&c.nodes[&leader].metadata(), 9), Some(true));
     for (_, n) in c.nodes {
         n.shutdown().await.expect("shutdown");
     }

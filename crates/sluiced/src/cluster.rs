@@ -286,12 +286,26 @@ impl ClusterNode {
             Some(a) => a.clone(),
             None => config.cluster_listen.to_string(),
         };
-        let cc = ControllerConfig::new(node_id, data_dir.join(CLUSTER_DIR), listener, voters);
+        let mut cc = ControllerConfig::new(node_id, data_dir.join(CLUSTER_DIR), listener, voters);
+        cc.join = config.join.clone();
+        cc.advertised = Some(cluster_addr.clone());
+        cc.broker_session_timeout = config.broker_session_timeout;
         let controller = Controller::start(cc)
             .await
             .map_err(|e| BrokerError::Controller(format!("cannot start: {e}")))?;
         let controller = Arc::new(controller);
-        let cid = cluster_id(&config.voters);
+        // A broker-only node may know no voters until it has joined: the id
+        // comes from the group's membership once known.
+        let cid_of = |c: &Controller| {
+            let voters: BTreeMap<u32, String> = c
+                .status()
+                .voters
+                .into_iter()
+                .map(|(id, a)| (node_u32(id), a))
+                .collect();
+            cluster_id(&voters)
+        };
+        let cid = cid_of(&controller);
 
         let first = controller.metadata();
         {
@@ -316,8 +330,10 @@ impl ClusterNode {
         // Reconcile each applied metadata, then publish it.
         let mut applied = controller.watch();
         let (b, s, node) = (Arc::clone(&broker), stop.clone(), config.node_id);
+        let c = Arc::clone(&controller);
         tasks.push(tokio::spawn(async move {
             loop {
+                let cid = cid_of(&c);
                 let meta = applied.borrow_and_update().clone();
                 let (b2, m2) = (Arc::clone(&b), Arc::clone(&meta));
                 if let Err(e) = tokio::task::spawn_blocking(move || reconcile(&b2, &m2)).await {
