@@ -360,9 +360,13 @@ impl Broker {
         (self.next_producer_id.fetch_add(1, Ordering::Relaxed), 0)
     }
 
-    /// Which broker coordinates `group`: a single node coordinates every group.
-    pub fn group_coordinator(&self, _group: &str) -> GroupCoordinator {
-        GroupCoordinator::Local
+    /// Which broker coordinates `group`: a single node coordinates every
+    /// group; in a cluster, see [`ClusterView::group_coordinator`].
+    pub fn group_coordinator(&self, group: &str) -> GroupCoordinator {
+        match self.cluster_view() {
+            Some(view) => view.group_coordinator(group),
+            None => GroupCoordinator::Local,
+        }
     }
 
     /// This broker's node id ([`SINGLE_NODE_ID`] when it runs alone).

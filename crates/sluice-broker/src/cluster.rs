@@ -15,7 +15,14 @@
 //!   alive (or that this broker leads but has not opened yet) answers
 //!   `LEADER_NOT_AVAILABLE` (see [`crate::Broker::leadership`]);
 //! - topic create, delete and auto-creation are proposed through the link
-//!   (the controller) and answered once applied on this broker.
+//!   (the controller) and answered once applied on this broker;
+//! - each consumer group has one coordinator among the controller voters
+//!   ([`ClusterView::group_coordinator`]): rendezvous hashing of the group
+//!   name over the voter ids, so every broker computes the same answer from
+//!   the metadata, and a broker-only node joining moves no group. Group
+//!   offsets live on the coordinator's broker until they are replicated
+//!   (issue 12); while that broker is fenced its groups answer
+//!   `COORDINATOR_NOT_AVAILABLE` rather than move to a broker without them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,6 +31,7 @@ use futures::future::BoxFuture;
 use sluice_protocol::ErrorCode;
 
 use crate::error::BrokerError;
+use crate::GroupCoordinator;
 
 /// Leader id reported for a partition without a live leader (-1 as an i32).
 pub const NO_LEADER: u32 = u32::MAX;
@@ -76,6 +84,22 @@ pub struct ClusterView {
     pub brokers: BTreeMap<u32, ViewBroker>,
     /// Topics by name.
     pub topics: HashMap<String, ViewTopic>,
+    /// Brokers that coordinate consumer groups (the controller voters).
+    pub coordinators: Vec<u32>,
+}
+
+/// Rendezvous weight of `group` on broker `id` (FNV-1a: stable everywhere).
+fn rendezvous(group: &str, id: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in group.as_bytes().iter().chain(id.to_be_bytes().iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // FNV's last bytes mix weakly: finish with a murmur3-style avalanche.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
 }
 
 impl ClusterView {
@@ -92,6 +116,34 @@ impl ClusterView {
     /// The partition's leader if it is alive.
     pub fn live_leader(&self, p: &ViewPartition) -> Option<u32> {
         p.leader.filter(|l| self.is_alive(*l))
+    }
+
+    /// The broker coordinating `group`: the coordinator with the highest
+    /// rendezvous weight; `Unavailable` if it is not alive (or none is known).
+    pub fn group_coordinator(&self, group: &str) -> GroupCoordinator {
+        let Some(id) = self
+            .coordinators
+            .iter()
+            .copied()
+            .max_by_key(|id| (rendezvous(group, *id), *id))
+        else {
+            return GroupCoordinator::Unavailable;
+        };
+        if id == self.node_id {
+            return if self.is_alive(id) {
+                GroupCoordinator::Local
+            } else {
+                GroupCoordinator::Unavailable
+            };
+        }
+        match self.brokers.get(&id) {
+            Some(b) if b.alive => GroupCoordinator::Remote {
+                node_id: id,
+                host: b.host.clone(),
+                port: b.port,
+            },
+            _ => GroupCoordinator::Unavailable,
+        }
     }
 
     /// Whether this broker may serve `topic`/`partition` as its leader:
@@ -194,7 +246,67 @@ mod tests {
                 },
             )]
             .into(),
+            coordinators: vec![1, 2, 3],
         }
+    }
+
+    #[test]
+    fn groups_spread_over_the_coordinators_and_follow_liveness() {
+        let mut v = view();
+        v.brokers.get_mut(&3).expect("3").alive = true;
+        let mut counts = BTreeMap::new();
+        for i in 0..300 {
+            let g = format!("group-{i}");
+            let c = v.group_coordinator(&g);
+            let id = match &c {
+                GroupCoordinator::Local => 1,
+                GroupCoordinator::Remote {
+                    node_id,
+                    host,
+                    port,
+                } => {
+                    assert_eq!(
+                        (host.as_str(), *port),
+                        ("127.0.0.1", 7000 + *node_id as u16)
+                    );
+                    *node_id
+                }
+                GroupCoordinator::Unavailable => panic!("{g} unavailable"),
+            };
+            *counts.entry(id).or_insert(0) += 1;
+            // Every broker computes the same coordinator.
+            let mut other = v.clone();
+            other.node_id = 2;
+            let seen_from_2 = match other.group_coordinator(&g) {
+                GroupCoordinator::Local => 2,
+                GroupCoordinator::Remote { node_id, .. } => node_id,
+                GroupCoordinator::Unavailable => 0,
+            };
+            assert_eq!(seen_from_2, id, "{g}");
+        }
+        for id in [1, 2, 3] {
+            assert!(counts[&id] > 60, "uneven: {counts:?}");
+        }
+        // A fenced coordinator's groups are unavailable, not moved; others stay.
+        v.brokers.get_mut(&3).expect("3").alive = false;
+        for i in 0..300 {
+            let g = format!("group-{i}");
+            let before = {
+                let mut up = v.clone();
+                up.brokers.get_mut(&3).expect("3").alive = true;
+                up.group_coordinator(&g)
+            };
+            let now = v.group_coordinator(&g);
+            match before {
+                GroupCoordinator::Remote { node_id: 3, .. } => {
+                    assert_eq!(now, GroupCoordinator::Unavailable)
+                }
+                other => assert_eq!(now, other),
+            }
+        }
+        // No coordinators known (a node that has not joined yet): unavailable.
+        v.coordinators.clear();
+        assert_eq!(v.group_coordinator("g"), GroupCoordinator::Unavailable);
     }
 
     #[test]

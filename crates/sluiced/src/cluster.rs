@@ -99,7 +99,12 @@ fn split_addr(addr: &str) -> (String, u16) {
 }
 
 /// The handlers' view of `meta` for node `node_id`.
-pub fn build_view(meta: &ClusterMetadata, node_id: u32, cluster_id: &str) -> ClusterView {
+pub fn build_view(
+    meta: &ClusterMetadata,
+    node_id: u32,
+    cluster_id: &str,
+    voters: &[u32],
+) -> ClusterView {
     let brokers = meta
         .brokers
         .values()
@@ -144,6 +149,7 @@ pub fn build_view(meta: &ClusterMetadata, node_id: u32, cluster_id: &str) -> Clu
         cluster_id: cluster_id.to_string(),
         brokers,
         topics,
+        coordinators: voters.to_vec(),
     }
 }
 
@@ -296,6 +302,7 @@ impl ClusterNode {
         let controller = Arc::new(controller);
         // A broker-only node may know no voters until it has joined: the id
         // comes from the group's membership once known.
+        // Group coordinators are the voters, too.
         let cid_of = |c: &Controller| {
             let voters: BTreeMap<u32, String> = c
                 .status()
@@ -303,9 +310,12 @@ impl ClusterNode {
                 .into_iter()
                 .map(|(id, a)| (node_u32(id), a))
                 .collect();
-            cluster_id(&voters)
+            (
+                cluster_id(&voters),
+                voters.keys().copied().collect::<Vec<u32>>(),
+            )
         };
-        let cid = cid_of(&controller);
+        let (cid, coordinators) = cid_of(&controller);
 
         let first = controller.metadata();
         {
@@ -314,7 +324,12 @@ impl ClusterNode {
                 .await
                 .map_err(|e| BrokerError::Controller(e.to_string()))?;
         }
-        let (view_tx, view_rx) = watch::channel(Arc::new(build_view(&first, config.node_id, &cid)));
+        let (view_tx, view_rx) = watch::channel(Arc::new(build_view(
+            &first,
+            config.node_id,
+            &cid,
+            &coordinators,
+        )));
         let (rec_tx, rec_rx) = watch::channel(first);
         let link = Arc::new(Link {
             controller: Arc::clone(&controller),
@@ -333,13 +348,13 @@ impl ClusterNode {
         let c = Arc::clone(&controller);
         tasks.push(tokio::spawn(async move {
             loop {
-                let cid = cid_of(&c);
+                let (cid, coordinators) = cid_of(&c);
                 let meta = applied.borrow_and_update().clone();
                 let (b2, m2) = (Arc::clone(&b), Arc::clone(&meta));
                 if let Err(e) = tokio::task::spawn_blocking(move || reconcile(&b2, &m2)).await {
                     tracing::error!(error = %e, "reconcile task failed");
                 }
-                let _ = view_tx.send(Arc::new(build_view(&meta, node, &cid)));
+                let _ = view_tx.send(Arc::new(build_view(&meta, node, &cid, &coordinators)));
                 let _ = rec_tx.send(meta);
                 tokio::select! {
                     _ = s.cancelled() => return,
@@ -758,7 +773,7 @@ mod tests {
             assignment: vec![vec![1], vec![2]],
             config: BTreeMap::new(),
         });
-        let v = build_view(&m, 1, "c");
+        let v = build_view(&m, 1, "c", &[1]);
         assert!(v.is_alive(1) && !v.is_alive(2));
         assert_eq!(v.brokers[&1].port, 7171);
         assert_eq!(v.leadership("t", 0), Ok(()));
