@@ -688,7 +688,9 @@ pub(crate) async fn list_offsets(
     if found.error != ErrorCode::None {
         if matches!(
             found.error,
-            ErrorCode::NotLeaderForPartition | ErrorCode::UnknownTopicOrPartition
+            ErrorCode::NotLeaderForPartition
+                | ErrorCode::LeaderNotAvailable
+                | ErrorCode::UnknownTopicOrPartition
         ) {
             cluster.invalidate(topic);
         }

@@ -1199,7 +1199,7 @@ impl Consumer {
                     }
                     continue;
                 }
-                ErrorCode::NotLeaderForPartition => {
+                ErrorCode::NotLeaderForPartition | ErrorCode::LeaderNotAvailable => {
                     self.cluster.invalidate(&p.topic);
                     p.backoff_until = Some(now + self.config.retry_backoff);
                     continue;

@@ -153,7 +153,11 @@ impl ClientError {
     pub(crate) fn needs_metadata_refresh(&self) -> bool {
         matches!(
             self.code(),
-            Some(ErrorCode::NotLeaderForPartition | ErrorCode::UnknownTopicOrPartition)
+            Some(
+                ErrorCode::NotLeaderForPartition
+                    | ErrorCode::LeaderNotAvailable
+                    | ErrorCode::UnknownTopicOrPartition
+            )
         ) || matches!(
             self,
             ClientError::Unreachable { .. } | ClientError::Disconnected { .. }
@@ -176,3 +180,25 @@ impl From<sluice_protocol::ProtocolError> for ClientError {
 
 /// Result alias for the client.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leadership_errors_refresh_metadata_and_are_retried() {
+        for code in [
+            ErrorCode::NotLeaderForPartition,
+            ErrorCode::LeaderNotAvailable,
+            ErrorCode::UnknownTopicOrPartition,
+        ] {
+            let e = ClientError::broker(code, "produce");
+            assert!(e.needs_metadata_refresh(), "{code:?}");
+        }
+        for code in [ErrorCode::LeaderNotAvailable, ErrorCode::NotLeaderForPartition] {
+            assert!(ClientError::broker(code, "produce").is_retriable(), "{code:?}");
+        }
+        let e = ClientError::broker(ErrorCode::InvalidRecord, "produce");
+        assert!(!e.needs_metadata_refresh() && !e.is_retriable());
+    }
+}
