@@ -195,8 +195,14 @@ mod tests {
             let e = ClientError::broker(code, "produce");
             assert!(e.needs_metadata_refresh(), "{code:?}");
         }
-        for code in [ErrorCode::LeaderNotAvailable, ErrorCode::NotLeaderForPartition] {
-            assert!(ClientError::broker(code, "produce").is_retriable(), "{code:?}");
+        for code in [
+            ErrorCode::LeaderNotAvailable,
+            ErrorCode::NotLeaderForPartition,
+        ] {
+            assert!(
+                ClientError::broker(code, "produce").is_retriable(),
+                "{code:?}"
+            );
         }
         let e = ClientError::broker(ErrorCode::InvalidRecord, "produce");
         assert!(!e.needs_metadata_refresh() && !e.is_retriable());

@@ -484,3 +484,56 @@ async fn silent_brokers_are_fenced_and_unfenced_when_heard_again() {
         n.shutdown().await.expect("shutdown");
     }
 }
+
+/// Garbage on the cluster listener closes that connection only: an unknown
+/// kind, an undecodable payload, a truncated frame and an oversized length
+/// each get the connection closed, and the group keeps committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_cluster_frames_close_only_their_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start(0).await;
+    let leader = c.leader().await;
+    let addr = c.voters[&leader].clone();
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    // Unknown kind 0x42 with a valid JSON payload.
+    frames.push([&2u32.to_be_bytes()[..], &[0x42], b"{}"].concat());
+    // Kind 4 (client write) whose payload is not a MetadataCommand.
+    frames.push([&5u32.to_be_bytes()[..], &[4], b"nope!"].concat());
+    // Kind 5 (join) with a payload of the wrong shape.
+    frames.push([&2u32.to_be_bytes()[..], &[5], b"[]"].concat());
+    // A length far past the frame limit.
+    frames.push([&u32::MAX.to_be_bytes()[..], &[1]].concat());
+    for (i, f) in frames.iter().enumerate() {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(f).await.expect("write");
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("frame {i}: connection not closed"))
+            .unwrap_or(0);
+        assert_eq!(n, 0, "frame {i}: got an answer instead of a close");
+    }
+    // A truncated frame: the peer goes away mid-frame.
+    {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(&[0, 0, 1, 0, 4, b'{']).await.expect("write");
+    }
+    assert_eq!(
+        c.nodes[&leader]
+            .propose(create("still-fine", 1))
+            .await
+            .expect("propose"),
+        CommandResult::Ok
+    );
+    c.wait_all("topic after garbage", |m| {
+        m.topics.contains_key("still-fine")
+    })
+    .await;
+    for (_, n) in c.nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
