@@ -494,15 +494,16 @@ async fn hostile_cluster_frames_close_only_their_connection() {
     let c = Cluster::start(0).await;
     let leader = c.leader().await;
     let addr = c.voters[&leader].clone();
-    let mut frames: Vec<Vec<u8>> = Vec::new();
-    // Unknown kind 0x42 with a valid JSON payload.
-    frames.push([&2u32.to_be_bytes()[..], &[0x42], b"{}"].concat());
-    // Kind 4 (client write) whose payload is not a MetadataCommand.
-    frames.push([&5u32.to_be_bytes()[..], &[4], b"nope!"].concat());
-    // Kind 5 (join) with a payload of the wrong shape.
-    frames.push([&2u32.to_be_bytes()[..], &[5], b"[]"].concat());
-    // A length far past the frame limit.
-    frames.push([&u32::MAX.to_be_bytes()[..], &[1]].concat());
+    let frames: Vec<Vec<u8>> = vec![
+        // Unknown kind 0x42 with a valid JSON payload.
+        [&2u32.to_be_bytes()[..], &[0x42], b"{}"].concat(),
+        // Kind 4 (client write) whose payload is not a MetadataCommand.
+        [&5u32.to_be_bytes()[..], &[4], b"nope!"].concat(),
+        // Kind 5 (join) with a payload of the wrong shape.
+        [&2u32.to_be_bytes()[..], &[5], b"[]"].concat(),
+        // A length far past the frame limit.
+        [&u32::MAX.to_be_bytes()[..], &[1]].concat(),
+    ];
     for (i, f) in frames.iter().enumerate() {
         let mut s = tokio::net::TcpStream::connect(&addr)
             .await
