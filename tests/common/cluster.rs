@@ -387,6 +387,8 @@ impl TestCluster {
         }
         let mut child = cmd
             .env("SLUICE_LOG", "info")
+            // A startup error is one line in the log, not an anyhow backtrace.
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(append_file(&n.log_path)))
