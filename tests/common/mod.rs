@@ -23,6 +23,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Socket read timeout of [`RawClient`]: no test waits longer for one response.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
+pub mod cluster;
 pub mod fixed_port;
 pub mod process;
 
