@@ -460,7 +460,11 @@ fn cluster_fields_are_documented() {
         .expect("group api conventions");
     let rest = &SPEC[conventions..];
     let section = &rest[..rest[4..].find("\n### ").map_or(rest.len(), |i| i + 4)];
-    for needle in ["`NOT_COORDINATOR`", "`COORDINATOR_NOT_AVAILABLE`", "ListGroups"] {
+    for needle in [
+        "`NOT_COORDINATOR`",
+        "`COORDINATOR_NOT_AVAILABLE`",
+        "ListGroups",
+    ] {
         assert!(section.contains(needle), "group conventions lack {needle}");
     }
 }
