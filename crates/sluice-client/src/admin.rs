@@ -765,3 +765,111 @@ pub(crate) fn commit_offset(offset: u64) -> Result<i64, ClientError> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::serve_fake;
+    use sluice_protocol::{
+        ApiVersionsResponse, ClusterBroker, DescribeClusterResponse, ListGroupsResponse,
+        SUPPORTED_APIS,
+    };
+
+    fn listing(ids: &[&str]) -> Response {
+        Response::ListGroups(ListGroupsResponse {
+            groups: ids
+                .iter()
+                .map(|g| GroupListing {
+                    group_id: g.to_string(),
+                    state: "Empty".into(),
+                    members: 0,
+                    generation: 0,
+                })
+                .collect(),
+        })
+    }
+
+    fn broker(node_id: u32, addr: std::net::SocketAddr, alive: bool) -> ClusterBroker {
+        ClusterBroker {
+            node_id,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            rack: None,
+            alive,
+        }
+    }
+
+    #[tokio::test]
+    async fn list_groups_merges_every_live_broker() {
+        let (b, b_seen) = serve_fake(Arc::new(|request, _| match request {
+            Request::ListGroups => listing(&["b1", "shared"]),
+            other => panic!("unexpected {other:?}"),
+        }))
+        .await;
+        // A fenced broker is not asked (nothing listens at its address).
+        let fenced: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (a, a_seen) = serve_fake(Arc::new(move |request, a| match request {
+            Request::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
+                apis: SUPPORTED_APIS.to_vec(),
+            }),
+            Request::DescribeCluster => Response::DescribeCluster(DescribeClusterResponse {
+                error: ErrorCode::None,
+                cluster_id: "c".into(),
+                controller_id: 0,
+                controller_epoch: 1,
+                brokers: vec![
+                    broker(0, a, true),
+                    broker(1, b, true),
+                    broker(2, fenced, false),
+                ],
+            }),
+            Request::ListGroups => listing(&["shared", "a1"]),
+            other => panic!("unexpected {other:?}"),
+        }))
+        .await;
+        let admin = Admin::connect(a.to_string()).await.unwrap();
+        let groups = admin.list_groups().await.unwrap();
+        let ids: Vec<&str> = groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(ids, ["a1", "b1", "shared"]);
+        // A was asked once, on the bootstrap connection (not a second one).
+        let a_seen = a_seen.lock().unwrap().clone();
+        assert_eq!(
+            a_seen,
+            [
+                ApiKey::ApiVersions,
+                ApiKey::DescribeCluster,
+                ApiKey::ListGroups
+            ]
+        );
+        assert_eq!(*b_seen.lock().unwrap(), [ApiKey::ListGroups]);
+    }
+
+    #[tokio::test]
+    async fn list_groups_of_a_single_broker_asks_only_it() {
+        let (a, a_seen) = serve_fake(Arc::new(move |request, a| match request {
+            Request::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
+                apis: SUPPORTED_APIS.to_vec(),
+            }),
+            Request::DescribeCluster => Response::DescribeCluster(DescribeClusterResponse {
+                error: ErrorCode::None,
+                cluster_id: "c".into(),
+                controller_id: 0,
+                controller_epoch: 0,
+                brokers: vec![broker(0, a, true)],
+            }),
+            Request::ListGroups => listing(&["z", "a"]),
+            other => panic!("unexpected {other:?}"),
+        }))
+        .await;
+        let admin = Admin::connect(a.to_string()).await.unwrap();
+        let ids: Vec<String> = admin
+            .list_groups()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.group_id)
+            .collect();
+        assert_eq!(ids, ["a", "z"]);
+        assert_eq!(a_seen.lock().unwrap().len(), 3);
+    }
+}

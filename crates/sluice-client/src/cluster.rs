@@ -442,7 +442,7 @@ async fn metadata_from(conn: &Connection, request: &Request) -> Result<MetadataR
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::BytesMut;
     use futures::StreamExt;
@@ -456,13 +456,15 @@ mod tests {
     use tokio::net::TcpListener;
     use tokio_util::codec::FramedRead;
 
-    /// A fake broker: lists `apis` in ApiVersions, names itself in
-    /// FindCoordinator, answers DescribeGroups with `group_error`; records
-    /// the api key of every request it gets.
-    async fn fake_broker(
-        apis: Vec<ApiVersionRange>,
-        group_error: ErrorCode,
-    ) -> (String, Arc<Mutex<Vec<ApiKey>>>) {
+    /// Answers one request of a fake broker listening on the given address.
+    pub(crate) type FakeHandler =
+        Arc<dyn Fn(Request, std::net::SocketAddr) -> Response + Send + Sync>;
+
+    /// A fake broker on 127.0.0.1 answering each request with `handler`;
+    /// records the api key of every request it gets.
+    pub(crate) async fn serve_fake(
+        handler: FakeHandler,
+    ) -> (std::net::SocketAddr, Arc<Mutex<Vec<ApiKey>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -474,40 +476,13 @@ mod tests {
                     return;
                 };
                 let (read, mut write) = stream.into_split();
-                let (apis, log) = (apis.clone(), Arc::clone(&log));
+                let (handler, log) = (Arc::clone(&handler), Arc::clone(&log));
                 tokio::spawn(async move {
                     let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
                     while let Some(Ok(payload)) = frames.next().await {
                         let (header, request) = decode_request(payload).expect("decodes");
                         lock(&log).push(request.api_key());
-                        let response = match request {
-                            Request::ApiVersions => {
-                                Response::ApiVersions(sluice_protocol::ApiVersionsResponse {
-                                    apis: apis.clone(),
-                                })
-                            }
-                            Request::FindCoordinator(_) => {
-                                Response::FindCoordinator(FindCoordinatorResponse {
-                                    error: ErrorCode::None,
-                                    node_id: 0,
-                                    host: addr.ip().to_string(),
-                                    port: addr.port(),
-                                })
-                            }
-                            Request::DescribeGroups(r) => {
-                                Response::DescribeGroups(DescribeGroupsResponse {
-                                    groups: vec![DescribedGroup {
-                                        error: group_error,
-                                        group_id: r.group_ids[0].clone(),
-                                        state: String::new(),
-                                        generation: 0,
-                                        members: Vec::new(),
-                                        offsets: Vec::new(),
-                                    }],
-                                })
-                            }
-                            other => panic!("unexpected {other:?}"),
-                        };
+                        let response = handler(request, addr);
                         let mut buf = BytesMut::new();
                         encode_response(header.correlation_id, &response, &mut buf);
                         if write.write_all(&buf).await.is_err() {
@@ -517,6 +492,38 @@ mod tests {
                 });
             }
         });
+        (addr, seen)
+    }
+
+    /// A fake broker: lists `apis` in ApiVersions, names itself in
+    /// FindCoordinator, answers DescribeGroups with `group_error`.
+    async fn fake_broker(
+        apis: Vec<ApiVersionRange>,
+        group_error: ErrorCode,
+    ) -> (String, Arc<Mutex<Vec<ApiKey>>>) {
+        let (addr, seen) = serve_fake(Arc::new(move |request, addr| match request {
+            Request::ApiVersions => {
+                Response::ApiVersions(sluice_protocol::ApiVersionsResponse { apis: apis.clone() })
+            }
+            Request::FindCoordinator(_) => Response::FindCoordinator(FindCoordinatorResponse {
+                error: ErrorCode::None,
+                node_id: 0,
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            }),
+            Request::DescribeGroups(r) => Response::DescribeGroups(DescribeGroupsResponse {
+                groups: vec![DescribedGroup {
+                    error: group_error,
+                    group_id: r.group_ids[0].clone(),
+                    state: String::new(),
+                    generation: 0,
+                    members: Vec::new(),
+                    offsets: Vec::new(),
+                }],
+            }),
+            other => panic!("unexpected {other:?}"),
+        }))
+        .await;
         (addr.to_string(), seen)
     }
 
