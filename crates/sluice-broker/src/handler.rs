@@ -1297,71 +1297,66 @@ fn list_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     Outcome::Respond(Response::ListGroups(ListGroupsResponse { groups }))
 }
 
+/// A DescribeGroups entry carrying only an error.
+fn undescribed(group_id: String, error: ErrorCode) -> DescribedGroup {
+    DescribedGroup {
+        error,
+        group_id,
+        state: String::new(),
+        generation: 0,
+        members: Vec::new(),
+        offsets: Vec::new(),
+    }
+}
+
 fn describe_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::DescribeGroups(DescribeGroupsRequest { group_ids }) = req else {
         return mismatched();
     };
     let groups = group_ids
         .into_iter()
-        .map(|group_id| match not_coordinator(ctx, &group_id) {
-            Some(error) => Err((group_id, error)),
-            None => Ok(group_id),
-        })
-        .map(|checked| match checked {
-            Err((group_id, error)) => DescribedGroup {
-                error,
+        .map(|group_id| {
+            if let Some(error) = not_coordinator(ctx, &group_id) {
+                return undescribed(group_id, error);
+            }
+            let info = match ctx.groups.describe(&group_id) {
+                Ok(info) => info,
+                Err(e) => return undescribed(group_id, group_error("describe group", &e)),
+            };
+            let d = info.description;
+            DescribedGroup {
+                error: ErrorCode::None,
                 group_id,
-                state: String::new(),
-                generation: 0,
-                members: Vec::new(),
-                offsets: Vec::new(),
-            },
-            Ok(group_id) => match ctx.groups.describe(&group_id) {
-                Ok(info) => {
-                    let d = info.description;
-                    DescribedGroup {
-                        error: ErrorCode::None,
-                        group_id,
-                        state: d.state.name().to_string(),
-                        generation: d.generation,
-                        members: d
-                            .members
-                            .into_iter()
-                            .map(|m| DescribedMember {
-                                member_id: m.member_id,
-                                client_id: m.client_id,
-                                topics: m.topics,
-                                assignment: to_wire(&m.assignment),
-                                revoking: to_wire(&m.revoking),
-                            })
-                            .collect(),
-                        offsets: info
-                            .partitions
-                            .into_iter()
-                            .map(|p| PartitionLag {
-                                topic: p.partition.topic,
-                                partition: p.partition.partition,
-                                committed_offset: p
-                                    .committed
-                                    .map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)),
-                                end_offset: p.end_offset,
-                                lag: p.lag,
-                                lag_ms: p
-                                    .lag_ms
-                                    .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-                            })
-                            .collect(),
-                    }
-                }
-                Err(e) => DescribedGroup {
-                    error: group_error("describe group", &e),
-                    group_id,
-                    state: String::new(),
-                    generation: 0,
-                    members: Vec::new(),
-                    offsets: Vec::new(),
-                },
-            },
+                state: d.state.name().to_string(),
+                generation: d.generation,
+                members: d
+                    .members
+                    .into_iter()
+                    .map(|m| DescribedMember {
+                        member_id: m.member_id,
+                        client_id: m.client_id,
+                        topics: m.topics,
+                        assignment: to_wire(&m.assignment),
+                        revoking: to_wire(&m.revoking),
+                    })
+                    .collect(),
+                offsets: info
+                    .partitions
+                    .into_iter()
+                    .map(|p| PartitionLag {
+                        topic: p.partition.topic,
+                        partition: p.partition.partition,
+                        committed_offset: p
+                            .committed
+                            .map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)),
+                        end_offset: p.end_offset,
+                        lag: p.lag,
+                        lag_ms: p
+                            .lag_ms
+                            .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                    })
+                    .collect(),
+            }
         })
         .collect();
     Outcome::Respond(Response::DescribeGroups(DescribeGroupsResponse { groups }))
@@ -1524,6 +1519,111 @@ pub(crate) mod tests {
                 ("missing".into(), 0, ErrorCode::UnknownTopicOrPartition),
             ]
         );
+    }
+
+    /// A cluster link with a fixed view that proposes nothing.
+    struct FixedView(Arc<ClusterView>);
+
+    impl crate::cluster::ClusterLink for FixedView {
+        fn view(&self) -> Arc<ClusterView> {
+            Arc::clone(&self.0)
+        }
+        fn controller(&self) -> ControllerInfo {
+            ControllerInfo {
+                leader: Some(0),
+                epoch: 1,
+            }
+        }
+        fn create_topic(&self, _: NewTopic) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn delete_topic(&self, _: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn add_partitions(&self, _: String, _: u32) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn alter_topic_config(
+            &self,
+            _: String,
+            _: Vec<(String, Option<String>)>,
+        ) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn allocate_producer_ids(&self, _: u64) -> BoxFuture<'static, Result<i64, BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+    }
+
+    fn coordinator_of(ctx: &Context, group: &str) -> FindCoordinatorResponse {
+        let req = Request::FindCoordinator(FindCoordinatorRequest {
+            group_id: group.into(),
+        });
+        match dispatch(ctx, &test_header(ApiKey::FindCoordinator as u16), req) {
+            Outcome::Respond(Response::FindCoordinator(r)) => r,
+            _ => panic!("FindCoordinator not answered"),
+        }
+    }
+
+    #[test]
+    fn find_coordinator_names_the_advertised_address_in_a_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_context(dir.path(), "127.0.0.1:7171".parse().unwrap());
+        // Alone: the address the client connected to.
+        let r = coordinator_of(&ctx, "g");
+        assert_eq!(
+            (r.error, r.node_id, r.host.as_str(), r.port),
+            (ErrorCode::None, SINGLE_NODE_ID, "127.0.0.1", 7171)
+        );
+        // In a cluster: this node's advertised address from the metadata.
+        let advertised = |host: &str, port| crate::cluster::ViewBroker {
+            id: SINGLE_NODE_ID,
+            host: host.into(),
+            port,
+            rack: None,
+            alive: true,
+        };
+        let mut view = ClusterView {
+            node_id: SINGLE_NODE_ID,
+            cluster_id: "c".into(),
+            ..ClusterView::default()
+        };
+        view.brokers
+            .insert(SINGLE_NODE_ID, advertised("broker-0.example", 9000));
+        ctx.broker
+            .attach_cluster(Arc::new(FixedView(Arc::new(view))));
+        let r = coordinator_of(&ctx, "g");
+        assert_eq!(
+            (r.error, r.node_id, r.host.as_str(), r.port),
+            (ErrorCode::None, SINGLE_NODE_ID, "broker-0.example", 9000)
+        );
+        // The rule decides; a remote coordinator is named as the rule says.
+        ctx.broker.set_group_coordinator(Box::new(|g| match g {
+            "g" => GroupCoordinator::Remote {
+                node_id: 4,
+                host: "broker-4.example".into(),
+                port: 9004,
+            },
+            _ => GroupCoordinator::Unavailable,
+        }));
+        let r = coordinator_of(&ctx, "g");
+        assert_eq!(
+            (r.error, r.node_id, r.host.as_str(), r.port),
+            (ErrorCode::None, 4, "broker-4.example", 9004)
+        );
+        let r = coordinator_of(&ctx, "h");
+        assert_eq!(
+            (r.error, r.node_id, r.host.as_str(), r.port),
+            (
+                ErrorCode::CoordinatorNotAvailable,
+                sluice_protocol::NO_COORDINATOR,
+                "",
+                0
+            )
+        );
+        // An invalid group id is refused before the rule is asked.
+        let r = coordinator_of(&ctx, "");
+        assert_eq!(r.error, ErrorCode::InvalidGroupId);
     }
 
     fn test_header(api_key: u16) -> RequestHeader {
