@@ -605,11 +605,12 @@ fn the_internal_offsets_topic_is_not_a_user_topic() {
     );
     // Still intact.
     assert_eq!(admin.committed("gi").len(), 1);
-    // ApiVersions advertises every group api, DeleteGroups, InitProducerId and DescribeCluster.
+    // ApiVersions advertises every group api, DeleteGroups, InitProducerId,
+    // DescribeCluster and FindCoordinator.
     match admin.call(&Request::ApiVersions) {
         Response::ApiVersions(v) => {
             let keys: Vec<u16> = v.apis.iter().map(|a| a.api_key).collect();
-            assert_eq!(keys, (0..=16).collect::<Vec<u16>>());
+            assert_eq!(keys, (0..=17).collect::<Vec<u16>>());
         }
         other => panic!("unexpected {other:?}"),
     }

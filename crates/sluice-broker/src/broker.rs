@@ -28,7 +28,7 @@
 //! millennia, so it is always a positive `i64`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -102,7 +102,12 @@ pub struct Broker {
     producer_ids: Mutex<(i64, i64)>,
     /// Topics whose auto-creation is being proposed to the controller.
     auto_creating: Mutex<std::collections::HashSet<String>>,
+    /// Which broker coordinates each group; `None`: this one coordinates every group.
+    coordinator_rule: RwLock<Option<GroupCoordinatorRule>>,
 }
+
+/// Decides which broker coordinates a group (see [`Broker::set_group_coordinator`]).
+pub type GroupCoordinatorRule = Box<dyn Fn(&str) -> GroupCoordinator + Send + Sync>;
 
 /// Where a consumer group's coordinator runs (see [`Broker::group_coordinator`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +347,7 @@ impl Broker {
             clustered: config.cluster.is_some(),
             producer_ids: Mutex::new((0, 0)),
             auto_creating: Mutex::new(std::collections::HashSet::new()),
+            coordinator_rule: RwLock::new(None),
         })
     }
 
@@ -360,13 +366,35 @@ impl Broker {
         (self.next_producer_id.fetch_add(1, Ordering::Relaxed), 0)
     }
 
-    /// Which broker coordinates `group`: a single node coordinates every
-    /// group; in a cluster, see [`ClusterView::group_coordinator`].
+    /// Which broker coordinates `group`: the rule set with
+    /// [`Broker::set_group_coordinator`] if any, else the cluster's
+    /// ([`ClusterView::group_coordinator`]), else this one (a single node
+    /// coordinates every group).
     pub fn group_coordinator(&self, group: &str) -> GroupCoordinator {
+        {
+            let rule = self
+                .coordinator_rule
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(rule) = rule.as_ref() {
+                return rule(group);
+            }
+        }
         match self.cluster_view() {
             Some(view) => view.group_coordinator(group),
             None => GroupCoordinator::Local,
         }
+    }
+
+    /// Sets the rule that decides which broker coordinates each group (the
+    /// binary wires the cluster's rule at start-up; a later call replaces
+    /// it). The rule runs on every group request and FindCoordinator, so it
+    /// must be quick and must not call back into this method.
+    pub fn set_group_coordinator(&self, rule: Box<dyn Fn(&str) -> GroupCoordinator + Send + Sync>) {
+        *self
+            .coordinator_rule
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(rule);
     }
 
     /// This broker's node id ([`SINGLE_NODE_ID`] when it runs alone).

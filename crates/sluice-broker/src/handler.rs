@@ -55,6 +55,14 @@
 //!   OffsetFetch answers -1 for partitions without a committed offset (no
 //!   error, as Kafka does). DescribeGroups reports, for a partition without a
 //!   committed offset, `lag = end - log start` and `lag_ms = -1`.
+//! - Each group has one coordinator ([`Broker::group_coordinator`]).
+//!   FindCoordinator names it: this broker (its node id and advertised
+//!   address, or the address the client connected to when it runs alone),
+//!   another broker, or `COORDINATOR_NOT_AVAILABLE`. JoinGroup, Heartbeat,
+//!   LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups and DeleteGroups
+//!   for a group coordinated elsewhere answer `NOT_COORDINATOR` (or
+//!   `COORDINATOR_NOT_AVAILABLE`) before touching any group state.
+//!   ListGroups lists only the groups this broker coordinates.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,10 +75,11 @@ use sluice_protocol::{
     CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DeletedGroup, DescribeClusterResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, DescribedGroup, DescribedMember, ErrorCode, FetchPartitionResponse,
-    FetchRequest, FetchResponse, FetchTopicResponse, HeartbeatRequest, HeartbeatResponse,
-    InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ListOffsetsTopicResponse, ListedGroup, MetadataRequest, MetadataResponse,
+    FetchRequest, FetchResponse, FetchTopicResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, InitProducerIdResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopicResponse, ListedGroup, MetadataRequest, MetadataResponse,
     OffsetCommitPartitionResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetCommitTopicResponse, OffsetFetchPartitionResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetFetchTopicResponse, PartitionLag, PartitionMetadata,
@@ -80,8 +89,8 @@ use sluice_protocol::{
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{
-    Broker, FetchParams, FetchResult, FetchTarget, TopicDescription, SINGLE_NODE_CLUSTER_ID,
-    SINGLE_NODE_ID,
+    Broker, FetchParams, FetchResult, FetchTarget, GroupCoordinator, TopicDescription,
+    SINGLE_NODE_CLUSTER_ID, SINGLE_NODE_ID,
 };
 use crate::cluster::{ClusterView, ControllerInfo, NewTopic, NO_LEADER};
 use crate::codes::WireCode;
@@ -135,6 +144,7 @@ pub const HANDLERS: &[(ApiKey, Handler)] = &[
     (ApiKey::DeleteGroups, delete_groups),
     (ApiKey::InitProducerId, init_producer_id),
     (ApiKey::DescribeCluster, describe_cluster),
+    (ApiKey::FindCoordinator, find_coordinator),
 ];
 
 /// The handler of an api key, if the broker serves it.
@@ -870,6 +880,70 @@ fn group_error(what: &str, e: &GroupError) -> ErrorCode {
     e.code()
 }
 
+/// `NOT_COORDINATOR` (another broker coordinates `group`) or
+/// `COORDINATOR_NOT_AVAILABLE` (its coordinator is down); `None` when this
+/// broker coordinates it.
+fn not_coordinator(ctx: &Context, group: &str) -> Option<ErrorCode> {
+    match ctx.broker.group_coordinator(group) {
+        GroupCoordinator::Local => None,
+        GroupCoordinator::Remote { .. } => Some(ErrorCode::NotCoordinator),
+        GroupCoordinator::Unavailable => Some(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+fn find_coordinator(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::FindCoordinator(FindCoordinatorRequest { group_id }) = req else {
+        return mismatched();
+    };
+    let failed = |error| {
+        Outcome::Respond(Response::FindCoordinator(FindCoordinatorResponse {
+            error,
+            node_id: sluice_protocol::NO_COORDINATOR,
+            host: String::new(),
+            port: 0,
+        }))
+    };
+    if let Err(e) = sluice_group::error::validate_group_id(&group_id) {
+        return failed(e.code());
+    }
+    let (node_id, host, port) = match ctx.broker.group_coordinator(&group_id) {
+        GroupCoordinator::Local => {
+            let node_id = ctx.broker.node_id();
+            // The advertised address when the cluster metadata has one, else
+            // the address this client reached.
+            let advertised = ctx.broker.cluster_view().and_then(|v| {
+                v.brokers
+                    .get(&node_id)
+                    .filter(|b| b.port != 0 && !is_unspecified(&b.host))
+                    .map(|b| (b.host.clone(), b.port))
+            });
+            let (host, port) = advertised
+                .unwrap_or_else(|| (ctx.local_addr.ip().to_string(), ctx.local_addr.port()));
+            (node_id, host, port)
+        }
+        GroupCoordinator::Remote {
+            node_id,
+            host,
+            port,
+        } => (node_id, host, port),
+        GroupCoordinator::Unavailable => return failed(ErrorCode::CoordinatorNotAvailable),
+    };
+    Outcome::Respond(Response::FindCoordinator(FindCoordinatorResponse {
+        error: ErrorCode::None,
+        node_id,
+        host,
+        port,
+    }))
+}
+
+/// True for an empty host or an unspecified IP (0.0.0.0, ::).
+fn is_unspecified(host: &str) -> bool {
+    host.is_empty()
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+}
+
 fn join_group(ctx: &Context, client_id: &str, req: Request) -> Outcome {
     let Request::JoinGroup(JoinGroupRequest {
         group_id,
@@ -882,6 +956,16 @@ fn join_group(ctx: &Context, client_id: &str, req: Request) -> Outcome {
     else {
         return mismatched();
     };
+    if let Some(error) = not_coordinator(ctx, &group_id) {
+        return Outcome::Respond(Response::JoinGroup(JoinGroupResponse {
+            error,
+            member_id: String::new(),
+            generation: 0,
+            heartbeat_interval_ms: 0,
+            assignment: Vec::new(),
+            revoke: Vec::new(),
+        }));
+    }
     let r = ctx.groups.join(
         &group_id,
         JoinRequest {
@@ -943,6 +1027,15 @@ fn heartbeat(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     else {
         return mismatched();
     };
+    if let Some(error) = not_coordinator(ctx, &group_id) {
+        return Outcome::Respond(Response::Heartbeat(HeartbeatResponse {
+            error,
+            generation: 0,
+            heartbeat_interval_ms: 0,
+            assignment: Vec::new(),
+            revoke: Vec::new(),
+        }));
+    }
     // The pairs are expanded by `Groups::heartbeat`, after the member check.
     let max_wait = Duration::from_millis(u64::from(max_wait_ms));
     match ctx
@@ -977,6 +1070,9 @@ fn leave_group(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     else {
         return mismatched();
     };
+    if let Some(error) = not_coordinator(ctx, &group_id) {
+        return Outcome::Respond(Response::LeaveGroup(LeaveGroupResponse { error }));
+    }
     let error = match ctx.groups.leave(&group_id, &member_id) {
         Ok(()) => ErrorCode::None,
         Err(e) => group_error("leave", &e),
@@ -1016,6 +1112,16 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     else {
         return mismatched();
     };
+    if let Some(error) = not_coordinator(ctx, &group_id) {
+        let shape = topics
+            .into_iter()
+            .map(|t| {
+                let parts = t.partitions.iter().map(|p| (p.partition, None)).collect();
+                (t.name, parts)
+            })
+            .collect();
+        return Outcome::Respond(commit_response(shape, error));
+    }
     // Shape of the answer, with UNKNOWN_TOPIC_OR_PARTITION filled in now and
     // `None` for the partitions that go through the fenced commit.
     let mut shape: CommitShape = Vec::with_capacity(topics.len());
@@ -1077,6 +1183,12 @@ fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::OffsetFetch(OffsetFetchRequest { group_id, topics }) = req else {
         return mismatched();
     };
+    if let Some(error) = not_coordinator(ctx, &group_id) {
+        return Outcome::Respond(Response::OffsetFetch(OffsetFetchResponse {
+            error,
+            topics: Vec::new(),
+        }));
+    }
     if let Err(e) = sluice_group::error::validate_group_id(&group_id) {
         return Outcome::Respond(Response::OffsetFetch(OffsetFetchResponse {
             error: e.code(),
@@ -1168,10 +1280,13 @@ fn list_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::ListGroups = req else {
         return mismatched();
     };
+    // Only the groups this broker coordinates (state may linger for a group
+    // whose coordinator moved; its new coordinator lists it).
     let groups = ctx
         .groups
         .list_groups()
         .into_iter()
+        .filter(|g| not_coordinator(ctx, &g.group).is_none())
         .map(|g| ListedGroup {
             group_id: g.group,
             state: g.state.name().to_string(),
@@ -1182,57 +1297,66 @@ fn list_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     Outcome::Respond(Response::ListGroups(ListGroupsResponse { groups }))
 }
 
+/// A DescribeGroups entry carrying only an error.
+fn undescribed(group_id: String, error: ErrorCode) -> DescribedGroup {
+    DescribedGroup {
+        error,
+        group_id,
+        state: String::new(),
+        generation: 0,
+        members: Vec::new(),
+        offsets: Vec::new(),
+    }
+}
+
 fn describe_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::DescribeGroups(DescribeGroupsRequest { group_ids }) = req else {
         return mismatched();
     };
     let groups = group_ids
         .into_iter()
-        .map(|group_id| match ctx.groups.describe(&group_id) {
-            Ok(info) => {
-                let d = info.description;
-                DescribedGroup {
-                    error: ErrorCode::None,
-                    group_id,
-                    state: d.state.name().to_string(),
-                    generation: d.generation,
-                    members: d
-                        .members
-                        .into_iter()
-                        .map(|m| DescribedMember {
-                            member_id: m.member_id,
-                            client_id: m.client_id,
-                            topics: m.topics,
-                            assignment: to_wire(&m.assignment),
-                            revoking: to_wire(&m.revoking),
-                        })
-                        .collect(),
-                    offsets: info
-                        .partitions
-                        .into_iter()
-                        .map(|p| PartitionLag {
-                            topic: p.partition.topic,
-                            partition: p.partition.partition,
-                            committed_offset: p
-                                .committed
-                                .map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)),
-                            end_offset: p.end_offset,
-                            lag: p.lag,
-                            lag_ms: p
-                                .lag_ms
-                                .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-                        })
-                        .collect(),
-                }
+        .map(|group_id| {
+            if let Some(error) = not_coordinator(ctx, &group_id) {
+                return undescribed(group_id, error);
             }
-            Err(e) => DescribedGroup {
-                error: group_error("describe group", &e),
+            let info = match ctx.groups.describe(&group_id) {
+                Ok(info) => info,
+                Err(e) => return undescribed(group_id, group_error("describe group", &e)),
+            };
+            let d = info.description;
+            DescribedGroup {
+                error: ErrorCode::None,
                 group_id,
-                state: String::new(),
-                generation: 0,
-                members: Vec::new(),
-                offsets: Vec::new(),
-            },
+                state: d.state.name().to_string(),
+                generation: d.generation,
+                members: d
+                    .members
+                    .into_iter()
+                    .map(|m| DescribedMember {
+                        member_id: m.member_id,
+                        client_id: m.client_id,
+                        topics: m.topics,
+                        assignment: to_wire(&m.assignment),
+                        revoking: to_wire(&m.revoking),
+                    })
+                    .collect(),
+                offsets: info
+                    .partitions
+                    .into_iter()
+                    .map(|p| PartitionLag {
+                        topic: p.partition.topic,
+                        partition: p.partition.partition,
+                        committed_offset: p
+                            .committed
+                            .map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)),
+                        end_offset: p.end_offset,
+                        lag: p.lag,
+                        lag_ms: p
+                            .lag_ms
+                            .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                    })
+                    .collect(),
+            }
         })
         .collect();
     Outcome::Respond(Response::DescribeGroups(DescribeGroupsResponse { groups }))
@@ -1242,13 +1366,25 @@ fn delete_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::DeleteGroups(DeleteGroupsRequest { group_ids }) = req else {
         return mismatched();
     };
+    // Decided now, on the request path: groups coordinated elsewhere are
+    // answered without being touched.
+    let group_ids: Vec<(String, Option<ErrorCode>)> = group_ids
+        .into_iter()
+        .map(|g| {
+            let refused = not_coordinator(ctx, &g);
+            (g, refused)
+        })
+        .collect();
     let groups = Arc::clone(&ctx.groups);
     // Each delete fsyncs its tombstones: off the runtime.
     Outcome::Deferred(Box::pin(async move {
         let r = tokio::task::spawn_blocking(move || {
             group_ids
                 .into_iter()
-                .map(|group_id| {
+                .map(|(group_id, refused)| {
+                    if let Some(error) = refused {
+                        return DeletedGroup { group_id, error };
+                    }
                     let error = match groups.delete_group(&group_id) {
                         Ok(n) => {
                             tracing::info!(group = %group_id, offsets = n, "deleted group");
@@ -1383,6 +1519,111 @@ pub(crate) mod tests {
                 ("missing".into(), 0, ErrorCode::UnknownTopicOrPartition),
             ]
         );
+    }
+
+    /// A cluster link with a fixed view that proposes nothing.
+    struct FixedView(Arc<ClusterView>);
+
+    impl crate::cluster::ClusterLink for FixedView {
+        fn view(&self) -> Arc<ClusterView> {
+            Arc::clone(&self.0)
+        }
+        fn controller(&self) -> ControllerInfo {
+            ControllerInfo {
+                leader: Some(0),
+                epoch: 1,
+            }
+        }
+        fn create_topic(&self, _: NewTopic) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn delete_topic(&self, _: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn add_partitions(&self, _: String, _: u32) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn alter_topic_config(
+            &self,
+            _: String,
+            _: Vec<(String, Option<String>)>,
+        ) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn allocate_producer_ids(&self, _: u64) -> BoxFuture<'static, Result<i64, BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+    }
+
+    fn coordinator_of(ctx: &Context, group: &str) -> FindCoordinatorResponse {
+        let req = Request::FindCoordinator(FindCoordinatorRequest {
+            group_id: group.into(),
+        });
+        match dispatch(ctx, &test_header(ApiKey::FindCoordinator as u16), req) {
+            Outcome::Respond(Response::FindCoordinator(r)) => r,
+            _ => panic!("FindCoordinator not answered"),
+        }
+    }
+
+    #[test]
+    fn find_coordinator_names_the_advertised_address_in_a_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_context(dir.path(), "127.0.0.1:7171".parse().unwrap());
+        // Alone: the address the client connected to.
+        let r = coordinator_of(&ctx, "g");
+        assert_eq!(
+            (r.error, r.node_id, r.host.as_str(), r.port),
+            (ErrorCode::None, SINGLE_NODE_ID, "127.0.0.1", 7171)
+        );
+        // In a cluster: this node's advertised address from the metadata.
+        let advertised = |host: &str, port| crate::cluster::ViewBroker {
+            id: SINGLE_NODE_ID,
+            host: host.into(),
+            port,
+            rack: None,
+            alive: true,
+        };
+        let mut view = ClusterView {
+            node_id: SINGLE_NODE_ID,
+            cluster_id: "c".into(),
+            ..ClusterView::default()
+        };
+        view.brokers
+            .insert(SINGLE_NODE_ID, advertised("broker-0.example", 9000));
+        ctx.broker
+            .attach_cluster(Arc::new(FixedView(Arc::new(view))));
+        let r = coordinator_of(&ctx, "g");
+        assert_eq!(
+            (r.error, r.node_id, r.host.as_str(), r.port),
+            (ErrorCode::None, SINGLE_NODE_ID, "broker-0.example", 9000)
+        );
+        // The rule decides; a remote coordinator is named as the rule says.
+        ctx.broker.set_group_coordinator(Box::new(|g| match g {
+            "g" => GroupCoordinator::Remote {
+                node_id: 4,
+                host: "broker-4.example".into(),
+                port: 9004,
+            },
+            _ => GroupCoordinator::Unavailable,
+        }));
+        let r = coordinator_of(&ctx, "g");
+        assert_eq!(
+            (r.error, r.node_id, r.host.as_str(), r.port),
+            (ErrorCode::None, 4, "broker-4.example", 9004)
+        );
+        let r = coordinator_of(&ctx, "h");
+        assert_eq!(
+            (r.error, r.node_id, r.host.as_str(), r.port),
+            (
+                ErrorCode::CoordinatorNotAvailable,
+                sluice_protocol::NO_COORDINATOR,
+                "",
+                0
+            )
+        );
+        // An invalid group id is refused before the rule is asked.
+        let r = coordinator_of(&ctx, "");
+        assert_eq!(r.error, ErrorCode::InvalidGroupId);
     }
 
     fn test_header(api_key: u16) -> RequestHeader {

@@ -43,8 +43,8 @@ pub mod topics;
 
 pub use broker::{
     Acks, Appended, Broker, FetchParams, FetchResult, FetchTarget, FetchedData, GroupCoordinator,
-    OffsetSpec, PartitionDescription, PreparedFetch, TopicDescription, SINGLE_NODE_CLUSTER_ID,
-    SINGLE_NODE_ID,
+    GroupCoordinatorRule, OffsetSpec, PartitionDescription, PreparedFetch, TopicDescription,
+    SINGLE_NODE_CLUSTER_ID, SINGLE_NODE_ID,
 };
 pub use cluster::{ClusterLink, ClusterView};
 pub use config::{BrokerConfig, Cli, ClusterConfig, ConfigLayer, FlushMode, TopicDefaults};

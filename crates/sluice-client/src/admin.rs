@@ -407,19 +407,49 @@ impl Admin {
 
 impl Admin {
     /// Every consumer group with members or committed offsets, sorted by id.
+    ///
+    /// Each broker lists only the groups it coordinates, so in a cluster
+    /// (DescribeCluster names more than one broker) every live broker is
+    /// asked and the answers merged; a broker that does not answer fails
+    /// the listing (its groups would be missing).
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
-        let response = match self
-            .cluster
-            .bootstrap()
-            .request(&Request::ListGroups)
-            .await?
-        {
-            Response::ListGroups(r) => r,
-            other => return Err(unexpected("ListGroups", other)),
-        };
-        let mut groups = response.groups;
+        let bootstrap = self.cluster.bootstrap().clone();
+        let mut conns = vec![bootstrap.clone()];
+        if bootstrap.advertises(ApiKey::DescribeCluster).await? {
+            if let Response::DescribeCluster(c) =
+                bootstrap.request(&Request::DescribeCluster).await?
+            {
+                if c.error == ErrorCode::None && c.brokers.len() > 1 {
+                    conns = c
+                        .brokers
+                        .iter()
+                        .filter(|b| b.alive)
+                        .map(|b| self.cluster.broker_at(b.node_id, &b.host, b.port))
+                        .collect();
+                }
+            }
+        }
+        let mut groups: Vec<GroupListing> = Vec::new();
+        for conn in conns {
+            let response = match conn.request(&Request::ListGroups).await? {
+                Response::ListGroups(r) => r,
+                other => return Err(unexpected("ListGroups", other)),
+            };
+            for g in response.groups {
+                if !groups.iter().any(|x| x.group_id == g.group_id) {
+                    groups.push(g);
+                }
+            }
+        }
         groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         Ok(groups)
+    }
+
+    /// Sends a request naming `group_id` to the group's coordinator (see
+    /// [`Cluster::group_request`]).
+    async fn group_request(&self, group_id: &str, request: &Request) -> Result<Response> {
+        let timeout = self.cluster.config().request_timeout;
+        self.cluster.group_request(group_id, request, timeout).await
     }
 
     /// Members, assignments, committed offsets and lag of one group
@@ -428,7 +458,7 @@ impl Admin {
         let request = Request::DescribeGroups(DescribeGroupsRequest {
             group_ids: vec![group_id.to_string()],
         });
-        let response = match self.cluster.bootstrap().request(&request).await? {
+        let response = match self.group_request(group_id, &request).await? {
             Response::DescribeGroups(r) => r,
             other => return Err(unexpected("DescribeGroups", other)),
         };
@@ -450,7 +480,7 @@ impl Admin {
         let request = Request::DeleteGroups(DeleteGroupsRequest {
             group_ids: vec![group_id.to_string()],
         });
-        let response = match self.cluster.bootstrap().request(&request).await? {
+        let response = match self.group_request(group_id, &request).await? {
             Response::DeleteGroups(r) => r,
             other => return Err(unexpected("DeleteGroups", other)),
         };
@@ -471,7 +501,7 @@ impl Admin {
             group_id: group_id.to_string(),
             topics: Vec::new(),
         });
-        let response = match self.cluster.bootstrap().request(&request).await? {
+        let response = match self.group_request(group_id, &request).await? {
             Response::OffsetFetch(r) => r,
             other => return Err(unexpected("OffsetFetch", other)),
         };
@@ -586,7 +616,7 @@ impl Admin {
                 })
                 .collect::<Result<_, ClientError>>()?,
         });
-        let response = match self.cluster.bootstrap().request(&request).await? {
+        let response = match self.group_request(group_id, &request).await? {
             Response::OffsetCommit(r) => r,
             other => return Err(unexpected("OffsetCommit", other)),
         };
@@ -624,7 +654,8 @@ pub(crate) async fn committed_offsets(
         group_id: group_id.to_string(),
         topics: TopicPartitions::from_pairs(partitions.iter().map(|(t, p)| (t.as_str(), *p))),
     });
-    let response = match cluster.bootstrap().request(&request).await? {
+    let timeout = cluster.config().request_timeout;
+    let response = match cluster.group_request(group_id, &request, timeout).await? {
         Response::OffsetFetch(r) => r,
         other => return Err(unexpected("OffsetFetch", other)),
     };
@@ -735,4 +766,112 @@ pub(crate) fn commit_offset(offset: u64) -> Result<i64, ClientError> {
             format!("commit offset {offset} (above i64::MAX)"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::serve_fake;
+    use sluice_protocol::{
+        ApiVersionsResponse, ClusterBroker, DescribeClusterResponse, ListGroupsResponse,
+        SUPPORTED_APIS,
+    };
+
+    fn listing(ids: &[&str]) -> Response {
+        Response::ListGroups(ListGroupsResponse {
+            groups: ids
+                .iter()
+                .map(|g| GroupListing {
+                    group_id: g.to_string(),
+                    state: "Empty".into(),
+                    members: 0,
+                    generation: 0,
+                })
+                .collect(),
+        })
+    }
+
+    fn broker(node_id: u32, addr: std::net::SocketAddr, alive: bool) -> ClusterBroker {
+        ClusterBroker {
+            node_id,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            rack: None,
+            alive,
+        }
+    }
+
+    #[tokio::test]
+    async fn list_groups_merges_every_live_broker() {
+        let (b, b_seen) = serve_fake(Arc::new(|request, _| match request {
+            Request::ListGroups => listing(&["b1", "shared"]),
+            other => panic!("unexpected {other:?}"),
+        }))
+        .await;
+        // A fenced broker is not asked (nothing listens at its address).
+        let fenced: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (a, a_seen) = serve_fake(Arc::new(move |request, a| match request {
+            Request::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
+                apis: SUPPORTED_APIS.to_vec(),
+            }),
+            Request::DescribeCluster => Response::DescribeCluster(DescribeClusterResponse {
+                error: ErrorCode::None,
+                cluster_id: "c".into(),
+                controller_id: 0,
+                controller_epoch: 1,
+                brokers: vec![
+                    broker(0, a, true),
+                    broker(1, b, true),
+                    broker(2, fenced, false),
+                ],
+            }),
+            Request::ListGroups => listing(&["shared", "a1"]),
+            other => panic!("unexpected {other:?}"),
+        }))
+        .await;
+        let admin = Admin::connect(a.to_string()).await.unwrap();
+        let groups = admin.list_groups().await.unwrap();
+        let ids: Vec<&str> = groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(ids, ["a1", "b1", "shared"]);
+        // A was asked once, on the bootstrap connection (not a second one).
+        let a_seen = a_seen.lock().unwrap().clone();
+        assert_eq!(
+            a_seen,
+            [
+                ApiKey::ApiVersions,
+                ApiKey::DescribeCluster,
+                ApiKey::ListGroups
+            ]
+        );
+        assert_eq!(*b_seen.lock().unwrap(), [ApiKey::ListGroups]);
+    }
+
+    #[tokio::test]
+    async fn list_groups_of_a_single_broker_asks_only_it() {
+        let (a, a_seen) = serve_fake(Arc::new(move |request, a| match request {
+            Request::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
+                apis: SUPPORTED_APIS.to_vec(),
+            }),
+            Request::DescribeCluster => Response::DescribeCluster(DescribeClusterResponse {
+                error: ErrorCode::None,
+                cluster_id: "c".into(),
+                controller_id: 0,
+                controller_epoch: 0,
+                brokers: vec![broker(0, a, true)],
+            }),
+            Request::ListGroups => listing(&["z", "a"]),
+            other => panic!("unexpected {other:?}"),
+        }))
+        .await;
+        let admin = Admin::connect(a.to_string()).await.unwrap();
+        let ids: Vec<String> = admin
+            .list_groups()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.group_id)
+            .collect();
+        assert_eq!(ids, ["a", "z"]);
+        assert_eq!(a_seen.lock().unwrap().len(), 3);
+    }
 }

@@ -6,12 +6,23 @@
 //! leader's connection fails. Today there is one broker, so every route ends
 //! at the bootstrap connection; the routing is real so that several brokers
 //! need no client change.
+//!
+//! Consumer groups: each group has one coordinator broker. The client asks
+//! the bootstrap broker with FindCoordinator (key 17) and caches the answer
+//! per group; a broker that does not list key 17 in ApiVersions coordinates
+//! every group itself, so its bootstrap connection is used. A group request
+//! answered `NOT_COORDINATOR` or `COORDINATOR_NOT_AVAILABLE` (or whose
+//! coordinator cannot be reached) forgets the cached coordinator, waits
+//! (exponential backoff) and is sent again to the coordinator found anew,
+//! at most [`COORDINATOR_ATTEMPTS`] times (see [`Cluster::group_request`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_protocol::{ErrorCode, MetadataRequest, MetadataResponse, Request, Response};
+use sluice_protocol::{
+    ApiKey, ErrorCode, FindCoordinatorRequest, MetadataRequest, MetadataResponse, Request, Response,
+};
 
 use crate::config::ClientConfig;
 use crate::connection::Connection;
@@ -33,6 +44,8 @@ struct State {
     topics: FastMap<String, TopicRoute>,
     /// Topics the broker said do not exist, and when (to avoid asking in a tight loop).
     missing: HashMap<String, Instant>,
+    /// Group id -> the connection to its coordinator, as last found.
+    coordinators: HashMap<String, Connection>,
 }
 
 /// Shared routing state of one client (producer, consumer or admin).
@@ -48,6 +61,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// How long a "topic does not exist" answer is trusted before asking again.
 const MISSING_TTL: Duration = Duration::from_millis(100);
+
+/// How many times [`Cluster::group_request`] sends a request (each time to
+/// the coordinator found anew) while the answer is `NOT_COORDINATOR` or
+/// `COORDINATOR_NOT_AVAILABLE`, or the coordinator cannot be reached.
+pub(crate) const COORDINATOR_ATTEMPTS: u32 = 8;
+
+/// First wait before looking a coordinator up again; doubles each attempt.
+const COORDINATOR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Longest wait between two coordinator look-ups.
+const COORDINATOR_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The coordinator error a group response carries, if any (for a request
+/// naming one group: the first such code found).
+fn coordinator_error(response: &Response) -> Option<ErrorCode> {
+    let is = |c: &ErrorCode| {
+        matches!(
+            c,
+            ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable
+        )
+    };
+    match response {
+        Response::JoinGroup(r) => Some(r.error),
+        Response::Heartbeat(r) => Some(r.error),
+        Response::LeaveGroup(r) => Some(r.error),
+        Response::OffsetFetch(r) => Some(r.error),
+        Response::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error))
+            .find(is),
+        Response::DescribeGroups(r) => r.groups.iter().map(|g| g.error).find(is),
+        Response::DeleteGroups(r) => r.groups.iter().map(|g| g.error).find(is),
+        _ => None,
+    }
+    .filter(is)
+}
 
 impl Cluster {
     /// A cluster view that starts from `config.bootstrap` (nothing dialled yet).
@@ -153,23 +203,7 @@ impl Cluster {
     fn update(&self, response: &MetadataResponse) {
         let mut state = lock(&self.state);
         for b in &response.brokers {
-            let addr = self.broker_addr(&b.host, b.port);
-            let stale = match state.brokers.get(&b.node_id) {
-                Some((known, _)) => *known != addr,
-                None => true,
-            };
-            if stale {
-                // The bootstrap connection serves the broker it reached.
-                let bootstrap_reached = self.bootstrap.connected_addr().as_deref()
-                    == Some(addr.as_str())
-                    || addr == self.config.bootstrap;
-                let conn = if bootstrap_reached || b.port == 0 || is_unspecified(&b.host) {
-                    self.bootstrap.clone()
-                } else {
-                    Connection::new(addr.clone(), self.config.clone())
-                };
-                state.brokers.insert(b.node_id, (addr, conn));
-            }
+            self.known_broker(&mut state, b.node_id, &b.host, b.port);
         }
         for t in &response.topics {
             if t.error == ErrorCode::None {
@@ -182,6 +216,131 @@ impl Cluster {
                     state.missing.insert(t.name.clone(), Instant::now());
                 }
             }
+        }
+    }
+
+    /// The connection to broker `node_id` at `host:port`: the known one
+    /// when the address did not change, else a new one (the bootstrap
+    /// connection when that is the broker it reached, or the address is
+    /// not usable), remembered for the node.
+    fn known_broker(&self, state: &mut State, node_id: u32, host: &str, port: u16) -> Connection {
+        let addr = self.broker_addr(host, port);
+        if let Some((known, conn)) = state.brokers.get(&node_id) {
+            if *known == addr {
+                return conn.clone();
+            }
+        }
+        // The bootstrap connection serves the broker it reached.
+        let bootstrap_reached = self.bootstrap.connected_addr().as_deref() == Some(addr.as_str())
+            || addr == self.config.bootstrap;
+        let conn = if bootstrap_reached || port == 0 || is_unspecified(host) {
+            self.bootstrap.clone()
+        } else {
+            Connection::new(addr.clone(), self.config.clone())
+        };
+        state.brokers.insert(node_id, (addr, conn.clone()));
+        conn
+    }
+
+    /// The connection to broker `node_id` at `host:port` (see [`Cluster::known_broker`]).
+    pub fn broker_at(&self, node_id: u32, host: &str, port: u16) -> Connection {
+        self.known_broker(&mut lock(&self.state), node_id, host, port)
+    }
+
+    /// The connection to the coordinator of `group`: cached, else found with
+    /// FindCoordinator on the bootstrap broker (the bootstrap connection
+    /// itself when that broker does not list FindCoordinator).
+    pub async fn coordinator(&self, group: &str) -> Result<Connection> {
+        if let Some(c) = lock(&self.state).coordinators.get(group) {
+            return Ok(c.clone());
+        }
+        let conn = self.find_coordinator(group).await?;
+        lock(&self.state)
+            .coordinators
+            .insert(group.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the cached coordinator of `group` (the next request looks it up).
+    pub fn forget_coordinator(&self, group: &str) {
+        lock(&self.state).coordinators.remove(group);
+    }
+
+    /// One FindCoordinator round trip on the bootstrap connection.
+    async fn find_coordinator(&self, group: &str) -> Result<Connection> {
+        if !self.bootstrap.advertises(ApiKey::FindCoordinator).await? {
+            return Ok(self.bootstrap.clone());
+        }
+        let request = Request::FindCoordinator(FindCoordinatorRequest {
+            group_id: group.to_string(),
+        });
+        let r = match self.bootstrap.request(&request).await? {
+            Response::FindCoordinator(r) => r,
+            other => {
+                return Err(ClientError::UnexpectedResponse {
+                    request: "FindCoordinator",
+                    got: format!("{other:?}").chars().take(120).collect(),
+                })
+            }
+        };
+        if r.error != ErrorCode::None {
+            return Err(ClientError::broker(
+                r.error,
+                format!("find the coordinator of group \"{group}\""),
+            ));
+        }
+        tracing::debug!(group, node = r.node_id, host = %r.host, port = r.port, "group coordinator");
+        Ok(self.broker_at(r.node_id, &r.host, r.port))
+    }
+
+    /// Sends `request` (which names the one group `group`) to the group's
+    /// coordinator and waits up to `timeout` for the answer. On
+    /// `NOT_COORDINATOR` / `COORDINATOR_NOT_AVAILABLE` (in the answer or
+    /// from the look-up), or when the coordinator cannot be reached, the
+    /// coordinator is forgotten and the request sent again to the one found
+    /// anew, after a backoff, at most [`COORDINATOR_ATTEMPTS`] times; then
+    /// the last answer or error is returned. A request that may have reached
+    /// the broker (disconnect, timeout) is not re-sent: the caller decides.
+    pub async fn group_request(
+        &self,
+        group: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let mut backoff = COORDINATOR_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let result = match self.coordinator(group).await {
+                Ok(conn) => conn.request_with_timeout(request, timeout).await,
+                Err(e) => Err(e),
+            };
+            let retry = match &result {
+                Ok(r) => coordinator_error(r).is_some(),
+                Err(ClientError::Unreachable { .. }) => true,
+                Err(e) => matches!(
+                    e.code(),
+                    Some(ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable)
+                ),
+            };
+            if retry
+                || matches!(
+                    result,
+                    Err(ClientError::Disconnected { .. } | ClientError::Timeout { .. })
+                )
+            {
+                self.forget_coordinator(group);
+            }
+            if !retry || attempt >= COORDINATOR_ATTEMPTS {
+                return result;
+            }
+            tracing::debug!(
+                group,
+                attempt,
+                "coordinator moved or unavailable; looking it up again"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(COORDINATOR_BACKOFF_MAX);
+            attempt += 1;
         }
     }
 
@@ -279,5 +438,150 @@ async fn metadata_from(conn: &Connection, request: &Request) -> Result<MetadataR
             request: "Metadata",
             got: format!("{other:?}"),
         }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use futures::StreamExt;
+    use sluice_protocol::codec::FrameCodec;
+    use sluice_protocol::wire::{decode_request, encode_response};
+    use sluice_protocol::{
+        ApiVersionRange, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup,
+        FindCoordinatorResponse, SUPPORTED_APIS,
+    };
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio_util::codec::FramedRead;
+
+    /// Answers one request of a fake broker listening on the given address.
+    pub(crate) type FakeHandler =
+        Arc<dyn Fn(Request, std::net::SocketAddr) -> Response + Send + Sync>;
+
+    /// A fake broker on 127.0.0.1 answering each request with `handler`;
+    /// records the api key of every request it gets.
+    pub(crate) async fn serve_fake(
+        handler: FakeHandler,
+    ) -> (std::net::SocketAddr, Arc<Mutex<Vec<ApiKey>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            // Bounded: a test opens a handful of connections at most.
+            for _ in 0..16 {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (read, mut write) = stream.into_split();
+                let (handler, log) = (Arc::clone(&handler), Arc::clone(&log));
+                tokio::spawn(async move {
+                    let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+                    while let Some(Ok(payload)) = frames.next().await {
+                        let (header, request) = decode_request(payload).expect("decodes");
+                        lock(&log).push(request.api_key());
+                        let response = handler(request, addr);
+                        let mut buf = BytesMut::new();
+                        encode_response(header.correlation_id, &response, &mut buf);
+                        if write.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// A fake broker: lists `apis` in ApiVersions, names itself in
+    /// FindCoordinator, answers DescribeGroups with `group_error`.
+    async fn fake_broker(
+        apis: Vec<ApiVersionRange>,
+        group_error: ErrorCode,
+    ) -> (String, Arc<Mutex<Vec<ApiKey>>>) {
+        let (addr, seen) = serve_fake(Arc::new(move |request, addr| match request {
+            Request::ApiVersions => {
+                Response::ApiVersions(sluice_protocol::ApiVersionsResponse { apis: apis.clone() })
+            }
+            Request::FindCoordinator(_) => Response::FindCoordinator(FindCoordinatorResponse {
+                error: ErrorCode::None,
+                node_id: 0,
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            }),
+            Request::DescribeGroups(r) => Response::DescribeGroups(DescribeGroupsResponse {
+                groups: vec![DescribedGroup {
+                    error: group_error,
+                    group_id: r.group_ids[0].clone(),
+                    state: String::new(),
+                    generation: 0,
+                    members: Vec::new(),
+                    offsets: Vec::new(),
+                }],
+            }),
+            other => panic!("unexpected {other:?}"),
+        }))
+        .await;
+        (addr.to_string(), seen)
+    }
+
+    fn describe() -> Request {
+        Request::DescribeGroups(DescribeGroupsRequest {
+            group_ids: vec!["g".into()],
+        })
+    }
+
+    fn group_error(r: &Response) -> ErrorCode {
+        match r {
+            Response::DescribeGroups(r) => r.groups[0].error,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broker_without_find_coordinator_coordinates_every_group() {
+        let apis: Vec<ApiVersionRange> = SUPPORTED_APIS
+            .iter()
+            .filter(|r| r.api_key != ApiKey::FindCoordinator as u16)
+            .copied()
+            .collect();
+        let (addr, seen) = fake_broker(apis, ErrorCode::GroupIdNotFound).await;
+        let cluster = Cluster::new(ClientConfig::new(addr));
+        let timeout = Duration::from_secs(5);
+        let r = cluster.group_request("g", &describe(), timeout).await;
+        assert_eq!(group_error(&r.unwrap()), ErrorCode::GroupIdNotFound);
+        let r = cluster.group_request("g", &describe(), timeout).await;
+        assert_eq!(group_error(&r.unwrap()), ErrorCode::GroupIdNotFound);
+        // ApiVersions once (per session), no FindCoordinator, both requests sent.
+        assert_eq!(
+            *lock(&seen),
+            [
+                ApiKey::ApiVersions,
+                ApiKey::DescribeGroups,
+                ApiKey::DescribeGroups
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn not_coordinator_is_retried_a_bounded_number_of_times() {
+        let (addr, seen) = fake_broker(SUPPORTED_APIS.to_vec(), ErrorCode::NotCoordinator).await;
+        let cluster = Cluster::new(ClientConfig::new(addr));
+        let started = Instant::now();
+        let r = cluster
+            .group_request("g", &describe(), Duration::from_secs(5))
+            .await;
+        // The last answer comes back once the attempts are used up.
+        assert_eq!(group_error(&r.unwrap()), ErrorCode::NotCoordinator);
+        let seen = lock(&seen).clone();
+        let count = |k| seen.iter().filter(|x| **x == k).count() as u32;
+        assert_eq!(count(ApiKey::DescribeGroups), COORDINATOR_ATTEMPTS);
+        // Looked up before each attempt (the answer is forgotten each time).
+        assert_eq!(count(ApiKey::FindCoordinator), COORDINATOR_ATTEMPTS);
+        // With a backoff between attempts, not in a tight loop.
+        assert!(started.elapsed() >= COORDINATOR_BACKOFF * (COORDINATOR_ATTEMPTS - 1));
+        assert!(lock(&cluster.state).coordinators.is_empty());
     }
 }

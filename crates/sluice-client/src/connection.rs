@@ -220,6 +220,16 @@ impl Connection {
         self.negotiate_on(&session, key, deadline, timeout).await
     }
 
+    /// Whether the broker of the current session lists `key` in ApiVersions
+    /// (asked once per session, dialling first if needed).
+    pub async fn advertises(&self, key: ApiKey) -> Result<bool> {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let session = self.session_by(deadline, timeout).await?;
+        let apis = self.versions_on(&session, deadline, timeout).await?;
+        Ok(apis.iter().any(|r| r.api_key == key as u16))
+    }
+
     /// The live session, dialled if needed, within `deadline`.
     async fn session_by(
         &self,
@@ -247,6 +257,17 @@ impl Connection {
         if key.wire_versions().is_none_or(|r| r.max_version == 0) {
             return Ok(0);
         }
+        let apis = self.versions_on(session, deadline, timeout).await?;
+        Ok(key.negotiate(&apis).unwrap_or(0))
+    }
+
+    /// The broker's ApiVersions list for `session` (asked once per session).
+    async fn versions_on(
+        &self,
+        session: &Arc<Session>,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Arc<[ApiVersionRange]>> {
         let apis = session
             .versions
             .get_or_try_init(|| async {
@@ -262,7 +283,7 @@ impl Connection {
                 }
             })
             .await?;
-        Ok(key.negotiate(apis).unwrap_or(0))
+        Ok(Arc::clone(apis))
     }
 
     /// Queues `request` for the writer and returns a handle for its answer.

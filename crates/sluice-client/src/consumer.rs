@@ -913,7 +913,12 @@ impl Consumer {
             generation,
             topics,
         });
-        let response = match self.cluster.bootstrap().request(&request).await? {
+        let timeout = self.cluster.config().request_timeout;
+        let response = match self
+            .cluster
+            .group_request(&group_id, &request, timeout)
+            .await?
+        {
             Response::OffsetCommit(r) => r,
             other => return Err(unexpected("OffsetCommit", other)),
         };
@@ -1477,10 +1482,12 @@ mod group_tests {
     fn answer(fake: &Fake, request: Request) -> Response {
         let log = |e: String| fake.events.lock().unwrap().push(e);
         match request {
-            // An older broker: version 0 of everything (so Metadata goes as v0).
+            // An older broker: version 0 of everything (so Metadata goes as
+            // v0), without FindCoordinator (so it coordinates every group).
             Request::ApiVersions => Response::ApiVersions(sluice_protocol::ApiVersionsResponse {
                 apis: sluice_protocol::ApiKey::ALL
                     .iter()
+                    .filter(|k| **k != sluice_protocol::ApiKey::FindCoordinator)
                     .map(|k| sluice_protocol::ApiVersionRange {
                         api_key: *k as u16,
                         min_version: 0,

@@ -24,6 +24,10 @@
 //!   before it hands out another record, without committing (it no longer
 //!   owns them).
 //!
+//! Every group request goes to the group's coordinator (found with
+//! FindCoordinator, looked up again on `NOT_COORDINATOR`; see
+//! [`Cluster::group_request`]).
+//!
 //! The session clock is conservative: it runs from the moment the last
 //! successful heartbeat was *sent*, which is never later than the moment the
 //! broker saw it.
@@ -318,7 +322,9 @@ impl Membership {
             group_id: self.settings.group_id.clone(),
             member_id,
         });
-        let response = match self.cluster.bootstrap().request(&request).await? {
+        let group = &self.settings.group_id;
+        let timeout = self.cluster.config().request_timeout;
+        let response = match self.cluster.group_request(group, &request, timeout).await? {
             Response::LeaveGroup(r) => r,
             other => return Err(unexpected("LeaveGroup", other)),
         };
@@ -346,7 +352,11 @@ async fn join_group(
         rebalance_timeout_ms: 0,
         metadata: Bytes::new(),
     });
-    match cluster.bootstrap().request(&request).await? {
+    let timeout = cluster.config().request_timeout;
+    match cluster
+        .group_request(&settings.group_id, &request, timeout)
+        .await?
+    {
         Response::JoinGroup(r) => Ok(r),
         other => Err(unexpected("JoinGroup", other)),
     }
@@ -432,7 +442,6 @@ async fn heartbeat_loop(
     settings: GroupSettings,
     joined_at: Instant,
 ) {
-    let conn = cluster.bootstrap().clone();
     let request_timeout = cluster.config().request_timeout;
     // Sent time of the last heartbeat (or join) that succeeded.
     let mut last_ok = joined_at;
@@ -497,7 +506,7 @@ async fn heartbeat_loop(
         let sent = Instant::now();
         let session_end = last_ok + settings.session_timeout;
         let outcome = tokio::select! {
-            r = conn.request_with_timeout(&request, settings.max_wait() + request_timeout) => Some(r),
+            r = cluster.group_request(&settings.group_id, &request, settings.max_wait() + request_timeout) => Some(r),
             _ = tokio::time::sleep_until(session_end), if !lost => None,
         };
         let now = Instant::now();

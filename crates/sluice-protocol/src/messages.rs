@@ -97,6 +97,8 @@ pub enum ApiKey {
     InitProducerId = 15,
     /// The cluster: its id, the controller and every broker with its liveness.
     DescribeCluster = 16,
+    /// Which broker coordinates a consumer group (where to send its group requests).
+    FindCoordinator = 17,
 }
 
 /// `controller_id` when no controller is known.
@@ -167,6 +169,8 @@ pub enum Request {
     InitProducerId,
     /// DescribeCluster (empty body).
     DescribeCluster,
+    /// FindCoordinator.
+    FindCoordinator(FindCoordinatorRequest),
 }
 
 /// One response body.
@@ -208,6 +212,8 @@ pub enum Response {
     InitProducerId(InitProducerIdResponse),
     /// DescribeCluster.
     DescribeCluster(DescribeClusterResponse),
+    /// FindCoordinator.
+    FindCoordinator(FindCoordinatorResponse),
 }
 
 /// Supported version range of one api.
@@ -911,6 +917,29 @@ pub struct DescribeClusterResponse {
     pub brokers: Vec<ClusterBroker>,
 }
 
+/// `node_id` of a FindCoordinator answer that names no broker (an error).
+pub const NO_COORDINATOR: u32 = u32::MAX;
+
+/// FindCoordinator request: which broker coordinates this group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindCoordinatorRequest {
+    /// Group id.
+    pub group_id: String,
+}
+
+/// FindCoordinator response: the coordinator's node id and native address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindCoordinatorResponse {
+    /// NONE, COORDINATOR_NOT_AVAILABLE or INVALID_GROUP_ID.
+    pub error: ErrorCode,
+    /// Node id of the coordinator, [`NO_COORDINATOR`] on error.
+    pub node_id: u32,
+    /// Advertised host of its native listener, empty on error.
+    pub host: String,
+    /// Native protocol port, 0 on error.
+    pub port: u16,
+}
+
 /// InitProducerId response: a fresh producer id for an idempotent producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitProducerIdResponse {
@@ -943,6 +972,7 @@ impl ApiKey {
         ApiKey::DeleteGroups,
         ApiKey::InitProducerId,
         ApiKey::DescribeCluster,
+        ApiKey::FindCoordinator,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -970,6 +1000,7 @@ impl ApiKey {
             ApiKey::DeleteGroups => "DeleteGroups",
             ApiKey::InitProducerId => "InitProducerId",
             ApiKey::DescribeCluster => "DescribeCluster",
+            ApiKey::FindCoordinator => "FindCoordinator",
         }
     }
 
@@ -1062,10 +1093,10 @@ const fn up_to(key: ApiKey, max: u16) -> ApiVersionRange {
     }
 }
 
-/// What ApiVersions returns, i.e. what the broker serves: every key 0..=16
+/// What ApiVersions returns, i.e. what the broker serves: every key 0..=17
 /// (the group apis of [`GROUP_APIS`] included, then DeleteGroups,
-/// InitProducerId and DescribeCluster), version 0, and Metadata and
-/// CreateTopics also version 1 (the cluster fields).
+/// InitProducerId, DescribeCluster and FindCoordinator), version 0, and
+/// Metadata and CreateTopics also version 1 (the cluster fields).
 pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::ApiVersions),
     up_to(ApiKey::Metadata, 1),
@@ -1084,6 +1115,7 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::DeleteGroups),
     v0(ApiKey::InitProducerId),
     v0(ApiKey::DescribeCluster),
+    v0(ApiKey::FindCoordinator),
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
@@ -1120,6 +1152,7 @@ impl Request {
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
             Request::InitProducerId => ApiKey::InitProducerId,
             Request::DescribeCluster => ApiKey::DescribeCluster,
+            Request::FindCoordinator(_) => ApiKey::FindCoordinator,
         }
     }
 }
@@ -1146,6 +1179,7 @@ impl Response {
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
             Response::InitProducerId(_) => ApiKey::InitProducerId,
             Response::DescribeCluster(_) => ApiKey::DescribeCluster,
+            Response::FindCoordinator(_) => ApiKey::FindCoordinator,
         })
     }
 }

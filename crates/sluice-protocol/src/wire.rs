@@ -54,6 +54,7 @@
 //! | DeleteGroups (14) | `[group_id string]`                                                 | `[group_id string, error u16]` |
 //! | InitProducerId (15) | empty                                                             | `error u16, producer_id i64, producer_epoch i16` |
 //! | DescribeCluster (16) | empty                                                            | `error u16, cluster_id string, controller_id i32, controller_epoch u64, [node_id u32, host string, port u16, rack nullable_string, alive bool]` |
+//! | FindCoordinator (17) | `group_id string`                                                | `error u16, node_id u32, host string, port u16` |
 //!
 //! Version 1 (the cluster fields; the broker answers in the request's version):
 //!
@@ -295,6 +296,7 @@ fn encode_request_body(e: &mut Enc<'_>, version: u16, request: &Request) {
         Request::DeleteGroups(r) => e.strings(&r.group_ids),
         Request::InitProducerId => {}
         Request::DescribeCluster => {}
+        Request::FindCoordinator(r) => e.string(&r.group_id),
     }
 }
 
@@ -497,6 +499,12 @@ fn encode_response_body(e: &mut Enc<'_>, version: u16, response: &Response) {
                 e.nullable_string(b.rack.as_deref());
                 e.bool(b.alive);
             }
+        }
+        Response::FindCoordinator(r) => {
+            e.code(r.error);
+            e.u32(r.node_id);
+            e.string(&r.host);
+            e.u16(r.port);
         }
     }
 }
@@ -1122,6 +1130,9 @@ fn decode_request_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Reques
         }),
         ApiKey::InitProducerId => Request::InitProducerId,
         ApiKey::DescribeCluster => Request::DescribeCluster,
+        ApiKey::FindCoordinator => Request::FindCoordinator(FindCoordinatorRequest {
+            group_id: d.string("group_id")?,
+        }),
     })
 }
 
@@ -1389,6 +1400,12 @@ fn decode_response_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Respo
                 })
             })?,
         }),
+        ApiKey::FindCoordinator => Response::FindCoordinator(FindCoordinatorResponse {
+            error: d.code("error")?,
+            node_id: d.u32("node_id")?,
+            host: d.string("host")?,
+            port: d.u16("port")?,
+        }),
     })
 }
 
@@ -1646,6 +1663,12 @@ mod tests {
             }),
             Request::InitProducerId,
             Request::DescribeCluster,
+            Request::FindCoordinator(FindCoordinatorRequest {
+                group_id: "billing".into(),
+            }),
+            Request::FindCoordinator(FindCoordinatorRequest {
+                group_id: String::new(),
+            }),
         ]
     }
 
@@ -1910,6 +1933,18 @@ mod tests {
                     rack: None,
                     alive: true,
                 }],
+            }),
+            Response::FindCoordinator(FindCoordinatorResponse {
+                error: ErrorCode::None,
+                node_id: 2,
+                host: "10.0.0.2".into(),
+                port: 7171,
+            }),
+            Response::FindCoordinator(FindCoordinatorResponse {
+                error: ErrorCode::CoordinatorNotAvailable,
+                node_id: NO_COORDINATOR,
+                host: String::new(),
+                port: 0,
             }),
         ]
     }
@@ -2328,7 +2363,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ApiKey::ALL.len());
         let served: Vec<u16> = SUPPORTED_APIS.iter().map(|r| r.api_key).collect();
-        assert_eq!(served, (0..=16).collect::<Vec<u16>>());
+        assert_eq!(served, (0..=17).collect::<Vec<u16>>());
         assert!(GROUP_APIS.iter().all(|g| SUPPORTED_APIS.contains(g)));
     }
 
@@ -2793,6 +2828,67 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn find_coordinator_has_the_documented_layout() {
+        let req = Request::FindCoordinator(FindCoordinatorRequest {
+            group_id: "g1".into(),
+        });
+        let body = payload(&req);
+        assert_eq!(&body[..2], &[0, 17]);
+        // Header: key, version, correlation id, client id "c"; then the group id.
+        assert_eq!(&body[11..], &[0, 2, b'g', b'1']);
+        let (_, got) = decode_request(body.clone()).unwrap();
+        assert_eq!(got, req);
+        // A trailing byte after the group id is malformed.
+        let mut longer = body.to_vec();
+        longer.push(0);
+        let e = decode_request(Bytes::from(longer)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        // A group id length beyond the bytes left is refused.
+        let mut lying = body[..11].to_vec();
+        lying.extend_from_slice(&[0xff, 0xfe, b'g']);
+        let e = decode_request(Bytes::from(lying)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(matches!(e.source, ProtocolError::Truncated { .. }), "{e:?}");
+
+        let resp = Response::FindCoordinator(FindCoordinatorResponse {
+            error: ErrorCode::None,
+            node_id: 3,
+            host: "h".into(),
+            port: 7172,
+        });
+        let expected: Vec<u8> = [
+            &[0, 0, 0, 3, 0, 0][..],
+            &[0, 0],       // error
+            &[0, 0, 0, 3], // node_id
+            &[0, 1, b'h'], // host
+            &[0x1c, 0x04], // port 7172
+        ]
+        .concat();
+        let bytes = encode_v(0, &resp);
+        assert_eq!(&bytes[..], &expected[..]);
+        let (_, got) = decode_response(ApiKey::FindCoordinator, bytes.clone()).unwrap();
+        assert_eq!(got, resp);
+        // Truncated anywhere: an error, never a panic.
+        for n in 0..bytes.len() {
+            assert!(decode_response(ApiKey::FindCoordinator, bytes.slice(..n)).is_err());
+        }
+        let err = Response::FindCoordinator(FindCoordinatorResponse {
+            error: ErrorCode::NotCoordinator,
+            node_id: NO_COORDINATOR,
+            host: String::new(),
+            port: 0,
+        });
+        let bytes = encode_v(0, &err);
+        assert_eq!(
+            &bytes[6..],
+            &[0, 34, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+            "error, node -1, empty host, port 0"
+        );
+        assert_eq!(ApiKey::FindCoordinator.negotiate(SUPPORTED_APIS), Some(0));
+        assert!(!ApiKey::FindCoordinator.is_group_api());
     }
 
     #[test]

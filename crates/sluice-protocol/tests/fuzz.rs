@@ -351,6 +351,9 @@ fn sample_group_requests() -> Vec<Request> {
         Request::DescribeGroups(DescribeGroupsRequest {
             group_ids: vec!["g".into(), "h".into()],
         }),
+        Request::FindCoordinator(FindCoordinatorRequest {
+            group_id: "g".into(),
+        }),
     ]
 }
 
@@ -427,6 +430,12 @@ fn sample_group_responses() -> Vec<Response> {
                     lag_ms: 120,
                 }],
             }],
+        }),
+        Response::FindCoordinator(FindCoordinatorResponse {
+            error: ErrorCode::None,
+            node_id: 2,
+            host: "broker-2".into(),
+            port: 7171,
         }),
     ]
 }
@@ -525,6 +534,7 @@ fn group_request() -> impl Strategy<Value = Request> {
         Just(Request::ListGroups),
         proptest::collection::vec(name(), 0..4)
             .prop_map(|group_ids| Request::DescribeGroups(DescribeGroupsRequest { group_ids })),
+        name().prop_map(|group_id| Request::FindCoordinator(FindCoordinatorRequest { group_id })),
     ]
 }
 
@@ -691,6 +701,14 @@ fn group_response() -> impl Strategy<Value = Response> {
         ),
         proptest::collection::vec(group, 0..3)
             .prop_map(|groups| Response::DescribeGroups(DescribeGroupsResponse { groups })),
+        (error_code(), any::<u32>(), name(), any::<u16>()).prop_map(
+            |(error, node_id, host, port)| Response::FindCoordinator(FindCoordinatorResponse {
+                error,
+                node_id,
+                host,
+                port,
+            })
+        ),
     ]
 }
 

@@ -397,7 +397,7 @@ fn worked_examples_decode() {
 }
 
 /// Every field the cluster versions add (Metadata v1, CreateTopics v1,
-/// DescribeCluster) is a row of its api's section, with its wire type.
+/// DescribeCluster, FindCoordinator) is a row of its api's section, with its wire type.
 #[test]
 fn cluster_fields_are_documented() {
     let rows: &[(ApiKey, &[&str])] = &[
@@ -435,6 +435,17 @@ fn cluster_fields_are_documented() {
                 "(min size 11)",
             ],
         ),
+        (
+            ApiKey::FindCoordinator,
+            &[
+                "| `group_id` | `string` ",
+                "| `error`   | `ErrorCode` ",
+                "| `node_id` | `u32` ",
+                "| `host`    | `string` ",
+                "| `port`    | `u16` ",
+                "`COORDINATOR_NOT_AVAILABLE`",
+            ],
+        ),
     ];
     for (key, want) in rows {
         let section = api_section(*key);
@@ -443,4 +454,17 @@ fn cluster_fields_are_documented() {
         }
     }
     assert!(SPEC.contains("| `nullable_string` |"));
+    // The group apis' coordinator rule and ListGroups' scope are stated.
+    let conventions = SPEC
+        .find("### Group api conventions")
+        .expect("group api conventions");
+    let rest = &SPEC[conventions..];
+    let section = &rest[..rest[4..].find("\n### ").map_or(rest.len(), |i| i + 4)];
+    for needle in [
+        "`NOT_COORDINATOR`",
+        "`COORDINATOR_NOT_AVAILABLE`",
+        "ListGroups",
+    ] {
+        assert!(section.contains(needle), "group conventions lack {needle}");
+    }
 }
