@@ -1586,6 +1586,7 @@ pub(crate) mod tests {
         let mut view = ClusterView {
             node_id: SINGLE_NODE_ID,
             cluster_id: "c".into(),
+            coordinators: vec![SINGLE_NODE_ID],
             ..ClusterView::default()
         };
         view.brokers
