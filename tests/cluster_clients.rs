@@ -322,3 +322,148 @@ fn the_cli_bootstrapped_from_one_node_produces_consumes_and_describes_the_cluste
         "{status}"
     );
 }
+
+/// The coordinator of `group` as node `via` names it (raw FindCoordinator).
+fn coordinator_via(c: &TestCluster, via: u32, group: &str) -> (ErrorCode, u32, u16) {
+    let mut raw = c.client(via);
+    let r = raw.call(&sluice_protocol::Request::FindCoordinator(
+        sluice_protocol::FindCoordinatorRequest {
+            group_id: group.to_string(),
+        },
+    ));
+    match r {
+        sluice_protocol::Response::FindCoordinator(f) => (f.error, f.node_id, f.port),
+        other => panic!("FindCoordinator answered {other:?}"),
+    }
+}
+
+/// Consumer groups on three nodes: every node names the same coordinator for
+/// each group, groups spread over the voters, a group request to another
+/// node answers NOT_COORDINATOR without creating the group there, and a
+/// consumer bootstrapped from a node that does not coordinate its group
+/// joins, reads every record from the leaders, commits, and `sluice group
+/// describe` through a third node shows the commits with lag from the leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_work_through_their_coordinator_on_any_node() {
+    let mut c = TestCluster::start_voters(3);
+    let mut by_node: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for i in 0..24 {
+        let g = format!("group-{i}");
+        let mut answers: Vec<(ErrorCode, u32, u16)> = c
+            .ids()
+            .into_iter()
+            .map(|n| coordinator_via(&c, n, &g))
+            .collect();
+        answers.dedup();
+        assert_eq!(answers.len(), 1, "{g}: nodes disagree: {answers:?}");
+        let (err, node, port) = answers[0];
+        assert_eq!(err, ErrorCode::None, "{g}");
+        assert_eq!(
+            port,
+            c.addr(node).port(),
+            "{g}: the coordinator's native port"
+        );
+        by_node.entry(node).or_default().push(g);
+    }
+    assert_eq!(
+        by_node.len(),
+        3,
+        "groups not spread over the voters: {by_node:?}"
+    );
+
+    let (code, msg) = c.create_topic(1, "work", 6, 1);
+    assert_eq!(code, ErrorCode::None, "{msg}");
+    let parts = c.wait_topic("work", 6, SEEN);
+    assert_spread(&c, &parts);
+    // A group coordinated by node 2, used through node 1 and described through node 3.
+    let group = by_node[&2][0].clone();
+    let mut raw = c.client(1);
+    let r = raw.call(&sluice_protocol::Request::OffsetFetch(
+        sluice_protocol::OffsetFetchRequest {
+            group_id: group.clone(),
+            topics: Vec::new(),
+        },
+    ));
+    match r {
+        sluice_protocol::Response::OffsetFetch(f) => {
+            assert_eq!(f.error, ErrorCode::NotCoordinator, "{f:?}")
+        }
+        other => panic!("OffsetFetch answered {other:?}"),
+    }
+
+    let producer = Producer::new(c.bootstrap(1));
+    for i in 0..60u32 {
+        let r = Record::new("work", format!("v{i}")).partition(i % 6);
+        producer.send(r).await.expect("produced");
+    }
+    producer.close().await;
+
+    let mut consumer = Consumer::with_config(
+        sluice::ClientConfig::new(c.bootstrap(1)),
+        ConsumerConfig {
+            enable_auto_commit: false,
+            start: SeekTo::Earliest,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .subscribe(&group, vec!["work".into()])
+        .await
+        .expect("joined through node 1");
+    let mut got = BTreeSet::new();
+    let read = async {
+        while got.len() < 60 {
+            let r = consumer.next().await.expect("subscribed").expect("record");
+            let v =
+                String::from_utf8(r.value.map(|v| v.to_vec()).unwrap_or_default()).expect("utf8");
+            got.insert(v);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("read {} of 60\n{}", got.len(), c.logs()));
+    let want: BTreeSet<String> = (0..60).map(|i| format!("v{i}")).collect();
+    assert_eq!(got, want);
+    consumer.commit().await.expect("committed");
+
+    let out = c.sluice(3, &["group", "describe", &group, "--json"], b"");
+    let d: serde_json::Value = serde_json::from_str(&ok(&out)).expect("json");
+    assert_eq!(d["members"].as_array().map(Vec::len), Some(1), "{d}");
+    let partitions = d["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 6, "{d}");
+    for p in partitions {
+        assert_eq!(p["committed_offset"], 10, "{d}");
+        assert_eq!(p["end_offset"], 10, "{d}");
+        assert_eq!(p["lag"], 0, "{d}");
+    }
+    // Lag seen from the leaders: ten more records on partition 0.
+    let producer = Producer::new(c.bootstrap(3));
+    for i in 0..10u32 {
+        producer
+            .send(Record::new("work", format!("w{i}")).partition(0))
+            .await
+            .expect("produced");
+    }
+    producer.close().await;
+    let admin = Admin::connect(c.bootstrap(3)).await.expect("admin");
+    let d = admin.describe_group(&group).await.expect("describe");
+    let p0 = d
+        .offsets
+        .iter()
+        .find(|o| o.partition == 0)
+        .expect("partition 0");
+    assert_eq!(
+        (p0.committed_offset, p0.end_offset, p0.lag),
+        (10, 20, 10),
+        "{d:?}"
+    );
+    assert_eq!(d.total_lag(), 10);
+    // Only node 2 holds the group.
+    for n in [1u32, 3] {
+        let out = c.sluice(n, &["group", "list", "--json"], b"");
+        let v: serde_json::Value = serde_json::from_str(&ok(&out)).expect("json");
+        let listed = v.as_array().map(Vec::len);
+        assert_eq!(listed, Some(1), "group list via node {n}: {v}");
+    }
+    consumer.close().await.expect("left the group");
+}

@@ -471,7 +471,46 @@ impl Admin {
                 got: format!("no result for group \"{group_id}\""),
             })?;
         check(group.error, "", || format!("describe group \"{group_id}\""))?;
-        Ok(GroupDescription::from_wire(group))
+        let mut description = GroupDescription::from_wire(group);
+        self.lag_from_leaders(&mut description).await;
+        Ok(description)
+    }
+
+    /// In a cluster the coordinator has no records of partitions led by
+    /// other brokers, so end offsets and lag in records are taken from each
+    /// partition's leader (lag in time is then unknown, -1, unless caught
+    /// up). A single broker's answer is kept as it is; a partition whose
+    /// leader cannot be asked keeps the coordinator's figures.
+    async fn lag_from_leaders(&self, d: &mut GroupDescription) {
+        if d.offsets.is_empty() {
+            return;
+        }
+        let mut topics: Vec<String> = d.offsets.iter().map(|o| o.topic.clone()).collect();
+        topics.dedup();
+        match self.cluster.fetch_metadata(topics).await {
+            Ok(m) if m.brokers.len() > 1 => {}
+            _ => return,
+        }
+        for o in &mut d.offsets {
+            let latest =
+                list_offsets(&self.cluster, &o.topic, o.partition, OffsetSpec::Latest).await;
+            let Ok(latest) = latest else { continue };
+            let from = if o.committed_offset >= 0 {
+                o.committed_offset as u64
+            } else {
+                match list_offsets(&self.cluster, &o.topic, o.partition, OffsetSpec::Earliest).await
+                {
+                    Ok(earliest) => earliest.offset,
+                    Err(_) => continue,
+                }
+            };
+            let lag = latest.offset.saturating_sub(from);
+            if (latest.offset, lag) != (o.end_offset, o.lag) {
+                o.end_offset = latest.offset;
+                o.lag = lag;
+                o.lag_ms = if lag == 0 { 0 } else { -1 };
+            }
+        }
     }
 
     /// Deletes a group without members: its committed offsets and state
