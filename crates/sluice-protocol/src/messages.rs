@@ -40,10 +40,11 @@ pub fn topic_name_problem(name: &str) -> Option<&'static str> {
 /// Bounds applied while decoding a request, before anything is allocated for it.
 ///
 /// Every topic-partition listed counts one entry; so does a topic listed
-/// without partitions (Metadata, CreateTopics, DeleteTopics, JoinGroup
-/// subscriptions, an OffsetFetch or Heartbeat topic with an empty partition
-/// list, a Produce or Fetch topic with no partitions), a CreateTopics config
-/// pair, and a group id (DescribeGroups, DeleteGroups). A request with more
+/// without partitions (Metadata, CreateTopics, DeleteTopics, CreatePartitions,
+/// AlterConfigs, JoinGroup subscriptions, an OffsetFetch or Heartbeat topic
+/// with an empty partition list, a Produce or Fetch topic with no
+/// partitions), a CreateTopics config pair, an AlterConfigs config change,
+/// and a group id (DescribeGroups, DeleteGroups). A request with more
 /// entries than `max_partitions` is refused with INVALID_REQUEST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLimits {
@@ -97,6 +98,10 @@ pub enum ApiKey {
     InitProducerId = 15,
     /// The cluster: its id, the controller and every broker with its liveness.
     DescribeCluster = 16,
+    /// Grow topics to a new, larger partition count.
+    CreatePartitions = 18,
+    /// Set or delete per-topic config keys.
+    AlterConfigs = 19,
 }
 
 /// `controller_id` when no controller is known.
@@ -167,6 +172,10 @@ pub enum Request {
     InitProducerId,
     /// DescribeCluster (empty body).
     DescribeCluster,
+    /// CreatePartitions.
+    CreatePartitions(CreatePartitionsRequest),
+    /// AlterConfigs.
+    AlterConfigs(AlterConfigsRequest),
 }
 
 /// One response body.
@@ -208,6 +217,10 @@ pub enum Response {
     InitProducerId(InitProducerIdResponse),
     /// DescribeCluster.
     DescribeCluster(DescribeClusterResponse),
+    /// CreatePartitions.
+    CreatePartitions(CreatePartitionsResponse),
+    /// AlterConfigs.
+    AlterConfigs(AlterConfigsResponse),
 }
 
 /// Supported version range of one api.
@@ -911,6 +924,79 @@ pub struct DescribeClusterResponse {
     pub brokers: Vec<ClusterBroker>,
 }
 
+/// One topic to grow in a CreatePartitions request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsTopic {
+    /// Topic name.
+    pub name: String,
+    /// The new total partition count (larger than the current one).
+    pub count: u32,
+}
+
+/// CreatePartitions request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsRequest {
+    /// Topics to grow.
+    pub topics: Vec<CreatePartitionsTopic>,
+}
+
+/// CreatePartitions response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsResponse {
+    /// One result per requested topic.
+    pub topics: Vec<TopicResult>,
+}
+
+/// One change of a per-topic config key: set it, or delete it (back to the broker default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChange {
+    /// Config key (e.g. `retention.ms`).
+    pub key: String,
+    /// The new value; `None` deletes the topic's override.
+    pub value: Option<String>,
+}
+
+impl ConfigChange {
+    /// Sets `key` to `value`.
+    pub fn set(key: impl Into<String>, value: impl Into<String>) -> ConfigChange {
+        ConfigChange {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    /// Deletes the topic's override of `key`.
+    pub fn delete(key: impl Into<String>) -> ConfigChange {
+        ConfigChange {
+            key: key.into(),
+            value: None,
+        }
+    }
+}
+
+/// The config changes of one topic in an AlterConfigs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterConfigsTopic {
+    /// Topic name.
+    pub name: String,
+    /// Changes, each key at most once.
+    pub changes: Vec<ConfigChange>,
+}
+
+/// AlterConfigs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterConfigsRequest {
+    /// Topics to change.
+    pub topics: Vec<AlterConfigsTopic>,
+}
+
+/// AlterConfigs response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterConfigsResponse {
+    /// One result per requested topic.
+    pub topics: Vec<TopicResult>,
+}
+
 /// InitProducerId response: a fresh producer id for an idempotent producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitProducerIdResponse {
@@ -943,6 +1029,8 @@ impl ApiKey {
         ApiKey::DeleteGroups,
         ApiKey::InitProducerId,
         ApiKey::DescribeCluster,
+        ApiKey::CreatePartitions,
+        ApiKey::AlterConfigs,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -970,6 +1058,8 @@ impl ApiKey {
             ApiKey::DeleteGroups => "DeleteGroups",
             ApiKey::InitProducerId => "InitProducerId",
             ApiKey::DescribeCluster => "DescribeCluster",
+            ApiKey::CreatePartitions => "CreatePartitions",
+            ApiKey::AlterConfigs => "AlterConfigs",
         }
     }
 
@@ -1062,10 +1152,11 @@ const fn up_to(key: ApiKey, max: u16) -> ApiVersionRange {
     }
 }
 
-/// What ApiVersions returns, i.e. what the broker serves: every key 0..=16
-/// (the group apis of [`GROUP_APIS`] included, then DeleteGroups,
-/// InitProducerId and DescribeCluster), version 0, and Metadata and
-/// CreateTopics also version 1 (the cluster fields).
+/// What ApiVersions returns, i.e. what the broker serves: every key of
+/// [`ApiKey::ALL`] (the group apis of [`GROUP_APIS`] included, then
+/// DeleteGroups, InitProducerId, DescribeCluster, CreatePartitions and
+/// AlterConfigs), version 0, and Metadata and CreateTopics also version 1
+/// (the cluster fields).
 pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::ApiVersions),
     up_to(ApiKey::Metadata, 1),
@@ -1084,6 +1175,8 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::DeleteGroups),
     v0(ApiKey::InitProducerId),
     v0(ApiKey::DescribeCluster),
+    v0(ApiKey::CreatePartitions),
+    v0(ApiKey::AlterConfigs),
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
@@ -1120,6 +1213,8 @@ impl Request {
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
             Request::InitProducerId => ApiKey::InitProducerId,
             Request::DescribeCluster => ApiKey::DescribeCluster,
+            Request::CreatePartitions(_) => ApiKey::CreatePartitions,
+            Request::AlterConfigs(_) => ApiKey::AlterConfigs,
         }
     }
 }
@@ -1146,6 +1241,8 @@ impl Response {
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
             Response::InitProducerId(_) => ApiKey::InitProducerId,
             Response::DescribeCluster(_) => ApiKey::DescribeCluster,
+            Response::CreatePartitions(_) => ApiKey::CreatePartitions,
+            Response::AlterConfigs(_) => ApiKey::AlterConfigs,
         })
     }
 }
