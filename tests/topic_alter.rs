@@ -2,8 +2,9 @@
 //! alter` and `Admin::create_partitions` / `Admin::alter_topic_config` grow
 //! the partition count and set or delete config keys; `topic describe`
 //! shows the change, records go to and come back from the new partitions,
-//! a producer learns the new count, and a restarted broker still has it
-//! all. Bad inputs (shrinking, unknown keys and values, unknown topics) fail
+//! a producer learns the new count, a group member is assigned the new
+//! partitions, and a restarted broker still has it all (single node and a
+//! one-node cluster, where the change goes through the controller). Bad inputs (shrinking, unknown keys and values, unknown topics) fail
 //! with one clear error and change nothing.
 
 mod common;
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::process::{ok, output_within, text};
 use common::{sluice_cli, TestBroker};
 use sluice::{
-    Admin, ClientConfig, ConfigChange, Consumer, ErrorCode, Producer, ProducerConfig, Record,
-    SeekTo,
+    Admin, ClientConfig, ConfigChange, Consumer, ConsumerConfig, ErrorCode, OffsetReset, Producer,
+    ProducerConfig, Record, SeekTo,
 };
 
 /// Runs `sluice ARGS` against `broker` with `stdin`; killed after 60 s.
@@ -516,4 +517,53 @@ async fn a_one_node_cluster_alters_topics_through_the_controller() {
     assert_eq!(d["partitions"].as_array().map(Vec::len), Some(3), "{d}");
     assert_eq!(d["configs"]["retention.ms"], "-1", "{d}");
     assert_eq!(consume(&addr, "events", 2, 1), "2/0 in-two\n");
+}
+
+#[tokio::test]
+async fn a_group_member_is_assigned_the_new_partitions() {
+    let broker = TestBroker::start();
+    let addr = broker.addr.to_string();
+    let admin = Admin::connect(addr.clone()).await.expect("admin");
+    admin
+        .create_topic("grow", 1, Vec::new())
+        .await
+        .expect("create");
+    let mut consumer = Consumer::with_config(
+        ClientConfig::new(addr.clone()),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait: Duration::from_millis(100),
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .subscribe("grower", vec!["grow".into()])
+        .await
+        .expect("subscribe");
+    let producer = Producer::new(addr.clone());
+    producer
+        .send(Record::new("grow", "p0").partition(0))
+        .await
+        .expect("send p0");
+    let first = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a record within 10 s")
+        .expect("assigned")
+        .expect("record");
+    assert_eq!(first.partition, 0);
+
+    admin.create_partitions("grow", 2).await.expect("grow");
+    producer
+        .send(Record::new("grow", "p1").partition(1))
+        .await
+        .expect("send p1");
+    // The coordinator sees the new count at the next heartbeat and assigns it.
+    let r = tokio::time::timeout(Duration::from_secs(15), consumer.next())
+        .await
+        .expect("the new partition's record within 15 s")
+        .expect("assigned")
+        .expect("record");
+    assert_eq!((r.partition, r.offset), (1, 0));
+    assert_eq!(r.value.as_deref(), Some(&b"p1"[..]));
+    producer.close().await;
 }

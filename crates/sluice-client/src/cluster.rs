@@ -265,9 +265,17 @@ impl Cluster {
     /// Connection to the broker that leads `topic`/`partition`.
     ///
     /// When the topic is not known (it may be auto-created by a produce), the
-    /// bootstrap broker is used.
+    /// bootstrap broker is used. A partition beyond the cached count makes it
+    /// ask the broker again first (partitions may have been added).
     pub async fn leader(&self, topic: &str, partition: u32) -> Result<(Option<u32>, Connection)> {
-        let route = self.route(topic).await?;
+        let mut route = self.route(topic).await?;
+        if route
+            .as_ref()
+            .is_some_and(|r| partition as usize >= r.leaders.len())
+        {
+            // The topic may have grown since it was cached: ask once more.
+            route = self.refresh_route(topic).await?;
+        }
         let Some(route) = route else {
             return Ok((None, self.bootstrap.clone()));
         };
