@@ -21,11 +21,10 @@
 //! atomically, so a restart sees either the old count or the new one, never
 //! a partition without its directory. Changing the config
 //! ([`TopicRegistry::alter_config`]) replaces `topic.meta` and then hands the
-//! new settings to the open partition logs: retention and the fsync policy
-//! apply at once, segment size and age from the next append (the active
-//! segment rolls once it exceeds them). Whether consumers see only fsynced
-//! records (`flush = always`) is fixed when a partition is opened, so for
-//! existing partitions that part of a `flush` change waits for a restart.
+//! new settings to the open partitions: retention and the fsync policy
+//! (with its read rule, see [`Partition::set_flush`]) apply at once, segment
+//! size and age from the next append (the active segment rolls once it
+//! exceeds them).
 //! Either change swaps in a new [`Topic`] sharing the unchanged partitions;
 //! a request holding the old one finishes with it.
 //!
@@ -633,7 +632,7 @@ impl TopicRegistry {
         let config = meta.effective(&self.defaults);
         let log_config = config.log_config();
         for p in &topic.partitions {
-            p.log().set_config(log_config.clone());
+            p.set_flush(log_config.clone());
         }
         let altered = Arc::new(Topic {
             name: Arc::clone(&topic.name),
@@ -850,6 +849,7 @@ mod tests {
                 assert_eq!(lc.retention_ms, None);
                 assert_eq!(lc.segment_bytes, 131072);
                 assert_eq!(lc.flush, sluice_log::FlushPolicy::Always);
+                assert!(p.durable_reads(), "the always read rule applies at once");
                 assert!(Arc::ptr_eq(p, &before.partitions()[p.index() as usize]));
             }
             // A bad value or an unknown key (even to delete) changes nothing.
