@@ -691,6 +691,25 @@ impl Broker {
         blocking(|| self.topics.create(name, partitions, overrides)).map(|_| ())
     }
 
+    /// Grows topic `name` to `total` partitions, durably (see
+    /// [`TopicRegistry::add_partitions`]); a single node's CreatePartitions.
+    pub fn add_partitions(&self, name: &str, total: u32) -> Result<(), BrokerError> {
+        validate_topic_name(name)?;
+        blocking(|| self.topics.add_partitions(name, total)).map(|_| ())
+    }
+
+    /// Sets (`Some`) or removes (`None`) topic `name`'s config keys, durably,
+    /// and applies them to its open partitions (see
+    /// [`TopicRegistry::alter_config`]); a single node's AlterConfigs.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), BrokerError> {
+        validate_topic_name(name)?;
+        blocking(|| self.topics.alter_config(name, changes)).map(|_| ())
+    }
+
     /// Whether produce may create a missing topic.
     pub fn auto_creates_topics(&self) -> bool {
         self.auto_create_topics

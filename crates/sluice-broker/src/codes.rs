@@ -28,9 +28,9 @@ impl WireCode for BrokerError {
             }
             BrokerError::InvalidTopic { .. } => ErrorCode::InvalidTopic,
             BrokerError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
-            BrokerError::InvalidPartitions { .. } | BrokerError::PartitionLimit { .. } => {
-                ErrorCode::InvalidPartitions
-            }
+            BrokerError::InvalidPartitions { .. }
+            | BrokerError::PartitionLimit { .. }
+            | BrokerError::PartitionsNotIncreased { .. } => ErrorCode::InvalidPartitions,
             BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             BrokerError::PartitionOffline { .. } => ErrorCode::StorageError,
             BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,

@@ -46,6 +46,16 @@ pub enum BrokerError {
         /// Largest allowed.
         max: u32,
     },
+    /// CreatePartitions asked for a count that is not larger than the topic's.
+    #[error("topic {topic:?} has {current} partitions; the new count {requested} must be larger (partitions cannot be removed)")]
+    PartitionsNotIncreased {
+        /// Topic name.
+        topic: String,
+        /// Its partition count now.
+        current: u32,
+        /// The count asked for.
+        requested: u32,
+    },
     /// The replication factor is not the default or 1..=the live brokers.
     #[error("{}", replication_factor_problem(*factor, *brokers))]
     InvalidReplicationFactor {

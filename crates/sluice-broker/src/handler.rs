@@ -31,6 +31,13 @@
 //! - CreateTopics takes a replication factor of -1 (the default) or 1; 0,
 //!   below -1, or more than the live brokers is `INVALID_REPLICATION_FACTOR`
 //!   for that topic (the message says how many brokers are available).
+//! - CreatePartitions takes the new total count, larger than the current
+//!   one (`INVALID_PARTITIONS` otherwise: a topic never shrinks);
+//!   AlterConfigs sets or deletes config keys, checked as CreateTopics checks
+//!   them (`INVALID_CONFIG`, and none of that topic's changes is applied).
+//!   A single node applies both at once ([`Broker::add_partitions`],
+//!   [`Broker::alter_topic_config`]); in a cluster the checked change is
+//!   proposed to the controller and answered once applied here.
 //! - CreateTopics needs 1..=10000 partitions; names starting with `__` are
 //!   reserved for internal topics (`INVALID_TOPIC`). DeleteTopics also
 //!   deletes every group's committed offsets on the topic (a rule of
@@ -71,7 +78,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sluice_group::{GroupError, JoinRequest, MemberView, OffsetCommit, TopicPartition};
 use sluice_protocol::{
-    Acks, ApiKey, ApiVersionsResponse, BrokerInfo, ClusterBroker, CreateTopicsRequest,
+    Acks, AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsResponse, BrokerInfo,
+    ClusterBroker, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DeletedGroup, DescribeClusterResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, DescribedGroup, DescribedMember, ErrorCode, FetchPartitionResponse,
@@ -145,6 +153,8 @@ pub const HANDLERS: &[(ApiKey, Handler)] = &[
     (ApiKey::InitProducerId, init_producer_id),
     (ApiKey::DescribeCluster, describe_cluster),
     (ApiKey::FindCoordinator, find_coordinator),
+    (ApiKey::CreatePartitions, create_partitions),
+    (ApiKey::AlterConfigs, alter_configs),
 ];
 
 /// The handler of an api key, if the broker serves it.
@@ -482,6 +492,86 @@ fn delete_topics(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
         })
         .collect();
     Outcome::Respond(Response::DeleteTopics(DeleteTopicsResponse { topics }))
+}
+
+fn create_partitions(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::CreatePartitions(CreatePartitionsRequest { topics }) = req else {
+        return mismatched();
+    };
+    if let Some(link) = ctx.broker.cluster() {
+        // Through the controller (it checks the count against the metadata).
+        let link = Arc::clone(link);
+        return Outcome::Deferred(Box::pin(async move {
+            let mut results = Vec::with_capacity(topics.len());
+            for t in topics {
+                let r = link.add_partitions(t.name.clone(), t.count).await;
+                results.push(topic_result(t.name, r));
+            }
+            Some(Response::CreatePartitions(CreatePartitionsResponse {
+                topics: results,
+            }))
+        }));
+    }
+    let topics = topics
+        .into_iter()
+        .map(|t| {
+            let r = ctx.broker.add_partitions(&t.name, t.count);
+            topic_result(t.name, r)
+        })
+        .collect();
+    Outcome::Respond(Response::CreatePartitions(CreatePartitionsResponse {
+        topics,
+    }))
+}
+
+fn alter_configs(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::AlterConfigs(AlterConfigsRequest { topics }) = req else {
+        return mismatched();
+    };
+    let changes_of = |t: sluice_protocol::AlterConfigsTopic| {
+        let changes: Vec<(String, Option<String>)> =
+            t.changes.into_iter().map(|c| (c.key, c.value)).collect();
+        (t.name, changes)
+    };
+    if let Some(link) = ctx.broker.cluster() {
+        let (link, broker) = (Arc::clone(link), Arc::clone(&ctx.broker));
+        return Outcome::Deferred(Box::pin(async move {
+            let mut results = Vec::with_capacity(topics.len());
+            for t in topics {
+                let (name, changes) = changes_of(t);
+                // Checked here, so the metadata only ever holds valid configs.
+                let checked = crate::topic_meta::TopicOverrides::default()
+                    .with_changes(&changes)
+                    .and_then(|_| {
+                        if broker
+                            .cluster_view()
+                            .is_some_and(|v| v.topics.contains_key(&name))
+                        {
+                            Ok(())
+                        } else {
+                            Err(BrokerError::UnknownTopic(name.clone()))
+                        }
+                    });
+                let r = match checked {
+                    Ok(()) => link.alter_topic_config(name.clone(), changes).await,
+                    Err(e) => Err(e),
+                };
+                results.push(topic_result(name, r));
+            }
+            Some(Response::AlterConfigs(AlterConfigsResponse {
+                topics: results,
+            }))
+        }));
+    }
+    let topics = topics
+        .into_iter()
+        .map(|t| {
+            let (name, changes) = changes_of(t);
+            let r = ctx.broker.alter_topic_config(&name, &changes);
+            topic_result(name, r)
+        })
+        .collect();
+    Outcome::Respond(Response::AlterConfigs(AlterConfigsResponse { topics }))
 }
 
 fn partition_response(
@@ -1625,6 +1715,236 @@ pub(crate) mod tests {
         // An invalid group id is refused before the rule is asked.
         let r = coordinator_of(&ctx, "");
         assert_eq!(r.error, ErrorCode::InvalidGroupId);
+    }
+
+    fn results(o: Outcome) -> Vec<(String, ErrorCode)> {
+        let topics = match o {
+            Outcome::Respond(Response::CreatePartitions(r)) => r.topics,
+            Outcome::Respond(Response::AlterConfigs(r)) => r.topics,
+            _ => panic!("not answered at once"),
+        };
+        topics.into_iter().map(|t| (t.name, t.error)).collect()
+    }
+
+    fn config_of(ctx: &Context, topic: &str, key: &str) -> String {
+        let d = ctx.broker.describe_topic(topic).unwrap();
+        let pairs = d.config.to_pairs();
+        let (_, v) = pairs.iter().find(|(k, _)| k == key).expect("key reported");
+        v.clone()
+    }
+
+    #[test]
+    fn single_node_grows_topics_and_alters_configs_per_topic() {
+        use sluice_protocol::{AlterConfigsTopic, ConfigChange, CreatePartitionsTopic};
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_context(dir.path(), "127.0.0.1:1".parse().unwrap());
+        ctx.broker.create_topic("t", 2, &[]).unwrap();
+        ctx.broker.create_topic("u", 3, &[]).unwrap();
+        let grow = |topics: &[(&str, u32)]| {
+            Request::CreatePartitions(CreatePartitionsRequest {
+                topics: topics
+                    .iter()
+                    .map(|(n, c)| CreatePartitionsTopic {
+                        name: n.to_string(),
+                        count: *c,
+                    })
+                    .collect(),
+            })
+        };
+        let got = results(dispatch(
+            &ctx,
+            &test_header(ApiKey::CreatePartitions as u16),
+            grow(&[
+                ("t", 5),
+                ("u", 2),
+                ("missing", 4),
+                ("__consumer_offsets", 9),
+            ]),
+        ));
+        assert_eq!(
+            got,
+            vec![
+                ("t".into(), ErrorCode::None),
+                ("u".into(), ErrorCode::InvalidPartitions),
+                ("missing".into(), ErrorCode::UnknownTopicOrPartition),
+                (
+                    "__consumer_offsets".into(),
+                    ErrorCode::UnknownTopicOrPartition
+                ),
+            ]
+        );
+        assert_eq!(ctx.broker.describe_topic("t").unwrap().partitions.len(), 5);
+        assert_eq!(ctx.broker.describe_topic("u").unwrap().partitions.len(), 3);
+        assert_eq!(config_of(&ctx, "t", "partitions"), "5");
+
+        let alter = |name: &str, changes: Vec<ConfigChange>| {
+            Request::AlterConfigs(AlterConfigsRequest {
+                topics: vec![AlterConfigsTopic {
+                    name: name.to_string(),
+                    changes,
+                }],
+            })
+        };
+        let h = test_header(ApiKey::AlterConfigs as u16);
+        let ok = results(dispatch(
+            &ctx,
+            &h,
+            alter("t", vec![ConfigChange::set("retention.ms", "60000")]),
+        ));
+        assert_eq!(ok, vec![("t".into(), ErrorCode::None)]);
+        assert_eq!(config_of(&ctx, "t", "retention.ms"), "60000");
+        for bad in [
+            vec![
+                ConfigChange::set("retention.ms", "1"),
+                ConfigChange::set("bogus", "1"),
+            ],
+            vec![
+                ConfigChange::delete("retention.ms"),
+                ConfigChange::set("flush", "never"),
+            ],
+        ] {
+            let got = results(dispatch(&ctx, &h, alter("t", bad)));
+            assert_eq!(got, vec![("t".into(), ErrorCode::InvalidConfig)]);
+            assert_eq!(config_of(&ctx, "t", "retention.ms"), "60000", "unchanged");
+        }
+        let got = results(dispatch(
+            &ctx,
+            &h,
+            alter("t", vec![ConfigChange::delete("retention.ms")]),
+        ));
+        assert_eq!(got, vec![("t".into(), ErrorCode::None)]);
+        assert_eq!(config_of(&ctx, "t", "retention.ms"), "-1");
+        let got = results(dispatch(&ctx, &h, alter("missing", vec![])));
+        assert_eq!(
+            got,
+            vec![("missing".into(), ErrorCode::UnknownTopicOrPartition)]
+        );
+    }
+
+    /// Config changes of one topic, as forwarded.
+    type Changes = (String, Vec<(String, Option<String>)>);
+
+    /// A link that records what the handlers forward.
+    #[derive(Default)]
+    struct RecordingLink {
+        grown: std::sync::Mutex<Vec<(String, u32)>>,
+        altered: std::sync::Mutex<Vec<Changes>>,
+    }
+
+    impl crate::cluster::ClusterLink for RecordingLink {
+        fn view(&self) -> Arc<ClusterView> {
+            let topic = crate::cluster::ViewTopic {
+                id: [1; 16],
+                partitions: Vec::new(),
+                config: Default::default(),
+            };
+            Arc::new(ClusterView {
+                topics: [("t".to_string(), topic)].into(),
+                ..ClusterView::default()
+            })
+        }
+        fn controller(&self) -> ControllerInfo {
+            ControllerInfo {
+                leader: Some(0),
+                epoch: 1,
+            }
+        }
+        fn create_topic(&self, _: NewTopic) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("not in this test".into())) })
+        }
+        fn delete_topic(&self, _: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("not in this test".into())) })
+        }
+        fn add_partitions(
+            &self,
+            name: String,
+            total: u32,
+        ) -> BoxFuture<'static, Result<(), BrokerError>> {
+            self.grown.lock().unwrap().push((name, total));
+            Box::pin(async { Ok(()) })
+        }
+        fn alter_topic_config(
+            &self,
+            name: String,
+            changes: Vec<(String, Option<String>)>,
+        ) -> BoxFuture<'static, Result<(), BrokerError>> {
+            self.altered.lock().unwrap().push((name, changes));
+            Box::pin(async { Ok(()) })
+        }
+        fn allocate_producer_ids(&self, _: u64) -> BoxFuture<'static, Result<i64, BrokerError>> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    #[tokio::test]
+    async fn clustered_changes_go_through_the_link_after_the_checks() {
+        use sluice_protocol::{AlterConfigsTopic, ConfigChange, CreatePartitionsTopic};
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_context(dir.path(), "127.0.0.1:1".parse().unwrap());
+        let link = Arc::new(RecordingLink::default());
+        ctx.broker.attach_cluster(link.clone());
+        let deferred = |o: Outcome| match o {
+            Outcome::Deferred(f) => f,
+            _ => panic!("not deferred"),
+        };
+        let grow = Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic {
+                name: "t".into(),
+                count: 7,
+            }],
+        });
+        let h = test_header(ApiKey::CreatePartitions as u16);
+        let Some(Response::CreatePartitions(r)) = deferred(dispatch(&ctx, &h, grow)).await else {
+            panic!("no CreatePartitions answer");
+        };
+        assert_eq!(r.topics[0].error, ErrorCode::None);
+        assert_eq!(*link.grown.lock().unwrap(), vec![("t".to_string(), 7)]);
+
+        let alter = Request::AlterConfigs(AlterConfigsRequest {
+            topics: vec![
+                AlterConfigsTopic {
+                    name: "t".into(),
+                    changes: vec![
+                        ConfigChange::set("retention.ms", "1000"),
+                        ConfigChange::delete("flush"),
+                    ],
+                },
+                AlterConfigsTopic {
+                    name: "t2".into(),
+                    changes: vec![ConfigChange::set("retention.ms", "1000")],
+                },
+            ],
+        });
+        let h = test_header(ApiKey::AlterConfigs as u16);
+        let Some(Response::AlterConfigs(r)) = deferred(dispatch(&ctx, &h, alter)).await else {
+            panic!("no AlterConfigs answer");
+        };
+        let codes: Vec<ErrorCode> = r.topics.iter().map(|t| t.error).collect();
+        assert_eq!(
+            codes,
+            vec![ErrorCode::None, ErrorCode::UnknownTopicOrPartition]
+        );
+        // An invalid change never reaches the controller.
+        let bad = Request::AlterConfigs(AlterConfigsRequest {
+            topics: vec![AlterConfigsTopic {
+                name: "t".into(),
+                changes: vec![ConfigChange::set("segment.bytes", "12")],
+            }],
+        });
+        let Some(Response::AlterConfigs(r)) = deferred(dispatch(&ctx, &h, bad)).await else {
+            panic!("no AlterConfigs answer");
+        };
+        assert_eq!(r.topics[0].error, ErrorCode::InvalidConfig);
+        assert_eq!(
+            *link.altered.lock().unwrap(),
+            vec![(
+                "t".to_string(),
+                vec![
+                    ("retention.ms".to_string(), Some("1000".to_string())),
+                    ("flush".to_string(), None)
+                ]
+            )]
+        );
     }
 
     fn test_header(api_key: u16) -> RequestHeader {

@@ -6,7 +6,10 @@
 //! fsynced): a consumer never reads, commits past, and then loses a record
 //! that a power cut takes back. With the other policies it is the log end
 //! offset, as documented in `protocol.md`. It only moves forward, at batch
-//! boundaries; replication will later move it by a quorum instead.
+//! boundaries; replication will later move it by a quorum instead. A topic
+//! config change switches the rule at once ([`Partition::set_flush`]):
+//! leaving `always` moves the high watermark up to the log end; entering it
+//! keeps what is visible visible, and later records show once fsynced.
 //!
 //! Why a watch and not a `Notify`: a fetch subscribes *before* it reads, so
 //! an append that lands between its read and its wait still wakes it (the
@@ -83,7 +86,7 @@ pub struct Partition {
     index: u32,
     log: Arc<Log>,
     /// Reads stop at the durable offset (`flush = always`), not the log end.
-    durable_reads: bool,
+    durable_reads: AtomicBool,
     /// The high watermark; parked fetches wait on it.
     hw_tx: Arc<watch::Sender<u64>>,
     group_commit: Arc<GroupCommit>,
@@ -128,7 +131,7 @@ impl Partition {
             topic,
             index,
             log: Arc::new(log),
-            durable_reads,
+            durable_reads: AtomicBool::new(durable_reads),
             hw_tx: Arc::new(hw_tx),
             group_commit: Arc::new(GroupCommit {
                 requested: AtomicU64::new(0),
@@ -248,7 +251,8 @@ impl Partition {
     /// durable-only) and counts what was appended.
     fn appended(&self, info: &AppendInfo) {
         let end = info.last_offset + 1;
-        if !self.durable_reads {
+        // SeqCst: pairs with `set_flush`, which stores the flag, then reads the end.
+        if !self.durable_reads.load(Ordering::SeqCst) {
             advance(&self.hw_tx, end);
         }
         self.metrics.end_offset.set(self.log.end_offset() as i64);
@@ -328,15 +332,28 @@ impl Partition {
 
     /// Whether reads stop at the durable offset (`flush = always`).
     pub fn durable_reads(&self) -> bool {
-        self.durable_reads
+        self.durable_reads.load(Ordering::SeqCst)
     }
 
-    /// Moves the high watermark of a durable-only partition up to the log's
-    /// durable offset (after any fsync; a no-op otherwise).
-    fn publish_durable(&self) {
-        if self.durable_reads {
-            publish_durable(&self.hw_tx, &self.log);
+    /// Applies a new flush policy: the log's settings (`config`, from the
+    /// topic's new config) and the read rule. Leaving `always` makes
+    /// everything appended readable at once; entering it keeps what is
+    /// readable, and later records become readable once fsynced.
+    pub fn set_flush(&self, config: sluice_log::LogConfig) {
+        let durable = config.flush == FlushPolicy::Always;
+        self.log.set_config(config);
+        let was = self.durable_reads.swap(durable, Ordering::SeqCst);
+        if was && !durable {
+            // Appends from here on advance it themselves (they see the flag).
+            advance(&self.hw_tx, self.log.end_offset());
         }
+    }
+
+    /// Moves the high watermark up to the log's durable offset (after any
+    /// fsync). Only a durable-only partition's can move: the others' is at
+    /// the log end already, past the durable offset.
+    fn publish_durable(&self) {
+        publish_durable(&self.hw_tx, &self.log);
     }
 
     /// Counts what a fetch served (`bytes` in `records` records) in the per-topic metrics.
@@ -415,10 +432,11 @@ impl Partition {
     fn start_flush_loop(&self) {
         let log = Arc::clone(&self.log);
         let gc = Arc::clone(&self.group_commit);
-        let hw = self.durable_reads.then(|| Arc::clone(&self.hw_tx));
+        // Published after every fsync, whatever the read rule (see `publish_durable`).
+        let hw = Arc::clone(&self.hw_tx);
         let hist = self.fsync_duration.clone();
         let name = format!("{}/{}", self.topic, self.index);
-        let work = move || flush_loop(&log, &gc, hw.as_deref(), &hist, &name);
+        let work = move || flush_loop(&log, &gc, &hw, &hist, &name);
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(work)),
             Err(_) => work(),
@@ -470,13 +488,7 @@ fn advance(tx: &watch::Sender<u64>, to: u64) {
 /// Moves a durable-only partition's high watermark to the log's durable offset.
 /// A partition's group-commit loop (see the module docs): fsyncs while any
 /// waiter needs an offset that is not durable, publishing after each fsync.
-fn flush_loop(
-    log: &Log,
-    gc: &GroupCommit,
-    hw: Option<&watch::Sender<u64>>,
-    hist: &Histogram,
-    name: &str,
-) {
+fn flush_loop(log: &Log, gc: &GroupCommit, hw: &watch::Sender<u64>, hist: &Histogram, name: &str) {
     loop {
         let target = gc.requested.load(Ordering::SeqCst);
         if log.durable_offset() >= target {
@@ -498,9 +510,7 @@ fn flush_loop(
         match result {
             Ok(()) => {
                 // Readers see the records before their producers are answered.
-                if let Some(hw) = hw {
-                    publish_durable(hw, log);
-                }
+                publish_durable(hw, log);
                 let durable = log.durable_offset();
                 gc.state.send_modify(|s| s.durable = s.durable.max(durable));
             }
@@ -898,6 +908,42 @@ mod high_watermark_tests {
         // The periodic flush fails too and moves nothing.
         assert!(p.maybe_flush(Instant::now()).is_err());
         assert_eq!(p.high_watermark(), 1);
+    }
+
+    /// A flush change moves the read rule at once: leaving `always` shows
+    /// everything appended; entering it hides only what comes after until
+    /// it is fsynced; with `os` the periodic flush never syncs, so readers
+    /// are not left waiting on a durable offset that never moves.
+    #[tokio::test]
+    async fn a_flush_change_moves_the_read_rule_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(
+            dir.path(),
+            FlushPolicy::Always,
+            Arc::new(FaultyFileIo::default()),
+        );
+        p.append(&batch(b"hidden")).unwrap();
+        assert_eq!(p.high_watermark(), 0);
+        let config = |flush| sluice_log::LogConfig {
+            flush,
+            ..p.log().config()
+        };
+        p.set_flush(config(FlushPolicy::Os));
+        assert!(!p.durable_reads());
+        assert_eq!(p.high_watermark(), 1, "shown when leaving always");
+        p.append(&batch(b"os")).unwrap();
+        assert_eq!(p.high_watermark(), 2);
+        assert!(
+            !p.maybe_flush(Instant::now()).unwrap(),
+            "os never syncs on the timer"
+        );
+        p.set_flush(config(FlushPolicy::Always));
+        assert!(p.durable_reads());
+        assert_eq!(p.high_watermark(), 2, "what was visible stays visible");
+        let info = p.append(&batch(b"always")).unwrap();
+        assert_eq!(p.high_watermark(), 2, "hidden until fsynced");
+        p.wait_durable(info.last_offset + 1).await.unwrap();
+        assert_eq!(p.high_watermark(), 3);
     }
 
     /// A parked reader (a watch subscriber) wakes when the fsync lands, and

@@ -143,81 +143,134 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> BrokerError {
     }
 }
 
+/// Every topic config key, as CreateTopics, AlterConfigs and Metadata name them.
+pub const CONFIG_KEYS: &[&str] = &[
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "flush",
+    "flush.interval.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+];
+
 impl TopicOverrides {
     /// Parses CreateTopics `configs` pairs; unknown keys and bad values are errors.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<TopicOverrides, BrokerError> {
         let mut o = TopicOverrides::default();
         for (key, value) in pairs {
-            let v = value.trim();
-            let signed = || -> Result<i64, BrokerError> {
-                let n: i64 = v
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
-                if n < -1 {
-                    return Err(invalid(key, value, "must be -1 (unlimited) or >= 0"));
-                }
-                Ok(n)
-            };
-            let non_negative = || -> Result<i64, BrokerError> {
-                let n: i64 = v
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
-                if n < 0 {
-                    return Err(invalid(key, value, "must be >= 0"));
-                }
-                Ok(n)
-            };
-            let positive = || -> Result<u64, BrokerError> {
-                let n: u64 = v
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
-                if n == 0 {
-                    return Err(invalid(key, value, "must be > 0"));
-                }
-                Ok(n)
-            };
-            match key.as_str() {
-                "retention.ms" => o.retention_ms = Some(signed()?),
-                "retention.bytes" => o.retention_bytes = Some(signed()?),
-                "segment.ms" => {
-                    let n = signed()?;
-                    if (0..MIN_SEGMENT_MS as i64).contains(&n) {
-                        return Err(invalid(
-                            key,
-                            value,
-                            format!("must be -1 (never) or at least {MIN_SEGMENT_MS}"),
-                        ));
-                    }
-                    o.segment_ms = Some(n);
-                }
-                "segment.bytes" => {
-                    let n = positive()?;
-                    if n < MIN_SEGMENT_BYTES {
-                        return Err(invalid(
-                            key,
-                            value,
-                            format!("must be at least {MIN_SEGMENT_BYTES}"),
-                        ));
-                    }
-                    o.segment_bytes = Some(n);
-                }
-                "flush" => {
-                    o.flush =
-                        Some(FlushMode::parse(v).ok_or_else(|| {
-                            invalid(key, value, "expected always, interval or os")
-                        })?)
-                }
-                "flush.interval.ms" => o.flush_interval_ms = Some(positive()?),
-                "message.timestamp.before.max.ms" => {
-                    o.message_timestamp_before_max_ms = Some(non_negative()?)
-                }
-                "message.timestamp.after.max.ms" => {
-                    o.message_timestamp_after_max_ms = Some(non_negative()?)
-                }
-                _ => return Err(invalid(key, value, "unknown topic config key")),
+            o.set(key, value)?;
+        }
+        Ok(o)
+    }
+
+    /// These overrides with AlterConfigs changes applied: `Some(value)` sets
+    /// the key (checked as [`TopicOverrides::from_pairs`] does), `None`
+    /// removes the override (an unknown key is an error either way). All or
+    /// nothing: on error `self` is untouched.
+    pub fn with_changes(
+        &self,
+        changes: &[(String, Option<String>)],
+    ) -> Result<TopicOverrides, BrokerError> {
+        let mut o = self.clone();
+        for (key, value) in changes {
+            match value {
+                Some(v) => o.set(key, v)?,
+                None => o.clear(key)?,
             }
         }
         Ok(o)
+    }
+
+    /// Removes the override of `key` (the topic follows the broker default again).
+    pub fn clear(&mut self, key: &str) -> Result<(), BrokerError> {
+        match key {
+            "retention.ms" => self.retention_ms = None,
+            "retention.bytes" => self.retention_bytes = None,
+            "segment.ms" => self.segment_ms = None,
+            "segment.bytes" => self.segment_bytes = None,
+            "flush" => self.flush = None,
+            "flush.interval.ms" => self.flush_interval_ms = None,
+            "message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms = None,
+            "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms = None,
+            _ => return Err(invalid(key, "", "unknown topic config key")),
+        }
+        Ok(())
+    }
+
+    /// Sets `key` to `value` after checking both.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), BrokerError> {
+        let o = self;
+        let v = value.trim();
+        let signed = || -> Result<i64, BrokerError> {
+            let n: i64 = v
+                .parse()
+                .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
+            if n < -1 {
+                return Err(invalid(key, value, "must be -1 (unlimited) or >= 0"));
+            }
+            Ok(n)
+        };
+        let non_negative = || -> Result<i64, BrokerError> {
+            let n: i64 = v
+                .parse()
+                .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
+            if n < 0 {
+                return Err(invalid(key, value, "must be >= 0"));
+            }
+            Ok(n)
+        };
+        let positive = || -> Result<u64, BrokerError> {
+            let n: u64 = v
+                .parse()
+                .map_err(|e: std::num::ParseIntError| invalid(key, value, e.to_string()))?;
+            if n == 0 {
+                return Err(invalid(key, value, "must be > 0"));
+            }
+            Ok(n)
+        };
+        match key {
+            "retention.ms" => o.retention_ms = Some(signed()?),
+            "retention.bytes" => o.retention_bytes = Some(signed()?),
+            "segment.ms" => {
+                let n = signed()?;
+                if (0..MIN_SEGMENT_MS as i64).contains(&n) {
+                    return Err(invalid(
+                        key,
+                        value,
+                        format!("must be -1 (never) or at least {MIN_SEGMENT_MS}"),
+                    ));
+                }
+                o.segment_ms = Some(n);
+            }
+            "segment.bytes" => {
+                let n = positive()?;
+                if n < MIN_SEGMENT_BYTES {
+                    return Err(invalid(
+                        key,
+                        value,
+                        format!("must be at least {MIN_SEGMENT_BYTES}"),
+                    ));
+                }
+                o.segment_bytes = Some(n);
+            }
+            "flush" => {
+                o.flush = Some(
+                    FlushMode::parse(v)
+                        .ok_or_else(|| invalid(key, value, "expected always, interval or os"))?,
+                )
+            }
+            "flush.interval.ms" => o.flush_interval_ms = Some(positive()?),
+            "message.timestamp.before.max.ms" => {
+                o.message_timestamp_before_max_ms = Some(non_negative()?)
+            }
+            "message.timestamp.after.max.ms" => {
+                o.message_timestamp_after_max_ms = Some(non_negative()?)
+            }
+            _ => return Err(invalid(key, value, "unknown topic config key")),
+        }
+        Ok(())
     }
 }
 
@@ -530,6 +583,48 @@ mod tests {
                 "{k}={v}"
             );
         }
+    }
+
+    #[test]
+    fn changes_set_and_delete_keys_all_or_nothing() {
+        let base = sample().overrides;
+        let o = base
+            .with_changes(&[
+                ("retention.ms".into(), Some("5000".into())),
+                ("flush".into(), None),
+                ("segment.ms".into(), Some("-1".into())),
+            ])
+            .unwrap();
+        assert_eq!(o.retention_ms, Some(5000));
+        assert_eq!(o.flush, None);
+        assert_eq!(o.segment_ms, Some(-1));
+        assert_eq!(o.segment_bytes, base.segment_bytes, "untouched");
+        // Every key can be set and deleted; unknown keys are refused either way.
+        for key in CONFIG_KEYS {
+            let mut x = base.clone();
+            x.clear(key).unwrap();
+        }
+        for bad in [
+            vec![
+                ("retention.ms".to_string(), Some("1".to_string())),
+                ("nope".to_string(), None),
+            ],
+            vec![("segment.bytes".to_string(), Some("1".to_string()))],
+        ] {
+            assert!(matches!(
+                base.with_changes(&bad),
+                Err(BrokerError::InvalidConfig { .. })
+            ));
+        }
+        // The documented keys are exactly those Metadata reports (besides `partitions`).
+        let reported: Vec<String> = sample()
+            .effective(&TopicDefaults::default())
+            .to_pairs()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "partitions")
+            .collect();
+        assert_eq!(reported, CONFIG_KEYS);
     }
 
     #[test]

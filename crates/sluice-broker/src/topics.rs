@@ -15,9 +15,23 @@
 //! (STORAGE_ERROR). Its files are left untouched. A damaged `topic.meta`
 //! still stops start-up (recreating the topic over it could mix data).
 //!
+//! Growing a topic ([`TopicRegistry::add_partitions`]) opens the new
+//! partition logs first (a leftover directory of an interrupted attempt is
+//! removed first: no record can have reached it), then replaces `topic.meta`
+//! atomically, so a restart sees either the old count or the new one, never
+//! a partition without its directory. Changing the config
+//! ([`TopicRegistry::alter_config`]) replaces `topic.meta` and then hands the
+//! new settings to the open partitions: retention and the fsync policy
+//! (with its read rule, see [`Partition::set_flush`]) apply at once, segment
+//! size and age from the next append (the active segment rolls once it
+//! exceeds them).
+//! Either change swaps in a new [`Topic`] sharing the unchanged partitions;
+//! a request holding the old one finishes with it.
+//!
 //! Locking: the name -> topic map has its own `RwLock`, held only to look up
-//! or swap entries. Creation and deletion are serialized by a separate admin
-//! mutex so the slow file work never blocks lookups.
+//! or swap entries. Creation, deletion, growth and config changes are
+//! serialized by a separate admin mutex so the slow file work never blocks
+//! lookups.
 
 use std::collections::HashMap;
 use std::fs;
@@ -35,7 +49,7 @@ use crate::topic_meta::{sync_dir, validate_topic_name, TopicConfig, TopicMeta, T
 /// Marker in the name of a directory being deleted.
 const TRASH_MARKER: &str = "~deleted~";
 
-/// One topic: immutable once created (partition count and config).
+/// One topic: immutable (a partition count or config change swaps in a new one).
 #[derive(Debug)]
 pub struct Topic {
     name: Arc<str>,
@@ -469,6 +483,171 @@ impl TopicRegistry {
         Ok(topic)
     }
 
+    /// Grows topic `name` to `total` partitions (see the module docs for the
+    /// order of the file work). Refused with
+    /// [`BrokerError::PartitionsNotIncreased`] unless `total` is larger than
+    /// the current count, [`BrokerError::InvalidPartitions`] above
+    /// [`MAX_PARTITIONS`], [`BrokerError::PartitionLimit`] past the
+    /// broker-wide cap; nothing changes then.
+    pub fn add_partitions(&self, name: &str, total: u32) -> Result<Arc<Topic>, BrokerError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let current = topic.partition_count();
+        if total <= current {
+            return Err(BrokerError::PartitionsNotIncreased {
+                topic: name.to_string(),
+                current,
+                requested: total,
+            });
+        }
+        if total > MAX_PARTITIONS {
+            return Err(BrokerError::InvalidPartitions {
+                count: total,
+                max: MAX_PARTITIONS,
+            });
+        }
+        let added = total - current;
+        let existing = self.total_partitions();
+        if existing + u64::from(added) > u64::from(self.max_total_partitions) {
+            return Err(BrokerError::PartitionLimit {
+                requested: added,
+                existing,
+                max: self.max_total_partitions,
+            });
+        }
+        let meta = TopicMeta {
+            partitions: total,
+            overrides: topic.meta.overrides.clone(),
+        };
+        let config = meta.effective(&self.defaults);
+        let tm = self.topic_metrics(&topic.name);
+        let mut opened: Vec<Arc<Partition>> = Vec::with_capacity(added as usize);
+        let undo = |opened: &[Arc<Partition>]| {
+            for p in opened {
+                let _ = p.close();
+                p.mark_deleted();
+                let _ = fs::remove_dir_all(topic.dir.join(p.index().to_string()));
+            }
+        };
+        for i in current..total {
+            let dir = topic.dir.join(i.to_string());
+            let result = (|| {
+                if dir.exists() {
+                    // An interrupted growth: topic.meta never counted it, so no record is in it.
+                    fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                }
+                let log = Log::open_with_io(&dir, config.log_config(), Arc::clone(&self.io))
+                    .map_err(|source| BrokerError::Log {
+                        topic: name.to_string(),
+                        partition: i,
+                        source,
+                    })?;
+                Ok::<_, BrokerError>(Partition::from_log(
+                    log,
+                    Arc::clone(&topic.name),
+                    i,
+                    tm.clone(),
+                    self.metrics.partition(&topic.name, i),
+                    self.metrics.fsync_duration.clone(),
+                ))
+            })();
+            match result {
+                Ok(p) => opened.push(Arc::new(p)),
+                Err(e) => {
+                    undo(&opened);
+                    return Err(e);
+                }
+            }
+        }
+        // The commit point: the new count is durable once this returns.
+        if let Err(e) = meta.store(&topic.dir) {
+            undo(&opened);
+            return Err(e);
+        }
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(opened);
+        let grown = Arc::new(Topic {
+            name: Arc::clone(&topic.name),
+            meta,
+            config,
+            partitions,
+            offline: topic.offline.clone(),
+            dir: topic.dir.clone(),
+        });
+        self.write_map()
+            .insert(name.to_string(), Arc::clone(&grown));
+        tracing::info!(topic = name, from = current, to = total, "added partitions");
+        Ok(grown)
+    }
+
+    /// Applies AlterConfigs changes to topic `name`: `Some(value)` sets a
+    /// key, `None` removes the topic's override (back to the broker
+    /// default). Every change is checked first ([`BrokerError::InvalidConfig`]);
+    /// then `topic.meta` is replaced durably and the open partitions get the
+    /// new settings (see the module docs for when each takes effect).
+    pub fn alter_config(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let overrides = topic.meta.overrides.with_changes(changes)?;
+        self.replace_overrides(&topic, overrides)
+    }
+
+    /// Replaces topic `name`'s overrides as a whole (the cluster metadata's
+    /// config applied to the local copy); a no-op when they are equal.
+    pub fn set_overrides(
+        &self,
+        name: &str,
+        overrides: TopicOverrides,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        self.replace_overrides(&topic, overrides)
+    }
+
+    /// Stores `overrides` for `topic`, hands the partitions their new log
+    /// settings and swaps in the new topic. The caller holds the admin lock.
+    fn replace_overrides(
+        &self,
+        topic: &Arc<Topic>,
+        overrides: TopicOverrides,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        if overrides == topic.meta.overrides {
+            return Ok(Arc::clone(topic));
+        }
+        let meta = TopicMeta {
+            partitions: topic.meta.partitions,
+            overrides,
+        };
+        meta.store(&topic.dir)?;
+        let config = meta.effective(&self.defaults);
+        let log_config = config.log_config();
+        for p in &topic.partitions {
+            p.set_flush(log_config.clone());
+        }
+        let altered = Arc::new(Topic {
+            name: Arc::clone(&topic.name),
+            meta,
+            config,
+            partitions: topic.partitions.clone(),
+            offline: topic.offline.clone(),
+            dir: topic.dir.clone(),
+        });
+        self.write_map()
+            .insert(topic.name.to_string(), Arc::clone(&altered));
+        tracing::info!(topic = %topic.name, "changed topic config");
+        Ok(altered)
+    }
+
     /// Deletes a topic: closes its logs and removes its directory.
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
@@ -575,6 +754,137 @@ mod tests {
         // The name can be reused.
         reg.create("a", 2, TopicOverrides::default()).unwrap();
         assert_eq!(reg.get("a").unwrap().partitions().len(), 2);
+    }
+
+    fn batch(value: &[u8]) -> Vec<u8> {
+        let mut b = sluice_protocol::batch::RecordBatchBuilder::new();
+        b.push(1_700_000_000_000, None, Some(value), &[]);
+        b.finish().to_vec()
+    }
+
+    #[test]
+    fn add_partitions_grows_durably_and_refuses_to_shrink() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let reg =
+                TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 10).unwrap();
+            reg.create("t", 2, TopicOverrides::default()).unwrap();
+            let p0 = Arc::clone(&reg.get("t").unwrap().partitions()[0]);
+            p0.append(&batch(b"old")).unwrap();
+            // A leftover of an interrupted growth is replaced, not reused.
+            fs::create_dir_all(dir.path().join("t/2")).unwrap();
+            fs::write(dir.path().join("t/2/junk"), b"x").unwrap();
+            let t = reg.add_partitions("t", 4).unwrap();
+            assert_eq!(t.partition_count(), 4);
+            assert_eq!(t.partitions().len(), 4);
+            assert_eq!(t.config().partitions, 4);
+            assert!(!dir.path().join("t/2/junk").exists());
+            // The old partitions are the same objects, data and all.
+            assert!(Arc::ptr_eq(&t.partitions()[0], &p0));
+            assert_eq!(t.partitions()[0].end_offset(), 1);
+            let p3 = Arc::clone(t.partition(3).unwrap());
+            assert_eq!(p3.append(&batch(b"new")).unwrap().base_offset, 0);
+            assert_eq!(reg.get("t").unwrap().partition_count(), 4);
+            for (total, want) in [(4, "PartitionsNotIncreased"), (3, "PartitionsNotIncreased")] {
+                let e = reg.add_partitions("t", total).unwrap_err();
+                assert!(
+                    matches!(e, BrokerError::PartitionsNotIncreased { current: 4, .. }),
+                    "{want}: {e}"
+                );
+            }
+            assert!(matches!(
+                reg.add_partitions("t", MAX_PARTITIONS + 1),
+                Err(BrokerError::InvalidPartitions { .. })
+            ));
+            // The broker-wide cap (10 here) counts the new partitions.
+            assert!(matches!(
+                reg.add_partitions("t", 11),
+                Err(BrokerError::PartitionLimit { .. })
+            ));
+            assert!(matches!(
+                reg.add_partitions("nope", 2),
+                Err(BrokerError::UnknownTopic(_))
+            ));
+            assert_eq!(reg.get("t").unwrap().partition_count(), 4);
+            assert!(!dir.path().join("t/4").exists());
+            assert!(reg.close_all().is_empty());
+        }
+        let reg = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 10).unwrap();
+        let t = reg.get("t").unwrap();
+        assert_eq!(t.partitions().len(), 4);
+        assert_eq!(t.partitions()[0].end_offset(), 1);
+        assert_eq!(t.partitions()[3].end_offset(), 1);
+        assert_eq!(t.partitions()[2].end_offset(), 0);
+    }
+
+    #[test]
+    fn alter_config_persists_applies_to_open_logs_and_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
+        {
+            let reg =
+                TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100).unwrap();
+            let o = TopicOverrides::from_pairs(&[("retention.ms".into(), "1000".into())]).unwrap();
+            reg.create("t", 2, o).unwrap();
+            let before = reg.get("t").unwrap();
+            let t = reg
+                .alter_config(
+                    "t",
+                    &[
+                        set("retention.bytes", "4096"),
+                        set("segment.bytes", "131072"),
+                        set("flush", "always"),
+                        ("retention.ms".to_string(), None),
+                    ],
+                )
+                .unwrap();
+            assert_eq!(t.config().retention_bytes, Some(4096));
+            assert_eq!(t.config().retention_ms, None, "back to the default");
+            assert_eq!(t.config().flush, crate::config::FlushMode::Always);
+            assert_eq!(t.meta().overrides.retention_ms, None);
+            // Live on the open logs, for every partition.
+            for p in t.partitions() {
+                let lc = p.log().config();
+                assert_eq!(lc.retention_bytes, Some(4096));
+                assert_eq!(lc.retention_ms, None);
+                assert_eq!(lc.segment_bytes, 131072);
+                assert_eq!(lc.flush, sluice_log::FlushPolicy::Always);
+                assert!(p.durable_reads(), "the always read rule applies at once");
+                assert!(Arc::ptr_eq(p, &before.partitions()[p.index() as usize]));
+            }
+            // A bad value or an unknown key (even to delete) changes nothing.
+            for bad in [
+                vec![set("retention.ms", "5"), set("segment.bytes", "10")],
+                vec![set("retention.ms", "5"), ("no.such".to_string(), None)],
+                vec![set("no.such", "1")],
+            ] {
+                let e = reg.alter_config("t", &bad).unwrap_err();
+                assert!(matches!(e, BrokerError::InvalidConfig { .. }), "{e}");
+            }
+            let t = reg.get("t").unwrap();
+            assert_eq!(t.config().retention_ms, None);
+            assert_eq!(t.partitions()[0].log().config().retention_ms, None);
+            assert!(matches!(
+                reg.alter_config("nope", &[]),
+                Err(BrokerError::UnknownTopic(_))
+            ));
+            // No change is a no-op that keeps the same topic.
+            let same = reg.alter_config("t", &[]).unwrap();
+            assert!(Arc::ptr_eq(&same, &t));
+            assert!(reg.close_all().is_empty());
+        }
+        let reg = TopicRegistry::open(dir.path(), small_defaults(), Metrics::new(), 100).unwrap();
+        let t = reg.get("t").unwrap();
+        assert_eq!(t.config().retention_bytes, Some(4096));
+        assert_eq!(t.config().retention_ms, None);
+        assert_eq!(t.config().segment_bytes, 131072);
+        assert_eq!(t.partitions()[1].log().config().retention_bytes, Some(4096));
+        // Replacing the whole set (the cluster's view of the topic).
+        let o = TopicOverrides::from_pairs(&[("retention.ms".into(), "7000".into())]).unwrap();
+        let t = reg.set_overrides("t", o.clone()).unwrap();
+        assert_eq!(t.meta().overrides, o);
+        assert_eq!(t.config().retention_bytes, None);
+        assert_eq!(t.partitions()[0].log().config().retention_ms, Some(7000));
     }
 
     #[test]

@@ -507,6 +507,59 @@ fn create_topics_cost_is_bounded() {
 }
 
 #[test]
+fn create_partitions_and_alter_configs_cost_is_bounded() {
+    let _g = serial();
+    let f = fixture();
+    let c = f.run_request(&Request::CreatePartitions(CreatePartitionsRequest {
+        topics: names(CAP, MAX_TOPIC_NAME_BYTES)
+            .into_iter()
+            .map(|name| CreatePartitionsTopic { name, count: 2 })
+            .collect(),
+    }));
+    check("create partitions: the cap of unknown topics", &c);
+    let c = f.run_request(&Request::CreatePartitions(CreatePartitionsRequest {
+        topics: vec![CreatePartitionsTopic {
+            name: "t".into(),
+            count: 5,
+        }],
+    }));
+    check("create partitions: one more partition", &c);
+    assert_eq!(
+        f.ctx.broker.describe_topic("t").unwrap().partitions.len(),
+        5
+    );
+    let c = f.run_request(&Request::AlterConfigs(AlterConfigsRequest {
+        topics: names(CAP, MAX_TOPIC_NAME_BYTES)
+            .into_iter()
+            .map(|name| AlterConfigsTopic {
+                name,
+                changes: Vec::new(),
+            })
+            .collect(),
+    }));
+    check("alter configs: the cap of unknown topics", &c);
+    let c = f.run_request(&Request::AlterConfigs(AlterConfigsRequest {
+        topics: vec![AlterConfigsTopic {
+            name: "t".into(),
+            changes: (0..CAP - 1)
+                .map(|i| ConfigChange::set(format!("{i}-{}", "k".repeat(200)), "v".repeat(200)))
+                .collect(),
+        }],
+    }));
+    check("alter configs: the cap of long unknown keys", &c);
+    let c = f.run_request(&Request::AlterConfigs(AlterConfigsRequest {
+        topics: vec![AlterConfigsTopic {
+            name: "t".into(),
+            changes: (0..1_000_000)
+                .map(|i| ConfigChange::delete(i.to_string()))
+                .collect(),
+        }],
+    }));
+    check("alter configs: a million deletions", &c);
+    assert_eq!(header_error(&c), Some(ErrorCode::InvalidRequest));
+}
+
+#[test]
 fn delete_topics_cost_is_bounded() {
     let _g = serial();
     let f = fixture();

@@ -102,6 +102,7 @@ pub fn render_client(error: &ClientError, topic: Option<&str>, broker: &str) -> 
                 format!("invalid topic name \"{t}\": use 1-249 of a-z A-Z 0-9 . _ -")
             }
             (ErrorCode::InvalidPartitions, _) => format!("{context}: invalid partition count"),
+            (ErrorCode::InvalidConfig, _) => format!("{context}: invalid topic config"),
             (ErrorCode::InvalidReplicationFactor, _) => {
                 format!("{context}: invalid replication factor; see `sluice cluster status` for the brokers")
             }

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
-use sluice_client::{Admin, ClientConfig, TopicInfo};
+use sluice_client::{Admin, ClientConfig, ConfigChange, TopicInfo};
 
 use crate::errors::CliError;
 
@@ -26,6 +26,8 @@ pub enum TopicCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a topic: grow its partition count, set or delete config keys.
+    Alter(AlterArgs),
     /// Delete a topic and all its data.
     Delete {
         /// Topic name.
@@ -72,6 +74,104 @@ pub struct CreateArgs {
     /// Flush policy.
     #[arg(long, value_enum)]
     pub flush: Option<FlushArg>,
+}
+
+/// Options of `topic alter`.
+#[derive(Args, Debug)]
+pub struct AlterArgs {
+    /// Topic name.
+    pub name: String,
+    /// The new total partition count (larger than the current one; a topic
+    /// never shrinks). Keyed records may map to other partitions afterwards.
+    #[arg(long, short = 'p')]
+    pub partitions: Option<u32>,
+    /// Set a config key, `key=value` (repeatable): retention.ms,
+    /// retention.bytes, segment.bytes, segment.ms, flush, flush.interval.ms,
+    /// message.timestamp.before.max.ms, message.timestamp.after.max.ms.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Delete a config key so the broker default applies again (repeatable).
+    #[arg(long = "delete-config", value_name = "KEY")]
+    pub delete_config: Vec<String>,
+}
+
+impl AlterArgs {
+    /// The config changes asked for, checked for shape (`key=value`, each key once).
+    fn changes(&self) -> Result<Vec<ConfigChange>, CliError> {
+        let mut changes = Vec::new();
+        for kv in &self.config {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(CliError::msg(format!(
+                    "--config {kv:?}: expected KEY=VALUE, e.g. retention.ms=86400000"
+                )));
+            };
+            if k.trim().is_empty() {
+                return Err(CliError::msg(format!("--config {kv:?}: the key is empty")));
+            }
+            changes.push(ConfigChange::set(k.trim(), v));
+        }
+        for k in &self.delete_config {
+            changes.push(ConfigChange::delete(k.trim()));
+        }
+        let mut keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+        keys.sort_unstable();
+        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+            return Err(CliError::msg(format!(
+                "config key {:?} is given more than once",
+                w[0]
+            )));
+        }
+        Ok(changes)
+    }
+}
+
+/// `topic alter`: checks everything it can first (the topic exists, the new
+/// partition count is larger), then applies the config changes (all or
+/// nothing on the broker), then grows the topic.
+async fn alter(broker: &str, args: AlterArgs) -> Result<i32, CliError> {
+    let changes = args.changes()?;
+    if args.partitions.is_none() && changes.is_empty() {
+        return Err(CliError::msg(
+            "nothing to change: give --partitions, --config KEY=VALUE or --delete-config KEY",
+        ));
+    }
+    let name = args.name.as_str();
+    let admin = admin(broker).await?;
+    let info = admin
+        .describe_topic(name)
+        .await
+        .map_err(CliError::topic(name))?;
+    let current = info.partitions.len() as u32;
+    if let Some(n) = args.partitions {
+        if n <= current {
+            return Err(CliError::msg(format!(
+                "topic \"{name}\" has {current} partition{}; --partitions must be larger (partitions cannot be removed)",
+                if current == 1 { "" } else { "s" }
+            )));
+        }
+    }
+    if !changes.is_empty() {
+        let summary: Vec<String> = changes
+            .iter()
+            .map(|c| match &c.value {
+                Some(v) => format!("{}={v}", c.key),
+                None => format!("{} deleted", c.key),
+            })
+            .collect();
+        admin
+            .alter_topic_config(name, changes)
+            .await
+            .map_err(CliError::topic(name))?;
+        outln!("altered config of topic \"{name}\": {}", summary.join(", "));
+    }
+    if let Some(n) = args.partitions {
+        admin
+            .create_partitions(name, n)
+            .await
+            .map_err(CliError::topic(name))?;
+        outln!("topic \"{name}\" now has {n} partitions (was {current})");
+    }
+    Ok(0)
 }
 
 /// Connects an admin client.
@@ -166,6 +266,7 @@ pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
             }
             Ok(0)
         }
+        TopicCommand::Alter(args) => alter(broker, args).await,
         TopicCommand::Delete { name } => {
             admin(broker)
                 .await?

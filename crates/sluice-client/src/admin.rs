@@ -15,10 +15,12 @@ pub use sluice_protocol::ListedGroup as GroupListing;
 /// Committed offset, log end and lag of one partition of a group (the DescribeGroups entry as is).
 pub use sluice_protocol::PartitionLag as GroupPartitionLag;
 use sluice_protocol::{
-    ApiKey, CreateTopic, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeGroupsRequest, DescribedGroup, ErrorCode, ListOffsetsPartition, ListOffsetsRequest,
-    ListOffsetsTopic, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic,
-    OffsetFetchRequest, OffsetSpec, Request, Response, TopicMetadata, TopicPartitions,
+    AlterConfigsRequest, AlterConfigsTopic, ApiKey, ConfigChange, CreatePartitionsRequest,
+    CreatePartitionsTopic, CreateTopic, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeGroupsRequest, DescribedGroup, ErrorCode, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsTopic, OffsetCommitPartition, OffsetCommitRequest,
+    OffsetCommitTopic, OffsetFetchRequest, OffsetSpec, Request, Response, TopicMetadata,
+    TopicPartitions,
 };
 
 use crate::consumer::SeekTo;
@@ -335,6 +337,52 @@ impl Admin {
             controller_id: u32::try_from(response.controller_id).ok(),
             controller_epoch: response.controller_epoch,
             brokers,
+        })
+    }
+
+    /// Grows `topic` to `total` partitions (CreatePartitions). `total` is
+    /// the new count, larger than the current one: a topic never shrinks
+    /// (`INVALID_PARTITIONS`, with the current count in the message). The new
+    /// partitions start empty; keyed records may map to other partitions
+    /// from now on. Producers of this process learn the new count at once,
+    /// others within their `metadata_max_age`.
+    pub async fn create_partitions(&self, topic: &str, total: u32) -> Result<()> {
+        let request = Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic {
+                name: topic.to_string(),
+                count: total,
+            }],
+        });
+        let response = match self.cluster.bootstrap().request(&request).await? {
+            Response::CreatePartitions(r) => r.topics,
+            other => return Err(unexpected("CreatePartitions", other)),
+        };
+        self.cluster.invalidate(topic);
+        topic_outcome("CreatePartitions", response, topic, || {
+            format!("add partitions to topic \"{topic}\" (to {total})")
+        })
+    }
+
+    /// Sets or deletes config keys of `topic` (AlterConfigs):
+    /// [`ConfigChange::set`] gives a key a value, [`ConfigChange::delete`]
+    /// removes the topic's value so the broker default applies. Keys and
+    /// values are checked as [`Admin::create_topic`] checks them; one bad
+    /// change refuses them all (`INVALID_CONFIG`, naming the key). The
+    /// changes are stored before the answer; see protocol.md for when each
+    /// key takes effect.
+    pub async fn alter_topic_config(&self, topic: &str, changes: Vec<ConfigChange>) -> Result<()> {
+        let request = Request::AlterConfigs(AlterConfigsRequest {
+            topics: vec![AlterConfigsTopic {
+                name: topic.to_string(),
+                changes,
+            }],
+        });
+        let response = match self.cluster.bootstrap().request(&request).await? {
+            Response::AlterConfigs(r) => r.topics,
+            other => return Err(unexpected("AlterConfigs", other)),
+        };
+        topic_outcome("AlterConfigs", response, topic, || {
+            format!("alter config of topic \"{topic}\"")
         })
     }
 
@@ -773,6 +821,23 @@ pub(crate) async fn list_offsets(
         offset: found.offset,
         timestamp: (found.timestamp >= 0).then_some(found.timestamp),
     })
+}
+
+/// The result for `topic` in a per-topic answer, as a `Result`.
+fn topic_outcome(
+    request: &'static str,
+    results: Vec<sluice_protocol::TopicResult>,
+    topic: &str,
+    context: impl FnOnce() -> String,
+) -> Result<()> {
+    let result = results
+        .into_iter()
+        .find(|t| t.name == topic)
+        .ok_or_else(|| ClientError::UnexpectedResponse {
+            request,
+            got: format!("no result for topic \"{topic}\""),
+        })?;
+    check(result.error, &result.message, context)
 }
 
 fn check(code: ErrorCode, message: &str, context: impl FnOnce() -> String) -> Result<()> {

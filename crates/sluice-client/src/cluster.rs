@@ -3,7 +3,9 @@
 //! The client asks Metadata which broker leads each partition and sends
 //! partition requests there. The cache is refreshed when a broker answers
 //! `NOT_LEADER_FOR_PARTITION` or `UNKNOWN_TOPIC_OR_PARTITION`, or when a
-//! leader's connection fails. Today there is one broker, so every route ends
+//! leader's connection fails, and a topic's entry older than
+//! `ClientConfig::metadata_max_age` is refreshed (by whoever claims it with
+//! [`Cluster::claim_refresh`]) so partitions added to a topic are found. Today there is one broker, so every route ends
 //! at the bootstrap connection; the routing is real so that several brokers
 //! need no client change.
 //!
@@ -35,6 +37,8 @@ use rustc_hash::FxHashMap as FastMap;
 pub(crate) struct TopicRoute {
     /// Leader node id per partition, in partition order.
     pub leaders: Vec<u32>,
+    /// When this entry was learned (or last claimed for a refresh).
+    pub fetched: Instant,
 }
 
 #[derive(Default)]
@@ -209,7 +213,13 @@ impl Cluster {
             if t.error == ErrorCode::None {
                 let leaders = t.partitions.iter().map(|p| p.leader).collect();
                 state.missing.remove(&t.name);
-                state.topics.insert(t.name.clone(), TopicRoute { leaders });
+                state.topics.insert(
+                    t.name.clone(),
+                    TopicRoute {
+                        leaders,
+                        fetched: Instant::now(),
+                    },
+                );
             } else {
                 state.topics.remove(&t.name);
                 if t.error == ErrorCode::UnknownTopicOrPartition {
@@ -371,6 +381,12 @@ impl Cluster {
         Ok(lock(&self.state).topics.get(topic).cloned())
     }
 
+    /// Asks the broker for `topic` now (whatever is cached) and returns its route.
+    pub async fn refresh_route(&self, topic: &str) -> Result<Option<TopicRoute>> {
+        self.fetch_metadata(vec![topic.to_string()]).await?;
+        Ok(lock(&self.state).topics.get(topic).cloned())
+    }
+
     /// The cached route of `topic` without asking the broker.
     pub fn cached_route(&self, topic: &str) -> Option<TopicRoute> {
         lock(&self.state).topics.get(topic).cloned()
@@ -384,6 +400,20 @@ impl Cluster {
             .map(|r| r.leaders.len() as u32)
     }
 
+    /// True when `topic`'s cached entry is older than `metadata_max_age`; the
+    /// entry then counts as fresh again, so of many callers only the first
+    /// refreshes it (the others keep using the cached entry meanwhile).
+    pub fn claim_refresh(&self, topic: &str) -> bool {
+        let mut state = lock(&self.state);
+        match state.topics.get_mut(topic) {
+            Some(r) if r.fetched.elapsed() >= self.config.metadata_max_age => {
+                r.fetched = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets what is cached about `topic` so the next [`route`](Self::route) asks again.
     pub fn invalidate(&self, topic: &str) {
         let mut state = lock(&self.state);
@@ -394,9 +424,17 @@ impl Cluster {
     /// Connection to the broker that leads `topic`/`partition`.
     ///
     /// When the topic is not known (it may be auto-created by a produce), the
-    /// bootstrap broker is used.
+    /// bootstrap broker is used. A partition beyond the cached count makes it
+    /// ask the broker again first (partitions may have been added).
     pub async fn leader(&self, topic: &str, partition: u32) -> Result<(Option<u32>, Connection)> {
-        let route = self.route(topic).await?;
+        let mut route = self.route(topic).await?;
+        if route
+            .as_ref()
+            .is_some_and(|r| partition as usize >= r.leaders.len())
+        {
+            // The topic may have grown since it was cached: ask once more.
+            route = self.refresh_route(topic).await?;
+        }
         let Some(route) = route else {
             return Ok((None, self.bootstrap.clone()));
         };

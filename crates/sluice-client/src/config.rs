@@ -26,6 +26,10 @@ pub struct ClientConfig {
     pub reconnect_backoff_max: Duration,
     /// Largest response frame accepted.
     pub max_frame_bytes: usize,
+    /// How long a topic's cached metadata (partition count, leaders) is
+    /// used before it is asked for again (Kafka's `metadata.max.age.ms`,
+    /// shorter): how soon a producer sends to partitions added to a topic.
+    pub metadata_max_age: Duration,
 }
 
 impl ClientConfig {
@@ -53,6 +57,7 @@ impl Default for ClientConfig {
             reconnect_backoff: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(1),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            metadata_max_age: Duration::from_secs(30),
         }
     }
 }

@@ -606,9 +606,26 @@ impl Producer {
     }
 
     /// Partition count of the record's topic, asking the broker when it is not cached.
+    ///
+    /// A cached count older than `metadata_max_age` is refreshed in the
+    /// background (this record still uses it); an explicit partition beyond
+    /// it asks the broker at once, as the topic may have grown since.
     async fn partition_count(&self, record: &Record) -> Result<Option<u32>> {
         let shared = &self.handle.shared;
         if let Some(n) = shared.cluster.cached_partition_count(&record.topic) {
+            if record.partition.is_some_and(|p| p >= n) {
+                if let Ok(Some(route)) = shared.cluster.refresh_route(&record.topic).await {
+                    return Ok(Some(route.leaders.len() as u32));
+                }
+            } else if shared.cluster.claim_refresh(&record.topic) {
+                let cluster = Arc::clone(&shared.cluster);
+                let topic = record.topic.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = cluster.fetch_metadata(vec![topic.clone()]).await {
+                        tracing::debug!(topic, error = %e, "periodic metadata refresh failed");
+                    }
+                });
+            }
             return Ok(Some(n));
         }
         {

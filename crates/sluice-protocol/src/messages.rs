@@ -40,10 +40,11 @@ pub fn topic_name_problem(name: &str) -> Option<&'static str> {
 /// Bounds applied while decoding a request, before anything is allocated for it.
 ///
 /// Every topic-partition listed counts one entry; so does a topic listed
-/// without partitions (Metadata, CreateTopics, DeleteTopics, JoinGroup
-/// subscriptions, an OffsetFetch or Heartbeat topic with an empty partition
-/// list, a Produce or Fetch topic with no partitions), a CreateTopics config
-/// pair, and a group id (DescribeGroups, DeleteGroups). A request with more
+/// without partitions (Metadata, CreateTopics, DeleteTopics, CreatePartitions,
+/// AlterConfigs, JoinGroup subscriptions, an OffsetFetch or Heartbeat topic
+/// with an empty partition list, a Produce or Fetch topic with no
+/// partitions), a CreateTopics config pair, an AlterConfigs config change,
+/// and a group id (DescribeGroups, DeleteGroups). A request with more
 /// entries than `max_partitions` is refused with INVALID_REQUEST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLimits {
@@ -99,6 +100,10 @@ pub enum ApiKey {
     DescribeCluster = 16,
     /// Which broker coordinates a consumer group (where to send its group requests).
     FindCoordinator = 17,
+    /// Grow topics to a new, larger partition count.
+    CreatePartitions = 18,
+    /// Set or delete per-topic config keys.
+    AlterConfigs = 19,
 }
 
 /// `controller_id` when no controller is known.
@@ -171,6 +176,10 @@ pub enum Request {
     DescribeCluster,
     /// FindCoordinator.
     FindCoordinator(FindCoordinatorRequest),
+    /// CreatePartitions.
+    CreatePartitions(CreatePartitionsRequest),
+    /// AlterConfigs.
+    AlterConfigs(AlterConfigsRequest),
 }
 
 /// One response body.
@@ -214,6 +223,10 @@ pub enum Response {
     DescribeCluster(DescribeClusterResponse),
     /// FindCoordinator.
     FindCoordinator(FindCoordinatorResponse),
+    /// CreatePartitions.
+    CreatePartitions(CreatePartitionsResponse),
+    /// AlterConfigs.
+    AlterConfigs(AlterConfigsResponse),
 }
 
 /// Supported version range of one api.
@@ -940,6 +953,79 @@ pub struct FindCoordinatorResponse {
     pub port: u16,
 }
 
+/// One topic to grow in a CreatePartitions request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsTopic {
+    /// Topic name.
+    pub name: String,
+    /// The new total partition count (larger than the current one).
+    pub count: u32,
+}
+
+/// CreatePartitions request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsRequest {
+    /// Topics to grow.
+    pub topics: Vec<CreatePartitionsTopic>,
+}
+
+/// CreatePartitions response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsResponse {
+    /// One result per requested topic.
+    pub topics: Vec<TopicResult>,
+}
+
+/// One change of a per-topic config key: set it, or delete it (back to the broker default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChange {
+    /// Config key (e.g. `retention.ms`).
+    pub key: String,
+    /// The new value; `None` deletes the topic's override.
+    pub value: Option<String>,
+}
+
+impl ConfigChange {
+    /// Sets `key` to `value`.
+    pub fn set(key: impl Into<String>, value: impl Into<String>) -> ConfigChange {
+        ConfigChange {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    /// Deletes the topic's override of `key`.
+    pub fn delete(key: impl Into<String>) -> ConfigChange {
+        ConfigChange {
+            key: key.into(),
+            value: None,
+        }
+    }
+}
+
+/// The config changes of one topic in an AlterConfigs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterConfigsTopic {
+    /// Topic name.
+    pub name: String,
+    /// Changes, each key at most once.
+    pub changes: Vec<ConfigChange>,
+}
+
+/// AlterConfigs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterConfigsRequest {
+    /// Topics to change.
+    pub topics: Vec<AlterConfigsTopic>,
+}
+
+/// AlterConfigs response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterConfigsResponse {
+    /// One result per requested topic.
+    pub topics: Vec<TopicResult>,
+}
+
 /// InitProducerId response: a fresh producer id for an idempotent producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitProducerIdResponse {
@@ -973,6 +1059,8 @@ impl ApiKey {
         ApiKey::InitProducerId,
         ApiKey::DescribeCluster,
         ApiKey::FindCoordinator,
+        ApiKey::CreatePartitions,
+        ApiKey::AlterConfigs,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -1001,6 +1089,8 @@ impl ApiKey {
             ApiKey::InitProducerId => "InitProducerId",
             ApiKey::DescribeCluster => "DescribeCluster",
             ApiKey::FindCoordinator => "FindCoordinator",
+            ApiKey::CreatePartitions => "CreatePartitions",
+            ApiKey::AlterConfigs => "AlterConfigs",
         }
     }
 
@@ -1093,10 +1183,11 @@ const fn up_to(key: ApiKey, max: u16) -> ApiVersionRange {
     }
 }
 
-/// What ApiVersions returns, i.e. what the broker serves: every key 0..=17
-/// (the group apis of [`GROUP_APIS`] included, then DeleteGroups,
-/// InitProducerId, DescribeCluster and FindCoordinator), version 0, and
-/// Metadata and CreateTopics also version 1 (the cluster fields).
+/// What ApiVersions returns, i.e. what the broker serves: every key of
+/// [`ApiKey::ALL`] (the group apis of [`GROUP_APIS`] included, then
+/// DeleteGroups, InitProducerId, DescribeCluster, CreatePartitions and
+/// AlterConfigs), version 0, and Metadata and CreateTopics also version 1
+/// (the cluster fields).
 pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::ApiVersions),
     up_to(ApiKey::Metadata, 1),
@@ -1116,6 +1207,8 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::InitProducerId),
     v0(ApiKey::DescribeCluster),
     v0(ApiKey::FindCoordinator),
+    v0(ApiKey::CreatePartitions),
+    v0(ApiKey::AlterConfigs),
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
@@ -1153,6 +1246,8 @@ impl Request {
             Request::InitProducerId => ApiKey::InitProducerId,
             Request::DescribeCluster => ApiKey::DescribeCluster,
             Request::FindCoordinator(_) => ApiKey::FindCoordinator,
+            Request::CreatePartitions(_) => ApiKey::CreatePartitions,
+            Request::AlterConfigs(_) => ApiKey::AlterConfigs,
         }
     }
 }
@@ -1180,6 +1275,8 @@ impl Response {
             Response::InitProducerId(_) => ApiKey::InitProducerId,
             Response::DescribeCluster(_) => ApiKey::DescribeCluster,
             Response::FindCoordinator(_) => ApiKey::FindCoordinator,
+            Response::CreatePartitions(_) => ApiKey::CreatePartitions,
+            Response::AlterConfigs(_) => ApiKey::AlterConfigs,
         })
     }
 }

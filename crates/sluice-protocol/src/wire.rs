@@ -55,6 +55,8 @@
 //! | InitProducerId (15) | empty                                                             | `error u16, producer_id i64, producer_epoch i16` |
 //! | DescribeCluster (16) | empty                                                            | `error u16, cluster_id string, controller_id i32, controller_epoch u64, [node_id u32, host string, port u16, rack nullable_string, alive bool]` |
 //! | FindCoordinator (17) | `group_id string`                                                | `error u16, node_id u32, host string, port u16` |
+//! | CreatePartitions (18) | `[name string, count u32]`                                      | `[name string, error u16, message string]` |
+//! | AlterConfigs (19) | `[name string, [key string, value nullable_string]]` (null = delete) | `[name string, error u16, message string]` |
 //!
 //! Version 1 (the cluster fields; the broker answers in the request's version):
 //!
@@ -297,6 +299,24 @@ fn encode_request_body(e: &mut Enc<'_>, version: u16, request: &Request) {
         Request::InitProducerId => {}
         Request::DescribeCluster => {}
         Request::FindCoordinator(r) => e.string(&r.group_id),
+        Request::CreatePartitions(r) => {
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.u32(t.count);
+            }
+        }
+        Request::AlterConfigs(r) => {
+            e.count(r.topics.len());
+            for t in &r.topics {
+                e.string(&t.name);
+                e.count(t.changes.len());
+                for c in &t.changes {
+                    e.string(&c.key);
+                    e.nullable_string(c.value.as_deref());
+                }
+            }
+        }
     }
 }
 
@@ -350,7 +370,9 @@ fn encode_response_body(e: &mut Enc<'_>, version: u16, response: &Response) {
             }
         }
         Response::CreateTopics(CreateTopicsResponse { topics })
-        | Response::DeleteTopics(DeleteTopicsResponse { topics }) => {
+        | Response::DeleteTopics(DeleteTopicsResponse { topics })
+        | Response::CreatePartitions(CreatePartitionsResponse { topics })
+        | Response::AlterConfigs(AlterConfigsResponse { topics }) => {
             e.count(topics.len());
             for t in topics {
                 e.string(&t.name);
@@ -1133,6 +1155,35 @@ fn decode_request_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Reques
         ApiKey::FindCoordinator => Request::FindCoordinator(FindCoordinatorRequest {
             group_id: d.string("group_id")?,
         }),
+        ApiKey::CreatePartitions => {
+            let topics = d.budgeted_vec("topics", 6, Entries::Each, |d| {
+                Ok(CreatePartitionsTopic {
+                    name: d.topic_name("topic name")?,
+                    count: d.u32("count")?,
+                })
+            })?;
+            unique_names(topics.iter().map(|t| t.name.as_str()), "topic")?;
+            Request::CreatePartitions(CreatePartitionsRequest { topics })
+        }
+        ApiKey::AlterConfigs => {
+            let topics = d.budgeted_vec("topics", 6, Entries::Fit, |d| {
+                d.charge(1)?;
+                Ok(AlterConfigsTopic {
+                    name: d.topic_name("topic name")?,
+                    changes: d.budgeted_vec("changes", 4, Entries::Each, |d| {
+                        Ok(ConfigChange {
+                            key: d.string("config key")?,
+                            value: d.nullable_string("config value")?,
+                        })
+                    })?,
+                })
+            })?;
+            unique_names(topics.iter().map(|t| t.name.as_str()), "topic")?;
+            for t in &topics {
+                unique_names(t.changes.iter().map(|c| c.key.as_str()), "config key")?;
+            }
+            Request::AlterConfigs(AlterConfigsRequest { topics })
+        }
     })
 }
 
@@ -1406,6 +1457,12 @@ fn decode_response_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Respo
             host: d.string("host")?,
             port: d.u16("port")?,
         }),
+        ApiKey::CreatePartitions => Response::CreatePartitions(CreatePartitionsResponse {
+            topics: topic_results(d)?,
+        }),
+        ApiKey::AlterConfigs => Response::AlterConfigs(AlterConfigsResponse {
+            topics: topic_results(d)?,
+        }),
     })
 }
 
@@ -1668,6 +1725,34 @@ mod tests {
             }),
             Request::FindCoordinator(FindCoordinatorRequest {
                 group_id: String::new(),
+            }),
+            Request::CreatePartitions(CreatePartitionsRequest {
+                topics: vec![
+                    CreatePartitionsTopic {
+                        name: "orders".into(),
+                        count: 6,
+                    },
+                    CreatePartitionsTopic {
+                        name: "audit".into(),
+                        count: 2,
+                    },
+                ],
+            }),
+            Request::AlterConfigs(AlterConfigsRequest {
+                topics: vec![
+                    AlterConfigsTopic {
+                        name: "orders".into(),
+                        changes: vec![
+                            ConfigChange::set("retention.ms", "60000"),
+                            ConfigChange::delete("flush"),
+                            ConfigChange::set("segment.ms", ""),
+                        ],
+                    },
+                    AlterConfigsTopic {
+                        name: "audit".into(),
+                        changes: vec![],
+                    },
+                ],
             }),
         ]
     }
@@ -1946,6 +2031,27 @@ mod tests {
                 host: String::new(),
                 port: 0,
             }),
+            Response::CreatePartitions(CreatePartitionsResponse {
+                topics: vec![
+                    TopicResult {
+                        name: "orders".into(),
+                        error: ErrorCode::None,
+                        message: String::new(),
+                    },
+                    TopicResult {
+                        name: "audit".into(),
+                        error: ErrorCode::InvalidPartitions,
+                        message: "cannot shrink".into(),
+                    },
+                ],
+            }),
+            Response::AlterConfigs(AlterConfigsResponse {
+                topics: vec![TopicResult {
+                    name: "orders".into(),
+                    error: ErrorCode::InvalidConfig,
+                    message: "unknown topic config key".into(),
+                }],
+            }),
         ]
     }
 
@@ -2058,7 +2164,11 @@ mod tests {
     fn unknown_key_and_version_keep_the_header() {
         for (key, version, code) in [
             (99u16, 0u16, ErrorCode::UnknownApi),
-            (ApiKey::ALL.len() as u16, 0, ErrorCode::UnknownApi),
+            (
+                *ApiKey::ALL.last().unwrap() as u16 + 1,
+                0,
+                ErrorCode::UnknownApi,
+            ),
             (ApiKey::Fetch as u16, 1, ErrorCode::UnsupportedVersion),
             (ApiKey::JoinGroup as u16, 1, ErrorCode::UnsupportedVersion),
             // A group api decodes (served or not), so a bad body is INVALID_REQUEST.
@@ -2352,18 +2462,28 @@ mod tests {
     }
 
     #[test]
-    fn api_keys_are_dense_and_named_once() {
-        for (i, k) in ApiKey::ALL.iter().enumerate() {
-            assert_eq!(*k as usize, i);
-            assert_eq!(ApiKey::from_u16(i as u16), Some(*k));
+    fn api_keys_are_ordered_and_named_once() {
+        for w in ApiKey::ALL.windows(2) {
+            assert!((w[0] as u16) < (w[1] as u16), "{} before {}", w[0], w[1]);
         }
-        assert_eq!(ApiKey::from_u16(ApiKey::ALL.len() as u16), None);
+        for k in ApiKey::ALL {
+            assert_eq!(ApiKey::from_u16(*k as u16), Some(*k));
+        }
+        let last = *ApiKey::ALL.last().expect("keys") as u16;
+        assert_eq!(ApiKey::from_u16(last + 1), None);
+        // A gap (a key another change assigns) maps to no key.
+        for v in 0..=last {
+            if !ApiKey::ALL.iter().any(|k| *k as u16 == v) {
+                assert_eq!(ApiKey::from_u16(v), None);
+            }
+        }
         let mut names: Vec<_> = ApiKey::ALL.iter().map(|k| k.name()).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), ApiKey::ALL.len());
         let served: Vec<u16> = SUPPORTED_APIS.iter().map(|r| r.api_key).collect();
-        assert_eq!(served, (0..=17).collect::<Vec<u16>>());
+        let all: Vec<u16> = ApiKey::ALL.iter().map(|k| *k as u16).collect();
+        assert_eq!(served, all);
         assert!(GROUP_APIS.iter().all(|g| SUPPORTED_APIS.contains(g)));
     }
 
@@ -2889,6 +3009,155 @@ mod tests {
         );
         assert_eq!(ApiKey::FindCoordinator.negotiate(SUPPORTED_APIS), Some(0));
         assert!(!ApiKey::FindCoordinator.is_group_api());
+    }
+
+    #[test]
+    fn create_partitions_and_alter_configs_have_the_documented_layout() {
+        let req = Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic {
+                name: "t".into(),
+                count: 5,
+            }],
+        });
+        let body = payload(&req).slice(11..);
+        let expected: Vec<u8> = [&[0, 0, 0, 1][..], &[0, 1, b't'], &[0, 0, 0, 5]].concat();
+        assert_eq!(&body[..], &expected[..]);
+        let req = Request::AlterConfigs(AlterConfigsRequest {
+            topics: vec![AlterConfigsTopic {
+                name: "t".into(),
+                changes: vec![ConfigChange::set("k", "v"), ConfigChange::delete("d")],
+            }],
+        });
+        let p = payload(&req);
+        assert_eq!(&p[..2], &[0, 19]);
+        let expected: Vec<u8> = [
+            &[0, 0, 0, 1][..],
+            &[0, 1, b't'],
+            &[0, 0, 0, 2],
+            &[0, 1, b'k', 0, 1, b'v'],
+            &[0, 1, b'd', 0xff, 0xff],
+        ]
+        .concat();
+        assert_eq!(&p.slice(11..)[..], &expected[..]);
+        assert_eq!(decode_request(p).unwrap().1, req);
+        // The responses are CreateTopics' `array<TopicResult>`.
+        for key in [ApiKey::CreatePartitions, ApiKey::AlterConfigs] {
+            let results = vec![TopicResult {
+                name: "t".into(),
+                error: ErrorCode::InvalidConfig,
+                message: "m".into(),
+            }];
+            let resp = match key {
+                ApiKey::CreatePartitions => Response::CreatePartitions(CreatePartitionsResponse {
+                    topics: results.clone(),
+                }),
+                _ => Response::AlterConfigs(AlterConfigsResponse {
+                    topics: results.clone(),
+                }),
+            };
+            let create = Response::CreateTopics(CreateTopicsResponse { topics: results });
+            let bytes = encode_v(0, &resp);
+            assert_eq!(bytes, encode_v(0, &create), "{key}");
+            assert_eq!(decode_response(key, bytes).unwrap().1, resp);
+        }
+    }
+
+    #[test]
+    fn alter_configs_counts_entries_and_refuses_repeats_and_lying_counts() {
+        let limits = RequestLimits { max_partitions: 4 };
+        let alter = |topics: &[(&str, usize)]| {
+            Request::AlterConfigs(AlterConfigsRequest {
+                topics: topics
+                    .iter()
+                    .map(|(name, n)| AlterConfigsTopic {
+                        name: name.to_string(),
+                        changes: (0..*n)
+                            .map(|i| ConfigChange::delete(format!("k{i}")))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        };
+        let dec = |r: &Request| decode_request_with_limits(payload(r), &limits);
+        assert!(
+            dec(&alter(&[("a", 3)])).is_ok(),
+            "one for the topic, three changes"
+        );
+        assert!(dec(&alter(&[("a", 4)])).is_err());
+        assert!(dec(&alter(&[("a", 1), ("b", 1)])).is_ok());
+        assert!(dec(&alter(&[("a", 1), ("b", 2)])).is_err());
+        let grow = |n: usize| {
+            Request::CreatePartitions(CreatePartitionsRequest {
+                topics: (0..n)
+                    .map(|i| CreatePartitionsTopic {
+                        name: format!("t{i}"),
+                        count: 2,
+                    })
+                    .collect(),
+            })
+        };
+        assert!(dec(&grow(4)).is_ok());
+        assert!(dec(&grow(5)).is_err());
+        // A key twice in one topic, or a topic twice.
+        let twice = Request::AlterConfigs(AlterConfigsRequest {
+            topics: vec![AlterConfigsTopic {
+                name: "a".into(),
+                changes: vec![ConfigChange::set("k", "1"), ConfigChange::delete("k")],
+            }],
+        });
+        let e = decode_request(payload(&twice)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(matches!(
+            e.source,
+            ProtocolError::Duplicate { what: "config key" }
+        ));
+        let e = decode_request(payload(&alter(&[("a", 0), ("a", 1)]))).unwrap_err();
+        assert!(matches!(
+            e.source,
+            ProtocolError::Duplicate { what: "topic" }
+        ));
+        // The same key in two topics is fine.
+        assert!(decode_request(payload(&alter(&[("a", 2), ("b", 2)]))).is_ok());
+        // An invalid topic name is INVALID_TOPIC, as everywhere.
+        let bad = Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic {
+                name: "a/b".into(),
+                count: 2,
+            }],
+        });
+        assert_eq!(
+            decode_request(payload(&bad)).unwrap_err().code,
+            ErrorCode::InvalidTopic
+        );
+        // Lying counts (topics, then changes) are refused before allocating.
+        for key in [ApiKey::CreatePartitions, ApiKey::AlterConfigs] {
+            let mut b = header_bytes(key as u16, 0, 1);
+            b.extend_from_slice(&u32::MAX.to_be_bytes());
+            b.extend_from_slice(&[0; 16]);
+            let e = decode_request(b.freeze()).unwrap_err();
+            assert!(
+                matches!(
+                    e.source,
+                    ProtocolError::CountTooLarge { what: "topics", .. }
+                ),
+                "{key}: {e:?}"
+            );
+        }
+        let mut b = header_bytes(ApiKey::AlterConfigs as u16, 0, 1);
+        b.extend_from_slice(&[0, 0, 0, 1, 0, 1, b't']);
+        b.extend_from_slice(&0x00ff_ffffu32.to_be_bytes());
+        b.extend_from_slice(&[0; 16]);
+        let e = decode_request(b.freeze()).unwrap_err();
+        assert!(
+            matches!(
+                e.source,
+                ProtocolError::CountTooLarge {
+                    what: "changes",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -212,7 +212,7 @@ fn check_bounded(input: &[u8]) {
 /// Header of a request/response with a large array count right after it.
 fn lying_counts() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for key in 0u16..ApiKey::ALL.len() as u16 {
+    for key in ApiKey::ALL.iter().map(|k| *k as u16) {
         let mut req = Vec::new();
         req.extend_from_slice(&key.to_be_bytes());
         req.extend_from_slice(&0u16.to_be_bytes());
@@ -233,6 +233,16 @@ fn lying_counts() -> Vec<Vec<u8>> {
         req.extend(std::iter::repeat_n(0u8, 64));
         out.push(req);
     }
+    // AlterConfigs: a lying change count inside the first topic.
+    let mut req = Vec::new();
+    req.extend_from_slice(&(ApiKey::AlterConfigs as u16).to_be_bytes());
+    req.extend_from_slice(&0u16.to_be_bytes());
+    req.extend_from_slice(&1u32.to_be_bytes());
+    req.extend_from_slice(&0u16.to_be_bytes());
+    req.extend_from_slice(&[0, 0, 0, 1, 0, 1, b't']);
+    req.extend_from_slice(&0x00ff_ffffu32.to_be_bytes());
+    req.extend(std::iter::repeat_n(0u8, 64));
+    out.push(req);
     // Response bodies: the first array right after the header (most apis),
     // after an error code (OffsetFetch), or after error + generation +
     // interval (Heartbeat) / error + member_id + generation + interval (JoinGroup).

@@ -77,6 +77,27 @@ fn valid_frames() -> Vec<(Option<ApiKey>, Vec<u8>)> {
                 }],
             }],
         }),
+        Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![
+                CreatePartitionsTopic {
+                    name: "t".into(),
+                    count: 4,
+                },
+                CreatePartitionsTopic {
+                    name: "u".into(),
+                    count: 2,
+                },
+            ],
+        }),
+        Request::AlterConfigs(AlterConfigsRequest {
+            topics: vec![AlterConfigsTopic {
+                name: "t".into(),
+                changes: vec![
+                    ConfigChange::set("retention.ms", "1000"),
+                    ConfigChange::delete("flush"),
+                ],
+            }],
+        }),
     ];
     let mut out = Vec::new();
     for r in reqs.iter().chain(&sample_group_requests()) {
@@ -176,6 +197,14 @@ fn make_valid(mut req: Request) -> Request {
             let mut seen = HashSet::new();
             r.group_ids.retain(|g| seen.insert(g.clone()));
         }
+        Request::CreatePartitions(r) => topics(&mut r.topics, |t| &mut t.name),
+        Request::AlterConfigs(r) => {
+            topics(&mut r.topics, |t| &mut t.name);
+            for t in &mut r.topics {
+                let mut seen = HashSet::new();
+                t.changes.retain(|c| seen.insert(c.key.clone()));
+            }
+        }
         _ => {}
     }
     req
@@ -216,6 +245,57 @@ fn produce_request() -> impl Strategy<Value = Request> {
                     .collect(),
             })
         })
+}
+
+fn admin_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        proptest::collection::vec((name(), any::<u32>()), 0..4).prop_map(|t| {
+            Request::CreatePartitions(CreatePartitionsRequest {
+                topics: t
+                    .into_iter()
+                    .map(|(name, count)| CreatePartitionsTopic { name, count })
+                    .collect(),
+            })
+        }),
+        proptest::collection::vec(
+            (
+                name(),
+                proptest::collection::vec((name(), proptest::option::of(name())), 0..4)
+            ),
+            0..3
+        )
+        .prop_map(|t| Request::AlterConfigs(AlterConfigsRequest {
+            topics: t
+                .into_iter()
+                .map(|(name, changes)| AlterConfigsTopic {
+                    name,
+                    changes: changes
+                        .into_iter()
+                        .map(|(key, value)| ConfigChange { key, value })
+                        .collect(),
+                })
+                .collect(),
+        })),
+    ]
+}
+
+fn admin_response() -> impl Strategy<Value = Response> {
+    let results = proptest::collection::vec((name(), error_code(), name()), 0..4).prop_map(|v| {
+        v.into_iter()
+            .map(|(name, error, message)| TopicResult {
+                name,
+                error,
+                message,
+            })
+            .collect::<Vec<_>>()
+    });
+    (any::<bool>(), results).prop_map(|(grow, topics)| {
+        if grow {
+            Response::CreatePartitions(CreatePartitionsResponse { topics })
+        } else {
+            Response::AlterConfigs(AlterConfigsResponse { topics })
+        }
+    })
 }
 
 fn other_request() -> impl Strategy<Value = Request> {
@@ -763,7 +843,7 @@ proptest! {
 
     #[test]
     fn random_requests_round_trip(
-        req in prop_oneof![produce_request(), other_request(), group_request()].prop_map(make_valid),
+        req in prop_oneof![produce_request(), other_request(), group_request(), admin_request()].prop_map(make_valid),
         cid in any::<u32>(),
         client in name(),
     ) {
@@ -776,6 +856,18 @@ proptest! {
         prop_assert_eq!(h.correlation_id, cid);
         prop_assert_eq!(h.client_id, client);
         prop_assert_eq!(got, req);
+    }
+
+    #[test]
+    fn random_admin_responses_round_trip(resp in admin_response(), cid in any::<u32>()) {
+        let key = resp.api_key().expect("a body");
+        let mut b = BytesMut::new();
+        encode_response(cid, &resp, &mut b);
+        let mut codec = FrameCodec::default();
+        let frame = codec.decode(&mut b).unwrap().unwrap();
+        let (got_cid, got) = decode_response(key, frame).unwrap();
+        prop_assert_eq!(got_cid, cid);
+        prop_assert_eq!(got, resp);
     }
 
     #[test]

@@ -468,3 +468,61 @@ fn cluster_fields_are_documented() {
         assert!(section.contains(needle), "group conventions lack {needle}");
     }
 }
+
+/// Every field of the topic admin apis (CreatePartitions, AlterConfigs) is a
+/// row of its api's section, with its wire type, and the nested structures
+/// have their min sizes.
+#[test]
+fn topic_admin_fields_are_documented() {
+    let rows: &[(ApiKey, &[&str])] = &[
+        (
+            ApiKey::CreatePartitions,
+            &[
+                "| `topics` | `array<CreatePartitionsTopic>` ",
+                "`CreatePartitionsTopic` (min size 6)",
+                "| `name`  | `string` ",
+                "| `count` | `u32`    ",
+                "`INVALID_PARTITIONS`",
+                "`UNKNOWN_TOPIC_OR_PARTITION`",
+                "`array<TopicResult>`",
+            ],
+        ),
+        (
+            ApiKey::AlterConfigs,
+            &[
+                "| `topics` | `array<AlterConfigsTopic>` ",
+                "`AlterConfigsTopic` (min size 6)",
+                "| `changes` | `array<ConfigChange>` ",
+                "`ConfigChange` (min size 4)",
+                "| `key`   | `string`          ",
+                "| `value` | `nullable_string` ",
+                "`INVALID_CONFIG`",
+                "`UNKNOWN_TOPIC_OR_PARTITION`",
+                "`array<TopicResult>`",
+            ],
+        ),
+    ];
+    for (key, want) in rows {
+        let section = api_section(*key);
+        for row in *want {
+            assert!(section.contains(row), "{key} section lacks `{row}`");
+        }
+    }
+    // Every config key CreateTopics documents has a row saying when a change takes effect.
+    let alter = api_section(ApiKey::AlterConfigs);
+    for key in [
+        "retention.ms",
+        "retention.bytes",
+        "segment.bytes",
+        "segment.ms",
+        "flush",
+        "flush.interval.ms",
+        "message.timestamp.before.max.ms",
+        "message.timestamp.after.max.ms",
+    ] {
+        assert!(
+            alter.contains(&format!("`{key}`")),
+            "AlterConfigs section does not say when `{key}` takes effect"
+        );
+    }
+}

@@ -8,8 +8,11 @@
 //!   its advertised native address, cluster address and rack.
 //! - A reconcile task follows every applied metadata: it creates the local
 //!   topics the metadata has (every broker opens every partition of every
-//!   topic; it serves the ones it leads), deletes the local topics the
-//!   metadata no longer has, and only then publishes the new
+//!   topic; it serves the ones it leads), grows the local topics the
+//!   metadata gave more partitions (AddPartitions), gives them the
+//!   metadata's config (SetTopicConfig: stored in `topic.meta` and applied
+//!   to the open logs), deletes the local topics the metadata no longer has,
+//!   and only then publishes the new
 //!   [`ClusterView`], so a broker that the view says leads a partition has
 //!   it open. A topic directory created from the metadata holds a
 //!   `cluster.topic_id` file (32 hex digits); a local topic with a different
@@ -213,7 +216,10 @@ fn reconcile(broker: &Broker, meta: &ClusterMetadata) {
         let want = hex(&t.id);
         if let Some(local) = broker.topics().get(name) {
             match read_topic_id(local.dir()) {
-                Some((have, _)) if have == want => continue,
+                Some((have, _)) if have == want => {
+                    follow_changes(broker, name, t);
+                    continue;
+                }
                 Some((_, opened_at)) if opened_at > index => continue,
                 Some(_) => {
                     tracing::info!(topic = %name, "replacing a local topic deleted and re-created in the cluster");
@@ -227,6 +233,7 @@ fn reconcile(broker: &Broker, meta: &ClusterMetadata) {
                     if let Err(e) = write_topic_id(local.dir(), &t.id, index) {
                         tracing::error!(topic = %name, error = %chain(&e), "cannot mark the local topic");
                     }
+                    follow_changes(broker, name, t);
                     continue;
                 }
             }
@@ -267,6 +274,47 @@ fn reconcile(broker: &Broker, meta: &ClusterMetadata) {
         tracing::info!(topic = %name, "deleting a topic the cluster deleted");
         if let Err(e) = broker.delete_topic(&name) {
             tracing::error!(topic = %name, error = %chain(&e), "cannot delete the local topic");
+        }
+    }
+}
+
+/// Brings an existing local topic in line with its metadata: more
+/// partitions (never fewer: a local topic with more keeps them, logged) and
+/// the metadata's config overrides (a config this broker cannot parse is
+/// logged and the local one kept).
+fn follow_changes(broker: &Broker, name: &str, t: &sluice_cluster::TopicMeta) {
+    let Some(local) = broker.topics().get(name) else {
+        return;
+    };
+    let want = u32::try_from(t.partitions.len()).unwrap_or(u32::MAX);
+    let have = local.partition_count();
+    if want > have {
+        match broker.topics().add_partitions(name, want) {
+            Ok(_) => {
+                tracing::info!(topic = %name, from = have, to = want, "added partitions from the metadata")
+            }
+            Err(e) => {
+                tracing::error!(topic = %name, error = %chain(&e), "cannot add the metadata's partitions here")
+            }
+        }
+    } else if want < have {
+        tracing::warn!(topic = %name, local = have, metadata = want, "the local topic has more partitions than the metadata; keeping them");
+    }
+    let pairs: Vec<(String, String)> = t
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match TopicOverrides::from_pairs(&pairs) {
+        Ok(o) if o == local.meta().overrides => {}
+        Ok(o) => match broker.topics().set_overrides(name, o) {
+            Ok(_) => tracing::info!(topic = %name, "applied the metadata's topic config"),
+            Err(e) => {
+                tracing::error!(topic = %name, error = %chain(&e), "cannot apply the metadata's topic config")
+            }
+        },
+        Err(e) => {
+            tracing::error!(topic = %name, error = %chain(&e), "topic config from the cluster is not valid here; keeping the local one")
         }
     }
 }
@@ -518,7 +566,14 @@ impl Link {
             return Err(BrokerError::UnknownTopic(name));
         };
         let have = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
-        if total <= have || total > sluice_broker::config::MAX_PARTITIONS {
+        if total <= have {
+            return Err(BrokerError::PartitionsNotIncreased {
+                topic: name,
+                current: have,
+                requested: total,
+            });
+        }
+        if total > sluice_broker::config::MAX_PARTITIONS {
             return Err(BrokerError::InvalidPartitions {
                 count: total,
                 max: sluice_broker::config::MAX_PARTITIONS,
@@ -752,6 +807,81 @@ mod tests {
         assert!(broker.topics().get("old").is_none());
         // Never part of the cluster: kept.
         assert!(broker.topics().get("mine").is_some());
+        assert!(broker.close().is_ok());
+    }
+
+    #[test]
+    fn reconcile_grows_topics_and_follows_config_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = sluice_broker::ConfigLayer {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let broker = Broker::open(&config, sluice_broker::Metrics::new()).unwrap();
+        let mut m = meta_with(5, &[("a", 1, 2)]);
+        reconcile(&broker, &m);
+        let mut b = sluice_protocol::batch::RecordBatchBuilder::new();
+        b.push(1_700_000_000_000, None, Some(b"kept"), &[]);
+        broker
+            .append("a", 1, &b.finish(), sluice_broker::Acks::Leader)
+            .unwrap();
+
+        // AddPartitions and SetTopicConfig applied to the metadata.
+        let r = m.apply(&MetadataCommand::AddPartitions {
+            name: "a".into(),
+            assignment: vec![vec![1]; 2],
+        });
+        assert_eq!(r, CommandResult::Ok);
+        let r = m.apply(&MetadataCommand::SetTopicConfig {
+            name: "a".into(),
+            changes: [
+                ("retention.ms".to_string(), None),
+                ("retention.bytes".to_string(), Some("8192".to_string())),
+                ("flush".to_string(), Some("os".to_string())),
+            ]
+            .into(),
+        });
+        assert_eq!(r, CommandResult::Ok);
+        m.applied_index = 6;
+        reconcile(&broker, &m);
+        let a = broker.topics().get("a").unwrap();
+        assert_eq!(a.partition_count(), 4);
+        assert_eq!(a.partitions().len(), 4);
+        assert_eq!(a.partitions()[1].end_offset(), 1, "old data kept");
+        assert_eq!(a.config().retention_ms, None);
+        assert_eq!(a.config().retention_bytes, Some(8192));
+        assert_eq!(a.config().flush, sluice_broker::config::FlushMode::Os);
+        for p in a.partitions() {
+            assert_eq!(p.log().config().retention_bytes, Some(8192));
+        }
+        // Same id, same mark: the topic was changed in place, not re-created.
+        assert_eq!(read_topic_id(a.dir()), Some((hex(&[1; 16]), 5)));
+        // Applying the same metadata again changes nothing.
+        reconcile(&broker, &m);
+        assert!(Arc::ptr_eq(&a, &broker.topics().get("a").unwrap()));
+        // A config this broker cannot parse keeps the local one.
+        m.apply(&MetadataCommand::SetTopicConfig {
+            name: "a".into(),
+            changes: [("segment.bytes".to_string(), Some("12".to_string()))].into(),
+        });
+        m.applied_index = 7;
+        reconcile(&broker, &m);
+        assert_eq!(
+            broker.topics().get("a").unwrap().config().retention_bytes,
+            Some(8192)
+        );
+        assert!(broker.close().is_ok());
+        drop(a);
+        drop(broker);
+
+        // Persisted: a restart opens four partitions with the new config.
+        let broker = Broker::open(&config, sluice_broker::Metrics::new()).unwrap();
+        let a = broker.topics().get("a").unwrap();
+        assert_eq!(a.partitions().len(), 4);
+        assert_eq!(a.config().retention_bytes, Some(8192));
+        assert_eq!(a.partitions()[1].end_offset(), 1);
         assert!(broker.close().is_ok());
     }
 
