@@ -17,7 +17,7 @@ use sluice::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, Record, 
 use sluice_protocol::{Acks, ErrorCode, OffsetSpec};
 
 /// Bound of metadata propagation to every node.
-const SEEN: Duration = Duration::from_secs(15);
+const SEEN: Duration = Duration::from_secs(30);
 
 /// Asserts the partitions' leaders cover every node (so routing is exercised).
 fn assert_spread(c: &TestCluster, parts: &[PartitionView]) {

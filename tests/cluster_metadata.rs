@@ -15,9 +15,9 @@ use sluice::{Consumer, ConsumerConfig, Producer, ProducerConfig, Record, SeekTo}
 use sluice_protocol::{Acks, ErrorCode};
 
 /// Bound of metadata propagation to every node.
-const SEEN: Duration = Duration::from_secs(15);
+const SEEN: Duration = Duration::from_secs(30);
 /// Bound of a new controller election (election timeout 0.6–1.2 s, plus slack for busy CI).
-const FAILOVER: Duration = Duration::from_secs(20);
+const FAILOVER: Duration = Duration::from_secs(30);
 
 /// Creates through node `id` and asserts success.
 fn create(c: &TestCluster, id: u32, name: &str, partitions: u32, rf: i16) {

@@ -16,7 +16,7 @@ use common::process::ok;
 use sluice_protocol::ErrorCode;
 
 /// Bound of metadata propagation to every node.
-const SEEN: Duration = Duration::from_secs(15);
+const SEEN: Duration = Duration::from_secs(30);
 
 /// Racks of nodes 1..=6: voters 1, 2, 3 and joiners 4, 5, 6, one of each per rack.
 const RACKS: [&str; 6] = ["a", "b", "c", "a", "b", "c"];
