@@ -51,6 +51,9 @@ pub const CLUSTER_DIR: &str = "__cluster";
 /// File in a topic directory naming the cluster topic it belongs to.
 pub const TOPIC_ID_FILE: &str = "cluster.topic_id";
 
+/// How long a create waits for this broker's own registration.
+const REGISTER_WAIT: Duration = Duration::from_secs(10);
+
 /// How long create/delete wait for the change to be applied on this broker.
 const APPLY_WAIT: Duration = Duration::from_secs(15);
 
@@ -525,8 +528,21 @@ impl Link {
             .map_err(|e| BrokerError::Controller(e.to_string()))
     }
 
+    /// The view once this broker is registered and alive in it (bounded by
+    /// [`REGISTER_WAIT`]: a node that has just started is still registering,
+    /// and placing replicas on a cluster with no live broker would fail).
+    async fn registered_view(&self) -> Arc<ClusterView> {
+        let mut rx = self.view.clone();
+        let node = self.node_id;
+        let wait = async move { rx.wait_for(|v| v.is_alive(node)).await.map(|v| v.clone()) };
+        match tokio::time::timeout(REGISTER_WAIT, wait).await {
+            Ok(Ok(v)) => v,
+            _ => self.view.borrow().clone(),
+        }
+    }
+
     async fn create(&self, t: NewTopic) -> Result<(), BrokerError> {
-        let view = self.view.borrow().clone();
+        let view = self.registered_view().await;
         let (brokers, load) = placement_input(&view);
         let live = u16::try_from(brokers.len()).unwrap_or(u16::MAX);
         let factor = t.replication_factor.unwrap_or(live.min(3));
