@@ -339,3 +339,80 @@ fn a_sigkilled_broker_is_fenced_and_its_partitions_lose_their_live_leader() {
         "{text}"
     );
 }
+
+/// Partition growth and config changes go through the controller from any
+/// node: grown through node 2 with the client, altered through node 3 with
+/// the CLI; every node then has the new partitions (led by live nodes) and
+/// the new config, a record reaches a new partition through node 1, and both
+/// changes survive a full restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_and_configs_change_through_any_node() {
+    let mut c = TestCluster::start_voters(3);
+    create(&c, 1, "grow", 3, 1);
+    c.wait_topic("grow", 3, SEEN);
+    let admin = sluice::Admin::connect(c.bootstrap(2)).await.expect("admin");
+    admin
+        .create_partitions("grow", 6)
+        .await
+        .expect("grow through node 2");
+    let parts = c.wait_topic("grow", 6, SEEN);
+    assert_placed(&c, "grow", &parts, 1);
+    let leaders: BTreeSet<u32> = parts[3..].iter().map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), 3, "new partitions spread: {parts:?}");
+    // Shrinking is refused and changes nothing.
+    let e = admin
+        .create_partitions("grow", 2)
+        .await
+        .expect_err("shrink");
+    assert_eq!(e.code(), Some(ErrorCode::InvalidPartitions), "{e}");
+
+    let out = c.sluice(
+        3,
+        &[
+            "topic",
+            "alter",
+            "grow",
+            "--config",
+            "retention.ms=86400000",
+        ],
+        b"",
+    );
+    ok(&out);
+    let config_on = |c: &TestCluster, id: u32| -> Option<String> {
+        let m = c.metadata(id, &["grow"]).ok()?;
+        let t = m.topics.into_iter().find(|t| t.name == "grow")?;
+        t.configs
+            .into_iter()
+            .find(|(k, _)| k == "retention.ms")
+            .map(|(_, v)| v)
+    };
+    c.wait_for("retention.ms on every node", SEEN, |c| {
+        let seen: Vec<Option<String>> = c.ids().into_iter().map(|id| config_on(c, id)).collect();
+        if seen.iter().all(|v| v.as_deref() == Some("86400000")) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+
+    // A record to a new partition, through a node that may not lead it.
+    let producer = Producer::new(c.bootstrap(1));
+    let (p, o) = producer
+        .send(Record::new("grow", "in a new partition").partition(5))
+        .await
+        .expect("produced to partition 5");
+    assert_eq!((p, o), (5, 0));
+    producer.close().await;
+
+    c.kill_all();
+    let ids = c.ids();
+    c.restart_many(&ids);
+    let parts = c.wait_topic("grow", 6, SEEN);
+    assert_placed(&c, "grow", &parts, 1);
+    c.wait_for("retention.ms after restart", SEEN, |c| {
+        match config_on(c, 1).as_deref() {
+            Some("86400000") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
