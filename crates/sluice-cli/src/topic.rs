@@ -291,7 +291,7 @@ fn describe_json(t: &TopicInfo) -> serde_json::Value {
         "name": t.name,
         "partitions": t.partitions.iter().map(|p| json!({
             "partition": p.partition,
-            "leader": p.leader,
+            "leader": (p.leader != u32::MAX).then_some(p.leader),
             "leader_epoch": p.leader_epoch,
             "replicas": p.replicas,
             "isr": p.isr,
@@ -335,7 +335,11 @@ fn print_describe(t: &TopicInfo) {
         outln!(
             "{:>9}  {:>6}  {:<rw$}  {:<iw$}  {:>14}  {:>14}  {:>14}",
             p.partition,
-            p.leader,
+            if p.leader == u32::MAX {
+                "-".to_string()
+            } else {
+                p.leader.to_string()
+            },
             replicas,
             isr,
             p.start_offset,

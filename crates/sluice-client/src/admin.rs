@@ -34,7 +34,7 @@ use crate::error::{ClientError, Result};
 pub struct PartitionInfo {
     /// Partition index.
     pub partition: u32,
-    /// Node id of the leader.
+    /// Node id of the leader; `u32::MAX` when it has no live leader (a cluster).
     pub leader: u32,
     /// Leader epoch (bumped each time leadership moves; 0 from a v0 broker).
     pub leader_epoch: u32,
@@ -68,24 +68,21 @@ impl TopicInfo {
             partitions: t
                 .partitions
                 .into_iter()
-                .map(|p| PartitionInfo {
-                    partition: p.partition,
-                    leader: p.leader,
-                    leader_epoch: p.leader_epoch,
-                    // A v0 answer lists no replicas: such a broker is a single node.
-                    replicas: if p.replicas.is_empty() {
-                        vec![p.leader]
-                    } else {
-                        p.replicas
-                    },
-                    isr: if p.isr.is_empty() {
-                        vec![p.leader]
-                    } else {
-                        p.isr
-                    },
-                    start_offset: p.start_offset,
-                    end_offset: p.end_offset,
-                    size_bytes: p.size_bytes,
+                .map(|p| {
+                    // A v0 answer lists no replicas: such a broker is a single
+                    // node. A v1 answer with replicas but no isr is a
+                    // partition without a live leader.
+                    let v0 = p.replicas.is_empty();
+                    PartitionInfo {
+                        partition: p.partition,
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        replicas: if v0 { vec![p.leader] } else { p.replicas },
+                        isr: if v0 { vec![p.leader] } else { p.isr },
+                        start_offset: p.start_offset,
+                        end_offset: p.end_offset,
+                        size_bytes: p.size_bytes,
+                    }
                 })
                 .collect(),
             configs: t.configs,
