@@ -466,4 +466,21 @@ async fn consumer_groups_work_through_their_coordinator_on_any_node() {
         assert_eq!(listed, Some(1), "group list via node {n}: {v}");
     }
     consumer.close().await.expect("left the group");
+
+    // The only bootstrap broker gone: the coordinator is found through
+    // another broker an earlier Metadata answer named.
+    let admin = Admin::connect(c.bootstrap(3)).await.expect("admin");
+    admin.list_topics().await.expect("metadata through node 3");
+    c.kill(3);
+    let d = admin
+        .describe_group(&group)
+        .await
+        .expect("described with node 3 gone");
+    assert_eq!(d.group_id, group);
+    let p0 = d
+        .offsets
+        .iter()
+        .find(|o| o.partition == 0)
+        .expect("partition 0");
+    assert_eq!(p0.committed_offset, 10, "{d:?}");
 }

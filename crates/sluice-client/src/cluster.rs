@@ -59,6 +59,16 @@ pub(crate) struct Cluster {
     state: Mutex<State>,
 }
 
+/// Whether `e` means the broker could not be reached (another may answer).
+fn unreachable(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Unreachable { .. }
+            | ClientError::Disconnected { .. }
+            | ClientError::Timeout { .. }
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -133,25 +143,8 @@ impl Cluster {
     pub async fn fetch_metadata(&self, topics: Vec<String>) -> Result<MetadataResponse> {
         let request = Request::Metadata(MetadataRequest { topics });
         let mut result = metadata_from(&self.bootstrap, &request).await;
-        if matches!(
-            &result,
-            Err(ClientError::Unreachable { .. }
-                | ClientError::Disconnected { .. }
-                | ClientError::Timeout { .. })
-        ) {
-            let others: Vec<Connection> = {
-                let state = lock(&self.state);
-                let bootstrap = self.bootstrap.connected_addr();
-                state
-                    .brokers
-                    .values()
-                    .filter(|(addr, _)| {
-                        Some(addr) != bootstrap.as_ref() && *addr != self.config.bootstrap
-                    })
-                    .map(|(_, c)| c.clone())
-                    .collect()
-            };
-            for conn in others {
+        if result.as_ref().is_err_and(unreachable) {
+            for conn in self.other_brokers() {
                 let r = metadata_from(&conn, &request).await;
                 let done = r.is_ok();
                 result = r;
@@ -276,15 +269,46 @@ impl Cluster {
         lock(&self.state).coordinators.remove(group);
     }
 
-    /// One FindCoordinator round trip on the bootstrap connection.
+    /// Every broker an earlier Metadata answer named, but the bootstrap.
+    fn other_brokers(&self) -> Vec<Connection> {
+        let state = lock(&self.state);
+        let bootstrap = self.bootstrap.connected_addr();
+        state
+            .brokers
+            .values()
+            .filter(|(addr, _)| Some(addr) != bootstrap.as_ref() && *addr != self.config.bootstrap)
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// One FindCoordinator round trip on the bootstrap connection, or, when
+    /// the bootstrap broker cannot be reached, on each other known broker in
+    /// turn (any broker of a cluster answers it).
     async fn find_coordinator(&self, group: &str) -> Result<Connection> {
-        if !self.bootstrap.advertises(ApiKey::FindCoordinator).await? {
-            return Ok(self.bootstrap.clone());
+        let mut result = self.find_coordinator_via(&self.bootstrap, group).await;
+        if result.as_ref().is_err_and(unreachable) {
+            for conn in self.other_brokers() {
+                let r = self.find_coordinator_via(&conn, group).await;
+                let done = r.is_ok();
+                result = r;
+                if done {
+                    break;
+                }
+            }
+        }
+        result
+    }
+
+    /// One FindCoordinator round trip on `conn` (`conn` itself when that
+    /// broker does not list FindCoordinator: it coordinates every group).
+    async fn find_coordinator_via(&self, conn: &Connection, group: &str) -> Result<Connection> {
+        if !conn.advertises(ApiKey::FindCoordinator).await? {
+            return Ok(conn.clone());
         }
         let request = Request::FindCoordinator(FindCoordinatorRequest {
             group_id: group.to_string(),
         });
-        let r = match self.bootstrap.request(&request).await? {
+        let r = match conn.request(&request).await? {
             Response::FindCoordinator(r) => r,
             other => {
                 return Err(ClientError::UnexpectedResponse {
