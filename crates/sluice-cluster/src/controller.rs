@@ -397,7 +397,12 @@ impl Controller {
         for _attempt in 0..2 {
             let leader = self.wait_leader(failed_leader).await?;
             let reply = if leader == self.shared.node_id {
-                network::local_client_write(&self.shared.raft, cmd.clone()).await
+                // A leader cut off from the others cannot commit: bounded.
+                let write = network::local_client_write(&self.shared.raft, cmd.clone());
+                match tokio::time::timeout(self.shared.rpc_timeout * 5, write).await {
+                    Ok(r) => r,
+                    Err(_) => ClientWriteReply::Failed("commit timed out".into()),
+                }
             } else {
                 let Some(addr) = self.shared.addr_of(leader) else {
                     return Err(ClusterError::Raft(format!(
@@ -595,10 +600,13 @@ async fn fence_loop(shared: Arc<Shared>, session: Duration, tick: Duration) {
                 );
                 MetadataCommand::UnfenceBroker { id: b.id }
             };
-            if let ClientWriteReply::Failed(e) =
-                network::local_client_write(&shared.raft, cmd).await
-            {
-                tracing::debug!(error = %e, "fence/unfence not committed");
+            let write = network::local_client_write(&shared.raft, cmd);
+            match tokio::time::timeout(session, write).await {
+                Ok(ClientWriteReply::Failed(e)) => {
+                    tracing::debug!(error = %e, "fence/unfence not committed")
+                }
+                Ok(_) => {}
+                Err(_) => tracing::debug!("fence/unfence not committed in time"),
             }
         }
     }

@@ -373,7 +373,17 @@ async fn serve_conn<M: Membership>(
             }
             KIND_CLIENT_WRITE => {
                 let cmd: MetadataCommand = serde_json::from_slice(&payload)?;
-                let reply = local_client_write(&raft, cmd).await;
+                // The caller gives up after 5 s; a leader that cannot commit
+                // (cut off from the others) must not hold the connection longer.
+                let reply = match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    local_client_write(&raft, cmd),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => ClientWriteReply::Failed("commit timed out".into()),
+                };
                 write_frame(&mut s, KIND_RESPONSE | kind, &reply).await?;
             }
             KIND_JOIN => {
