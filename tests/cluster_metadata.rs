@@ -433,3 +433,105 @@ async fn partitions_and_configs_change_through_any_node() {
         }
     });
 }
+
+/// Sends `signal` to node `id` of `c`.
+fn signal(c: &TestCluster, id: u32, signal: &str) {
+    let pid = c.node(id).pid().expect("running node");
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Whether node `via` shows broker `id` alive.
+fn alive_via(c: &TestCluster, via: u32, id: u32) -> Result<bool, String> {
+    let d = c.describe_cluster(via)?;
+    d.brokers
+        .iter()
+        .find(|b| b.node_id == id)
+        .map(|b| b.alive)
+        .ok_or_else(|| format!("node {via} does not list {id}"))
+}
+
+/// Paused nodes (SIGSTOP) look dead and come back: a paused broker is fenced
+/// and unfenced once resumed; a paused controller leader is replaced, the
+/// others keep taking changes, and once resumed it follows the new leader
+/// and has every change made meanwhile.
+#[test]
+fn paused_nodes_are_fenced_replaced_and_catch_up_when_resumed() {
+    let mut c = TestCluster::start(ClusterSpec::voters(3).session_timeout_ms(2000));
+    let controller = c.controller();
+    let broker = c
+        .ids()
+        .into_iter()
+        .find(|&id| id != controller)
+        .expect("a follower");
+    let other = c
+        .ids()
+        .into_iter()
+        .find(|&id| id != controller && id != broker)
+        .expect("a third node");
+
+    signal(&c, broker, "-STOP");
+    c.wait_for("the paused broker fenced", SEEN, |c| {
+        match alive_via(c, controller, broker)? {
+            false => Ok(()),
+            true => Err("still alive".into()),
+        }
+    });
+    signal(&c, broker, "-CONT");
+    c.wait_for("the resumed broker unfenced", SEEN, |c| {
+        match alive_via(c, other, broker)? {
+            true => Ok(()),
+            false => Err("still fenced".into()),
+        }
+    });
+
+    signal(&c, controller, "-STOP");
+    let new = c.wait_for("a new controller", FAILOVER, |c| {
+        let d = c.describe_cluster(other)?;
+        match u32::try_from(d.controller_id) {
+            Ok(id) if id != controller => Ok(id),
+            _ => Err(format!("controller {}", d.controller_id)),
+        }
+    });
+    assert_ne!(new, controller);
+    create(&c, other, "while-paused", 3, 1);
+    c.wait_for("the topic on the two running nodes", SEEN, |c| {
+        for id in [broker, other] {
+            let m = c.metadata(id, &["while-paused"])?;
+            if !m
+                .topics
+                .iter()
+                .any(|t| t.name == "while-paused" && t.error == ErrorCode::None)
+            {
+                return Err(format!("node {id} lacks it"));
+            }
+        }
+        Ok(())
+    });
+    signal(&c, controller, "-CONT");
+    c.wait_for(
+        "the resumed old leader follows and has the topic",
+        SEEN,
+        |c| {
+            let d = c.describe_cluster(controller)?;
+            if d.controller_id == controller as i32 {
+                return Err("still believes it leads".into());
+            }
+            let m = c.metadata(controller, &["while-paused"])?;
+            if m.topics
+                .iter()
+                .any(|t| t.name == "while-paused" && t.error == ErrorCode::None)
+            {
+                Ok(())
+            } else {
+                Err("no topic yet".into())
+            }
+        },
+    );
+    // And it takes changes again, seen by all.
+    create(&c, controller, "after-resume", 2, 1);
+    c.wait_topic("after-resume", 2, SEEN);
+}
