@@ -786,6 +786,21 @@ mod tests {
     }
 
     #[test]
+    fn topic_id_file_round_trips_and_a_damaged_index_keeps_the_topic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = [0xab; 16];
+        write_topic_id(dir.path(), &id, 42).expect("write");
+        let text = std::fs::read_to_string(dir.path().join(TOPIC_ID_FILE)).expect("read");
+        assert_eq!(text, format!("{} 42\n", "ab".repeat(16)));
+        assert_eq!(read_topic_id(dir.path()), Some(("ab".repeat(16), 42)));
+        assert!(!dir.path().join(format!("{TOPIC_ID_FILE}.tmp")).exists());
+        std::fs::write(dir.path().join(TOPIC_ID_FILE), "abab\n").expect("damage");
+        assert_eq!(read_topic_id(dir.path()), Some(("abab".into(), u64::MAX)));
+        std::fs::remove_file(dir.path().join(TOPIC_ID_FILE)).expect("remove");
+        assert_eq!(read_topic_id(dir.path()), None);
+    }
+
+    #[test]
     fn reconcile_creates_replaces_and_deletes_only_from_newer_metadata() {
         let dir = tempfile::tempdir().unwrap();
         let config = sluice_broker::ConfigLayer {
