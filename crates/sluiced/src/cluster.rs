@@ -104,12 +104,12 @@ fn split_addr(addr: &str) -> (String, u16) {
     }
 }
 
-/// The handlers' view of `meta` for node `node_id`.
+/// The handlers' view of `meta` for node `node_id`; the cluster id and the
+/// group coordinators come from the controller `voters` (id to address).
 pub fn build_view(
     meta: &ClusterMetadata,
     node_id: u32,
-    cluster_id: &str,
-    voters: &[u32],
+    voters: &BTreeMap<u32, String>,
 ) -> ClusterView {
     let brokers = meta
         .brokers
@@ -152,10 +152,10 @@ pub fn build_view(
         .collect::<HashMap<_, _>>();
     ClusterView {
         node_id,
-        cluster_id: cluster_id.to_string(),
+        cluster_id: cluster_id(voters),
         brokers,
         topics,
-        coordinators: voters.to_vec(),
+        coordinators: voters.keys().copied().collect(),
     }
 }
 
@@ -351,22 +351,15 @@ impl ClusterNode {
             .await
             .map_err(|e| BrokerError::Controller(format!("cannot start: {e}")))?;
         let controller = Arc::new(controller);
-        // A broker-only node may know no voters until it has joined: the id
-        // comes from the group's membership once known.
-        // Group coordinators are the voters, too.
-        let cid_of = |c: &Controller| {
-            let voters: BTreeMap<u32, String> = c
-                .status()
+        // A broker-only node may know no voters until it has joined: they
+        // come from the group's membership, asked again at every view.
+        let voters_of = |c: &Controller| -> BTreeMap<u32, String> {
+            c.status()
                 .voters
                 .into_iter()
                 .map(|(id, a)| (node_u32(id), a))
-                .collect();
-            (
-                cluster_id(&voters),
-                voters.keys().copied().collect::<Vec<u32>>(),
-            )
+                .collect()
         };
-        let (cid, coordinators) = cid_of(&controller);
 
         let first = controller.metadata();
         {
@@ -378,8 +371,7 @@ impl ClusterNode {
         let (view_tx, view_rx) = watch::channel(Arc::new(build_view(
             &first,
             config.node_id,
-            &cid,
-            &coordinators,
+            &voters_of(&controller),
         )));
         let (rec_tx, rec_rx) = watch::channel(first);
         let link = Arc::new(Link {
@@ -399,13 +391,12 @@ impl ClusterNode {
         let c = Arc::clone(&controller);
         tasks.push(tokio::spawn(async move {
             loop {
-                let (cid, coordinators) = cid_of(&c);
                 let meta = applied.borrow_and_update().clone();
                 let (b2, m2) = (Arc::clone(&b), Arc::clone(&meta));
                 if let Err(e) = tokio::task::spawn_blocking(move || reconcile(&b2, &m2)).await {
                     tracing::error!(error = %e, "reconcile task failed");
                 }
-                let _ = view_tx.send(Arc::new(build_view(&meta, node, &cid, &coordinators)));
+                let _ = view_tx.send(Arc::new(build_view(&meta, node, &voters_of(&c))));
                 let _ = rec_tx.send(meta);
                 tokio::select! {
                     _ = s.cancelled() => return,
@@ -785,6 +776,17 @@ mod tests {
         m
     }
 
+    /// A broker with default settings on `dir`.
+    fn open_broker(dir: &Path) -> Broker {
+        let config = sluice_broker::ConfigLayer {
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        Broker::open(&config, sluice_broker::Metrics::new()).unwrap()
+    }
+
     #[test]
     fn topic_id_file_round_trips_and_a_damaged_index_keeps_the_topic() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -803,13 +805,7 @@ mod tests {
     #[test]
     fn reconcile_creates_replaces_and_deletes_only_from_newer_metadata() {
         let dir = tempfile::tempdir().unwrap();
-        let config = sluice_broker::ConfigLayer {
-            data_dir: Some(dir.path().to_path_buf()),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
-        let broker = Broker::open(&config, sluice_broker::Metrics::new()).unwrap();
+        let broker = open_broker(dir.path());
         // A topic from before the cluster: adopted when the cluster has it, else left alone.
         broker.create_topic("old", 1, &[]).unwrap();
         broker.create_topic("mine", 1, &[]).unwrap();
@@ -844,13 +840,7 @@ mod tests {
     #[test]
     fn reconcile_grows_topics_and_follows_config_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let config = sluice_broker::ConfigLayer {
-            data_dir: Some(dir.path().to_path_buf()),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
-        let broker = Broker::open(&config, sluice_broker::Metrics::new()).unwrap();
+        let broker = open_broker(dir.path());
         let mut m = meta_with(5, &[("a", 1, 2)]);
         reconcile(&broker, &m);
         let mut b = sluice_protocol::batch::RecordBatchBuilder::new();
@@ -908,7 +898,7 @@ mod tests {
         drop(broker);
 
         // Persisted: a restart opens four partitions with the new config.
-        let broker = Broker::open(&config, sluice_broker::Metrics::new()).unwrap();
+        let broker = open_broker(dir.path());
         let a = broker.topics().get("a").unwrap();
         assert_eq!(a.partitions().len(), 4);
         assert_eq!(a.config().retention_bytes, Some(8192));
@@ -934,7 +924,7 @@ mod tests {
             assignment: vec![vec![1], vec![2]],
             config: BTreeMap::new(),
         });
-        let v = build_view(&m, 1, "c", &[1]);
+        let v = build_view(&m, 1, &[(1, "127.0.0.1:7271".to_string())].into());
         assert!(v.is_alive(1) && !v.is_alive(2));
         assert_eq!(v.brokers[&1].port, 7171);
         assert_eq!(v.leadership("t", 0), Ok(()));
