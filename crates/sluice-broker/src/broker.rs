@@ -390,7 +390,7 @@ impl Broker {
     /// binary wires the cluster's rule at start-up; a later call replaces
     /// it). The rule runs on every group request and FindCoordinator, so it
     /// must be quick and must not call back into this method.
-    pub fn set_group_coordinator(&self, rule: Box<dyn Fn(&str) -> GroupCoordinator + Send + Sync>) {
+    pub fn set_group_coordinator(&self, rule: GroupCoordinatorRule) {
         *self
             .coordinator_rule
             .write()

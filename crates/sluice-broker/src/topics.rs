@@ -304,6 +304,35 @@ impl TopicRegistry {
         self.metrics.topic(name)
     }
 
+    /// Opens partition `index` of topic `name`, whose directory is `topic_dir`.
+    fn open_partition(
+        &self,
+        topic_dir: &Path,
+        name: &Arc<str>,
+        index: u32,
+        log_config: sluice_log::LogConfig,
+        tm: &TopicMetrics,
+    ) -> Result<Partition, BrokerError> {
+        let log = Log::open_with_io(
+            topic_dir.join(index.to_string()),
+            log_config,
+            Arc::clone(&self.io),
+        )
+        .map_err(|source| BrokerError::Log {
+            topic: name.to_string(),
+            partition: index,
+            source,
+        })?;
+        Ok(Partition::from_log(
+            log,
+            Arc::clone(name),
+            index,
+            tm.clone(),
+            self.metrics.partition(name, index),
+            self.metrics.fsync_duration.clone(),
+        ))
+    }
+
     /// Opens a topic's partitions. With `allow_offline` (recovery at start),
     /// a partition that fails to open is logged once, counted in
     /// `sluice_offline_partitions` and left out; without it (creation) the
@@ -321,26 +350,7 @@ impl TopicRegistry {
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         let mut offline = Vec::new();
         for i in 0..meta.partitions {
-            let opened = Log::open_with_io(
-                dir.join(i.to_string()),
-                config.log_config(),
-                Arc::clone(&self.io),
-            )
-            .map(|log| {
-                Partition::from_log(
-                    log,
-                    Arc::clone(&name),
-                    i,
-                    tm.clone(),
-                    self.metrics.partition(&name, i),
-                    self.metrics.fsync_duration.clone(),
-                )
-            })
-            .map_err(|source| BrokerError::Log {
-                topic: name.to_string(),
-                partition: i,
-                source,
-            });
+            let opened = self.open_partition(&dir, &name, i, config.log_config(), &tm);
             match opened {
                 Ok(p) => partitions.push(Arc::new(p)),
                 Err(e) if allow_offline => {
@@ -538,20 +548,7 @@ impl TopicRegistry {
                     // An interrupted growth: topic.meta never counted it, so no record is in it.
                     fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
                 }
-                let log = Log::open_with_io(&dir, config.log_config(), Arc::clone(&self.io))
-                    .map_err(|source| BrokerError::Log {
-                        topic: name.to_string(),
-                        partition: i,
-                        source,
-                    })?;
-                Ok::<_, BrokerError>(Partition::from_log(
-                    log,
-                    Arc::clone(&topic.name),
-                    i,
-                    tm.clone(),
-                    self.metrics.partition(&topic.name, i),
-                    self.metrics.fsync_duration.clone(),
-                ))
+                self.open_partition(&topic.dir, &topic.name, i, config.log_config(), &tm)
             })();
             match result {
                 Ok(p) => opened.push(Arc::new(p)),
