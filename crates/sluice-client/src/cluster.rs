@@ -142,18 +142,10 @@ impl Cluster {
     /// answers Metadata.
     pub async fn fetch_metadata(&self, topics: Vec<String>) -> Result<MetadataResponse> {
         let request = Request::Metadata(MetadataRequest { topics });
-        let mut result = metadata_from(&self.bootstrap, &request).await;
-        if result.as_ref().is_err_and(unreachable) {
-            for conn in self.other_brokers() {
-                let r = metadata_from(&conn, &request).await;
-                let done = r.is_ok();
-                result = r;
-                if done {
-                    break;
-                }
-            }
-        }
-        let response = result?;
+        let request = &request;
+        let response = self
+            .on_any_broker(|conn| async move { metadata_from(&conn, request).await })
+            .await?;
         self.update(&response);
         Ok(response)
     }
@@ -281,17 +273,25 @@ impl Cluster {
             .collect()
     }
 
-    /// One FindCoordinator round trip on the bootstrap connection, or, when
-    /// the bootstrap broker cannot be reached, on each other known broker in
-    /// turn (any broker of a cluster answers it).
+    /// One FindCoordinator round trip on any reachable broker (any broker of
+    /// a cluster answers it).
     async fn find_coordinator(&self, group: &str) -> Result<Connection> {
-        let mut result = self.find_coordinator_via(&self.bootstrap, group).await;
+        self.on_any_broker(|conn| async move { self.find_coordinator_via(&conn, group).await })
+            .await
+    }
+
+    /// `ask` on the bootstrap broker; when it cannot be reached, on each
+    /// other known broker in turn until one answers.
+    async fn on_any_broker<T, F, Fut>(&self, ask: F) -> Result<T>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut result = ask(self.bootstrap.clone()).await;
         if result.as_ref().is_err_and(unreachable) {
             for conn in self.other_brokers() {
-                let r = self.find_coordinator_via(&conn, group).await;
-                let done = r.is_ok();
-                result = r;
-                if done {
+                result = ask(conn).await;
+                if result.is_ok() {
                     break;
                 }
             }
