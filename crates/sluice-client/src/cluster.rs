@@ -2,15 +2,16 @@
 //!
 //! The client asks Metadata which broker leads each partition and sends
 //! partition requests there. The cache is refreshed when a broker answers
-//! `NOT_LEADER_FOR_PARTITION` or `UNKNOWN_TOPIC_OR_PARTITION`, or when a
-//! leader's connection fails, and a topic's entry older than
-//! `ClientConfig::metadata_max_age` is refreshed (by whoever claims it with
-//! [`Cluster::claim_refresh`]) so partitions added to a topic are found. Today there is one broker, so every route ends
-//! at the bootstrap connection; the routing is real so that several brokers
-//! need no client change.
+//! `NOT_LEADER_FOR_PARTITION`, `LEADER_NOT_AVAILABLE` or
+//! `UNKNOWN_TOPIC_OR_PARTITION`, or when a leader's connection fails, and a
+//! topic's entry older than `ClientConfig::metadata_max_age` is refreshed
+//! (by whoever claims it with [`Cluster::claim_refresh`]) so partitions
+//! added to a topic are found. Metadata and FindCoordinator go to the
+//! bootstrap broker, and, when it cannot be reached, to each other broker an
+//! earlier answer named. A single broker is its own route for everything.
 //!
 //! Consumer groups: each group has one coordinator broker. The client asks
-//! the bootstrap broker with FindCoordinator (key 17) and caches the answer
+//! with FindCoordinator (key 17) and caches the answer
 //! per group; a broker that does not list key 17 in ApiVersions coordinates
 //! every group itself, so its bootstrap connection is used. A group request
 //! answered `NOT_COORDINATOR` or `COORDINATOR_NOT_AVAILABLE` (or whose
