@@ -4,44 +4,17 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::process::{ok, output_within, text, wait_output_within, KillOnDrop};
-use common::{sluice_cli, TestBroker};
-
-/// Runs `sluice ARGS` against `broker` with `stdin`; killed after 60 s.
-fn sluice(broker: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut cmd = sluice_cli(broker);
-    cmd.args(args);
-    output_within(cmd, Some(stdin), Duration::from_secs(60))
-}
-
-/// Asserts a failure with exactly one `error: ...` line on stderr; returns that line.
-fn one_line_error(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {}",
-        text(&out.stdout)
-    );
-    let stderr = text(&out.stderr);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "stderr: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
-        "{stderr}"
-    );
-    errors[0].to_string()
-}
+use common::process::{ok, one_line_error, text, wait_output_within, KillOnDrop};
+use common::{sluice_cli, sluice_with_input, TestBroker};
 
 #[test]
 fn topic_create_list_describe_delete() {
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "topic",
@@ -59,11 +32,19 @@ fn topic_create_list_describe_delete() {
         "created topic \"orders\" with 3 partitions"
     );
 
-    let err = one_line_error(&sluice(&addr, &["topic", "create", "orders"], b""));
+    let err = one_line_error(&sluice_with_input(
+        &addr,
+        &["topic", "create", "orders"],
+        b"",
+    ));
     assert_eq!(err, "error: topic \"orders\" already exists");
 
-    let list: serde_json::Value =
-        serde_json::from_str(&ok(&sluice(&addr, &["topic", "list", "--json"], b""))).expect("json");
+    let list: serde_json::Value = serde_json::from_str(&ok(&sluice_with_input(
+        &addr,
+        &["topic", "list", "--json"],
+        b"",
+    )))
+    .expect("json");
     let orders = list
         .as_array()
         .expect("array")
@@ -71,9 +52,9 @@ fn topic_create_list_describe_delete() {
         .find(|t| t["name"] == "orders")
         .expect("orders listed");
     assert_eq!(orders["partitions"], 3);
-    assert!(ok(&sluice(&addr, &["topic", "list"], b"")).contains("orders"));
+    assert!(ok(&sluice_with_input(&addr, &["topic", "list"], b"")).contains("orders"));
 
-    let d: serde_json::Value = serde_json::from_str(&ok(&sluice(
+    let d: serde_json::Value = serde_json::from_str(&ok(&sluice_with_input(
         &addr,
         &["topic", "describe", "orders", "--json"],
         b"",
@@ -88,19 +69,36 @@ fn topic_create_list_describe_delete() {
         assert_eq!(p["end_offset"], 0);
     }
     assert_eq!(d["configs"]["retention.ms"], "3600000");
-    let table = ok(&sluice(&addr, &["topic", "describe", "orders"], b""));
+    let table = ok(&sluice_with_input(
+        &addr,
+        &["topic", "describe", "orders"],
+        b"",
+    ));
     assert!(table.contains("END-OFFSET"), "{table}");
 
     assert_eq!(
-        ok(&sluice(&addr, &["topic", "delete", "orders"], b"")).trim(),
+        ok(&sluice_with_input(
+            &addr,
+            &["topic", "delete", "orders"],
+            b""
+        ))
+        .trim(),
         "deleted topic \"orders\""
     );
-    let err = one_line_error(&sluice(&addr, &["topic", "describe", "orders"], b""));
+    let err = one_line_error(&sluice_with_input(
+        &addr,
+        &["topic", "describe", "orders"],
+        b"",
+    ));
     assert!(
         err.starts_with("error: topic \"orders\" does not exist"),
         "{err}"
     );
-    let err = one_line_error(&sluice(&addr, &["topic", "delete", "orders"], b""));
+    let err = one_line_error(&sluice_with_input(
+        &addr,
+        &["topic", "delete", "orders"],
+        b"",
+    ));
     assert!(
         err.starts_with("error: topic \"orders\" does not exist"),
         "{err}"
@@ -111,7 +109,7 @@ fn topic_create_list_describe_delete() {
 fn produce_stdin_then_consume_with_count_and_format() {
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();
-    ok(&sluice(
+    ok(&sluice_with_input(
         &addr,
         &["topic", "create", "lines", "--partitions", "1"],
         b"",
@@ -120,7 +118,7 @@ fn produce_stdin_then_consume_with_count_and_format() {
     for i in 0..500 {
         input.push_str(&format!("k{i}:value {i}\n"));
     }
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "topic",
@@ -136,7 +134,7 @@ fn produce_stdin_then_consume_with_count_and_format() {
     ok(&out);
     assert_eq!(text(&out.stderr).trim(), "produced 500 records");
 
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "topic",
@@ -152,7 +150,7 @@ fn produce_stdin_then_consume_with_count_and_format() {
     assert_eq!(ok(&out), "k0=value 0@0/0\nk1=value 1@0/1\nk2=value 2@0/2\n");
 
     // Default format: the value and a newline; --from OFFSET; --exit-idle ends the read.
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "topic",
@@ -168,7 +166,7 @@ fn produce_stdin_then_consume_with_count_and_format() {
     assert_eq!(ok(&out), "value 498\nvalue 499\n");
     // From a timestamp in the future: nothing, and exits when idle.
     let future = format!("@{}", common::now_ms() + 3_600_000);
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "topic",
@@ -183,7 +181,7 @@ fn produce_stdin_then_consume_with_count_and_format() {
     );
     assert_eq!(ok(&out), "");
     // From a timestamp in the past: everything.
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "topic", "consume", "lines", "--from", "@0", "--count", "500", "--format", "%t %o\\n",
@@ -204,7 +202,7 @@ fn produce_stdin_then_consume_with_count_and_format() {
     );
 
     // Headers are empty for CLI-produced records; %h prints nothing.
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "topic",
@@ -220,7 +218,7 @@ fn produce_stdin_then_consume_with_count_and_format() {
     assert_eq!(ok(&out), "[]\tvalue 0\n");
 
     // --partition that does not exist and a bad --format: one-line errors.
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &[
             "topic",
@@ -234,13 +232,13 @@ fn produce_stdin_then_consume_with_count_and_format() {
         b"",
     ));
     assert!(err.contains("no partition 7"), "{err}");
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &["topic", "consume", "lines", "--format", "%q"],
         b"",
     ));
     assert!(err.contains("%q"), "{err}");
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &["topic", "consume", "nope", "--count", "1"],
         b"",
@@ -257,7 +255,7 @@ fn produce_against_a_dead_broker_reports_failures() {
     let addr = broker.addr.to_string();
     drop(broker);
     let started = Instant::now();
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &["topic", "produce", "t", "--delivery-timeout", "1000"],
         b"a\nb\nc\n",
@@ -282,7 +280,7 @@ fn produce_against_a_dead_broker_reports_failures() {
         started.elapsed()
     );
 
-    let err = one_line_error(&sluice(&addr, &["topic", "list"], b""));
+    let err = one_line_error(&sluice_with_input(&addr, &["topic", "list"], b""));
     assert_eq!(
         err,
         format!("error: broker unreachable at {addr} (connection refused); is sluiced running?")
@@ -312,7 +310,7 @@ fn group_errors_are_one_clear_line() {
             "cannot be used with --group",
         ),
     ] {
-        let err = one_line_error(&sluice(&addr, args, b""));
+        let err = one_line_error(&sluice_with_input(&addr, args, b""));
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
@@ -321,7 +319,7 @@ fn group_errors_are_one_clear_line() {
 fn bench_produce_and_consume_json() {
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "bench",
@@ -361,7 +359,7 @@ fn bench_produce_and_consume_json() {
     for q in ["p50", "p99", "p99_9", "max"] {
         assert!(v["latency_ms"][q].as_f64().expect("latency") > 0.0, "{q}");
     }
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "bench",
@@ -379,7 +377,7 @@ fn bench_produce_and_consume_json() {
     assert_eq!(v["messages"], 2000);
     assert_eq!(v["bytes"], 200_000);
     // Text output without --json.
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "bench",
@@ -407,7 +405,7 @@ fn bench_produce_and_consume_json() {
 fn produce_stops_on_sigterm_and_reports_what_was_acknowledged() {
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();
-    ok(&sluice(
+    ok(&sluice_with_input(
         &addr,
         &["topic", "create", "sig", "--partitions", "1"],
         b"",
@@ -427,7 +425,7 @@ fn produce_stops_on_sigterm_and_reports_what_was_acknowledged() {
     stdin.flush().expect("flush");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let d: serde_json::Value = serde_json::from_str(&ok(&sluice(
+        let d: serde_json::Value = serde_json::from_str(&ok(&sluice_with_input(
             &addr,
             &["topic", "describe", "sig", "--json"],
             b"",
@@ -456,7 +454,11 @@ fn output_into_a_closed_pipe_ends_quietly() {
     // `sluice topic list | head -0`: the reader is gone before the first line.
     let broker = TestBroker::start();
     let addr = broker.addr.to_string();
-    ok(&sluice(&addr, &["topic", "create", "piped"], b""));
+    ok(&sluice_with_input(
+        &addr,
+        &["topic", "create", "piped"],
+        b"",
+    ));
     for args in [
         &["topic", "list"][..],
         &["topic", "describe", "piped"][..],

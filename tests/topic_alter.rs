@@ -10,42 +10,17 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::process::{ok, output_within, text};
-use common::{sluice_cli, TestBroker};
+use common::process::{ok, one_line_error, text};
+use common::{sluice_with_input, TestBroker};
 use sluice::{
     Admin, ClientConfig, ConfigChange, Consumer, ConsumerConfig, ErrorCode, OffsetReset, Producer,
     ProducerConfig, Record, SeekTo,
 };
 
-/// Runs `sluice ARGS` against `broker` with `stdin`; killed after 60 s.
-fn sluice(broker: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut cmd = sluice_cli(broker);
-    cmd.args(args);
-    output_within(cmd, Some(stdin), Duration::from_secs(60))
-}
-
-/// Asserts a failure with exactly one `error: ...` line on stderr; returns that line.
-fn one_line_error(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {}",
-        text(&out.stdout)
-    );
-    let stderr = text(&out.stderr);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    errors[0].to_string()
-}
-
 fn describe(addr: &str, topic: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(&sluice(
+    serde_json::from_str(&ok(&sluice_with_input(
         addr,
         &["topic", "describe", topic, "--json"],
         b"",
@@ -57,7 +32,7 @@ fn describe(addr: &str, topic: &str) -> serde_json::Value {
 fn consume(addr: &str, topic: &str, partition: u32, count: usize) -> String {
     let p = partition.to_string();
     let n = count.to_string();
-    ok(&sluice(
+    ok(&sluice_with_input(
         addr,
         &[
             "topic",
@@ -78,7 +53,7 @@ fn consume(addr: &str, topic: &str, partition: u32, count: usize) -> String {
 fn cli_alter_grows_partitions_and_changes_configs_that_survive_a_restart() {
     let mut broker = TestBroker::start();
     let addr = broker.addr.to_string();
-    ok(&sluice(
+    ok(&sluice_with_input(
         &addr,
         &[
             "topic",
@@ -91,13 +66,13 @@ fn cli_alter_grows_partitions_and_changes_configs_that_survive_a_restart() {
         ],
         b"",
     ));
-    ok(&sluice(
+    ok(&sluice_with_input(
         &addr,
         &["topic", "produce", "orders", "--partition", "0"],
         b"before\n",
     ));
 
-    let out = sluice(
+    let out = sluice_with_input(
         &addr,
         &[
             "topic",
@@ -133,12 +108,16 @@ fn cli_alter_grows_partitions_and_changes_configs_that_survive_a_restart() {
         d
     };
     check(&addr);
-    let table = ok(&sluice(&addr, &["topic", "describe", "orders"], b""));
+    let table = ok(&sluice_with_input(
+        &addr,
+        &["topic", "describe", "orders"],
+        b"",
+    ));
     assert!(table.contains("PARTITIONS  4"), "{table}");
     assert!(table.contains("flush=always"), "{table}");
 
     // The new partitions take records and give them back.
-    ok(&sluice(
+    ok(&sluice_with_input(
         &addr,
         &["topic", "produce", "orders", "--partition", "3"],
         b"new-a\nnew-b\n",
@@ -148,7 +127,11 @@ fn cli_alter_grows_partitions_and_changes_configs_that_survive_a_restart() {
     // ones too (its first partition is random per run, so produce a few times).
     let mut used = BTreeSet::new();
     for _ in 0..40 {
-        ok(&sluice(&addr, &["topic", "produce", "orders"], b"spread\n"));
+        ok(&sluice_with_input(
+            &addr,
+            &["topic", "produce", "orders"],
+            b"spread\n",
+        ));
         let d = describe(&addr, "orders");
         used = d["partitions"]
             .as_array()
@@ -176,21 +159,21 @@ fn cli_alter_grows_partitions_and_changes_configs_that_survive_a_restart() {
     assert_eq!(consume(&addr, "orders", 0, 1), "0/0 before\n");
 
     // Bad inputs: one clear line each, and nothing changes.
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &["topic", "alter", "orders", "--partitions", "3"],
         b"",
     ));
     assert!(err.contains("has 4 partitions"), "{err}");
     assert!(err.contains("cannot be removed"), "{err}");
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &["topic", "alter", "orders", "--partitions", "4"],
         b"",
     ));
     assert!(err.contains("must be larger"), "{err}");
     // A bad config next to a valid growth: refused before anything changes.
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &[
             "topic",
@@ -207,26 +190,26 @@ fn cli_alter_grows_partitions_and_changes_configs_that_survive_a_restart() {
     ));
     assert!(err.contains("no.such.key"), "{err}");
     assert!(err.contains("unknown topic config key"), "{err}");
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &["topic", "alter", "orders", "--config", "segment.bytes=100"],
         b"",
     ));
     assert!(err.contains("segment.bytes"), "{err}");
     assert!(err.contains("at least 65536"), "{err}");
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &["topic", "alter", "orders", "--delete-config", "bogus"],
         b"",
     ));
     assert!(err.contains("bogus"), "{err}");
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &["topic", "alter", "orders", "--config", "retention.ms"],
         b"",
     ));
     assert!(err.contains("KEY=VALUE"), "{err}");
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &[
             "topic",
@@ -240,9 +223,13 @@ fn cli_alter_grows_partitions_and_changes_configs_that_survive_a_restart() {
         b"",
     ));
     assert!(err.contains("more than once"), "{err}");
-    let err = one_line_error(&sluice(&addr, &["topic", "alter", "orders"], b""));
+    let err = one_line_error(&sluice_with_input(
+        &addr,
+        &["topic", "alter", "orders"],
+        b"",
+    ));
     assert!(err.contains("nothing to change"), "{err}");
-    let err = one_line_error(&sluice(
+    let err = one_line_error(&sluice_with_input(
         &addr,
         &["topic", "alter", "ghost", "--partitions", "3"],
         b"",
@@ -257,7 +244,7 @@ fn cli_alter_grows_partitions_and_changes_configs_that_survive_a_restart() {
 }
 
 fn describe_missing(addr: &str, topic: &str) -> bool {
-    !sluice(addr, &["topic", "describe", topic], b"")
+    !sluice_with_input(addr, &["topic", "describe", topic], b"")
         .status
         .success()
 }
@@ -414,7 +401,7 @@ fn free_port() -> u16 {
 fn wait_registered(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = sluice(addr, &["cluster", "status", "--json"], b"");
+        let out = sluice_with_input(addr, &["cluster", "status", "--json"], b"");
         if out.status.success() {
             let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).expect("json");
             let alive = v["brokers"]
@@ -448,12 +435,12 @@ async fn a_one_node_cluster_alters_topics_through_the_controller() {
     ]);
     let addr = broker.addr.to_string();
     wait_registered(&addr);
-    ok(&sluice(
+    ok(&sluice_with_input(
         &addr,
         &["topic", "create", "events", "-p", "1"],
         b"",
     ));
-    let out = ok(&sluice(
+    let out = ok(&sluice_with_input(
         &addr,
         &[
             "topic",
@@ -471,7 +458,7 @@ async fn a_one_node_cluster_alters_topics_through_the_controller() {
     assert_eq!(d["partitions"].as_array().map(Vec::len), Some(3), "{d}");
     assert_eq!(d["partitions"][2]["leader"], 1, "{d}");
     assert_eq!(d["configs"]["retention.ms"], "120000", "{d}");
-    ok(&sluice(
+    ok(&sluice_with_input(
         &addr,
         &["topic", "produce", "events", "--partition", "2"],
         b"in-two\n",
@@ -507,7 +494,7 @@ async fn a_one_node_cluster_alters_topics_through_the_controller() {
     wait_registered(&addr);
     let deadline = Instant::now() + Duration::from_secs(20);
     let d = loop {
-        let out = sluice(&addr, &["topic", "describe", "events", "--json"], b"");
+        let out = sluice_with_input(&addr, &["topic", "describe", "events", "--json"], b"");
         if out.status.success() {
             break serde_json::from_str::<serde_json::Value>(&text(&out.stdout)).expect("json");
         }

@@ -58,6 +58,13 @@ pub fn sluice_cli(broker: &str) -> std::process::Command {
     cmd
 }
 
+/// Runs `sluice ARGS` against `broker` with `stdin`; killed after 60 s.
+pub fn sluice_with_input(broker: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut cmd = sluice_cli(broker);
+    cmd.args(args);
+    process::output_within(cmd, Some(stdin), Duration::from_secs(60))
+}
+
 /// Path of a compiled example (`target/<profile>/examples/<name>`).
 pub fn example_path(name: &str) -> PathBuf {
     let path = profile_dir()

@@ -102,3 +102,24 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Asserts a failure with exactly one `error: ...` line on stderr (and no
+/// panic); returns that line.
+pub fn one_line_error(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        text(&out.stdout)
+    );
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
+        "{stderr}"
+    );
+    errors[0].to_string()
+}
