@@ -4,11 +4,12 @@
 //! with INVALID_REPLICATION_FACTOR and creates nothing, and DescribeCluster
 //! describes the node as its own controller.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use sluice_broker::ConfigLayer;
 use sluice_protocol::codec::FrameCodec;
 use sluice_protocol::*;
 use sluiced::Server;
@@ -77,14 +78,7 @@ fn meta(resp: Response) -> MetadataResponse {
 #[tokio::test]
 async fn metadata_and_create_topics_answer_each_client_in_its_version() {
     let dir = tempfile::tempdir().unwrap();
-    let config = ConfigLayer {
-        data_dir: Some(dir.path().to_path_buf()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        http_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..ConfigLayer::default()
-    }
-    .resolve()
-    .unwrap();
+    let config = common::loopback(dir.path()).resolve().unwrap();
     let server = Server::bind(config).await.unwrap();
     let addr = server.native_addr();
     let shutdown = CancellationToken::new();

@@ -82,12 +82,9 @@ async fn committed(conn: &mut Conn, id: u32) -> (i64, i64) {
 async fn commit_offsets_are_refused_or_kept_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let config = ConfigLayer {
-        data_dir: Some(dir.path().to_path_buf()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         segment_bytes: Some(1 << 20),
         max_request_partitions: Some(8),
-        ..ConfigLayer::default()
+        ..common::loopback(dir.path())
     }
     .resolve()
     .unwrap();

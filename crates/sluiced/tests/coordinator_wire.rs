@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{call, Conn};
-use sluice_broker::{ConfigLayer, GroupCoordinator};
+use sluice_broker::GroupCoordinator;
 use sluice_protocol::codec::FrameCodec;
 use sluice_protocol::*;
 use sluiced::Server;
@@ -167,14 +167,7 @@ fn listed(resp: Response) -> Vec<String> {
 #[tokio::test]
 async fn groups_coordinated_elsewhere_are_refused_and_found() {
     let dir = tempfile::tempdir().unwrap();
-    let config = ConfigLayer {
-        data_dir: Some(dir.path().to_path_buf()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        http_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..ConfigLayer::default()
-    }
-    .resolve()
-    .unwrap();
+    let config = common::loopback(dir.path()).resolve().unwrap();
     let server = Server::bind(config).await.unwrap();
     let addr = server.native_addr();
     let broker = server.broker().clone();

@@ -19,11 +19,8 @@ use tokio_util::sync::CancellationToken;
 async fn embedded_server_serves_and_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = ConfigLayer {
-        data_dir: Some(dir.path().to_path_buf()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         segment_bytes: Some(1 << 20),
-        ..ConfigLayer::default()
+        ..common::loopback(dir.path())
     }
     .resolve()
     .unwrap();

@@ -1,6 +1,8 @@
 //! Shared helpers for the in-process server tests: one framed connection,
 //! requests sent and their responses awaited (with a bound) and checked.
 
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -10,6 +12,17 @@ use sluice_protocol::wire::{decode_response, encode_request};
 use sluice_protocol::{ApiKey, Request, Response};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+
+/// Settings for an in-process broker on `dir` with ephemeral loopback
+/// ports (add fields with `..loopback(dir)`).
+pub fn loopback(dir: &std::path::Path) -> sluice_broker::ConfigLayer {
+    sluice_broker::ConfigLayer {
+        data_dir: Some(dir.to_path_buf()),
+        listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        http_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..sluice_broker::ConfigLayer::default()
+    }
+}
 
 /// A framed native-protocol connection.
 pub type Conn = Framed<TcpStream, FrameCodec>;
