@@ -5,7 +5,7 @@
 //! `NOT_LEADER_FOR_PARTITION`, `LEADER_NOT_AVAILABLE` or
 //! `UNKNOWN_TOPIC_OR_PARTITION`, or when a leader's connection fails, and a
 //! topic's entry older than `ClientConfig::metadata_max_age` is refreshed
-//! (by whoever claims it with [`Cluster::claim_refresh`]) so partitions
+//! (by whoever [`Cluster::cached_partition_count`] tells to) so partitions
 //! added to a topic are found. Metadata and FindCoordinator go to the
 //! bootstrap broker, and, when it cannot be reached, to each other broker an
 //! earlier answer named. A single broker is its own route for everything.
@@ -417,26 +417,20 @@ impl Cluster {
         lock(&self.state).topics.get(topic).cloned()
     }
 
-    /// Partition count of `topic` from the cache, without asking the broker.
-    pub fn cached_partition_count(&self, topic: &str) -> Option<u32> {
-        lock(&self.state)
-            .topics
-            .get(topic)
-            .map(|r| r.leaders.len() as u32)
-    }
-
-    /// True when `topic`'s cached entry is older than `metadata_max_age`; the
-    /// entry then counts as fresh again, so of many callers only the first
-    /// refreshes it (the others keep using the cached entry meanwhile).
-    pub fn claim_refresh(&self, topic: &str) -> bool {
+    /// Partition count of `topic` from the cache, without asking the broker,
+    /// and whether this caller should refresh the entry: true when it is
+    /// older than `metadata_max_age`, and the entry then counts as fresh
+    /// again, so of many callers only the first refreshes it (the others
+    /// keep using the cached entry meanwhile). One lock and one lookup: it
+    /// runs for every produced record.
+    pub fn cached_partition_count(&self, topic: &str) -> Option<(u32, bool)> {
         let mut state = lock(&self.state);
-        match state.topics.get_mut(topic) {
-            Some(r) if r.fetched.elapsed() >= self.config.metadata_max_age => {
-                r.fetched = Instant::now();
-                true
-            }
-            _ => false,
+        let r = state.topics.get_mut(topic)?;
+        let stale = r.fetched.elapsed() >= self.config.metadata_max_age;
+        if stale {
+            r.fetched = Instant::now();
         }
+        Some((r.leaders.len() as u32, stale))
     }
 
     /// Forgets what is cached about `topic` so the next [`route`](Self::route) asks again.

@@ -612,12 +612,12 @@ impl Producer {
     /// it asks the broker at once, as the topic may have grown since.
     async fn partition_count(&self, record: &Record) -> Result<Option<u32>> {
         let shared = &self.handle.shared;
-        if let Some(n) = shared.cluster.cached_partition_count(&record.topic) {
+        if let Some((n, refresh)) = shared.cluster.cached_partition_count(&record.topic) {
             if record.partition.is_some_and(|p| p >= n) {
                 if let Ok(Some(route)) = shared.cluster.refresh_route(&record.topic).await {
                     return Ok(Some(route.leaders.len() as u32));
                 }
-            } else if shared.cluster.claim_refresh(&record.topic) {
+            } else if refresh {
                 let cluster = Arc::clone(&shared.cluster);
                 let topic = record.topic.to_string();
                 tokio::spawn(async move {
