@@ -43,6 +43,30 @@ pub struct PartitionMeta {
     pub leader: Option<NodeId>,
     /// Bumped each time the leader changes.
     pub leader_epoch: u32,
+    /// In-sync replicas: every one holds (fsynced) all committed records;
+    /// leaders are elected from it only. Empty in metadata from before
+    /// replication, read as all the replicas ([`PartitionMeta::in_sync`]).
+    #[serde(default)]
+    pub isr: Vec<NodeId>,
+    /// Bumped at every leader or ISR change; guards [`MetadataCommand::AlterIsr`].
+    #[serde(default)]
+    pub partition_epoch: u32,
+}
+
+impl PartitionMeta {
+    /// The in-sync replicas (all replicas when the list was never set).
+    pub fn in_sync(&self) -> &[NodeId] {
+        if self.isr.is_empty() {
+            &self.replicas
+        } else {
+            &self.isr
+        }
+    }
+
+    /// The smallest ISR the partition may have: a majority of its replicas.
+    pub fn min_isr(&self) -> usize {
+        self.replicas.len() / 2 + 1
+    }
 }
 
 /// One topic.
@@ -132,6 +156,28 @@ pub enum MetadataCommand {
         /// Block size.
         count: u64,
     },
+    /// A partition leader changes its in-sync replica set; refused unless
+    /// the proposer still leads with these epochs (a deposed leader cannot).
+    AlterIsr {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// The proposing leader.
+        leader: NodeId,
+        /// The leader epoch the proposer leads in.
+        leader_epoch: u32,
+        /// The partition epoch the proposer last saw.
+        partition_epoch: u32,
+        /// The new ISR: replicas only, with the leader, at least a majority.
+        isr: Vec<NodeId>,
+    },
+    /// Moves every leadership of a broker that is shutting down to another
+    /// in-sync replica (controlled shutdown); it stays registered, leading nothing.
+    ShutdownBroker {
+        /// Broker id.
+        id: NodeId,
+    },
 }
 
 /// Outcome of applying one command; the same on every node.
@@ -156,6 +202,8 @@ pub enum CommandResult {
     UnknownBroker,
     /// The command is malformed (the reason says why).
     Invalid(String),
+    /// The proposer's leader or partition epoch is not the current one.
+    StaleEpoch,
 }
 
 impl ClusterMetadata {
@@ -178,10 +226,67 @@ impl ClusterMetadata {
                         fenced: false,
                     },
                 );
+                self.elect_leaderless(*id);
                 CommandResult::Ok
             }
-            MetadataCommand::FenceBroker { id } => self.set_fenced(*id, true),
-            MetadataCommand::UnfenceBroker { id } => self.set_fenced(*id, false),
+            MetadataCommand::FenceBroker { id } => {
+                let r = self.set_fenced(*id, true);
+                if r == CommandResult::Ok {
+                    self.move_away_from(*id);
+                }
+                r
+            }
+            MetadataCommand::UnfenceBroker { id } => {
+                let r = self.set_fenced(*id, false);
+                if r == CommandResult::Ok {
+                    self.elect_leaderless(*id);
+                }
+                r
+            }
+            MetadataCommand::ShutdownBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return CommandResult::UnknownBroker;
+                }
+                self.move_away_from(*id);
+                CommandResult::Ok
+            }
+            MetadataCommand::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let Some(t) = self.topics.get_mut(topic) else {
+                    return CommandResult::UnknownTopic;
+                };
+                let Some(p) = t.partitions.get_mut(*partition as usize) else {
+                    return CommandResult::UnknownTopic;
+                };
+                if p.leader != Some(*leader)
+                    || p.leader_epoch != *leader_epoch
+                    || p.partition_epoch != *partition_epoch
+                {
+                    return CommandResult::StaleEpoch;
+                }
+                let mut sorted = isr.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != isr.len()
+                    || !isr.contains(leader)
+                    || isr.iter().any(|r| !p.replicas.contains(r))
+                    || isr.len() < p.min_isr()
+                {
+                    return CommandResult::Invalid(format!(
+                        "ISR {isr:?} must hold the leader, only replicas of {:?}, each once, and a majority",
+                        p.replicas
+                    ));
+                }
+                p.isr = isr.clone();
+                p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                CommandResult::Ok
+            }
             MetadataCommand::CreateTopic {
                 name,
                 id,
@@ -274,6 +379,58 @@ impl ClusterMetadata {
         }
     }
 
+    /// Whether broker `id` is registered and not fenced.
+    pub fn is_live(&self, id: NodeId) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Moves every leadership of broker `id` to the first live ISR member in
+    /// replica order (none: the partition is offline until one returns), and
+    /// takes `id` out of every ISR that stays a majority without it.
+    fn move_away_from(&mut self, id: NodeId) {
+        let live: Vec<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced && b.id != id)
+            .map(|b| b.id)
+            .collect();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                let mut isr = p.in_sync().to_vec();
+                let changed_isr = isr.contains(&id) && isr.len() > p.min_isr();
+                if changed_isr {
+                    isr.retain(|r| *r != id);
+                }
+                if p.leader == Some(id) {
+                    p.leader = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| isr.contains(r) && live.contains(r));
+                    p.leader_epoch = p.leader_epoch.wrapping_add(1);
+                } else if !changed_isr {
+                    continue;
+                }
+                p.isr = isr;
+                p.partition_epoch = p.partition_epoch.wrapping_add(1);
+            }
+        }
+    }
+
+    /// Gives broker `id` (just back) the leadership of every partition that
+    /// has no leader and holds `id` in its ISR.
+    fn elect_leaderless(&mut self, id: NodeId) {
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if p.leader.is_none() && p.in_sync().contains(&id) {
+                    p.leader = Some(id);
+                    p.leader_epoch = p.leader_epoch.wrapping_add(1);
+                    p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                }
+            }
+        }
+    }
+
     fn set_fenced(&mut self, id: NodeId, fenced: bool) -> CommandResult {
         match self.brokers.get_mut(&id) {
             Some(b) => {
@@ -290,6 +447,8 @@ fn new_partition(replicas: &[NodeId]) -> PartitionMeta {
         replicas: replicas.to_vec(),
         leader: replicas.first().copied(),
         leader_epoch: 0,
+        isr: replicas.to_vec(),
+        partition_epoch: 0,
     }
 }
 
@@ -540,5 +699,110 @@ mod tests {
         let json = serde_json::to_vec(&m1).expect("encode");
         let back: ClusterMetadata = serde_json::from_slice(&json).expect("decode");
         assert_eq!(back, m1);
+    }
+
+    fn three_brokers_rf3() -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        for id in 1..=3 {
+            m.apply(&MetadataCommand::RegisterBroker {
+                id,
+                native_addr: format!("127.0.0.1:{id}"),
+                cluster_addr: format!("127.0.0.1:1{id}"),
+                rack: None,
+            });
+        }
+        m.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            id: [7; 16],
+            assignment: vec![vec![1, 2, 3], vec![2, 3, 1]],
+            config: BTreeMap::new(),
+        });
+        m
+    }
+
+    #[test]
+    fn fencing_a_leader_elects_the_next_live_isr_member_and_never_shrinks_below_a_majority() {
+        let mut m = three_brokers_rf3();
+        assert_eq!(m.topics["t"].partitions[0].isr, vec![1, 2, 3]);
+        assert_eq!(
+            m.apply(&MetadataCommand::FenceBroker { id: 1 }),
+            CommandResult::Ok
+        );
+        let p0 = m.topics["t"].partitions[0].clone();
+        assert_eq!((p0.leader, p0.leader_epoch, p0.partition_epoch), (Some(2), 1, 1));
+        assert_eq!(p0.isr, vec![2, 3]);
+        // Partition 1 was led by 2: only its ISR lost broker 1.
+        let p1 = m.topics["t"].partitions[1].clone();
+        assert_eq!((p1.leader, p1.leader_epoch, p1.partition_epoch), (Some(2), 0, 1));
+        assert_eq!(p1.isr, vec![2, 3]);
+        // Fencing 2 as well: 3 leads, and the ISR keeps 2 (a majority of 3).
+        m.apply(&MetadataCommand::FenceBroker { id: 2 });
+        let p0 = m.topics["t"].partitions[0].clone();
+        assert_eq!((p0.leader, p0.leader_epoch), (Some(3), 2));
+        assert_eq!(p0.isr, vec![2, 3]);
+        // Fencing 3: no live ISR member, so no leader; 1 (outside the ISR) never leads.
+        m.apply(&MetadataCommand::UnfenceBroker { id: 1 });
+        m.apply(&MetadataCommand::FenceBroker { id: 3 });
+        let p0 = m.topics["t"].partitions[0].clone();
+        assert_eq!((p0.leader, p0.leader_epoch), (None, 3));
+        assert_eq!(p0.isr, vec![2, 3]);
+        // 2 comes back and is in the ISR: it leads again.
+        m.apply(&MetadataCommand::UnfenceBroker { id: 2 });
+        let p0 = m.topics["t"].partitions[0].clone();
+        assert_eq!((p0.leader, p0.leader_epoch), (Some(2), 4));
+    }
+
+    #[test]
+    fn alter_isr_is_guarded_by_both_epochs_and_the_majority_rule() {
+        let mut m = three_brokers_rf3();
+        let alter = |leader, le, pe, isr: &[u64]| MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader,
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr: isr.to_vec(),
+        };
+        let before = m.clone();
+        assert_eq!(m.apply(&alter(2, 0, 0, &[1, 2])), CommandResult::StaleEpoch);
+        assert_eq!(m.apply(&alter(1, 1, 0, &[1, 2])), CommandResult::StaleEpoch);
+        assert_eq!(m.apply(&alter(1, 0, 1, &[1, 2])), CommandResult::StaleEpoch);
+        for bad in [&[1][..], &[2, 3], &[1, 1, 2], &[1, 4]] {
+            assert!(matches!(m.apply(&alter(1, 0, 0, bad)), CommandResult::Invalid(_)));
+        }
+        assert_eq!(m, before);
+        assert_eq!(m.apply(&alter(1, 0, 0, &[1, 3])), CommandResult::Ok);
+        let p0 = &m.topics["t"].partitions[0];
+        assert_eq!((p0.isr.clone(), p0.partition_epoch), (vec![1, 3], 1));
+        // The same proposal again is stale now.
+        assert_eq!(m.apply(&alter(1, 0, 0, &[1, 2, 3])), CommandResult::StaleEpoch);
+        assert_eq!(m.apply(&alter(1, 0, 1, &[1, 2, 3])), CommandResult::Ok);
+        // Fencing 1 elects 2 (first live ISR member in replica order).
+        m.apply(&MetadataCommand::FenceBroker { id: 1 });
+        assert_eq!(m.topics["t"].partitions[0].leader, Some(2));
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leaderships_and_keeps_the_broker_registered() {
+        let mut m = three_brokers_rf3();
+        assert_eq!(
+            m.apply(&MetadataCommand::ShutdownBroker { id: 2 }),
+            CommandResult::Ok
+        );
+        assert!(m.topics["t"].partitions.iter().all(|p| p.leader != Some(2)));
+        assert_eq!(m.topics["t"].partitions[1].leader, Some(3));
+        assert!(m.brokers.contains_key(&2));
+        assert_eq!(
+            m.apply(&MetadataCommand::ShutdownBroker { id: 9 }),
+            CommandResult::UnknownBroker
+        );
+    }
+
+    #[test]
+    fn metadata_from_before_replication_reads_all_replicas_as_in_sync() {
+        let json = r#"{"replicas":[1,2,3],"leader":1,"leader_epoch":4}"#;
+        let p: PartitionMeta = serde_json::from_str(json).expect("decode");
+        assert_eq!(p.in_sync(), &[1, 2, 3]);
+        assert_eq!((p.partition_epoch, p.min_isr()), (0, 2));
     }
 }
