@@ -83,6 +83,12 @@ pub enum ErrorCode {
     NotCoordinator = 34,
     /// The group's coordinator is not available right now; retry later.
     CoordinatorNotAvailable = 35,
+    /// A replica fetch named an older leader epoch than the leader's: the
+    /// follower must learn the new leadership from the metadata first.
+    FencedLeaderEpoch = 36,
+    /// A replica fetch named a newer leader epoch than this broker knows:
+    /// this broker's metadata is behind; retry.
+    UnknownLeaderEpoch = 37,
 }
 
 impl ErrorCode {
@@ -124,6 +130,8 @@ impl ErrorCode {
         ErrorCode::LeaderNotAvailable,
         ErrorCode::NotCoordinator,
         ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch,
     ];
 
     /// The numeric value sent on the wire.
@@ -178,6 +186,8 @@ impl ErrorCode {
             ErrorCode::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
             ErrorCode::NotCoordinator => "NOT_COORDINATOR",
             ErrorCode::CoordinatorNotAvailable => "COORDINATOR_NOT_AVAILABLE",
+            ErrorCode::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
+            ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
         }
     }
 
@@ -194,6 +204,8 @@ impl ErrorCode {
                 | ErrorCode::LeaderNotAvailable
                 | ErrorCode::NotCoordinator
                 | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::UnknownLeaderEpoch
         )
     }
 }

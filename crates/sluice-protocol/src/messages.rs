@@ -104,6 +104,8 @@ pub enum ApiKey {
     CreatePartitions = 18,
     /// Set or delete per-topic config keys.
     AlterConfigs = 19,
+    /// A follower broker's fetch from partition leaders (replication).
+    ReplicaFetch = 20,
 }
 
 /// `controller_id` when no controller is known.
@@ -180,6 +182,8 @@ pub enum Request {
     CreatePartitions(CreatePartitionsRequest),
     /// AlterConfigs.
     AlterConfigs(AlterConfigsRequest),
+    /// ReplicaFetch.
+    ReplicaFetch(ReplicaFetchRequest),
 }
 
 /// One response body.
@@ -227,6 +231,8 @@ pub enum Response {
     CreatePartitions(CreatePartitionsResponse),
     /// AlterConfigs.
     AlterConfigs(AlterConfigsResponse),
+    /// ReplicaFetch.
+    ReplicaFetch(ReplicaFetchResponse),
 }
 
 /// Supported version range of one api.
@@ -489,6 +495,67 @@ pub struct FetchTopicResponse {
 pub struct FetchResponse {
     /// Topics.
     pub topics: Vec<FetchTopicResponse>,
+}
+
+/// One partition a follower fetches from its leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The leader epoch the follower follows in.
+    pub leader_epoch: u32,
+    /// The follower's log end offset: the next offset it wants.
+    pub fetch_offset: u64,
+    /// Leader epoch of the follower's last batch (-1: its log is empty).
+    pub last_fetched_epoch: i32,
+    /// Everything below this offset is fsynced on the follower.
+    pub durable_offset: u64,
+}
+
+/// ReplicaFetch request: a follower broker's long-poll fetch of every
+/// partition it follows on one leader broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchRequest {
+    /// The follower's broker id.
+    pub replica_id: u32,
+    /// Longest time to park when there is nothing new.
+    pub max_wait_ms: u32,
+    /// Upper bound on record bytes in the whole response.
+    pub max_bytes: u32,
+    /// Partitions (topic, partition unique).
+    pub partitions: Vec<ReplicaFetchPartition>,
+}
+
+/// The leader's answer for one partition of a ReplicaFetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchPartitionResponse {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Outcome.
+    pub error: ErrorCode,
+    /// The leader's high watermark (committed offset).
+    pub high_watermark: u64,
+    /// The leader's log start offset.
+    pub log_start_offset: u64,
+    /// When >= 0 the follower's log diverges from the leader's: it must
+    /// truncate to at most `diverging_end_offset` (the end of this epoch in
+    /// the leader's log) and fetch again; `records` is empty.
+    pub diverging_epoch: i32,
+    /// End offset of `diverging_epoch` in the leader's log (0 when none).
+    pub diverging_end_offset: u64,
+    /// Whole record batches from `fetch_offset`, verbatim.
+    pub records: Bytes,
+}
+
+/// ReplicaFetch response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchResponse {
+    /// Partitions, in request order.
+    pub partitions: Vec<ReplicaFetchPartitionResponse>,
 }
 
 /// Which offset ListOffsets should find.
@@ -1061,6 +1128,7 @@ impl ApiKey {
         ApiKey::FindCoordinator,
         ApiKey::CreatePartitions,
         ApiKey::AlterConfigs,
+        ApiKey::ReplicaFetch,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -1091,6 +1159,7 @@ impl ApiKey {
             ApiKey::FindCoordinator => "FindCoordinator",
             ApiKey::CreatePartitions => "CreatePartitions",
             ApiKey::AlterConfigs => "AlterConfigs",
+            ApiKey::ReplicaFetch => "ReplicaFetch",
         }
     }
 
@@ -1209,6 +1278,7 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::FindCoordinator),
     v0(ApiKey::CreatePartitions),
     v0(ApiKey::AlterConfigs),
+    v0(ApiKey::ReplicaFetch),
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
@@ -1248,6 +1318,7 @@ impl Request {
             Request::FindCoordinator(_) => ApiKey::FindCoordinator,
             Request::CreatePartitions(_) => ApiKey::CreatePartitions,
             Request::AlterConfigs(_) => ApiKey::AlterConfigs,
+            Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
         }
     }
 }
@@ -1277,6 +1348,7 @@ impl Response {
             Response::FindCoordinator(_) => ApiKey::FindCoordinator,
             Response::CreatePartitions(_) => ApiKey::CreatePartitions,
             Response::AlterConfigs(_) => ApiKey::AlterConfigs,
+            Response::ReplicaFetch(_) => ApiKey::ReplicaFetch,
         })
     }
 }

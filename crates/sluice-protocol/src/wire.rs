@@ -229,6 +229,20 @@ fn encode_request_body(e: &mut Enc<'_>, version: u16, request: &Request) {
                 }
             }
         }
+        Request::ReplicaFetch(r) => {
+            e.u32(r.replica_id);
+            e.u32(r.max_wait_ms);
+            e.u32(r.max_bytes);
+            e.count(r.partitions.len());
+            for p in &r.partitions {
+                e.string(&p.topic);
+                e.u32(p.partition);
+                e.u32(p.leader_epoch);
+                e.u64(p.fetch_offset);
+                e.i32(p.last_fetched_epoch);
+                e.u64(p.durable_offset);
+            }
+        }
         Request::Fetch(r) => {
             e.u32(r.max_wait_ms);
             e.u32(r.min_bytes);
@@ -391,6 +405,19 @@ fn encode_response_body(e: &mut Enc<'_>, version: u16, response: &Response) {
                     e.u64(p.base_offset);
                     e.u64(p.last_offset);
                 }
+            }
+        }
+        Response::ReplicaFetch(r) => {
+            e.count(r.partitions.len());
+            for p in &r.partitions {
+                e.string(&p.topic);
+                e.u32(p.partition);
+                e.code(p.error);
+                e.u64(p.high_watermark);
+                e.u64(p.log_start_offset);
+                e.i32(p.diverging_epoch);
+                e.u64(p.diverging_end_offset);
+                e.records(&p.records);
             }
         }
         Response::Fetch(r) => {
@@ -1051,6 +1078,37 @@ fn decode_request_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Reques
                 topics,
             })
         }
+        ApiKey::ReplicaFetch => {
+            let replica_id = d.u32("replica_id")?;
+            let max_wait_ms = d.u32("max_wait_ms")?;
+            let max_bytes = d.u32("max_bytes")?;
+            let partitions = d.budgeted_vec("partitions", 31, Entries::Each, |d| {
+                Ok(ReplicaFetchPartition {
+                    topic: d.topic_name("topic name")?,
+                    partition: d.u32("partition")?,
+                    leader_epoch: d.u32("leader_epoch")?,
+                    fetch_offset: d.u64("fetch_offset")?,
+                    last_fetched_epoch: d.i32("last_fetched_epoch")?,
+                    durable_offset: d.u64("durable_offset")?,
+                })
+            })?;
+            let mut seen: Vec<(&str, u32)> = partitions
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition))
+                .collect();
+            seen.sort_unstable();
+            if seen.windows(2).any(|w| w[0] == w[1]) {
+                return Err(ProtocolError::Duplicate {
+                    what: "replica fetch partition",
+                });
+            }
+            Request::ReplicaFetch(ReplicaFetchRequest {
+                replica_id,
+                max_wait_ms,
+                max_bytes,
+                partitions,
+            })
+        }
         ApiKey::Fetch => {
             let max_wait_ms = d.u32("max_wait_ms")?;
             let min_bytes = d.u32("min_bytes")?;
@@ -1303,6 +1361,20 @@ fn decode_response_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Respo
                             last_offset: d.u64("last_offset")?,
                         })
                     })?,
+                })
+            })?,
+        }),
+        ApiKey::ReplicaFetch => Response::ReplicaFetch(ReplicaFetchResponse {
+            partitions: d.vec("partitions", 40, |d| {
+                Ok(ReplicaFetchPartitionResponse {
+                    topic: d.string("topic name")?,
+                    partition: d.u32("partition")?,
+                    error: d.code("error")?,
+                    high_watermark: d.u64("high_watermark")?,
+                    log_start_offset: d.u64("log_start_offset")?,
+                    diverging_epoch: d.i32("diverging_epoch")?,
+                    diverging_end_offset: d.u64("diverging_end_offset")?,
+                    records: d.bytes("records")?,
                 })
             })?,
         }),
@@ -1738,6 +1810,29 @@ mod tests {
                     },
                 ],
             }),
+            Request::ReplicaFetch(ReplicaFetchRequest {
+                replica_id: 2,
+                max_wait_ms: 500,
+                max_bytes: 1 << 20,
+                partitions: vec![
+                    ReplicaFetchPartition {
+                        topic: "t".into(),
+                        partition: 0,
+                        leader_epoch: 3,
+                        fetch_offset: 42,
+                        last_fetched_epoch: 2,
+                        durable_offset: 40,
+                    },
+                    ReplicaFetchPartition {
+                        topic: "u".into(),
+                        partition: 7,
+                        leader_epoch: 0,
+                        fetch_offset: 0,
+                        last_fetched_epoch: -1,
+                        durable_offset: 0,
+                    },
+                ],
+            }),
             Request::AlterConfigs(AlterConfigsRequest {
                 topics: vec![
                     AlterConfigsTopic {
@@ -1813,6 +1908,30 @@ mod tests {
                         last_offset: 101,
                     }],
                 }],
+            }),
+            Response::ReplicaFetch(ReplicaFetchResponse {
+                partitions: vec![
+                    ReplicaFetchPartitionResponse {
+                        topic: "t".into(),
+                        partition: 0,
+                        error: ErrorCode::None,
+                        high_watermark: 40,
+                        log_start_offset: 0,
+                        diverging_epoch: -1,
+                        diverging_end_offset: 0,
+                        records: sample_records(),
+                    },
+                    ReplicaFetchPartitionResponse {
+                        topic: "u".into(),
+                        partition: 7,
+                        error: ErrorCode::FencedLeaderEpoch,
+                        high_watermark: 0,
+                        log_start_offset: 0,
+                        diverging_epoch: 2,
+                        diverging_end_offset: 17,
+                        records: Bytes::new(),
+                    },
+                ],
             }),
             Response::Fetch(FetchResponse {
                 topics: vec![FetchTopicResponse {
