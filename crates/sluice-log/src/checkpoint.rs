@@ -141,6 +141,92 @@ pub(crate) fn write_or_remove(
     }
 }
 
+/// File name of the pending-truncation marker (see [`write_truncation`]).
+pub(crate) const TRUNCATION_FILE: &str = "truncate-to";
+const TRUNCATION_TMP: &str = "truncate-to.tmp";
+const TRUNCATION_MAGIC: &[u8; 4] = b"SLTR";
+
+/// The 20 bytes of a truncation marker for `offset`: the checkpoint layout
+/// with magic `SLTR`, version 1, flags 0.
+pub(crate) fn encode_truncation(offset: u64) -> [u8; LEN] {
+    let mut out = encode(Checkpoint {
+        recovery_offset: offset,
+        clean: false,
+    });
+    out[0..4].copy_from_slice(TRUNCATION_MAGIC);
+    let crc = crc32fast::hash(&out[0..16]);
+    out[16..20].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Decodes a truncation marker into its offset, or says why it is not one.
+pub(crate) fn decode_truncation(bytes: &[u8]) -> Result<u64, String> {
+    if bytes.len() != LEN {
+        return Err(format!("{} bytes where {LEN} were expected", bytes.len()));
+    }
+    if &bytes[0..4] != TRUNCATION_MAGIC {
+        return Err("bad magic".into());
+    }
+    let mut as_cp = [0u8; LEN];
+    as_cp.copy_from_slice(bytes);
+    as_cp[0..4].copy_from_slice(MAGIC);
+    let crc = crc32fast::hash(&as_cp[0..16]);
+    as_cp[16..20].copy_from_slice(&crc.to_be_bytes());
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(&bytes[16..20]);
+    if crc32fast::hash(&bytes[0..16]) != u32::from_be_bytes(stored) {
+        return Err("CRC mismatch".into());
+    }
+    let cp = decode(&as_cp)?;
+    if cp.clean {
+        return Err("unknown flags 0x1".into());
+    }
+    Ok(cp.recovery_offset)
+}
+
+/// Reads the pending-truncation marker of `dir`: `Ok(None)` when there is none.
+pub(crate) fn read_truncation(dir: &Path) -> Result<Option<u64>, String> {
+    match std::fs::read(dir.join(TRUNCATION_FILE)) {
+        Ok(bytes) => decode_truncation(&bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read: {e}")),
+    }
+}
+
+/// Durably records that the log in `dir` is being cut at `offset` (temp
+/// file, fsync, rename, directory fsync): from here on, an open completes
+/// the cut before anything else.
+pub(crate) fn write_truncation(io: &dyn FileIo, dir: &Path, offset: u64) -> Result<(), LogError> {
+    let tmp = dir.join(TRUNCATION_TMP);
+    let path = dir.join(TRUNCATION_FILE);
+    let f = io
+        .open(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )
+        .map_err(|e| LogError::io(&tmp, e))?;
+    crate::io::write_all_at(io, &f, 0, &encode_truncation(offset))
+        .map_err(|e| LogError::io(&tmp, e))?;
+    io.sync_all(&f).map_err(|e| LogError::io(&tmp, e))?;
+    drop(f);
+    io.rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
+    crate::segment::sync_dir(io, dir)
+}
+
+/// Removes the truncation marker (and a leftover temp file) durably, once
+/// the cut it records is complete on disk.
+pub(crate) fn remove_truncation(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
+    for name in [TRUNCATION_FILE, TRUNCATION_TMP] {
+        let p = dir.join(name);
+        match io.remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(&p, e)),
+        }
+    }
+    crate::segment::sync_dir(io, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +269,33 @@ mod tests {
         longer.push(0);
         assert!(decode(&longer).is_err());
         assert!(decode(&[0u8; LEN]).is_err());
+    }
+
+    #[test]
+    fn truncation_marker_round_trip_and_damage() {
+        for off in [0u64, 42, u64::MAX] {
+            let b = encode_truncation(off);
+            assert_eq!(decode_truncation(&b), Ok(off));
+            // A marker is never taken for a checkpoint, nor the reverse.
+            assert!(decode(&b).is_err());
+        }
+        let cp = encode(Checkpoint {
+            recovery_offset: 5,
+            clean: false,
+        });
+        assert!(decode_truncation(&cp).is_err());
+        let good = encode_truncation(0x0102_0304);
+        for i in 0..LEN {
+            let mut bad = good;
+            bad[i] ^= 0x10;
+            assert!(decode_truncation(&bad).is_err(), "byte {i} not detected");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_truncation(dir.path()), Ok(None));
+        write_truncation(&crate::OsFileIo, dir.path(), 99).unwrap();
+        assert_eq!(read_truncation(dir.path()), Ok(Some(99)));
+        remove_truncation(&crate::OsFileIo, dir.path()).unwrap();
+        assert_eq!(read_truncation(dir.path()), Ok(None));
     }
 
     #[test]

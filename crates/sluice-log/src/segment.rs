@@ -277,6 +277,34 @@ impl Segment {
         self.modified_ms.load(Ordering::Relaxed)
     }
 
+    /// Where a cut that removes `target` and everything after it lands in
+    /// this segment: the position and base offset of the batch containing
+    /// `target`, or the end of the segment and its next offset when
+    /// `target` is at or beyond it.
+    pub(crate) fn locate(&self, target: u64) -> Result<(usize, u64), LogError> {
+        let next = self.next_offset();
+        if target >= next {
+            return Ok((self.size() as usize, next));
+        }
+        let data = self.log.bytes();
+        let (mut pos, mut expected) = self.seek_checked(data, target.max(self.base));
+        loop {
+            let (h, after) =
+                check_batch_at(data, pos, expected, false).map_err(|r| self.corrupt(pos, r))?;
+            if after > target {
+                return Ok((pos, expected));
+            }
+            pos += h.total_len();
+            expected = after;
+        }
+    }
+
+    /// Hides offsets at and after `next` from readers of this view (the
+    /// bytes stay mapped; a truncation zeroes them next).
+    pub(crate) fn hide_from(&self, next: u64) {
+        self.next_offset.fetch_min(next, Ordering::AcqRel);
+    }
+
     fn offset_entries(&self) -> &[u8] {
         self.index.bytes().get(INDEX_HEADER_LEN..).unwrap_or(&[])
     }
@@ -398,6 +426,91 @@ impl Segment {
         }
         Ok(None)
     }
+}
+
+/// Overwrites `[from, to)` of `file` with zeros (positioned writes, 1 MiB at
+/// a time) and fdatasyncs it. The file keeps its length: this is how a
+/// truncation removes bytes that readers may still have mapped.
+pub(crate) fn zero_range(
+    io: &dyn FileIo,
+    file: &File,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> Result<(), LogError> {
+    const CHUNK: u64 = 1 << 20;
+    if to > from {
+        let zeros = vec![0u8; CHUNK.min(to - from) as usize];
+        let mut at = from;
+        while at < to {
+            let n = CHUNK.min(to - at) as usize;
+            crate::io::write_all_at(io, file, at, &zeros[..n]).map_err(io_err(path))?;
+            at += n as u64;
+        }
+    }
+    io.sync_data(file).map_err(io_err(path))
+}
+
+/// Replaces the file at `path` by a copy of itself (written to
+/// `path.tmp`, fsynced, renamed over `path`). Whoever maps the old inode
+/// keeps it untouched, so the copy may then be reset with
+/// `truncate(true)`. The caller fsyncs the directory. A missing file is
+/// left missing (recovery rebuilds it).
+pub(crate) fn replace_by_copy(io: &dyn FileIo, path: &Path) -> Result<(), LogError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LogError::io(path, e)),
+    };
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let f = io
+        .open(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )
+        .map_err(io_err(&tmp))?;
+    crate::io::write_all_at(io, &f, 0, &bytes).map_err(io_err(&tmp))?;
+    io.sync_all(&f).map_err(io_err(&tmp))?;
+    drop(f);
+    io.rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Completes a recorded truncation at `target` in the segment at `base`
+/// on open: zeroes everything from the first batch that does not end at or
+/// before `target` (or from the first bytes that are not a batch) to the
+/// last non-zero byte of the file, and fdatasyncs it. The file keeps its
+/// length; recovery then stops at the zeros.
+pub(crate) fn zero_after(
+    io: &dyn FileIo,
+    dir: &Path,
+    base: u64,
+    target: u64,
+) -> Result<(), LogError> {
+    let path = dir.join(file_name(base, "log"));
+    let file = io
+        .open(&path, OpenOptions::new().read(true).write(true))
+        .map_err(io_err(&path))?;
+    let len = file.metadata().map_err(io_err(&path))?.len();
+    let map = Region::map_read_only(&file, len as usize).map_err(io_err(&path))?;
+    let data = map.bytes();
+    let mut pos = 0usize;
+    let mut expected = base;
+    while let Ok((h, next)) = check_batch_at(data, pos, expected, false) {
+        if next > target {
+            break;
+        }
+        pos += h.total_len();
+        expected = next;
+    }
+    let last = data[pos..].iter().rposition(|b| *b != 0);
+    let to = last.map_or(pos, |l| pos + l + 1);
+    drop(map);
+    if to > pos {
+        tracing::warn!(segment = %path.display(), position = pos, offset = expected, bytes = to - pos, "completing an interrupted truncation");
+    }
+    zero_range(io, &file, &path, pos as u64, to as u64)
 }
 
 /// Reads and checks an index file; the valid entry bytes, or why not.
@@ -629,6 +742,11 @@ pub(crate) struct ActiveSegment {
     /// End of the range already handed to asynchronous writeback by
     /// [`ActiveSegment::take_writeback_range`] (interval flushing).
     writeback_mark: usize,
+    /// [`ActiveSegment::trim`] never shrinks the `.log` below this length:
+    /// after [`crate::Log::truncate_to`] readers may still map bytes of the
+    /// file beyond the new end, and a load from a mapped page past the end
+    /// of the file is a SIGBUS. 0 when no truncation reopened this segment.
+    trim_floor: u64,
 }
 
 impl ActiveSegment {
@@ -751,6 +869,7 @@ impl ActiveSegment {
             },
             first_append_ms: None,
             writeback_mark: end,
+            trim_floor: 0,
         })
     }
 
@@ -760,12 +879,16 @@ impl ActiveSegment {
     /// batch: with `recovery_point = Some(r)`, the last whose offset is
     /// `<= r` (batches below `r` were fsynced; header-checked only), with
     /// `None` (clean shutdown) the last that points at a CRC-valid batch.
+    /// With `keep_len` the `.log` keeps its length (the cut tail must already
+    /// be zeros: see [`crate::Log::truncate_to`]) and later trims never go
+    /// below it, because readers may still map that file.
     pub(crate) fn open_recover(
         dir: &Path,
         base: u64,
         settings: &SegmentSettings,
         io: &dyn FileIo,
         recovery_point: Option<u64>,
+        keep_len: bool,
     ) -> Result<ActiveSegment, LogError> {
         let log_path = dir.join(file_name(base, "log"));
         let index_path = dir.join(file_name(base, "index"));
@@ -857,7 +980,7 @@ impl ActiveSegment {
         }
         let max_ts = builder.running_max_ts.max(outcome.max_timestamp);
         drop(scan_map);
-        if (end as u64) != file_len {
+        if (end as u64) != file_len && !keep_len {
             io.set_len(&file, end as u64).map_err(io_err(&log_path))?;
             io.sync_all(&file).map_err(io_err(&log_path))?;
         }
@@ -881,6 +1004,12 @@ impl ActiveSegment {
         io.sync_all(&seg.time.file).map_err(io_err(&time_path))?;
         sync_dir(io, dir)?;
         seg.builder.running_max_ts = max_ts;
+        if keep_len {
+            seg.trim_floor = file_len;
+            // The whole file is allocated (written or fallocated before).
+            seg.allocated = file_len.max(end as u64);
+            seg.log_w.set_writable(seg.allocated as usize);
+        }
         Ok(seg)
     }
 
@@ -892,6 +1021,12 @@ impl ActiveSegment {
     /// Offset the next batch gets.
     pub(crate) fn next_offset(&self) -> u64 {
         self.next_offset
+    }
+
+    /// Whether a truncation reopened this segment (its `.log` must keep its
+    /// length: see [`ActiveSegment::open_recover`]).
+    pub(crate) fn keeps_len(&self) -> bool {
+        self.trim_floor > 0
     }
 
     /// Whether `incoming` more bytes fit in the mapping and keep relative
@@ -940,30 +1075,39 @@ impl ActiveSegment {
     /// `.log` with `pwritev`, assigns offsets, updates indexes and publishes.
     /// Space must be reserved. Each batch goes out as two buffers, its new
     /// base offset (8 bytes) and the rest of the batch as received, so the
-    /// payload is not copied in user space. On a write error nothing is
+    /// payload is not copied in user space. With `epoch = Some(e)` each batch
+    /// goes out as four buffers instead, `[base offset][bytes 8..12][e as
+    /// big-endian i32][bytes 16..]`, which stamps the partition leader epoch
+    /// (outside the CRC) without copying either. On a write error nothing is
     /// published or indexed and the next append rewrites the same bytes.
     /// Returns (base offset, last offset, max timestamp, batch count).
     pub(crate) fn append_validated(
         &mut self,
         batches: &[u8],
+        epoch: Option<i32>,
         now_ms: i64,
         io: &dyn FileIo,
     ) -> Result<(u64, u64, i64, usize), LogError> {
-        const PER_WRITE: usize = MAX_WRITE_BUFS / 2;
+        const MAX_PER_WRITE: usize = MAX_WRITE_BUFS / 2;
+        let bufs_per_batch = if epoch.is_some() { 4 } else { 2 };
+        let per_write = MAX_WRITE_BUFS / bufs_per_batch;
+        let epoch_bytes = epoch.unwrap_or(0).to_be_bytes();
         let start = self.end;
-        // Pass 1: write, up to PER_WRITE batches per pwritev.
+        // Pass 1: write, up to `per_write` batches per pwritev.
         let mut next = self.next_offset;
         let mut pos = 0usize;
         while pos < batches.len() {
             let chunk_pos = pos;
-            let mut heads = [[0u8; 8]; PER_WRITE];
-            let mut bodies: [&[u8]; PER_WRITE] = [&[]; PER_WRITE];
+            let mut heads = [[0u8; 8]; MAX_PER_WRITE];
+            let mut bodies: [&[u8]; MAX_PER_WRITE] = [&[]; MAX_PER_WRITE];
             let mut n = 0;
-            while n < PER_WRITE && pos < batches.len() {
+            while n < per_write && pos < batches.len() {
                 let Ok(h) = BatchHeader::parse(&batches[pos..]) else {
                     break;
                 };
                 let total = h.total_len();
+                // A parsed header is at least `HEADER_LEN` bytes, so an
+                // epoch split at 12..16 always lies inside the batch.
                 let Some(body) = batches.get(pos + 8..pos + total) else {
                     break;
                 };
@@ -977,12 +1121,26 @@ impl ActiveSegment {
                 break;
             }
             let mut bufs: [&[u8]; MAX_WRITE_BUFS] = [&[]; MAX_WRITE_BUFS];
+            let mut used = 0;
             for i in 0..n {
-                bufs[2 * i] = &heads[i];
-                bufs[2 * i + 1] = bodies[i];
+                bufs[used] = &heads[i];
+                used += 1;
+                match epoch {
+                    None => {
+                        bufs[used] = bodies[i];
+                        used += 1;
+                    }
+                    Some(_) => {
+                        // body = batch bytes 8..: length (4), epoch (4), rest.
+                        bufs[used] = &bodies[i][..4];
+                        bufs[used + 1] = &epoch_bytes;
+                        bufs[used + 2] = &bodies[i][8..];
+                        used += 3;
+                    }
+                }
             }
             self.log_w
-                .write_at(start + chunk_pos, &bufs[..2 * n], io)
+                .write_at(start + chunk_pos, &bufs[..used], io)
                 .map_err(|e| LogError::io(&self.seg.log_path, e))?;
         }
         let written = pos;
@@ -1043,10 +1201,10 @@ impl ActiveSegment {
     /// afterwards (space is reserved again on demand).
     pub(crate) fn trim(&mut self, io: &dyn FileIo, sync: bool) -> Result<(), LogError> {
         let path = self.seg.log_path.clone();
-        io.set_len(&self.file, self.end as u64)
-            .map_err(io_err(&path))?;
-        self.allocated = self.end as u64;
-        self.log_w.set_writable(self.end);
+        let len = (self.end as u64).max(self.trim_floor);
+        io.set_len(&self.file, len).map_err(io_err(&path))?;
+        self.allocated = len;
+        self.log_w.set_writable(len as usize);
         for ix in [&mut self.index, &mut self.time] {
             ix.trim(io).map_err(io_err(&ix.path))?;
         }
@@ -1117,7 +1275,7 @@ mod tests {
         let batch = b.finish();
         let append = |seg: &mut ActiveSegment| {
             seg.reserve(batch.len(), settings.preallocate, &io).unwrap();
-            seg.append_validated(&batch, 1, &io).unwrap();
+            seg.append_validated(&batch, None, 1, &io).unwrap();
         };
         append(&mut seg);
         // Under one page: nothing to hand over yet.

@@ -38,6 +38,9 @@ pub(super) struct CheckpointState {
     pub(super) at: Instant,
 }
 
+/// The group-commit state (guarded by `Log::sync`). A truncation lowers the
+/// durable offset under this lock, after bumping `Log::truncations`, so a
+/// leader that synced the old tail never raises it past the new end.
 #[derive(Debug, Default)]
 pub(super) struct SyncState {
     /// A group-commit leader is in fdatasync right now.
@@ -55,17 +58,19 @@ impl Log {
     /// if that is higher and no sealed segment's sync is pending (sealed
     /// segments are synced on open, inline on roll, or by a background sync
     /// that is then no longer pending).
-    pub(super) fn recovery_point_candidate(&self) -> u64 {
+    ///
+    /// Also returns the truncation count read with it (under the writer
+    /// lock): a checkpoint writer must drop the candidate if a
+    /// [`Log::truncate_to`] ran since, as it may claim offsets that are gone.
+    pub(super) fn recovery_point_candidate(&self) -> (u64, u64) {
         let w = lock(&self.writer);
         let sealed_synced = lock(&self.pending_syncs).is_empty();
         let base = w.active.seg.base;
-        drop(w);
         let d = self.durable_offset();
-        if sealed_synced {
-            d.max(base)
-        } else {
-            d
-        }
+        let truncations = self.truncations.load(Ordering::Acquire);
+        drop(w);
+        let candidate = if sealed_synced { d.max(base) } else { d };
+        (candidate, truncations)
     }
 
     /// Writes the `recovery-point` file now if the recovery offset advanced
@@ -77,10 +82,10 @@ impl Log {
         if self.is_poisoned() {
             return Err(LogError::Poisoned);
         }
-        let candidate = self.recovery_point_candidate();
+        let (candidate, seen) = self.recovery_point_candidate();
         let mut ck = lock(&self.checkpoint);
         self.check_open()?;
-        if candidate > ck.written {
+        if candidate > ck.written && seen == self.truncations.load(Ordering::Acquire) {
             checkpoint::write(
                 self.io.as_ref(),
                 &self.dir,
@@ -120,15 +125,20 @@ impl Log {
         if job.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let candidate = self.recovery_point_candidate();
+        let (candidate, seen) = self.recovery_point_candidate();
+        let truncations = self.truncations.clone();
         let state = self.checkpoint.clone();
         let closed = self.closed.clone();
         let dir = self.dir.clone();
         let io = self.io.clone();
         let work = move || {
             let mut ck = lock(&state);
-            // Checked under the lock `mark_closed` takes after setting it.
-            if candidate <= ck.written || closed.load(Ordering::Acquire) {
+            // Checked under the lock `mark_closed` takes after setting it;
+            // a truncation lowers the file under this lock after counting.
+            if candidate <= ck.written
+                || closed.load(Ordering::Acquire)
+                || seen != truncations.load(Ordering::Acquire)
+            {
                 return;
             }
             let cp = Checkpoint {
@@ -196,6 +206,9 @@ impl Log {
             if self.is_poisoned() {
                 return Err(LogError::Poisoned);
             }
+            // A truncation may have removed offsets below `target`: what
+            // is left of them is durable once the new end is.
+            let target = target.min(self.end_offset());
             if self.durable_offset() >= target {
                 return Ok(());
             }
@@ -204,14 +217,17 @@ impl Log {
                 let _st = self.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            if self.durable_offset() >= target || self.is_poisoned() || self.is_closed() {
+            if self.durable_offset() >= target.min(self.end_offset())
+                || self.is_poisoned()
+                || self.is_closed()
+            {
                 continue;
             }
             st.in_flight = true;
             drop(st);
             // Snapshot under the writer lock: every offset below `end` is in
             // the active file or in a sealed segment that is synced or pending.
-            let (file, end, path, pending) = {
+            let (file, end, path, pending, seen) = {
                 let w = lock(&self.writer);
                 let pending: Vec<PendingSync> = lock(&self.pending_syncs).clone();
                 (
@@ -219,6 +235,7 @@ impl Log {
                     w.active.next_offset(),
                     w.active.seg.log_path.clone(),
                     pending,
+                    self.truncations.load(Ordering::Acquire),
                 )
             };
             let mut result = Ok(());
@@ -251,7 +268,12 @@ impl Log {
             st.in_flight = false;
             match result {
                 Ok(()) => {
-                    self.durable_offset.fetch_max(end, Ordering::AcqRel);
+                    // A truncation since the snapshot (it counts before it
+                    // lowers the durable offset under this lock) may have
+                    // removed offsets below `end`: then claim nothing.
+                    if seen == self.truncations.load(Ordering::Acquire) {
+                        self.durable_offset.fetch_max(end, Ordering::AcqRel);
+                    }
                     *lock(&self.last_flush) = Instant::now();
                     self.sync_cv.notify_all();
                 }

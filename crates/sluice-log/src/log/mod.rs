@@ -172,6 +172,10 @@ pub struct Log {
     /// A writeback request was handed out and [`Log::start_writeback`] has
     /// not run for it yet: at most one is outstanding.
     writeback_scheduled: AtomicBool,
+    /// How many [`Log::truncate_to`] calls cut something (bumped under the
+    /// writer lock): flushes and checkpoint writers that snapshotted an end
+    /// before a cut must not claim it afterwards.
+    truncations: Arc<AtomicU64>,
     /// How this log was recovered when opened.
     open_kind: OpenKind,
     /// Holds the directory's advisory lock for the life of the log.
@@ -262,6 +266,7 @@ impl Log {
             .open(&lock_path)
             .map_err(|e| LogError::io(&lock_path, e))?;
         lock_dir(&lock_file).map_err(|e| LogError::io(&lock_path, e))?;
+        Self::finish_truncation(io.as_ref(), &dir)?;
 
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
@@ -328,6 +333,7 @@ impl Log {
                     &settings,
                     io.as_ref(),
                     recovery_point,
+                    false,
                 )?
             }
         };
@@ -381,6 +387,7 @@ impl Log {
             clean_marked: AtomicBool::new(false),
             writeback_wanted: AtomicBool::new(false),
             writeback_scheduled: AtomicBool::new(false),
+            truncations: Arc::new(AtomicU64::new(0)),
             open_kind: kind,
             _lock: lock_file,
         })
@@ -427,6 +434,218 @@ impl Log {
         Ok(())
     }
 
+    /// Completes a truncation that a crash interrupted: if the directory
+    /// holds a `truncate-to` marker for offset T, deletes every segment
+    /// whose base is above T, zeroes the last remaining one from its first
+    /// batch that does not end at or before T, lowers the checkpoint to at
+    /// most T (flag clear) and removes the marker. Runs before recovery
+    /// looks at the directory.
+    fn finish_truncation(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
+        let target = match checkpoint::read_truncation(dir) {
+            Ok(None) => return Ok(()),
+            Ok(Some(t)) => t,
+            Err(reason) => {
+                return Err(LogError::Corrupt {
+                    path: dir.join(checkpoint::TRUNCATION_FILE),
+                    position: 0,
+                    reason,
+                })
+            }
+        };
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+            let entry = entry.map_err(|e| LogError::io(dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            match segment::parse_file_name(&name) {
+                Some((base, "log")) => bases.push(base),
+                // A copy of an index that the cut did not get to rename.
+                Some((_, "index.tmp" | "timeindex.tmp")) => {
+                    let p = dir.join(&name);
+                    if let Err(e) = io.remove_file(&p) {
+                        tracing::warn!(file = %p.display(), error = %e, "cannot remove a leftover index copy");
+                    }
+                }
+                _ => {}
+            }
+        }
+        bases.sort_unstable();
+        let keep = bases.partition_point(|&b| b <= target);
+        let deleted = if keep > 0 { bases.len() - keep } else { 0 };
+        tracing::warn!(dir = %dir.display(), offset = target, deleted_segments = deleted, "completing an interrupted truncation");
+        if keep > 0 {
+            // Newest first, so a crash in between never leaves a gap.
+            for &b in bases[keep..].iter().rev() {
+                for ext in ["log", "index", "timeindex"] {
+                    let p = dir.join(segment::file_name(b, ext));
+                    match io.remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(LogError::io(&p, e)),
+                    }
+                }
+            }
+            segment::sync_dir(io, dir)?;
+            segment::zero_after(io, dir, bases[keep - 1], target)?;
+        }
+        match checkpoint::read(dir) {
+            Ok(Some(cp)) if cp.recovery_offset <= target && !cp.clean => {}
+            Ok(Some(cp)) => {
+                let lowered = Checkpoint {
+                    recovery_offset: cp.recovery_offset.min(target),
+                    clean: false,
+                };
+                checkpoint::write_or_remove(io, dir, lowered)?;
+            }
+            // Missing or damaged: recovery scans everything anyway.
+            Ok(None) | Err(_) => {}
+        }
+        checkpoint::remove_truncation(io, dir)
+    }
+
+    /// Removes every batch at or after `offset`: the log then ends at the
+    /// last batch boundary at or below `offset` (a batch that contains
+    /// `offset` goes whole). Returns the new end offset, which the next
+    /// append continues from. Nothing happens when `offset >= end_offset()`;
+    /// below the start offset, the log is emptied down to its start offset.
+    /// Durable before it returns, crash-safe at every step, and safe for
+    /// readers holding `Bytes` of the removed range (see the crate docs,
+    /// "Truncation"). A failure part-way poisons the log: the next open
+    /// completes the cut.
+    pub fn truncate_to(&self, offset: u64) -> Result<u64, LogError> {
+        // Retention changes the head of the list, a cut the tail: one at a
+        // time (same order as elsewhere: retention lock, then writer).
+        let _one_at_a_time = lock(&self.retention);
+        let mut w = lock(&self.writer);
+        self.check_open()?;
+        if self.is_poisoned() {
+            return Err(LogError::Poisoned);
+        }
+        let end = w.active.next_offset();
+        if offset >= end {
+            return Ok(end);
+        }
+        let segs: Vec<Arc<Segment>> = self.segments().clone();
+        let start = segs.first().map_or(0, |s| s.base);
+        let target = offset.max(start);
+        let k = segs.partition_point(|s| s.base <= target).saturating_sub(1);
+        let Some(cut_seg) = segs.get(k).cloned() else {
+            return Ok(end);
+        };
+        let (cut_pos, new_end) = cut_seg.locate(target)?;
+        if new_end >= end {
+            return Ok(end);
+        }
+        let result = self.cut_tail(&mut w, &segs, k, cut_pos, new_end);
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        result
+    }
+
+    /// The steps of [`Log::truncate_to`] once the cut is known: the
+    /// segment `segs[k]` is cut at byte `cut_pos` (offset `new_end`) and
+    /// every later one deleted. Returns the new end offset.
+    fn cut_tail(
+        &self,
+        w: &mut Writer,
+        segs: &[Arc<Segment>],
+        k: usize,
+        cut_pos: usize,
+        new_end: u64,
+    ) -> Result<u64, LogError> {
+        let io = self.io.as_ref();
+        let cut_seg = &segs[k];
+        // 1. The marker: from here on, any open completes the cut.
+        checkpoint::write_truncation(io, &self.dir, new_end)?;
+        // 2. Nothing at or after the cut is offered or claimed durable any
+        //    more: readers see the new end; flushes and checkpoint writers
+        //    that looked at the old end give up (they compare the count).
+        self.truncations.fetch_add(1, Ordering::AcqRel);
+        self.end_offset.store(new_end, Ordering::Release);
+        cut_seg.hide_from(new_end);
+        {
+            let _st = lock(&self.sync);
+            self.durable_offset.fetch_min(new_end, Ordering::AcqRel);
+        }
+        {
+            let mut ck = lock(&self.checkpoint);
+            let lowered = ck.written.min(new_end);
+            checkpoint::write(
+                io,
+                &self.dir,
+                Checkpoint {
+                    recovery_offset: lowered,
+                    clean: false,
+                },
+            )?;
+            ck.written = lowered;
+            ck.at = Instant::now();
+            self.clean_marked.store(false, Ordering::Release);
+        }
+        // 3. Later segments: out of the list, then unlinked (newest first).
+        //    Unlinking a mapped file is safe: readers keep the inode.
+        self.segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .truncate(k + 1);
+        for seg in segs[k + 1..].iter().rev() {
+            for p in [&seg.log_path, &seg.index_path, &seg.time_path] {
+                match io.remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io(p.as_path(), e)),
+                }
+            }
+            tracing::info!(segment = %seg.log_path.display(), base = seg.base, "truncation deleted segment");
+        }
+        segment::sync_dir(io, &self.dir)?;
+        // 4. The cut segment: zero the removed bytes in place (never shrink
+        //    a file readers may map: a load past its end is a SIGBUS).
+        let path = &cut_seg.log_path;
+        let file = io
+            .open(path, OpenOptions::new().read(true).write(true))
+            .map_err(|e| LogError::io(path, e))?;
+        segment::zero_range(io, &file, path, cut_pos as u64, cut_seg.size())?;
+        drop(file);
+        // 5. Reopen it as the active segment. Its indexes are first
+        //    replaced by copies, so the writer's `truncate(true)` resets new
+        //    inodes, never one an old reader maps.
+        segment::replace_by_copy(io, &cut_seg.index_path)?;
+        segment::replace_by_copy(io, &cut_seg.time_path)?;
+        segment::sync_dir(io, &self.dir)?;
+        let settings = self.config().settings();
+        let fresh = ActiveSegment::open_recover(
+            &self.dir,
+            cut_seg.base,
+            &settings,
+            io,
+            Some(new_end),
+            true,
+        )?;
+        let actual = fresh.next_offset();
+        if actual != new_end {
+            tracing::warn!(dir = %self.dir.display(), expected = new_end, found = actual, "recovery of the cut segment ended elsewhere");
+        }
+        {
+            let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = list.get_mut(k) {
+                *slot = fresh.seg.clone();
+            }
+        }
+        w.active = fresh;
+        // 6. Done on disk: the marker goes.
+        checkpoint::remove_truncation(io, &self.dir)?;
+        self.end_offset.store(actual, Ordering::Release);
+        {
+            let _st = lock(&self.sync);
+            self.durable_offset.fetch_min(actual, Ordering::AcqRel);
+        }
+        tracing::info!(dir = %self.dir.display(), end = actual, "log truncated");
+        Ok(actual)
+    }
+
     /// How recovery treated the log when it was opened.
     pub fn open_kind(&self) -> OpenKind {
         self.open_kind
@@ -463,6 +682,18 @@ impl Log {
     /// a sealed segment on roll with [`FlushPolicy::Always`]): call
     /// [`Log::wait_durable`] with `last_offset + 1` to learn when it is durable.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.append_with_epoch(batches, None)
+    }
+
+    /// [`Log::append`] that, with `epoch = Some(e)`, stores every batch with
+    /// its partition leader epoch set to `e` (the caller's bytes are not
+    /// copied or changed; see the module docs). `None` keeps the epoch each
+    /// batch carries.
+    pub fn append_with_epoch(
+        &self,
+        batches: &[u8],
+        epoch: Option<i32>,
+    ) -> Result<AppendInfo, LogError> {
         self.check_open()?;
         if self.is_poisoned() {
             return Err(LogError::Poisoned);
@@ -517,7 +748,7 @@ impl Log {
                 .reserve(total, settings.preallocate, self.io.as_ref())?;
             let (base, last, max_ts, count) =
                 w.active
-                    .append_validated(&batches[..total], now, self.io.as_ref())?;
+                    .append_validated(&batches[..total], epoch, now, self.io.as_ref())?;
             // With `Always` the group commit's fdatasync writes the data:
             // starting writeback here, per append and under the writer lock,
             // cost a syscall and a device notification per batch and halved
@@ -554,7 +785,9 @@ impl Log {
             // files stay in place, so a crash here cannot lose the base offset.
             let base = w.active.next_offset();
             let old_seg = w.active.seg.clone();
-            let fresh = ActiveSegment::open_recover(&self.dir, base, &s, self.io.as_ref(), None)?;
+            let keep_len = w.active.keeps_len();
+            let fresh =
+                ActiveSegment::open_recover(&self.dir, base, &s, self.io.as_ref(), None, keep_len)?;
             let new_seg = fresh.seg.clone();
             w.active = fresh;
             let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
