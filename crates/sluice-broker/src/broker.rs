@@ -150,6 +150,8 @@ pub struct Appended {
     /// Offsets and sizes assigned by the log.
     pub info: AppendInfo,
     needs_fsync: bool,
+    /// The partition's role generation before the append.
+    generation: u64,
 }
 
 impl Appended {
@@ -173,7 +175,8 @@ impl Appended {
         };
         match tokio::time::timeout(
             timeout,
-            self.partition.wait_durable(self.info.last_offset + 1),
+            self.partition
+                .wait_durable_in(self.info.last_offset + 1, self.generation),
         )
         .await
         {
@@ -524,11 +527,13 @@ impl Broker {
                     source: sluice_log::LogError::InvalidBatch(e),
                 }
             })?;
+        let generation = p.generation();
         let info = p.append(&records)?;
         Ok(Appended {
             partition: p,
             info,
             needs_fsync: acks == Acks::Durable || t.config().flush == FlushMode::Always,
+            generation,
         })
     }
 

@@ -33,6 +33,8 @@ impl WireCode for BrokerError {
             | BrokerError::PartitionsNotIncreased { .. } => ErrorCode::InvalidPartitions,
             BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             BrokerError::PartitionOffline { .. } => ErrorCode::StorageError,
+            BrokerError::NotLeader { .. } => ErrorCode::NotLeaderForPartition,
+            BrokerError::Replication { .. } => ErrorCode::StorageError,
             BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             BrokerError::EmptyProduce { .. } => ErrorCode::InvalidRequest,
             BrokerError::Sequence { reason, .. } => match reason {

@@ -40,7 +40,8 @@
 //! | `[cluster] cluster_listen` (`--cluster-listen`) | `SLUICE_CLUSTER_LISTEN` | none; required with `peers` or `join` |
 //! | `[cluster] join` (`--join`) | `SLUICE_JOIN`             | none; a broker-only node (id not in `peers`) joins through these voters' cluster addresses |
 //! | `[cluster] advertised_listen` (`--advertised-listen`) | `SLUICE_ADVERTISED_LISTEN` | the bound `listen` address |
-//! | `[cluster] broker_session_timeout_ms` (`--broker-session-timeout-ms`) | `SLUICE_BROKER_SESSION_TIMEOUT_MS` | `9000` (Kafka's `broker.session.timeout.ms`) |
+//! | `[cluster] broker_session_timeout_ms` (`--broker-session-timeout-ms`) | `SLUICE_BROKER_SESSION_TIMEOUT_MS` | `2000` (Kafka's `broker.session.timeout.ms`, 9 s there; short so that partition leadership fails over within about 2.5 s) |
+//! | `[cluster] replica_lag_time_max_ms` (`--replica-lag-time-max-ms`) | `SLUICE_REPLICA_LAG_TIME_MAX_MS` | `5000` (Kafka's `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR, never below a majority) |
 //!
 //! Cluster settings live in the TOML table `[cluster]` ([`ClusterLayer`]);
 //! their flags and variables are flat like the others.
@@ -215,6 +216,9 @@ pub struct ClusterLayer {
     /// A broker silent for this long is fenced (Kafka's `broker.session.timeout.ms`).
     #[arg(long, env = "SLUICE_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// A follower not caught up for this long leaves the ISR (Kafka's `replica.lag.time.max.ms`).
+    #[arg(long, env = "SLUICE_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 impl ClusterLayer {
@@ -230,6 +234,9 @@ impl ClusterLayer {
             broker_session_timeout_ms: self
                 .broker_session_timeout_ms
                 .or(lower.broker_session_timeout_ms),
+            replica_lag_time_max_ms: self
+                .replica_lag_time_max_ms
+                .or(lower.replica_lag_time_max_ms),
         }
     }
 
@@ -282,7 +289,13 @@ impl ClusterLayer {
                 "node {node_id} is not in cluster.peers: it needs cluster.join (--join host:port of a voter)"
             )));
         }
-        let timeout = self.broker_session_timeout_ms.unwrap_or(9000);
+        let timeout = self.broker_session_timeout_ms.unwrap_or(2000);
+        let lag = self.replica_lag_time_max_ms.unwrap_or(5000);
+        if lag < 100 {
+            return Err(bad(
+                "cluster.replica_lag_time_max_ms must be at least 100".into(),
+            ));
+        }
         if timeout < 100 {
             return Err(bad(
                 "cluster.broker_session_timeout_ms must be at least 100".into(),
@@ -295,6 +308,7 @@ impl ClusterLayer {
             join,
             advertised_listen: nonempty(&self.advertised_listen),
             broker_session_timeout: Duration::from_millis(timeout),
+            replica_lag_max: Duration::from_millis(lag),
         }))
     }
 }
@@ -314,6 +328,8 @@ pub struct ClusterConfig {
     pub advertised_listen: Option<String>,
     /// A broker silent for this long is fenced.
     pub broker_session_timeout: Duration,
+    /// A follower not caught up for this long leaves the ISR.
+    pub replica_lag_max: Duration,
 }
 
 /// `sluiced` command line.

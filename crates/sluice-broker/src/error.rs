@@ -147,6 +147,26 @@ pub enum BrokerError {
         /// The request's timeout.
         timeout_ms: u64,
     },
+    /// This broker does not lead the partition (any more); the request's
+    /// writes were not acknowledged here.
+    #[error("{topic}/{partition}: not the leader here")]
+    NotLeader {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+    /// A follower could not apply what its leader sent (a gap or a broken
+    /// batch); it fetches again.
+    #[error("{topic}/{partition}: replication: {reason}")]
+    Replication {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// What was wrong.
+        reason: String,
+    },
     /// The broker is shutting down and refuses new work.
     #[error("broker is shutting down")]
     ShuttingDown,

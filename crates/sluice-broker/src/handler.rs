@@ -91,7 +91,8 @@ use sluice_protocol::{
     OffsetCommitPartitionResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetCommitTopicResponse, OffsetFetchPartitionResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetFetchTopicResponse, PartitionLag, PartitionMetadata,
-    ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, Request,
+    ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
+    ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse, Request,
     RequestHeader, Response, TopicMetadata, TopicPartitions, TopicResult,
 };
 use tokio_util::sync::CancellationToken;
@@ -155,6 +156,7 @@ pub const HANDLERS: &[(ApiKey, Handler)] = &[
     (ApiKey::FindCoordinator, find_coordinator),
     (ApiKey::CreatePartitions, create_partitions),
     (ApiKey::AlterConfigs, alter_configs),
+    (ApiKey::ReplicaFetch, replica_fetch),
 ];
 
 /// The handler of an api key, if the broker serves it.
@@ -885,6 +887,96 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     Outcome::Deferred(Box::pin(async move {
         let results = prepared.wait(&cancel).await;
         Some(fetch_response(shape, results))
+    }))
+}
+
+/// Longest time a ReplicaFetch parks (whatever it asks).
+const REPLICA_FETCH_MAX_WAIT: Duration = Duration::from_millis(1000);
+
+/// Answers every partition of a ReplicaFetch once (see `protocol.md`).
+/// `None` for a partition that is not here.
+fn answer_replica_fetch(
+    req: &ReplicaFetchRequest,
+    parts: &[Option<Arc<crate::partition::Partition>>],
+) -> (Vec<ReplicaFetchPartitionResponse>, bool) {
+    let mut budget = req.max_bytes as usize;
+    let mut any = false;
+    let answers = req
+        .partitions
+        .iter()
+        .zip(parts)
+        .map(|(p, part)| {
+            let a = match part {
+                None => crate::partition::ReplicaAnswer {
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    high_watermark: 0,
+                    log_start_offset: 0,
+                    diverging: None,
+                    records: bytes::Bytes::new(),
+                },
+                Some(part) => part.serve_replica(
+                    req.replica_id,
+                    p.leader_epoch,
+                    p.fetch_offset,
+                    p.last_fetched_epoch,
+                    p.durable_offset,
+                    budget.max(1),
+                ),
+            };
+            budget = budget.saturating_sub(a.records.len());
+            any |= a.error != ErrorCode::None || a.diverging.is_some() || !a.records.is_empty();
+            ReplicaFetchPartitionResponse {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                error: a.error,
+                high_watermark: a.high_watermark,
+                log_start_offset: a.log_start_offset,
+                diverging_epoch: a.diverging.map_or(-1, |(e, _)| e as i32),
+                diverging_end_offset: a.diverging.map_or(0, |(_, o)| o),
+                records: a.records,
+            }
+        })
+        .collect();
+    (answers, any)
+}
+
+fn replica_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::ReplicaFetch(req) = req else {
+        return mismatched();
+    };
+    let parts: Vec<Option<Arc<crate::partition::Partition>>> = req
+        .partitions
+        .iter()
+        .map(|p| {
+            let t = ctx.broker.topics().get(&p.topic);
+            serving(t.as_deref(), p.partition).ok().cloned()
+        })
+        .collect();
+    // Subscribed before the first answer: an append after it wakes the wait.
+    let mut ends: Vec<tokio::sync::watch::Receiver<u64>> =
+        parts.iter().flatten().map(|p| p.subscribe_end()).collect();
+    let (answers, any) = answer_replica_fetch(&req, &parts);
+    let wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(REPLICA_FETCH_MAX_WAIT);
+    if any || wait.is_zero() || ends.is_empty() {
+        return Outcome::Respond(Response::ReplicaFetch(ReplicaFetchResponse {
+            partitions: answers,
+        }));
+    }
+    let cancel = ctx.shutdown.clone();
+    Outcome::Deferred(Box::pin(async move {
+        for rx in &mut ends {
+            rx.borrow_and_update();
+        }
+        let changed = futures::future::select_all(ends.iter_mut().map(|rx| Box::pin(rx.changed())));
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => {}
+        }
+        let (answers, _) = answer_replica_fetch(&req, &parts);
+        Some(Response::ReplicaFetch(ReplicaFetchResponse {
+            partitions: answers,
+        }))
     }))
 }
 

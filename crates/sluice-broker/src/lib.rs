@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod partition;
 pub mod placement;
 pub mod producer_state;
+pub mod replica;
 pub mod topic_meta;
 pub mod topics;
 

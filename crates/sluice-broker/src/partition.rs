@@ -41,7 +41,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -54,6 +54,7 @@ use tokio::sync::watch;
 use crate::error::BrokerError;
 use crate::metrics::{PartitionMetrics, TopicMetrics};
 use crate::producer_state::{BatchSeq, ProducerStates, Verdict};
+use crate::replica::{self, EpochHistory, FetchCheck, FollowerProgress, LeaderState, Role};
 use crate::topic_meta::TopicConfig;
 
 /// How many offsets back from the end the producer state is rebuilt from on open.
@@ -80,13 +81,96 @@ struct GroupCommit {
     state: watch::Sender<DurableState>,
 }
 
+/// Replication state shared with the flush loop (see [`crate::replica`]).
+struct Repl {
+    /// Reads stop at the durable offset (`flush = always`), not the log end.
+    durable_reads: AtomicBool,
+    /// The role is not [`Role::Solo`].
+    replicated: AtomicBool,
+    /// Held for reading across a client or replica append, so a role
+    /// change waits for the appends in flight and none follows it.
+    role: RwLock<Role>,
+    /// Bumped at every role or epoch change.
+    generation: AtomicU64,
+    /// `(durable high watermark, generation)`: durable produces on a
+    /// leader wait for it to pass their records within their generation.
+    durable_hw: watch::Sender<(u64, u64)>,
+}
+
+fn read_role(r: &RwLock<Role>) -> RwLockReadGuard<'_, Role> {
+    r.read().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Repl {
+    /// Moves the high watermarks of a leader (`role`) to what its ISR holds.
+    fn recompute(&self, role: &Role, hw: &watch::Sender<u64>, log: &Log) {
+        let Role::Leader(l) = role else {
+            return;
+        };
+        let durable_reads = self.durable_reads.load(Ordering::SeqCst);
+        let (visible, durable) =
+            replica::high_watermarks(l, log.end_offset(), log.durable_offset(), durable_reads);
+        advance(hw, visible);
+        let g = self.generation.load(Ordering::SeqCst);
+        self.durable_hw.send_if_modified(|(o, gen)| {
+            if *gen == g && durable > *o {
+                *o = durable;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// After an fsync or a flush-policy change: the high watermark as the role says.
+    fn publish(&self, hw: &watch::Sender<u64>, log: &Log) {
+        if self.replicated.load(Ordering::SeqCst) {
+            let role = read_role(&self.role);
+            self.recompute(&role, hw, log);
+        } else {
+            advance(hw, log.durable_offset().min(log.end_offset()));
+        }
+    }
+}
+
+/// A leader's answer to one partition of a follower's ReplicaFetch.
+#[derive(Debug, Clone)]
+pub struct ReplicaAnswer {
+    /// Outcome.
+    pub error: sluice_protocol::ErrorCode,
+    /// The leader's high watermark.
+    pub high_watermark: u64,
+    /// The leader's log start.
+    pub log_start_offset: u64,
+    /// `(epoch, end offset)` when the follower must truncate first.
+    pub diverging: Option<(u32, u64)>,
+    /// Batches from the fetch offset.
+    pub records: Bytes,
+}
+
+impl ReplicaAnswer {
+    fn error(error: sluice_protocol::ErrorCode) -> ReplicaAnswer {
+        ReplicaAnswer {
+            error,
+            high_watermark: 0,
+            log_start_offset: 0,
+            diverging: None,
+            records: Bytes::new(),
+        }
+    }
+}
+
 /// A partition of a topic: shared by handlers, fetch waiters and housekeeping.
 pub struct Partition {
     topic: Arc<str>,
     index: u32,
     log: Arc<Log>,
-    /// Reads stop at the durable offset (`flush = always`), not the log end.
-    durable_reads: AtomicBool,
+    /// Role, read rule and the durable high watermark.
+    repl: Arc<Repl>,
+    /// Leader-epoch history (`leader-epoch-checkpoint`); locked after `repl.role`.
+    epochs: Mutex<EpochHistory>,
+    /// The log end offset; parked replica fetches wait on it.
+    end_tx: watch::Sender<u64>,
     /// The high watermark; parked fetches wait on it.
     hw_tx: Arc<watch::Sender<u64>>,
     group_commit: Arc<GroupCommit>,
@@ -127,11 +211,20 @@ impl Partition {
         if !producers.is_empty() {
             tracing::debug!(topic = %topic, partition = index, producers = producers.len(), "rebuilt idempotent producer state");
         }
+        let epochs = EpochHistory::load(log.dir());
         Partition {
             topic,
             index,
+            repl: Arc::new(Repl {
+                durable_reads: AtomicBool::new(durable_reads),
+                replicated: AtomicBool::new(false),
+                role: RwLock::new(Role::Solo),
+                generation: AtomicU64::new(0),
+                durable_hw: watch::channel((0, 0)).0,
+            }),
+            epochs: Mutex::new(epochs),
+            end_tx: watch::channel(end).0,
             log: Arc::new(log),
-            durable_reads: AtomicBool::new(durable_reads),
             hw_tx: Arc::new(hw_tx),
             group_commit: Arc::new(GroupCommit {
                 requested: AtomicU64::new(0),
@@ -176,9 +269,31 @@ impl Partition {
     /// a recent batch is answered with its original offsets and not appended;
     /// a sequence gap or a fenced epoch is an error and nothing more of
     /// `batches` is appended (earlier batches of the same call stay appended).
+    ///
+    /// A replicated partition appends only while it leads (else
+    /// [`BrokerError::NotLeader`]) and stamps its leader epoch in every batch.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo, BrokerError> {
+        if !self.repl.replicated.load(Ordering::SeqCst) {
+            return self.append_as(batches, None);
+        }
+        let role = read_role(&self.repl.role);
+        match &*role {
+            Role::Leader(_) => self.append_as(batches, Some(&role)),
+            _ => Err(self.not_leader()),
+        }
+    }
+
+    fn not_leader(&self) -> BrokerError {
+        BrokerError::NotLeader {
+            topic: self.topic.to_string(),
+            partition: self.index,
+        }
+    }
+
+    /// [`Partition::append`] in a role (`None`: not replicated).
+    fn append_as(&self, batches: &[u8], role: Option<&Role>) -> Result<AppendInfo, BrokerError> {
         if !batch_headers(batches).any(|h| h.producer_id >= 0) {
-            return self.append_unchecked(batches);
+            return self.append_unchecked(batches, role);
         }
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         let mut total: Option<AppendInfo> = None;
@@ -192,9 +307,9 @@ impl Partition {
             let one = rest.get(..len).unwrap_or(rest);
             pos += len;
             let info = match seq.map(|s| (s, producers.check(&s))) {
-                None => self.append_unchecked(one)?,
+                None => self.append_unchecked(one, role)?,
                 Some((s, Verdict::Append)) => {
-                    let info = self.append_unchecked(one)?;
+                    let info = self.append_unchecked(one, role)?;
                     producers.record(&s, info.base_offset, info.last_offset);
                     info
                 }
@@ -240,20 +355,35 @@ impl Partition {
         }
     }
 
-    /// Appends to the log without a sequence check, then publishes the new end.
-    fn append_unchecked(&self, batches: &[u8]) -> Result<AppendInfo, BrokerError> {
-        let info = self.log.append(batches).map_err(|e| self.log_err(e))?;
-        self.appended(&info);
+    /// Appends to the log without a sequence check (stamping a leader's
+    /// epoch), then publishes the new end.
+    fn append_unchecked(&self, batches: &[u8], role: Option<&Role>) -> Result<AppendInfo, BrokerError> {
+        let epoch = match role {
+            Some(Role::Leader(l)) => Some(l.epoch as i32),
+            _ => None,
+        };
+        let info = self
+            .log
+            .append_with_epoch(batches, epoch)
+            .map_err(|e| self.log_err(e))?;
+        self.appended(&info, role);
         Ok(info)
     }
 
-    /// Publishes a new end offset (the high watermark unless reads are
-    /// durable-only) and counts what was appended.
-    fn appended(&self, info: &AppendInfo) {
+    /// Publishes a new end offset (and the high watermark: the end unless
+    /// reads are durable-only; a leader's as its ISR holds) and counts what
+    /// was appended.
+    fn appended(&self, info: &AppendInfo, role: Option<&Role>) {
         let end = info.last_offset + 1;
-        // SeqCst: pairs with `set_flush`, which stores the flag, then reads the end.
-        if !self.durable_reads.load(Ordering::SeqCst) {
-            advance(&self.hw_tx, end);
+        advance(&self.end_tx, end);
+        match role {
+            Some(r) => self.repl.recompute(r, &self.hw_tx, &self.log),
+            // SeqCst: pairs with `set_flush`, which stores the flag, then reads the end.
+            None => {
+                if !self.repl.durable_reads.load(Ordering::SeqCst) {
+                    advance(&self.hw_tx, end);
+                }
+            }
         }
         self.metrics.end_offset.set(self.log.end_offset() as i64);
         self.topic_metrics
@@ -332,7 +462,7 @@ impl Partition {
 
     /// Whether reads stop at the durable offset (`flush = always`).
     pub fn durable_reads(&self) -> bool {
-        self.durable_reads.load(Ordering::SeqCst)
+        self.repl.durable_reads.load(Ordering::SeqCst)
     }
 
     /// Applies a new flush policy: the log's settings (`config`, from the
@@ -342,8 +472,10 @@ impl Partition {
     pub fn set_flush(&self, config: sluice_log::LogConfig) {
         let durable = config.flush == FlushPolicy::Always;
         self.log.set_config(config);
-        let was = self.durable_reads.swap(durable, Ordering::SeqCst);
-        if was && !durable {
+        let was = self.repl.durable_reads.swap(durable, Ordering::SeqCst);
+        if self.repl.replicated.load(Ordering::SeqCst) {
+            self.repl.publish(&self.hw_tx, &self.log);
+        } else if was && !durable {
             // Appends from here on advance it themselves (they see the flag).
             advance(&self.hw_tx, self.log.end_offset());
         }
@@ -353,7 +485,7 @@ impl Partition {
     /// fsync). Only a durable-only partition's can move: the others' is at
     /// the log end already, past the durable offset.
     fn publish_durable(&self) {
-        publish_durable(&self.hw_tx, &self.log);
+        self.repl.publish(&self.hw_tx, &self.log);
     }
 
     /// Counts what a fetch served (`bytes` in `records` records) in the per-topic metrics.
@@ -389,9 +521,46 @@ impl Partition {
             .map_err(|e| self.log_err(e))
     }
 
-    /// Resolves once every offset below `offset` is fsynced (group commit;
-    /// see the module docs).
+    /// The role generation: pass it to [`Partition::wait_durable_in`] to
+    /// learn whether the role changed since (taken before an append).
+    pub fn generation(&self) -> u64 {
+        self.repl.generation.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once every offset below `offset` is fsynced here and, on a
+    /// replicated leader, on every in-sync replica (see the module docs).
     pub async fn wait_durable(&self, offset: u64) -> Result<(), BrokerError> {
+        self.wait_durable_in(offset, self.generation()).await
+    }
+
+    /// [`Partition::wait_durable`] for records appended in role generation
+    /// `generation`: [`BrokerError::NotLeader`] once the role changed.
+    pub async fn wait_durable_in(&self, offset: u64, generation: u64) -> Result<(), BrokerError> {
+        let replicated = self.repl.replicated.load(Ordering::SeqCst);
+        self.wait_local_durable(offset).await?;
+        if !replicated {
+            return Ok(());
+        }
+        let mut rx = self.repl.durable_hw.subscribe();
+        loop {
+            {
+                let (o, g) = *rx.borrow_and_update();
+                if g != generation {
+                    return Err(self.not_leader());
+                }
+                if o >= offset {
+                    return Ok(());
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(BrokerError::ShuttingDown);
+            }
+        }
+    }
+
+    /// Resolves once every offset below `offset` is fsynced here (group
+    /// commit; see the module docs).
+    pub async fn wait_local_durable(&self, offset: u64) -> Result<(), BrokerError> {
         if self.log.durable_offset() >= offset {
             // Synced by someone else (a roll, the periodic flush): make sure
             // readers see it too.
@@ -434,9 +603,10 @@ impl Partition {
         let gc = Arc::clone(&self.group_commit);
         // Published after every fsync, whatever the read rule (see `publish_durable`).
         let hw = Arc::clone(&self.hw_tx);
+        let repl = Arc::clone(&self.repl);
         let hist = self.fsync_duration.clone();
         let name = format!("{}/{}", self.topic, self.index);
-        let work = move || flush_loop(&log, &gc, &hw, &hist, &name);
+        let work = move || flush_loop(&log, &gc, &hw, &repl, &hist, &name);
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(work)),
             Err(_) => work(),
@@ -466,6 +636,318 @@ impl Partition {
         Ok(n)
     }
 
+    /// Subscribes to the log end offset (parked replica fetches wait on it).
+    pub fn subscribe_end(&self) -> watch::Receiver<u64> {
+        self.end_tx.subscribe()
+    }
+
+    fn write_role(&self) -> std::sync::RwLockWriteGuard<'_, Role> {
+        self.repl.role.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_generation(&self) {
+        let g = self.repl.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        // Wakes the durable waiters of the old role: they answer NOT_LEADER.
+        self.repl.durable_hw.send_replace((0, g));
+    }
+
+    /// Leads in `epoch` with these replicas and ISR (from the cluster
+    /// metadata). A new epoch is recorded in the leader-epoch history at the
+    /// log end before anything is appended in it; the same epoch only
+    /// updates the replica sets.
+    pub fn become_leader(
+        &self,
+        me: u32,
+        epoch: u32,
+        partition_epoch: u32,
+        replicas: Vec<u32>,
+        isr: Vec<u32>,
+    ) {
+        let mut role = self.write_role();
+        match &mut *role {
+            Role::Leader(l) if l.epoch == epoch => {
+                l.partition_epoch = partition_epoch;
+                l.replicas = replicas;
+                l.isr = isr;
+            }
+            _ => {
+                let end = self.log.end_offset();
+                {
+                    let mut h = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+                    if h.assign(epoch, end) {
+                        if let Err(e) = h.store(self.log.dir()) {
+                            tracing::error!(topic = %self.topic, partition = self.index, error = %crate::error::chain(&e), "cannot store the leader-epoch history");
+                        }
+                    }
+                }
+                tracing::info!(topic = %self.topic, partition = self.index, epoch, end, "leading");
+                *role = Role::Leader(LeaderState {
+                    me,
+                    epoch,
+                    partition_epoch,
+                    replicas,
+                    isr,
+                    followers: std::collections::HashMap::new(),
+                    since: Instant::now(),
+                });
+                self.new_generation();
+            }
+        }
+        self.repl.replicated.store(true, Ordering::SeqCst);
+        self.repl.recompute(&role, &self.hw_tx, &self.log);
+    }
+
+    /// Follows `leader` in `epoch` (`None`: no leader now, or this broker
+    /// holds no replica). Appends are refused from here on, and durable
+    /// produces still waiting answer NOT_LEADER.
+    pub fn become_follower(&self, epoch: u32, leader: Option<u32>) {
+        let mut role = self.write_role();
+        let same = matches!(&*role, Role::Follower { epoch: e, leader: l } if *e == epoch && *l == leader);
+        if !same {
+            if matches!(&*role, Role::Leader(_)) {
+                tracing::info!(topic = %self.topic, partition = self.index, epoch, ?leader, "no longer leading");
+            }
+            *role = Role::Follower { epoch, leader };
+            self.new_generation();
+        }
+        self.repl.replicated.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this partition leads now, and in which epoch.
+    pub fn leader_epoch(&self) -> Option<u32> {
+        match &*read_role(&self.repl.role) {
+            Role::Leader(l) => Some(l.epoch),
+            _ => None,
+        }
+    }
+
+    /// A leader answers one partition of a follower's ReplicaFetch (see
+    /// `protocol.md`): checks the epochs and the follower's position,
+    /// records its progress and moves the high watermark, then reads up to
+    /// `max_bytes` from its position (past the high watermark: followers
+    /// copy everything).
+    pub fn serve_replica(
+        &self,
+        replica_id: u32,
+        leader_epoch: u32,
+        fetch_offset: u64,
+        last_fetched_epoch: i32,
+        durable_offset: u64,
+        max_bytes: usize,
+    ) -> ReplicaAnswer {
+        use sluice_protocol::ErrorCode;
+        let mut role = self.write_role();
+        let Role::Leader(l) = &mut *role else {
+            return ReplicaAnswer::error(ErrorCode::NotLeaderForPartition);
+        };
+        if leader_epoch < l.epoch {
+            return ReplicaAnswer::error(ErrorCode::FencedLeaderEpoch);
+        }
+        if leader_epoch > l.epoch {
+            return ReplicaAnswer::error(ErrorCode::UnknownLeaderEpoch);
+        }
+        if replica_id == l.me || !l.replicas.contains(&replica_id) {
+            return ReplicaAnswer::error(ErrorCode::NotLeaderForPartition);
+        }
+        let start = self.log.start_offset();
+        let end = self.log.end_offset();
+        let check = {
+            let h = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+            replica::check_fetch(&h, start, end, fetch_offset, last_fetched_epoch)
+        };
+        let mut answer = ReplicaAnswer {
+            error: ErrorCode::None,
+            high_watermark: self.high_watermark(),
+            log_start_offset: start,
+            diverging: None,
+            records: Bytes::new(),
+        };
+        match check {
+            FetchCheck::Diverging { epoch, end_offset } => {
+                answer.diverging = Some((epoch, end_offset));
+                return answer;
+            }
+            FetchCheck::OutOfRange => {
+                answer.error = ErrorCode::OffsetOutOfRange;
+                return answer;
+            }
+            FetchCheck::Serve => {}
+        }
+        let now = Instant::now();
+        let prev = l.followers.get(&replica_id).copied();
+        let caught = fetch_offset >= end || prev.is_some_and(|p| fetch_offset >= p.end_at_answer);
+        let since = l.since;
+        l.followers.insert(
+            replica_id,
+            FollowerProgress {
+                end: fetch_offset,
+                durable: durable_offset.min(fetch_offset),
+                last_fetch: now,
+                caught_up: if caught {
+                    now
+                } else {
+                    prev.map_or(since, |p| p.caught_up)
+                },
+                end_at_answer: end,
+            },
+        );
+        self.repl.recompute(&role, &self.hw_tx, &self.log);
+        answer.high_watermark = self.high_watermark();
+        if fetch_offset < end {
+            match self.log.read(fetch_offset, max_bytes) {
+                Ok(r) => answer.records = r,
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "replica read failed");
+                    answer.error = ErrorCode::StorageError;
+                }
+            }
+        }
+        answer
+    }
+
+    /// A follower's position for its next fetch: (log end, epoch of its last
+    /// batch or -1, fsynced offset).
+    pub fn follower_position(&self) -> (u64, i32, u64) {
+        let end = self.log.end_offset();
+        let last = self
+            .epochs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_epoch_before(end);
+        (end, last, self.log.durable_offset().min(end))
+    }
+
+    /// Checks that this partition follows `leader` in `epoch`.
+    fn check_following(&self, role: &Role, leader: u32, epoch: u32) -> Result<(), BrokerError> {
+        match role {
+            Role::Follower {
+                epoch: e,
+                leader: Some(l),
+            } if *e == epoch && *l == leader => Ok(()),
+            _ => Err(self.not_leader()),
+        }
+    }
+
+    fn replication_err(&self, reason: String) -> BrokerError {
+        BrokerError::Replication {
+            topic: self.topic.to_string(),
+            partition: self.index,
+            reason,
+        }
+    }
+
+    /// A follower appends what its leader (`leader`, `epoch`) sent, verbatim:
+    /// offsets and leader epochs as stamped by the leader. The first batch
+    /// must start at this log's end (one that starts below it means this
+    /// log diverged there: it is cut at that batch first). Records the
+    /// producers' sequences and any new leader epoch.
+    pub fn append_replica(
+        &self,
+        leader: u32,
+        epoch: u32,
+        batches: &[u8],
+    ) -> Result<AppendInfo, BrokerError> {
+        let role = read_role(&self.repl.role);
+        self.check_following(&role, leader, epoch)?;
+        let first = BatchHeader::parse(batches)
+            .map_err(|e| self.replication_err(format!("bad batch from the leader: {e}")))?;
+        let base = u64::try_from(first.base_offset)
+            .map_err(|_| self.replication_err("negative base offset".into()))?;
+        let end = self.log.end_offset();
+        if base > end {
+            return Err(self.replication_err(format!(
+                "the leader sent offset {base}, this log ends at {end}"
+            )));
+        }
+        if base < end {
+            tracing::warn!(topic = %self.topic, partition = self.index, base, end, "the leader's batch starts inside this log's last batch; truncating to it");
+            self.truncate_locked(base)?;
+        }
+        let info = self
+            .log
+            .append_with_epoch(batches, None)
+            .map_err(|e| self.log_err(e))?;
+        {
+            let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut h = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut changed = false;
+            for b in batch_headers(batches) {
+                let b_base = b.base_offset.max(0) as u64;
+                if let Some(s) = BatchSeq::of(&b) {
+                    producers.record(&s, b_base, b_base + b.last_offset_delta.max(0) as u64);
+                }
+                if b.partition_leader_epoch >= 0 {
+                    changed |= h.assign(b.partition_leader_epoch as u32, b_base);
+                }
+            }
+            if changed {
+                h.store(self.log.dir())?;
+            }
+        }
+        self.appended(&info, Some(&role));
+        Ok(info)
+    }
+
+    /// A follower told that its log diverges at `(epoch, leader_end)`
+    /// truncates to where its own history and the leader's agree.
+    pub fn truncate_diverging(
+        &self,
+        leader: u32,
+        follow_epoch: u32,
+        epoch: u32,
+        leader_end: u64,
+    ) -> Result<u64, BrokerError> {
+        let role = read_role(&self.repl.role);
+        self.check_following(&role, leader, follow_epoch)?;
+        let end = self.log.end_offset();
+        let to = {
+            let h = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+            replica::truncation_point(&h, end, epoch, leader_end)
+        };
+        tracing::info!(topic = %self.topic, partition = self.index, from = end, to, epoch, leader_end, "truncating a diverging log tail");
+        self.truncate_locked(to)
+    }
+
+    /// Truncates the log (role lock held by the caller) and brings the
+    /// epoch history, the producer state and the end watch in line.
+    fn truncate_locked(&self, offset: u64) -> Result<u64, BrokerError> {
+        let new_end = self.log.truncate_to(offset).map_err(|e| self.log_err(e))?;
+        {
+            let mut h = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+            if h.truncate_from(new_end) {
+                h.store(self.log.dir())?;
+            }
+        }
+        *self.producers.lock().unwrap_or_else(|e| e.into_inner()) =
+            rebuild_producer_states(&self.log);
+        self.end_tx.send_replace(new_end);
+        self.metrics.end_offset.set(new_end as i64);
+        Ok(new_end)
+    }
+
+    /// A follower learns its leader's high watermark: its own moves up to
+    /// it, within what it holds (durably, when reads are durable-only).
+    pub fn set_follower_high_watermark(&self, leader_hw: u64) {
+        let held = if self.durable_reads() {
+            self.log.durable_offset().min(self.log.end_offset())
+        } else {
+            self.log.end_offset()
+        };
+        advance(&self.hw_tx, leader_hw.min(held));
+    }
+
+    /// On a leader: the ISR change to propose now, as `(leader epoch,
+    /// partition epoch, new ISR)` (see [`replica::isr_change`]).
+    pub fn isr_proposal(&self, lag: Duration) -> Option<(u32, u32, Vec<u32>)> {
+        let role = read_role(&self.repl.role);
+        let Role::Leader(l) = &*role else {
+            return None;
+        };
+        let durable_hw = self.repl.durable_hw.borrow().0;
+        replica::isr_change(l, durable_hw, Instant::now(), lag)
+            .map(|isr| (l.epoch, l.partition_epoch, isr))
+    }
+
     /// Flushes and closes the log.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.log.close().map_err(|e| self.log_err(e))
@@ -488,7 +970,14 @@ fn advance(tx: &watch::Sender<u64>, to: u64) {
 /// Moves a durable-only partition's high watermark to the log's durable offset.
 /// A partition's group-commit loop (see the module docs): fsyncs while any
 /// waiter needs an offset that is not durable, publishing after each fsync.
-fn flush_loop(log: &Log, gc: &GroupCommit, hw: &watch::Sender<u64>, hist: &Histogram, name: &str) {
+fn flush_loop(
+    log: &Log,
+    gc: &GroupCommit,
+    hw: &watch::Sender<u64>,
+    repl: &Repl,
+    hist: &Histogram,
+    name: &str,
+) {
     loop {
         let target = gc.requested.load(Ordering::SeqCst);
         if log.durable_offset() >= target {
@@ -510,7 +999,7 @@ fn flush_loop(log: &Log, gc: &GroupCommit, hw: &watch::Sender<u64>, hist: &Histo
         match result {
             Ok(()) => {
                 // Readers see the records before their producers are answered.
-                publish_durable(hw, log);
+                repl.publish(hw, log);
                 let durable = log.durable_offset();
                 gc.state.send_modify(|s| s.durable = s.durable.max(durable));
             }
@@ -522,10 +1011,6 @@ fn flush_loop(log: &Log, gc: &GroupCommit, hw: &watch::Sender<u64>, hist: &Histo
             }
         }
     }
-}
-
-fn publish_durable(tx: &watch::Sender<u64>, log: &Log) {
-    advance(tx, log.durable_offset().min(log.end_offset()));
 }
 
 /// The record-level half of batch validation, run on produced batches before

@@ -362,9 +362,13 @@ impl ClusterNode {
         };
 
         let first = controller.metadata();
+        let me = config.node_id;
         {
             let (b, m) = (Arc::clone(&broker), Arc::clone(&first));
-            tokio::task::spawn_blocking(move || reconcile(&b, &m))
+            tokio::task::spawn_blocking(move || {
+                reconcile(&b, &m);
+                crate::replication::apply_roles(&b, &m, me);
+            })
                 .await
                 .map_err(|e| BrokerError::Controller(e.to_string()))?;
         }
@@ -393,7 +397,11 @@ impl ClusterNode {
             loop {
                 let meta = applied.borrow_and_update().clone();
                 let (b2, m2) = (Arc::clone(&b), Arc::clone(&meta));
-                if let Err(e) = tokio::task::spawn_blocking(move || reconcile(&b2, &m2)).await {
+                let work = move || {
+                    reconcile(&b2, &m2);
+                    crate::replication::apply_roles(&b2, &m2, node);
+                };
+                if let Err(e) = tokio::task::spawn_blocking(work).await {
                     tracing::error!(error = %e, "reconcile task failed");
                 }
                 let _ = view_tx.send(Arc::new(build_view(&meta, node, &voters_of(&c))));
@@ -404,6 +412,22 @@ impl ClusterNode {
                 }
             }
         }));
+        // Replication: fetchers per leader broker, ISR changes of led partitions.
+        let fetchers = crate::replication::Fetchers::new(
+            Arc::clone(&broker),
+            me,
+            link.reconciled.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(fetchers.run()));
+        tasks.push(tokio::spawn(crate::replication::isr_loop(
+            Arc::clone(&broker),
+            me,
+            Arc::clone(&controller),
+            link.reconciled.clone(),
+            config.replica_lag_max,
+            stop.clone(),
+        )));
         // Register (again at every start: the native address may have changed).
         let (c, s) = (Arc::clone(&controller), stop.clone());
         tasks.push(tokio::spawn(async move {

@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod replication;
 pub mod server;
 
 pub use server::{shutdown_signal, Server};

@@ -1,0 +1,413 @@
+//! The broker's side of partition replication (design: `docs/replication.md`).
+//!
+//! - [`apply_roles`] runs after every reconcile: each local partition leads,
+//!   follows or idles as the metadata says.
+//! - One fetcher task per leader broker ([`Fetchers`]) sends ReplicaFetch
+//!   for every partition this broker follows there, appends what comes back
+//!   verbatim, fsyncs it (unless the topic's flush policy is `os`) before the
+//!   next fetch reports it durable, truncates where the leader says the log
+//!   diverges, and takes the leader's high watermark. An idle fetch parks on
+//!   the leader, so an idle broker pair costs one request per
+//!   [`FETCH_MAX_WAIT`].
+//! - [`isr_loop`] proposes ISR changes for the partitions this broker leads
+//!   (AlterIsr through the controller, guarded by the epochs).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use sluice_broker::partition::Partition;
+use sluice_broker::Broker;
+use sluice_cluster::{ClusterMetadata, Controller, MetadataCommand};
+use sluice_log::FlushPolicy;
+use sluice_protocol::{
+    ApiKey, ErrorCode, FrameCodec, ReplicaFetchPartition, ReplicaFetchRequest, Request, Response,
+};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+/// How long an idle ReplicaFetch parks on the leader.
+pub const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// Record bytes asked for per ReplicaFetch.
+const FETCH_MAX_BYTES: u32 = 8 << 20;
+
+/// How long a connect or an answer may take beyond the park time.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the ISR of led partitions is checked.
+const ISR_TICK: Duration = Duration::from_millis(250);
+
+/// A follower outside the ISR for this long, or not caught up for this long, changes the ISR.
+pub const REPLICA_LAG_MAX: Duration = Duration::from_secs(5);
+
+fn u32_of(id: u64) -> u32 {
+    u32::try_from(id).unwrap_or(u32::MAX)
+}
+
+/// Gives every local partition its role from `meta` (this broker is `me`).
+pub fn apply_roles(broker: &Broker, meta: &ClusterMetadata, me: u32) {
+    for (name, t) in &meta.topics {
+        let Some(local) = broker.topics().get(name) else {
+            continue;
+        };
+        for (i, pm) in t.partitions.iter().enumerate() {
+            let Some(p) = u32::try_from(i).ok().and_then(|i| local.partition(i)) else {
+                continue;
+            };
+            let replicas: Vec<u32> = pm.replicas.iter().copied().map(u32_of).collect();
+            match pm.leader.map(u32_of) {
+                Some(l) if l == me => p.become_leader(
+                    me,
+                    pm.leader_epoch,
+                    pm.partition_epoch,
+                    replicas,
+                    pm.in_sync().iter().copied().map(u32_of).collect(),
+                ),
+                leader => {
+                    let follows = replicas.contains(&me);
+                    p.become_follower(pm.leader_epoch, leader.filter(|_| follows));
+                }
+            }
+        }
+    }
+}
+
+/// One partition a fetcher follows.
+struct Followed {
+    topic: String,
+    partition: u32,
+    epoch: u32,
+    local: Arc<Partition>,
+}
+
+/// The partitions `me` follows on `leader` in `meta`.
+fn followed_on(broker: &Broker, meta: &ClusterMetadata, me: u32, leader: u32) -> Vec<Followed> {
+    let mut out = Vec::new();
+    for (name, t) in &meta.topics {
+        let Some(local) = broker.topics().get(name) else {
+            continue;
+        };
+        for (i, pm) in t.partitions.iter().enumerate() {
+            if pm.leader.map(u32_of) != Some(leader)
+                || !pm.replicas.iter().any(|r| u32_of(*r) == me)
+            {
+                continue;
+            }
+            let Some(p) = u32::try_from(i).ok().and_then(|i| local.partition(i)) else {
+                continue;
+            };
+            out.push(Followed {
+                topic: name.clone(),
+                partition: i as u32,
+                epoch: pm.leader_epoch,
+                local: Arc::clone(p),
+            });
+        }
+    }
+    out
+}
+
+/// The leaders `me` follows some partition on.
+fn leaders_of(meta: &ClusterMetadata, me: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = meta
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.replicas.iter().any(|r| u32_of(*r) == me))
+        .filter_map(|p| p.leader.map(u32_of))
+        .filter(|l| *l != me)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The fetcher tasks of one broker, one per leader broker.
+pub struct Fetchers {
+    broker: Arc<Broker>,
+    me: u32,
+    meta: watch::Receiver<Arc<ClusterMetadata>>,
+    stop: CancellationToken,
+    tasks: HashMap<u32, JoinHandle<()>>,
+}
+
+impl Fetchers {
+    /// Fetchers following the reconciled metadata `meta`.
+    pub fn new(
+        broker: Arc<Broker>,
+        me: u32,
+        meta: watch::Receiver<Arc<ClusterMetadata>>,
+        stop: CancellationToken,
+    ) -> Fetchers {
+        Fetchers {
+            broker,
+            me,
+            meta,
+            stop,
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Starts a fetcher for every leader that has none running.
+    fn ensure(&mut self) {
+        let meta = self.meta.borrow().clone();
+        self.tasks.retain(|_, t| !t.is_finished());
+        for leader in leaders_of(&meta, self.me) {
+            if self.tasks.contains_key(&leader) {
+                continue;
+            }
+            let task = tokio::spawn(follow(
+                Arc::clone(&self.broker),
+                self.me,
+                leader,
+                self.meta.clone(),
+                self.stop.clone(),
+            ));
+            self.tasks.insert(leader, task);
+        }
+    }
+
+    /// Runs until `stop`: (re)starts fetchers as the metadata changes.
+    pub async fn run(mut self) {
+        loop {
+            self.ensure();
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                r = self.meta.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        for (_, t) in self.tasks.drain() {
+            t.abort();
+        }
+    }
+}
+
+type Conn = Framed<TcpStream, FrameCodec>;
+
+async fn connect(addr: &str) -> Option<Conn> {
+    match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Some(Framed::new(s, FrameCodec::default()))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(addr, error = %e, "cannot reach the leader");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Sends one request and reads its answer.
+async fn round_trip(conn: &mut Conn, correlation: u32, req: &Request) -> Option<Response> {
+    let mut buf = BytesMut::new();
+    sluice_protocol::wire::encode_request(correlation, "sluiced-replica", req, &mut buf);
+    let frame = buf.split_off(sluice_protocol::codec::LENGTH_PREFIX).freeze();
+    let send = conn.send(frame);
+    if !matches!(tokio::time::timeout(IO_TIMEOUT, send).await, Ok(Ok(()))) {
+        return None;
+    }
+    let payload = match tokio::time::timeout(FETCH_MAX_WAIT + IO_TIMEOUT, conn.next()).await {
+        Ok(Some(Ok(p))) => p,
+        _ => return None,
+    };
+    match sluice_protocol::wire::decode_response(ApiKey::ReplicaFetch, payload) {
+        Ok((c, r)) if c == correlation => Some(r),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable ReplicaFetch answer");
+            None
+        }
+    }
+}
+
+/// Follows every partition `me` follows on `leader` until there is none.
+async fn follow(
+    broker: Arc<Broker>,
+    me: u32,
+    leader: u32,
+    meta_rx: watch::Receiver<Arc<ClusterMetadata>>,
+    stop: CancellationToken,
+) {
+    let mut conn: Option<Conn> = None;
+    let mut correlation = 0u32;
+    let mut backoff = Duration::from_millis(50);
+    tracing::debug!(leader, "replica fetcher started");
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let meta = meta_rx.borrow().clone();
+        let followed = followed_on(&broker, &meta, me, leader);
+        if followed.is_empty() {
+            tracing::debug!(leader, "replica fetcher has nothing to follow");
+            return;
+        }
+        let Some(addr) = meta.brokers.get(&u64::from(leader)).map(|b| b.native_addr.clone())
+        else {
+            return;
+        };
+        if conn.is_none() {
+            conn = connect(&addr).await;
+            if conn.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        }
+        let partitions = followed
+            .iter()
+            .map(|f| {
+                let (end, last, durable) = f.local.follower_position();
+                ReplicaFetchPartition {
+                    topic: f.topic.clone(),
+                    partition: f.partition,
+                    leader_epoch: f.epoch,
+                    fetch_offset: end,
+                    last_fetched_epoch: last,
+                    durable_offset: durable,
+                }
+            })
+            .collect();
+        correlation = correlation.wrapping_add(1);
+        let req = Request::ReplicaFetch(ReplicaFetchRequest {
+            replica_id: me,
+            max_wait_ms: FETCH_MAX_WAIT.as_millis() as u32,
+            max_bytes: FETCH_MAX_BYTES,
+            partitions,
+        });
+        let answer = tokio::select! {
+            a = round_trip(conn.as_mut().expect("connected above"), correlation, &req) => a,
+            _ = stop.cancelled() => return,
+        };
+        let Some(Response::ReplicaFetch(resp)) = answer else {
+            conn = None;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            continue;
+        };
+        backoff = Duration::from_millis(50);
+        let mut stale = false;
+        let mut to_sync: Vec<(Arc<Partition>, u64)> = Vec::new();
+        for (f, a) in followed.iter().zip(resp.partitions) {
+            if a.topic != f.topic || a.partition != f.partition {
+                tracing::warn!(leader, "ReplicaFetch answer out of order; reconnecting");
+                conn = None;
+                break;
+            }
+            match a.error {
+                ErrorCode::None => {}
+                ErrorCode::FencedLeaderEpoch
+                | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::NotLeaderForPartition
+                | ErrorCode::UnknownTopicOrPartition => {
+                    stale = true;
+                    continue;
+                }
+                other => {
+                    tracing::warn!(topic = %f.topic, partition = f.partition, leader, error = %other, "replica fetch refused");
+                    stale = true;
+                    continue;
+                }
+            }
+            if a.diverging_epoch >= 0 {
+                if let Err(e) = f.local.truncate_diverging(
+                    leader,
+                    f.epoch,
+                    a.diverging_epoch as u32,
+                    a.diverging_end_offset,
+                ) {
+                    tracing::warn!(topic = %f.topic, partition = f.partition, error = %sluice_broker::error::chain(&e), "cannot truncate to the leader's log");
+                    stale = true;
+                }
+                continue;
+            }
+            if !a.records.is_empty() {
+                match f.local.append_replica(leader, f.epoch, &a.records) {
+                    Ok(info) => {
+                        if f.local.log().config().flush != FlushPolicy::Os {
+                            to_sync.push((Arc::clone(&f.local), info.last_offset + 1));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %f.topic, partition = f.partition, error = %sluice_broker::error::chain(&e), "cannot append what the leader sent");
+                        stale = true;
+                        continue;
+                    }
+                }
+            }
+            f.local.set_follower_high_watermark(a.high_watermark);
+        }
+        // Durable before the next fetch reports it (one group commit each).
+        let syncs = to_sync
+            .iter()
+            .map(|(p, end)| async move { (p, p.wait_local_durable(*end).await) });
+        for (p, r) in futures::future::join_all(syncs).await {
+            if let Err(e) = r {
+                tracing::error!(topic = %p.topic(), partition = p.index(), error = %sluice_broker::error::chain(&e), "follower fsync failed");
+            }
+        }
+        if stale {
+            // The metadata is catching up on one side: give it a moment.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Proposes the ISR changes of the partitions this broker leads, every [`ISR_TICK`].
+pub async fn isr_loop(
+    broker: Arc<Broker>,
+    me: u32,
+    controller: Arc<Controller>,
+    meta_rx: watch::Receiver<Arc<ClusterMetadata>>,
+    lag: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ISR_TICK) => {}
+            _ = stop.cancelled() => return,
+        }
+        let meta = meta_rx.borrow().clone();
+        for (name, t) in &meta.topics {
+            let Some(local) = broker.topics().get(name) else {
+                continue;
+            };
+            for i in 0..t.partitions.len() {
+                let Some(p) = u32::try_from(i).ok().and_then(|i| local.partition(i)) else {
+                    continue;
+                };
+                let Some((leader_epoch, partition_epoch, isr)) = p.isr_proposal(lag) else {
+                    continue;
+                };
+                tracing::info!(topic = %name, partition = i, ?isr, "proposing an ISR change");
+                let cmd = MetadataCommand::AlterIsr {
+                    topic: name.clone(),
+                    partition: i as u32,
+                    leader: u64::from(me),
+                    leader_epoch,
+                    partition_epoch,
+                    isr: isr.into_iter().map(u64::from).collect(),
+                };
+                match tokio::time::timeout(IO_TIMEOUT, controller.propose(cmd)).await {
+                    Ok(Ok(r)) => tracing::debug!(topic = %name, partition = i, result = ?r, "AlterIsr"),
+                    Ok(Err(e)) => tracing::debug!(topic = %name, partition = i, error = %e, "AlterIsr not committed"),
+                    Err(_) => tracing::debug!(topic = %name, partition = i, "AlterIsr timed out"),
+                }
+            }
+        }
+    }
+}
