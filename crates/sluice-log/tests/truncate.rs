@@ -355,6 +355,19 @@ fn closed_or_poisoned_logs_refuse_to_truncate() {
     fill(&log, 0, 3);
     log.mark_closed();
     assert!(matches!(log.truncate_to(0), Err(LogError::Closed)));
+
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultyFileIo::default());
+    let log = Log::open_with_io(dir.path(), small_config(), io.clone()).unwrap();
+    fill(&log, 0, 3);
+    io.fail_sync
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(log.flush().is_err());
+    assert!(log.is_poisoned());
+    io.fail_sync
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(log.truncate_to(0), Err(LogError::Poisoned)));
+    assert_eq!(log.end_offset(), 6);
 }
 
 /// Runs `truncate_to(cut)` on a prepopulated log through a fault injector
@@ -448,4 +461,89 @@ fn segment_files_of_a_cut_log_are_named_by_base() {
     assert!(seg_path(p, b[1], "log").exists());
     assert_eq!(log.end_offset(), b[1]);
     assert_eq!(log.append(&batch(1)).unwrap().base_offset, b[1]);
+}
+
+/// Truncations racing readers (holding and touching their `Bytes`) and a
+/// flusher: no fault, reads keep working, and the durable offset and the
+/// checkpoint never claim more than the end a truncation just returned.
+#[test]
+fn truncations_race_readers_and_flushes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        flush: FlushPolicy::Always,
+        ..rolling_config()
+    };
+    let log = Arc::new(Log::open(dir.path(), cfg.clone()).unwrap());
+    fill(&log, 0, 20);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held: Vec<Bytes> = Vec::new();
+            let mut ok = 0u64;
+            let mut touched = 0u64;
+            for i in 0..200_000u64 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let (start, end) = (log.start_offset(), log.end_offset());
+                if end <= start {
+                    continue;
+                }
+                let off = start + (i * 7919) % (end - start);
+                if let Ok(b) = log.read(off, 8192) {
+                    ok += 1;
+                    held.push(b);
+                    if held.len() > 64 {
+                        held.remove(0);
+                    }
+                }
+                for b in &held {
+                    touched = touched.wrapping_add(b.iter().map(|&x| u64::from(x)).sum::<u64>());
+                }
+            }
+            (ok, touched)
+        })
+    };
+    let flusher = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                log.flush().unwrap();
+            }
+        })
+    };
+    let mut kept: Vec<Bytes> = (0..20).map(batch).collect();
+    for round in 0..30u64 {
+        kept.extend(fill(&log, 1000 + round * 10, 1000 + round * 10 + 10));
+        let end = log.end_offset();
+        let to = end - 2 * (1 + round % 7) - round % 2;
+        let new_end = log.truncate_to(to).unwrap();
+        assert!(new_end <= to && to - new_end < 2);
+        kept.truncate(new_end as usize / 2);
+        assert_eq!(log.end_offset(), new_end);
+        assert!(log.durable_offset() <= new_end, "round {round}");
+        assert!(log.recovery_point() <= new_end, "round {round}");
+        // A flush that synced the old tail completes after the cut: it
+        // must not claim the old end then either.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        assert!(log.durable_offset() <= new_end, "round {round}, later");
+        assert!(log.recovery_point() <= new_end, "round {round}, later");
+    }
+    stop.store(true, Ordering::Release);
+    let (ok, _) = reader.join().unwrap();
+    flusher.join().unwrap();
+    assert!(ok > 0);
+    assert_holds(&log, &kept);
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), log.end_offset());
+    let end = log.end_offset();
+    drop(log);
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.end_offset(), end);
+    assert_holds(&log, &kept);
 }

@@ -1,4 +1,13 @@
 //! [`Log`]: one partition, an ordered list of segments in one directory.
+//!
+//! Besides append/read/flush/retention, two operations serve replication
+//! (both described in the crate docs): [`Log::append_with_epoch`] stamps
+//! the partition leader epoch into every stored batch without copying it,
+//! and [`Log::truncate_to`] cuts the tail at a batch boundary, zeroing the
+//! removed bytes in place (a file that is or was mapped is never shrunk:
+//! readers may hold `Bytes` into it, and touching a mapped page past the
+//! end of a file is a SIGBUS), guarded by a `truncate-to` marker so that a
+//! crash at any step neither resurrects a removed batch nor loses a kept one.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
