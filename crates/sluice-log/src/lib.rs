@@ -348,6 +348,8 @@
 //!    must not hit an inode that an old reader still maps.
 //! 6. The marker is removed (directory fsynced).
 //!
+//! A `wait_durable` for offsets the cut removed returns once what is left is
+//! durable: the caller tells from the end offset that its offsets are gone.
 //! A failure after step 1 poisons the log; reopening completes the cut. A
 //! reopened log ends where the cut left it; a sealed segment that was cut
 //! and later rolled keeps zeros after its last batch (ignored on open, with a
@@ -358,13 +360,13 @@
 //! Present only while a truncation is under way (or was interrupted). 20 bytes,
 //! big-endian, the `recovery-point` layout with another magic:
 //!
-//! | offset | size | field  | value                                          |
-//! |-------:|-----:|--------|------------------------------------------------|
-//! |      0 |    4 | magic  | `SLTR`                                         |
-//! |      4 |    2 | version| 1 (u16)                                        |
-//! |      6 |    2 | flags  | 0 (u16)                                        |
-//! |      8 |    8 | offset | the new end offset T, a batch boundary (u64)   |
-//! |     16 |    4 | crc    | `crc32fast` (IEEE CRC-32) of bytes 0..16 (u32) |
+//! | offset | size | field   | value                                          |
+//! |-------:|-----:|---------|------------------------------------------------|
+//! |      0 |    4 | magic   | `SLTR`                                         |
+//! |      4 |    2 | version | 1 (u16)                                        |
+//! |      6 |    2 | flags   | 0 (u16)                                        |
+//! |      8 |    8 | offset  | the new end offset T, a batch boundary (u64)   |
+//! |     16 |    4 | crc     | `crc32fast` (IEEE CRC-32) of bytes 0..16 (u32) |
 //!
 //! Written like the checkpoint (`truncate-to.tmp`, fsync, rename, directory
 //! fsync). On open, before recovery: every segment whose base is above T is
