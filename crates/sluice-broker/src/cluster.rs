@@ -60,6 +60,8 @@ pub struct ViewPartition {
     pub leader_epoch: u32,
     /// Replica ids, preferred leader first.
     pub replicas: Vec<u32>,
+    /// In-sync replica ids.
+    pub isr: Vec<u32>,
 }
 
 /// One topic of the cluster metadata.
@@ -232,6 +234,7 @@ mod tests {
             leader: Some(leader),
             leader_epoch: 0,
             replicas: vec![leader],
+            isr: vec![leader],
         };
         ClusterView {
             node_id: 1,

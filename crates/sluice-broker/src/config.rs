@@ -293,7 +293,7 @@ impl ClusterLayer {
         let lag = self.replica_lag_time_max_ms.unwrap_or(5000);
         if lag < 100 {
             return Err(bad(
-                "cluster.replica_lag_time_max_ms must be at least 100".into(),
+                "cluster.replica_lag_time_max_ms must be at least 100".into()
             ));
         }
         if timeout < 100 {

@@ -260,8 +260,8 @@ fn metadata(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
 
 /// One topic of the cluster metadata as Metadata reports it: leaders that
 /// are not alive are `NO_LEADER` with `LEADER_NOT_AVAILABLE`; the isr is the
-/// live leader (data is not replicated yet); offsets come from this broker's
-/// log where it leads the partition, else 0.
+/// metadata's in-sync replicas; offsets come from this broker's log where it
+/// leads the partition (the end offset is its high watermark), else 0.
 fn cluster_topic_metadata(broker: &Broker, view: &ClusterView, name: String) -> TopicMetadata {
     let Some(t) = view.topics.get(&name) else {
         return TopicMetadata {
@@ -299,11 +299,11 @@ fn cluster_topic_metadata(broker: &Broker, view: &ClusterView, name: String) -> 
                 },
                 leader: live.unwrap_or(NO_LEADER),
                 start_offset: here.as_ref().map_or(0, |p| p.start_offset()),
-                end_offset: here.as_ref().map_or(0, |p| p.end_offset()),
+                end_offset: here.as_ref().map_or(0, |p| p.high_watermark()),
                 size_bytes: here.as_ref().map_or(0, |p| p.size_bytes()),
                 leader_epoch: p.leader_epoch,
                 replicas: p.replicas.clone(),
-                isr: live.into_iter().collect(),
+                isr: p.isr.clone(),
             }
         })
         .collect();
@@ -825,6 +825,19 @@ fn fetch_response(shape: FetchShape, results: Vec<FetchResult>) -> Response {
     Response::Fetch(FetchResponse { topics })
 }
 
+/// A partition serves clients here: not replicated, or its leader (a
+/// broker whose metadata names it leader before it took the role, e.g. just
+/// restarted, answers NOT_LEADER).
+fn leads(
+    p: &Arc<crate::partition::Partition>,
+) -> Result<&Arc<crate::partition::Partition>, ErrorCode> {
+    if p.serves_clients() {
+        Ok(p)
+    } else {
+        Err(ErrorCode::NotLeaderForPartition)
+    }
+}
+
 fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     let Request::Fetch(FetchRequest {
         max_wait_ms,
@@ -853,7 +866,10 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                 parts.push((p.partition, Some(code)));
                 continue;
             }
-            match serving(found.as_deref(), p.partition) {
+            match serving(found.as_deref(), p.partition)
+                .map_err(|why| why.code())
+                .and_then(leads)
+            {
                 Ok(_) => {
                     let topic = topic.get_or_insert_with(|| Arc::from(t.name.as_str()));
                     targets.push(FetchTarget {
@@ -864,9 +880,9 @@ fn fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                     });
                     parts.push((p.partition, None));
                 }
-                Err(why) => {
+                Err(code) => {
                     missing = true;
-                    parts.push((p.partition, Some(why.code())));
+                    parts.push((p.partition, Some(code)));
                 }
             }
         }
@@ -1000,7 +1016,9 @@ fn list_offsets(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                             .as_ref()
                             .map_or(Ok(()), |v| v.leadership(&t.name, p.partition));
                         let r = match led.and_then(|()| {
-                            serving(found.as_deref(), p.partition).map_err(|why| why.code())
+                            serving(found.as_deref(), p.partition)
+                                .map_err(|why| why.code())
+                                .and_then(leads)
                         }) {
                             Ok(_) => ctx
                                 .broker

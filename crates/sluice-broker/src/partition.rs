@@ -357,7 +357,11 @@ impl Partition {
 
     /// Appends to the log without a sequence check (stamping a leader's
     /// epoch), then publishes the new end.
-    fn append_unchecked(&self, batches: &[u8], role: Option<&Role>) -> Result<AppendInfo, BrokerError> {
+    fn append_unchecked(
+        &self,
+        batches: &[u8],
+        role: Option<&Role>,
+    ) -> Result<AppendInfo, BrokerError> {
         let epoch = match role {
             Some(Role::Leader(l)) => Some(l.epoch as i32),
             _ => None,
@@ -666,6 +670,11 @@ impl Partition {
         let mut role = self.write_role();
         match &mut *role {
             Role::Leader(l) if l.epoch == epoch => {
+                if l.partition_epoch != partition_epoch {
+                    // A replica that left the ISR must fetch again before
+                    // it may rejoin (its progress is from before it left).
+                    l.followers.retain(|r, _| isr.contains(r));
+                }
                 l.partition_epoch = partition_epoch;
                 l.replicas = replicas;
                 l.isr = isr;
@@ -702,7 +711,8 @@ impl Partition {
     /// produces still waiting answer NOT_LEADER.
     pub fn become_follower(&self, epoch: u32, leader: Option<u32>) {
         let mut role = self.write_role();
-        let same = matches!(&*role, Role::Follower { epoch: e, leader: l } if *e == epoch && *l == leader);
+        let same =
+            matches!(&*role, Role::Follower { epoch: e, leader: l } if *e == epoch && *l == leader);
         if !same {
             if matches!(&*role, Role::Leader(_)) {
                 tracing::info!(topic = %self.topic, partition = self.index, epoch, ?leader, "no longer leading");
@@ -711,6 +721,12 @@ impl Partition {
             self.new_generation();
         }
         self.repl.replicated.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether clients are served here: not replicated, or leading.
+    pub fn serves_clients(&self) -> bool {
+        !self.repl.replicated.load(Ordering::SeqCst)
+            || matches!(&*read_role(&self.repl.role), Role::Leader(_))
     }
 
     /// Whether this partition leads now, and in which epoch.

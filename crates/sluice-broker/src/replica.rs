@@ -238,9 +238,10 @@ pub fn check_fetch(
 /// Where a follower truncates on a diverging answer `(epoch, leader_end)`:
 /// the smaller of the leader's end of that epoch and the follower's own.
 pub fn truncation_point(own: &EpochHistory, own_end: u64, epoch: u32, leader_end: u64) -> u64 {
-    let mine = own
-        .end_of(epoch as i32, own_end)
-        .map_or(own.entries().first().map_or(own_end, |(_, o)| *o), |(_, s)| s);
+    let mine = own.end_of(epoch as i32, own_end).map_or(
+        own.entries().first().map_or(own_end, |(_, o)| *o),
+        |(_, s)| s,
+    );
     leader_end.min(mine).min(own_end)
 }
 
@@ -403,9 +404,20 @@ mod tests {
         assert_eq!(h.entries(), &[(0, 0), (5, 10)]);
         h.store(dir.path()).unwrap();
         assert_eq!(EpochHistory::load(dir.path()), h);
-        for bad in ["", "1\n0\n", "0\n2\n0 0\n", "0\n2\n3 5\n2 9\n", "0\nx\n", "0\n1\n1\n"] {
+        for bad in [
+            "",
+            "1\n0\n",
+            "0\n2\n0 0\n",
+            "0\n2\n3 5\n2 9\n",
+            "0\nx\n",
+            "0\n1\n1\n",
+        ] {
             std::fs::write(dir.path().join(EPOCH_FILE), bad).unwrap();
-            assert_eq!(EpochHistory::load(dir.path()), EpochHistory::default(), "{bad:?}");
+            assert_eq!(
+                EpochHistory::load(dir.path()),
+                EpochHistory::default(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -481,14 +493,22 @@ mod tests {
     fn the_high_watermark_is_the_minimum_over_the_isr() {
         let now = Instant::now();
         let mut l = leader(&[1, 2, 3]);
-        assert_eq!(high_watermarks(&l, 100, 90, false), (0, 0), "followers not heard from");
+        assert_eq!(
+            high_watermarks(&l, 100, 90, false),
+            (0, 0),
+            "followers not heard from"
+        );
         l.followers.insert(2, progress(80, 70, now));
         l.followers.insert(3, progress(100, 100, now));
         assert_eq!(high_watermarks(&l, 100, 90, false), (80, 70));
         assert_eq!(high_watermarks(&l, 100, 90, true), (70, 70));
         l.isr = vec![1, 3];
         assert_eq!(high_watermarks(&l, 100, 90, false), (100, 90));
-        assert_eq!(high_watermarks(&l, 100, 120, false), (100, 100), "durable capped by the end");
+        assert_eq!(
+            high_watermarks(&l, 100, 120, false),
+            (100, 100),
+            "durable capped by the end"
+        );
     }
 
     #[test]
@@ -504,10 +524,18 @@ mod tests {
         assert_eq!(isr_change(&l, 50, later, lag), Some(vec![1, 3]));
         l.isr = vec![1, 3];
         l.followers.get_mut(&3).unwrap().caught_up = t0;
-        assert_eq!(isr_change(&l, 50, later, lag), None, "never below a majority");
+        assert_eq!(
+            isr_change(&l, 50, later, lag),
+            None,
+            "never below a majority"
+        );
         // 2 catches up and fetches again: it joins.
         l.followers.insert(2, progress(60, 60, later));
         assert_eq!(isr_change(&l, 60, later, lag), Some(vec![1, 2, 3]));
-        assert_eq!(isr_change(&l, 61, later, lag), None, "not yet durable to the mark");
+        assert_eq!(
+            isr_change(&l, 61, later, lag),
+            None,
+            "not yet durable to the mark"
+        );
     }
 }

@@ -32,6 +32,11 @@ pub struct Broker {
     pub rack: Option<String>,
     /// Fenced brokers lead nothing and are not offered to clients.
     pub fenced: bool,
+    /// The registering process's incarnation: a restarted broker leads
+    /// only once the metadata holds its new registration (so it never acts
+    /// on leaderships from before its restart).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// One partition's placement.
@@ -110,6 +115,9 @@ pub enum MetadataCommand {
         cluster_addr: String,
         /// Availability zone.
         rack: Option<String>,
+        /// The registering process's incarnation (random per start).
+        #[serde(default)]
+        incarnation: u64,
     },
     /// Fence a broker.
     FenceBroker {
@@ -215,6 +223,7 @@ impl ClusterMetadata {
                 native_addr,
                 cluster_addr,
                 rack,
+                incarnation,
             } => {
                 self.brokers.insert(
                     *id,
@@ -224,6 +233,7 @@ impl ClusterMetadata {
                         cluster_addr: cluster_addr.clone(),
                         rack: rack.clone(),
                         fenced: false,
+                        incarnation: *incarnation,
                     },
                 );
                 self.elect_leaderless(*id);
@@ -600,6 +610,7 @@ mod tests {
             native_addr: "h:1".into(),
             cluster_addr: "h:2".into(),
             rack: Some("a".into()),
+            incarnation: 0,
         };
         assert_eq!(m.apply(&reg), CommandResult::Ok);
         assert_eq!(
@@ -709,6 +720,7 @@ mod tests {
                 native_addr: format!("127.0.0.1:{id}"),
                 cluster_addr: format!("127.0.0.1:1{id}"),
                 rack: None,
+                incarnation: 0,
             });
         }
         m.apply(&MetadataCommand::CreateTopic {
@@ -729,11 +741,17 @@ mod tests {
             CommandResult::Ok
         );
         let p0 = m.topics["t"].partitions[0].clone();
-        assert_eq!((p0.leader, p0.leader_epoch, p0.partition_epoch), (Some(2), 1, 1));
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.partition_epoch),
+            (Some(2), 1, 1)
+        );
         assert_eq!(p0.isr, vec![2, 3]);
         // Partition 1 was led by 2: only its ISR lost broker 1.
         let p1 = m.topics["t"].partitions[1].clone();
-        assert_eq!((p1.leader, p1.leader_epoch, p1.partition_epoch), (Some(2), 0, 1));
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.partition_epoch),
+            (Some(2), 0, 1)
+        );
         assert_eq!(p1.isr, vec![2, 3]);
         // Fencing 2 as well: 3 leads, and the ISR keeps 2 (a majority of 3).
         m.apply(&MetadataCommand::FenceBroker { id: 2 });
@@ -768,14 +786,20 @@ mod tests {
         assert_eq!(m.apply(&alter(1, 1, 0, &[1, 2])), CommandResult::StaleEpoch);
         assert_eq!(m.apply(&alter(1, 0, 1, &[1, 2])), CommandResult::StaleEpoch);
         for bad in [&[1][..], &[2, 3], &[1, 1, 2], &[1, 4]] {
-            assert!(matches!(m.apply(&alter(1, 0, 0, bad)), CommandResult::Invalid(_)));
+            assert!(matches!(
+                m.apply(&alter(1, 0, 0, bad)),
+                CommandResult::Invalid(_)
+            ));
         }
         assert_eq!(m, before);
         assert_eq!(m.apply(&alter(1, 0, 0, &[1, 3])), CommandResult::Ok);
         let p0 = &m.topics["t"].partitions[0];
         assert_eq!((p0.isr.clone(), p0.partition_epoch), (vec![1, 3], 1));
         // The same proposal again is stale now.
-        assert_eq!(m.apply(&alter(1, 0, 0, &[1, 2, 3])), CommandResult::StaleEpoch);
+        assert_eq!(
+            m.apply(&alter(1, 0, 0, &[1, 2, 3])),
+            CommandResult::StaleEpoch
+        );
         assert_eq!(m.apply(&alter(1, 0, 1, &[1, 2, 3])), CommandResult::Ok);
         // Fencing 1 elects 2 (first live ISR member in replica order).
         m.apply(&MetadataCommand::FenceBroker { id: 1 });

@@ -432,6 +432,7 @@ fn register(id: u64) -> MetadataCommand {
         native_addr: format!("127.0.0.1:{}", 9000 + id),
         cluster_addr: String::new(),
         rack: None,
+        incarnation: 0,
     }
 }
 

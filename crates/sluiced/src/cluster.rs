@@ -143,6 +143,7 @@ pub fn build_view(
                             leader: p.leader.map(node_u32),
                             leader_epoch: p.leader_epoch,
                             replicas: p.replicas.iter().copied().map(node_u32).collect(),
+                            isr: p.in_sync().iter().copied().map(node_u32).collect(),
                         })
                         .collect(),
                     config: t.config.clone(),
@@ -363,14 +364,26 @@ impl ClusterNode {
 
         let first = controller.metadata();
         let me = config.node_id;
+        // Random per start: this process leads only once the metadata
+        // holds this registration (see `replication::apply_roles`).
+        let incarnation = {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            h.finish().max(1)
+        };
         {
             let (b, m) = (Arc::clone(&broker), Arc::clone(&first));
             tokio::task::spawn_blocking(move || {
                 reconcile(&b, &m);
-                crate::replication::apply_roles(&b, &m, me);
+                crate::replication::apply_roles(&b, &m, me, incarnation);
             })
-                .await
-                .map_err(|e| BrokerError::Controller(e.to_string()))?;
+            .await
+            .map_err(|e| BrokerError::Controller(e.to_string()))?;
         }
         let (view_tx, view_rx) = watch::channel(Arc::new(build_view(
             &first,
@@ -399,7 +412,7 @@ impl ClusterNode {
                 let (b2, m2) = (Arc::clone(&b), Arc::clone(&meta));
                 let work = move || {
                     reconcile(&b2, &m2);
-                    crate::replication::apply_roles(&b2, &m2, node);
+                    crate::replication::apply_roles(&b2, &m2, node, incarnation);
                 };
                 if let Err(e) = tokio::task::spawn_blocking(work).await {
                     tracing::error!(error = %e, "reconcile task failed");
@@ -436,6 +449,7 @@ impl ClusterNode {
                 native_addr,
                 cluster_addr,
                 rack,
+                incarnation,
             };
             let mut backoff = Duration::from_millis(200);
             loop {
@@ -939,6 +953,7 @@ mod tests {
                 native_addr: format!("127.0.0.1:{}", 7170 + id),
                 cluster_addr: String::new(),
                 rack: Some("r".into()),
+                incarnation: 0,
             });
         }
         m.apply(&MetadataCommand::FenceBroker { id: 2 });

@@ -50,8 +50,15 @@ fn u32_of(id: u64) -> u32 {
     u32::try_from(id).unwrap_or(u32::MAX)
 }
 
-/// Gives every local partition its role from `meta` (this broker is `me`).
-pub fn apply_roles(broker: &Broker, meta: &ClusterMetadata, me: u32) {
+/// Gives every local partition its role from `meta` (this broker is `me`,
+/// started as `incarnation`). Until `meta` holds this start's registration
+/// (unfenced), the broker leads nothing: metadata read at start may be
+/// older than leadership changes made while it was down.
+pub fn apply_roles(broker: &Broker, meta: &ClusterMetadata, me: u32, incarnation: u64) {
+    let current = meta
+        .brokers
+        .get(&u64::from(me))
+        .is_some_and(|b| b.incarnation == incarnation && !b.fenced);
     for (name, t) in &meta.topics {
         let Some(local) = broker.topics().get(name) else {
             continue;
@@ -62,13 +69,14 @@ pub fn apply_roles(broker: &Broker, meta: &ClusterMetadata, me: u32) {
             };
             let replicas: Vec<u32> = pm.replicas.iter().copied().map(u32_of).collect();
             match pm.leader.map(u32_of) {
-                Some(l) if l == me => p.become_leader(
+                Some(l) if l == me && current => p.become_leader(
                     me,
                     pm.leader_epoch,
                     pm.partition_epoch,
                     replicas,
                     pm.in_sync().iter().copied().map(u32_of).collect(),
                 ),
+                Some(l) if l == me => p.become_follower(pm.leader_epoch, None),
                 leader => {
                     let follows = replicas.contains(&me);
                     p.become_follower(pm.leader_epoch, leader.filter(|_| follows));
@@ -209,7 +217,9 @@ async fn connect(addr: &str) -> Option<Conn> {
 async fn round_trip(conn: &mut Conn, correlation: u32, req: &Request) -> Option<Response> {
     let mut buf = BytesMut::new();
     sluice_protocol::wire::encode_request(correlation, "sluiced-replica", req, &mut buf);
-    let frame = buf.split_off(sluice_protocol::codec::LENGTH_PREFIX).freeze();
+    let frame = buf
+        .split_off(sluice_protocol::codec::LENGTH_PREFIX)
+        .freeze();
     let send = conn.send(frame);
     if !matches!(tokio::time::timeout(IO_TIMEOUT, send).await, Ok(Ok(()))) {
         return None;
@@ -250,7 +260,10 @@ async fn follow(
             tracing::debug!(leader, "replica fetcher has nothing to follow");
             return;
         }
-        let Some(addr) = meta.brokers.get(&u64::from(leader)).map(|b| b.native_addr.clone())
+        let Some(addr) = meta
+            .brokers
+            .get(&u64::from(leader))
+            .map(|b| b.native_addr.clone())
         else {
             return;
         };
@@ -403,8 +416,12 @@ pub async fn isr_loop(
                     isr: isr.into_iter().map(u64::from).collect(),
                 };
                 match tokio::time::timeout(IO_TIMEOUT, controller.propose(cmd)).await {
-                    Ok(Ok(r)) => tracing::debug!(topic = %name, partition = i, result = ?r, "AlterIsr"),
-                    Ok(Err(e)) => tracing::debug!(topic = %name, partition = i, error = %e, "AlterIsr not committed"),
+                    Ok(Ok(r)) => {
+                        tracing::debug!(topic = %name, partition = i, result = ?r, "AlterIsr")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(topic = %name, partition = i, error = %e, "AlterIsr not committed")
+                    }
                     Err(_) => tracing::debug!(topic = %name, partition = i, "AlterIsr timed out"),
                 }
             }

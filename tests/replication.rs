@@ -1,0 +1,420 @@
+//! Replication under faults, on three real `sluiced` nodes: an idempotent
+//! producer with `acks = durable` writes sequence-numbered records to an RF-3
+//! topic while a node is killed (SIGKILL), paused (SIGSTOP) or the whole
+//! cluster is killed and restarted; then a checker reads every partition
+//! back from its leader and asserts that every acknowledged record is there
+//! exactly once, at the offset it was acknowledged with, in order, with no
+//! offset gaps, and that no record appears twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::{ClusterSpec, TestCluster, NO_LEADER};
+use common::RawClient;
+use futures::stream::{FuturesUnordered, StreamExt};
+use sluice::{Consumer, ConsumerConfig, Producer, ProducerConfig, Record, SeekTo};
+use sluice_protocol::{Acks, ErrorCode, OffsetSpec};
+
+/// Bound of metadata propagation and of a failover.
+const SEEN: Duration = Duration::from_secs(30);
+
+/// What the producer had acknowledged: sequence number -> (partition, offset).
+type Acked = Arc<Mutex<BTreeMap<u64, (u32, u64)>>>;
+
+/// A running producer of sequence numbers `0..n`, record `i` to partition `i % partitions`.
+struct Workload {
+    acked: Acked,
+    failed: Arc<AtomicU64>,
+    /// Time of the last acknowledgement, in ms since `started`.
+    last_ack_ms: Arc<AtomicU64>,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn value(i: u64) -> Vec<u8> {
+    format!("seq-{i:010}").into_bytes()
+}
+
+fn parse(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v)
+        .ok()?
+        .strip_prefix("seq-")?
+        .parse()
+        .ok()
+}
+
+impl Workload {
+    fn start(bootstrap: String, topic: &'static str, partitions: u32, n: u64) -> Workload {
+        let acked: Acked = Arc::default();
+        let failed = Arc::new(AtomicU64::new(0));
+        let last_ack_ms = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let (a, f, l, s) = (
+            acked.clone(),
+            failed.clone(),
+            last_ack_ms.clone(),
+            stop.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let producer = Producer::with_config(
+                sluice::ClientConfig::new(bootstrap),
+                ProducerConfig {
+                    acks: Acks::Durable,
+                    idempotent: true,
+                    linger: Duration::from_millis(2),
+                    delivery_timeout: Duration::from_secs(60),
+                    ..ProducerConfig::default()
+                },
+            );
+            let mut pending = FuturesUnordered::new();
+            for i in 0..n {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let r = Record::new(topic, value(i)).partition((i % u64::from(partitions)) as u32);
+                let d = producer.enqueue(r).await.expect("enqueue");
+                pending.push(async move { (i, d.await) });
+                while pending.len() >= 64 {
+                    if let Some((i, r)) = pending.next().await {
+                        record(&a, &f, &l, started, i, r);
+                    }
+                }
+                if i % 32 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            while let Some((i, r)) = pending.next().await {
+                record(&a, &f, &l, started, i, r);
+            }
+            producer.close().await;
+        });
+        Workload {
+            acked,
+            failed,
+            last_ack_ms,
+            started,
+            stop,
+            task,
+        }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` records are acknowledged.
+    async fn wait_acked(&self, n: usize, c: &TestCluster) {
+        let deadline = Instant::now() + SEEN;
+        while self.acked_count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} acknowledged\n{}",
+                self.acked_count(),
+                c.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the producer to finish; returns the acknowledged records.
+    async fn finish(self, c: &TestCluster) -> BTreeMap<u64, (u32, u64)> {
+        if tokio::time::timeout(Duration::from_secs(120), self.task)
+            .await
+            .is_err()
+        {
+            panic!("the producer did not finish\n{}", c.logs());
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        eprintln!(
+            "acknowledged {} records, {} failed",
+            acked.len(),
+            self.failed.load(Ordering::SeqCst)
+        );
+        acked
+    }
+}
+
+fn record(
+    acked: &Acked,
+    failed: &AtomicU64,
+    last: &AtomicU64,
+    started: Instant,
+    i: u64,
+    r: Result<(u32, u64), sluice::ClientError>,
+) {
+    match r {
+        Ok((p, o)) => {
+            acked.lock().unwrap().insert(i, (p, o));
+            last.store(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+        }
+        Err(e) => {
+            eprintln!("record {i} failed: {e}");
+            failed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The leader of `topic/partition` as node `via` sees it.
+fn leader_of(c: &mut TestCluster, topic: &str, partition: u32) -> u32 {
+    c.wait_for("a live leader", SEEN, |c| {
+        for id in c.running_ids() {
+            let m = c.metadata(id, &[topic])?;
+            let t = m
+                .topics
+                .iter()
+                .find(|t| t.name == topic)
+                .ok_or("no topic")?;
+            let p = t
+                .partitions
+                .iter()
+                .find(|p| p.partition == partition)
+                .ok_or("no partition")?;
+            if p.leader != NO_LEADER
+                && p.error == ErrorCode::None
+                && c.running_ids().contains(&p.leader)
+            {
+                return Ok(p.leader);
+            }
+        }
+        Err("no live leader yet".to_string())
+    })
+}
+
+/// Reads every partition back and checks it against `acked` (see the module docs).
+async fn check(
+    c: &mut TestCluster,
+    topic: &str,
+    partitions: u32,
+    acked: &BTreeMap<u64, (u32, u64)>,
+) {
+    // Each partition's committed end, from its leader.
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions {
+        let need = acked
+            .values()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| o + 1)
+            .max()
+            .unwrap_or(0);
+        // A new leader's high watermark catches up once its followers fetch.
+        let end = c.wait_for("the committed end from the leader", SEEN, |c| {
+            let leader = leader_of(c, topic, p);
+            let (err, end, _) =
+                RawClient::connect(c.addr(leader)).list_offset(topic, p, OffsetSpec::Latest);
+            match err {
+                ErrorCode::None if end >= need => Ok(end),
+                ErrorCode::None => Err(format!(
+                    "leader {leader}: committed end {end} below an acknowledged offset {need}"
+                )),
+                e => Err(format!("leader {leader}: {e}")),
+            }
+        });
+        ends.insert(p, end);
+    }
+    let first = c.running_ids()[0];
+    let bootstrap = c.bootstrap(first);
+    let mut consumer = Consumer::with_config(
+        sluice::ClientConfig::new(bootstrap),
+        ConsumerConfig {
+            start: SeekTo::Earliest,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer.assign((0..partitions).map(|p| (topic.to_string(), p)).collect());
+    let total: u64 = ends.values().sum();
+    let mut read: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+    let reading = async {
+        while (read.len() as u64) < total {
+            let r = consumer.next().await.expect("assigned").expect("record");
+            if r.offset >= ends[&r.partition] {
+                continue;
+            }
+            let v = r.value.as_deref().unwrap_or_default();
+            let seq = parse(v)
+                .unwrap_or_else(|| panic!("{}/{}: unknown value {v:?}", r.partition, r.offset));
+            assert!(
+                read.insert((r.partition, r.offset), seq).is_none(),
+                "offset {}/{} read twice",
+                r.partition,
+                r.offset
+            );
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), reading)
+        .await
+        .is_err()
+    {
+        panic!("read {} of {total} records\n{}", read.len(), c.logs());
+    }
+    // No gaps: offsets 0..end of every partition.
+    for (p, end) in &ends {
+        let n = read.keys().filter(|(q, _)| q == p).count() as u64;
+        assert_eq!(n, *end, "partition {p}: offsets missing");
+    }
+    // No record twice; sequence numbers rise within a partition.
+    let mut seen: BTreeMap<u64, (u32, u64)> = BTreeMap::new();
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    for ((p, o), seq) in &read {
+        if let Some(prev) = seen.insert(*seq, (*p, *o)) {
+            panic!("record {seq} at {prev:?} and at {p}/{o}");
+        }
+        assert_eq!(
+            u64::from(*p),
+            seq % u64::from(partitions),
+            "record {seq} in partition {p}"
+        );
+        if let Some(l) = last.insert(*p, *seq) {
+            assert!(*seq > l, "partition {p}: {seq} after {l} at offset {o}");
+        }
+    }
+    // Every acknowledged record at its acknowledged offset.
+    for (seq, at) in acked {
+        assert_eq!(
+            seen.get(seq),
+            Some(at),
+            "acknowledged record {seq} at {at:?}"
+        );
+    }
+}
+
+fn signal(c: &TestCluster, id: u32, sig: &str) {
+    let pid = c.node(id).pid().expect("running");
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Starts 3 voters and an RF-3 topic with `partitions` partitions.
+fn cluster(topic: &str, partitions: u32) -> TestCluster {
+    let mut c = TestCluster::start(ClusterSpec::voters(3).session_timeout_ms(2000));
+    let (code, msg) = c.create_topic(1, topic, partitions, 3);
+    assert_eq!(code, ErrorCode::None, "{msg}");
+    let parts = c.wait_topic(topic, partitions, SEEN);
+    for p in &parts {
+        assert_eq!(p.replicas.len(), 3, "{p:?}");
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_a_sigkilled_leader_and_it_rejoins() {
+    let mut c = cluster("kill", 2);
+    let w = Workload::start(c.bootstrap(1), "kill", 2, 4000);
+    w.wait_acked(1000, &c).await;
+    let leader = leader_of(&mut c, "kill", 0);
+    let killed_at = w.started.elapsed().as_millis() as u64;
+    c.kill(leader);
+    w.wait_acked(w.acked_count() + 200, &c).await;
+    eprintln!(
+        "writes resumed {} ms after the kill of leader {leader}",
+        w.last_ack_ms
+            .load(Ordering::SeqCst)
+            .saturating_sub(killed_at)
+    );
+    let new = leader_of(&mut c, "kill", 0);
+    assert_ne!(new, leader);
+    c.restart(leader);
+    let acked = w.finish(&c).await;
+    assert!(acked.len() >= 1200);
+    check(&mut c, "kill", 2, &acked).await;
+    c.wait_for("the restarted node back in the ISR", SEEN, |c| {
+        let m = c.metadata(new, &["kill"])?;
+        let isr = &m.topics[0].partitions[0].isr;
+        if isr.contains(&leader) {
+            Ok(())
+        } else {
+            Err(format!("isr {isr:?}"))
+        }
+    });
+    // The restarted node caught up: it can lead and serve everything.
+    c.kill(new);
+    check(&mut c, "kill", 2, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_killed_and_restarted_catches_up_and_can_lead() {
+    let mut c = cluster("follow", 1);
+    let w = Workload::start(c.bootstrap(1), "follow", 1, 3000);
+    w.wait_acked(500, &c).await;
+    let leader = leader_of(&mut c, "follow", 0);
+    let follower = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != leader)
+        .expect("a follower");
+    c.kill(follower);
+    w.wait_acked(w.acked_count() + 500, &c).await;
+    c.restart(follower);
+    let acked = w.finish(&c).await;
+    // Once the follower is back in sync, lose the leader: it must have it all.
+    c.wait_for("the follower back in the ISR", SEEN, |c| {
+        let m = c.metadata(leader, &["follow"])?;
+        let isr = &m.topics[0].partitions[0].isr;
+        if isr.contains(&follower) {
+            Ok(())
+        } else {
+            Err(format!("isr {isr:?}"))
+        }
+    });
+    c.kill(leader);
+    check(&mut c, "follow", 1, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_deposed_and_truncates_what_was_not_committed() {
+    let mut c = cluster("pause", 1);
+    let w = Workload::start(c.bootstrap(1), "pause", 1, 3000);
+    w.wait_acked(500, &c).await;
+    let leader = leader_of(&mut c, "pause", 0);
+    signal(&c, leader, "-STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    signal(&c, leader, "-CONT");
+    let acked = w.finish(&c).await;
+    let new = leader_of(&mut c, "pause", 0);
+    assert_ne!(new, leader, "a leader paused past its session is replaced");
+    check(&mut c, "pause", 1, &acked).await;
+    // The old leader follows again; with it as the only other ISR member,
+    // losing the new leader still loses nothing.
+    c.wait_for("the old leader back in the ISR", SEEN, |c| {
+        let m = c.metadata(new, &["pause"])?;
+        let isr = &m.topics[0].partitions[0].isr;
+        if isr.contains(&leader) {
+            Ok(())
+        } else {
+            Err(format!("isr {isr:?}"))
+        }
+    });
+    let third = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != leader && i != new)
+        .expect("third");
+    c.kill(third);
+    c.kill(new);
+    c.restart(third);
+    check(&mut c, "pause", 1, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_cluster_killed_and_restarted_keeps_every_acknowledged_record() {
+    let mut c = cluster("all", 3);
+    let w = Workload::start(c.bootstrap(2), "all", 3, 3000);
+    w.wait_acked(800, &c).await;
+    // Stop producing, then kill everything at once.
+    w.stop.store(true, Ordering::SeqCst);
+    let acked = w.finish(&c).await;
+    c.kill_all();
+    let ids = c.ids();
+    c.restart_many(&ids);
+    c.wait_topic("all", 3, SEEN);
+    check(&mut c, "all", 3, &acked).await;
+}
