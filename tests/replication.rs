@@ -85,8 +85,9 @@ impl Workload {
                         record(&a, &f, &l, started, i, r);
                     }
                 }
-                if i % 32 == 0 {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                // About 1,500 records a second: faults land mid-stream.
+                if i % 8 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
             while let Some((i, r)) = pending.next().await {
@@ -308,10 +309,13 @@ fn cluster(topic: &str, partitions: u32) -> TestCluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_a_sigkilled_leader_and_it_rejoins() {
     let mut c = cluster("kill", 2);
-    let w = Workload::start(c.bootstrap(1), "kill", 2, 4000);
+    let w = Workload::start(c.bootstrap(1), "kill", 2, 8000);
     w.wait_acked(1000, &c).await;
+    // A steady state: every node has heard every other's heartbeat.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let leader = leader_of(&mut c, "kill", 0);
     let killed_at = w.started.elapsed().as_millis() as u64;
+    let wall = std::time::SystemTime::now();
     c.kill(leader);
     w.wait_acked(w.acked_count() + 200, &c).await;
     eprintln!(
@@ -322,6 +326,20 @@ async fn acknowledged_records_survive_a_sigkilled_leader_and_it_rejoins() {
     );
     let new = leader_of(&mut c, "kill", 0);
     assert_ne!(new, leader);
+    if std::env::var_os("SLUICE_TEST_TIMELINE").is_some() {
+        for l in c.logs().lines().filter(|l| {
+            std::env::var("SLUICE_TEST_TIMELINE").is_ok_and(|v| v == "all")
+                || l.contains("fencing")
+                || l.contains("leading")
+                || l.contains("ISR")
+        }) {
+            eprintln!("{l}");
+        }
+        eprintln!(
+            "killed at {:?} (unix)",
+            wall.duration_since(std::time::UNIX_EPOCH)
+        );
+    }
     c.restart(leader);
     let acked = w.finish(&c).await;
     assert!(acked.len() >= 1200);

@@ -1055,6 +1055,15 @@ impl Consumer {
                 Err(e) => {
                     self.partitions[i].backoff_until =
                         Some(Instant::now() + self.config.retry_backoff);
+                    // A leader moving (failover, a broker still catching
+                    // up after a restart) is waited out, like in fetches.
+                    if matches!(
+                        e.code(),
+                        Some(ErrorCode::NotLeaderForPartition | ErrorCode::LeaderNotAvailable)
+                    ) {
+                        tracing::debug!(topic = %topic, partition, error = %e, "start offset lookup retried");
+                        continue;
+                    }
                     return Err(e);
                 }
             }

@@ -19,13 +19,18 @@
 //! A node that finds itself in the group's membership at start-up (its own
 //! log says so) does not join again.
 //!
-//! Liveness: every node sends a heartbeat frame to the current leader every
-//! `broker_heartbeat_interval`; the leader keeps the time of the last one per
+//! Liveness: every node sends a heartbeat frame to every voter every
+//! `broker_heartbeat_interval`; each voter keeps the time of the last one per
 //! node in memory. While it leads, the leader fences (`FenceBroker`) each
-//! registered broker silent for `broker_session_timeout`, counting from the
-//! later of its last heartbeat and the start of the leader's term (so a new
-//! leader gives every broker one full session before fencing it), and
-//! unfences (`UnfenceBroker`) a fenced broker whose heartbeat is recent.
+//! registered broker silent for `broker_session_timeout` (by its own
+//! records, which it kept as a follower too; a broker it never heard from
+//! counts from the start of its term), but not in the first
+//! `min(session / 4, 1 s)` of its term, so that brokers that heartbeat the
+//! old leader alone reach it. Fencing a broker moves its partition
+//! leaderships (see `metadata.rs`): when the controller leader dies with a
+//! partition leader, failover takes an election plus that grace, not a
+//! whole session. It unfences (`UnfenceBroker`) a fenced broker whose
+//! heartbeat is recent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -98,9 +103,9 @@ impl ControllerConfig {
             advertised: None,
             broker_session_timeout: Duration::from_millis(9000),
             broker_heartbeat_interval: Duration::from_millis(2000),
-            heartbeat: Duration::from_millis(120),
-            election_min: Duration::from_millis(600),
-            election_max: Duration::from_millis(1200),
+            heartbeat: Duration::from_millis(60),
+            election_min: Duration::from_millis(300),
+            election_max: Duration::from_millis(600),
             rpc_timeout: Duration::from_millis(1000),
             leader_wait: Duration::from_secs(10),
             snapshot_every: 1000,
@@ -215,12 +220,14 @@ impl Membership for Shared {
     }
 
     fn heartbeat(&self, req: HeartbeatRequest) -> HeartbeatReply {
+        // Every voter keeps the times: a new leader then knows who went
+        // silent before its term and fences them without a full session.
+        self.record(req.id);
         let leader = self.raft.metrics().borrow().current_leader;
         if leader != Some(self.node_id) {
             let (l, a) = self.redirect(leader);
             return HeartbeatReply::ForwardToLeader(l, a);
         }
-        self.record(req.id);
         HeartbeatReply::Accepted
     }
 }
@@ -519,35 +526,57 @@ async fn join_loop(shared: Arc<Shared>, targets: Vec<String>, addr: String) {
     }
 }
 
-/// Sends this node's heartbeat to the leader every `interval`.
+/// Sends this node's heartbeat to every voter every `interval` (the leader
+/// fences on it; the others keep it for when they lead).
 async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
-    let mut client: Option<PeerClient> = None;
-    let mut client_addr = String::new();
+    let mut clients: BTreeMap<NodeId, (String, PeerClient)> = BTreeMap::new();
     loop {
         tokio::time::sleep(interval).await;
-        let leader = shared.raft.metrics().borrow().current_leader;
-        let Some(leader) = leader else { continue };
-        if leader == shared.node_id {
-            shared.record(leader);
-            continue;
-        }
-        let Some(addr) = shared.addr_of(leader) else {
-            continue;
+        shared.record(shared.node_id);
+        let voters: Vec<NodeId> = {
+            let m = shared.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().voter_ids().collect()
         };
-        if client_addr != addr || client.is_none() {
-            client = Some(PeerClient::new(addr.clone(), shared.rpc_timeout));
-            client_addr = addr;
-        }
-        if let Some(c) = client.as_mut() {
-            let req = HeartbeatRequest { id: shared.node_id };
-            if let Err(e) = c
-                .call::<_, HeartbeatReply>(KIND_HEARTBEAT, &req, None)
-                .await
-            {
-                tracing::debug!(error = %e, leader, "heartbeat failed");
+        clients.retain(|id, _| voters.contains(id));
+        let mut calls = Vec::new();
+        for id in voters {
+            if id == shared.node_id {
+                continue;
+            }
+            let Some(addr) = shared.addr_of(id) else {
+                continue;
+            };
+            let entry = clients.entry(id).or_insert_with(|| {
+                (
+                    addr.clone(),
+                    PeerClient::new(addr.clone(), shared.rpc_timeout),
+                )
+            });
+            if entry.0 != addr {
+                *entry = (addr.clone(), PeerClient::new(addr, shared.rpc_timeout));
             }
         }
+        for (id, (_, c)) in clients.iter_mut() {
+            let req = HeartbeatRequest { id: shared.node_id };
+            let id = *id;
+            calls.push(async move {
+                if let Err(e) = c
+                    .call::<_, HeartbeatReply>(KIND_HEARTBEAT, &req, None)
+                    .await
+                {
+                    tracing::debug!(error = %e, voter = id, "heartbeat failed");
+                }
+            });
+        }
+        futures::future::join_all(calls).await;
     }
+}
+
+/// How long a new controller leader waits before fencing anyone: brokers
+/// that were sending their heartbeats to the old leader alone reach it.
+fn leader_grace(session: Duration) -> Duration {
+    (session / 4).min(Duration::from_secs(1))
 }
 
 /// On the leader: fences silent brokers and unfences those heard from again.
@@ -570,6 +599,7 @@ async fn fence_loop(shared: Arc<Shared>, session: Duration, tick: Duration) {
             _ => {
                 let now = Instant::now();
                 lead = Some((term, now));
+                tracing::info!(term, "controller leader: watching broker heartbeats");
                 now
             }
         };
@@ -579,13 +609,18 @@ async fn fence_loop(shared: Arc<Shared>, session: Duration, tick: Duration) {
         for b in meta.brokers.values() {
             let last = shared.last_seen(b.id);
             let cmd = if !b.fenced {
-                let from = last.map_or(since, |l| l.max(since));
-                if now.duration_since(from) <= session {
+                // Times kept before this term count (every voter records
+                // heartbeats), after a short grace for this term's own.
+                let from = last.unwrap_or(since);
+                if now.duration_since(from) <= session
+                    || now.duration_since(since) <= leader_grace(session)
+                {
                     continue;
                 }
                 tracing::warn!(
                     broker = b.id,
                     ?session,
+                    silent = ?last.map(|l| now.duration_since(l)),
                     "no heartbeat within the session timeout: fencing the broker"
                 );
                 MetadataCommand::FenceBroker { id: b.id }
