@@ -436,3 +436,24 @@ async fn the_whole_cluster_killed_and_restarted_keeps_every_acknowledged_record(
     c.wait_topic("all", 3, SEEN);
     check(&mut c, "all", 3, &acked).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_moves_leaderships_first_so_producers_see_no_errors() {
+    let mut c = cluster("term", 2);
+    let w = Workload::start(c.bootstrap(1), "term", 2, 8000);
+    w.wait_acked(1000, &c).await;
+    let leader = leader_of(&mut c, "term", 0);
+    let status = tokio::task::block_in_place(|| c.terminate(leader));
+    assert!(status.success(), "exit status {status:?}\n{}", c.log(leader));
+    assert!(
+        c.log(leader).contains("this broker leads no partition"),
+        "{}",
+        c.log(leader)
+    );
+    let failed = w.failed.clone();
+    let acked = w.finish(&c).await;
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "a producer saw errors");
+    assert_eq!(acked.len(), 8000);
+    c.restart(leader);
+    check(&mut c, "term", 2, &acked).await;
+}

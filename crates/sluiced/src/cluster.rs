@@ -501,6 +501,38 @@ impl ClusterNode {
 }
 
 impl Link {
+    /// Controlled shutdown: asks the controller to move every partition
+    /// this broker leads to another in-sync replica (`ShutdownBroker`) and
+    /// waits (at most `timeout`) until the applied metadata shows none led
+    /// here. Clients meanwhile get NOT_LEADER and follow the new leaders.
+    pub async fn move_leaderships_away(&self, timeout: Duration) {
+        let me = u64::from(self.node_id);
+        let leads = |m: &ClusterMetadata| {
+            m.topics
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .any(|p| p.leader == Some(me))
+        };
+        if !leads(&self.reconciled.borrow()) {
+            return;
+        }
+        tracing::info!("controlled shutdown: moving partition leaderships to other replicas");
+        let mut rx = self.reconciled.clone();
+        let work = async {
+            let cmd = MetadataCommand::ShutdownBroker { id: me };
+            if let Err(e) = self.controller.propose(cmd).await {
+                tracing::warn!(error = %e, "controlled shutdown not accepted by the controller");
+                return false;
+            }
+            rx.wait_for(|m| !leads(m)).await.is_ok()
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(true) => tracing::info!("controlled shutdown: this broker leads no partition"),
+            Ok(false) => {}
+            Err(_) => tracing::warn!(?timeout, "controlled shutdown: leaderships still here at the deadline"),
+        }
+    }
+
     /// A fresh 16-byte topic id (never all zeros).
     fn topic_id(&self) -> [u8; 16] {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);

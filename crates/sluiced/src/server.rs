@@ -1,6 +1,9 @@
 //! Listeners, the accept loop, housekeeping, and phased graceful shutdown.
 //!
 //! Shutdown (when the token passed to [`Server::run`] fires):
+//! 0. in a cluster, controlled shutdown: the partitions this broker leads
+//!    move to other in-sync replicas (bounded by `shutdown_timeout`) while
+//!    it keeps serving, so clients see NOT_LEADER and retry elsewhere;
 //! 1. stop accepting native and HTTP connections;
 //! 2. every connection stops reading; parked fetches answer with what they
 //!    have; durable produces finish their fsync; all tracked tasks are waited
@@ -181,10 +184,24 @@ impl Server {
             ..
         } = self;
         let tracker = TaskTracker::new();
+        // Fires after the controlled shutdown (phase 0).
+        let stop = CancellationToken::new();
+        let phase0 = {
+            let (stop, shutdown) = (stop.clone(), shutdown.clone());
+            let cluster = cluster.as_ref().map(|c| Arc::clone(c.link()));
+            let timeout = config.shutdown_timeout;
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                if let Some(c) = cluster {
+                    c.move_leaderships_away(timeout).await;
+                }
+                stop.cancel();
+            })
+        };
         let http_task = tokio::spawn(crate::http::serve(
             http,
             broker.metrics().clone(),
-            shutdown.clone(),
+            stop.clone(),
         ));
         let housekeeping_stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeeping(
@@ -204,12 +221,13 @@ impl Server {
             Arc::clone(&broker),
             Arc::clone(&groups),
             config.clone(),
-            shutdown.clone(),
+            stop.clone(),
             tracker.clone(),
         ));
         if let Err(e) = acceptor.await {
             tracing::error!(error = %e, "accept loop failed");
         }
+        let _ = phase0.await;
 
         // Phase 2: in-flight requests.
         tracker.close();
