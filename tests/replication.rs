@@ -444,7 +444,11 @@ async fn sigterm_moves_leaderships_first_so_producers_see_no_errors() {
     w.wait_acked(1000, &c).await;
     let leader = leader_of(&mut c, "term", 0);
     let status = tokio::task::block_in_place(|| c.terminate(leader));
-    assert!(status.success(), "exit status {status:?}\n{}", c.log(leader));
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        c.log(leader)
+    );
     assert!(
         c.log(leader).contains("this broker leads no partition"),
         "{}",

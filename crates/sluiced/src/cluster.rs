@@ -529,7 +529,10 @@ impl Link {
         match tokio::time::timeout(timeout, work).await {
             Ok(true) => tracing::info!("controlled shutdown: this broker leads no partition"),
             Ok(false) => {}
-            Err(_) => tracing::warn!(?timeout, "controlled shutdown: leaderships still here at the deadline"),
+            Err(_) => tracing::warn!(
+                ?timeout,
+                "controlled shutdown: leaderships still here at the deadline"
+            ),
         }
     }
 
