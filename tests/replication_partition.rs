@@ -500,17 +500,9 @@ impl Workload {
         let (a, f, s) = (acked.clone(), failed.clone(), stop.clone());
         let task = tokio::spawn(async move {
             let producer = Producer::with_config(
-                ClientConfig {
-                    // A produce request that times out (a leader cut off
-                    // answers nothing) does not make the client look the
-                    // leader up again (only NOT_LEADER and connection errors
-                    // do), so the producer would retry the old leader until
-                    // `metadata_max_age`, which is refreshed only while
-                    // records are enqueued: a short age, and enqueuing that
-                    // does not wait for acknowledgements, reroute it.
-                    metadata_max_age: Duration::from_secs(1),
-                    ..client_config(bootstrap)
-                },
+                // A 3 s request timeout: a leader cut off answers nothing,
+                // and a timed-out request makes the client look the leader up again.
+                client_config(bootstrap),
                 ProducerConfig {
                     acks: Acks::Durable,
                     idempotent: true,

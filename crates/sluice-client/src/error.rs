@@ -160,7 +160,11 @@ impl ClientError {
             )
         ) || matches!(
             self,
-            ClientError::Unreachable { .. } | ClientError::Disconnected { .. }
+            // A timeout too: a leader cut off the network answers nothing,
+            // and the partition may have a new leader by now.
+            ClientError::Unreachable { .. }
+                | ClientError::Disconnected { .. }
+                | ClientError::Timeout { .. }
         )
     }
 
