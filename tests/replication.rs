@@ -461,3 +461,130 @@ async fn sigterm_moves_leaderships_first_so_producers_see_no_errors() {
     c.restart(leader);
     check(&mut c, "term", 2, &acked).await;
 }
+
+/// The group coordinator of `group` as node `via` names it.
+fn coordinator_via(c: &TestCluster, via: u32, group: &str) -> Result<u32, String> {
+    let r = c
+        .client(via)
+        .call(&sluice_protocol::Request::FindCoordinator(
+            sluice_protocol::FindCoordinatorRequest {
+                group_id: group.to_string(),
+            },
+        ));
+    match r {
+        sluice_protocol::Response::FindCoordinator(f) if f.error == ErrorCode::None => {
+            Ok(f.node_id)
+        }
+        other => Err(format!("FindCoordinator answered {other:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_commits_survive_its_coordinators_broker() {
+    let mut c = cluster("grp", 3);
+    let w = Workload::start(c.bootstrap(1), "grp", 3, 3000);
+    let acked = w.finish(&c).await;
+    assert_eq!(acked.len(), 3000);
+    let group = "survivor";
+    let coord = coordinator_via(&c, 1, group).expect("a coordinator");
+    let other = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != coord)
+        .expect("another node");
+
+    // A member reads about half, commits, and goes away without leaving.
+    let mut consumer = Consumer::with_config(
+        sluice::ClientConfig::new(c.bootstrap(other)),
+        ConsumerConfig {
+            enable_auto_commit: false,
+            start: SeekTo::Earliest,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .subscribe(group, vec!["grp".into()])
+        .await
+        .expect("joined");
+    let mut first = 0;
+    let read = async {
+        while first < 1500 {
+            consumer.next().await.expect("subscribed").expect("record");
+            first += 1;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("read half");
+    consumer.commit().await.expect("committed");
+    drop(consumer);
+    let admin = sluice::Admin::connect(c.bootstrap(other))
+        .await
+        .expect("admin");
+    let before: BTreeMap<(String, u32), u64> = admin
+        .group_offsets(group)
+        .await
+        .expect("offsets")
+        .into_iter()
+        .map(|(t, p, o)| ((t, p), o))
+        .collect();
+    let committed: u64 = before.values().sum();
+    assert!(committed >= 1500, "committed {before:?}");
+
+    // The coordinator's broker dies: the group moves, its commits with it.
+    c.kill(coord);
+    let new = c.wait_for("a new coordinator", SEEN, |c| {
+        match coordinator_via(c, other, group)? {
+            n if n == coord => Err("still the dead one".into()),
+            n => Ok(n),
+        }
+    });
+    assert_ne!(new, coord);
+    let deadline = Instant::now() + SEEN;
+    let after: BTreeMap<(String, u32), u64> = loop {
+        match admin.group_offsets(group).await {
+            Ok(v) => break v.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("offsets not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("offsets after the move: {e}\n{}", c.logs()),
+        }
+    };
+    assert_eq!(after, before, "committed offsets moved with the group");
+
+    // A new member resumes from the commits: nothing below them again, all after them.
+    let mut consumer = Consumer::with_config(
+        sluice::ClientConfig::new(c.bootstrap(other)),
+        ConsumerConfig {
+            enable_auto_commit: false,
+            start: SeekTo::Earliest,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .subscribe(group, vec!["grp".into()])
+        .await
+        .expect("rejoined");
+    let rest = 3000 - committed;
+    let mut got = 0u64;
+    let read = async {
+        while got < rest {
+            let r = consumer.next().await.expect("subscribed").expect("record");
+            let from = before
+                .get(&(r.topic.to_string(), r.partition))
+                .copied()
+                .unwrap_or(0);
+            assert!(
+                r.offset >= from,
+                "{}/{} redelivered below the commit {from}",
+                r.partition,
+                r.offset
+            );
+            got += 1;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .unwrap_or_else(|_| panic!("resumed {got} of {rest}\n{}", c.logs()));
+}

@@ -301,7 +301,7 @@ fn missing_partition(t: &Topic, partition: u32) -> BrokerError {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

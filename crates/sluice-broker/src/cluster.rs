@@ -120,31 +120,29 @@ impl ClusterView {
         p.leader.filter(|l| self.is_alive(*l))
     }
 
-    /// The broker coordinating `group`: the coordinator with the highest
-    /// rendezvous weight; `Unavailable` if it is not alive (or none is known).
+    /// The broker coordinating `group`: the live coordinator with the
+    /// highest rendezvous weight (so a group moves when its coordinator's
+    /// broker is fenced, and only then); `Unavailable` when none is alive.
     pub fn group_coordinator(&self, group: &str) -> GroupCoordinator {
         let Some(id) = self
             .coordinators
             .iter()
             .copied()
+            .filter(|id| self.is_alive(*id))
             .max_by_key(|id| (rendezvous(group, *id), *id))
         else {
             return GroupCoordinator::Unavailable;
         };
         if id == self.node_id {
-            return if self.is_alive(id) {
-                GroupCoordinator::Local
-            } else {
-                GroupCoordinator::Unavailable
-            };
+            return GroupCoordinator::Local;
         }
         match self.brokers.get(&id) {
-            Some(b) if b.alive => GroupCoordinator::Remote {
+            Some(b) => GroupCoordinator::Remote {
                 node_id: id,
                 host: b.host.clone(),
                 port: b.port,
             },
-            _ => GroupCoordinator::Unavailable,
+            None => GroupCoordinator::Unavailable,
         }
     }
 
@@ -188,6 +186,21 @@ pub struct NewTopic {
     pub config: Vec<(String, String)>,
 }
 
+/// A consumer group's committed offset as the cluster replicates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicatedOffset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The next offset the group will consume.
+    pub offset: u64,
+    /// When it was committed (ms since the Unix epoch).
+    pub timestamp_ms: i64,
+    /// Free text from the committer.
+    pub metadata: String,
+}
+
 /// What the broker asks of the cluster; implemented by the binary on the controller.
 pub trait ClusterLink: Send + Sync {
     /// The applied metadata now.
@@ -216,6 +229,17 @@ pub trait ClusterLink: Send + Sync {
     ) -> BoxFuture<'static, Result<(), BrokerError>>;
     /// Allocates `count` producer ids unique in the cluster; returns the first.
     fn allocate_producer_ids(&self, count: u64) -> BoxFuture<'static, Result<i64, BrokerError>>;
+    /// Replicates a group's committed offsets through the controller (so the
+    /// group's next coordinator has them); resolves once committed there.
+    fn commit_offsets(
+        &self,
+        group: String,
+        offsets: Vec<ReplicatedOffset>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>>;
+    /// Forgets a group's replicated offsets (DeleteGroups).
+    fn delete_group_offsets(&self, group: String) -> BoxFuture<'static, Result<(), BrokerError>>;
+    /// A group's replicated committed offsets as this broker has applied them.
+    fn group_offsets(&self, group: &str) -> Vec<ReplicatedOffset>;
 }
 
 #[cfg(test)]
@@ -290,7 +314,7 @@ mod tests {
         for id in [1, 2, 3] {
             assert!(counts[&id] > 60, "uneven: {counts:?}");
         }
-        // A fenced coordinator's groups are unavailable, not moved; others stay.
+        // A fenced coordinator's groups move to a live one; others stay.
         v.brokers.get_mut(&3).expect("3").alive = false;
         for i in 0..300 {
             let g = format!("group-{i}");
@@ -302,12 +326,23 @@ mod tests {
             let now = v.group_coordinator(&g);
             match before {
                 GroupCoordinator::Remote { node_id: 3, .. } => {
-                    assert_eq!(now, GroupCoordinator::Unavailable)
+                    assert!(
+                        matches!(
+                            now,
+                            GroupCoordinator::Local | GroupCoordinator::Remote { node_id: 2, .. }
+                        ),
+                        "{g}: {now:?}"
+                    )
                 }
                 other => assert_eq!(now, other),
             }
         }
-        // No coordinators known (a node that has not joined yet): unavailable.
+        // None alive, or none known (a node that has not joined yet): unavailable.
+        let mut none = v.clone();
+        for b in none.brokers.values_mut() {
+            b.alive = false;
+        }
+        assert_eq!(none.group_coordinator("g"), GroupCoordinator::Unavailable);
         v.coordinators.clear();
         assert_eq!(v.group_coordinator("g"), GroupCoordinator::Unavailable);
     }

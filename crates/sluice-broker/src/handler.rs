@@ -1365,9 +1365,10 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
         }
     };
     let groups = Arc::clone(&ctx.groups);
+    let link = ctx.broker.cluster().cloned();
     Outcome::Deferred(Box::pin(async move {
         let r = tokio::task::spawn_blocking(move || groups.finish_commit(ticket)).await;
-        let code = match r {
+        let mut code = match r {
             Ok(Ok(())) => ErrorCode::None,
             Ok(Err(e)) => group_error("offset commit", &e),
             Err(e) => {
@@ -1375,6 +1376,25 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                 ErrorCode::StorageError
             }
         };
+        if let (ErrorCode::None, Some(link)) = (code, link) {
+            // Acknowledged only once replicated: the group's next
+            // coordinator (this broker may die) answers with it.
+            let now = crate::broker::now_ms();
+            let offsets = commits
+                .into_iter()
+                .map(|c| crate::cluster::ReplicatedOffset {
+                    topic: c.partition.topic,
+                    partition: c.partition.partition,
+                    offset: c.offset,
+                    timestamp_ms: now,
+                    metadata: c.metadata,
+                })
+                .collect();
+            if let Err(e) = link.commit_offsets(group_id, offsets).await {
+                tracing::warn!(error = %chain(&e), "offset commit not replicated");
+                code = ErrorCode::CoordinatorNotAvailable;
+            }
+        }
         Some(commit_response(shape, code))
     }))
 }
@@ -1395,7 +1415,28 @@ fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             topics: Vec::new(),
         }));
     }
-    let committed = ctx.groups.committed(&group_id);
+    let mut committed = ctx.groups.committed(&group_id);
+    if let Some(link) = ctx.broker.cluster() {
+        // The replicated commits: this coordinator may be new to the group
+        // (its previous coordinator died), or have missed later commits.
+        for r in link.group_offsets(&group_id) {
+            let tp = TopicPartition::new(r.topic.as_str(), r.partition);
+            if committed
+                .get(&tp)
+                .is_some_and(|c| c.commit_timestamp_ms >= r.timestamp_ms)
+            {
+                continue;
+            }
+            committed.insert(
+                tp,
+                sluice_group::CommittedOffset {
+                    offset: r.offset,
+                    commit_timestamp_ms: r.timestamp_ms,
+                    metadata: r.metadata,
+                },
+            );
+        }
+    }
     let entry =
         |partition: u32, c: Option<&sluice_group::CommittedOffset>| OffsetFetchPartitionResponse {
             partition,
@@ -1576,6 +1617,7 @@ fn delete_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
         })
         .collect();
     let groups = Arc::clone(&ctx.groups);
+    let link = ctx.broker.cluster().cloned();
     // Each delete fsyncs its tombstones: off the runtime.
     Outcome::Deferred(Box::pin(async move {
         let r = tokio::task::spawn_blocking(move || {
@@ -1597,13 +1639,23 @@ fn delete_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                 .collect::<Vec<_>>()
         })
         .await;
-        Some(match r {
-            Ok(groups) => Response::DeleteGroups(DeleteGroupsResponse { groups }),
+        let mut groups = match r {
+            Ok(groups) => groups,
             Err(e) => {
                 tracing::error!(error = %e, "delete groups task failed");
-                Response::Error(ErrorCode::Unknown)
+                return Some(Response::Error(ErrorCode::Unknown));
             }
-        })
+        };
+        if let Some(link) = link {
+            // The replicated offsets go too, or the next coordinator would bring them back.
+            for g in groups.iter_mut().filter(|g| g.error == ErrorCode::None) {
+                if let Err(e) = link.delete_group_offsets(g.group_id.clone()).await {
+                    tracing::warn!(group = %g.group_id, error = %chain(&e), "group offsets not deleted in the cluster");
+                    g.error = ErrorCode::CoordinatorNotAvailable;
+                }
+            }
+        }
+        Some(Response::DeleteGroups(DeleteGroupsResponse { groups }))
     }))
 }
 
@@ -1752,6 +1804,19 @@ pub(crate) mod tests {
         }
         fn allocate_producer_ids(&self, _: u64) -> BoxFuture<'static, Result<i64, BrokerError>> {
             Box::pin(async { Err(BrokerError::Controller("fixed view".into())) })
+        }
+        fn commit_offsets(
+            &self,
+            _: String,
+            _: Vec<crate::cluster::ReplicatedOffset>,
+        ) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("not in these tests".into())) })
+        }
+        fn delete_group_offsets(&self, _: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("not in these tests".into())) })
+        }
+        fn group_offsets(&self, _: &str) -> Vec<crate::cluster::ReplicatedOffset> {
+            Vec::new()
         }
     }
 
@@ -1983,6 +2048,19 @@ pub(crate) mod tests {
         }
         fn allocate_producer_ids(&self, _: u64) -> BoxFuture<'static, Result<i64, BrokerError>> {
             Box::pin(async { Ok(0) })
+        }
+        fn commit_offsets(
+            &self,
+            _: String,
+            _: Vec<crate::cluster::ReplicatedOffset>,
+        ) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn delete_group_offsets(&self, _: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn group_offsets(&self, _: &str) -> Vec<crate::cluster::ReplicatedOffset> {
+            Vec::new()
         }
     }
 

@@ -22,7 +22,8 @@ pub mod store;
 
 pub use controller::{Controller, ControllerConfig, ControllerStatus};
 pub use metadata::{
-    Broker, ClusterMetadata, CommandResult, MetadataCommand, NodeId, PartitionMeta, TopicMeta,
+    Broker, ClusterMetadata, CommandResult, CommittedOffset, GroupOffset, MetadataCommand, NodeId,
+    PartitionMeta, TopicMeta,
 };
 
 /// Errors of the cluster crate.

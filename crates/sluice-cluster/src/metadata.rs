@@ -87,6 +87,31 @@ pub struct TopicMeta {
     pub config: BTreeMap<String, String>,
 }
 
+/// Largest number of offsets one `CommitOffsets` may carry.
+pub const MAX_COMMIT_OFFSETS: usize = 100_000;
+
+/// A consumer group's committed offset of one partition, replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// The next offset the group will consume.
+    pub offset: u64,
+    /// When it was committed (ms since the Unix epoch, the coordinator's clock).
+    pub timestamp_ms: i64,
+    /// Free text from the committer.
+    pub metadata: String,
+}
+
+/// One offset of a `CommitOffsets` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The committed offset.
+    pub committed: CommittedOffset,
+}
+
 /// The whole replicated cluster metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMetadata {
@@ -96,6 +121,9 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<String, TopicMeta>,
     /// First producer id of the next block to hand out.
     pub next_producer_id: u64,
+    /// Consumer groups' committed offsets: group, topic, partition.
+    #[serde(default)]
+    pub group_offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, CommittedOffset>>>,
     /// Index of the last log entry applied to this state (0 before any);
     /// set by the state machine, not by commands.
     #[serde(default)]
@@ -179,6 +207,19 @@ pub enum MetadataCommand {
         partition_epoch: u32,
         /// The new ISR: replicas only, with the leader, at least a majority.
         isr: Vec<NodeId>,
+    },
+    /// Records a consumer group's committed offsets (after the coordinator
+    /// fenced and stored them), so the group's next coordinator has them.
+    CommitOffsets {
+        /// Group id.
+        group: String,
+        /// The offsets.
+        offsets: Vec<GroupOffset>,
+    },
+    /// Forgets a consumer group's committed offsets (DeleteGroups).
+    DeleteGroupOffsets {
+        /// Group id.
+        group: String,
     },
     /// Moves every leadership of a broker that is shutting down to another
     /// in-sync replica (controlled shutdown); it stays registered, leading nothing.
@@ -333,9 +374,33 @@ impl ClusterMetadata {
                 CommandResult::Ok
             }
             MetadataCommand::DeleteTopic { name } => match self.topics.remove(name) {
-                Some(_) => CommandResult::Ok,
+                Some(_) => {
+                    for g in self.group_offsets.values_mut() {
+                        g.remove(name);
+                    }
+                    self.group_offsets.retain(|_, g| !g.is_empty());
+                    CommandResult::Ok
+                }
                 None => CommandResult::UnknownTopic,
             },
+            MetadataCommand::CommitOffsets { group, offsets } => {
+                if group.is_empty() || offsets.len() > MAX_COMMIT_OFFSETS {
+                    return CommandResult::Invalid(format!(
+                        "a commit needs a group id and at most {MAX_COMMIT_OFFSETS} offsets"
+                    ));
+                }
+                let g = self.group_offsets.entry(group.clone()).or_default();
+                for o in offsets {
+                    g.entry(o.topic.clone())
+                        .or_default()
+                        .insert(o.partition, o.committed.clone());
+                }
+                CommandResult::Ok
+            }
+            MetadataCommand::DeleteGroupOffsets { group } => {
+                self.group_offsets.remove(group);
+                CommandResult::Ok
+            }
             MetadataCommand::SetTopicConfig { name, changes } => {
                 let Some(topic) = self.topics.get_mut(name) else {
                     return CommandResult::UnknownTopic;
@@ -828,5 +893,42 @@ mod tests {
         let p: PartitionMeta = serde_json::from_str(json).expect("decode");
         assert_eq!(p.in_sync(), &[1, 2, 3]);
         assert_eq!((p.partition_epoch, p.min_isr()), (0, 2));
+    }
+
+    #[test]
+    fn group_offsets_are_replicated_overwritten_and_dropped_with_their_topic_or_group() {
+        let mut m = three_brokers_rf3();
+        let commit = |p: u32, offset: u64| MetadataCommand::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![GroupOffset {
+                topic: "t".into(),
+                partition: p,
+                committed: CommittedOffset {
+                    offset,
+                    timestamp_ms: offset as i64,
+                    metadata: String::new(),
+                },
+            }],
+        };
+        assert_eq!(m.apply(&commit(0, 5)), CommandResult::Ok);
+        assert_eq!(m.apply(&commit(1, 7)), CommandResult::Ok);
+        assert_eq!(m.apply(&commit(0, 9)), CommandResult::Ok);
+        assert_eq!(m.group_offsets["g"]["t"][&0].offset, 9);
+        assert_eq!(m.group_offsets["g"]["t"][&1].offset, 7);
+        let json = serde_json::to_vec(&m).expect("encode");
+        let back: ClusterMetadata = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, m);
+        assert!(matches!(
+            m.apply(&MetadataCommand::CommitOffsets {
+                group: String::new(),
+                offsets: vec![]
+            }),
+            CommandResult::Invalid(_)
+        ));
+        m.apply(&MetadataCommand::DeleteTopic { name: "t".into() });
+        assert!(m.group_offsets.is_empty());
+        m.apply(&commit(0, 1));
+        m.apply(&MetadataCommand::DeleteGroupOffsets { group: "g".into() });
+        assert!(m.group_offsets.is_empty());
     }
 }

@@ -32,14 +32,16 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sluice_broker::cluster::{
-    ClusterLink, ClusterView, ControllerInfo, NewTopic, ViewBroker, ViewPartition, ViewTopic,
+    ClusterLink, ClusterView, ControllerInfo, NewTopic, ReplicatedOffset, ViewBroker,
+    ViewPartition, ViewTopic,
 };
 use sluice_broker::error::chain;
 use sluice_broker::placement::{assign_replicas, PlacementBroker, PlacementLoad};
 use sluice_broker::topic_meta::TopicOverrides;
 use sluice_broker::{Broker, BrokerError, ClusterConfig};
 use sluice_cluster::{
-    ClusterMetadata, CommandResult, Controller, ControllerConfig, MetadataCommand,
+    ClusterMetadata, CommandResult, CommittedOffset, Controller, ControllerConfig, GroupOffset,
+    MetadataCommand,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -749,6 +751,70 @@ fn placement_input(view: &ClusterView) -> (Vec<PlacementBroker>, PlacementLoad) 
 impl ClusterLink for Link {
     fn view(&self) -> Arc<ClusterView> {
         self.view.borrow().clone()
+    }
+
+    fn commit_offsets(
+        &self,
+        group: String,
+        offsets: Vec<ReplicatedOffset>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move {
+            let offsets = offsets
+                .into_iter()
+                .map(|o| GroupOffset {
+                    topic: o.topic,
+                    partition: o.partition,
+                    committed: CommittedOffset {
+                        offset: o.offset,
+                        timestamp_ms: o.timestamp_ms,
+                        metadata: o.metadata,
+                    },
+                })
+                .collect();
+            match this
+                .propose(MetadataCommand::CommitOffsets { group, offsets })
+                .await?
+            {
+                CommandResult::Ok => Ok(()),
+                other => Err(BrokerError::Controller(format!(
+                    "offset commit refused: {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn delete_group_offsets(&self, group: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move {
+            match this
+                .propose(MetadataCommand::DeleteGroupOffsets { group })
+                .await?
+            {
+                CommandResult::Ok => Ok(()),
+                other => Err(BrokerError::Controller(format!(
+                    "group offsets delete refused: {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn group_offsets(&self, group: &str) -> Vec<ReplicatedOffset> {
+        let meta = self.controller.metadata();
+        let Some(g) = meta.group_offsets.get(group) else {
+            return Vec::new();
+        };
+        g.iter()
+            .flat_map(|(topic, parts)| {
+                parts.iter().map(move |(p, c)| ReplicatedOffset {
+                    topic: topic.clone(),
+                    partition: *p,
+                    offset: c.offset,
+                    timestamp_ms: c.timestamp_ms,
+                    metadata: c.metadata.clone(),
+                })
+            })
+            .collect()
     }
 
     fn controller(&self) -> ControllerInfo {
