@@ -588,3 +588,132 @@ async fn a_groups_commits_survive_its_coordinators_broker() {
         .await
         .unwrap_or_else(|_| panic!("resumed {got} of {rest}\n{}", c.logs()));
 }
+
+/// Unmounts a tmpfs when dropped (even on panic).
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn isr_of(c: &TestCluster, via: u32, topic: &str) -> Result<Vec<u32>, String> {
+    let m = c.metadata(via, &[topic])?;
+    Ok(m.topics[0].partitions[0].isr.clone())
+}
+
+/// A follower's disk fills (its partition directory on a tiny tmpfs, then
+/// filled): it leaves the ISR and writes go on without it; with space again
+/// it catches up and rejoins; nothing acknowledged is lost. Needs root (CI
+/// runs as root) for the mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_disk_fills_leaves_the_isr_and_writes_go_on() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test mounts a tmpfs: run it as root (CI does)"
+    );
+    let mut c = cluster("full", 1);
+    let leader = leader_of(&mut c, "full", 0);
+    let follower = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != leader)
+        .expect("a follower");
+    // The follower's partition directory moves onto a 4 MiB tmpfs.
+    c.kill(follower);
+    let dir = c.node(follower).data_dir.join("full").join("0");
+    let saved = c.node(follower).data_dir.join("full-0-saved");
+    run(
+        "cp",
+        &[
+            "-a",
+            "--sparse=always",
+            dir.to_str().unwrap(),
+            saved.to_str().unwrap(),
+        ],
+    );
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let _mount = Mount(dir.clone());
+    run(
+        "cp",
+        &[
+            "-a",
+            "--sparse=always",
+            &format!("{}/.", saved.display()),
+            dir.to_str().unwrap(),
+        ],
+    );
+    c.restart(follower);
+    let w = Workload::start(c.bootstrap(leader), "full", 1, 12_000);
+    w.wait_acked(500, &c).await;
+    c.wait_for("the follower in the ISR", SEEN, |c| {
+        let isr = isr_of(c, leader, "full")?;
+        if isr.contains(&follower) {
+            Ok(())
+        } else {
+            Err(format!("isr {isr:?}"))
+        }
+    });
+    // Fill it: what is left goes to a file.
+    let filler = dir.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
+        .output();
+    let filled_at = w.acked_count();
+    c.wait_for("the full follower out of the ISR", SEEN, |c| {
+        let isr = isr_of(c, leader, "full")?;
+        if isr.contains(&follower) {
+            Err(format!("isr {isr:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    w.wait_acked(filled_at + 1000, &c).await;
+    assert!(
+        c.log(follower)
+            .contains("cannot append what the leader sent"),
+        "the follower never failed an append\n{}",
+        c.log(follower)
+    );
+    // Space again: it catches up and rejoins.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    c.wait_for("the follower back in the ISR", SEEN, |c| {
+        let isr = isr_of(c, leader, "full")?;
+        if isr.contains(&follower) {
+            Ok(())
+        } else {
+            Err(format!("isr {isr:?}"))
+        }
+    });
+    let acked = w.finish(&c).await;
+    check(&mut c, "full", 1, &acked).await;
+    c.kill(leader);
+    check(&mut c, "full", 1, &acked).await;
+}
