@@ -573,6 +573,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
     }
 }
 
+/// How often the controller leader looks for partitions to give back to
+/// their preferred replica (Kafka's `leader.imbalance.check.interval.seconds`,
+/// 300 s there; leaderships are cheap to move here).
+pub const PREFERRED_LEADER_CHECK: Duration = Duration::from_secs(10);
+
 /// How long a new controller leader waits before fencing anyone: brokers
 /// that were sending their heartbeats to the old leader alone reach it.
 fn leader_grace(session: Duration) -> Duration {
@@ -583,6 +588,7 @@ fn leader_grace(session: Duration) -> Duration {
 async fn fence_loop(shared: Arc<Shared>, session: Duration, tick: Duration) {
     // (term, when this node's leadership in that term was first seen)
     let mut lead: Option<(u64, Instant)> = None;
+    let mut last_rebalance = Instant::now();
     loop {
         tokio::time::sleep(tick).await;
         let (leader, term) = {
@@ -606,6 +612,17 @@ async fn fence_loop(shared: Arc<Shared>, session: Duration, tick: Duration) {
         shared.record(shared.node_id);
         let meta = shared.sm.metadata();
         let now = Instant::now();
+        if now.duration_since(last_rebalance) >= PREFERRED_LEADER_CHECK {
+            last_rebalance = now;
+            if meta.preferred_leaders_pending() {
+                tracing::info!("moving partition leaderships back to their preferred replicas");
+                let write = network::local_client_write(
+                    &shared.raft,
+                    MetadataCommand::ElectPreferredLeaders,
+                );
+                let _ = tokio::time::timeout(session, write).await;
+            }
+        }
         for b in meta.brokers.values() {
             let last = shared.last_seen(b.id);
             let cmd = if !b.fenced {

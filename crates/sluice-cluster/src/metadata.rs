@@ -221,6 +221,10 @@ pub enum MetadataCommand {
         /// Group id.
         group: String,
     },
+    /// Gives each partition back to its preferred replica (the first) where
+    /// that one is live, in the ISR and not leading (Kafka's preferred
+    /// leader election), so leaderships spread again after failovers.
+    ElectPreferredLeaders,
     /// Moves every leadership of a broker that is shutting down to another
     /// in-sync replica (controlled shutdown); it stays registered, leading nothing.
     ShutdownBroker {
@@ -397,6 +401,24 @@ impl ClusterMetadata {
                 }
                 CommandResult::Ok
             }
+            MetadataCommand::ElectPreferredLeaders => {
+                let mut moved = 0usize;
+                for t in self.topics.values_mut() {
+                    for p in &mut t.partitions {
+                        if let Some(to) = preferred_move(&self.brokers, p) {
+                            p.leader = Some(to);
+                            p.leader_epoch = p.leader_epoch.wrapping_add(1);
+                            p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                            moved += 1;
+                        }
+                    }
+                }
+                if moved == 0 {
+                    CommandResult::NoOp
+                } else {
+                    CommandResult::Ok
+                }
+            }
             MetadataCommand::DeleteGroupOffsets { group } => {
                 self.group_offsets.remove(group);
                 CommandResult::Ok
@@ -452,6 +474,14 @@ impl ClusterMetadata {
                 }
             }
         }
+    }
+
+    /// Whether a preferred leader election would move any leadership.
+    pub fn preferred_leaders_pending(&self) -> bool {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .any(|p| preferred_move(&self.brokers, p).is_some())
     }
 
     /// Whether broker `id` is registered and not fenced.
@@ -515,6 +545,14 @@ impl ClusterMetadata {
             None => CommandResult::UnknownBroker,
         }
     }
+}
+
+/// The preferred replica of `p` if it should lead instead: live, in the
+/// ISR, and not the leader now.
+fn preferred_move(brokers: &BTreeMap<NodeId, Broker>, p: &PartitionMeta) -> Option<NodeId> {
+    let first = *p.replicas.first()?;
+    let live = brokers.get(&first).is_some_and(|b| !b.fenced);
+    (p.leader != Some(first) && live && p.in_sync().contains(&first)).then_some(first)
 }
 
 fn new_partition(replicas: &[NodeId]) -> PartitionMeta {
@@ -930,5 +968,41 @@ mod tests {
         m.apply(&commit(0, 1));
         m.apply(&MetadataCommand::DeleteGroupOffsets { group: "g".into() });
         assert!(m.group_offsets.is_empty());
+    }
+
+    #[test]
+    fn preferred_leaders_return_once_live_and_in_sync() {
+        let mut m = three_brokers_rf3();
+        m.apply(&MetadataCommand::FenceBroker { id: 1 });
+        assert_eq!(m.topics["t"].partitions[0].leader, Some(2));
+        assert!(!m.preferred_leaders_pending(), "1 is fenced");
+        assert_eq!(
+            m.apply(&MetadataCommand::ElectPreferredLeaders),
+            CommandResult::NoOp
+        );
+        m.apply(&MetadataCommand::UnfenceBroker { id: 1 });
+        assert!(!m.preferred_leaders_pending(), "1 is not in the ISR yet");
+        let p = m.topics["t"].partitions[0].clone();
+        m.apply(&MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2, 3],
+        });
+        assert!(m.preferred_leaders_pending());
+        assert_eq!(
+            m.apply(&MetadataCommand::ElectPreferredLeaders),
+            CommandResult::Ok
+        );
+        let p0 = &m.topics["t"].partitions[0];
+        assert_eq!((p0.leader, p0.leader_epoch), (Some(1), p.leader_epoch + 1));
+        assert_eq!(
+            m.topics["t"].partitions[1].leader,
+            Some(2),
+            "already preferred"
+        );
+        assert!(!m.preferred_leaders_pending());
     }
 }
