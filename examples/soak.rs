@@ -362,7 +362,7 @@ impl Cluster {
         for id in self.live() {
             let addr = self.nodes[(id - 1) as usize].addr.to_string();
             let view = tokio::time::timeout(ADMIN_TIMEOUT * 4, async {
-                let mut cfg = ClientConfig::new(addr);
+                let mut cfg = ClientConfig::new(addr.clone());
                 cfg.request_timeout = Duration::from_secs(3);
                 let a = Admin::with_config(cfg).await?;
                 let t = a.describe_topic(TOPIC).await?;
@@ -372,8 +372,24 @@ impl Cluster {
                         Ok(l) => format!("list_offsets ok {}", l.offset),
                         Err(e) => format!("list_offsets error {e}"),
                     };
+                    // Can a fresh idempotent producer write there now?
+                    let probe = Producer::with_config(
+                        ClientConfig::new(addr.clone()),
+                        ProducerConfig {
+                            acks: Acks::Durable,
+                            idempotent: true,
+                            delivery_timeout: Duration::from_secs(3),
+                            ..ProducerConfig::default()
+                        },
+                    );
+                    let r = Record::new(TOPIC, format!("probe-{id}")).partition(p.partition);
+                    let pr = match probe.send(r).await {
+                        Ok((_, o)) => format!("fresh producer ok at {o}"),
+                        Err(e) => format!("fresh producer error {e}"),
+                    };
+                    probe.close().await;
                     parts.push(format!(
-                        "p{} leader {} epoch {} isr {:?} end {} ({lo})",
+                        "p{} leader {} epoch {} isr {:?} end {} ({lo}; {pr})",
                         p.partition, p.leader, p.leader_epoch, p.isr, p.end_offset
                     ));
                 }
@@ -759,6 +775,7 @@ struct Check {
     unknown: u64,
     lost: u64,
     unacked_present: u64,
+    probes: u64,
     problems: Vec<String>,
 }
 
@@ -834,6 +851,8 @@ async fn check(
     let mut read: BTreeMap<(u32, u64), Option<u64>> = BTreeMap::new();
     let mut errors = 0u32;
     let mut problems = Vec::new();
+    // Diagnostic records written by `Cluster::views`.
+    let mut probes: Vec<(u32, u64)> = Vec::new();
     let reading = async {
         while (read.len() as u64) < total {
             let r = match consumer.next().await {
@@ -851,7 +870,11 @@ async fn check(
             if r.offset >= out.ends[&r.partition] {
                 continue;
             }
-            let seq = parse(r.value.as_deref().unwrap_or_default());
+            let v = r.value.as_deref().unwrap_or_default();
+            if v.starts_with(b"probe-") {
+                probes.push((r.partition, r.offset));
+            }
+            let seq = parse(v);
             if let Some(prev) = read.insert((r.partition, r.offset), seq) {
                 if prev != seq {
                     problems.push(format!(
@@ -871,6 +894,7 @@ async fn check(
         out.problem(p);
     }
     out.read = read.len() as u64;
+    out.probes = probes.len() as u64;
     if out.read < total {
         out.problem(format!("read only {} of {total} records", out.read));
     }
@@ -887,6 +911,9 @@ async fn check(
     let mut last: BTreeMap<u32, u64> = BTreeMap::new();
     for (&(p, o), seq) in &read {
         let Some(seq) = *seq else {
+            if probes.contains(&(p, o)) {
+                continue;
+            }
             out.unknown += 1;
             out.problem(format!("{p}/{o}: not a sequence number"));
             continue;
@@ -1096,6 +1123,7 @@ async fn run(args: &Args) -> Result<bool, String> {
         ck.read, ck.ends
     );
     println!("unacked records present:   {}", ck.unacked_present);
+    println!("diagnostic probe records:  {}", ck.probes);
     println!("records lost:              {}", ck.lost);
     println!("duplicates:                {}", ck.duplicates);
     println!("offset gaps:               {}", ck.gaps);
