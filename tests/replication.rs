@@ -187,6 +187,20 @@ fn leader_of(c: &mut TestCluster, topic: &str, partition: u32) -> u32 {
     })
 }
 
+/// Waits until node `via` reports `id` in (`present`) or out of partition
+/// 0's ISR of `topic`.
+fn wait_isr(c: &mut TestCluster, via: u32, topic: &str, id: u32, present: bool, what: &str) {
+    c.wait_for(what, SEEN, |c| {
+        let m = c.metadata(via, &[topic])?;
+        let isr = &m.topics[0].partitions[0].isr;
+        if isr.contains(&id) == present {
+            Ok(())
+        } else {
+            Err(format!("isr {isr:?}"))
+        }
+    });
+}
+
 /// Reads every partition back and checks it against `acked` (see the module docs).
 async fn check(
     c: &mut TestCluster,
@@ -344,15 +358,14 @@ async fn acknowledged_records_survive_a_sigkilled_leader_and_it_rejoins() {
     let acked = w.finish(&c).await;
     assert!(acked.len() >= 1200);
     check(&mut c, "kill", 2, &acked).await;
-    c.wait_for("the restarted node back in the ISR", SEEN, |c| {
-        let m = c.metadata(new, &["kill"])?;
-        let isr = &m.topics[0].partitions[0].isr;
-        if isr.contains(&leader) {
-            Ok(())
-        } else {
-            Err(format!("isr {isr:?}"))
-        }
-    });
+    wait_isr(
+        &mut c,
+        new,
+        "kill",
+        leader,
+        true,
+        "the restarted node back in the ISR",
+    );
     // The restarted node caught up: it can lead and serve everything.
     c.kill(new);
     check(&mut c, "kill", 2, &acked).await;
@@ -374,15 +387,14 @@ async fn a_follower_killed_and_restarted_catches_up_and_can_lead() {
     c.restart(follower);
     let acked = w.finish(&c).await;
     // Once the follower is back in sync, lose the leader: it must have it all.
-    c.wait_for("the follower back in the ISR", SEEN, |c| {
-        let m = c.metadata(leader, &["follow"])?;
-        let isr = &m.topics[0].partitions[0].isr;
-        if isr.contains(&follower) {
-            Ok(())
-        } else {
-            Err(format!("isr {isr:?}"))
-        }
-    });
+    wait_isr(
+        &mut c,
+        leader,
+        "follow",
+        follower,
+        true,
+        "the follower back in the ISR",
+    );
     c.kill(leader);
     check(&mut c, "follow", 1, &acked).await;
 }
@@ -402,15 +414,14 @@ async fn a_paused_leader_is_deposed_and_truncates_what_was_not_committed() {
     check(&mut c, "pause", 1, &acked).await;
     // The old leader follows again; with it as the only other ISR member,
     // losing the new leader still loses nothing.
-    c.wait_for("the old leader back in the ISR", SEEN, |c| {
-        let m = c.metadata(new, &["pause"])?;
-        let isr = &m.topics[0].partitions[0].isr;
-        if isr.contains(&leader) {
-            Ok(())
-        } else {
-            Err(format!("isr {isr:?}"))
-        }
-    });
+    wait_isr(
+        &mut c,
+        new,
+        "pause",
+        leader,
+        true,
+        "the old leader back in the ISR",
+    );
     let third = c
         .ids()
         .into_iter()
@@ -613,11 +624,6 @@ fn run(cmd: &str, args: &[&str]) {
     );
 }
 
-fn isr_of(c: &TestCluster, via: u32, topic: &str) -> Result<Vec<u32>, String> {
-    let m = c.metadata(via, &[topic])?;
-    Ok(m.topics[0].partitions[0].isr.clone())
-}
-
 /// A follower's disk fills (its partition directory on a tiny tmpfs, then
 /// filled): it leaves the ISR and writes go on without it; with space again
 /// it catches up and rejoins; nothing acknowledged is lost. Needs root (CI
@@ -673,28 +679,28 @@ async fn a_follower_whose_disk_fills_leaves_the_isr_and_writes_go_on() {
     c.restart(follower);
     let w = Workload::start(c.bootstrap(leader), "full", 1, 12_000);
     w.wait_acked(500, &c).await;
-    c.wait_for("the follower in the ISR", SEEN, |c| {
-        let isr = isr_of(c, leader, "full")?;
-        if isr.contains(&follower) {
-            Ok(())
-        } else {
-            Err(format!("isr {isr:?}"))
-        }
-    });
+    wait_isr(
+        &mut c,
+        leader,
+        "full",
+        follower,
+        true,
+        "the follower in the ISR",
+    );
     // Fill it: what is left goes to a file.
     let filler = dir.join("filler");
     let _ = std::process::Command::new("dd")
         .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
         .output();
     let filled_at = w.acked_count();
-    c.wait_for("the full follower out of the ISR", SEEN, |c| {
-        let isr = isr_of(c, leader, "full")?;
-        if isr.contains(&follower) {
-            Err(format!("isr {isr:?}"))
-        } else {
-            Ok(())
-        }
-    });
+    wait_isr(
+        &mut c,
+        leader,
+        "full",
+        follower,
+        false,
+        "the full follower out of the ISR",
+    );
     w.wait_acked(filled_at + 1000, &c).await;
     assert!(
         c.log(follower)
@@ -704,14 +710,14 @@ async fn a_follower_whose_disk_fills_leaves_the_isr_and_writes_go_on() {
     );
     // Space again: it catches up and rejoins.
     std::fs::remove_file(&filler).expect("remove the filler");
-    c.wait_for("the follower back in the ISR", SEEN, |c| {
-        let isr = isr_of(c, leader, "full")?;
-        if isr.contains(&follower) {
-            Ok(())
-        } else {
-            Err(format!("isr {isr:?}"))
-        }
-    });
+    wait_isr(
+        &mut c,
+        leader,
+        "full",
+        follower,
+        true,
+        "the follower back in the ISR",
+    );
     let acked = w.finish(&c).await;
     check(&mut c, "full", 1, &acked).await;
     c.kill(leader);
