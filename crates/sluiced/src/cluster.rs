@@ -56,6 +56,9 @@ pub const TOPIC_ID_FILE: &str = "cluster.topic_id";
 /// How long a create waits for this broker's own registration.
 const REGISTER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long one registration attempt may take before it is retried.
+const REGISTER_ATTEMPT: Duration = Duration::from_millis(1500);
+
 /// How long create/delete wait for the change to be applied on this broker.
 const APPLY_WAIT: Duration = Duration::from_secs(15);
 
@@ -453,22 +456,26 @@ impl ClusterNode {
                 rack,
                 incarnation,
             };
-            let mut backoff = Duration::from_millis(200);
+            // Short attempts: this broker leads nothing until registered
+            // (see `replication::apply_roles`), so a proposal stuck on a
+            // leader that died with the rest of the cluster must not hold it.
+            let mut backoff = Duration::from_millis(100);
             loop {
-                match c.propose(cmd.clone()).await {
-                    Ok(_) => {
+                match tokio::time::timeout(REGISTER_ATTEMPT, c.propose(cmd.clone())).await {
+                    Ok(Ok(_)) => {
                         tracing::info!(node = node_id, "registered with the cluster controller");
                         return;
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::info!(error = %e, "registering with the controller; retrying")
                     }
+                    Err(_) => tracing::info!("registering with the controller timed out; retrying"),
                 }
                 tokio::select! {
                     _ = s.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }));
         Ok(ClusterNode {
