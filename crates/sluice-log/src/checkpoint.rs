@@ -83,44 +83,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
 /// Reads the checkpoint of `dir`: `Ok(None)` when there is none, `Err(why)`
 /// when it is unreadable or damaged.
 pub(crate) fn read(dir: &Path) -> Result<Option<Checkpoint>, String> {
-    match std::fs::read(dir.join(FILE_NAME)) {
-        Ok(bytes) => decode(&bytes).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read: {e}")),
-    }
+    read_with(dir, FILE_NAME, decode)
 }
 
 /// Atomically replaces the checkpoint of `dir` (temp file, fsync, rename,
 /// directory fsync).
 pub(crate) fn write(io: &dyn FileIo, dir: &Path, cp: Checkpoint) -> Result<(), LogError> {
-    let tmp = dir.join(TMP_NAME);
-    let path = dir.join(FILE_NAME);
-    let f = io
-        .open(
-            &tmp,
-            OpenOptions::new().write(true).create(true).truncate(true),
-        )
-        .map_err(|e| LogError::io(&tmp, e))?;
-    crate::io::write_all_at(io, &f, 0, &encode(cp)).map_err(|e| LogError::io(&tmp, e))?;
-    io.sync_all(&f).map_err(|e| LogError::io(&tmp, e))?;
-    drop(f);
-    io.rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
-    crate::segment::sync_dir(io, dir)
+    replace(io, dir, TMP_NAME, FILE_NAME, &encode(cp))
 }
 
 /// Removes the checkpoint (and a leftover temp file) and fsyncs the
 /// directory: the fallback when a new one cannot be written (a full disk),
 /// so that no stale clean-shutdown flag survives. Needs no free space.
 pub(crate) fn remove(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
-    for name in [FILE_NAME, TMP_NAME] {
-        let p = dir.join(name);
-        match io.remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(LogError::io(&p, e)),
-        }
-    }
-    crate::segment::sync_dir(io, dir)
+    remove_files(io, dir, [FILE_NAME, TMP_NAME])
 }
 
 /// Writes `cp`, or, if that fails, removes the checkpoint instead (the next
@@ -186,37 +162,69 @@ pub(crate) fn decode_truncation(bytes: &[u8]) -> Result<u64, String> {
 
 /// Reads the pending-truncation marker of `dir`: `Ok(None)` when there is none.
 pub(crate) fn read_truncation(dir: &Path) -> Result<Option<u64>, String> {
-    match std::fs::read(dir.join(TRUNCATION_FILE)) {
-        Ok(bytes) => decode_truncation(&bytes).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read: {e}")),
-    }
+    read_with(dir, TRUNCATION_FILE, decode_truncation)
 }
 
 /// Durably records that the log in `dir` is being cut at `offset` (temp
 /// file, fsync, rename, directory fsync): from here on, an open completes
 /// the cut before anything else.
 pub(crate) fn write_truncation(io: &dyn FileIo, dir: &Path, offset: u64) -> Result<(), LogError> {
-    let tmp = dir.join(TRUNCATION_TMP);
-    let path = dir.join(TRUNCATION_FILE);
+    replace(
+        io,
+        dir,
+        TRUNCATION_TMP,
+        TRUNCATION_FILE,
+        &encode_truncation(offset),
+    )
+}
+
+/// Removes the truncation marker (and a leftover temp file) durably, once
+/// the cut it records is complete on disk.
+pub(crate) fn remove_truncation(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
+    remove_files(io, dir, [TRUNCATION_FILE, TRUNCATION_TMP])
+}
+
+/// Reads and decodes `dir/name`: `Ok(None)` when it does not exist.
+fn read_with<T>(
+    dir: &Path,
+    name: &str,
+    decode: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    match std::fs::read(dir.join(name)) {
+        Ok(bytes) => decode(&bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read: {e}")),
+    }
+}
+
+/// Atomically replaces `dir/name` with `bytes` (write `dir/tmp_name`,
+/// fsync, rename, directory fsync).
+fn replace(
+    io: &dyn FileIo,
+    dir: &Path,
+    tmp_name: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), LogError> {
+    let tmp = dir.join(tmp_name);
+    let path = dir.join(name);
     let f = io
         .open(
             &tmp,
             OpenOptions::new().write(true).create(true).truncate(true),
         )
         .map_err(|e| LogError::io(&tmp, e))?;
-    crate::io::write_all_at(io, &f, 0, &encode_truncation(offset))
-        .map_err(|e| LogError::io(&tmp, e))?;
+    crate::io::write_all_at(io, &f, 0, bytes).map_err(|e| LogError::io(&tmp, e))?;
     io.sync_all(&f).map_err(|e| LogError::io(&tmp, e))?;
     drop(f);
     io.rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
     crate::segment::sync_dir(io, dir)
 }
 
-/// Removes the truncation marker (and a leftover temp file) durably, once
-/// the cut it records is complete on disk.
-pub(crate) fn remove_truncation(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
-    for name in [TRUNCATION_FILE, TRUNCATION_TMP] {
+/// Removes the named files of `dir` (a missing one is fine) and fsyncs the
+/// directory; needs no free space.
+fn remove_files(io: &dyn FileIo, dir: &Path, names: [&str; 2]) -> Result<(), LogError> {
+    for name in names {
         let p = dir.join(name);
         match io.remove_file(&p) {
             Ok(()) => {}
