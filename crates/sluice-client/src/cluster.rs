@@ -217,8 +217,8 @@ impl Cluster {
 
     /// The connection to broker `node_id` at `host:port`: the known one
     /// when the address did not change, else a new one (the bootstrap
-    /// connection when that is the broker it reached, or the address is
-    /// not usable), remembered for the node.
+    /// connection when that is its only address, or the address is not
+    /// usable), remembered for the node.
     fn known_broker(&self, state: &mut State, node_id: u32, host: &str, port: u16) -> Connection {
         let addr = self.broker_addr(host, port);
         if let Some((known, conn)) = state.brokers.get(&node_id) {
@@ -226,9 +226,14 @@ impl Cluster {
                 return conn.clone();
             }
         }
-        // The bootstrap connection serves the broker it reached.
-        let bootstrap_reached = self.bootstrap.connected_addr().as_deref() == Some(addr.as_str())
-            || addr == self.config.bootstrap;
+        // The bootstrap connection serves the broker it reached, but only
+        // when it has a single address: with a list it moves to the next
+        // address when its broker goes away, and a node's requests would then
+        // reach another broker (a producer would get NOT_LEADER for ever).
+        let single = crate::connection::split_addrs(&self.config.bootstrap).len() == 1;
+        let bootstrap_reached = single
+            && (self.bootstrap.connected_addr().as_deref() == Some(addr.as_str())
+                || addr == self.config.bootstrap);
         let conn = if bootstrap_reached || port == 0 || is_unspecified(host) {
             self.bootstrap.clone()
         } else {
@@ -504,10 +509,10 @@ pub(crate) mod tests {
     use bytes::BytesMut;
     use futures::StreamExt;
     use sluice_protocol::codec::FrameCodec;
-    use sluice_protocol::wire::{decode_request, encode_response};
+    use sluice_protocol::wire::{decode_request, encode_response, encode_response_version};
     use sluice_protocol::{
-        ApiVersionRange, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup,
-        FindCoordinatorResponse, SUPPORTED_APIS,
+        ApiVersionRange, BrokerInfo, DescribeGroupsRequest, DescribeGroupsResponse,
+        DescribedGroup, FindCoordinatorResponse, SUPPORTED_APIS,
     };
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
@@ -550,6 +555,114 @@ pub(crate) mod tests {
             }
         });
         (addr, seen)
+    }
+
+    /// A fake broker on `listener` (see [`serve_fake`]).
+    async fn serve_fake_on(listener: TcpListener, handler: FakeHandler) {
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for _ in 0..16 {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+                    while let Some(Ok(payload)) = frames.next().await {
+                        let (header, request) = decode_request(payload).expect("decodes");
+                        let mut buf = BytesMut::new();
+                        encode_response_version(
+                            header.correlation_id,
+                            header.api_version,
+                            &handler(request, addr),
+                            &mut buf,
+                        );
+                        if write.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_node_is_not_reached_through_a_bootstrap_list_that_moved_on() {
+        let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a_addr = a.local_addr().unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_addr = b.local_addr().unwrap();
+        let metadata = move || {
+            Response::Metadata(MetadataResponse {
+                brokers: [(1, a_addr), (2, b_addr)]
+                    .iter()
+                    .map(|(id, addr)| BrokerInfo {
+                        node_id: *id,
+                        host: addr.ip().to_string(),
+                        port: addr.port(),
+                        rack: None,
+                    })
+                    .collect(),
+                topics: Vec::new(),
+                controller_id: 1,
+                cluster_id: "c".into(),
+            })
+        };
+        let handler: FakeHandler = Arc::new(move |request, _| match request {
+            Request::ApiVersions => Response::ApiVersions(sluice_protocol::ApiVersionsResponse {
+                apis: SUPPORTED_APIS.to_vec(),
+            }),
+            Request::Metadata(_) => metadata(),
+            other => panic!("unexpected {other:?}"),
+        });
+        serve_fake_on(b, Arc::clone(&handler)).await;
+        // Broker 1 answers the bootstrap connection once, then goes away.
+        let first = Arc::clone(&handler);
+        let served = tokio::spawn(async move {
+            let (stream, _) = a.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+            while let Some(Ok(payload)) = frames.next().await {
+                let (header, request) = decode_request(payload).unwrap();
+                let done = matches!(request, Request::Metadata(_));
+                let mut buf = BytesMut::new();
+                encode_response_version(
+                    header.correlation_id,
+                    header.api_version,
+                    &first(request, a_addr),
+                    &mut buf,
+                );
+                write.write_all(&buf).await.unwrap();
+                if done {
+                    return;
+                }
+            }
+        });
+        let cluster = Cluster::new(ClientConfig::new(format!("{a_addr},{b_addr}")));
+        cluster.fetch_metadata(Vec::new()).await.unwrap();
+        assert_eq!(cluster.bootstrap.connected_addr(), Some(a_addr.to_string()));
+        served.await.unwrap(); // broker 1's connection and listener are gone
+        // The bootstrap connection moves on to broker 2 (bounded retries).
+        for _ in 0..50 {
+            if cluster.fetch_metadata(Vec::new()).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(cluster.bootstrap.connected_addr(), Some(b_addr.to_string()));
+        // Broker 1 comes back on its address: node 1's requests reach it.
+        serve_fake_on(TcpListener::bind(a_addr).await.unwrap(), handler).await;
+        let node1 = cluster.node(1);
+        let mut reached = None;
+        for _ in 0..50 {
+            if node1.request(&Request::ApiVersions).await.is_ok() {
+                reached = node1.connected_addr();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(reached, Some(a_addr.to_string()));
     }
 
     /// A fake broker: lists `apis` in ApiVersions, names itself in
