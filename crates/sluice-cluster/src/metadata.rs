@@ -37,6 +37,10 @@ pub struct Broker {
     /// on leaderships from before its restart).
     #[serde(default)]
     pub incarnation: u64,
+    /// Being decommissioned: no new replica is placed on it and its
+    /// replicas are moved to other brokers.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// One partition's placement.
@@ -53,9 +57,17 @@ pub struct PartitionMeta {
     /// replication, read as all the replicas ([`PartitionMeta::in_sync`]).
     #[serde(default)]
     pub isr: Vec<NodeId>,
-    /// Bumped at every leader or ISR change; guards [`MetadataCommand::AlterIsr`].
+    /// Bumped at every leader, ISR or replica change; guards [`MetadataCommand::AlterIsr`].
     #[serde(default)]
     pub partition_epoch: u32,
+    /// Replicas a reassignment adds (also in `replicas`): they copy the log
+    /// and the move completes once every one of them is in the ISR.
+    #[serde(default)]
+    pub adding: Vec<NodeId>,
+    /// Replicas a reassignment removes when it completes (still in `replicas`
+    /// until then, after the target ones).
+    #[serde(default)]
+    pub removing: Vec<NodeId>,
 }
 
 impl PartitionMeta {
@@ -72,7 +84,35 @@ impl PartitionMeta {
     pub fn min_isr(&self) -> usize {
         self.replicas.len() / 2 + 1
     }
+
+    /// Whether a reassignment of this partition is under way.
+    pub fn moving(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas once the reassignment under way (if any) completes.
+    pub fn target(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
 }
+
+/// One partition's new replica list (a reassignment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMove {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The target replicas, preferred leader first; empty cancels the move under way.
+    pub replicas: Vec<NodeId>,
+}
+
+/// Largest number of partitions one `ReassignPartitions` may move.
+pub const MAX_MOVES: usize = 100_000;
 
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +271,24 @@ pub enum MetadataCommand {
         /// Broker id.
         id: NodeId,
     },
+    /// Starts moving partitions to new replica lists (or cancels moves), all
+    /// or none: the new replicas copy the log, and each move completes once
+    /// they are all in the ISR.
+    ReassignPartitions {
+        /// The moves.
+        moves: Vec<PartitionMove>,
+    },
+    /// Spreads the replicas evenly over the live brokers that are not
+    /// draining (a broker that joined gets its share), moving as few as it can.
+    Rebalance,
+    /// Marks a broker as draining (decommission) and moves its replicas to
+    /// the least loaded other brokers; `draining: false` takes it back.
+    DrainBroker {
+        /// Broker id.
+        id: NodeId,
+        /// Draining or not.
+        draining: bool,
+    },
 }
 
 /// Outcome of applying one command; the same on every node.
@@ -257,6 +315,8 @@ pub enum CommandResult {
     Invalid(String),
     /// The proposer's leader or partition epoch is not the current one.
     StaleEpoch,
+    /// The reassignments started (each partition's target replicas).
+    Moves(Vec<PartitionMove>),
 }
 
 impl ClusterMetadata {
@@ -270,6 +330,7 @@ impl ClusterMetadata {
                 rack,
                 incarnation,
             } => {
+                let draining = self.brokers.get(id).is_some_and(|b| b.draining);
                 self.brokers.insert(
                     *id,
                     Broker {
@@ -279,6 +340,7 @@ impl ClusterMetadata {
                         rack: rack.clone(),
                         fenced: false,
                         incarnation: *incarnation,
+                        draining,
                     },
                 );
                 self.elect_leaderless(*id);
@@ -340,7 +402,24 @@ impl ClusterMetadata {
                 }
                 p.isr = isr.clone();
                 p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                complete_move(&self.brokers, p);
                 CommandResult::Ok
+            }
+            MetadataCommand::ReassignPartitions { moves } => self.reassign(moves),
+            MetadataCommand::Rebalance => {
+                let moves = plan_rebalance(self);
+                self.reassign(&moves)
+            }
+            MetadataCommand::DrainBroker { id, draining } => {
+                let Some(b) = self.brokers.get_mut(id) else {
+                    return CommandResult::UnknownBroker;
+                };
+                b.draining = *draining;
+                if !*draining {
+                    return CommandResult::Moves(Vec::new());
+                }
+                let moves = plan_drain(self, *id);
+                self.reassign(&moves)
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -476,6 +555,54 @@ impl ClusterMetadata {
         }
     }
 
+    /// Checks every move, then starts them all (or changes nothing).
+    fn reassign(&mut self, moves: &[PartitionMove]) -> CommandResult {
+        if moves.len() > MAX_MOVES {
+            return CommandResult::Invalid(format!("at most {MAX_MOVES} moves at once"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in moves {
+            if !seen.insert((m.topic.as_str(), m.partition)) {
+                return CommandResult::Invalid(format!(
+                    "\"{}\"/{} is listed twice",
+                    m.topic, m.partition
+                ));
+            }
+            let Some(p) = self
+                .topics
+                .get(&m.topic)
+                .and_then(|t| t.partitions.get(m.partition as usize))
+            else {
+                return CommandResult::UnknownTopic;
+            };
+            if let Err(why) = check_move(&self.brokers, p, &m.replicas) {
+                return CommandResult::Invalid(format!("\"{}\"/{}: {why}", m.topic, m.partition));
+            }
+        }
+        let mut started = Vec::with_capacity(moves.len());
+        for m in moves {
+            let Some(p) = self
+                .topics
+                .get_mut(&m.topic)
+                .and_then(|t| t.partitions.get_mut(m.partition as usize))
+            else {
+                continue; // checked above
+            };
+            if m.replicas.is_empty() {
+                cancel_move(&self.brokers, p);
+            } else {
+                start_move(p, &m.replicas);
+                complete_move(&self.brokers, p);
+            }
+            started.push(PartitionMove {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                replicas: p.target(),
+            });
+        }
+        CommandResult::Moves(started)
+    }
+
     /// Whether a preferred leader election would move any leadership.
     pub fn preferred_leaders_pending(&self) -> bool {
         self.topics
@@ -547,6 +674,274 @@ impl ClusterMetadata {
     }
 }
 
+/// Why `p` cannot move to `target` (empty: cancel), if it cannot.
+fn check_move(
+    brokers: &BTreeMap<NodeId, Broker>,
+    p: &PartitionMeta,
+    target: &[NodeId],
+) -> Result<(), String> {
+    if target.is_empty() {
+        if !p.moving() {
+            return Err("no move to cancel".into());
+        }
+        let original: Vec<NodeId> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !p.adding.contains(r))
+            .collect();
+        let kept = p.in_sync().iter().filter(|r| original.contains(r)).count();
+        if kept < original.len() / 2 + 1 {
+            return Err("too few of the original replicas are in sync to cancel".into());
+        }
+        return Ok(());
+    }
+    if p.moving() {
+        return Err(format!(
+            "already moving to {:?}; cancel that first",
+            p.target()
+        ));
+    }
+    let mut sorted = target.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != target.len() {
+        return Err(format!("{target:?} lists a broker twice"));
+    }
+    if let Some(r) = target.iter().find(|r| !brokers.contains_key(r)) {
+        return Err(format!("broker {r} is not registered"));
+    }
+    Ok(())
+}
+
+/// Starts moving `p` to `target`: the new replicas join `replicas` (target
+/// order first, the leaving ones after) as followers outside the ISR.
+fn start_move(p: &mut PartitionMeta, target: &[NodeId]) {
+    let adding: Vec<NodeId> = target
+        .iter()
+        .copied()
+        .filter(|r| !p.replicas.contains(r))
+        .collect();
+    let removing: Vec<NodeId> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !target.contains(r))
+        .collect();
+    let mut replicas = target.to_vec();
+    replicas.extend(removing.iter().copied());
+    p.isr = p.in_sync().to_vec();
+    p.replicas = replicas;
+    p.adding = adding;
+    p.removing = removing;
+    p.partition_epoch = p.partition_epoch.wrapping_add(1);
+}
+
+/// Completes the move of `p` once every added replica is in the ISR and the
+/// ISR holds a majority of the target: the leaving replicas go (a leaving
+/// leader hands over to the first live in-sync target replica).
+fn complete_move(brokers: &BTreeMap<NodeId, Broker>, p: &mut PartitionMeta) {
+    if !p.moving() {
+        return;
+    }
+    let target = p.target();
+    let isr: Vec<NodeId> = target
+        .iter()
+        .copied()
+        .filter(|r| p.in_sync().contains(r))
+        .collect();
+    if p.adding.iter().any(|r| !p.in_sync().contains(r)) || isr.len() < target.len() / 2 + 1 {
+        return;
+    }
+    let leaving_leader = p.leader.is_some_and(|l| !target.contains(&l));
+    p.replicas = target;
+    p.isr = isr;
+    p.adding.clear();
+    p.removing.clear();
+    if leaving_leader {
+        let live = |r: &NodeId| brokers.get(r).is_some_and(|b| !b.fenced);
+        p.leader = p.isr.iter().copied().find(live);
+        p.leader_epoch = p.leader_epoch.wrapping_add(1);
+    }
+    p.partition_epoch = p.partition_epoch.wrapping_add(1);
+}
+
+/// Cancels the move of `p`: back to the replicas it had (checked by
+/// [`check_move`]); a leader among the added ones hands over.
+fn cancel_move(brokers: &BTreeMap<NodeId, Broker>, p: &mut PartitionMeta) {
+    let adding = std::mem::take(&mut p.adding);
+    p.removing.clear();
+    let original: Vec<NodeId> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !adding.contains(r))
+        .collect();
+    p.isr = p
+        .in_sync()
+        .iter()
+        .copied()
+        .filter(|r| original.contains(r))
+        .collect();
+    p.replicas = original;
+    if p.leader.is_some_and(|l| adding.contains(&l)) {
+        let live = |r: &NodeId| brokers.get(r).is_some_and(|b| !b.fenced);
+        p.leader = p.replicas.iter().copied().find(|r| p.isr.contains(r) && live(r));
+        p.leader_epoch = p.leader_epoch.wrapping_add(1);
+    }
+    p.partition_epoch = p.partition_epoch.wrapping_add(1);
+}
+
+/// Brokers that take new replicas: registered, not fenced, not draining.
+fn placeable(m: &ClusterMetadata) -> Vec<NodeId> {
+    m.brokers
+        .values()
+        .filter(|b| !b.fenced && !b.draining)
+        .map(|b| b.id)
+        .collect()
+}
+
+/// Replicas per broker, counting moving partitions at their target.
+fn replica_counts(m: &ClusterMetadata) -> BTreeMap<NodeId, usize> {
+    let mut counts: BTreeMap<NodeId, usize> = m.brokers.keys().map(|id| (*id, 0)).collect();
+    for p in m.topics.values().flat_map(|t| t.partitions.iter()) {
+        for r in p.target() {
+            *counts.entry(r).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Moves taking every replica off broker `id` (partitions not already
+/// moving), each to the least loaded placeable broker it does not have.
+fn plan_drain(m: &ClusterMetadata, id: NodeId) -> Vec<PartitionMove> {
+    let mut counts = replica_counts(m);
+    let targets: Vec<NodeId> = placeable(m).into_iter().filter(|b| *b != id).collect();
+    let mut moves = Vec::new();
+    for t in m.topics.values() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            if p.moving() || !p.replicas.contains(&id) {
+                continue;
+            }
+            let Some(to) = targets
+                .iter()
+                .copied()
+                .filter(|b| !p.replicas.contains(b))
+                .min_by_key(|b| (counts.get(b).copied().unwrap_or(0), *b))
+            else {
+                continue; // nowhere to go: the broker stays a replica
+            };
+            *counts.entry(to).or_default() += 1;
+            moves.push(PartitionMove {
+                topic: t.name.clone(),
+                partition: i as u32,
+                replicas: p
+                    .replicas
+                    .iter()
+                    .map(|r| if *r == id { to } else { *r })
+                    .collect(),
+            });
+        }
+    }
+    moves
+}
+
+/// Moves that even out the replica counts of the placeable brokers (within
+/// one of each other), one replica at a time from the most to the least
+/// loaded, partitions not already moving; a replica on a draining or
+/// unregistered broker moves first (a fenced broker keeps its replicas: it
+/// may be restarting).
+fn plan_rebalance(m: &ClusterMetadata) -> Vec<PartitionMove> {
+    let placeable = placeable(m);
+    if placeable.is_empty() {
+        return Vec::new();
+    }
+    let mut counts = replica_counts(m);
+    // topic, partition -> planned replicas
+    let mut planned: BTreeMap<(String, u32), Vec<NodeId>> = BTreeMap::new();
+    let candidates: Vec<(String, u32, Vec<NodeId>)> = m
+        .topics
+        .values()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !p.moving())
+                .map(|(i, p)| (t.name.clone(), i as u32, p.replicas.clone()))
+        })
+        .collect();
+    let current = |planned: &BTreeMap<(String, u32), Vec<NodeId>>, c: &(String, u32, Vec<NodeId>)| {
+        planned
+            .get(&(c.0.clone(), c.1))
+            .cloned()
+            .unwrap_or_else(|| c.2.clone())
+    };
+    // First every replica on a broker that must be left.
+    let must_leave = |r: &NodeId| m.brokers.get(r).is_none_or(|b| b.draining);
+    for c in &candidates {
+        let mut replicas = c.2.clone();
+        if !replicas.iter().any(must_leave) {
+            continue;
+        }
+        for i in 0..replicas.len() {
+            if !must_leave(&replicas[i]) {
+                continue;
+            }
+            let to = placeable
+                .iter()
+                .copied()
+                .filter(|b| !replicas.contains(b))
+                .min_by_key(|b| (counts.get(b).copied().unwrap_or(0), *b));
+            if let Some(to) = to {
+                *counts.entry(to).or_default() += 1;
+                replicas[i] = to;
+            }
+        }
+        if replicas != c.2 {
+            planned.insert((c.0.clone(), c.1), replicas);
+        }
+    }
+    // Then one replica at a time from the most to the least loaded.
+    let bound = candidates.iter().map(|c| c.2.len()).sum::<usize>();
+    for _ in 0..bound {
+        let count = |b: &NodeId| counts.get(b).copied().unwrap_or(0);
+        let (Some(lo), Some(hi)) = (
+            placeable.iter().copied().min_by_key(|b| (count(b), *b)),
+            placeable
+                .iter()
+                .copied()
+                .max_by_key(|b| (count(b), std::cmp::Reverse(*b))),
+        ) else {
+            break;
+        };
+        if count(&hi) <= count(&lo) + 1 {
+            break;
+        }
+        let found = candidates.iter().find(|c| {
+            let r = current(&planned, c);
+            r.contains(&hi) && !r.contains(&lo)
+        });
+        let Some(c) = found else { break };
+        let replicas: Vec<NodeId> = current(&planned, c)
+            .into_iter()
+            .map(|r| if r == hi { lo } else { r })
+            .collect();
+        planned.insert((c.0.clone(), c.1), replicas);
+        if let Some(n) = counts.get_mut(&hi) {
+            *n = n.saturating_sub(1);
+        }
+        *counts.entry(lo).or_default() += 1;
+    }
+    planned
+        .into_iter()
+        .map(|((topic, partition), replicas)| PartitionMove {
+            topic,
+            partition,
+            replicas,
+        })
+        .collect()
+}
+
 /// The preferred replica of `p` if it should lead instead: live, in the
 /// ISR, and not the leader now.
 fn preferred_move(brokers: &BTreeMap<NodeId, Broker>, p: &PartitionMeta) -> Option<NodeId> {
@@ -562,6 +957,8 @@ fn new_partition(replicas: &[NodeId]) -> PartitionMeta {
         leader_epoch: 0,
         isr: replicas.to_vec(),
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -799,6 +1196,18 @@ mod tests {
             create("a", 1, 2),
             create("b", 2, 1),
             MetadataCommand::AllocateProducerIds { count: 10 },
+            MetadataCommand::ReassignPartitions {
+                moves: vec![PartitionMove {
+                    topic: "a".into(),
+                    partition: 0,
+                    replicas: vec![2, 3],
+                }],
+            },
+            MetadataCommand::Rebalance,
+            MetadataCommand::DrainBroker {
+                id: 1,
+                draining: true,
+            },
             MetadataCommand::DeleteTopic { name: "a".into() },
         ];
         let mut m1 = ClusterMetadata::default();
@@ -1004,5 +1413,225 @@ mod tests {
             "already preferred"
         );
         assert!(!m.preferred_leaders_pending());
+    }
+
+    fn register(m: &mut ClusterMetadata, id: NodeId) {
+        m.apply(&MetadataCommand::RegisterBroker {
+            id,
+            native_addr: format!("127.0.0.1:{id}"),
+            cluster_addr: format!("127.0.0.1:1{id}"),
+            rack: None,
+            incarnation: 0,
+        });
+    }
+
+    fn mv(partition: u32, replicas: &[NodeId]) -> MetadataCommand {
+        MetadataCommand::ReassignPartitions {
+            moves: vec![PartitionMove {
+                topic: "t".into(),
+                partition,
+                replicas: replicas.to_vec(),
+            }],
+        }
+    }
+
+    /// The AlterIsr partition `i`'s leader would propose now.
+    fn isr_of(m: &ClusterMetadata, i: usize, isr: &[NodeId]) -> MetadataCommand {
+        let p = &m.topics["t"].partitions[i];
+        MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: i as u32,
+            leader: p.leader.unwrap(),
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: isr.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_move_adds_followers_outside_the_isr_and_completes_when_they_are_in_sync() {
+        let mut m = three_brokers_rf3();
+        register(&mut m, 4);
+        let r = m.apply(&mv(0, &[1, 2, 4]));
+        assert!(matches!(&r, CommandResult::Moves(v) if v[0].replicas == vec![1, 2, 4]), "{r:?}");
+        let p = &m.topics["t"].partitions[0];
+        assert_eq!(p.replicas, vec![1, 2, 4, 3]);
+        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![4], vec![3]));
+        assert_eq!(p.isr, vec![1, 2, 3]);
+        assert_eq!(p.min_isr(), 3, "a majority of the four replicas while moving");
+        let epochs = (p.leader_epoch, p.partition_epoch);
+        // Broker 4 caught up: the leader adds it and the move completes.
+        assert_eq!(m.apply(&isr_of(&m, 0, &[1, 2, 4, 3])), CommandResult::Ok);
+        let p = &m.topics["t"].partitions[0];
+        assert_eq!(p.replicas, vec![1, 2, 4]);
+        assert_eq!(p.isr, vec![1, 2, 4]);
+        assert!(!p.moving());
+        assert_eq!(p.leader, Some(1));
+        assert_eq!(p.leader_epoch, epochs.0, "the leader stays");
+        assert!(p.partition_epoch > epochs.1);
+    }
+
+    #[test]
+    fn a_leaving_leader_hands_over_to_the_first_in_sync_target_replica() {
+        let mut m = three_brokers_rf3();
+        register(&mut m, 4);
+        m.apply(&mv(0, &[4, 2, 3]));
+        let epoch = m.topics["t"].partitions[0].leader_epoch;
+        // Not complete while 4 is outside the ISR.
+        m.apply(&isr_of(&m, 0, &[1, 2, 3]));
+        assert!(m.topics["t"].partitions[0].moving());
+        m.apply(&isr_of(&m, 0, &[4, 2, 3, 1]));
+        let p = &m.topics["t"].partitions[0];
+        assert_eq!(p.replicas, vec![4, 2, 3]);
+        assert_eq!(p.leader, Some(4));
+        assert_eq!(p.leader_epoch, epoch + 1);
+        // A fenced first choice is skipped.
+        let mut m = three_brokers_rf3();
+        register(&mut m, 4);
+        m.apply(&mv(0, &[4, 2, 3]));
+        m.apply(&MetadataCommand::FenceBroker { id: 4 });
+        m.apply(&isr_of(&m, 0, &[4, 2, 3, 1]));
+        assert_eq!(m.topics["t"].partitions[0].leader, Some(2));
+    }
+
+    #[test]
+    fn moves_are_checked_all_or_none_and_can_be_cancelled() {
+        let mut m = three_brokers_rf3();
+        register(&mut m, 4);
+        let before = m.clone();
+        for bad in [
+            mv(0, &[1, 1, 4]),
+            mv(0, &[1, 2, 9]),
+            mv(0, &[]),
+            mv(5, &[1, 2, 4]),
+            MetadataCommand::ReassignPartitions {
+                moves: vec![
+                    PartitionMove {
+                        topic: "t".into(),
+                        partition: 0,
+                        replicas: vec![1, 2, 4],
+                    },
+                    PartitionMove {
+                        topic: "t".into(),
+                        partition: 0,
+                        replicas: vec![1, 3, 4],
+                    },
+                ],
+            },
+            MetadataCommand::ReassignPartitions {
+                moves: vec![
+                    PartitionMove {
+                        topic: "t".into(),
+                        partition: 0,
+                        replicas: vec![1, 2, 4],
+                    },
+                    PartitionMove {
+                        topic: "nope".into(),
+                        partition: 0,
+                        replicas: vec![1, 3, 4],
+                    },
+                ],
+            },
+        ] {
+            let r = m.apply(&bad);
+            assert!(
+                matches!(r, CommandResult::Invalid(_) | CommandResult::UnknownTopic),
+                "{bad:?} gave {r:?}"
+            );
+            assert_eq!(m, before, "{bad:?} changed state");
+        }
+        m.apply(&mv(0, &[1, 2, 4]));
+        assert!(matches!(m.apply(&mv(0, &[1, 3, 4])), CommandResult::Invalid(_)));
+        // Cancelled: back to the three replicas, 4 out of the ISR too.
+        m.apply(&isr_of(&m, 0, &[1, 2, 3]));
+        assert!(matches!(m.apply(&mv(0, &[])), CommandResult::Moves(_)));
+        let p = &m.topics["t"].partitions[0];
+        assert_eq!(p.replicas, vec![1, 2, 3]);
+        assert_eq!(p.isr, vec![1, 2, 3]);
+        assert!(!p.moving());
+        // Shrinking the replica set completes at once.
+        m.apply(&mv(0, &[1, 2]));
+        let p = &m.topics["t"].partitions[0];
+        assert_eq!((p.replicas.clone(), p.isr.clone()), (vec![1, 2], vec![1, 2]));
+    }
+
+    fn counts(m: &ClusterMetadata) -> Vec<usize> {
+        replica_counts(m).values().copied().collect()
+    }
+
+    #[test]
+    fn draining_moves_every_replica_to_the_least_loaded_other_brokers() {
+        let mut m = three_brokers_rf3();
+        register(&mut m, 4);
+        register(&mut m, 5);
+        let r = m.apply(&MetadataCommand::DrainBroker {
+            id: 3,
+            draining: true,
+        });
+        let CommandResult::Moves(moves) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(moves.len(), 2);
+        assert_eq!(moves[0].replicas, vec![1, 2, 4]);
+        assert_eq!(moves[1].replicas, vec![2, 5, 1], "spread, position kept");
+        assert!(m.brokers[&3].draining);
+        assert_eq!(counts(&m), vec![2, 2, 0, 1, 1]);
+        // A restart keeps the flag; new placements are another matter (placeable()).
+        register(&mut m, 3);
+        assert!(m.brokers[&3].draining);
+        assert!(!placeable(&m).contains(&3));
+        // Nowhere to go: nothing moves.
+        let mut m = three_brokers_rf3();
+        let r = m.apply(&MetadataCommand::DrainBroker {
+            id: 3,
+            draining: true,
+        });
+        assert_eq!(r, CommandResult::Moves(Vec::new()));
+    }
+
+    #[test]
+    fn rebalance_gives_a_new_broker_its_share_moving_as_few_as_it_can() {
+        let mut m = ClusterMetadata::default();
+        for id in 1..=3 {
+            register(&mut m, id);
+        }
+        m.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            id: [7; 16],
+            assignment: (0..6u64)
+                .map(|i| (0..3).map(|k| (i + k) % 3 + 1).collect())
+                .collect(),
+            config: BTreeMap::new(),
+        });
+        assert_eq!(m.apply(&MetadataCommand::Rebalance), CommandResult::Moves(Vec::new()));
+        register(&mut m, 4);
+        let r = m.apply(&MetadataCommand::Rebalance);
+        let CommandResult::Moves(moves) = r else {
+            panic!("{r:?}")
+        };
+        // 18 replicas over 4 brokers: 4 or 5 each, 4 replicas moved.
+        let c = counts(&m);
+        assert!(c.iter().all(|n| (4..=5).contains(n)), "{c:?}");
+        assert_eq!(moves.len(), 4);
+        for mv in &moves {
+            let p = &m.topics["t"].partitions[mv.partition as usize];
+            assert_eq!(p.adding, vec![4]);
+            assert_eq!(p.removing.len(), 1);
+        }
+        // Partitions already moving are left alone; again changes nothing.
+        assert_eq!(m.apply(&MetadataCommand::Rebalance), CommandResult::Moves(Vec::new()));
+        // A draining broker's replicas leave first.
+        let mut m2 = m.clone();
+        for i in 0..6 {
+            let p = &m2.topics["t"].partitions[i];
+            if p.moving() {
+                let all = p.replicas.clone();
+                let cmd = isr_of(&m2, i, &all);
+                assert_eq!(m2.apply(&cmd), CommandResult::Ok);
+            }
+        }
+        m2.brokers.get_mut(&1).unwrap().draining = true;
+        m2.apply(&MetadataCommand::Rebalance);
+        assert_eq!(replica_counts(&m2)[&1], 0);
     }
 }
