@@ -26,6 +26,7 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 pub mod cluster;
 pub mod fixed_port;
 pub mod process;
+pub mod workload;
 
 /// `target/<profile>`, derived from this test binary's path (`target/<profile>/deps/<test>-<hash>`).
 fn profile_dir() -> PathBuf {

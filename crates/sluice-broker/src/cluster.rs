@@ -49,6 +49,8 @@ pub struct ViewBroker {
     pub rack: Option<String>,
     /// Registered and not fenced.
     pub alive: bool,
+    /// Being decommissioned: no new replicas are placed on it.
+    pub draining: bool,
 }
 
 /// One partition's placement.
@@ -240,6 +242,12 @@ pub trait ClusterLink: Send + Sync {
     fn delete_group_offsets(&self, group: String) -> BoxFuture<'static, Result<(), BrokerError>>;
     /// A group's replicated committed offsets as this broker has applied them.
     fn group_offsets(&self, group: &str) -> Vec<ReplicatedOffset>;
+    /// Starts partition moves (a ReassignPartitions request) through the
+    /// controller; resolves, once applied here, to the moves started.
+    fn reassign(
+        &self,
+        request: sluice_protocol::ReassignPartitionsRequest,
+    ) -> BoxFuture<'static, Result<Vec<sluice_protocol::PartitionReplicas>, BrokerError>>;
 }
 
 #[cfg(test)]
@@ -253,6 +261,7 @@ mod tests {
             port: 7000 + id as u16,
             rack: None,
             alive,
+            draining: false,
         };
         let p = |leader| ViewPartition {
             leader: Some(leader),

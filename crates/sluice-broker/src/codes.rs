@@ -46,6 +46,7 @@ impl WireCode for BrokerError {
             BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::BrokerShuttingDown,
             BrokerError::Controller(_) => ErrorCode::RequestTimedOut,
+            BrokerError::InvalidReassignment(_) => ErrorCode::InvalidRequest,
             BrokerError::TopicMeta { .. }
             | BrokerError::Io { .. }
             | BrokerError::DataDirLocked { .. } => ErrorCode::StorageError,

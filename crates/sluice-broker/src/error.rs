@@ -173,6 +173,9 @@ pub enum BrokerError {
     /// The cluster controller could not carry out a metadata change (no leader, unreachable, timed out).
     #[error("cluster controller: {0}")]
     Controller(String),
+    /// A partition move the controller refused.
+    #[error("reassignment refused: {0}")]
+    InvalidReassignment(String),
     /// A `topic.meta` file is missing, damaged or has an unknown version.
     #[error("topic metadata {path}: {reason}")]
     TopicMeta {

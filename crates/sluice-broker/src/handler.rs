@@ -92,8 +92,9 @@ use sluice_protocol::{
     OffsetCommitTopicResponse, OffsetFetchPartitionResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetFetchTopicResponse, PartitionLag, PartitionMetadata,
     ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
-    ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse, Request,
-    RequestHeader, Response, TopicMetadata, TopicPartitions, TopicResult,
+    ReassignPartitionsResponse, ReplicaFetchPartitionResponse, ReplicaFetchRequest,
+    ReplicaFetchResponse, Request, RequestHeader, Response, TopicMetadata, TopicPartitions,
+    TopicResult,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -156,6 +157,7 @@ pub const HANDLERS: &[(ApiKey, Handler)] = &[
     (ApiKey::FindCoordinator, find_coordinator),
     (ApiKey::CreatePartitions, create_partitions),
     (ApiKey::AlterConfigs, alter_configs),
+    (ApiKey::ReassignPartitions, reassign_partitions),
     (ApiKey::ReplicaFetch, replica_fetch),
 ];
 
@@ -523,6 +525,33 @@ fn create_partitions(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
         .collect();
     Outcome::Respond(Response::CreatePartitions(CreatePartitionsResponse {
         topics,
+    }))
+}
+
+fn reassign_partitions(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
+    let Request::ReassignPartitions(r) = req else {
+        return mismatched();
+    };
+    let answer = |error, message: String, moves| {
+        Response::ReassignPartitions(ReassignPartitionsResponse {
+            error,
+            message,
+            moves,
+        })
+    };
+    let Some(link) = ctx.broker.cluster() else {
+        return Outcome::Respond(answer(
+            ErrorCode::InvalidRequest,
+            "not a cluster: a single broker has no replicas to move".into(),
+            Vec::new(),
+        ));
+    };
+    let link = Arc::clone(link);
+    Outcome::Deferred(Box::pin(async move {
+        Some(match link.reassign(r).await {
+            Ok(moves) => answer(ErrorCode::None, String::new(), moves),
+            Err(e) => answer(e.code(), crate::error::chain(&e), Vec::new()),
+        })
     }))
 }
 
@@ -1818,6 +1847,13 @@ pub(crate) mod tests {
         fn group_offsets(&self, _: &str) -> Vec<crate::cluster::ReplicatedOffset> {
             Vec::new()
         }
+        fn reassign(
+            &self,
+            _: sluice_protocol::ReassignPartitionsRequest,
+        ) -> BoxFuture<'static, Result<Vec<sluice_protocol::PartitionReplicas>, BrokerError>>
+        {
+            Box::pin(async { Err(BrokerError::Controller("not in these tests".into())) })
+        }
     }
 
     fn coordinator_of(ctx: &Context, group: &str) -> FindCoordinatorResponse {
@@ -1847,6 +1883,7 @@ pub(crate) mod tests {
             port,
             rack: None,
             alive: true,
+            draining: false,
         };
         let mut view = ClusterView {
             node_id: SINGLE_NODE_ID,
@@ -2061,6 +2098,13 @@ pub(crate) mod tests {
         }
         fn group_offsets(&self, _: &str) -> Vec<crate::cluster::ReplicatedOffset> {
             Vec::new()
+        }
+        fn reassign(
+            &self,
+            _: sluice_protocol::ReassignPartitionsRequest,
+        ) -> BoxFuture<'static, Result<Vec<sluice_protocol::PartitionReplicas>, BrokerError>>
+        {
+            Box::pin(async { Err(BrokerError::Controller("not in these tests".into())) })
         }
     }
 

@@ -1,8 +1,10 @@
 //! `sluice cluster ...`.
 
-use clap::Subcommand;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
 use serde_json::json;
-use sluice_client::{ClusterInfo, TopicInfo};
+use sluice_client::{Admin, ClusterInfo, PartitionReplicas, TopicInfo};
 
 use crate::errors::CliError;
 
@@ -16,6 +18,99 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Spread the replicas evenly over the live brokers (run it after adding
+    /// a broker), moving as few as possible, online.
+    Rebalance(MoveArgs),
+    /// Move every replica off broker ID, online, and keep new ones off it;
+    /// once it holds none it can be stopped for good.
+    Decommission {
+        /// The broker's node id.
+        id: u32,
+        #[command(flatten)]
+        wait: MoveArgs,
+    },
+    /// Take a decommissioned broker back: new replicas may go to it again.
+    Recommission {
+        /// The broker's node id.
+        id: u32,
+    },
+}
+
+/// How a command that moves replicas waits for the moves.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct MoveArgs {
+    /// Return once the moves started, without waiting for them to complete.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this many seconds (the moves go on).
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// Prints the moves started, then waits for them unless told not to.
+pub async fn follow_moves(
+    admin: &Admin,
+    moves: &[PartitionReplicas],
+    wait: MoveArgs,
+) -> Result<(), CliError> {
+    for m in moves {
+        let to: Vec<String> = m.replicas.iter().map(u32::to_string).collect();
+        outln!(
+            "moving {}/{} to replicas {}",
+            m.topic,
+            m.partition,
+            to.join(",")
+        );
+    }
+    if wait.no_wait || moves.is_empty() {
+        return Ok(());
+    }
+    admin
+        .wait_for_moves(moves, Duration::from_secs(wait.timeout))
+        .await?;
+    outln!("{} partition move(s) completed", moves.len());
+    Ok(())
+}
+
+/// Drains broker `id` in rounds (partitions moving already are taken in a
+/// later round) until no partition lists it; fails naming those left when
+/// a round moves nothing.
+async fn decommission(admin: &Admin, id: u32, wait: MoveArgs) -> Result<i32, CliError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait.timeout);
+    loop {
+        let moves = admin.drain_broker(id).await?;
+        follow_moves(admin, &moves, wait).await?;
+        if wait.no_wait {
+            outln!("broker {id} is draining");
+            return Ok(0);
+        }
+        let left = replicas_on(&admin.list_topics().await?, id);
+        if left.is_empty() {
+            outln!("broker {id} holds no replicas any more: it can be stopped");
+            return Ok(0);
+        }
+        if moves.is_empty() || std::time::Instant::now() >= deadline {
+            return Err(CliError::msg(format!(
+                "broker {id} still holds {} replica(s): {} (no other broker can take them, \
+                 or another reassignment is moving them: run this again once it completes)",
+                left.len(),
+                left.join(", ")
+            )));
+        }
+    }
+}
+
+/// The partitions (`topic/partition`) that list broker `id` as a replica.
+fn replicas_on(topics: &[TopicInfo], id: u32) -> Vec<String> {
+    topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.replicas.contains(&id))
+                .map(|p| format!("{}/{}", t.name, p.partition))
+        })
+        .collect()
 }
 
 /// A partition whose leader is not a live broker.
@@ -86,6 +181,25 @@ pub async fn run(broker: &str, command: ClusterCommand) -> Result<i32, CliError>
             } else {
                 print_status(&cluster, &orphans);
             }
+            Ok(0)
+        }
+        ClusterCommand::Rebalance(wait) => {
+            let admin = crate::topic::admin(broker).await?;
+            let moves = admin.rebalance().await?;
+            if moves.is_empty() {
+                outln!("the replicas are balanced already: nothing to move");
+            }
+            follow_moves(&admin, &moves, wait).await?;
+            Ok(0)
+        }
+        ClusterCommand::Decommission { id, wait } => {
+            let admin = crate::topic::admin(broker).await?;
+            decommission(&admin, id, wait).await
+        }
+        ClusterCommand::Recommission { id } => {
+            let admin = crate::topic::admin(broker).await?;
+            admin.undrain_broker(id).await?;
+            outln!("broker {id} takes new replicas again (run `sluice cluster rebalance` to give it some)");
             Ok(0)
         }
     }

@@ -28,6 +28,9 @@ pub enum TopicCommand {
     },
     /// Change a topic: grow its partition count, set or delete config keys.
     Alter(AlterArgs),
+    /// Move partitions to other brokers, online: the new replicas copy the
+    /// log, then the old ones are dropped.
+    Reassign(ReassignArgs),
     /// Delete a topic and all its data.
     Delete {
         /// Topic name.
@@ -37,6 +40,24 @@ pub enum TopicCommand {
     Produce(crate::produce::ProduceArgs),
     /// Print records of a topic.
     Consume(crate::consume::ConsumeArgs),
+}
+
+/// Options of `topic reassign`.
+#[derive(Args, Debug)]
+pub struct ReassignArgs {
+    /// Topic name.
+    pub name: String,
+    /// The partition(s) to move (repeat the flag for more).
+    #[arg(long, short = 'p', required = true)]
+    pub partition: Vec<u32>,
+    /// The new replicas, preferred leader first (e.g. 1,2,4).
+    #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
+    pub replicas: Vec<u32>,
+    /// Cancel the move under way instead (back to the replicas it had).
+    #[arg(long, conflicts_with = "replicas")]
+    pub cancel: bool,
+    #[command(flatten)]
+    pub wait: crate::cluster::MoveArgs,
 }
 
 /// Flush policy of a topic.
@@ -267,6 +288,29 @@ pub async fn run(broker: &str, command: TopicCommand) -> Result<i32, CliError> {
             Ok(0)
         }
         TopicCommand::Alter(args) => alter(broker, args).await,
+        TopicCommand::Reassign(args) => {
+            let admin = admin(broker).await?;
+            let replicas = if args.cancel {
+                Vec::new()
+            } else {
+                args.replicas
+            };
+            let moves = args
+                .partition
+                .iter()
+                .map(|&partition| sluice_client::PartitionReplicas {
+                    topic: args.name.clone(),
+                    partition,
+                    replicas: replicas.clone(),
+                })
+                .collect();
+            let started = admin
+                .reassign_partitions(moves)
+                .await
+                .map_err(CliError::topic(&args.name))?;
+            crate::cluster::follow_moves(&admin, &started, args.wait).await?;
+            Ok(0)
+        }
         TopicCommand::Delete { name } => {
             admin(broker)
                 .await?

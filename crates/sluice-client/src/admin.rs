@@ -19,8 +19,8 @@ use sluice_protocol::{
     CreatePartitionsTopic, CreateTopic, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeGroupsRequest, DescribedGroup, ErrorCode, ListOffsetsPartition,
     ListOffsetsRequest, ListOffsetsTopic, OffsetCommitPartition, OffsetCommitRequest,
-    OffsetCommitTopic, OffsetFetchRequest, OffsetSpec, Request, Response, TopicMetadata,
-    TopicPartitions,
+    OffsetCommitTopic, OffsetFetchRequest, OffsetSpec, PartitionReplicas, ReassignAction,
+    ReassignPartitionsRequest, Request, Response, TopicMetadata, TopicPartitions,
 };
 
 use crate::consumer::SeekTo;
@@ -358,6 +358,116 @@ impl Admin {
         topic_outcome("CreatePartitions", response, topic, || {
             format!("add partitions to topic \"{topic}\" (to {total})")
         })
+    }
+
+    /// Starts moving partitions to new replica lists, preferred leader first
+    /// (an empty list cancels that partition's move); all start or none.
+    /// Returns the moves started; they complete in the background once the
+    /// new replicas have caught up (see [`Admin::wait_for_moves`]).
+    pub async fn reassign_partitions(
+        &self,
+        moves: Vec<PartitionReplicas>,
+    ) -> Result<Vec<PartitionReplicas>> {
+        self.reassign(ReassignAction::Move, 0, moves, "reassign partitions".into())
+            .await
+    }
+
+    /// Spreads every topic's replicas evenly over the live brokers (a new
+    /// broker gets its share); returns the moves the controller started.
+    pub async fn rebalance(&self) -> Result<Vec<PartitionReplicas>> {
+        self.reassign(ReassignAction::Rebalance, 0, Vec::new(), "rebalance".into())
+            .await
+    }
+
+    /// Marks broker `node` as draining (no new replicas go to it) and starts
+    /// moving its replicas away; returns the moves started. Partitions that
+    /// were moving already are left for a later call.
+    pub async fn drain_broker(&self, node: u32) -> Result<Vec<PartitionReplicas>> {
+        self.reassign(
+            ReassignAction::Drain,
+            node,
+            Vec::new(),
+            format!("drain broker {node}"),
+        )
+        .await
+    }
+
+    /// Takes a drained broker back: new replicas may be placed on it again.
+    pub async fn undrain_broker(&self, node: u32) -> Result<()> {
+        self.reassign(
+            ReassignAction::Undrain,
+            node,
+            Vec::new(),
+            format!("undrain broker {node}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn reassign(
+        &self,
+        action: ReassignAction,
+        node_id: u32,
+        moves: Vec<PartitionReplicas>,
+        what: String,
+    ) -> Result<Vec<PartitionReplicas>> {
+        let request = Request::ReassignPartitions(ReassignPartitionsRequest {
+            action,
+            node_id,
+            moves,
+        });
+        let r = match self.cluster.bootstrap().request(&request).await? {
+            Response::ReassignPartitions(r) => r,
+            other => return Err(unexpected("ReassignPartitions", other)),
+        };
+        check(r.error, &r.message, || what)?;
+        Ok(r.moves)
+    }
+
+    /// Waits until each partition of `moves` has exactly its target replicas
+    /// (its move completed), asking Metadata every 200 ms, at most `timeout`.
+    pub async fn wait_for_moves(
+        &self,
+        moves: &[PartitionReplicas],
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let pending = self.pending_moves(moves).await?;
+            if pending == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout {
+                    what: format!("{pending} of {} partition moves to complete", moves.len()),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// How many of `moves` have not completed yet.
+    pub async fn pending_moves(&self, moves: &[PartitionReplicas]) -> Result<usize> {
+        let mut topics: Vec<String> = moves.iter().map(|m| m.topic.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        if topics.is_empty() {
+            return Ok(0);
+        }
+        let response = self.cluster.fetch_metadata(topics).await?;
+        Ok(moves
+            .iter()
+            .filter(|m| {
+                let replicas = response
+                    .topics
+                    .iter()
+                    .find(|t| t.name == m.topic)
+                    .and_then(|t| t.partitions.iter().find(|p| p.partition == m.partition))
+                    .map(|p| &p.replicas);
+                replicas != Some(&m.replicas)
+            })
+            .count())
     }
 
     /// Sets or deletes config keys of `topic` (AlterConfigs):

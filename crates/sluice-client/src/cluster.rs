@@ -511,8 +511,8 @@ pub(crate) mod tests {
     use sluice_protocol::codec::FrameCodec;
     use sluice_protocol::wire::{decode_request, encode_response, encode_response_version};
     use sluice_protocol::{
-        ApiVersionRange, BrokerInfo, DescribeGroupsRequest, DescribeGroupsResponse,
-        DescribedGroup, FindCoordinatorResponse, SUPPORTED_APIS,
+        ApiVersionRange, BrokerInfo, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup,
+        FindCoordinatorResponse, SUPPORTED_APIS,
     };
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
@@ -643,7 +643,7 @@ pub(crate) mod tests {
         cluster.fetch_metadata(Vec::new()).await.unwrap();
         assert_eq!(cluster.bootstrap.connected_addr(), Some(a_addr.to_string()));
         served.await.unwrap(); // broker 1's connection and listener are gone
-        // The bootstrap connection moves on to broker 2 (bounded retries).
+                               // The bootstrap connection moves on to broker 2 (bounded retries).
         for _ in 0..50 {
             if cluster.fetch_metadata(Vec::new()).await.is_ok() {
                 break;

@@ -52,4 +52,4 @@ pub use error::{ClientError, Result};
 pub use group::OffsetReset;
 pub use producer::{Delivery, Producer, ProducerConfig, Record, UNKNOWN_OFFSET};
 pub use sluice_protocol::batch::Compression;
-pub use sluice_protocol::{Acks, ConfigChange, ErrorCode, OffsetSpec};
+pub use sluice_protocol::{Acks, ConfigChange, ErrorCode, OffsetSpec, PartitionReplicas};

@@ -23,7 +23,7 @@ pub mod store;
 pub use controller::{Controller, ControllerConfig, ControllerStatus};
 pub use metadata::{
     Broker, ClusterMetadata, CommandResult, CommittedOffset, GroupOffset, MetadataCommand, NodeId,
-    PartitionMeta, TopicMeta,
+    PartitionMeta, PartitionMove, TopicMeta,
 };
 
 /// Errors of the cluster crate.

@@ -786,7 +786,11 @@ fn cancel_move(brokers: &BTreeMap<NodeId, Broker>, p: &mut PartitionMeta) {
     p.replicas = original;
     if p.leader.is_some_and(|l| adding.contains(&l)) {
         let live = |r: &NodeId| brokers.get(r).is_some_and(|b| !b.fenced);
-        p.leader = p.replicas.iter().copied().find(|r| p.isr.contains(r) && live(r));
+        p.leader = p
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| p.isr.contains(r) && live(r));
         p.leader_epoch = p.leader_epoch.wrapping_add(1);
     }
     p.partition_epoch = p.partition_epoch.wrapping_add(1);
@@ -870,7 +874,8 @@ fn plan_rebalance(m: &ClusterMetadata) -> Vec<PartitionMove> {
                 .map(|(i, p)| (t.name.clone(), i as u32, p.replicas.clone()))
         })
         .collect();
-    let current = |planned: &BTreeMap<(String, u32), Vec<NodeId>>, c: &(String, u32, Vec<NodeId>)| {
+    let current = |planned: &BTreeMap<(String, u32), Vec<NodeId>>,
+                   c: &(String, u32, Vec<NodeId>)| {
         planned
             .get(&(c.0.clone(), c.1))
             .cloned()
@@ -917,10 +922,16 @@ fn plan_rebalance(m: &ClusterMetadata) -> Vec<PartitionMove> {
         if count(&hi) <= count(&lo) + 1 {
             break;
         }
-        let found = candidates.iter().find(|c| {
+        // Prefer a partition hi follows in: its preferred leader stays.
+        let movable = |c: &&(String, u32, Vec<NodeId>)| {
             let r = current(&planned, c);
             r.contains(&hi) && !r.contains(&lo)
-        });
+        };
+        let found = candidates
+            .iter()
+            .filter(movable)
+            .find(|c| current(&planned, c).first() != Some(&hi))
+            .or_else(|| candidates.iter().find(movable));
         let Some(c) = found else { break };
         let replicas: Vec<NodeId> = current(&planned, c)
             .into_iter()
@@ -932,8 +943,40 @@ fn plan_rebalance(m: &ClusterMetadata) -> Vec<PartitionMove> {
         }
         *counts.entry(lo).or_default() += 1;
     }
+    // Last, spread the preferred leaders (the first replicas): reordering a
+    // partition's replicas moves no data.
+    let mut leads: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for c in &candidates {
+        if let Some(first) = current(&planned, c).first() {
+            *leads.entry(*first).or_default() += 1;
+        }
+    }
+    for c in &candidates {
+        let mut r = current(&planned, c);
+        let Some(&first) = r.first() else { continue };
+        let swap = (1..r.len())
+            .filter(|i| placeable.contains(&r[*i]))
+            .min_by_key(|i| (leads.get(&r[*i]).copied().unwrap_or(0), r[*i]));
+        let Some(i) = swap else { continue };
+        if leads.get(&r[i]).copied().unwrap_or(0) + 1 >= leads.get(&first).copied().unwrap_or(0) {
+            continue;
+        }
+        r.swap(0, i);
+        *leads.entry(r[0]).or_default() += 1;
+        if let Some(n) = leads.get_mut(&first) {
+            *n = n.saturating_sub(1);
+        }
+        planned.insert((c.0.clone(), c.1), r);
+    }
     planned
         .into_iter()
+        .filter(|((topic, partition), replicas)| {
+            // A reorder back to the current order is no move.
+            candidates
+                .iter()
+                .find(|c| &c.0 == topic && c.1 == *partition)
+                .is_none_or(|c| &c.2 != replicas)
+        })
         .map(|((topic, partition), replicas)| PartitionMove {
             topic,
             partition,
@@ -1453,12 +1496,19 @@ mod tests {
         let mut m = three_brokers_rf3();
         register(&mut m, 4);
         let r = m.apply(&mv(0, &[1, 2, 4]));
-        assert!(matches!(&r, CommandResult::Moves(v) if v[0].replicas == vec![1, 2, 4]), "{r:?}");
+        assert!(
+            matches!(&r, CommandResult::Moves(v) if v[0].replicas == vec![1, 2, 4]),
+            "{r:?}"
+        );
         let p = &m.topics["t"].partitions[0];
         assert_eq!(p.replicas, vec![1, 2, 4, 3]);
         assert_eq!((p.adding.clone(), p.removing.clone()), (vec![4], vec![3]));
         assert_eq!(p.isr, vec![1, 2, 3]);
-        assert_eq!(p.min_isr(), 3, "a majority of the four replicas while moving");
+        assert_eq!(
+            p.min_isr(),
+            3,
+            "a majority of the four replicas while moving"
+        );
         let epochs = (p.leader_epoch, p.partition_epoch);
         // Broker 4 caught up: the leader adds it and the move completes.
         assert_eq!(m.apply(&isr_of(&m, 0, &[1, 2, 4, 3])), CommandResult::Ok);
@@ -1541,7 +1591,10 @@ mod tests {
             assert_eq!(m, before, "{bad:?} changed state");
         }
         m.apply(&mv(0, &[1, 2, 4]));
-        assert!(matches!(m.apply(&mv(0, &[1, 3, 4])), CommandResult::Invalid(_)));
+        assert!(matches!(
+            m.apply(&mv(0, &[1, 3, 4])),
+            CommandResult::Invalid(_)
+        ));
         // Cancelled: back to the three replicas, 4 out of the ISR too.
         m.apply(&isr_of(&m, 0, &[1, 2, 3]));
         assert!(matches!(m.apply(&mv(0, &[])), CommandResult::Moves(_)));
@@ -1552,7 +1605,10 @@ mod tests {
         // Shrinking the replica set completes at once.
         m.apply(&mv(0, &[1, 2]));
         let p = &m.topics["t"].partitions[0];
-        assert_eq!((p.replicas.clone(), p.isr.clone()), (vec![1, 2], vec![1, 2]));
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![1, 2], vec![1, 2])
+        );
     }
 
     fn counts(m: &ClusterMetadata) -> Vec<usize> {
@@ -1603,7 +1659,10 @@ mod tests {
                 .collect(),
             config: BTreeMap::new(),
         });
-        assert_eq!(m.apply(&MetadataCommand::Rebalance), CommandResult::Moves(Vec::new()));
+        assert_eq!(
+            m.apply(&MetadataCommand::Rebalance),
+            CommandResult::Moves(Vec::new())
+        );
         register(&mut m, 4);
         let r = m.apply(&MetadataCommand::Rebalance);
         let CommandResult::Moves(moves) = r else {
@@ -1612,14 +1671,28 @@ mod tests {
         // 18 replicas over 4 brokers: 4 or 5 each, 4 replicas moved.
         let c = counts(&m);
         assert!(c.iter().all(|n| (4..=5).contains(n)), "{c:?}");
-        assert_eq!(moves.len(), 4);
-        for mv in &moves {
+        let moving: Vec<_> = moves
+            .iter()
+            .filter(|mv| m.topics["t"].partitions[mv.partition as usize].moving())
+            .collect();
+        assert_eq!(moving.len(), 4, "{moves:?}");
+        for mv in &moving {
             let p = &m.topics["t"].partitions[mv.partition as usize];
             assert_eq!(p.adding, vec![4]);
             assert_eq!(p.removing.len(), 1);
         }
+        // Preferred leaders spread too: at most 2 of the 6 on any broker.
+        let mut leads: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for p in &m.topics["t"].partitions {
+            *leads.entry(p.target()[0]).or_default() += 1;
+        }
+        assert!(leads.values().all(|n| *n <= 2), "{leads:?}");
+        assert!(leads.contains_key(&4), "{leads:?}");
         // Partitions already moving are left alone; again changes nothing.
-        assert_eq!(m.apply(&MetadataCommand::Rebalance), CommandResult::Moves(Vec::new()));
+        assert_eq!(
+            m.apply(&MetadataCommand::Rebalance),
+            CommandResult::Moves(Vec::new())
+        );
         // A draining broker's replicas leave first.
         let mut m2 = m.clone();
         for i in 0..6 {

@@ -106,6 +106,8 @@ pub enum ApiKey {
     AlterConfigs = 19,
     /// A follower broker's fetch from partition leaders (replication).
     ReplicaFetch = 20,
+    /// Move partitions to other brokers: listed moves, a rebalance, or draining a broker.
+    ReassignPartitions = 21,
 }
 
 /// `controller_id` when no controller is known.
@@ -184,6 +186,8 @@ pub enum Request {
     AlterConfigs(AlterConfigsRequest),
     /// ReplicaFetch.
     ReplicaFetch(ReplicaFetchRequest),
+    /// ReassignPartitions.
+    ReassignPartitions(ReassignPartitionsRequest),
 }
 
 /// One response body.
@@ -233,6 +237,8 @@ pub enum Response {
     AlterConfigs(AlterConfigsResponse),
     /// ReplicaFetch.
     ReplicaFetch(ReplicaFetchResponse),
+    /// ReassignPartitions.
+    ReassignPartitions(ReassignPartitionsResponse),
 }
 
 /// Supported version range of one api.
@@ -549,6 +555,66 @@ pub struct ReplicaFetchPartitionResponse {
     pub diverging_end_offset: u64,
     /// Whole record batches from `fetch_offset`, verbatim.
     pub records: Bytes,
+}
+
+/// What a ReassignPartitions request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReassignAction {
+    /// Move the listed partitions to their listed replicas (empty: cancel).
+    Move = 0,
+    /// Spread every topic's replicas evenly over the live brokers.
+    Rebalance = 1,
+    /// Drain broker `node_id` (decommission): no new replicas, its replicas move away.
+    Drain = 2,
+    /// Take broker `node_id` back after a drain (new replicas may go to it again).
+    Undrain = 3,
+}
+
+impl ReassignAction {
+    /// Maps a wire value to an action; `None` for unassigned values.
+    pub fn from_u8(v: u8) -> Option<ReassignAction> {
+        match v {
+            0 => Some(ReassignAction::Move),
+            1 => Some(ReassignAction::Rebalance),
+            2 => Some(ReassignAction::Drain),
+            3 => Some(ReassignAction::Undrain),
+            _ => None,
+        }
+    }
+}
+
+/// One partition and its (target) replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReplicas {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Broker ids, preferred leader first.
+    pub replicas: Vec<u32>,
+}
+
+/// ReassignPartitions request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignPartitionsRequest {
+    /// What to do.
+    pub action: ReassignAction,
+    /// The broker to drain or take back (Drain, Undrain; 0 otherwise).
+    pub node_id: u32,
+    /// The moves (Move only; empty otherwise).
+    pub moves: Vec<PartitionReplicas>,
+}
+
+/// ReassignPartitions response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignPartitionsResponse {
+    /// NONE, or why nothing was started.
+    pub error: ErrorCode,
+    /// Human-readable detail of `error` (empty on success).
+    pub message: String,
+    /// The moves started (or cancelled), with each partition's target replicas.
+    pub moves: Vec<PartitionReplicas>,
 }
 
 /// ReplicaFetch response.
@@ -1129,6 +1195,7 @@ impl ApiKey {
         ApiKey::CreatePartitions,
         ApiKey::AlterConfigs,
         ApiKey::ReplicaFetch,
+        ApiKey::ReassignPartitions,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -1160,6 +1227,7 @@ impl ApiKey {
             ApiKey::CreatePartitions => "CreatePartitions",
             ApiKey::AlterConfigs => "AlterConfigs",
             ApiKey::ReplicaFetch => "ReplicaFetch",
+            ApiKey::ReassignPartitions => "ReassignPartitions",
         }
     }
 
@@ -1279,6 +1347,7 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::CreatePartitions),
     v0(ApiKey::AlterConfigs),
     v0(ApiKey::ReplicaFetch),
+    v0(ApiKey::ReassignPartitions),
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
@@ -1319,6 +1388,7 @@ impl Request {
             Request::CreatePartitions(_) => ApiKey::CreatePartitions,
             Request::AlterConfigs(_) => ApiKey::AlterConfigs,
             Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
+            Request::ReassignPartitions(_) => ApiKey::ReassignPartitions,
         }
     }
 }
@@ -1349,6 +1419,7 @@ impl Response {
             Response::CreatePartitions(_) => ApiKey::CreatePartitions,
             Response::AlterConfigs(_) => ApiKey::AlterConfigs,
             Response::ReplicaFetch(_) => ApiKey::ReplicaFetch,
+            Response::ReassignPartitions(_) => ApiKey::ReassignPartitions,
         })
     }
 }

@@ -57,6 +57,8 @@
 //! | FindCoordinator (17) | `group_id string`                                                | `error u16, node_id u32, host string, port u16` |
 //! | CreatePartitions (18) | `[name string, count u32]`                                      | `[name string, error u16, message string]` |
 //! | AlterConfigs (19) | `[name string, [key string, value nullable_string]]` (null = delete) | `[name string, error u16, message string]` |
+//! | ReplicaFetch (20) | see `protocol.md` (broker to broker)                                 | see `protocol.md` |
+//! | ReassignPartitions (21) | `action u8, node_id u32, [topic string, partition u32, replicas [u32]]` (action 0 move, 1 rebalance, 2 drain `node_id`, 3 undrain; replicas empty = cancel) | `error u16, message string, [topic string, partition u32, replicas [u32]]` (the moves started) |
 //!
 //! Version 1 (the cluster fields; the broker answers in the request's version):
 //!
@@ -134,6 +136,14 @@ impl<'a> Enc<'a> {
         }
         self.u16(end as u16);
         self.buf.put_slice(&s.as_bytes()[..end]);
+    }
+    fn partition_replicas(&mut self, v: &[PartitionReplicas]) {
+        self.count(v.len());
+        for m in v {
+            self.string(&m.topic);
+            self.u32(m.partition);
+            self.u32s(&m.replicas);
+        }
     }
     fn u32s(&mut self, v: &[u32]) {
         self.count(v.len());
@@ -228,6 +238,11 @@ fn encode_request_body(e: &mut Enc<'_>, version: u16, request: &Request) {
                     e.records(&p.records);
                 }
             }
+        }
+        Request::ReassignPartitions(r) => {
+            e.u8(r.action as u8);
+            e.u32(r.node_id);
+            e.partition_replicas(&r.moves);
         }
         Request::ReplicaFetch(r) => {
             e.u32(r.replica_id);
@@ -406,6 +421,11 @@ fn encode_response_body(e: &mut Enc<'_>, version: u16, response: &Response) {
                     e.u64(p.last_offset);
                 }
             }
+        }
+        Response::ReassignPartitions(r) => {
+            e.code(r.error);
+            e.string(&r.message);
+            e.partition_replicas(&r.moves);
         }
         Response::ReplicaFetch(r) => {
             e.count(r.partitions.len());
@@ -1078,6 +1098,36 @@ fn decode_request_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Reques
                 topics,
             })
         }
+        ApiKey::ReassignPartitions => {
+            let action = d.u8("action")?;
+            let action = ReassignAction::from_u8(action).ok_or(ProtocolError::InvalidValue {
+                what: "action",
+                value: action as i64,
+            })?;
+            let node_id = d.u32("node_id")?;
+            let moves = d.budgeted_vec("moves", 10, Entries::Each, |d| {
+                Ok(PartitionReplicas {
+                    topic: d.topic_name("topic name")?,
+                    partition: d.u32("partition")?,
+                    replicas: d.u32s("replicas")?,
+                })
+            })?;
+            let mut seen: Vec<(&str, u32)> = moves
+                .iter()
+                .map(|m| (m.topic.as_str(), m.partition))
+                .collect();
+            seen.sort_unstable();
+            if seen.windows(2).any(|w| w[0] == w[1]) {
+                return Err(ProtocolError::Duplicate {
+                    what: "reassigned partition",
+                });
+            }
+            Request::ReassignPartitions(ReassignPartitionsRequest {
+                action,
+                node_id,
+                moves,
+            })
+        }
         ApiKey::ReplicaFetch => {
             let replica_id = d.u32("replica_id")?;
             let max_wait_ms = d.u32("max_wait_ms")?;
@@ -1361,6 +1411,17 @@ fn decode_response_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Respo
                             last_offset: d.u64("last_offset")?,
                         })
                     })?,
+                })
+            })?,
+        }),
+        ApiKey::ReassignPartitions => Response::ReassignPartitions(ReassignPartitionsResponse {
+            error: d.code("error")?,
+            message: d.string("message")?,
+            moves: d.vec("moves", 10, |d| {
+                Ok(PartitionReplicas {
+                    topic: d.string("topic name")?,
+                    partition: d.u32("partition")?,
+                    replicas: d.u32s("replicas")?,
                 })
             })?,
         }),
@@ -1810,6 +1871,27 @@ mod tests {
                     },
                 ],
             }),
+            Request::ReassignPartitions(ReassignPartitionsRequest {
+                action: ReassignAction::Move,
+                node_id: 0,
+                moves: vec![
+                    PartitionReplicas {
+                        topic: "orders".into(),
+                        partition: 0,
+                        replicas: vec![1, 2, 4],
+                    },
+                    PartitionReplicas {
+                        topic: "orders".into(),
+                        partition: 1,
+                        replicas: vec![],
+                    },
+                ],
+            }),
+            Request::ReassignPartitions(ReassignPartitionsRequest {
+                action: ReassignAction::Drain,
+                node_id: 3,
+                moves: vec![],
+            }),
             Request::ReplicaFetch(ReplicaFetchRequest {
                 replica_id: 2,
                 max_wait_ms: 500,
@@ -1908,6 +1990,20 @@ mod tests {
                         last_offset: 101,
                     }],
                 }],
+            }),
+            Response::ReassignPartitions(ReassignPartitionsResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                moves: vec![PartitionReplicas {
+                    topic: "orders".into(),
+                    partition: 2,
+                    replicas: vec![4, 2, 3],
+                }],
+            }),
+            Response::ReassignPartitions(ReassignPartitionsResponse {
+                error: ErrorCode::InvalidRequest,
+                message: "broker 9 is not registered".into(),
+                moves: vec![],
             }),
             Response::ReplicaFetch(ReplicaFetchResponse {
                 partitions: vec![

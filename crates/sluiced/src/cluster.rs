@@ -41,8 +41,9 @@ use sluice_broker::topic_meta::TopicOverrides;
 use sluice_broker::{Broker, BrokerError, ClusterConfig};
 use sluice_cluster::{
     ClusterMetadata, CommandResult, CommittedOffset, Controller, ControllerConfig, GroupOffset,
-    MetadataCommand,
+    MetadataCommand, PartitionMove,
 };
+use sluice_protocol::{PartitionReplicas, ReassignAction, ReassignPartitionsRequest};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -129,6 +130,7 @@ pub fn build_view(
                     port,
                     rack: b.rack.clone(),
                     alive: !b.fenced,
+                    draining: b.draining,
                 },
             )
         })
@@ -690,6 +692,87 @@ impl Link {
         .await
     }
 
+    async fn reassign(
+        &self,
+        r: ReassignPartitionsRequest,
+    ) -> Result<Vec<PartitionReplicas>, BrokerError> {
+        let cmd = match r.action {
+            ReassignAction::Move if r.moves.is_empty() => {
+                return Err(BrokerError::InvalidReassignment(
+                    "no partition listed".into(),
+                ))
+            }
+            ReassignAction::Move => MetadataCommand::ReassignPartitions {
+                moves: r
+                    .moves
+                    .iter()
+                    .map(|m| PartitionMove {
+                        topic: m.topic.clone(),
+                        partition: m.partition,
+                        replicas: m.replicas.iter().copied().map(u64::from).collect(),
+                    })
+                    .collect(),
+            },
+            ReassignAction::Rebalance => MetadataCommand::Rebalance,
+            ReassignAction::Drain | ReassignAction::Undrain => MetadataCommand::DrainBroker {
+                id: u64::from(r.node_id),
+                draining: r.action == ReassignAction::Drain,
+            },
+        };
+        let moves = match self.propose(cmd).await? {
+            CommandResult::Moves(moves) => moves,
+            CommandResult::UnknownTopic => {
+                let view = self.view.borrow().clone();
+                let missing = r
+                    .moves
+                    .iter()
+                    .find(|m| {
+                        view.topics
+                            .get(&m.topic)
+                            .is_none_or(|t| m.partition as usize >= t.partitions.len())
+                    })
+                    .map(|m| (m.topic.clone(), m.partition));
+                return Err(match missing {
+                    Some((topic, partition)) if view.topics.contains_key(&topic) => {
+                        BrokerError::UnknownPartition { topic, partition }
+                    }
+                    Some((topic, _)) => BrokerError::UnknownTopic(topic),
+                    None => BrokerError::InvalidReassignment("unknown topic".into()),
+                });
+            }
+            CommandResult::UnknownBroker => {
+                return Err(BrokerError::InvalidReassignment(format!(
+                    "broker {} is not registered",
+                    r.node_id
+                )))
+            }
+            CommandResult::Invalid(why) => return Err(BrokerError::InvalidReassignment(why)),
+            other => return Err(BrokerError::Controller(format!("refused: {other:?}"))),
+        };
+        let drain = matches!(r.action, ReassignAction::Drain | ReassignAction::Undrain)
+            .then_some((u64::from(r.node_id), r.action == ReassignAction::Drain));
+        let started = moves.clone();
+        self.wait_applied("the reassignment", move |m| {
+            let flag =
+                drain.is_none_or(|(id, d)| m.brokers.get(&id).is_some_and(|b| b.draining == d));
+            flag && started.iter().all(|mv| {
+                m.topics
+                    .get(&mv.topic)
+                    .and_then(|t| t.partitions.get(mv.partition as usize))
+                    .is_some_and(|p| p.target() == mv.replicas)
+            })
+        })
+        .await?;
+        Ok(moves
+            .into_iter()
+            .map(|m| PartitionReplicas {
+                topic: m.topic,
+                partition: m.partition,
+                replicas: m.replicas.into_iter().map(node_u32).collect(),
+            })
+            .collect())
+    }
+
     async fn alter(
         &self,
         name: String,
@@ -736,6 +819,7 @@ impl Link {
 fn placement_input(view: &ClusterView) -> (Vec<PlacementBroker>, PlacementLoad) {
     let brokers = view
         .live_brokers()
+        .filter(|b| !b.draining)
         .map(|b| PlacementBroker {
             id: u64::from(b.id),
             rack: b.rack.clone(),
@@ -840,6 +924,14 @@ impl ClusterLink for Link {
     fn delete_topic(&self, name: String) -> BoxFuture<'static, Result<(), BrokerError>> {
         let this = self.clone_handle();
         Box::pin(async move { this.delete(name).await })
+    }
+
+    fn reassign(
+        &self,
+        request: ReassignPartitionsRequest,
+    ) -> BoxFuture<'static, Result<Vec<PartitionReplicas>, BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move { this.reassign(request).await })
     }
 
     fn add_partitions(

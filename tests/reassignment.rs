@@ -1,0 +1,156 @@
+//! Elastic scaling on real `sluiced` nodes, online, under a stream of
+//! idempotent `acks = durable` produces: a fourth broker joins and
+//! `sluice cluster rebalance` moves replicas to it; `sluice topic reassign`
+//! makes it lead; `sluice cluster decommission` drains a voter, which is
+//! then killed for good. The checker then reads every partition back:
+//! every acknowledged record exactly once, at its offset, no gaps.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::cluster::{ClusterSpec, TestCluster};
+use common::workload::{check, leader_of, Workload, SEEN};
+use sluice_protocol::ErrorCode;
+
+const TOPIC: &str = "elastic";
+const PARTITIONS: u32 = 4;
+
+/// Each partition's replicas as node `via` reports them.
+fn replicas(c: &TestCluster, via: u32) -> Result<BTreeMap<u32, Vec<u32>>, String> {
+    let m = c.metadata(via, &[TOPIC])?;
+    let t = m
+        .topics
+        .iter()
+        .find(|t| t.name == TOPIC)
+        .ok_or("no topic")?;
+    Ok(t.partitions
+        .iter()
+        .map(|p| (p.partition, p.replicas.clone()))
+        .collect())
+}
+
+fn count_on(r: &BTreeMap<u32, Vec<u32>>, id: u32) -> usize {
+    r.values().filter(|v| v.contains(&id)).count()
+}
+
+fn cli_ok(c: &TestCluster, via: u32, args: &[&str]) -> String {
+    let out = c.sluice(via, args, b"");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    eprintln!("sluice {args:?}:\n{stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_broker_takes_replicas_and_a_decommissioned_one_gives_them_up_online() {
+    let mut c = TestCluster::start(ClusterSpec::voters(3).joiners(1).session_timeout_ms(2000));
+    // The fourth broker is down while the topic is placed: it gets nothing.
+    c.kill(4);
+    c.wait_for("broker 4 fenced", SEEN, |c| {
+        let d = c.describe_cluster(1)?;
+        match d.brokers.iter().find(|b| b.node_id == 4) {
+            Some(b) if !b.alive => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let (code, msg) = c.create_topic(1, TOPIC, PARTITIONS, 3);
+    assert_eq!(code, ErrorCode::None, "{msg}");
+    c.wait_topic(TOPIC, PARTITIONS, SEEN);
+    assert_eq!(count_on(&replicas(&c, 1).unwrap(), 4), 0);
+
+    let w = Workload::start(c.bootstrap(1), TOPIC, PARTITIONS, 12_000);
+    w.wait_acked(1500, &c).await;
+
+    // Bad requests are refused with a reason and change nothing.
+    let out = c.sluice(
+        1,
+        &["topic", "reassign", TOPIC, "-p", "0", "--replicas", "1,2,9"],
+        b"",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broker 9 is not registered"), "{err}");
+    let out = c.sluice(1, &["topic", "reassign", TOPIC, "-p", "0", "--cancel"], b"");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no move to cancel"));
+
+    // The fourth broker joins; a rebalance gives it its share (12 replicas
+    // over 4 brokers: 3 each) while the producer goes on.
+    c.restart(4);
+    c.wait_for("broker 4 alive", SEEN, |c| {
+        let d = c.describe_cluster(1)?;
+        match d.brokers.iter().find(|b| b.node_id == 4) {
+            Some(b) if b.alive => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let out = cli_ok(&c, 1, &["cluster", "rebalance", "--timeout", "50"]);
+    assert!(out.contains("partition move(s) completed"), "{out}");
+    let after = replicas(&c, 1).unwrap();
+    for id in 1..=4 {
+        assert_eq!(count_on(&after, id), 3, "broker {id}: {after:?}");
+    }
+    for (p, r) in &after {
+        assert_eq!(r.len(), 3, "partition {p}: {r:?}");
+    }
+
+    // Broker 4 leads one of its partitions: its copy is the one served.
+    let (&p4, r4) = after.iter().find(|(_, r)| r.contains(&4)).unwrap();
+    let mut order = vec![4];
+    order.extend(r4.iter().copied().filter(|r| *r != 4));
+    let order = order
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    cli_ok(
+        &c,
+        2,
+        &[
+            "topic",
+            "reassign",
+            TOPIC,
+            "-p",
+            &p4.to_string(),
+            "--replicas",
+            &order,
+        ],
+    );
+    c.wait_for(
+        "broker 4 to lead",
+        Duration::from_secs(40),
+        |c| match leader_of(c, TOPIC, p4) {
+            4 => Ok(()),
+            l => Err(format!("leader {l}")),
+        },
+    );
+
+    // Broker 3 (a controller voter) is decommissioned, then killed for good.
+    let out = cli_ok(&c, 1, &["cluster", "decommission", "3", "--timeout", "50"]);
+    assert!(out.contains("broker 3 holds no replicas"), "{out}");
+    let drained = replicas(&c, 1).unwrap();
+    assert_eq!(count_on(&drained, 3), 0, "{drained:?}");
+    for (p, r) in &drained {
+        assert_eq!(r.len(), 3, "partition {p}: {r:?}");
+    }
+    // A new topic is not placed on a draining broker.
+    let (code, msg) = c.create_topic(1, "after-drain", 4, 3);
+    assert_eq!(code, ErrorCode::None, "{msg}");
+    let placed = c.wait_topic("after-drain", 4, SEEN);
+    assert!(
+        placed.iter().all(|p| !p.replicas.contains(&3)),
+        "{placed:?}"
+    );
+    c.kill(3);
+
+    let acked = w.finish(&c).await;
+    assert!(acked.len() >= 11_000, "only {} acknowledged", acked.len());
+    check(&mut c, TOPIC, PARTITIONS, &acked).await;
+}
