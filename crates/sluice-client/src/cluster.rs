@@ -61,6 +61,11 @@ pub(crate) struct Cluster {
 }
 
 /// Whether `e` means the broker could not be reached (another may answer).
+/// Longest wait for a Metadata answer (bounded by the request timeout too):
+/// a broker that is paused or cut off answers nothing, and the metadata
+/// is then asked of the next broker rather than after a whole request timeout.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn unreachable(e: &ClientError) -> bool {
     matches!(
         e,
@@ -142,10 +147,20 @@ impl Cluster {
     /// earlier answer named is asked in turn: in a cluster, any live broker
     /// answers Metadata.
     pub async fn fetch_metadata(&self, topics: Vec<String>) -> Result<MetadataResponse> {
+        let timeout = self.config.request_timeout.min(METADATA_TIMEOUT);
+        self.fetch_metadata_within(topics, timeout).await
+    }
+
+    /// [`Cluster::fetch_metadata`] waiting at most `timeout` for each broker asked.
+    pub async fn fetch_metadata_within(
+        &self,
+        topics: Vec<String>,
+        timeout: Duration,
+    ) -> Result<MetadataResponse> {
         let request = Request::Metadata(MetadataRequest { topics });
         let request = &request;
         let response = self
-            .on_any_broker(|conn| async move { metadata_from(&conn, request).await })
+            .on_any_broker(|conn| async move { metadata_from(&conn, request, timeout).await })
             .await?;
         self.update(&response);
         Ok(response)
@@ -171,7 +186,8 @@ impl Cluster {
         for node in leaders {
             let known = lock(&self.state).brokers.get(&node).map(|(_, c)| c.clone());
             let Some(conn) = known else { continue };
-            let Ok(theirs) = metadata_from(&conn, &request).await else {
+            let timeout = self.config.request_timeout.min(METADATA_TIMEOUT);
+            let Ok(theirs) = metadata_from(&conn, &request, timeout).await else {
                 continue;
             };
             for t in &mut response.topics {
@@ -493,8 +509,12 @@ fn is_unspecified(host: &str) -> bool {
 }
 
 /// One Metadata request on `conn`, negotiated to the highest version both speak.
-async fn metadata_from(conn: &Connection, request: &Request) -> Result<MetadataResponse> {
-    match conn.request_negotiated(request).await? {
+async fn metadata_from(
+    conn: &Connection,
+    request: &Request,
+    timeout: Duration,
+) -> Result<MetadataResponse> {
+    match conn.request_negotiated_within(request, timeout).await? {
         Response::Metadata(m) => Ok(m),
         other => Err(ClientError::UnexpectedResponse {
             request: "Metadata",
@@ -558,7 +578,20 @@ pub(crate) mod tests {
     }
 
     /// A fake broker on `listener` (see [`serve_fake`]).
-    async fn serve_fake_on(listener: TcpListener, handler: FakeHandler) {
+    pub(crate) async fn serve_fake_on(listener: TcpListener, handler: FakeHandler) {
+        serve_fake_maybe(
+            listener,
+            Arc::new(move |request, addr| Some(handler(request, addr))),
+        )
+        .await
+    }
+
+    /// A fake broker on `listener` that leaves a request unanswered when
+    /// `handler` returns `None` (a paused broker).
+    pub(crate) async fn serve_fake_maybe(
+        listener: TcpListener,
+        handler: Arc<dyn Fn(Request, std::net::SocketAddr) -> Option<Response> + Send + Sync>,
+    ) {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             for _ in 0..16 {
@@ -571,11 +604,14 @@ pub(crate) mod tests {
                     let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
                     while let Some(Ok(payload)) = frames.next().await {
                         let (header, request) = decode_request(payload).expect("decodes");
+                        let Some(response) = handler(request, addr) else {
+                            continue;
+                        };
                         let mut buf = BytesMut::new();
                         encode_response_version(
                             header.correlation_id,
                             header.api_version,
-                            &handler(request, addr),
+                            &response,
                             &mut buf,
                         );
                         if write.write_all(&buf).await.is_err() {

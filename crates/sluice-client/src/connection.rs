@@ -211,6 +211,18 @@ impl Connection {
             .await
     }
 
+    /// [`Connection::request_negotiated`] waiting at most `timeout`.
+    pub async fn request_negotiated_within(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response> {
+        self.submit_with(request, Version::Negotiated, timeout)
+            .await?
+            .wait()
+            .await
+    }
+
     /// The version of `key` that [`Connection::request_negotiated`] would
     /// send on the current session (asking ApiVersions first if needed).
     pub async fn api_version(&self, key: ApiKey) -> Result<u16> {

@@ -436,6 +436,36 @@ struct Unavailable {
 /// Most batch buffers a producer keeps for reuse.
 const POOL_BUFFERS: usize = 4;
 
+/// A produce request unanswered this long makes the producer ask the
+/// metadata whether its partitions' leaders moved meanwhile.
+const STALL_AFTER: Duration = Duration::from_millis(1000);
+
+/// How often the metadata is asked while requests stall, and how long
+/// each broker may take to answer it.
+const STALL_CHECK: Duration = Duration::from_millis(500);
+
+/// The batches of one produce request waiting for its answer; whoever takes
+/// them (the answer, or the stall check) completes them.
+type RequestSlot = Arc<Mutex<Option<Vec<SealedBatch>>>>;
+
+/// A produce request waiting for its answer.
+struct InFlightRequest {
+    /// The broker it went to (`None`: the bootstrap broker).
+    node: Option<u32>,
+    sent: Instant,
+    slot: RequestSlot,
+}
+
+/// The produce requests waiting for answers, by id.
+#[derive(Default)]
+struct Requests {
+    next_id: u64,
+    waiting: HashMap<u64, InFlightRequest>,
+    /// When the metadata was last asked because of a stall.
+    last_check: Option<Instant>,
+    checking: bool,
+}
+
 struct Shared {
     cluster: Arc<Cluster>,
     config: ProducerConfig,
@@ -450,6 +480,8 @@ struct Shared {
     /// Mirrors `State::unavailable.is_some()`, so `enqueue` can fail fast
     /// before it waits for buffer memory without taking the state lock.
     unavailable_flag: AtomicBool,
+    /// Produce requests waiting for their answers (see [`stall_check`]).
+    requests: Mutex<Requests>,
 }
 
 /// Stops the sender task once every handle of the producer is gone.
@@ -741,6 +773,7 @@ impl Shared {
             metadata_failing_since: Mutex::new(None),
             producer_id: tokio::sync::OnceCell::new(),
             unavailable_flag: AtomicBool::new(false),
+            requests: Mutex::new(Requests::default()),
         }
     }
 
@@ -1330,7 +1363,11 @@ async fn sender_loop(shared: Arc<Shared>) {
         if !plan.dispatch.is_empty() {
             dispatch(&shared, plan.dispatch).await;
         }
-        match plan.next_wakeup {
+        let next_wakeup = match (plan.next_wakeup, stall_check(&shared)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next_wakeup {
             Some(at) => {
                 tokio::select! {
                     _ = shared.wake.notified() => {}
@@ -1382,13 +1419,13 @@ async fn dispatch(shared: &Arc<Shared>, batches: Vec<SealedBatch>) {
             {
                 let full = std::mem::take(&mut request_batches);
                 request_bytes = 0;
-                send_request(shared, &conn, full).await;
+                send_request(shared, &conn, node, full).await;
             }
             request_bytes += batch.data.len();
             request_batches.push(batch);
         }
         if !request_batches.is_empty() {
-            send_request(shared, &conn, request_batches).await;
+            send_request(shared, &conn, node, request_batches).await;
         }
     }
 }
@@ -1399,6 +1436,7 @@ async fn dispatch(shared: &Arc<Shared>, batches: Vec<SealedBatch>) {
 async fn send_request(
     shared: &Arc<Shared>,
     conn: &crate::connection::Connection,
+    node: Option<u32>,
     batches: Vec<SealedBatch>,
 ) {
     let config = &shared.config;
@@ -1437,14 +1475,123 @@ async fn send_request(
     }
     match conn.submit(&request, timeout).await {
         Ok(pending) => {
+            let slot: RequestSlot = Arc::new(Mutex::new(Some(batches)));
+            let id = {
+                let mut r = lock(&shared.requests);
+                let id = r.next_id;
+                r.next_id += 1;
+                r.waiting.insert(
+                    id,
+                    InFlightRequest {
+                        node,
+                        sent: Instant::now(),
+                        slot: Arc::clone(&slot),
+                    },
+                );
+                id
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 let response = pending.wait().await;
-                finish_request(&shared, batches, response);
+                lock(&shared.requests).waiting.remove(&id);
+                // None: the stall check gave the batches up (resent elsewhere).
+                let taken = lock(&slot).take();
+                if let Some(batches) = taken {
+                    finish_request(&shared, batches, response);
+                }
             });
         }
         Err(e) => finish_request(shared, batches, Err(e)),
     }
+}
+
+/// When produce requests have waited past [`STALL_AFTER`] (their broker
+/// may be paused or cut off, and answers nothing until the request
+/// timeout), asks the metadata of any broker, at most every
+/// [`STALL_CHECK`], whether their partitions' leaders moved. A request
+/// whose partition now has another leader is given up: its batches are
+/// retried on the new leader (an idempotent producer's retry is
+/// deduplicated there if the old leader had replicated the batch; a deposed
+/// leader cannot acknowledge it). Returns when to check next, if anything waits.
+fn stall_check(shared: &Arc<Shared>) -> Option<Instant> {
+    let now = Instant::now();
+    let mut r = lock(&shared.requests);
+    let oldest = r.waiting.values().map(|w| w.sent).min()?;
+    let stalled_at = oldest + STALL_AFTER;
+    if now < stalled_at {
+        return Some(stalled_at);
+    }
+    let due = r.last_check.map_or(now, |t| t + STALL_CHECK);
+    if r.checking || now < due {
+        return Some(due.max(now + Duration::from_millis(50)));
+    }
+    r.checking = true;
+    r.last_check = Some(now);
+    let mut topics: Vec<String> = Vec::new();
+    for w in r.waiting.values().filter(|w| w.sent + STALL_AFTER <= now) {
+        if let Some(batches) = lock(&w.slot).as_ref() {
+            for b in batches {
+                if !topics.iter().any(|t| **t == *b.topic) {
+                    topics.push(b.topic.to_string());
+                }
+            }
+        }
+    }
+    drop(r);
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let asked = shared
+            .cluster
+            .fetch_metadata_within(topics, STALL_CHECK)
+            .await;
+        let mut moved: Vec<(SealedBatch, ClientError)> = Vec::new();
+        if asked.is_ok() {
+            let mut r = lock(&shared.requests);
+            let now = Instant::now();
+            r.waiting.retain(|_, w| {
+                if w.sent + STALL_AFTER > now {
+                    return true;
+                }
+                let mut slot = lock(&w.slot);
+                let gone = slot.as_ref().is_some_and(|batches| {
+                    batches.iter().any(|b| {
+                        let leader = shared
+                            .cluster
+                            .cached_route(&b.topic)
+                            .and_then(|t| t.leaders.get(b.partition as usize).copied());
+                        leader.is_some() && leader != w.node
+                    })
+                });
+                if !gone {
+                    return true;
+                }
+                for b in slot.take().unwrap_or_default() {
+                    let e = ClientError::broker(
+                        ErrorCode::NotLeaderForPartition,
+                        format!(
+                            "produce to \"{}\"/{}: the leader moved while the request waited",
+                            b.topic, b.partition
+                        ),
+                    );
+                    moved.push((b, e));
+                }
+                false
+            });
+        }
+        lock(&shared.requests).checking = false;
+        if !moved.is_empty() {
+            tracing::debug!(
+                batches = moved.len(),
+                "resending batches stalled on a deposed leader"
+            );
+        }
+        // The route is fresh: retry without forgetting it.
+        for (b, e) in moved {
+            shared.finish_batch(b, Err(e), true);
+        }
+        shared.wake.notify_one();
+    });
+    Some(now + STALL_CHECK)
 }
 
 /// Completes (or requeues) the batches of one produce request from its answer.
@@ -1898,5 +2045,114 @@ mod tests {
         assert!(!s.unavailable_flag.load(Ordering::Acquire));
         let d = append(&s, keyless("e").partition(0), 1);
         assert_eq!(d.partition(), 0);
+    }
+
+    #[tokio::test]
+    async fn batches_stalled_on_a_paused_leader_go_to_the_new_one() {
+        use crate::cluster::tests::serve_fake_maybe;
+        use sluice_protocol::{
+            BrokerInfo, InitProducerIdResponse, MetadataResponse, PartitionMetadata,
+            ProducePartitionResponse, ProduceResponse, ProduceTopicResponse, TopicMetadata,
+            SUPPORTED_APIS,
+        };
+        use std::sync::atomic::AtomicU32;
+        use tokio::net::TcpListener;
+
+        let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        // Broker 1 leads, then pauses (answers no Produce); the metadata
+        // names broker 2 once `leader` is flipped.
+        let leader = Arc::new(AtomicU32::new(1));
+        let produced_on_2 = Arc::new(AtomicU32::new(0));
+        let handler = |me: u32| {
+            let leader = Arc::clone(&leader);
+            let produced_on_2 = Arc::clone(&produced_on_2);
+            Arc::new(move |request: Request, _| match request {
+                Request::ApiVersions => Some(Response::ApiVersions(
+                    sluice_protocol::ApiVersionsResponse {
+                        apis: SUPPORTED_APIS.to_vec(),
+                    },
+                )),
+                Request::Metadata(_) => Some(Response::Metadata(MetadataResponse {
+                    brokers: [(1, a_addr), (2, b_addr)]
+                        .iter()
+                        .map(|(id, addr)| BrokerInfo {
+                            node_id: *id,
+                            host: addr.ip().to_string(),
+                            port: addr.port(),
+                            rack: None,
+                        })
+                        .collect(),
+                    topics: vec![TopicMetadata {
+                        error: ErrorCode::None,
+                        name: "t".into(),
+                        partitions: vec![PartitionMetadata {
+                            partition: 0,
+                            error: ErrorCode::None,
+                            leader: leader.load(Ordering::SeqCst),
+                            start_offset: 0,
+                            end_offset: 0,
+                            size_bytes: 0,
+                            leader_epoch: 0,
+                            replicas: vec![1, 2],
+                            isr: vec![1, 2],
+                        }],
+                        configs: Vec::new(),
+                    }],
+                    controller_id: 1,
+                    cluster_id: "c".into(),
+                })),
+                Request::InitProducerId => Some(Response::InitProducerId(InitProducerIdResponse {
+                    error: ErrorCode::None,
+                    producer_id: 7,
+                    producer_epoch: 0,
+                })),
+                Request::Produce(_) if me == 1 => None,
+                Request::Produce(_) => {
+                    produced_on_2.fetch_add(1, Ordering::SeqCst);
+                    Some(Response::Produce(ProduceResponse {
+                        topics: vec![ProduceTopicResponse {
+                            name: "t".into(),
+                            partitions: vec![ProducePartitionResponse {
+                                partition: 0,
+                                error: ErrorCode::None,
+                                base_offset: 40,
+                                last_offset: 40,
+                            }],
+                        }],
+                    }))
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+        };
+        serve_fake_maybe(a, handler(1)).await;
+        serve_fake_maybe(b, handler(2)).await;
+        let mut client = ClientConfig::new(a_addr.to_string());
+        client.request_timeout = Duration::from_secs(30);
+        let producer = Producer::with_config(
+            client,
+            ProducerConfig {
+                acks: Acks::Durable,
+                ..ProducerConfig::default()
+            },
+        );
+        let started = Instant::now();
+        let delivery = producer
+            .enqueue(Record::new("t", "v").partition(0))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        leader.store(2, Ordering::SeqCst);
+        let r = tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("delivered well before the 30 s request timeout");
+        assert_eq!(r.unwrap(), (0, 40));
+        assert_eq!(produced_on_2.load(Ordering::SeqCst), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
