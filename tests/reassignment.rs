@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::cluster::{ClusterSpec, TestCluster};
-use common::workload::{check, leader_of, Workload, SEEN};
+use common::workload::{check, check_retained, leader_of, Workload, SEEN};
+use common::RawClient;
 use sluice_protocol::ErrorCode;
+use sluice_protocol::OffsetSpec;
 
 const TOPIC: &str = "elastic";
 const PARTITIONS: u32 = 4;
@@ -153,4 +155,80 @@ async fn a_joining_broker_takes_replicas_and_a_decommissioned_one_gives_them_up_
     let acked = w.finish(&c).await;
     assert!(acked.len() >= 11_000, "only {} acknowledged", acked.len());
     check(&mut c, TOPIC, PARTITIONS, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_of_a_partition_whose_head_was_deleted_starts_at_the_leaders_log_start() {
+    let mut c = TestCluster::start(
+        ClusterSpec::voters(3)
+            .joiners(1)
+            .session_timeout_ms(2000)
+            .extra_args(&["--housekeeping-interval-ms", "200"]),
+    );
+    c.wait_ready(SEEN);
+    cli_ok(
+        &c,
+        1,
+        &[
+            "topic",
+            "create",
+            "ret",
+            "-p",
+            "1",
+            "--replication-factor",
+            "3",
+            "--segment-bytes",
+            "65536",
+            "--retention-bytes",
+            "131072",
+        ],
+    );
+    c.wait_topic("ret", 1, SEEN);
+    let w = Workload::start(c.bootstrap(1), "ret", 1, 20_000);
+    let acked = w.finish(&c).await;
+    assert_eq!(acked.len(), 20_000);
+    // Retention deleted the leader's oldest segments.
+    c.wait_for("the leader's log start past 0", SEEN, |c| {
+        let leader = leader_of(c, "ret", 0);
+        let (err, start, _) =
+            RawClient::connect(c.addr(leader)).list_offset("ret", 0, OffsetSpec::Earliest);
+        match err {
+            ErrorCode::None if start > 0 => Ok(()),
+            e => Err(format!("{e} start {start}")),
+        }
+    });
+    let r = replicas_of(&c, "ret");
+    let new = (1..=4).find(|id| !r.contains(id)).unwrap();
+    // The new broker replaces a follower and becomes the preferred leader.
+    let target = format!("{new},{},{}", r[0], r[2]);
+    cli_ok(
+        &c,
+        1,
+        &[
+            "topic",
+            "reassign",
+            "ret",
+            "-p",
+            "0",
+            "--replicas",
+            &target,
+            "--timeout",
+            "50",
+        ],
+    );
+    c.wait_for(
+        "the new replica to lead",
+        Duration::from_secs(40),
+        |c| match leader_of(c, "ret", 0) {
+            l if l == new => Ok(()),
+            l => Err(format!("leader {l}")),
+        },
+    );
+    check_retained(&mut c, "ret", 1, &acked, true).await;
+}
+
+/// Partition 0's replicas of `topic` as node 1 reports them.
+fn replicas_of(c: &TestCluster, topic: &str) -> Vec<u32> {
+    let m = c.metadata(1, &[topic]).unwrap();
+    m.topics[0].partitions[0].replicas.clone()
 }

@@ -210,9 +210,33 @@ pub async fn check(
     partitions: u32,
     acked: &BTreeMap<u64, (u32, u64)>,
 ) {
-    // Each partition's committed end, from its leader.
+    check_retained(c, topic, partitions, acked, false).await
+}
+
+/// [`check`] of a topic whose retention may have deleted its oldest
+/// records (`retention`): each partition is checked from its leader's log
+/// start, which must then be past 0 in at least one partition.
+pub async fn check_retained(
+    c: &mut TestCluster,
+    topic: &str,
+    partitions: u32,
+    acked: &BTreeMap<u64, (u32, u64)>,
+    retention: bool,
+) {
+    // Each partition's log start and committed end, from its leader.
+    let mut starts = BTreeMap::new();
     let mut ends = BTreeMap::new();
     for p in 0..partitions {
+        let start = if retention {
+            let leader = leader_of(c, topic, p);
+            let (err, start, _) =
+                RawClient::connect(c.addr(leader)).list_offset(topic, p, OffsetSpec::Earliest);
+            assert_eq!(err, ErrorCode::None, "log start of {topic}/{p}");
+            start
+        } else {
+            0
+        };
+        starts.insert(p, start);
         let need = acked
             .values()
             .filter(|(q, _)| *q == p)
@@ -244,7 +268,13 @@ pub async fn check(
         },
     );
     consumer.assign((0..partitions).map(|p| (topic.to_string(), p)).collect());
-    let total: u64 = ends.values().sum();
+    if retention {
+        assert!(
+            starts.values().any(|s| *s > 0),
+            "nothing deleted: {starts:?}"
+        );
+    }
+    let total: u64 = ends.iter().map(|(p, e)| e - starts[p]).sum();
     let mut read: BTreeMap<(u32, u64), u64> = BTreeMap::new();
     let reading = async {
         while (read.len() as u64) < total {
@@ -269,10 +299,13 @@ pub async fn check(
     {
         panic!("read {} of {total} records\n{}", read.len(), c.logs());
     }
-    // No gaps: offsets 0..end of every partition.
+    // No gaps: offsets start..end of every partition.
     for (p, end) in &ends {
         let n = read.keys().filter(|(q, _)| q == p).count() as u64;
-        assert_eq!(n, *end, "partition {p}: offsets missing");
+        assert_eq!(n, *end - starts[p], "partition {p}: offsets missing");
+        if let Some(((_, first), _)) = read.range((*p, 0)..(*p + 1, 0)).next() {
+            assert_eq!(*first, starts[p], "partition {p}: first offset");
+        }
     }
     // No record twice; sequence numbers rise within a partition.
     let mut seen: BTreeMap<u64, (u32, u64)> = BTreeMap::new();
@@ -290,8 +323,9 @@ pub async fn check(
             assert!(*seq > l, "partition {p}: {seq} after {l} at offset {o}");
         }
     }
-    // Every acknowledged record at its acknowledged offset.
-    for (seq, at) in acked {
+    // Every acknowledged record at its acknowledged offset (retention may
+    // have deleted those below the log start).
+    for (seq, at) in acked.iter().filter(|(_, (p, o))| *o >= starts[p]) {
         assert_eq!(
             seen.get(seq),
             Some(at),

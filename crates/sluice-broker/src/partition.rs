@@ -924,6 +924,39 @@ impl Partition {
         self.truncate_locked(to)
     }
 
+    /// A follower whose whole log is below its leader's log start `offset`
+    /// (the leader deleted those segments): empties its log to start at
+    /// `offset`, with no epoch history and no producer state. Nothing
+    /// happens when its log reaches `offset`.
+    pub fn restart_replica_at(
+        &self,
+        leader: u32,
+        follow_epoch: u32,
+        offset: u64,
+    ) -> Result<(), BrokerError> {
+        let role = read_role(&self.repl.role);
+        self.check_following(&role, leader, follow_epoch)?;
+        let end = self.log.end_offset();
+        if offset <= end {
+            return Ok(());
+        }
+        tracing::warn!(topic = %self.topic, partition = self.index, end, leader_start = offset, "the leader's log starts past this replica's end: restarting the log there");
+        {
+            // The history goes first: a crash before the log restarts leaves
+            // a log without epochs, which the leader answers the same way.
+            let mut h = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+            if h.truncate_from(0) {
+                h.store(self.log.dir())?;
+            }
+        }
+        self.log.restart_at(offset).map_err(|e| self.log_err(e))?;
+        *self.producers.lock().unwrap_or_else(|e| e.into_inner()) =
+            rebuild_producer_states(&self.log);
+        self.end_tx.send_replace(offset);
+        self.metrics.end_offset.set(offset as i64);
+        Ok(())
+    }
+
     /// Truncates the log (role lock held by the caller) and brings the
     /// epoch history, the producer state and the end watch in line.
     fn truncate_locked(&self, offset: u64) -> Result<u64, BrokerError> {

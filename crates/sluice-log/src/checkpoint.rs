@@ -125,22 +125,33 @@ const TRUNCATION_MAGIC: &[u8; 4] = b"SLTR";
 /// The 20 bytes of a truncation marker for `offset`: the checkpoint layout
 /// with magic `SLTR`, version 1, flags 0.
 pub(crate) fn encode_truncation(offset: u64) -> [u8; LEN] {
+    encode_marker(TRUNCATION_MAGIC, offset)
+}
+
+/// Decodes a truncation marker into its offset, or says why it is not one.
+pub(crate) fn decode_truncation(bytes: &[u8]) -> Result<u64, String> {
+    decode_marker(TRUNCATION_MAGIC, bytes)
+}
+
+/// The 20 bytes of an offset marker: the checkpoint layout with `magic`,
+/// version 1, flags 0.
+fn encode_marker(magic: &[u8; 4], offset: u64) -> [u8; LEN] {
     let mut out = encode(Checkpoint {
         recovery_offset: offset,
         clean: false,
     });
-    out[0..4].copy_from_slice(TRUNCATION_MAGIC);
+    out[0..4].copy_from_slice(magic);
     let crc = crc32fast::hash(&out[0..16]);
     out[16..20].copy_from_slice(&crc.to_be_bytes());
     out
 }
 
-/// Decodes a truncation marker into its offset, or says why it is not one.
-pub(crate) fn decode_truncation(bytes: &[u8]) -> Result<u64, String> {
+/// Decodes an offset marker with `magic`, or says why it is not one.
+fn decode_marker(magic: &[u8; 4], bytes: &[u8]) -> Result<u64, String> {
     if bytes.len() != LEN {
         return Err(format!("{} bytes where {LEN} were expected", bytes.len()));
     }
-    if &bytes[0..4] != TRUNCATION_MAGIC {
+    if &bytes[0..4] != magic {
         return Err("bad magic".into());
     }
     let mut as_cp = [0u8; LEN];
@@ -182,6 +193,37 @@ pub(crate) fn write_truncation(io: &dyn FileIo, dir: &Path, offset: u64) -> Resu
 /// the cut it records is complete on disk.
 pub(crate) fn remove_truncation(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
     remove_files(io, dir, [TRUNCATION_FILE, TRUNCATION_TMP])
+}
+
+/// File name of the pending-restart marker (see [`write_restart`]).
+pub(crate) const RESTART_FILE: &str = "restart-at";
+const RESTART_TMP: &str = "restart-at.tmp";
+const RESTART_MAGIC: &[u8; 4] = b"SLRS";
+
+/// The 20 bytes of a restart marker for `offset` (magic `SLRS`).
+pub(crate) fn encode_restart(offset: u64) -> [u8; LEN] {
+    encode_marker(RESTART_MAGIC, offset)
+}
+
+/// Decodes a restart marker into its offset, or says why it is not one.
+pub(crate) fn decode_restart(bytes: &[u8]) -> Result<u64, String> {
+    decode_marker(RESTART_MAGIC, bytes)
+}
+
+/// Reads the pending-restart marker of `dir`: `Ok(None)` when there is none.
+pub(crate) fn read_restart(dir: &Path) -> Result<Option<u64>, String> {
+    read_with(dir, RESTART_FILE, decode_restart)
+}
+
+/// Durably records that the log in `dir` is being emptied to start again
+/// at `offset`: from here on, an open completes it before anything else.
+pub(crate) fn write_restart(io: &dyn FileIo, dir: &Path, offset: u64) -> Result<(), LogError> {
+    replace(io, dir, RESTART_TMP, RESTART_FILE, &encode_restart(offset))
+}
+
+/// Removes the restart marker (and a leftover temp file) durably.
+pub(crate) fn remove_restart(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
+    remove_files(io, dir, [RESTART_FILE, RESTART_TMP])
 }
 
 /// Reads and decodes `dir/name`: `Ok(None)` when it does not exist.

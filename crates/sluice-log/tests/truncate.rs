@@ -547,3 +547,87 @@ fn truncations_race_readers_and_flushes() {
     assert_eq!(log.end_offset(), end);
     assert_holds(&log, &kept);
 }
+
+#[test]
+fn restart_at_empties_the_log_and_continues_from_the_new_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), rolling_config()).unwrap();
+    fill(&log, 0, 20);
+    assert!(log.segment_count() > 1);
+    let held = log.read(0, 1 << 20).unwrap();
+    // Below the end: refused, nothing changes.
+    assert!(matches!(
+        log.restart_at(10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.end_offset(), 40);
+    log.restart_at(1000).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (1000, 1000));
+    assert_eq!(log.durable_offset(), 1000);
+    assert_eq!(log.segment_count(), 1);
+    assert!(log.read(1000, 1 << 20).unwrap().is_empty());
+    // Bytes read before are still readable.
+    assert!(batch::batches(&held).count() > 0);
+    assert_eq!(log.append(&batch(5)).unwrap().base_offset, 1000);
+    let kept = vec![batch(5)];
+    assert_holds(&log, &kept);
+    assert!(!dir.path().join("restart-at").exists());
+    drop(log);
+    let log = Log::open(dir.path(), rolling_config()).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (1000, 1002));
+    assert_holds(&log, &kept);
+}
+
+/// Runs `restart_at(at)` on a prepopulated log with the power cut at step
+/// `cut_at`: the reopened log holds either everything or nothing from
+/// `at` on, and nothing else; the latter if the call returned.
+fn power_cut_restart(cut_at: Option<u64>, at: u64) -> u64 {
+    let cfg = rolling_config();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("data");
+    std::fs::create_dir(&root).unwrap();
+    let dir: PathBuf = root.join("t-0");
+    let all = {
+        let log = Log::open(&dir, cfg.clone()).unwrap();
+        let all = fill(&log, 0, 30);
+        log.flush().unwrap();
+        log.write_recovery_point().unwrap();
+        all
+    };
+    let io = Arc::new(
+        FaultyFileIo::with_power_cut(&root, &base.path().join("graveyard"), cut_at).unwrap(),
+    );
+    let returned = match Log::open_with_io(&dir, cfg.clone(), io.clone()) {
+        Ok(log) => log.restart_at(at).ok(),
+        Err(_) => None,
+    };
+    let steps = io.steps();
+    io.cut_power().unwrap();
+    let log = Log::open(&dir, cfg.clone())
+        .unwrap_or_else(|e| panic!("cut at {cut_at:?}: reopen failed: {e}"));
+    let got = read_all(&log);
+    if got.is_empty() {
+        assert_eq!(
+            (log.start_offset(), log.end_offset()),
+            (at, at),
+            "cut at {cut_at:?}"
+        );
+    } else {
+        assert!(returned.is_none(), "cut at {cut_at:?}: restart lost");
+        assert_eq!(got.len(), all.len(), "cut at {cut_at:?}");
+        assert_holds(&log, &all);
+    }
+    assert!(!dir.join("restart-at").exists());
+    let next = log.end_offset();
+    assert_eq!(log.append(&batch(77)).unwrap().base_offset, next);
+    steps
+}
+
+#[test]
+fn power_cut_at_every_step_of_a_restart() {
+    let total = power_cut_restart(None, 500);
+    assert!(total > 5, "only {total} steps");
+    for k in 0..=total {
+        power_cut_restart(Some(k), 500);
+    }
+}

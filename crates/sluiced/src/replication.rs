@@ -320,6 +320,17 @@ async fn follow(
             }
             match a.error {
                 ErrorCode::None => {}
+                ErrorCode::OffsetOutOfRange if a.log_start_offset > f.local.log().end_offset() => {
+                    // A new (or long gone) replica: what it lacks was deleted on the leader.
+                    if let Err(e) = f
+                        .local
+                        .restart_replica_at(leader, f.epoch, a.log_start_offset)
+                    {
+                        tracing::warn!(topic = %f.topic, partition = f.partition, error = %sluice_broker::error::chain(&e), "cannot restart the log at the leader's start");
+                        stale = true;
+                    }
+                    continue;
+                }
                 ErrorCode::FencedLeaderEpoch
                 | ErrorCode::UnknownLeaderEpoch
                 | ErrorCode::NotLeaderForPartition

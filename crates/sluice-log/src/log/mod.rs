@@ -276,6 +276,7 @@ impl Log {
             .map_err(|e| LogError::io(&lock_path, e))?;
         lock_dir(&lock_file).map_err(|e| LogError::io(&lock_path, e))?;
         Self::finish_truncation(io.as_ref(), &dir)?;
+        Self::finish_restart(io.as_ref(), &dir, &config)?;
 
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
@@ -551,6 +552,136 @@ impl Log {
             self.poison(e);
         }
         result
+    }
+
+    /// Empties the log and starts it again at `offset`, at or above its end
+    /// (a follower whose whole log is below its leader's log start: the
+    /// offsets in between are gone on the leader). The log's start and end
+    /// offsets become `offset`. Durable before it returns and crash-safe: a
+    /// `restart-at` marker is written first and any open completes what it
+    /// records (see `protocol.md`). Readers holding `Bytes` of the old
+    /// segments keep them (files are unlinked, not shrunk).
+    pub fn restart_at(&self, offset: u64) -> Result<(), LogError> {
+        let _one_at_a_time = lock(&self.retention);
+        let mut w = lock(&self.writer);
+        self.check_open()?;
+        if self.is_poisoned() {
+            return Err(LogError::Poisoned);
+        }
+        let end = w.active.next_offset();
+        if offset < end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: end,
+                end: u64::MAX,
+            });
+        }
+        let result = self.restart_steps(&mut w, offset);
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        result
+    }
+
+    fn restart_steps(&self, w: &mut Writer, offset: u64) -> Result<(), LogError> {
+        let io = self.io.as_ref();
+        let old: Vec<Arc<Segment>> = self.segments().clone();
+        // 1. The marker: from here on, any open completes the restart.
+        checkpoint::write_restart(io, &self.dir, offset)?;
+        // 2. The new, empty segment (unless the old active one already starts there).
+        let settings = self.config().settings();
+        let fresh = if old.iter().any(|s| s.base == offset) {
+            None
+        } else {
+            let seg = ActiveSegment::create(&self.dir, offset, &settings, io)?;
+            segment::sync_dir(io, &self.dir)?;
+            Some(seg)
+        };
+        // 3. Readers and flushers see the new, empty log.
+        self.truncations.fetch_add(1, Ordering::AcqRel);
+        if let Some(fresh) = fresh {
+            *self.segments.write().unwrap_or_else(|p| p.into_inner()) = vec![fresh.seg.clone()];
+            w.active = fresh;
+        }
+        self.end_offset.store(offset, Ordering::Release);
+        {
+            let _st = lock(&self.sync);
+            self.durable_offset.store(offset, Ordering::Release);
+        }
+        // 4. The old segments go (mapped files stay readable by their inodes).
+        for seg in old.iter().filter(|s| s.base != offset) {
+            for p in [&seg.log_path, &seg.index_path, &seg.time_path] {
+                match io.remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io(p.as_path(), e)),
+                }
+            }
+        }
+        segment::sync_dir(io, &self.dir)?;
+        {
+            let mut ck = lock(&self.checkpoint);
+            checkpoint::write(
+                io,
+                &self.dir,
+                Checkpoint {
+                    recovery_offset: offset,
+                    clean: false,
+                },
+            )?;
+            ck.written = offset;
+            ck.at = Instant::now();
+            self.clean_marked.store(false, Ordering::Release);
+        }
+        // 5. Done on disk: the marker goes.
+        checkpoint::remove_restart(io, &self.dir)?;
+        tracing::info!(dir = %self.dir.display(), offset, deleted_segments = old.len(), "log restarted at a new offset");
+        Ok(())
+    }
+
+    /// Completes an interrupted [`Log::restart_at`] found at open: every
+    /// segment below the marker's offset goes, the segment at it is created
+    /// if missing, and the checkpoint is dropped (a full scan of what is left).
+    fn finish_restart(io: &dyn FileIo, dir: &Path, config: &LogConfig) -> Result<(), LogError> {
+        let target = match checkpoint::read_restart(dir) {
+            Ok(None) => return Ok(()),
+            Ok(Some(t)) => t,
+            Err(reason) => {
+                return Err(LogError::Corrupt {
+                    path: dir.join(checkpoint::RESTART_FILE),
+                    position: 0,
+                    reason,
+                })
+            }
+        };
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+            let entry = entry.map_err(|e| LogError::io(dir, e))?;
+            if let Some((base, "log")) = entry
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_file_name)
+            {
+                bases.push(base);
+            }
+        }
+        tracing::warn!(dir = %dir.display(), offset = target, "completing an interrupted restart");
+        for &b in bases.iter().filter(|b| **b < target) {
+            for ext in ["log", "index", "timeindex"] {
+                let p = dir.join(segment::file_name(b, ext));
+                match io.remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io(&p, e)),
+                }
+            }
+        }
+        if !bases.contains(&target) {
+            drop(ActiveSegment::create(dir, target, &config.settings(), io)?);
+        }
+        segment::sync_dir(io, dir)?;
+        checkpoint::remove(io, dir)?;
+        checkpoint::remove_restart(io, dir)
     }
 
     /// The steps of [`Log::truncate_to`] once the cut is known: the
