@@ -114,13 +114,30 @@ async fn a_paused_leader_is_deposed_and_truncates_what_was_not_committed() {
     let w = Workload::start(c.bootstrap(1), "pause", 1, 3000);
     w.wait_acked(500, &c).await;
     let leader = leader_of(&mut c, "pause", 0);
+    let other = c.ids().into_iter().find(|&i| i != leader).expect("other");
+    let epoch = |c: &TestCluster| {
+        c.metadata(other, &["pause"])
+            .map(|m| m.topics[0].partitions[0].leader_epoch)
+    };
+    let before = epoch(&c).expect("epoch");
     signal(&c, leader, "-STOP");
     tokio::time::sleep(Duration::from_secs(5)).await;
     signal(&c, leader, "-CONT");
+    // Replaced while paused (the epoch rose), though it may lead again by
+    // now: it is the preferred leader and returns once back in sync.
+    let after = epoch(&c).expect("epoch");
+    assert!(
+        after > before,
+        "a leader paused past its session is replaced"
+    );
     let acked = w.finish(&c).await;
-    let new = leader_of(&mut c, "pause", 0);
-    assert_ne!(new, leader, "a leader paused past its session is replaced");
     check(&mut c, "pause", 1, &acked).await;
+    let new = leader_of(&mut c, "pause", 0);
+    if new == leader {
+        // Led again by the old leader: the check above read its log, which
+        // had to drop what it appended alone while paused.
+        return;
+    }
     // The old leader follows again; with it as the only other ISR member,
     // losing the new leader still loses nothing.
     wait_isr(
