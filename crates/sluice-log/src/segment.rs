@@ -25,6 +25,25 @@ use crate::sys::{region_bytes, AppendWriter, Region, MAX_WRITE_BUFS};
 /// Early writeback hands the kernel whole pages of this size only.
 const WRITEBACK_PAGE: usize = 4096;
 
+/// Removes the three files of the segment at `base` in `dir` (a missing
+/// one is fine); returns the paths removed.
+pub(crate) fn remove_segment_files(
+    io: &dyn FileIo,
+    dir: &Path,
+    base: u64,
+) -> Result<Vec<PathBuf>, LogError> {
+    let mut removed = Vec::new();
+    for ext in ["log", "index", "timeindex"] {
+        let p = dir.join(file_name(base, ext));
+        match io.remove_file(&p) {
+            Ok(()) => removed.push(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(&p, e)),
+        }
+    }
+    Ok(removed)
+}
+
 /// File name of a segment file: 20-digit zero-padded base offset + extension.
 pub fn file_name(base_offset: u64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")

@@ -416,16 +416,10 @@ impl Log {
         let mut deleted = Vec::new();
         let mut deleted_bytes = 0u64;
         for &b in later {
-            for ext in ["log", "index", "timeindex"] {
-                let p = dir.join(segment::file_name(b, ext));
-                if ext == "log" {
-                    deleted_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                }
-                match io.remove_file(&p) {
-                    Ok(()) => deleted.push(p.display().to_string()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(LogError::io(&p, e)),
-                }
+            let log = dir.join(segment::file_name(b, "log"));
+            deleted_bytes += std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            for p in segment::remove_segment_files(io, dir, b)? {
+                deleted.push(p.display().to_string());
             }
         }
         segment::sync_dir(io, dir)?;
@@ -487,14 +481,7 @@ impl Log {
         if keep > 0 {
             // Newest first, so a crash in between never leaves a gap.
             for &b in bases[keep..].iter().rev() {
-                for ext in ["log", "index", "timeindex"] {
-                    let p = dir.join(segment::file_name(b, ext));
-                    match io.remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(LogError::io(&p, e)),
-                    }
-                }
+                segment::remove_segment_files(io, dir, b)?;
             }
             segment::sync_dir(io, dir)?;
             segment::zero_after(io, dir, bases[keep - 1], target)?;
@@ -610,13 +597,7 @@ impl Log {
         }
         // 4. The old segments go (mapped files stay readable by their inodes).
         for seg in old.iter().filter(|s| s.base != offset) {
-            for p in [&seg.log_path, &seg.index_path, &seg.time_path] {
-                match io.remove_file(p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(LogError::io(p.as_path(), e)),
-                }
-            }
+            segment::remove_segment_files(io, &self.dir, seg.base)?;
         }
         segment::sync_dir(io, &self.dir)?;
         {
@@ -667,14 +648,7 @@ impl Log {
         }
         tracing::warn!(dir = %dir.display(), offset = target, "completing an interrupted restart");
         for &b in bases.iter().filter(|b| **b < target) {
-            for ext in ["log", "index", "timeindex"] {
-                let p = dir.join(segment::file_name(b, ext));
-                match io.remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(LogError::io(&p, e)),
-                }
-            }
+            segment::remove_segment_files(io, dir, b)?;
         }
         if !bases.contains(&target) {
             drop(ActiveSegment::create(dir, target, &config.settings(), io)?);
