@@ -445,16 +445,13 @@ impl Log {
     /// most T (flag clear) and removes the marker. Runs before recovery
     /// looks at the directory.
     fn finish_truncation(io: &dyn FileIo, dir: &Path) -> Result<(), LogError> {
-        let target = match checkpoint::read_truncation(dir) {
-            Ok(None) => return Ok(()),
-            Ok(Some(t)) => t,
-            Err(reason) => {
-                return Err(LogError::Corrupt {
-                    path: dir.join(checkpoint::TRUNCATION_FILE),
-                    position: 0,
-                    reason,
-                })
-            }
+        let Some(target) = marker(
+            dir,
+            checkpoint::TRUNCATION_FILE,
+            checkpoint::read_truncation,
+        )?
+        else {
+            return Ok(());
         };
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
@@ -624,16 +621,8 @@ impl Log {
     /// segment below the marker's offset goes, the segment at it is created
     /// if missing, and the checkpoint is dropped (a full scan of what is left).
     fn finish_restart(io: &dyn FileIo, dir: &Path, config: &LogConfig) -> Result<(), LogError> {
-        let target = match checkpoint::read_restart(dir) {
-            Ok(None) => return Ok(()),
-            Ok(Some(t)) => t,
-            Err(reason) => {
-                return Err(LogError::Corrupt {
-                    path: dir.join(checkpoint::RESTART_FILE),
-                    position: 0,
-                    reason,
-                })
-            }
+        let Some(target) = marker(dir, checkpoint::RESTART_FILE, checkpoint::read_restart)? else {
+            return Ok(());
         };
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
@@ -1242,4 +1231,19 @@ impl Drop for Log {
             t.wait();
         }
     }
+}
+
+/// A marker file of `dir` read with `read`: a damaged one fails the open
+/// (what it records cannot be known, and ignoring it could resurrect
+/// removed batches).
+fn marker(
+    dir: &Path,
+    name: &str,
+    read: fn(&Path) -> Result<Option<u64>, String>,
+) -> Result<Option<u64>, LogError> {
+    read(dir).map_err(|reason| LogError::Corrupt {
+        path: dir.join(name),
+        position: 0,
+        reason,
+    })
 }
