@@ -557,6 +557,23 @@ async fn produce(bootstrap: String, partitions: u32, s: Arc<Shared>) {
             ..ProducerConfig::default()
         },
     );
+    // Prints the producer's queues when acknowledgements stop for 20 s.
+    let watchdog = {
+        let (producer, s) = (producer.clone(), s.clone());
+        tokio::spawn(async move {
+            let mut last = (0usize, Instant::now());
+            while !s.stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let n = lock(&s.acked).len();
+                if n != last.0 {
+                    last = (n, Instant::now());
+                } else if last.1.elapsed() > Duration::from_secs(20) {
+                    last.1 = Instant::now();
+                    eprintln!("producer state:\n{}", producer.describe_state());
+                }
+            }
+        })
+    };
     let mut pending = FuturesUnordered::new();
     let mut i = 0u64;
     while !s.stop.load(Ordering::SeqCst) {
@@ -579,6 +596,7 @@ async fn produce(bootstrap: String, partitions: u32, s: Arc<Shared>) {
     while let Some((i, r)) = pending.next().await {
         s.record(i, partitions, r);
     }
+    watchdog.abort();
     producer.close().await;
 }
 
@@ -965,6 +983,14 @@ fn stats(ds: &[Duration]) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // The client's own log (its retries, metadata refreshes), to stderr
+    // when `SOAK_LOG` is set, e.g. `SOAK_LOG=sluice_client=debug`.
+    if let Ok(filter) = std::env::var("SOAK_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = parse_args();
     let code = match run(&args).await {
         Ok(true) => 0,

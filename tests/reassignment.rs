@@ -232,3 +232,59 @@ fn replicas_of(c: &TestCluster, topic: &str) -> Vec<u32> {
     let m = c.metadata(1, &[topic]).unwrap();
     m.topics[0].partitions[0].replicas.clone()
 }
+
+/// A leader keeps one partition and hands another to a different broker
+/// while an idempotent producer writes both (its requests to that leader
+/// carry batches of both): the producer goes on with both partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_rides_through_a_leader_giving_up_one_of_its_partitions() {
+    let mut c = TestCluster::start(ClusterSpec::voters(3).session_timeout_ms(2000));
+    let (code, msg) = c.create_topic(1, "mix", 2, 3);
+    assert_eq!(code, ErrorCode::None, "{msg}");
+    c.wait_topic("mix", 2, SEEN);
+    // Both partitions led by broker 1.
+    for (p, order) in [(0, "1,2,3"), (1, "1,3,2")] {
+        cli_ok(
+            &c,
+            1,
+            &[
+                "topic",
+                "reassign",
+                "mix",
+                "-p",
+                &p.to_string(),
+                "--replicas",
+                order,
+            ],
+        );
+    }
+    for p in 0..2 {
+        c.wait_for(
+            "broker 1 to lead",
+            Duration::from_secs(40),
+            |c| match leader_of(c, "mix", p) {
+                1 => Ok(()),
+                l => Err(format!("partition {p}: leader {l}")),
+            },
+        );
+    }
+    let w = Workload::start(c.bootstrap(1), "mix", 2, 30_000);
+    w.wait_acked(2000, &c).await;
+    cli_ok(
+        &c,
+        1,
+        &["topic", "reassign", "mix", "-p", "0", "--replicas", "2,1,3"],
+    );
+    c.wait_for(
+        "broker 2 to lead partition 0",
+        Duration::from_secs(40),
+        |c| match leader_of(c, "mix", 0) {
+            2 => Ok(()),
+            l => Err(format!("leader {l}")),
+        },
+    );
+    // Both partitions go on (the workload alternates them).
+    w.wait_acked(w.acked_count() + 2000, &c).await;
+    let acked = w.finish(&c).await;
+    check(&mut c, "mix", 2, &acked).await;
+}

@@ -536,6 +536,61 @@ impl Producer {
         s.config.buffer_bytes - s.memory.available_permits()
     }
 
+    /// One line per partition with queued or in-flight batches (ready, in
+    /// flight, retrying, backoff, last error) and the requests waiting for
+    /// answers, for diagnostics.
+    pub fn describe_state(&self) -> String {
+        let s = &self.handle.shared;
+        let mut out = String::new();
+        {
+            let state = lock(&s.state);
+            for t in state.topics.values() {
+                for (p, q) in &t.queues {
+                    if q.ready.is_empty() && q.in_flight == 0 && q.open.is_none() {
+                        continue;
+                    }
+                    out.push_str(&format!(
+                        "{}/{p}: open {} ready {} in flight {} retrying {} backoff {:?} epoch bump {} next seq {} last error {:?}\n",
+                        t.name,
+                        q.open.is_some(),
+                        q.ready.len(),
+                        q.in_flight,
+                        q.retrying,
+                        q.backoff_until.map(|u| u.saturating_duration_since(Instant::now())),
+                        q.epoch_bump,
+                        q.next_sequence,
+                        q.last_error.as_ref().map(|e| e.to_string()),
+                    ));
+                }
+            }
+            out.push_str(&format!(
+                "outstanding {} unavailable {} buffered {}\n",
+                state.outstanding.len(),
+                state.unavailable.is_some(),
+                self.buffered_bytes()
+            ));
+        }
+        let r = lock(&s.requests);
+        for w in r.waiting.values() {
+            let batches = lock(&w.slot)
+                .as_ref()
+                .map(|b| {
+                    b.iter()
+                        .map(|b| format!("{}/{}", b.topic, b.partition))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "request to {:?} waiting {:?}: {batches}\n",
+                w.node,
+                w.sent.elapsed()
+            ));
+        }
+        out.push_str(&format!("stall check running {}\n", r.checking));
+        out
+    }
+
     /// Sends a record and waits for its acknowledgement: `(partition, offset)`.
     ///
     /// The record is buffered when the returned future is first polled. To
@@ -1553,20 +1608,22 @@ fn stall_check(shared: &Arc<Shared>) -> Option<Instant> {
                 if w.sent + STALL_AFTER > now {
                     return true;
                 }
+                let moved_away = |b: &SealedBatch| {
+                    let leader = shared
+                        .cluster
+                        .cached_route(&b.topic)
+                        .and_then(|t| t.leaders.get(b.partition as usize).copied());
+                    leader.is_some() && leader != w.node
+                };
                 let mut slot = lock(&w.slot);
-                let gone = slot.as_ref().is_some_and(|batches| {
-                    batches.iter().any(|b| {
-                        let leader = shared
-                            .cluster
-                            .cached_route(&b.topic)
-                            .and_then(|t| t.leaders.get(b.partition as usize).copied());
-                        leader.is_some() && leader != w.node
-                    })
-                });
-                if !gone {
-                    return true;
-                }
-                for b in slot.take().unwrap_or_default() {
+                let Some(batches) = slot.take() else {
+                    return false;
+                };
+                // Only the batches whose partition moved are given up: the
+                // others still wait for this request's answer.
+                let (gone, staying): (Vec<SealedBatch>, Vec<SealedBatch>) =
+                    batches.into_iter().partition(|b| moved_away(b));
+                for b in gone {
                     let e = ClientError::broker(
                         ErrorCode::NotLeaderForPartition,
                         format!(
@@ -1576,7 +1633,11 @@ fn stall_check(shared: &Arc<Shared>) -> Option<Instant> {
                     );
                     moved.push((b, e));
                 }
-                false
+                if staying.is_empty() {
+                    return false;
+                }
+                *slot = Some(staying);
+                true
             });
         }
         lock(&shared.requests).checking = false;
