@@ -197,6 +197,10 @@ pub enum GroupState {
     Reconciling,
     /// Leader mode: waiting for the leader's assignment for the current generation.
     AwaitingAssignment,
+    /// A Kafka classic group ([`crate::classic`]) in its join barrier.
+    PreparingRebalance,
+    /// A Kafka classic group waiting for its leader's SyncGroup.
+    CompletingRebalance,
 }
 
 impl GroupState {
@@ -207,6 +211,8 @@ impl GroupState {
             GroupState::Stable => "Stable",
             GroupState::Reconciling => "Reconciling",
             GroupState::AwaitingAssignment => "AwaitingAssignment",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
         }
     }
 }

@@ -5,18 +5,24 @@
 //! fencing — as pure code that tests drive without sockets or clocks, plus
 //! the durable committed-offset store over `sluice-log`. The broker maps the
 //! native JoinGroup/Heartbeat/LeaveGroup/OffsetCommit/OffsetFetch/ListGroups/
-//! DescribeGroups requests onto it; a later Kafka-wire front end can run the
-//! classic JoinGroup/SyncGroup protocol over the same coordinator and store.
+//! DescribeGroups requests onto it; the Kafka-wire front end runs the
+//! classic JoinGroup/SyncGroup protocol on [`classic`], over the same store
+//! and group namespace.
 //!
 //! Layout:
 //! - [`mod@assign`]: the assignment function (sticky, balanced), a plain function.
 //! - [`coordinator`]: the state machine for many groups: join, heartbeat,
 //!   leave, `tick` expiry, generations, revocation before grant, fencing checks.
+//! - [`classic`]: the Kafka classic group protocol (join and sync barriers,
+//!   leader-chosen assignment, static membership), its own state machine
+//!   with parked requests answered through tickets; [`consumer_protocol`]
+//!   reads the Kafka consumer's subscription and assignment bytes.
 //! - [`offsets`]: the `__consumer_offsets` log: record layout, replay
 //!   (compaction on load), durable commits, and the fenced commit/delete/seek
 //!   entry points that consult the coordinator.
 //! - [`mod@lag`]: lag in records and in milliseconds.
-//! - [`error`]: [`GroupError`], one variant per group error code.
+//! - [`error`]: [`GroupError`], one variant per group error code, and
+//!   [`ClassicError`] with Apache Kafka's codes.
 //!
 //! Locking is the caller's: the broker keeps one `Coordinator` behind a mutex
 //! and one `OffsetStore` (internally synchronised) beside it; see
@@ -44,24 +50,31 @@
 #![warn(missing_docs)]
 
 pub mod assign;
+pub mod classic;
+pub mod consumer_protocol;
 pub mod coordinator;
 pub mod error;
 pub mod lag;
 pub mod offsets;
 
 pub use assign::{assign, Assignment, MemberId, TopicPartition};
+pub use classic::{
+    ClassicConfig, ClassicCoordinator, ClassicGroupDescription, ClassicGroupListing, ClassicJoin,
+    ClassicMemberDescription, ClassicState, ClassicSync, Completion, JoinMember, JoinReply,
+    JoinedGroup, RemovalReason, Removed, SyncedGroup, Ticket,
+};
 pub use coordinator::{
     AssignmentMode, Committer, Coordinator, CoordinatorConfig, Expired, ExpiryReason,
     GroupDescription, GroupListing, GroupState, JoinRequest, MemberDescription, MemberView,
     Occupancy, TopicCatalog, DEFAULT_OFFSETS_RETENTION_MS,
 };
-pub use error::GroupError;
+pub use error::{ClassicError, GroupError};
 pub use lag::{lag, timestamp_at, Lag};
 pub use offsets::{
-    begin_delete_group, begin_expire_candidates, begin_expire_offsets, begin_fenced_commit,
-    fenced_commit, finish_expiry, offset_expired, reset_offsets, CommitTicket, CommittedOffset,
-    ExpiryCandidates, ExpiryNow, ExpiryPass, OffsetCommit, OffsetRetention, OffsetStore,
-    ReplayStats,
+    begin_delete_group, begin_expire_candidates, begin_expire_candidates_with_classic,
+    begin_expire_offsets, begin_fenced_commit, check_commit_offsets, fenced_commit, finish_expiry,
+    offset_expired, reset_offsets, CommitTicket, CommittedOffset, ExpiryCandidates, ExpiryNow,
+    ExpiryPass, OffsetCommit, OffsetRetention, OffsetStore, ReplayStats,
 };
 
 #[cfg(test)]
@@ -73,5 +86,7 @@ mod tests {
         check::<crate::Coordinator>();
         check::<crate::OffsetStore>();
         check::<crate::GroupError>();
+        check::<crate::ClassicCoordinator>();
+        check::<crate::ClassicError>();
     }
 }

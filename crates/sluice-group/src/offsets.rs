@@ -128,6 +128,7 @@ use sluice_log::{FlushPolicy, Log, LogConfig, LogError};
 use sluice_protocol::batch::{batches, RecordBatchBuilder};
 
 use crate::assign::TopicPartition;
+use crate::classic::ClassicCoordinator;
 use crate::coordinator::{Committer, Coordinator, Occupancy};
 use crate::error::{validate_group_id, GroupError};
 
@@ -946,18 +947,23 @@ pub fn begin_fenced_commit(
     commits: &[OffsetCommit],
     now_ms: i64,
 ) -> Result<CommitTicket, GroupError> {
-    // Every protocol carries committed offsets as i64 (OffsetFetch and
-    // DescribeGroups report them so): one above i64::MAX could only be read
-    // back clamped, so it is refused, never stored.
+    check_commit_offsets(commits)?;
+    let partitions: Vec<TopicPartition> = commits.iter().map(|c| c.partition.clone()).collect();
+    coordinator.check_commit(group, committer, &partitions)?;
+    store.append_commit(group, commits, now_ms)
+}
+
+/// Refuses a commit with an offset above `i64::MAX`: every protocol
+/// carries committed offsets as i64 (OffsetFetch and DescribeGroups report
+/// them so), so such an offset could only be read back clamped.
+pub fn check_commit_offsets(commits: &[OffsetCommit]) -> Result<(), GroupError> {
     if let Some(c) = commits.iter().find(|c| i64::try_from(c.offset).is_err()) {
         return Err(GroupError::InvalidRequest(format!(
             "committed offset {} of {}-{} is above i64::MAX",
             c.offset, c.partition.topic, c.partition.partition
         )));
     }
-    let partitions: Vec<TopicPartition> = commits.iter().map(|c| c.partition.clone()).collect();
-    coordinator.check_commit(group, committer, &partitions)?;
-    store.append_commit(group, commits, now_ms)
+    Ok(())
 }
 
 /// Fenced commit in one call (check, queue, append, wait for the fsync).
@@ -1162,10 +1168,58 @@ pub fn begin_expire_candidates(
     now: ExpiryNow,
     candidates: ExpiryCandidates,
 ) -> ExpiryPass {
+    expire_candidates(coordinator, None, store, retention, now, candidates)
+}
+
+/// [`begin_expire_candidates`] for a broker that also runs Kafka classic
+/// groups in `classic` (same lock, same group namespace): a group's offsets
+/// are kept while either coordinator has members for it, retention counts
+/// from the later time it became empty, and empty classic groups are
+/// forgotten by the same rule as native ones.
+pub fn begin_expire_candidates_with_classic(
+    coordinator: &mut Coordinator,
+    classic: &mut ClassicCoordinator,
+    store: &OffsetStore,
+    retention: &OffsetRetention,
+    now: ExpiryNow,
+    candidates: ExpiryCandidates,
+) -> ExpiryPass {
+    expire_candidates(
+        coordinator,
+        Some(classic),
+        store,
+        retention,
+        now,
+        candidates,
+    )
+}
+
+/// The occupancy of a group known to either coordinator.
+fn combined_occupancy(a: Occupancy, b: Occupancy) -> Occupancy {
+    match (a, b) {
+        (Occupancy::Members, _) | (_, Occupancy::Members) => Occupancy::Members,
+        (Occupancy::EmptySince(x), Occupancy::EmptySince(y)) => Occupancy::EmptySince(x.max(y)),
+        (Occupancy::EmptySince(x), Occupancy::Unknown)
+        | (Occupancy::Unknown, Occupancy::EmptySince(x)) => Occupancy::EmptySince(x),
+        (Occupancy::Unknown, Occupancy::Unknown) => Occupancy::Unknown,
+    }
+}
+
+fn expire_candidates(
+    coordinator: &mut Coordinator,
+    classic: Option<&mut ClassicCoordinator>,
+    store: &OffsetStore,
+    retention: &OffsetRetention,
+    now: ExpiryNow,
+    candidates: ExpiryCandidates,
+) -> ExpiryPass {
     let mut offsets = 0;
     let mut tickets = Vec::new();
     for (group, rows) in candidates.0 {
-        let occupancy = coordinator.occupancy(&group);
+        let occupancy = match classic.as_deref() {
+            Some(c) => combined_occupancy(coordinator.occupancy(&group), c.occupancy(&group)),
+            None => coordinator.occupancy(&group),
+        };
         let rows: Vec<(TopicPartition, CommittedOffset)> = rows
             .into_iter()
             .filter(|(_, v)| offset_expired(retention, occupancy, v.commit_timestamp_ms, now))
@@ -1183,6 +1237,16 @@ pub fn begin_expire_candidates(
             empty_for >= retention.retention_ms || (empty_for >= grace && !store.has_group(&group));
         if due && coordinator.delete_group(&group).is_ok() {
             forgotten_groups.push(group);
+        }
+    }
+    if let Some(classic) = classic {
+        for (group, since) in classic.empty_groups() {
+            let empty_for = now.coordinator_ms.saturating_sub(since);
+            let due = empty_for >= retention.retention_ms
+                || (empty_for >= grace && !store.has_group(&group));
+            if due && classic.delete_group(&group).is_ok() && !forgotten_groups.contains(&group) {
+                forgotten_groups.push(group);
+            }
         }
     }
     ExpiryPass {
