@@ -39,6 +39,7 @@ async fn start_broker() -> InProcessBroker {
         data_dir: Some(dir.path().join("data")),
         listen: Some("127.0.0.1:0".parse().expect("addr")),
         http_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        kafka_listen: Some("127.0.0.1:0".into()),
         ..ConfigLayer::default()
     }
     .resolve()

@@ -223,6 +223,8 @@ impl Cluster {
             .arg(n.addr.to_string())
             .arg("--http-listen")
             .arg(n.http_addr.to_string())
+            .arg("--kafka-listen")
+            .arg("off")
             .arg("--cluster-listen")
             .arg(n.cluster_addr.to_string())
             .arg("--peers")

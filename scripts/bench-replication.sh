@@ -6,7 +6,7 @@ N=${N:-300000}
 out=${WORK:-/tmp/sluice-perf}/results.txt
 : > $out
 single() {
-  rm -rf ${WORK:-/tmp/sluice-perf}/s; $B/sluiced --data-dir ${WORK:-/tmp/sluice-perf}/s --listen 127.0.0.1:17171 --http-listen 127.0.0.1:17180 > ${WORK:-/tmp/sluice-perf}/s.log 2>&1 &
+  rm -rf ${WORK:-/tmp/sluice-perf}/s; $B/sluiced --data-dir ${WORK:-/tmp/sluice-perf}/s --listen 127.0.0.1:17171 --http-listen 127.0.0.1:17180 --kafka-listen 127.0.0.1:19090 > ${WORK:-/tmp/sluice-perf}/s.log 2>&1 &
   local pid=$!; sleep 1
   $B/sluice --broker 127.0.0.1:17171 topic create bench --partitions 1 >/dev/null
   echo "single produce: $($B/sluice bench produce --broker 127.0.0.1:17171 --topic bench --messages $N --size 1000 --acks durable 2>&1 | grep -E 'MB/s|p99' | tr '\n' ' ')" >> $out
@@ -18,7 +18,7 @@ three() {
   P=1@127.0.0.1:17271,2@127.0.0.1:17272,3@127.0.0.1:17273
   pids=""
   for i in 1 2 3; do
-    $B/sluiced --node-id $i --data-dir ${WORK:-/tmp/sluice-perf}/c$i --listen 127.0.0.1:1717$i --http-listen 127.0.0.1:1718$i --cluster-listen 127.0.0.1:1727$i --peers $P > ${WORK:-/tmp/sluice-perf}/c$i.log 2>&1 &
+    $B/sluiced --node-id $i --data-dir ${WORK:-/tmp/sluice-perf}/c$i --listen 127.0.0.1:1717$i --http-listen 127.0.0.1:1718$i --kafka-listen 127.0.0.1:1909$i --cluster-listen 127.0.0.1:1727$i --peers $P > ${WORK:-/tmp/sluice-perf}/c$i.log 2>&1 &
     pids="$pids $!"
   done
   sleep 3

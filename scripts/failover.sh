@@ -6,7 +6,7 @@ S="$B/sluice --broker 127.0.0.1:17171,127.0.0.1:17172,127.0.0.1:17173"
 P=1@127.0.0.1:17271,2@127.0.0.1:17272,3@127.0.0.1:17273
 rm -rf ${WORK:-/tmp/sluice-perf}/f1 ${WORK:-/tmp/sluice-perf}/f2 ${WORK:-/tmp/sluice-perf}/f3
 declare -A pid
-start() { $B/sluiced --node-id $1 --data-dir ${WORK:-/tmp/sluice-perf}/f$1 --listen 127.0.0.1:1717$1 --http-listen 127.0.0.1:1718$1 --cluster-listen 127.0.0.1:1727$1 --peers $P >> ${WORK:-/tmp/sluice-perf}/f$1.log 2>&1 & pid[$1]=$!; }
+start() { $B/sluiced --node-id $1 --data-dir ${WORK:-/tmp/sluice-perf}/f$1 --listen 127.0.0.1:1717$1 --http-listen 127.0.0.1:1718$1 --kafka-listen 127.0.0.1:1909$1 --cluster-listen 127.0.0.1:1727$1 --peers $P >> ${WORK:-/tmp/sluice-perf}/f$1.log 2>&1 & pid[$1]=$!; }
 for i in 1 2 3; do start $i; done
 sleep 3
 $S topic create fo --partitions 1 --replication-factor 3 > /dev/null

@@ -579,6 +579,7 @@ fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
         .arg("--data-dir")
         .arg(&b.data_dir)
         .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--kafka-listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());

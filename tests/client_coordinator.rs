@@ -38,6 +38,7 @@ impl Embedded {
             data_dir: Some(dir.path().to_path_buf()),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             http_listen: Some("127.0.0.1:0".parse().unwrap()),
+            kafka_listen: Some("127.0.0.1:0".into()),
             ..ConfigLayer::default()
         }
         .resolve()

@@ -266,6 +266,8 @@ impl Net {
                 .arg(format!("{}:{NATIVE_PORT}", n.ip))
                 .arg("--http-listen")
                 .arg(format!("{}:{HTTP_PORT}", n.ip))
+                .arg("--kafka-listen")
+                .arg("off")
                 .arg("--cluster-listen")
                 .arg(format!("{}:{CLUSTER_PORT}", n.ip))
                 .arg("--peers")

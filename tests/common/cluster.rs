@@ -113,6 +113,8 @@ pub struct TestNode {
     pub http_addr: SocketAddr,
     /// Cluster (controller) address (the same across restarts).
     pub cluster_addr: SocketAddr,
+    /// Kafka-protocol address (the same across restarts).
+    pub kafka_addr: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
     /// The node's stderr, appended across restarts.
@@ -304,7 +306,7 @@ impl TestCluster {
     /// Chooses fresh ports, wipes the data dirs and builds `--peers` / `--join`.
     fn plan(&mut self, attempt: usize) {
         let total = (self.spec.voters + self.spec.joiners) as usize;
-        let ports = free_ports(3 * total);
+        let ports = free_ports(4 * total);
         self.nodes.clear();
         for i in 0..total {
             let id = i as u32 + 1;
@@ -324,9 +326,10 @@ impl TestCluster {
                     id,
                     voter: id <= self.spec.voters,
                     rack: self.spec.racks.get(i).filter(|r| !r.is_empty()).cloned(),
-                    addr: loopback(ports[3 * i]),
-                    http_addr: loopback(ports[3 * i + 1]),
-                    cluster_addr: loopback(ports[3 * i + 2]),
+                    addr: loopback(ports[4 * i]),
+                    http_addr: loopback(ports[4 * i + 1]),
+                    cluster_addr: loopback(ports[4 * i + 2]),
+                    kafka_addr: loopback(ports[4 * i + 3]),
                     data_dir,
                     log_path,
                     child: None,
@@ -358,6 +361,8 @@ impl TestCluster {
             .arg(n.addr.to_string())
             .arg("--http-listen")
             .arg(n.http_addr.to_string())
+            .arg("--kafka-listen")
+            .arg(n.kafka_addr.to_string())
             .arg("--cluster-listen")
             .arg(n.cluster_addr.to_string())
             .arg("--peers")

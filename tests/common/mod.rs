@@ -135,6 +135,7 @@ pub fn try_spawn_broker(
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", listen, "--http-listen", "127.0.0.1:0"])
+        .args(["--kafka-listen", "127.0.0.1:0"])
         .args(extra)
         .env_remove("SLUICE_CONFIG")
         .env("SLUICE_LOG", "info")

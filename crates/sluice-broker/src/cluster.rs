@@ -45,6 +45,8 @@ pub struct ViewBroker {
     pub host: String,
     /// Advertised port of the native listener.
     pub port: u16,
+    /// Advertised host and port of the Kafka-protocol listener, if it runs.
+    pub kafka: Option<(String, u16)>,
     /// Availability zone.
     pub rack: Option<String>,
     /// Registered and not fenced.
@@ -259,6 +261,7 @@ mod tests {
             id,
             host: "127.0.0.1".into(),
             port: 7000 + id as u16,
+            kafka: None,
             rack: None,
             alive,
             draining: false,

@@ -12,6 +12,8 @@
 //! | `data_dir`               | `SLUICE_DATA_DIR`            | `./sluice-data`  |
 //! | `listen`                 | `SLUICE_LISTEN`              | `127.0.0.1:7171` |
 //! | `http_listen`            | `SLUICE_HTTP_LISTEN`         | `127.0.0.1:7180` |
+//! | `kafka_listen`           | `SLUICE_KAFKA_LISTEN`        | `127.0.0.1:9092` (the Kafka-protocol listener; `off` disables it) |
+//! | `kafka_advertise`        | `SLUICE_KAFKA_ADVERTISE`     | the bound `kafka_listen` address (`host:port` Kafka clients are told in Metadata) |
 //! | `auto_create_topics`     | `SLUICE_AUTO_CREATE_TOPICS`  | `true`           |
 //! | `default_partitions`     | `SLUICE_DEFAULT_PARTITIONS`  | `1`              |
 //! | `flush`                  | `SLUICE_FLUSH`               | `interval`       |
@@ -58,6 +60,8 @@ use crate::error::BrokerError;
 
 /// Default native protocol address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
+/// Default Kafka-protocol address (Kafka's own default port).
+pub const DEFAULT_KAFKA_LISTEN: &str = "127.0.0.1:9092";
 /// Default HTTP (metrics/health) address.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7180";
 /// Default data directory.
@@ -117,6 +121,12 @@ pub struct ConfigLayer {
     /// HTTP listen address for /metrics and /health.
     #[arg(long, env = "SLUICE_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// Kafka-protocol listen address, or `off`.
+    #[arg(long, env = "SLUICE_KAFKA_LISTEN")]
+    pub kafka_listen: Option<String>,
+    /// `host:port` Kafka clients are told to connect to (default: the bound Kafka address).
+    #[arg(long, env = "SLUICE_KAFKA_ADVERTISE")]
+    pub kafka_advertise: Option<String>,
     /// Create unknown topics on first produce.
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -353,6 +363,10 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// HTTP listener.
     pub http_listen: SocketAddr,
+    /// Kafka-protocol listener, if enabled.
+    pub kafka_listen: Option<SocketAddr>,
+    /// Kafka address advertised in Metadata, if not the bound one.
+    pub kafka_advertise: Option<String>,
     /// Auto-create topics on produce.
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics.
@@ -433,6 +447,8 @@ impl ConfigLayer {
             data_dir: self.data_dir.or(lower.data_dir),
             listen: self.listen.or(lower.listen),
             http_listen: self.http_listen.or(lower.http_listen),
+            kafka_listen: self.kafka_listen.or(lower.kafka_listen),
+            kafka_advertise: self.kafka_advertise.or(lower.kafka_advertise),
             auto_create_topics: self.auto_create_topics.or(lower.auto_create_topics),
             default_partitions: self.default_partitions.or(lower.default_partitions),
             flush: self.flush.or(lower.flush),
@@ -501,6 +517,19 @@ impl ConfigLayer {
             http_listen: self
                 .http_listen
                 .unwrap_or_else(|| parse_addr(DEFAULT_HTTP_LISTEN)),
+            kafka_listen: match self.kafka_listen.as_deref().map(str::trim) {
+                None => Some(parse_addr(DEFAULT_KAFKA_LISTEN)),
+                Some("off" | "none" | "") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    BrokerError::Config(format!("kafka_listen must be host:port or off, got {a:?}"))
+                })?),
+            },
+            kafka_advertise: self
+                .kafka_advertise
+                .as_deref()
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
             auto_create_topics: self.auto_create_topics.unwrap_or(true),
             default_partitions: self.default_partitions.unwrap_or(1),
             topic_defaults: TopicDefaults {
@@ -687,6 +716,7 @@ mod tests {
         let meta = crate::topic_meta::TopicMeta {
             partitions: 1,
             overrides: Default::default(),
+            id: None,
         };
         let effective = meta.effective(&cfg.topic_defaults);
         assert_eq!(effective.timestamp_after_max_ms, 5000);

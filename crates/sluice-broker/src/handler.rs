@@ -1393,9 +1393,24 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             return Outcome::Respond(commit_response(shape, group_error("offset commit", &e)))
         }
     };
+    let done = finish_commit_replicated(ctx, group_id, ticket, commits);
+    Outcome::Deferred(Box::pin(async move {
+        let code = done.await;
+        Some(commit_response(shape, code))
+    }))
+}
+
+/// Waits for a fenced commit's fsync (off the runtime) and, in a cluster,
+/// for its replication to the group's next coordinators; the code to answer.
+pub fn finish_commit_replicated(
+    ctx: &Context,
+    group_id: String,
+    ticket: sluice_group::CommitTicket,
+    commits: Vec<OffsetCommit>,
+) -> impl std::future::Future<Output = ErrorCode> + Send + 'static {
     let groups = Arc::clone(&ctx.groups);
     let link = ctx.broker.cluster().cloned();
-    Outcome::Deferred(Box::pin(async move {
+    async move {
         let r = tokio::task::spawn_blocking(move || groups.finish_commit(ticket)).await;
         let mut code = match r {
             Ok(Ok(())) => ErrorCode::None,
@@ -1424,8 +1439,8 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                 code = ErrorCode::CoordinatorNotAvailable;
             }
         }
-        Some(commit_response(shape, code))
-    }))
+        code
+    }
 }
 
 fn offset_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
@@ -1881,6 +1896,7 @@ pub(crate) mod tests {
             id: SINGLE_NODE_ID,
             host: host.into(),
             port,
+            kafka: None,
             rack: None,
             alive: true,
             draining: false,

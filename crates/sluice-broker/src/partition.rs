@@ -1204,6 +1204,7 @@ mod tests {
         crate::topic_meta::TopicMeta {
             partitions: 1,
             overrides: Default::default(),
+            id: None,
         }
         .effective(&crate::config::TopicDefaults::default())
     }

@@ -100,6 +100,47 @@ pub struct TopicMeta {
     /// Explicit config values.
     #[serde(default)]
     pub overrides: TopicOverrides,
+    /// The topic id (UUID, 32 lowercase hex digits) Kafka clients see; a
+    /// file from before topic ids gets one at its next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// A fresh random topic id (a version-4 UUID: never all zeros).
+pub fn new_topic_id() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut id = [0u8; 16];
+    for (i, chunk) in id.chunks_mut(8).enumerate() {
+        // RandomState is seeded from the OS per instance.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(now);
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
+/// A topic id as 32 lowercase hex digits.
+pub fn topic_id_hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 32 hex digits back into a topic id.
+pub fn parse_topic_id(hex: &str) -> Option<[u8; 16]> {
+    if hex.len() != 32 || !hex.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
 }
 
 /// Effective configuration of one topic (overrides applied on defaults).
@@ -181,6 +222,29 @@ impl TopicOverrides {
             }
         }
         Ok(o)
+    }
+
+    /// The config keys this topic sets explicitly.
+    pub fn keys(&self) -> Vec<&'static str> {
+        [
+            ("retention.ms", self.retention_ms.is_some()),
+            ("retention.bytes", self.retention_bytes.is_some()),
+            ("segment.ms", self.segment_ms.is_some()),
+            ("segment.bytes", self.segment_bytes.is_some()),
+            ("flush", self.flush.is_some()),
+            ("flush.interval.ms", self.flush_interval_ms.is_some()),
+            (
+                "message.timestamp.before.max.ms",
+                self.message_timestamp_before_max_ms.is_some(),
+            ),
+            (
+                "message.timestamp.after.max.ms",
+                self.message_timestamp_after_max_ms.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
     }
 
     /// Removes the override of `key` (the topic follows the broker default again).
@@ -466,6 +530,7 @@ mod tests {
                 ("retention.bytes".into(), "-1".into()),
             ])
             .unwrap(),
+            id: Some(topic_id_hex(&[7; 16])),
         }
     }
 
@@ -480,6 +545,7 @@ mod tests {
         let m2 = TopicMeta {
             partitions: 9,
             overrides: TopicOverrides::default(),
+            id: Some(topic_id_hex(&new_topic_id())),
         };
         m2.store(dir.path()).unwrap();
         assert_eq!(TopicMeta::load(dir.path()).unwrap(), m2);
@@ -536,6 +602,27 @@ mod tests {
     }
 
     #[test]
+    fn topic_ids_are_random_version_4_and_round_trip_as_hex() {
+        let (a, b) = (new_topic_id(), new_topic_id());
+        assert_ne!(a, b);
+        assert_eq!(a[6] >> 4, 4);
+        assert_eq!(parse_topic_id(&topic_id_hex(&a)), Some(a));
+        assert_eq!(parse_topic_id("zz"), None);
+        assert_eq!(parse_topic_id(&"g".repeat(32)), None);
+        // A file from before topic ids still decodes (no id).
+        let old = br#"{"partitions":2,"overrides":{}}"#;
+        let mut framed = TopicMeta {
+            partitions: 2,
+            overrides: TopicOverrides::default(),
+            id: None,
+        }
+        .encode();
+        assert_eq!(&framed[16..], old);
+        framed.truncate(16);
+        assert_eq!(framed.len(), 16);
+    }
+
+    #[test]
     fn timestamp_limits_default_as_kafka_and_round_trip() {
         let c = sample().effective(&TopicDefaults::default());
         assert_eq!(c.timestamp_before_max_ms, i64::MAX);
@@ -547,6 +634,7 @@ mod tests {
                 ("message.timestamp.after.max.ms".into(), "0".into()),
             ])
             .unwrap(),
+            id: None,
         };
         assert_eq!(TopicMeta::decode(&m.encode()).unwrap(), m);
         let c = m.effective(&TopicDefaults::default());

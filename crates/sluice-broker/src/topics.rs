@@ -281,7 +281,19 @@ impl TopicRegistry {
         let mut map = HashMap::new();
         for name in names {
             let dir = data_dir.join(&name);
-            let meta = TopicMeta::load(&dir)?;
+            let mut meta = TopicMeta::load(&dir)?;
+            if meta
+                .id
+                .as_deref()
+                .and_then(crate::topic_meta::parse_topic_id)
+                .is_none()
+            {
+                // A topic from before topic ids: give it one, once.
+                meta.id = Some(crate::topic_meta::topic_id_hex(
+                    &crate::topic_meta::new_topic_id(),
+                ));
+                meta.store(&dir)?;
+            }
             // A partition that cannot be opened goes offline; the rest serve.
             let topic = reg.open_topic(&name, dir, meta, true)?;
             map.insert(name, Arc::new(topic));
@@ -476,6 +488,9 @@ impl TopicRegistry {
         let meta = TopicMeta {
             partitions,
             overrides,
+            id: Some(crate::topic_meta::topic_id_hex(
+                &crate::topic_meta::new_topic_id(),
+            )),
         };
         let topic = match self.open_topic(name, dir.clone(), meta.clone(), false) {
             Ok(t) => t,
@@ -530,6 +545,7 @@ impl TopicRegistry {
         let meta = TopicMeta {
             partitions: total,
             overrides: topic.meta.overrides.clone(),
+            id: topic.meta.id.clone(),
         };
         let config = meta.effective(&self.defaults);
         let tm = self.topic_metrics(&topic.name);
@@ -624,6 +640,7 @@ impl TopicRegistry {
         let meta = TopicMeta {
             partitions: topic.meta.partitions,
             overrides,
+            id: topic.meta.id.clone(),
         };
         meta.store(&topic.dir)?;
         let config = meta.effective(&self.defaults);

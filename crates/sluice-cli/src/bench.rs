@@ -91,6 +91,21 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text (and no progress bar).
     #[arg(long)]
     pub json: bool,
+    /// Speak the native protocol, or the Kafka protocol to the Kafka listener.
+    #[arg(long, value_enum, default_value_t = BenchProtocol::Native)]
+    pub protocol: BenchProtocol,
+    /// The Kafka listener to bootstrap from with `--protocol kafka`.
+    #[arg(long, default_value = "127.0.0.1:9092", env = "SLUICE_KAFKA_BROKER")]
+    pub kafka_broker: String,
+}
+
+/// Which wire protocol the bench speaks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchProtocol {
+    /// The native protocol (the `sluice` client).
+    Native,
+    /// The Kafka protocol, to the broker's Kafka listener.
+    Kafka,
 }
 
 impl BenchArgs {
@@ -113,17 +128,25 @@ impl BenchArgs {
 /// Runs a bench command.
 pub async fn run(broker: &str, command: BenchCommand) -> Result<i32, CliError> {
     match command {
+        BenchCommand::Produce(args) if args.protocol == BenchProtocol::Kafka => {
+            let b = args.kafka_broker.clone();
+            crate::bench_kafka::produce(&b, args).await
+        }
+        BenchCommand::Consume(args) if args.protocol == BenchProtocol::Kafka => {
+            let b = args.kafka_broker.clone();
+            crate::bench_kafka::consume(&b, args).await
+        }
         BenchCommand::Produce(args) => produce(broker, args).await,
         BenchCommand::Consume(args) => consume(broker, args).await,
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 h at 3 significant digits: constant, valid bounds.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
 }
 
-fn progress(total: u64, hidden: bool, what: &str) -> ProgressBar {
+pub(crate) fn progress(total: u64, hidden: bool, what: &str) -> ProgressBar {
     if hidden || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -138,7 +161,7 @@ fn progress(total: u64, hidden: bool, what: &str) -> ProgressBar {
 }
 
 /// Keeps the progress bar in step with `done` until `total` or until aborted.
-fn spawn_ticker(pb: ProgressBar, done: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_ticker(pb: ProgressBar, done: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
@@ -148,22 +171,23 @@ fn spawn_ticker(pb: ProgressBar, done: Arc<AtomicU64>) -> tokio::task::JoinHandl
     })
 }
 
-struct Summary {
-    mode: &'static str,
+/// One bench run's figures.
+pub(crate) struct Summary {
+    pub(crate) mode: &'static str,
     /// The topic's `flush` policy, as the broker reports it.
-    flush: Option<String>,
-    messages: u64,
-    bytes: u64,
-    elapsed: Duration,
-    hist: Histogram<u64>,
-    failed: u64,
+    pub(crate) flush: Option<String>,
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) failed: u64,
 }
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn report(s: &Summary, args: &BenchArgs) {
+pub(crate) fn report(s: &Summary, args: &BenchArgs) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     let msgs = s.messages as f64 / secs;
     let mb = s.bytes as f64 / secs / 1e6;
@@ -194,6 +218,7 @@ fn report(s: &Summary, args: &BenchArgs) {
             "acks": args.acks.name(),
             "flush": s.flush,
             "compression": args.compression.codec().name(),
+            "protocol": if args.protocol == BenchProtocol::Kafka { "kafka" } else { "native" },
             "seconds": secs,
             "msgs_per_sec": msgs,
             "mb_per_sec": mb,

@@ -18,6 +18,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_kafka;
 mod cluster;
 mod consume;
 mod errors;

@@ -28,6 +28,9 @@ pub struct Broker {
     pub native_addr: String,
     /// Address of the cluster listener.
     pub cluster_addr: String,
+    /// Advertised address of the Kafka-protocol listener, if it runs.
+    #[serde(default)]
+    pub kafka_addr: Option<String>,
     /// Availability zone, if any.
     pub rack: Option<String>,
     /// Fenced brokers lead nothing and are not offered to clients.
@@ -181,6 +184,9 @@ pub enum MetadataCommand {
         native_addr: String,
         /// Cluster listener address.
         cluster_addr: String,
+        /// Advertised Kafka-protocol listener address, if it runs.
+        #[serde(default)]
+        kafka_addr: Option<String>,
         /// Availability zone.
         rack: Option<String>,
         /// The registering process's incarnation (random per start).
@@ -327,6 +333,7 @@ impl ClusterMetadata {
                 id,
                 native_addr,
                 cluster_addr,
+                kafka_addr,
                 rack,
                 incarnation,
             } => {
@@ -337,6 +344,7 @@ impl ClusterMetadata {
                         id: *id,
                         native_addr: native_addr.clone(),
                         cluster_addr: cluster_addr.clone(),
+                        kafka_addr: kafka_addr.clone(),
                         rack: rack.clone(),
                         fenced: false,
                         incarnation: *incarnation,
@@ -1152,6 +1160,7 @@ mod tests {
             id: 2,
             native_addr: "h:1".into(),
             cluster_addr: "h:2".into(),
+            kafka_addr: None,
             rack: Some("a".into()),
             incarnation: 0,
         };
@@ -1274,6 +1283,7 @@ mod tests {
                 id,
                 native_addr: format!("127.0.0.1:{id}"),
                 cluster_addr: format!("127.0.0.1:1{id}"),
+                kafka_addr: None,
                 rack: None,
                 incarnation: 0,
             });
@@ -1463,6 +1473,7 @@ mod tests {
             id,
             native_addr: format!("127.0.0.1:{id}"),
             cluster_addr: format!("127.0.0.1:1{id}"),
+            kafka_addr: None,
             rack: None,
             incarnation: 0,
         });

@@ -431,6 +431,7 @@ fn register(id: u64) -> MetadataCommand {
         id,
         native_addr: format!("127.0.0.1:{}", 9000 + id),
         cluster_addr: String::new(),
+        kafka_addr: None,
         rack: None,
         incarnation: 0,
     }

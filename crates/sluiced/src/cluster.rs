@@ -128,6 +128,7 @@ pub fn build_view(
                     id: node_u32(b.id),
                     host,
                     port,
+                    kafka: b.kafka_addr.as_deref().map(split_addr),
                     rack: b.rack.clone(),
                     alive: !b.fenced,
                     draining: b.draining,
@@ -339,6 +340,7 @@ impl ClusterNode {
         listener: TcpListener,
         broker: Arc<Broker>,
         native_addr: String,
+        kafka_addr: Option<String>,
         rack: Option<String>,
     ) -> Result<ClusterNode, BrokerError> {
         let voters: BTreeMap<u64, String> = config
@@ -455,6 +457,7 @@ impl ClusterNode {
                 id: node_id,
                 native_addr,
                 cluster_addr,
+                kafka_addr,
                 rack,
                 incarnation,
             };
@@ -1152,6 +1155,7 @@ mod tests {
                 id,
                 native_addr: format!("127.0.0.1:{}", 7170 + id),
                 cluster_addr: String::new(),
+                kafka_addr: None,
                 rack: Some("r".into()),
                 incarnation: 0,
             });

@@ -32,9 +32,12 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::bind(config).await?;
         let mut out = std::io::stdout().lock();
+        let kafka = server
+            .kafka_addr()
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
         writeln!(
             out,
-            "listening native={} http={}",
+            "listening native={} http={} kafka={kafka}",
             server.native_addr(),
             server.http_addr()
         )?;

@@ -67,7 +67,22 @@ pub struct Server {
     http: TcpListener,
     native_addr: SocketAddr,
     http_addr: SocketAddr,
+    /// The Kafka listener and the address its clients are told, if enabled.
+    kafka: Option<(TcpListener, Option<(String, u16)>)>,
+    kafka_addr: Option<SocketAddr>,
     cluster: Option<ClusterNode>,
+}
+
+/// `host:port` split for advertising (a bracketed IPv6 host loses its brackets).
+fn split_host_port(addr: &str) -> Result<(String, u16), BrokerError> {
+    let bad = || BrokerError::Config(format!("kafka_advertise must be host:port, got {addr:?}"));
+    let (h, p) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = p.parse().map_err(|_| bad())?;
+    let host = h.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
 }
 
 impl Server {
@@ -111,6 +126,25 @@ impl Server {
         };
         let native_addr = local(&native, config.listen)?;
         let http_addr = local(&http, config.http_listen)?;
+        let kafka = match config.kafka_listen {
+            None => None,
+            Some(addr) => {
+                let l = bind(addr, LISTEN_BACKLOG)?;
+                let bound = local(&l, addr)?;
+                Some((l, bound))
+            }
+        };
+        let kafka_addr = kafka.as_ref().map(|(_, a)| *a);
+        // What Kafka clients are told: --kafka-advertise, else the bound address.
+        let kafka_advertised = match (&config.kafka_advertise, kafka_addr) {
+            (Some(a), _) => Some(split_host_port(a)?),
+            // An unspecified bind address is no address to give out: each
+            // client is then told the address it connected to.
+            (None, Some(bound)) if !bound.ip().is_unspecified() => {
+                Some((bound.ip().to_string(), bound.port()))
+            }
+            (None, _) => None,
+        };
         let cluster = match &config.cluster {
             None => None,
             Some(cc) => {
@@ -126,6 +160,7 @@ impl Server {
                         listener,
                         Arc::clone(&broker),
                         advertised,
+                        kafka_advertised.as_ref().map(|(h, p)| format!("{h}:{p}")),
                         config.rack.clone(),
                     )
                     .await?,
@@ -136,6 +171,7 @@ impl Server {
             version = env!("CARGO_PKG_VERSION"),
             native = %native_addr,
             http = %http_addr,
+            kafka = ?kafka_addr,
             data_dir = %config.data_dir.display(),
             topics_recovered = broker.topics().len(),
             "sluiced started"
@@ -148,6 +184,8 @@ impl Server {
             http,
             native_addr,
             http_addr,
+            kafka: kafka.map(|(l, _)| (l, kafka_advertised)),
+            kafka_addr,
             cluster,
         })
     }
@@ -155,6 +193,11 @@ impl Server {
     /// The bound native protocol address.
     pub fn native_addr(&self) -> SocketAddr {
         self.native_addr
+    }
+
+    /// The bound Kafka-protocol address, if that listener is enabled.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
     }
 
     /// The bound HTTP address.
@@ -180,6 +223,7 @@ impl Server {
             groups,
             native,
             http,
+            kafka,
             cluster,
             ..
         } = self;
@@ -216,16 +260,37 @@ impl Server {
         ));
 
         // On a worker thread, not on the thread that called `run` (often `block_on`).
+        // One connection cap for both listeners.
+        let limit = Arc::new(Semaphore::new(config.max_connections));
         let acceptor = tokio::spawn(accept_loop(
             native,
+            Proto::Native,
+            Arc::clone(&limit),
             Arc::clone(&broker),
             Arc::clone(&groups),
             config.clone(),
             stop.clone(),
             tracker.clone(),
         ));
+        let kafka_acceptor = kafka.map(|(listener, advertised)| {
+            tokio::spawn(accept_loop(
+                listener,
+                Proto::Kafka(advertised),
+                Arc::clone(&limit),
+                Arc::clone(&broker),
+                Arc::clone(&groups),
+                config.clone(),
+                stop.clone(),
+                tracker.clone(),
+            ))
+        });
         if let Err(e) = acceptor.await {
             tracing::error!(error = %e, "accept loop failed");
+        }
+        if let Some(k) = kafka_acceptor {
+            if let Err(e) = k.await {
+                tracing::error!(error = %e, "Kafka accept loop failed");
+            }
         }
         let _ = phase0.await;
 
@@ -268,15 +333,25 @@ impl Server {
     }
 }
 
+/// Which protocol a listener speaks.
+enum Proto {
+    /// The native protocol.
+    Native,
+    /// The Kafka protocol, with the address advertised to its clients (if set).
+    Kafka(Option<(String, u16)>),
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
+    proto: Proto,
+    limit: Arc<Semaphore>,
     broker: Arc<Broker>,
     groups: Arc<Groups>,
     config: BrokerConfig,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_connections));
     let driver = sluice_broker::connection::driver_config(&config);
     let memory = broker.request_memory().clone();
     while let Some((permit, stream, peer)) = accept_limited(&listener, &limit, &shutdown).await {
@@ -296,12 +371,27 @@ async fn accept_loop(
         let gauge = broker.metrics().active_connections.clone();
         let t = tracker.clone();
         let memory = memory.clone();
-        tracker.spawn(async move {
-            gauge.inc();
-            sluice_broker::connection::serve(stream, peer, ctx, driver, memory, t).await;
-            gauge.dec();
-            drop(permit);
-        });
+        match &proto {
+            Proto::Native => tracker.spawn(async move {
+                gauge.inc();
+                sluice_broker::connection::serve(stream, peer, ctx, driver, memory, t).await;
+                gauge.dec();
+                drop(permit);
+            }),
+            Proto::Kafka(advertised) => {
+                let ctx = sluice_kafka::KafkaContext {
+                    core: ctx,
+                    advertised: advertised.clone(),
+                };
+                let driver = sluice_kafka::driver_config(driver);
+                tracker.spawn(async move {
+                    gauge.inc();
+                    sluice_kafka::serve(stream, peer, ctx, driver, memory, t).await;
+                    gauge.dec();
+                    drop(permit);
+                })
+            }
+        };
     }
 }
 

@@ -20,6 +20,7 @@ pub fn loopback(dir: &std::path::Path) -> sluice_broker::ConfigLayer {
         data_dir: Some(dir.to_path_buf()),
         listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         http_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        kafka_listen: Some("127.0.0.1:0".into()),
         ..sluice_broker::ConfigLayer::default()
     }
 }

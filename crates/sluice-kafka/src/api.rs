@@ -1,0 +1,228 @@
+//! Which Kafka apis and versions are served, and the dispatch of one frame.
+//!
+//! [`SERVED`] is what ApiVersions advertises, and exactly what
+//! [`handle`] accepts: an api key or version outside it closes the
+//! connection (ApiVersions excepted, see the crate docs). Produce is
+//! advertised from v0, as Kafka 4 does, because older librdkafka decides
+//! from the advertised range whether to compress; v0 to v2 (the message
+//! formats before RecordBatch v2) are answered `UNSUPPORTED_VERSION` per
+//! partition. Fetch starts at v4, the first version whose clients read
+//! RecordBatch v2. Transactions are not served: their apis are not
+//! advertised, a transactional FindCoordinator or InitProducerId gets an
+//! error that says so.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::protocol::{Encodable, HeaderVersion};
+
+use crate::header::{parse_header, peek_ids, RequestHeader};
+use crate::{frame, KafkaContext, KafkaError, Reply};
+
+/// Served apis: (api key, lowest version, highest version).
+pub const SERVED: &[(i16, i16, i16)] = &[
+    (0, 0, 11), // Produce
+    (1, 4, 17), // Fetch
+    (2, 1, 9),  // ListOffsets
+    (3, 0, 12), // Metadata
+    (10, 0, 4), // FindCoordinator
+    (18, 0, 4), // ApiVersions
+    (19, 0, 7), // CreateTopics
+    (20, 0, 6), // DeleteTopics
+    (22, 0, 4), // InitProducerId
+    (32, 0, 4), // DescribeConfigs
+    (37, 0, 3), // CreatePartitions
+    (44, 0, 1), // IncrementalAlterConfigs
+    (60, 0, 1), // DescribeCluster
+];
+
+/// The served version range of an api key.
+pub fn served_range(key: i16) -> Option<(i16, i16)> {
+    SERVED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// One request being handled.
+pub(crate) struct Req<'a> {
+    /// The listener's context.
+    pub ctx: &'a Arc<KafkaContext>,
+    /// The parsed header.
+    pub header: RequestHeader,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+impl Req<'_> {
+    /// The request's version.
+    pub fn version(&self) -> i16 {
+        self.header.api_version
+    }
+
+    /// Encodes `body` as this request's response.
+    pub fn respond<R: Encodable + HeaderVersion>(
+        &self,
+        api: &'static str,
+        body: &R,
+    ) -> Result<Reply, KafkaError> {
+        Ok(Reply::Now(frame(
+            api,
+            self.header.correlation_id,
+            self.header.api_version,
+            body,
+        )?))
+    }
+
+    /// An encoder for a response produced later (by a deferred action).
+    pub fn later<R: Encodable + HeaderVersion>(
+        &self,
+        api: &'static str,
+    ) -> impl FnOnce(&R) -> Option<Vec<Bytes>> + Send + 'static {
+        let (cid, version) = (self.header.correlation_id, self.header.api_version);
+        move |body: &R| match frame(api, cid, version, body) {
+            Ok(chunks) => Some(chunks),
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping a response that does not encode");
+                None
+            }
+        }
+    }
+}
+
+/// A decoded frame.
+#[derive(Debug)]
+pub enum Frame {
+    /// ApiVersions of a version not served: answer error 35 in a v0 body.
+    ApiVersionsUnsupported {
+        /// Echoed in the answer.
+        correlation_id: i32,
+    },
+    /// A request of a served api and version.
+    Request {
+        /// The header.
+        header: RequestHeader,
+        /// The body (boxed: some requests are large structs).
+        body: Box<RequestKind>,
+    },
+}
+
+/// Parses one frame payload (length prefix removed): header checks, served
+/// api and version, body decode. Never panics, and never reserves memory
+/// for a count larger than the bytes present.
+pub fn parse_frame(payload: Bytes) -> Result<Frame, KafkaError> {
+    let (key, version, correlation_id) =
+        peek_ids(&payload).ok_or_else(|| KafkaError::Header("shorter than 8 bytes".into()))?;
+    let range = served_range(key);
+    if key == ApiKey::ApiVersions as i16
+        && range.is_some_and(|(lo, hi)| version < lo || version > hi)
+    {
+        return Ok(Frame::ApiVersionsUnsupported { correlation_id });
+    }
+    let Some((lo, hi)) = range else {
+        return Err(KafkaError::UnknownApi(key));
+    };
+    if version < lo || version > hi {
+        return Err(KafkaError::UnsupportedVersion { key, version });
+    }
+    let api = ApiKey::try_from(key).map_err(|()| KafkaError::UnknownApi(key))?;
+    let mut buf = payload;
+    let header = parse_header(&mut buf, api.request_header_version(version))?;
+    let body = RequestKind::decode(api, &mut buf, version).map_err(|e| KafkaError::Body {
+        api: api_name(api),
+        version,
+        reason: e.to_string(),
+    })?;
+    Ok(Frame::Request {
+        header,
+        body: Box::new(body),
+    })
+}
+
+/// The api's name for messages.
+fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "request",
+    }
+}
+
+/// Handles one frame payload (length prefix removed).
+pub(crate) fn handle(
+    ctx: &Arc<KafkaContext>,
+    peer: SocketAddr,
+    payload: Bytes,
+) -> Result<Reply, KafkaError> {
+    let (header, body) = match parse_frame(payload)? {
+        Frame::ApiVersionsUnsupported { correlation_id } => {
+            return Ok(Reply::Now(crate::meta::api_versions_unsupported(
+                correlation_id,
+            )?))
+        }
+        Frame::Request { header, body } => (header, body),
+    };
+    let key = header.api_key;
+    let req = Req { ctx, header, peer };
+    tracing::trace!(peer = %req.peer, api_key = key, version = req.version(), "kafka request");
+    use crate::{data, fetch, meta};
+    match *body {
+        RequestKind::ApiVersions(r) => meta::api_versions(&req, r),
+        RequestKind::Metadata(r) => meta::metadata(&req, r),
+        RequestKind::DescribeCluster(r) => meta::describe_cluster(&req, r),
+        RequestKind::FindCoordinator(r) => meta::find_coordinator(&req, r),
+        RequestKind::CreateTopics(r) => meta::create_topics(&req, r),
+        RequestKind::DeleteTopics(r) => meta::delete_topics(&req, r),
+        RequestKind::CreatePartitions(r) => meta::create_partitions(&req, r),
+        RequestKind::DescribeConfigs(r) => meta::describe_configs(&req, r),
+        RequestKind::IncrementalAlterConfigs(r) => meta::incremental_alter_configs(&req, r),
+        RequestKind::Produce(r) => data::produce(&req, r),
+        RequestKind::Fetch(r) => fetch::fetch(&req, r),
+        RequestKind::ListOffsets(r) => data::list_offsets(&req, r),
+        RequestKind::InitProducerId(r) => data::init_producer_id(&req, r),
+        _ => Err(KafkaError::UnknownApi(key)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_range_is_within_what_the_codec_knows() {
+        for (key, lo, hi) in SERVED {
+            let api = ApiKey::try_from(*key).expect("known key");
+            let v = api.valid_versions();
+            assert!(
+                lo <= hi && *lo >= v.min && *hi <= v.max,
+                "{api:?} {lo}..={hi} vs {v:?}"
+            );
+        }
+        assert!(
+            SERVED.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, once each"
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! Produce, ListOffsets and InitProducerId.
+//!
+//! - Produce maps `acks` onto the core: `0` -> none (no response at all),
+//!   `1` -> leader (answered after the leader's append), `-1` (all) ->
+//!   durable (answered once a majority of the replicas has the batch
+//!   fsynced, as Redpanda does); anything else is `INVALID_REQUIRED_ACKS`.
+//!   Batches are stored verbatim (base offset and leader epoch stamped), so
+//!   compressed batches stay compressed. Idempotent batches are
+//!   sequence-checked by the core: a retried duplicate gets its original
+//!   base offset, a gap `OUT_OF_ORDER_SEQUENCE_NUMBER`. Versions 0 to 2
+//!   (message formats before RecordBatch v2) get `UNSUPPORTED_VERSION`, and
+//!   a transactional produce `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`.
+//! - ListOffsets: `-2` earliest (log start), `-1` latest (the high
+//!   watermark, the same as Fetch reports), `-3` max timestamp (the batch
+//!   holding the largest timestamp: its base offset, found by a binary
+//!   search over the time index), `-4` earliest local (= earliest: no
+//!   tiered storage), `-5` latest tiered (-1: nothing is tiered); a
+//!   timestamp past every record answers offset -1 and timestamp -1, as Kafka.
+//! - InitProducerId hands out a fresh producer id at epoch 0 (ids come
+//!   from the controller in a cluster); a transactional id is refused with
+//!   `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`: Sluice serves no transactions.
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use sluice_broker::broker::OffsetSpec;
+use sluice_broker::codes::WireCode;
+use sluice_protocol as native;
+
+use crate::api::Req;
+use crate::codes::{kafka, to_kafka};
+use crate::meta::{finish, native_call, tn};
+use crate::{KafkaError, Reply};
+
+/// A produce answered with `code` for every partition, without touching the log.
+fn produce_refused(req: &Req<'_>, r: &ProduceRequest, code: i16) -> Result<Reply, KafkaError> {
+    if r.acks == 0 {
+        return Ok(Reply::Nothing);
+    }
+    let responses = r
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(code)
+                                .with_base_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    req.respond(
+        "Produce",
+        &ProduceResponse::default().with_responses(responses),
+    )
+}
+
+pub(crate) fn produce(req: &Req<'_>, r: ProduceRequest) -> Result<Reply, KafkaError> {
+    if req.version() < 3 {
+        return produce_refused(req, &r, kafka::UNSUPPORTED_VERSION);
+    }
+    if r.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+        return produce_refused(req, &r, kafka::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
+    let acks = match r.acks {
+        0 => native::Acks::None,
+        1 => native::Acks::Leader,
+        -1 => native::Acks::Durable,
+        _ => return produce_refused(req, &r, kafka::INVALID_REQUIRED_ACKS),
+    };
+    let topics = r
+        .topic_data
+        .into_iter()
+        .map(|t| native::ProduceTopic {
+            name: t.name.0.to_string(),
+            partitions: t
+                .partition_data
+                .into_iter()
+                .map(|p| native::ProducePartition {
+                    partition: u32::try_from(p.index).unwrap_or(u32::MAX),
+                    records: p.records.unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect();
+    let out = native_call(
+        req,
+        native::ApiKey::Produce,
+        native::Request::Produce(native::ProduceRequest {
+            acks,
+            timeout_ms: u32::try_from(r.timeout_ms).unwrap_or(0),
+            topics,
+        }),
+    );
+    finish(req, "Produce", out, |resp| {
+        let native::Response::Produce(p) = resp else {
+            let code = match resp {
+                native::Response::Error(e) => e,
+                _ => native::ErrorCode::Unknown,
+            };
+            tracing::debug!(?code, "produce refused as a whole");
+            return ProduceResponse::default();
+        };
+        let responses = p
+            .topics
+            .into_iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(tn(&t.name))
+                    .with_partition_responses(
+                        t.partitions
+                            .into_iter()
+                            .map(|p| {
+                                let ok = p.error == native::ErrorCode::None;
+                                PartitionProduceResponse::default()
+                                    .with_index(i32::try_from(p.partition).unwrap_or(-1))
+                                    .with_error_code(to_kafka(p.error))
+                                    .with_base_offset(if ok {
+                                        i64::try_from(p.base_offset).unwrap_or(-1)
+                                    } else {
+                                        -1
+                                    })
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        ProduceResponse::default().with_responses(responses)
+    })
+}
+
+/// ListOffsets timestamp values with a special meaning.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub(crate) fn list_offsets(req: &Req<'_>, r: ListOffsetsRequest) -> Result<Reply, KafkaError> {
+    let v = req.version();
+    let broker = &req.ctx.core.broker;
+    // Leadership and existence checks as the native api makes them: ask it
+    // for the earliest offset of every partition first.
+    let probe = native::ListOffsetsRequest {
+        topics: r
+            .topics
+            .iter()
+            .map(|t| native::ListOffsetsTopic {
+                name: t.name.0.to_string(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| native::ListOffsetsPartition {
+                        partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
+                        spec: native::OffsetSpec::Earliest,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let checked = match native_call(
+        req,
+        native::ApiKey::ListOffsets,
+        native::Request::ListOffsets(probe),
+    ) {
+        sluice_broker::handler::Outcome::Respond(native::Response::ListOffsets(l)) => l,
+        _ => native::ListOffsetsResponse { topics: Vec::new() },
+    };
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for (ti, t) in r.topics.iter().enumerate() {
+        let name = t.name.0.to_string();
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let check = checked
+                .topics
+                .get(ti)
+                .and_then(|ct| ct.partitions.get(pi))
+                .map_or(native::ErrorCode::UnknownTopicOrPartition, |cp| cp.error);
+            let mut out =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            if check != native::ErrorCode::None {
+                out.error_code = to_kafka(check);
+                out.offset = -1;
+                out.timestamp = -1;
+                parts.push(out);
+                continue;
+            }
+            let index = u32::try_from(p.partition_index).unwrap_or(u32::MAX);
+            let found: Result<(i64, i64), native::ErrorCode> = match p.timestamp {
+                LATEST => lookup(broker, &name, index, OffsetSpec::Latest),
+                EARLIEST | EARLIEST_LOCAL => lookup(broker, &name, index, OffsetSpec::Earliest),
+                LATEST_TIERED => Ok((-1, -1)),
+                MAX_TIMESTAMP => max_timestamp(broker, &name, index),
+                ts if ts >= 0 => lookup(broker, &name, index, OffsetSpec::Timestamp(ts)).map(
+                    |(offset, found_ts)| {
+                        if found_ts < 0 {
+                            (-1, -1)
+                        } else {
+                            (offset, found_ts)
+                        }
+                    },
+                ),
+                _ => Err(native::ErrorCode::InvalidRequest),
+            };
+            match found {
+                Ok((offset, ts)) => {
+                    out.offset = offset;
+                    out.timestamp = ts;
+                    if v >= 4 {
+                        out.leader_epoch = broker
+                            .partition(&name, index)
+                            .ok()
+                            .and_then(|p| p.leader_epoch())
+                            .map_or(-1, |e| i32::try_from(e).unwrap_or(-1));
+                    }
+                }
+                Err(e) => {
+                    out.error_code = to_kafka(e);
+                    out.offset = -1;
+                    out.timestamp = -1;
+                }
+            }
+            parts.push(out);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts),
+        );
+    }
+    req.respond(
+        "ListOffsets",
+        &ListOffsetsResponse::default().with_topics(topics),
+    )
+}
+
+fn lookup(
+    broker: &sluice_broker::Broker,
+    topic: &str,
+    partition: u32,
+    spec: OffsetSpec,
+) -> Result<(i64, i64), native::ErrorCode> {
+    broker
+        .list_offset(topic, partition, spec)
+        .map(|(o, ts)| (i64::try_from(o).unwrap_or(i64::MAX), ts))
+        .map_err(|e| e.code())
+}
+
+/// The batch holding the largest timestamp below the high watermark: its
+/// base offset and that timestamp, or (-1, -1) for an empty partition.
+fn max_timestamp(
+    broker: &sluice_broker::Broker,
+    topic: &str,
+    partition: u32,
+) -> Result<(i64, i64), native::ErrorCode> {
+    let p = broker.partition(topic, partition).map_err(|e| e.code())?;
+    let hw = p.high_watermark();
+    let at = |ts: i64| -> Result<Option<(u64, i64)>, native::ErrorCode> {
+        Ok(p.offset_for_timestamp(ts)
+            .map_err(|e| e.code())?
+            .filter(|(o, _)| *o < hw))
+    };
+    let Some(mut best) = at(i64::MIN)? else {
+        return Ok((-1, -1));
+    };
+    // Largest ts with a batch at or after it: batches' max timestamps are
+    // what the index holds, so the answer is one of them.
+    let (mut lo, mut hi) = (best.1, i64::MAX);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2 + 1;
+        match at(mid)? {
+            Some(found) => {
+                best = found;
+                lo = found.1.max(mid);
+            }
+            None => hi = mid - 1,
+        }
+    }
+    Ok((i64::try_from(best.0).unwrap_or(i64::MAX), best.1))
+}
+
+pub(crate) fn init_producer_id(
+    req: &Req<'_>,
+    r: InitProducerIdRequest,
+) -> Result<Reply, KafkaError> {
+    if r.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+        return req.respond(
+            "InitProducerId",
+            &InitProducerIdResponse::default()
+                .with_error_code(kafka::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        );
+    }
+    let out = native_call(
+        req,
+        native::ApiKey::InitProducerId,
+        native::Request::InitProducerId,
+    );
+    finish(req, "InitProducerId", out, |resp| match resp {
+        native::Response::InitProducerId(i) => InitProducerIdResponse::default()
+            .with_error_code(to_kafka(i.error))
+            .with_producer_id(ProducerId(i.producer_id))
+            .with_producer_epoch(i.producer_epoch),
+        _ => InitProducerIdResponse::default()
+            .with_error_code(kafka::UNKNOWN_SERVER_ERROR)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    })
+}
