@@ -34,6 +34,7 @@
 //! | `max_request_partitions` | `SLUICE_MAX_REQUEST_PARTITIONS` | `10000` (entries per request, see protocol.md) |
 //! | `housekeeping_interval_ms` | `SLUICE_HOUSEKEEPING_INTERVAL_MS` | `5000` (retention checks) |
 //! | `offsets_retention_minutes` | `SLUICE_OFFSETS_RETENTION_MINUTES` | `10080` (7 days, as Kafka: committed offsets of an empty group) |
+//! | `group_initial_rebalance_delay_ms` | `SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS` | `3000` (Kafka's `group.initial.rebalance.delay.ms`: how long an empty Kafka-protocol group waits for more members before its first rebalance ends) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
 //! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info,openraft=warn` (openraft's own info lines are state dumps) |
 //! | `[cluster] rack` (`--rack`) | `SLUICE_RACK`             | none (the broker's availability zone, reported in Metadata v1 and DescribeCluster) |
@@ -74,6 +75,9 @@ pub const MAX_PARTITIONS: u32 = 10_000;
 pub const DEFAULT_MAX_TOTAL_PARTITIONS: u32 = 100_000;
 /// Default `offsets_retention_minutes`: 7 days, as Kafka.
 pub const DEFAULT_OFFSETS_RETENTION_MINUTES: u64 = 7 * 24 * 60;
+/// Default `group_initial_rebalance_delay_ms`, as Kafka.
+pub const DEFAULT_GROUP_INITIAL_REBALANCE_DELAY_MS: u64 =
+    sluice_group::classic::DEFAULT_INITIAL_REBALANCE_DELAY_MS;
 
 /// Durability policy of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -189,6 +193,10 @@ pub struct ConfigLayer {
     /// commit and their group becoming empty.
     #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<u64>,
+    /// How long an empty Kafka-protocol (classic) group waits for more
+    /// members before its first rebalance completes.
+    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
@@ -391,6 +399,8 @@ pub struct BrokerConfig {
     pub housekeeping_interval: Duration,
     /// Offsets retention (`offsets_retention_minutes`).
     pub offsets_retention: Duration,
+    /// Initial rebalance delay of Kafka-protocol groups (`group_initial_rebalance_delay_ms`).
+    pub group_initial_rebalance_delay: Duration,
     /// Shutdown deadline for in-flight requests.
     pub shutdown_timeout: Duration,
     /// tracing filter.
@@ -483,6 +493,9 @@ impl ConfigLayer {
             offsets_retention_minutes: self
                 .offsets_retention_minutes
                 .or(lower.offsets_retention_minutes),
+            group_initial_rebalance_delay_ms: self
+                .group_initial_rebalance_delay_ms
+                .or(lower.group_initial_rebalance_delay_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             log_level: self.log_level.or(lower.log_level),
             cluster: self.cluster.or(lower.cluster),
@@ -569,6 +582,10 @@ impl ConfigLayer {
                 self.offsets_retention_minutes
                     .unwrap_or(DEFAULT_OFFSETS_RETENTION_MINUTES)
                     .saturating_mul(60),
+            ),
+            group_initial_rebalance_delay: Duration::from_millis(
+                self.group_initial_rebalance_delay_ms
+                    .unwrap_or(DEFAULT_GROUP_INITIAL_REBALANCE_DELAY_MS),
             ),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms.unwrap_or(10_000)),
             log_level: self
@@ -726,6 +743,26 @@ mod tests {
             ..ConfigLayer::default()
         };
         assert!(negative.resolve().is_err());
+    }
+
+    #[test]
+    fn group_initial_rebalance_delay_is_settable() {
+        let cfg = ConfigLayer::default().resolve().unwrap();
+        assert_eq!(
+            cfg.group_initial_rebalance_delay,
+            Duration::from_millis(3_000)
+        );
+        let layer: ConfigLayer = toml::from_str("group_initial_rebalance_delay_ms = 0\n").unwrap();
+        assert_eq!(
+            layer.resolve().unwrap().group_initial_rebalance_delay,
+            Duration::ZERO
+        );
+        let cli =
+            Cli::try_parse_from(["sluiced", "--group-initial-rebalance-delay-ms", "250"]).unwrap();
+        assert_eq!(
+            cli.into_config().unwrap().group_initial_rebalance_delay,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

@@ -89,6 +89,16 @@
 //! it, and clients can neither create, produce to, fetch from nor delete it
 //! (names starting with `__` are reserved; the registry does not know it).
 //!
+//! # Kafka classic groups
+//!
+//! The Kafka-wire front end's JoinGroup/SyncGroup/Heartbeat/LeaveGroup run
+//! on a [`sluice_group::ClassicCoordinator`] kept in the same [`State`] (so
+//! under the same lock) as the native coordinator; its async surface is in
+//! [`crate::classic`]. The two share the group namespace (a group with
+//! members of one protocol refuses joins of the other: the native join gets
+//! `NON_EMPTY_GROUP`), the offset store, ListGroups/DescribeGroups/delete,
+//! offsets retention and the expiry timer.
+//!
 //! Lock order: coordinator state, then the topic registry's map (through the
 //! catalog). Nothing takes them the other way round.
 
@@ -99,10 +109,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_group::{
-    begin_fenced_commit, lag, timestamp_at, CommitTicket, CommittedOffset, Committer, Coordinator,
-    CoordinatorConfig, ExpiryNow, GroupDescription, GroupError, GroupListing, GroupState,
-    JoinRequest, MemberView, OffsetCommit, OffsetRetention, OffsetStore, TopicCatalog,
-    TopicPartition,
+    begin_fenced_commit, lag, timestamp_at, ClassicConfig, ClassicCoordinator, CommitTicket,
+    CommittedOffset, Committer, Coordinator, CoordinatorConfig, ExpiryNow, GroupDescription,
+    GroupError, GroupListing, GroupState, JoinRequest, MemberView, Occupancy, OffsetCommit,
+    OffsetRetention, OffsetStore, TopicCatalog, TopicPartition,
 };
 use sluice_log::{FileIo, LogConfig, OsFileIo};
 use sluice_protocol::TopicPartitions;
@@ -110,7 +120,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::classic::{
+    ClassicGroupDescription, ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse,
+    ClassicMemberDescription, ClassicSyncRequest, ClassicSyncResponse,
+};
+
 use crate::broker::Broker;
+use crate::classic::{classic_as_native, ClassicWaiter};
+use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::topics::{serving, PartitionMissing, Topic, TopicRegistry};
@@ -173,6 +190,24 @@ pub struct GroupsOptions {
     pub max_metric_groups: usize,
     /// Most `sluice_group_lag{,_ms}` series (group and partition).
     pub max_metric_partitions: usize,
+    /// How long an empty Kafka classic group waits for more members before
+    /// its first rebalance completes (`group_initial_rebalance_delay_ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Most members of a Kafka classic group (`None`: unlimited).
+    pub group_max_size: Option<usize>,
+}
+
+impl GroupsOptions {
+    /// The defaults with the group settings of `config`.
+    pub fn from_config(config: &BrokerConfig) -> Self {
+        GroupsOptions {
+            group_initial_rebalance_delay_ms: u64::try_from(
+                config.group_initial_rebalance_delay.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+            ..GroupsOptions::default()
+        }
+    }
 }
 
 impl Default for GroupsOptions {
@@ -183,6 +218,9 @@ impl Default for GroupsOptions {
             clock: Arc::new(SystemClock),
             max_metric_groups: DEFAULT_MAX_METRIC_GROUPS,
             max_metric_partitions: DEFAULT_MAX_METRIC_PARTITIONS,
+            group_initial_rebalance_delay_ms:
+                sluice_group::classic::DEFAULT_INITIAL_REBALANCE_DELAY_MS,
+            group_max_size: None,
         }
     }
 }
@@ -204,12 +242,25 @@ impl TopicCatalog for RegistryCatalog<'_> {
 }
 
 /// Everything behind the coordinator lock.
-struct State {
-    coordinator: Coordinator,
+pub(crate) struct State {
+    pub(crate) coordinator: Coordinator,
     /// Parked heartbeats by (group, member). A second parked heartbeat of the
     /// same member (a client breaking the one-in-flight rule) replaces and
     /// wakes the first.
     parked: HashMap<(String, String), Arc<Notify>>,
+    /// Kafka classic groups.
+    pub(crate) classic: ClassicCoordinator,
+    /// Where each parked classic JoinGroup/SyncGroup is answered.
+    pub(crate) classic_waiters: HashMap<sluice_group::Ticket, ClassicWaiter>,
+}
+
+impl State {
+    /// The earliest deadline of either coordinator (`u64::MAX`: none).
+    fn next_deadline_ms(&self) -> u64 {
+        let native = self.coordinator.next_deadline_ms().unwrap_or(u64::MAX);
+        let classic = self.classic.next_deadline_ms().unwrap_or(u64::MAX);
+        native.min(classic)
+    }
 }
 
 /// Series currently exported for groups, to remove the stale ones.
@@ -387,6 +438,15 @@ impl Groups {
             state: Mutex::new(State {
                 coordinator: Coordinator::new(config, instance_id),
                 parked: HashMap::new(),
+                classic: ClassicCoordinator::new(
+                    ClassicConfig {
+                        initial_rebalance_delay_ms: options.group_initial_rebalance_delay_ms,
+                        max_group_size: options.group_max_size,
+                        ..ClassicConfig::default()
+                    },
+                    instance_id,
+                ),
+                classic_waiters: HashMap::new(),
             }),
             store,
             metrics: broker.metrics().clone(),
@@ -408,11 +468,16 @@ impl Groups {
         &self.store
     }
 
-    fn now_ms(&self) -> u64 {
+    /// The wall clock, ms since the Unix epoch (commit timestamps).
+    pub(crate) fn wall_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // Every coordinator call is a complete state transition or an error;
         // a panic elsewhere while holding the guard leaves no half-applied change.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -420,7 +485,7 @@ impl Groups {
 
     /// Runs `f` on the coordinator, then wakes the parked heartbeats it
     /// named and the timer if the next deadline moved earlier.
-    fn mutate<R>(
+    pub(crate) fn mutate<R>(
         &self,
         f: impl FnOnce(&mut State, u64, &dyn TopicCatalog) -> R,
     ) -> (R, MutexGuard<'_, State>) {
@@ -432,13 +497,17 @@ impl Groups {
         (r, st)
     }
 
-    fn after_change(&self, st: &mut State) {
+    /// Wakes what a mutation concerns: parked heartbeats it named, the
+    /// classic requests it answered, and the timer if the next deadline
+    /// moved earlier.
+    pub(crate) fn after_change(&self, st: &mut State) {
         for key in st.coordinator.take_notifications() {
             if let Some(n) = st.parked.get(&key) {
                 n.notify_one();
             }
         }
-        let next = st.coordinator.next_deadline_ms().unwrap_or(u64::MAX);
+        crate::classic::route_completions(st);
+        let next = st.next_deadline_ms();
         if next < self.scheduled.load(Ordering::Acquire) {
             self.scheduled.store(next, Ordering::Release);
             self.timer.notify_one();
@@ -446,8 +515,19 @@ impl Groups {
     }
 
     /// JoinGroup: a new member (`req.member_id == None`) or a subscription update.
+    ///
+    /// Refused with `NonEmptyGroup` while Kafka classic members hold the group.
     pub fn join(&self, group: &str, req: JoinRequest) -> Result<MemberView, GroupError> {
-        let (r, _st) = self.mutate(|st, now, cat| st.coordinator.join(now, group, req, cat));
+        let (r, _st) = self.mutate(|st, now, cat| {
+            let classic = st.classic.member_count(group);
+            if classic > 0 {
+                return Err(GroupError::NonEmptyGroup {
+                    group: group.to_string(),
+                    members: classic,
+                });
+            }
+            st.coordinator.join(now, group, req, cat)
+        });
         r
     }
 
@@ -529,7 +609,11 @@ impl Groups {
 
     /// Expires members whose deadline passed; wakes their parked heartbeats.
     pub fn tick(&self) {
-        let (expired, st) = self.mutate(|st, now, cat| st.coordinator.tick(now, cat));
+        let ((expired, removed), st) =
+            self.mutate(|st, now, cat| (st.coordinator.tick(now, cat), st.classic.tick(now)));
+        for r in removed {
+            tracing::info!(group = %r.group, member = %r.member_id, reason = ?r.reason, "kafka group member removed");
+        }
         for e in expired {
             tracing::info!(group = %e.group, member = %e.member_id, reason = ?e.reason, "group member expired");
             if let Some(n) = st.parked.get(&(e.group, e.member_id)) {
@@ -538,14 +622,15 @@ impl Groups {
         }
     }
 
-    /// The expiry timer: sleeps until the coordinator's next deadline (or
-    /// until woken because it moved earlier), ticks, repeats; returns when
-    /// `stop` fires.
+    /// The expiry timer: sleeps until the coordinators' next deadline (or
+    /// until woken because it moved earlier), ticks, repeats. When `stop`
+    /// fires it answers every parked classic JoinGroup/SyncGroup
+    /// ([`Groups::shutdown_classic`]) and returns.
     pub async fn run_timer(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let next = {
                 let st = self.lock();
-                let next = st.coordinator.next_deadline_ms().unwrap_or(u64::MAX);
+                let next = st.next_deadline_ms();
                 self.scheduled.store(next, Ordering::Release);
                 next
             };
@@ -559,7 +644,10 @@ impl Groups {
                 }
             };
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    self.shutdown_classic();
+                    return;
+                }
                 _ = self.timer.notified() => {}
                 _ = sleep => self.tick(),
             }
@@ -591,6 +679,13 @@ impl Groups {
             }
         };
         let st = self.lock();
+        if member_id.is_empty() && st.classic.occupancy(group) == Occupancy::Members {
+            // A standalone commit needs a group without members of either protocol.
+            return Err(GroupError::UnknownMemberId {
+                group: group.to_string(),
+                member: String::new(),
+            });
+        }
         begin_fenced_commit(
             &st.coordinator,
             &self.store,
@@ -613,14 +708,32 @@ impl Groups {
 
     /// Every group the coordinator knows plus every group with committed
     /// offsets only (listed `Empty`, generation 0), by name.
+    ///
+    /// Kafka classic groups are listed too (with their Kafka state names);
+    /// a name known to both coordinators shows the one with members.
     pub fn list_groups(&self) -> Vec<GroupListing> {
-        let mut out: BTreeMap<String, GroupListing> = self
-            .lock()
+        let st = self.lock();
+        let mut out: BTreeMap<String, GroupListing> = st
             .coordinator
             .list_groups()
             .into_iter()
             .map(|g| (g.group.clone(), g))
             .collect();
+        for c in st.classic.list_groups() {
+            if out.get(&c.group).is_some_and(|n| n.members > 0) {
+                continue;
+            }
+            out.insert(
+                c.group.clone(),
+                GroupListing {
+                    group: c.group,
+                    state: crate::classic::native_state(c.state),
+                    members: c.members,
+                    generation: u32::try_from(c.generation).unwrap_or(0),
+                },
+            );
+        }
+        drop(st);
         for g in self.store.groups() {
             out.entry(g.clone()).or_insert(GroupListing {
                 group: g,
@@ -637,7 +750,16 @@ impl Groups {
     /// nor the store knows it.
     pub fn describe(&self, group: &str) -> Result<GroupInfo, GroupError> {
         sluice_group::error::validate_group_id(group)?;
-        let description = self.lock().coordinator.describe(group);
+        let description = {
+            let st = self.lock();
+            let native = st.coordinator.describe(group);
+            let classic = st.classic.describe(group);
+            match (native, classic) {
+                (Some(n), _) if !n.members.is_empty() => Some(n),
+                (_, Some(c)) => Some(classic_as_native(&c)),
+                (n, None) => n,
+            }
+        };
         let committed = self.store.fetch_group(group);
         let description = match description {
             Some(d) => d,
@@ -716,7 +838,26 @@ impl Groups {
         let now = self.clock.now_ms();
         let ticket = {
             let mut st = self.lock();
-            sluice_group::begin_delete_group(&mut st.coordinator, &self.store, group, now)?
+            let st = &mut *st;
+            if st.classic.occupancy(group) == Occupancy::Members {
+                return Err(GroupError::NonEmptyGroup {
+                    group: group.to_string(),
+                    members: st.classic.member_count(group),
+                });
+            }
+            match sluice_group::begin_delete_group(&mut st.coordinator, &self.store, group, now) {
+                Ok(ticket) => {
+                    // Empty (checked above): deleting cannot fail.
+                    let _ = st.classic.delete_group(group);
+                    ticket
+                }
+                // An empty classic group without offsets.
+                Err(GroupError::GroupIdNotFound { .. }) if st.classic.contains(group) => {
+                    let _ = st.classic.delete_group(group);
+                    return Ok(0);
+                }
+                Err(e) => return Err(e),
+            }
         };
         self.store.finish_counted(ticket)
     }
@@ -780,8 +921,10 @@ impl Groups {
         let candidates = self.store.expiry_candidates(&self.retention, now.wall_ms);
         let pass = {
             let mut st = self.lock();
-            sluice_group::begin_expire_candidates(
+            let st = &mut *st;
+            sluice_group::begin_expire_candidates_with_classic(
                 &mut st.coordinator,
+                &mut st.classic,
                 &self.store,
                 &self.retention,
                 now,
@@ -922,9 +1065,11 @@ impl Groups {
         exported.capped = capped;
     }
 
-    /// Appends what dropped tickets left queued, then flushes and closes
-    /// the offset store (shutdown, blocking).
+    /// Answers every parked classic request, appends what dropped tickets
+    /// left queued, then flushes and closes the offset store (shutdown,
+    /// blocking).
     pub fn close(&self) -> Result<(), BrokerError> {
+        self.shutdown_classic();
         if let Err(e) = self.store.settle() {
             tracing::warn!(error = %e, "appending queued offset changes at shutdown failed");
         }

@@ -14,7 +14,9 @@
 //!   its group-commit flusher (durable acks); [`producer_state`]: the
 //!   idempotent-producer sequence checks applied under its append lock.
 //! - [`group`]: consumer groups ([`Groups`]): the coordinator behind its own
-//!   lock, the `__consumer_offsets` store, parked heartbeats, the expiry timer.
+//!   lock, the `__consumer_offsets` store, parked heartbeats, the expiry timer;
+//!   [`classic`]: the Kafka classic group protocol (JoinGroup/SyncGroup
+//!   barriers answered through futures) on the same lock, store and timer.
 //! - [`driver`]: one connection driver for any length-prefixed protocol
 //!   (framing, request-memory budget, timeouts, deferred-request cap,
 //!   ordered or unordered responses, shutdown).
@@ -26,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod classic;
 pub mod cluster;
 pub mod codes;
 pub mod config;
@@ -46,6 +49,10 @@ pub use broker::{
     Acks, Appended, Broker, FetchParams, FetchResult, FetchTarget, FetchedData, GroupCoordinator,
     GroupCoordinatorRule, OffsetSpec, PartitionDescription, PreparedFetch, TopicDescription,
     SINGLE_NODE_CLUSTER_ID, SINGLE_NODE_ID,
+};
+pub use classic::{
+    ClassicJoinMember, ClassicJoinRequest, ClassicJoinResponse, ClassicSyncRequest,
+    ClassicSyncResponse,
 };
 pub use cluster::{ClusterLink, ClusterView};
 pub use config::{BrokerConfig, Cli, ClusterConfig, ConfigLayer, FlushMode, TopicDefaults};

@@ -362,6 +362,10 @@ pub struct ClassicMemberDescription {
     pub client_id: String,
     /// The client's address.
     pub client_host: String,
+    /// Session timeout in ms.
+    pub session_timeout_ms: u64,
+    /// Rebalance timeout in ms.
+    pub rebalance_timeout_ms: u64,
     /// Metadata for the group's protocol (empty while none is chosen).
     pub metadata: Bytes,
     /// The assignment the leader gave it.
@@ -1822,6 +1826,8 @@ impl ClassicCoordinator {
                 group_instance_id: m.instance_id.clone(),
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
                 metadata: m.metadata(&protocol),
                 assignment: m.assignment.clone(),
             })
