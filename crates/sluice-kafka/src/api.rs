@@ -27,13 +27,22 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (1, 4, 17), // Fetch
     (2, 1, 9),  // ListOffsets
     (3, 0, 12), // Metadata
+    (8, 0, 8),  // OffsetCommit
+    (9, 0, 8),  // OffsetFetch
     (10, 0, 4), // FindCoordinator
+    (11, 0, 9), // JoinGroup
+    (12, 0, 4), // Heartbeat
+    (13, 0, 5), // LeaveGroup
+    (14, 0, 5), // SyncGroup
+    (15, 0, 5), // DescribeGroups
+    (16, 0, 4), // ListGroups
     (18, 0, 4), // ApiVersions
     (19, 0, 7), // CreateTopics
     (20, 0, 6), // DeleteTopics
     (22, 0, 4), // InitProducerId
     (32, 0, 4), // DescribeConfigs
     (37, 0, 3), // CreatePartitions
+    (42, 0, 2), // DeleteGroups
     (44, 0, 1), // IncrementalAlterConfigs
     (60, 0, 1), // DescribeCluster
 ];
@@ -187,7 +196,7 @@ pub(crate) fn handle(
     let key = header.api_key;
     let req = Req { ctx, header, peer };
     tracing::trace!(peer = %req.peer, api_key = key, version = req.version(), "kafka request");
-    use crate::{data, fetch, meta};
+    use crate::{data, fetch, groups, meta};
     match *body {
         RequestKind::ApiVersions(r) => meta::api_versions(&req, r),
         RequestKind::Metadata(r) => meta::metadata(&req, r),
@@ -202,6 +211,15 @@ pub(crate) fn handle(
         RequestKind::Fetch(r) => fetch::fetch(&req, r),
         RequestKind::ListOffsets(r) => data::list_offsets(&req, r),
         RequestKind::InitProducerId(r) => data::init_producer_id(&req, r),
+        RequestKind::JoinGroup(r) => groups::join_group(&req, r),
+        RequestKind::SyncGroup(r) => groups::sync_group(&req, r),
+        RequestKind::Heartbeat(r) => groups::heartbeat(&req, r),
+        RequestKind::LeaveGroup(r) => groups::leave_group(&req, r),
+        RequestKind::OffsetCommit(r) => groups::offset_commit(&req, r),
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(&req, r),
+        RequestKind::ListGroups(r) => groups::list_groups(&req, r),
+        RequestKind::DescribeGroups(r) => groups::describe_groups(&req, r),
+        RequestKind::DeleteGroups(r) => groups::delete_groups(&req, r),
         _ => Err(KafkaError::UnknownApi(key)),
     }
 }

@@ -30,7 +30,7 @@ pub mod api;
 pub mod codes;
 mod data;
 mod fetch;
-
+mod groups;
 mod header;
 mod meta;
 

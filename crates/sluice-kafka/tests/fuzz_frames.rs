@@ -107,26 +107,35 @@ fn sample(api: ApiKey, version: i16) -> RequestKind {
     let s = StrBytes::from_static_str;
     match api {
         ApiKey::Produce => RequestKind::Produce(
-            ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
-                produce_request::TopicProduceData::default()
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
                     .with_name(name())
-                    .with_partition_data(vec![produce_request::PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from_static(&[1, 2, 3])))]),
-            ]),
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from_static(&[1, 2, 3]))),
+                    ])]),
         ),
-        ApiKey::Fetch => RequestKind::Fetch(
-            FetchRequest::default().with_max_wait_ms(10).with_topics(vec![
-                fetch_request::FetchTopic::default()
-                    .with_topic(if version < 13 { name() } else { TopicName::default() })
+        ApiKey::Fetch => {
+            RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(10).with_topics(
+                vec![fetch_request::FetchTopic::default()
+                    .with_topic(if version < 13 {
+                        name()
+                    } else {
+                        TopicName::default()
+                    })
                     .with_partitions(vec![fetch_request::FetchPartition::default()
                         .with_partition(0)
-                        .with_partition_max_bytes(1024)]),
-            ]),
-        ),
-        ApiKey::Metadata => RequestKind::Metadata(MetadataRequest::default().with_topics(Some(
-            vec![metadata_request::MetadataRequestTopic::default().with_name(Some(name()))],
-        ))),
+                        .with_partition_max_bytes(1024)])],
+            ))
+        }
+        ApiKey::Metadata => {
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(name())),
+            ])))
+        }
         ApiKey::ListOffsets => RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(
             vec![list_offsets_request::ListOffsetsTopic::default()
                 .with_name(name())
@@ -137,32 +146,39 @@ fn sample(api: ApiKey, version: i16) -> RequestKind {
             JoinGroupRequest::default()
                 .with_group_id(GroupId(s("g")))
                 .with_protocol_type(s("consumer"))
-                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
-                    .with_name(s("range"))
-                    .with_metadata(Bytes::from_static(&[0, 1, 0, 0, 0, 1]))]),
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(&[0, 1, 0, 0, 0, 1]))]),
         ),
         ApiKey::SyncGroup => RequestKind::SyncGroup(
             SyncGroupRequest::default()
                 .with_group_id(GroupId(s("g")))
-                .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
-                    .with_member_id(s("m"))
-                    .with_assignment(Bytes::from_static(&[0, 1]))]),
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(s("m"))
+                        .with_assignment(Bytes::from_static(&[0, 1])),
+                ]),
         ),
         ApiKey::OffsetCommit => RequestKind::OffsetCommit(
             OffsetCommitRequest::default()
                 .with_group_id(GroupId(s("g")))
-                .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
-                    .with_name(name())
-                    .with_partitions(vec![
-                        offset_commit_request::OffsetCommitRequestPartition::default(),
-                    ])]),
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(name())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default(),
+                        ]),
+                ]),
         ),
-        ApiKey::CreateTopics => RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(
-            vec![create_topics_request::CreatableTopic::default()
+        ApiKey::CreateTopics => {
+            RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(
+                vec![create_topics_request::CreatableTopic::default()
                 .with_name(name())
                 .with_num_partitions(3)
                 .with_replication_factor(-1)],
-        )),
+            ))
+        }
         ApiKey::DescribeGroups => RequestKind::DescribeGroups(
             DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
         ),
@@ -175,7 +191,9 @@ fn sample(api: ApiKey, version: i16) -> RequestKind {
         ApiKey::DeleteTopics => RequestKind::DeleteTopics(DeleteTopicsRequest::default()),
         ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
         ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(DescribeConfigsRequest::default()),
-        ApiKey::CreatePartitions => RequestKind::CreatePartitions(CreatePartitionsRequest::default()),
+        ApiKey::CreatePartitions => {
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default())
+        }
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
         ApiKey::IncrementalAlterConfigs => {
             RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
@@ -206,7 +224,10 @@ impl Rng {
 #[test]
 fn every_valid_frame_of_every_served_version_parses() {
     let frames = valid_frames();
-    let versions: usize = SERVED.iter().map(|(_, lo, hi)| (hi - lo + 1) as usize).sum();
+    let versions: usize = SERVED
+        .iter()
+        .map(|(_, lo, hi)| (hi - lo + 1) as usize)
+        .sum();
     assert_eq!(frames.len(), versions, "a sample for every served version");
     for (key, version, f) in &frames {
         match parse_bounded(f) {
@@ -247,7 +268,10 @@ fn an_eight_byte_metadata_frame_asking_for_gigabytes_is_refused_without_allocati
 #[test]
 fn unknown_apis_and_versions_are_errors_and_api_versions_gets_its_fallback() {
     assert!(parse_bounded(&[0, 99, 0, 0, 0, 0, 0, 1, 0, 0]).is_err());
-    assert!(parse_bounded(&[0, 1, 0, 0, 0, 0, 0, 1, 0, 0]).is_err(), "Fetch v0");
+    assert!(
+        parse_bounded(&[0, 1, 0, 0, 0, 0, 0, 1, 0, 0]).is_err(),
+        "Fetch v0"
+    );
     assert!(parse_bounded(&[0, 3, 0, 99, 0, 0, 0, 1]).is_err());
     assert!(parse_bounded(&[0, 3, 0]).is_err());
     match parse_bounded(&[0, 18, 0, 77, 0, 0, 0, 5, 0xde, 0xad]) {

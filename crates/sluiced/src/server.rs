@@ -102,8 +102,9 @@ impl Server {
             .unwrap_or(0);
         let (b, dir) = (Arc::clone(&broker), config.data_dir.clone());
         let retention = config.offsets_retention;
+        let options = sluice_broker::group::GroupsOptions::from_config(&config);
         let groups = tokio::task::spawn_blocking(move || {
-            Groups::open(
+            Groups::open_with(
                 &dir,
                 b,
                 sluice_group::CoordinatorConfig {
@@ -111,6 +112,7 @@ impl Server {
                     ..sluice_group::CoordinatorConfig::default()
                 },
                 instance_id,
+                options,
             )
         })
         .await
@@ -294,7 +296,9 @@ impl Server {
         }
         let _ = phase0.await;
 
-        // Phase 2: in-flight requests.
+        // Phase 2: in-flight requests. Kafka joins and syncs parked at a
+        // group barrier answer now (they would otherwise wait out the deadline).
+        groups.shutdown_classic();
         tracker.close();
         if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
             .await

@@ -30,7 +30,12 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::loopback(dir.path()).resolve().unwrap();
+    let config = sluice_broker::ConfigLayer {
+        group_initial_rebalance_delay_ms: Some(100),
+        ..common::loopback(dir.path())
+    }
+    .resolve()
+    .unwrap();
     let server = Server::bind(config).await.unwrap();
     let kafka = server.kafka_addr().expect("the Kafka listener is on");
     let native = server.native_addr();
@@ -655,5 +660,183 @@ async fn native_and_kafka_clients_read_each_others_records() {
     let second = RecordBatch::parse(&kafka_view.slice(first.header().total_len()..)).unwrap();
     let r = second.records().next().unwrap().unwrap();
     assert_eq!((r.key, r.timestamp), (Some(&b"from-native"[..]), 6_000));
+    b.stop().await;
+}
+
+fn join(member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("kg")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(5_000)
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(Bytes::from_static(b"subscription"))])
+}
+
+#[tokio::test]
+async fn a_classic_group_of_two_joins_syncs_commits_and_leaves() {
+    let b = start().await;
+    let mut a = TcpStream::connect(b.kafka).await.unwrap();
+    let mut c = TcpStream::connect(b.kafka).await.unwrap();
+    create(&mut a, "gt", 2).await;
+    // FindCoordinator names this broker.
+    let f: FindCoordinatorResponse = call(
+        &mut a,
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("kg")),
+    )
+    .await;
+    assert_eq!(
+        (f.error_code, f.node_id, f.port),
+        (0, BrokerId(0), i32::from(b.kafka.port()))
+    );
+    // v4+: a new member first gets MEMBER_ID_REQUIRED with its id.
+    let r: JoinGroupResponse = call(&mut a, ApiKey::JoinGroup, 9, &join("")).await;
+    assert_eq!(r.error_code, 79);
+    let id_a = r.member_id.to_string();
+    let r: JoinGroupResponse = call(&mut c, ApiKey::JoinGroup, 9, &join("")).await;
+    let id_c = r.member_id.to_string();
+    // Both join; the barrier answers both with one generation.
+    send(&mut a, ApiKey::JoinGroup, 9, 1, &join(&id_a)).await;
+    send(&mut c, ApiKey::JoinGroup, 9, 2, &join(&id_c)).await;
+    let (_, mut ra) = recv(&mut a, ApiKey::JoinGroup, 9).await;
+    let (_, mut rc) = recv(&mut c, ApiKey::JoinGroup, 9).await;
+    let ja = JoinGroupResponse::decode(&mut ra, 9).unwrap();
+    let jc = JoinGroupResponse::decode(&mut rc, 9).unwrap();
+    assert_eq!((ja.error_code, jc.error_code), (0, 0));
+    assert_eq!(ja.generation_id, jc.generation_id);
+    assert_eq!(ja.leader, jc.leader);
+    assert_eq!(ja.protocol_name.as_deref(), Some("range"));
+    let (leader, follower, lid, fid) = if ja.leader.to_string() == id_a {
+        (&mut a, &mut c, id_a.clone(), id_c.clone())
+    } else {
+        (&mut c, &mut a, id_c.clone(), id_a.clone())
+    };
+    let gen = ja.generation_id;
+    // The follower's sync waits for the leader's assignments.
+    let sync = |me: &str, assignments: Vec<(&str, &'static [u8])>| {
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("kg")))
+            .with_generation_id(gen)
+            .with_member_id(StrBytes::from_string(me.to_string()))
+            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+            .with_protocol_name(Some(StrBytes::from_static_str("range")))
+            .with_assignments(
+                assignments
+                    .into_iter()
+                    .map(|(m, a)| {
+                        sync_group_request::SyncGroupRequestAssignment::default()
+                            .with_member_id(StrBytes::from_string(m.to_string()))
+                            .with_assignment(Bytes::from_static(a))
+                    })
+                    .collect(),
+            )
+    };
+    send(follower, ApiKey::SyncGroup, 5, 3, &sync(&fid, vec![])).await;
+    let s: SyncGroupResponse = call(
+        leader,
+        ApiKey::SyncGroup,
+        5,
+        &sync(&lid, vec![(lid.as_str(), b"p0"), (fid.as_str(), b"p1")]),
+    )
+    .await;
+    assert_eq!((s.error_code, &s.assignment[..]), (0, &b"p0"[..]));
+    let (_, mut rf) = recv(follower, ApiKey::SyncGroup, 5).await;
+    let sf = SyncGroupResponse::decode(&mut rf, 5).unwrap();
+    assert_eq!((sf.error_code, &sf.assignment[..]), (0, &b"p1"[..]));
+    // Heartbeats: fine with the generation, fenced with an old one.
+    let hb = |me: &str, g: i32| {
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("kg")))
+            .with_generation_id(g)
+            .with_member_id(StrBytes::from_string(me.to_string()))
+    };
+    let h: HeartbeatResponse = call(leader, ApiKey::Heartbeat, 4, &hb(&lid, gen)).await;
+    assert_eq!(h.error_code, 0);
+    let h: HeartbeatResponse = call(leader, ApiKey::Heartbeat, 4, &hb(&lid, gen - 1)).await;
+    assert_eq!(h.error_code, 22);
+    // Commits are fenced by generation; the offsets come back.
+    let commit = |me: &str, g: i32, offset: i64| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("kg")))
+            .with_generation_id_or_member_epoch(g)
+            .with_member_id(StrBytes::from_string(me.to_string()))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("gt"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(1)
+                            .with_committed_offset(offset),
+                    ]),
+            ])
+    };
+    let r: OffsetCommitResponse =
+        call(follower, ApiKey::OffsetCommit, 8, &commit(&fid, gen, 7)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let r: OffsetCommitResponse =
+        call(follower, ApiKey::OffsetCommit, 8, &commit(&fid, gen + 5, 9)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 22);
+    let r: OffsetCommitResponse = call(
+        follower,
+        ApiKey::OffsetCommit,
+        8,
+        &commit("stranger", gen, 9),
+    )
+    .await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 25);
+    let of: OffsetFetchResponse = call(
+        follower,
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("kg")))
+            .with_topics(None),
+    )
+    .await;
+    let p = &of.topics[0].partitions[0];
+    assert_eq!(
+        (of.error_code, p.partition_index, p.committed_offset),
+        (0, 1, 7)
+    );
+    // DescribeGroups and ListGroups show it.
+    let d: DescribeGroupsResponse = call(
+        leader,
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_static_str("kg"))]),
+    )
+    .await;
+    let g = &d.groups[0];
+    assert_eq!(
+        (&*g.group_state, &*g.protocol_type, &*g.protocol_data),
+        ("Stable", "consumer", "range")
+    );
+    assert_eq!(g.members.len(), 2);
+    let l: ListGroupsResponse =
+        call(leader, ApiKey::ListGroups, 4, &ListGroupsRequest::default()).await;
+    assert!(l
+        .groups
+        .iter()
+        .any(|g| &*g.group_id.0 == "kg" && &*g.protocol_type == "consumer"));
+    // The leader leaves: the follower's heartbeat says rebalance.
+    let lv: LeaveGroupResponse = call(
+        leader,
+        ApiKey::LeaveGroup,
+        5,
+        &LeaveGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("kg")))
+            .with_members(vec![leave_group_request::MemberIdentity::default()
+                .with_member_id(StrBytes::from_string(lid.clone()))]),
+    )
+    .await;
+    assert_eq!((lv.error_code, lv.members[0].error_code), (0, 0));
+    let h: HeartbeatResponse = call(follower, ApiKey::Heartbeat, 4, &hb(&fid, gen)).await;
+    assert_eq!(h.error_code, 27);
     b.stop().await;
 }

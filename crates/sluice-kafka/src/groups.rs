@@ -1,0 +1,613 @@
+//! Consumer groups over the Kafka wire: the classic protocol (JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup with client-side assignment) on the
+//! broker's classic coordinator, and OffsetCommit, OffsetFetch, ListGroups,
+//! DescribeGroups and DeleteGroups on the same offset store and group
+//! namespace as native groups.
+//!
+//! Every group request first checks that this broker coordinates the group
+//! (`NOT_COORDINATOR` / `COORDINATOR_NOT_AVAILABLE` otherwise, before any
+//! state is touched), as the native handlers do. JoinGroup and SyncGroup
+//! park until the join or sync barrier completes; they are deferred
+//! actions, so responses still leave in request order per connection.
+//! OffsetCommit is fenced by the classic group's generation and member id
+//! (generation -1 with an empty member id is a standalone commit, accepted
+//! while the group has no members) and acknowledged once fsynced and, in a
+//! cluster, replicated. OffsetFetch v8 (several groups per request) is
+//! answered group by group.
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice_broker::group::{ClassicJoinRequest, ClassicSyncRequest};
+use sluice_broker::handler::{finish_commit_replicated, Outcome};
+use sluice_broker::GroupCoordinator;
+use sluice_group::{OffsetCommit, TopicPartition};
+use sluice_protocol as native;
+
+use crate::api::Req;
+use crate::codes::{kafka, to_kafka};
+use crate::meta::{native_call, sb, tn};
+use crate::{KafkaError, Reply};
+use sluice_broker::codes::WireCode;
+
+/// The Kafka code when this broker does not coordinate `group`.
+fn not_coordinator(req: &Req<'_>, group: &str) -> Option<i16> {
+    if sluice_group::error::validate_group_id(group).is_err() {
+        return Some(kafka::INVALID_GROUP_ID);
+    }
+    match req.ctx.core.broker.group_coordinator(group) {
+        GroupCoordinator::Local => None,
+        GroupCoordinator::Remote { .. } => Some(kafka::NOT_COORDINATOR),
+        GroupCoordinator::Unavailable => Some(kafka::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+/// One topic of an OffsetCommit answer: (partition, its own code, or `None`
+/// for "the code of the fenced commit").
+type CommitShape = (TopicName, Vec<(i32, Option<i16>)>);
+
+/// One topic of an OffsetFetch answer: (partition, offset, metadata, code).
+type FetchedTopic = (String, Vec<(i32, i64, String, i16)>);
+
+fn opt(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}
+
+pub(crate) fn join_group(req: &Req<'_>, r: JoinGroupRequest) -> Result<Reply, KafkaError> {
+    let v = req.version();
+    let group = r.group_id.0.to_string();
+    if let Some(code) = not_coordinator(req, &group) {
+        return req.respond(
+            "JoinGroup",
+            &JoinGroupResponse::default()
+                .with_error_code(code)
+                .with_generation_id(-1)
+                .with_member_id(r.member_id),
+        );
+    }
+    let join = ClassicJoinRequest {
+        group,
+        member_id: r.member_id.to_string(),
+        group_instance_id: if v >= 5 {
+            opt(&r.group_instance_id)
+        } else {
+            None
+        },
+        client_id: req.header.client_id.clone(),
+        client_host: format!("/{}", req.peer.ip()),
+        session_timeout_ms: r.session_timeout_ms,
+        rebalance_timeout_ms: if v >= 1 {
+            r.rebalance_timeout_ms
+        } else {
+            r.session_timeout_ms
+        },
+        protocol_type: r.protocol_type.to_string(),
+        protocols: r
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: v >= 4,
+    };
+    let fut = req.ctx.core.groups.classic_join(join);
+    let enc = req.later::<JoinGroupResponse>("JoinGroup");
+    Ok(Reply::Later(Box::pin(async move {
+        let j = fut.await;
+        let mut body = JoinGroupResponse::default()
+            .with_error_code(j.error)
+            .with_generation_id(j.generation_id)
+            .with_leader(sb(&j.leader))
+            .with_member_id(sb(&j.member_id))
+            .with_members(
+                j.members
+                    .into_iter()
+                    .map(|m| {
+                        let mut jm = JoinGroupResponseMember::default()
+                            .with_member_id(sb(&m.member_id))
+                            .with_metadata(m.metadata);
+                        if v >= 5 {
+                            jm.group_instance_id = m.group_instance_id.as_deref().map(sb);
+                        }
+                        jm
+                    })
+                    .collect(),
+            );
+        if v >= 7 {
+            body.protocol_type = j.protocol_type.as_deref().map(sb);
+        }
+        body.protocol_name = match j.protocol_name {
+            Some(n) => Some(sb(&n)),
+            // Not nullable before v7: an empty name, as Kafka writes.
+            None if v < 7 => Some(StrBytes::default()),
+            None => None,
+        };
+        enc(&body)
+    })))
+}
+
+pub(crate) fn sync_group(req: &Req<'_>, r: SyncGroupRequest) -> Result<Reply, KafkaError> {
+    let v = req.version();
+    let group = r.group_id.0.to_string();
+    if let Some(code) = not_coordinator(req, &group) {
+        return req.respond(
+            "SyncGroup",
+            &SyncGroupResponse::default().with_error_code(code),
+        );
+    }
+    let sync = ClassicSyncRequest {
+        group,
+        member_id: r.member_id.to_string(),
+        generation_id: r.generation_id,
+        group_instance_id: if v >= 3 {
+            opt(&r.group_instance_id)
+        } else {
+            None
+        },
+        protocol_type: if v >= 5 { opt(&r.protocol_type) } else { None },
+        protocol_name: if v >= 5 { opt(&r.protocol_name) } else { None },
+        assignments: r
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
+    };
+    let fut = req.ctx.core.groups.classic_sync(sync);
+    let enc = req.later::<SyncGroupResponse>("SyncGroup");
+    Ok(Reply::Later(Box::pin(async move {
+        let s = fut.await;
+        let mut body = SyncGroupResponse::default()
+            .with_error_code(s.error)
+            .with_assignment(s.assignment);
+        if v >= 5 {
+            body.protocol_type = s.protocol_type.as_deref().map(sb);
+            body.protocol_name = s.protocol_name.as_deref().map(sb);
+        }
+        enc(&body)
+    })))
+}
+
+pub(crate) fn heartbeat(req: &Req<'_>, r: HeartbeatRequest) -> Result<Reply, KafkaError> {
+    let group = r.group_id.0.to_string();
+    let code = match not_coordinator(req, &group) {
+        Some(code) => code,
+        None => req.ctx.core.groups.classic_heartbeat(
+            &group,
+            &r.member_id,
+            r.generation_id,
+            r.group_instance_id.as_deref(),
+        ),
+    };
+    req.respond(
+        "Heartbeat",
+        &HeartbeatResponse::default().with_error_code(code),
+    )
+}
+
+pub(crate) fn leave_group(req: &Req<'_>, r: LeaveGroupRequest) -> Result<Reply, KafkaError> {
+    let v = req.version();
+    let group = r.group_id.0.to_string();
+    if let Some(code) = not_coordinator(req, &group) {
+        return req.respond(
+            "LeaveGroup",
+            &LeaveGroupResponse::default().with_error_code(code),
+        );
+    }
+    let members: Vec<(String, Option<String>)> = if v >= 3 {
+        r.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), opt(&m.group_instance_id)))
+            .collect()
+    } else {
+        vec![(r.member_id.to_string(), None)]
+    };
+    let (top, each) = req.ctx.core.groups.classic_leave(&group, &members);
+    let mut body = LeaveGroupResponse::default();
+    if v >= 3 {
+        body.error_code = top;
+        body.members = members
+            .into_iter()
+            .zip(each)
+            .map(|((id, instance), code)| {
+                MemberResponse::default()
+                    .with_member_id(sb(&id))
+                    .with_group_instance_id(instance.as_deref().map(sb))
+                    .with_error_code(code)
+            })
+            .collect();
+    } else {
+        body.error_code = if top != kafka::NONE {
+            top
+        } else {
+            each.first().copied().unwrap_or(kafka::NONE)
+        };
+    }
+    req.respond("LeaveGroup", &body)
+}
+
+pub(crate) fn offset_commit(req: &Req<'_>, r: OffsetCommitRequest) -> Result<Reply, KafkaError> {
+    let v = req.version();
+    let group = r.group_id.0.to_string();
+    // The answer's shape: (topic, [(partition, code or None for "committed with the rest")]).
+    let mut shape: Vec<CommitShape> = Vec::with_capacity(r.topics.len());
+    let fail_all = |code: i16,
+                    topics: Vec<
+        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic,
+    >| {
+        OffsetCommitResponse::default().with_topics(
+            topics
+                .into_iter()
+                .map(|t| {
+                    OffsetCommitResponseTopic::default()
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                        .with_name(t.name)
+                })
+                .collect(),
+        )
+    };
+    if let Some(code) = not_coordinator(req, &group) {
+        return req.respond("OffsetCommit", &fail_all(code, r.topics));
+    }
+    let groups = &req.ctx.core.groups;
+    let mut commits = Vec::new();
+    for t in r.topics {
+        let name = t.name.0.to_string();
+        let target = groups.commit_target(&name);
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let (Ok(partition), Ok(offset)) = (
+                u32::try_from(p.partition_index),
+                u64::try_from(p.committed_offset),
+            ) else {
+                parts.push((p.partition_index, Some(kafka::INVALID_REQUEST)));
+                continue;
+            };
+            let metadata = p
+                .committed_metadata
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            if metadata.len() > usize::from(u16::MAX) {
+                parts.push((p.partition_index, Some(kafka::OFFSET_METADATA_TOO_LARGE)));
+                continue;
+            }
+            match target.check(partition) {
+                Ok(()) => {
+                    let mut c =
+                        OffsetCommit::new(TopicPartition::new(name.as_str(), partition), offset);
+                    c.metadata = metadata;
+                    commits.push(c);
+                    parts.push((p.partition_index, None));
+                }
+                Err(refusal) => parts.push((p.partition_index, Some(to_kafka(refusal.code())))),
+            }
+        }
+        shape.push((t.name, parts));
+    }
+    let answer = move |code: i16| {
+        OffsetCommitResponse::default().with_topics(
+            shape
+                .into_iter()
+                .map(|(name, parts)| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(c.unwrap_or(code))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    };
+    if commits.is_empty() {
+        return req.respond("OffsetCommit", &answer(kafka::NONE));
+    }
+    let (generation, member) = if v >= 1 {
+        (r.generation_id_or_member_epoch, r.member_id.to_string())
+    } else {
+        (-1, String::new())
+    };
+    let instance = if v >= 7 {
+        opt(&r.group_instance_id)
+    } else {
+        None
+    };
+    let ticket = match groups.begin_classic_commit(
+        &group,
+        &member,
+        generation,
+        instance.as_deref(),
+        &commits,
+    ) {
+        Ok(t) => t,
+        Err(code) => return req.respond("OffsetCommit", &answer(code)),
+    };
+    let done = finish_commit_replicated(&req.ctx.core, group, ticket, commits);
+    let enc = req.later::<OffsetCommitResponse>("OffsetCommit");
+    Ok(Reply::Later(Box::pin(async move {
+        let code = to_kafka(done.await);
+        enc(&answer(code))
+    })))
+}
+
+/// One group's committed offsets through the native OffsetFetch: `(code, topics)`.
+fn fetch_group(
+    req: &Req<'_>,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> (i16, Vec<FetchedTopic>) {
+    if let Some(code) = not_coordinator(req, group) {
+        return (code, Vec::new());
+    }
+    let asked = topics.unwrap_or_default();
+    let request = native::OffsetFetchRequest {
+        group_id: group.to_string(),
+        topics: asked
+            .iter()
+            .map(|(t, ps)| native::TopicPartitions {
+                topic: t.clone(),
+                partitions: ps.iter().filter_map(|p| u32::try_from(*p).ok()).collect(),
+            })
+            .collect(),
+    };
+    let resp = match native_call(
+        req,
+        native::ApiKey::OffsetFetch,
+        native::Request::OffsetFetch(request),
+    ) {
+        Outcome::Respond(native::Response::OffsetFetch(f)) => f,
+        _ => return (kafka::UNKNOWN_SERVER_ERROR, Vec::new()),
+    };
+    let topics = resp
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    (
+                        i32::try_from(p.partition).unwrap_or(-1),
+                        p.offset,
+                        p.metadata,
+                        to_kafka(p.error),
+                    )
+                })
+                .collect();
+            (t.name, parts)
+        })
+        .collect();
+    (to_kafka(resp.error), topics)
+}
+
+pub(crate) fn offset_fetch(req: &Req<'_>, r: OffsetFetchRequest) -> Result<Reply, KafkaError> {
+    let v = req.version();
+    if v >= 8 {
+        let groups = r
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let (code, topics) = fetch_group(req, &g.group_id, topics);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_error_code(code)
+                    .with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(name, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(tn(&name))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, offset, meta, code)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_metadata(Some(sb(&meta)))
+                                                    .with_error_code(code)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return req.respond(
+            "OffsetFetch",
+            &OffsetFetchResponse::default().with_groups(groups),
+        );
+    }
+    let topics = r.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let (code, topics) = fetch_group(req, &r.group_id, topics);
+    let mut body = OffsetFetchResponse::default().with_topics(
+        topics
+            .into_iter()
+            .map(|(name, parts)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(tn(&name))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, offset, meta, pcode)| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_metadata(Some(sb(&meta)))
+                                    // Before v2 there is no top-level code: it goes on each partition.
+                                    .with_error_code(if v < 2 && code != kafka::NONE {
+                                        code
+                                    } else {
+                                        pcode
+                                    })
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    if v >= 2 {
+        body.error_code = code;
+    }
+    req.respond("OffsetFetch", &body)
+}
+
+pub(crate) fn list_groups(req: &Req<'_>, r: ListGroupsRequest) -> Result<Reply, KafkaError> {
+    let v = req.version();
+    let classic = req.ctx.core.groups.classic_groups();
+    let out = native_call(req, native::ApiKey::ListGroups, native::Request::ListGroups);
+    let Outcome::Respond(native::Response::ListGroups(l)) = out else {
+        return req.respond(
+            "ListGroups",
+            &ListGroupsResponse::default().with_error_code(kafka::UNKNOWN_SERVER_ERROR),
+        );
+    };
+    let filter: Vec<String> = if v >= 4 {
+        r.states_filter.iter().map(|s| s.to_lowercase()).collect()
+    } else {
+        Vec::new()
+    };
+    let groups = l
+        .groups
+        .into_iter()
+        .filter_map(|g| {
+            let (ptype, state) = match classic.iter().find(|(name, _, _)| *name == g.group_id) {
+                Some((_, ptype, state)) => (ptype.clone(), state.clone()),
+                None => ("consumer".to_string(), g.state.clone()),
+            };
+            if !filter.is_empty() && !filter.contains(&state.to_lowercase()) {
+                return None;
+            }
+            let mut lg = ListedGroup::default()
+                .with_group_id(GroupId(sb(&g.group_id)))
+                .with_protocol_type(sb(&ptype));
+            if v >= 4 {
+                lg.group_state = sb(&state);
+            }
+            Some(lg)
+        })
+        .collect();
+    req.respond(
+        "ListGroups",
+        &ListGroupsResponse::default().with_groups(groups),
+    )
+}
+
+pub(crate) fn describe_groups(
+    req: &Req<'_>,
+    r: DescribeGroupsRequest,
+) -> Result<Reply, KafkaError> {
+    let groups = &req.ctx.core.groups;
+    let described = r
+        .groups
+        .into_iter()
+        .map(|g| {
+            let name = g.0.to_string();
+            let mut d = DescribedGroup::default().with_group_id(g);
+            if let Some(code) = not_coordinator(req, &name) {
+                d.error_code = code;
+                return d;
+            }
+            if let Some(c) = groups.classic_describe(&name) {
+                d.group_state = sb(&c.state);
+                d.protocol_type = sb(&c.protocol_type);
+                d.protocol_data = sb(&c.protocol_name);
+                d.members = c
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        DescribedGroupMember::default()
+                            .with_member_id(sb(&m.member_id))
+                            .with_group_instance_id(m.group_instance_id.as_deref().map(sb))
+                            .with_client_id(sb(&m.client_id))
+                            .with_client_host(sb(&m.client_host))
+                            .with_member_metadata(m.metadata)
+                            .with_member_assignment(m.assignment)
+                    })
+                    .collect();
+                return d;
+            }
+            match groups.describe(&name) {
+                Ok(info) => {
+                    let info = info.description;
+                    d.group_state = sb(info.state.name());
+                    d.protocol_type = StrBytes::from_static_str("consumer");
+                    d.protocol_data = StrBytes::from_static_str("sluice");
+                    d.members = info
+                        .members
+                        .iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(sb(&m.member_id.to_string()))
+                                .with_client_id(sb(&m.client_id))
+                        })
+                        .collect();
+                }
+                Err(_) => d.group_state = StrBytes::from_static_str("Dead"),
+            }
+            d
+        })
+        .collect();
+    req.respond(
+        "DescribeGroups",
+        &DescribeGroupsResponse::default().with_groups(described),
+    )
+}
+
+pub(crate) fn delete_groups(req: &Req<'_>, r: DeleteGroupsRequest) -> Result<Reply, KafkaError> {
+    let names: Vec<String> = r.groups_names.iter().map(|g| g.0.to_string()).collect();
+    let out = native_call(
+        req,
+        native::ApiKey::DeleteGroups,
+        native::Request::DeleteGroups(native::DeleteGroupsRequest { group_ids: names }),
+    );
+    crate::meta::finish(req, "DeleteGroups", out, |resp| {
+        let results = match resp {
+            native::Response::DeleteGroups(d) => d
+                .groups
+                .into_iter()
+                .map(|g| {
+                    DeletableGroupResult::default()
+                        .with_group_id(GroupId(sb(&g.group_id)))
+                        .with_error_code(to_kafka(g.error))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        DeleteGroupsResponse::default().with_results(results)
+    })
+}
