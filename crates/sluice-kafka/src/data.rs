@@ -15,7 +15,10 @@
 //!   holding the largest timestamp: its base offset, found by a binary
 //!   search over the time index), `-4` earliest local (= earliest: no
 //!   tiered storage), `-5` latest tiered (-1: nothing is tiered); a
-//!   timestamp past every record answers offset -1 and timestamp -1, as Kafka.
+//!   timestamp: the core finds the first batch whose max timestamp reaches
+//!   it, then the batch is read (decompressed if need be) for the first
+//!   record at or after it, whose offset and timestamp are the answer, as
+//!   Kafka gives; past every record, offset and timestamp -1.
 //! - InitProducerId hands out a fresh producer id at epoch 0 (ids come
 //!   from the controller in a cluster); a transactional id is refused with
 //!   `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`: Sluice serves no transactions.
@@ -205,7 +208,9 @@ pub(crate) fn list_offsets(req: &Req<'_>, r: ListOffsetsRequest) -> Result<Reply
                         if found_ts < 0 {
                             (-1, -1)
                         } else {
-                            (offset, found_ts)
+                            let batch_start = u64::try_from(offset).unwrap_or(0);
+                            first_record_at(broker, &name, index, batch_start, ts)
+                                .unwrap_or((offset, found_ts))
                         }
                     },
                 ),
@@ -253,6 +258,32 @@ fn lookup(
         .list_offset(topic, partition, spec)
         .map(|(o, ts)| (i64::try_from(o).unwrap_or(i64::MAX), ts))
         .map_err(|e| e.code())
+}
+
+/// Most bytes a timestamp lookup decompresses to find its record.
+const MAX_LOOKUP_DECOMPRESSED: usize = 64 << 20;
+
+/// The first record at or after `ts` in the batch at `offset` (which the
+/// core found by batch max timestamps, as Kafka's time index does): its
+/// offset and timestamp, as Kafka answers. `None` when the batch cannot be
+/// read; the caller then answers with the batch.
+fn first_record_at(
+    broker: &sluice_broker::Broker,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    ts: i64,
+) -> Option<(i64, i64)> {
+    let p = broker.partition(topic, partition).ok()?;
+    let data = p.read(offset, 1).ok()?;
+    let batch = sluice_protocol::batch::RecordBatch::parse(&data).ok()?;
+    let batch = batch.decompress(MAX_LOOKUP_DECOMPRESSED).ok()?;
+    let from = i64::try_from(offset).unwrap_or(i64::MAX);
+    let hit = batch
+        .records()
+        .filter_map(Result::ok)
+        .find(|r| r.timestamp >= ts && r.offset >= from)?;
+    Some((hit.offset, hit.timestamp))
 }
 
 /// The batch holding the largest timestamp below the high watermark: its

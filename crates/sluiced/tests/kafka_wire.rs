@@ -351,7 +351,8 @@ async fn produced_records_are_fetched_byte_for_byte_by_name_and_by_id() {
     for (ts, offset) in [
         (-2, 0),
         (-1, 3),
-        (1_500, 0),
+        (1_000, 0),
+        (1_500, 1),
         (2_500, 2),
         (9_999, -1),
         (-3, 2),
