@@ -44,6 +44,7 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (37, 0, 3), // CreatePartitions
     (42, 0, 2), // DeleteGroups
     (44, 0, 1), // IncrementalAlterConfigs
+    (47, 0, 0), // OffsetDelete
     (60, 0, 1), // DescribeCluster
 ];
 
@@ -175,6 +176,7 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "request",
     }
 }
@@ -220,6 +222,7 @@ pub(crate) fn handle(
         RequestKind::ListGroups(r) => groups::list_groups(&req, r),
         RequestKind::DescribeGroups(r) => groups::describe_groups(&req, r),
         RequestKind::DeleteGroups(r) => groups::delete_groups(&req, r),
+        RequestKind::OffsetDelete(r) => groups::offset_delete(&req, r),
         _ => Err(KafkaError::UnknownApi(key)),
     }
 }

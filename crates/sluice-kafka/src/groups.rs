@@ -60,6 +60,13 @@ type CommitShape = (TopicName, Vec<(i32, Option<i16>)>);
 /// One topic of an OffsetFetch answer: (partition, offset, metadata, code).
 type FetchedTopic = (String, Vec<(i32, i64, String, i16)>);
 
+/// Milliseconds since the Unix epoch (offset-store timestamps).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn opt(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
 }
@@ -484,6 +491,110 @@ pub(crate) fn offset_fetch(req: &Req<'_>, r: OffsetFetchRequest) -> Result<Reply
         body.error_code = code;
     }
     req.respond("OffsetFetch", &body)
+}
+
+pub(crate) fn offset_delete(req: &Req<'_>, r: OffsetDeleteRequest) -> Result<Reply, KafkaError> {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let group = r.group_id.0.to_string();
+    let asked = r.topics.clone();
+    let answer = move |top: i16, per: &dyn Fn(&str, i32) -> i16| {
+        OffsetDeleteResponse::default()
+            .with_error_code(top)
+            .with_topics(
+                asked
+                    .iter()
+                    .map(|t| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(per(&t.name.0, p.partition_index))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+    };
+    if let Some(code) = not_coordinator(req, &group) {
+        return req.respond("OffsetDelete", &answer(code, &|_, _| kafka::NONE));
+    }
+    let groups = &req.ctx.core.groups;
+    // Topics the group's members subscribe to or own: their offsets stay
+    // (GROUP_SUBSCRIBED_TO_TOPIC), as Kafka refuses them.
+    let busy: std::collections::BTreeSet<String> = match groups.describe(&group) {
+        Ok(info) => info
+            .description
+            .members
+            .iter()
+            .flat_map(|m| {
+                m.topics
+                    .iter()
+                    .cloned()
+                    .chain(m.assignment.iter().map(|tp| tp.topic.to_string()))
+            })
+            .collect(),
+        Err(_) => Default::default(),
+    };
+    let committed = groups.committed(&group);
+    if committed.is_empty() && busy.is_empty() && groups.classic_describe(&group).is_none() {
+        return req.respond(
+            "OffsetDelete",
+            &answer(kafka::GROUP_ID_NOT_FOUND, &|_, _| kafka::NONE),
+        );
+    }
+    let mut doomed = Vec::new();
+    for t in &r.topics {
+        if busy.contains(&*t.name.0) {
+            continue;
+        }
+        for p in &t.partitions {
+            if let Ok(partition) = u32::try_from(p.partition_index) {
+                doomed.push(TopicPartition::new(&*t.name.0, partition));
+            }
+        }
+    }
+    let ticket = match groups
+        .store()
+        .begin_delete_offsets(&group, &doomed, wall_ms())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            return req.respond(
+                "OffsetDelete",
+                &answer(to_kafka(e.code()), &|_, _| kafka::NONE),
+            )
+        }
+    };
+    let body_for = move |top: i16| {
+        answer(top, &|topic, _| {
+            if busy.contains(topic) {
+                kafka::GROUP_SUBSCRIBED_TO_TOPIC
+            } else {
+                kafka::NONE
+            }
+        })
+    };
+    let groups = std::sync::Arc::clone(groups);
+    let enc = req.later::<OffsetDeleteResponse>("OffsetDelete");
+    Ok(Reply::Later(Box::pin(async move {
+        let done = tokio::task::spawn_blocking(move || groups.store().finish_counted(ticket)).await;
+        let top = match done {
+            Ok(Ok(_)) => kafka::NONE,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "offset delete failed");
+                kafka::NOT_COORDINATOR
+            }
+            Err(_) => kafka::UNKNOWN_SERVER_ERROR,
+        };
+        enc(&body_for(top))
+    })))
 }
 
 pub(crate) fn list_groups(req: &Req<'_>, r: ListGroupsRequest) -> Result<Reply, KafkaError> {

@@ -841,3 +841,84 @@ async fn a_classic_group_of_two_joins_syncs_commits_and_leaves() {
     assert_eq!(h.error_code, 27);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn offset_delete_removes_an_idle_groups_offsets() {
+    let b = start().await;
+    let mut s = TcpStream::connect(b.kafka).await.unwrap();
+    create(&mut s, "od", 2).await;
+    let group = || GroupId(StrBytes::from_static_str("odg"));
+    // A standalone commit (no members): generation -1, empty member id.
+    let r: OffsetCommitResponse = call(
+        &mut s,
+        ApiKey::OffsetCommit,
+        8,
+        &OffsetCommitRequest::default()
+            .with_group_id(group())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("od"))
+                    .with_partitions(
+                        (0..2)
+                            .map(|p| {
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(5)
+                            })
+                            .collect(),
+                    ),
+            ]),
+    )
+    .await;
+    assert!(
+        r.topics[0].partitions.iter().all(|p| p.error_code == 0),
+        "{r:?}"
+    );
+    let d: OffsetDeleteResponse = call(
+        &mut s,
+        ApiKey::OffsetDelete,
+        0,
+        &OffsetDeleteRequest::default()
+            .with_group_id(group())
+            .with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name("od"))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default()
+                            .with_partition_index(0),
+                    ]),
+            ]),
+    )
+    .await;
+    assert_eq!((d.error_code, d.topics[0].partitions[0].error_code), (0, 0));
+    let of: OffsetFetchResponse = call(
+        &mut s,
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(group())
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(name("od"))
+                    .with_partition_indexes(vec![0, 1]),
+            ])),
+    )
+    .await;
+    let offsets: Vec<(i32, i64)> = of.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.committed_offset))
+        .collect();
+    assert_eq!(offsets, vec![(0, -1), (1, 5)]);
+    // An unknown group.
+    let d: OffsetDeleteResponse = call(
+        &mut s,
+        ApiKey::OffsetDelete,
+        0,
+        &OffsetDeleteRequest::default().with_group_id(GroupId(StrBytes::from_static_str("nope"))),
+    )
+    .await;
+    assert_eq!(d.error_code, 69);
+    b.stop().await;
+}
