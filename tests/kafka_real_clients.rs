@@ -103,6 +103,8 @@ fn start_broker() -> Broker {
 #[derive(Clone, Copy, Debug)]
 enum Client {
     Confluent,
+    /// confluent-kafka with `group.protocol=consumer` (KIP-848).
+    ConfluentConsumerProtocol,
     KafkaPython,
     Kafkajs,
 }
@@ -110,13 +112,13 @@ enum Client {
 impl Client {
     fn command(self, boot: &str, scenario: &str, topic: &str, arg: Option<&str>) -> Command {
         let mut c = match self {
-            Client::Confluent | Client::KafkaPython => {
+            Client::Confluent | Client::ConfluentConsumerProtocol | Client::KafkaPython => {
                 let mut c = Command::new("python3");
                 c.arg(repo().join("tests/kafka-clients/py_client.py"));
-                c.arg(if matches!(self, Client::Confluent) {
-                    "confluent"
-                } else {
-                    "kafka-python"
+                c.arg(match self {
+                    Client::Confluent => "confluent",
+                    Client::ConfluentConsumerProtocol => "confluent-848",
+                    _ => "kafka-python",
                 });
                 c.env("PYTHONPATH", repo().join("target/kafka-clients/python"));
                 c
@@ -347,6 +349,11 @@ fn kafkajs_produces_consumes_compresses_and_seeks() {
 #[test]
 fn confluent_kafka_group_members_split_commit_and_resume() {
     group_scenario(Client::Confluent);
+}
+
+#[test]
+fn confluent_kafka_kip_848_group_members_split_commit_and_resume() {
+    group_scenario(Client::ConfluentConsumerProtocol);
 }
 
 #[test]

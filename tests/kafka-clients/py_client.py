@@ -3,7 +3,8 @@
 
     py_client.py LIB BOOTSTRAP SCENARIO TOPIC [GROUP]
 
-LIB is `confluent` (confluent-kafka, librdkafka) or `kafka-python`. Every
+LIB is `confluent` (confluent-kafka, librdkafka), `confluent-848` (the same
+with `group.protocol=consumer`, KIP-848) or `kafka-python`. Every
 scenario prints JSON lines and exits non-zero on any failure; every wait is
 bounded in time. Scenarios:
 
@@ -55,7 +56,7 @@ def records(n, base=1_700_000_000_000):
 
 
 # ---------------------------------------------------------------- confluent
-if LIB == "confluent":
+if LIB in ("confluent", "confluent-848"):
     from confluent_kafka import Consumer, Producer, TopicPartition, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -101,19 +102,25 @@ if LIB == "confluent":
         return got
 
     def member():
-        assigned = []
+        # The cooperative (KIP-848) callbacks are incremental, the classic
+        # eager ones whole; a running set covers both.
+        owned = set()
 
         def on_assign(c, parts):
-            assigned[:] = sorted(p.partition for p in parts)
-            out(assigned=assigned)
+            owned.update(p.partition for p in parts)
+            out(assigned=sorted(owned))
 
         def on_revoke(c, parts):
+            owned.difference_update(p.partition for p in parts)
             out(revoked=sorted(p.partition for p in parts))
 
-        c = Consumer({
-            "bootstrap.servers": BOOT, "group.id": GROUP, "auto.offset.reset": "earliest",
-            "enable.auto.commit": False, "session.timeout.ms": 10000, "heartbeat.interval.ms": 500,
-        })
+        conf = {"bootstrap.servers": BOOT, "group.id": GROUP, "auto.offset.reset": "earliest",
+                "enable.auto.commit": False}
+        if LIB == "confluent-848":
+            conf["group.protocol"] = "consumer"
+        else:
+            conf.update({"session.timeout.ms": 10000, "heartbeat.interval.ms": 500})
+        c = Consumer(conf)
         c.subscribe([TOPIC], on_assign=on_assign, on_revoke=on_revoke)
         return c
 
@@ -292,7 +299,7 @@ elif SCENARIO == "offsets":
 elif SCENARIO == "member":
     c = member()
     out(values=member_loop(c))
-elif SCENARIO == "failover" and LIB == "confluent":
+elif SCENARIO == "failover" and LIB.startswith("confluent"):
     n = int(sys.argv[5])
     p = Producer({"bootstrap.servers": BOOT, "acks": "all", "enable.idempotence": True,
                   "linger.ms": 5, "message.timeout.ms": 60000})

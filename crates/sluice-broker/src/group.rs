@@ -584,7 +584,7 @@ impl Groups {
     }
 
     /// The member's current view without an `owned` report (counts as a heartbeat).
-    fn refresh(
+    pub fn refresh(
         &self,
         group: &str,
         member_id: &str,

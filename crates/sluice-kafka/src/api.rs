@@ -27,8 +27,8 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (1, 4, 17), // Fetch
     (2, 1, 9),  // ListOffsets
     (3, 0, 12), // Metadata
-    (8, 0, 8),  // OffsetCommit
-    (9, 0, 8),  // OffsetFetch
+    (8, 0, 9),  // OffsetCommit
+    (9, 0, 9),  // OffsetFetch
     (10, 0, 4), // FindCoordinator
     (11, 0, 9), // JoinGroup
     (12, 0, 4), // Heartbeat
@@ -46,6 +46,8 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (44, 0, 1), // IncrementalAlterConfigs
     (47, 0, 0), // OffsetDelete
     (60, 0, 1), // DescribeCluster
+    (68, 0, 1), // ConsumerGroupHeartbeat
+    (69, 0, 0), // ConsumerGroupDescribe
 ];
 
 /// The served version range of an api key.
@@ -177,6 +179,8 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         _ => "request",
     }
 }
@@ -223,6 +227,8 @@ pub(crate) fn handle(
         RequestKind::DescribeGroups(r) => groups::describe_groups(&req, r),
         RequestKind::DeleteGroups(r) => groups::delete_groups(&req, r),
         RequestKind::OffsetDelete(r) => groups::offset_delete(&req, r),
+        RequestKind::ConsumerGroupHeartbeat(r) => groups::consumer_group_heartbeat(&req, r),
+        RequestKind::ConsumerGroupDescribe(r) => groups::consumer_group_describe(&req, r),
         _ => Err(KafkaError::UnknownApi(key)),
     }
 }

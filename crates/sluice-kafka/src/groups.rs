@@ -343,15 +343,31 @@ pub(crate) fn offset_commit(req: &Req<'_>, r: OffsetCommitRequest) -> Result<Rep
     } else {
         None
     };
-    let ticket = match groups.begin_classic_commit(
-        &group,
-        &member,
-        generation,
-        instance.as_deref(),
-        &commits,
-    ) {
-        Ok(t) => t,
-        Err(code) => return req.respond("OffsetCommit", &answer(code)),
+    // A member of a KIP-848 group (the native coordinator) commits with its
+    // member epoch; classic members and standalone commits go to the
+    // classic coordinator's fencing.
+    let native_member = !member.is_empty()
+        && groups.classic_describe(&group).is_none()
+        && groups
+            .describe(&group)
+            .is_ok_and(|g| g.description.members.iter().any(|m| m.member_id == member));
+    let ticket = if native_member {
+        let epoch = u32::try_from(generation).unwrap_or(0);
+        match groups.begin_commit(&group, &member, epoch, &commits) {
+            Ok(t) => t,
+            Err(e) => return req.respond("OffsetCommit", &answer(consumer_error(&e))),
+        }
+    } else {
+        match groups.begin_classic_commit(
+            &group,
+            &member,
+            generation,
+            instance.as_deref(),
+            &commits,
+        ) {
+            Ok(t) => t,
+            Err(code) => return req.respond("OffsetCommit", &answer(code)),
+        }
     };
     let done = finish_commit_replicated(&req.ctx.core, group, ticket, commits);
     let enc = req.later::<OffsetCommitResponse>("OffsetCommit");
@@ -721,4 +737,289 @@ pub(crate) fn delete_groups(req: &Req<'_>, r: DeleteGroupsRequest) -> Result<Rep
         };
         DeleteGroupsResponse::default().with_results(results)
     })
+}
+
+/// `FENCED_MEMBER_EPOCH`: the member's epoch is not the group's; rejoin.
+const FENCED_MEMBER_EPOCH: i16 = 110;
+/// `UNRELEASED_INSTANCE_ID`-free subset of KIP-848 errors Sluice sends.
+const INVALID_REQUEST: i16 = kafka::INVALID_REQUEST;
+/// Session timeout of KIP-848 members (Kafka's `group.consumer.session.timeout.ms`).
+const CONSUMER_SESSION_TIMEOUT_MS: u64 = 45_000;
+
+/// The Kafka code of a native coordinator refusal, in KIP-848 terms.
+fn consumer_error(e: &sluice_group::GroupError) -> i16 {
+    use sluice_group::GroupError as G;
+    match e {
+        G::IllegalGeneration { .. } | G::NotPartitionOwner { .. } => FENCED_MEMBER_EPOCH,
+        G::UnknownMemberId { .. } => kafka::UNKNOWN_MEMBER_ID,
+        G::NonEmptyGroup { .. } => kafka::INCONSISTENT_GROUP_PROTOCOL,
+        other => to_kafka(other.code()),
+    }
+}
+
+/// A member's partitions as KIP-848 topic-id lists.
+fn by_topic_id(
+    ctx: &crate::KafkaContext,
+    parts: &[TopicPartition],
+) -> Vec<kafka_protocol::messages::consumer_group_heartbeat_response::TopicPartitions> {
+    let mut out: Vec<kafka_protocol::messages::consumer_group_heartbeat_response::TopicPartitions> =
+        Vec::new();
+    let mut last: Option<(String, uuid::Uuid)> = None;
+    for tp in parts {
+        let id = match &last {
+            Some((name, id)) if **name == *tp.topic => *id,
+            _ => {
+                let id = crate::meta::topic_id(ctx, &tp.topic);
+                last = Some((tp.topic.to_string(), id));
+                id
+            }
+        };
+        let p = i32::try_from(tp.partition).unwrap_or(i32::MAX);
+        match out.last_mut() {
+            Some(t) if t.topic_id == id => t.partitions.push(p),
+            _ => out.push(
+                kafka_protocol::messages::consumer_group_heartbeat_response::TopicPartitions::default()
+                    .with_topic_id(id)
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    out
+}
+
+/// ConsumerGroupHeartbeat (KIP-848) on the native server-side coordinator:
+/// epoch 0 joins (the coordinator names the member, also in v1 where the
+/// client proposes an id: the answer carries the id to use), -1 / -2 leave, any
+/// other epoch heartbeats with the member's owned partitions (topic ids
+/// resolved to names; none given: the last report stands). The member
+/// epoch is the group generation; the assignment sent is what the member
+/// may consume now (partitions to revoke are left out, so the client drops
+/// them, commits and reports the smaller set, after which they go to their
+/// new owner: revocation before grant, as the native protocol).
+pub(crate) fn consumer_group_heartbeat(
+    req: &Req<'_>,
+    r: ConsumerGroupHeartbeatRequest,
+) -> Result<Reply, KafkaError> {
+    let group = r.group_id.0.to_string();
+    let respond = |code: i16, msg: Option<&str>| {
+        req.respond(
+            "ConsumerGroupHeartbeat",
+            &ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code)
+                .with_error_message(msg.map(sb))
+                .with_member_epoch(-1),
+        )
+    };
+    if let Some(code) = not_coordinator(req, &group) {
+        return respond(code, None);
+    }
+    if r.subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|re| !re.is_empty())
+    {
+        return respond(
+            INVALID_REQUEST,
+            Some("regular-expression subscriptions are not served; name the topics"),
+        );
+    }
+    let groups = &req.ctx.core.groups;
+    let member = r.member_id.to_string();
+    let view = match r.member_epoch {
+        0 => {
+            let Some(topics) = &r.subscribed_topic_names else {
+                return respond(INVALID_REQUEST, Some("a joining member names its topics"));
+            };
+            let mut topics: Vec<String> = topics.iter().map(|t| t.0.to_string()).collect();
+            topics.sort();
+            topics.dedup();
+            groups.join(
+                &group,
+                sluice_group::JoinRequest {
+                    member_id: None,
+                    client_id: req.header.client_id.clone(),
+                    topics,
+                    session_timeout_ms: Some(CONSUMER_SESSION_TIMEOUT_MS),
+                    rebalance_timeout_ms: u64::try_from(r.rebalance_timeout_ms)
+                        .ok()
+                        .filter(|t| *t > 0),
+                    metadata: Vec::new(),
+                },
+            )
+        }
+        -1 | -2 => {
+            let code = match groups.leave(&group, &member) {
+                Ok(()) => kafka::NONE,
+                Err(e) => consumer_error(&e),
+            };
+            return req.respond(
+                "ConsumerGroupHeartbeat",
+                &ConsumerGroupHeartbeatResponse::default()
+                    .with_error_code(code)
+                    .with_member_id(Some(r.member_id.clone()))
+                    .with_member_epoch(r.member_epoch),
+            );
+        }
+        epoch if epoch > 0 => {
+            let generation = u32::try_from(epoch).unwrap_or(u32::MAX);
+            // A new subscription first (a join with the member's id updates it).
+            if let Some(topics) = &r.subscribed_topic_names {
+                let mut topics: Vec<String> = topics.iter().map(|t| t.0.to_string()).collect();
+                topics.sort();
+                topics.dedup();
+                let current = groups.describe(&group).ok().and_then(|g| {
+                    g.description
+                        .members
+                        .iter()
+                        .find(|m| m.member_id == member)
+                        .map(|m| m.topics.clone())
+                });
+                if current.as_ref().is_some_and(|c| *c != topics) {
+                    if let Err(e) = groups.join(
+                        &group,
+                        sluice_group::JoinRequest {
+                            member_id: Some(member.clone()),
+                            client_id: req.header.client_id.clone(),
+                            topics,
+                            session_timeout_ms: Some(CONSUMER_SESSION_TIMEOUT_MS),
+                            rebalance_timeout_ms: None,
+                            metadata: Vec::new(),
+                        },
+                    ) {
+                        return respond(consumer_error(&e), None);
+                    }
+                }
+            }
+            match &r.topic_partitions {
+                Some(owned) => {
+                    let mut report = Vec::with_capacity(owned.len());
+                    for t in owned {
+                        let Some(name) = crate::meta::topic_name_of(req.ctx, t.topic_id) else {
+                            continue;
+                        };
+                        report.push(native::TopicPartitions {
+                            topic: name,
+                            partitions: t
+                                .partitions
+                                .iter()
+                                .filter_map(|p| u32::try_from(*p).ok())
+                                .collect(),
+                        });
+                    }
+                    match groups.heartbeat(
+                        &group,
+                        &member,
+                        generation,
+                        &report,
+                        std::time::Duration::ZERO,
+                    ) {
+                        sluice_broker::group::HeartbeatReply::Ready(v) => v,
+                        sluice_broker::group::HeartbeatReply::Parked(_) => {
+                            groups.refresh(&group, &member, generation)
+                        }
+                    }
+                }
+                None => groups.refresh(&group, &member, generation),
+            }
+        }
+        _ => return respond(FENCED_MEMBER_EPOCH, None),
+    };
+    let view = match view {
+        Ok(v) => v,
+        Err(e) => return respond(consumer_error(&e), None),
+    };
+    let body = ConsumerGroupHeartbeatResponse::default()
+        .with_member_id(Some(sb(&view.member_id)))
+        .with_member_epoch(i32::try_from(view.generation).unwrap_or(i32::MAX))
+        .with_heartbeat_interval_ms(i32::try_from(view.heartbeat_interval_ms).unwrap_or(i32::MAX))
+        .with_assignment(Some(
+            kafka_protocol::messages::consumer_group_heartbeat_response::Assignment::default()
+                .with_topic_partitions(by_topic_id(req.ctx, &view.assignment)),
+        ));
+    req.respond("ConsumerGroupHeartbeat", &body)
+}
+
+/// ConsumerGroupDescribe (KIP-848): a native group's members, subscriptions
+/// and assignments; a Kafka classic group answers `GROUP_ID_NOT_FOUND`, as
+/// a classic group does in Kafka.
+pub(crate) fn consumer_group_describe(
+    req: &Req<'_>,
+    r: ConsumerGroupDescribeRequest,
+) -> Result<Reply, KafkaError> {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup as CDescribed, Member, TopicPartitions as CTopicPartitions,
+    };
+    let groups = &req.ctx.core.groups;
+    let assignment = |parts: &[TopicPartition]| {
+        let mut out: Vec<CTopicPartitions> = Vec::new();
+        for tp in parts {
+            let p = i32::try_from(tp.partition).unwrap_or(i32::MAX);
+            match out.last_mut() {
+                Some(t) if *t.topic_name.0 == *tp.topic => t.partitions.push(p),
+                _ => out.push(
+                    CTopicPartitions::default()
+                        .with_topic_id(crate::meta::topic_id(req.ctx, &tp.topic))
+                        .with_topic_name(tn(&tp.topic))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        Assignment::default().with_topic_partitions(out)
+    };
+    let described = r
+        .group_ids
+        .into_iter()
+        .map(|g| {
+            let name = g.0.to_string();
+            let mut d = CDescribed::default().with_group_id(g);
+            if let Some(code) = not_coordinator(req, &name) {
+                d.error_code = code;
+                return d;
+            }
+            if groups.classic_describe(&name).is_some() {
+                d.error_code = kafka::GROUP_ID_NOT_FOUND;
+                d.error_message = Some(StrBytes::from_static_str("a classic group"));
+                return d;
+            }
+            match groups.describe(&name) {
+                Ok(info) => {
+                    let desc = info.description;
+                    let epoch = i32::try_from(desc.generation).unwrap_or(i32::MAX);
+                    d.group_state = sb(match desc.state.name() {
+                        "Stable" => "Stable",
+                        "Empty" => "Empty",
+                        _ => "Reconciling",
+                    });
+                    d.group_epoch = epoch;
+                    d.assignment_epoch = epoch;
+                    d.assignor_name = StrBytes::from_static_str("sluice-sticky");
+                    d.members = desc
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let mut owned = m.assignment.clone();
+                            owned.extend(m.revoking.iter().cloned());
+                            let mut target = m.assignment.clone();
+                            target.extend(m.pending.iter().cloned());
+                            target.sort();
+                            Member::default()
+                                .with_member_id(sb(&m.member_id))
+                                .with_member_epoch(epoch)
+                                .with_client_id(sb(&m.client_id))
+                                .with_subscribed_topic_names(
+                                    m.topics.iter().map(|t| tn(t)).collect(),
+                                )
+                                .with_assignment(assignment(&owned))
+                                .with_target_assignment(assignment(&target))
+                        })
+                        .collect();
+                }
+                Err(_) => d.error_code = kafka::GROUP_ID_NOT_FOUND,
+            }
+            d
+        })
+        .collect();
+    req.respond(
+        "ConsumerGroupDescribe",
+        &ConsumerGroupDescribeResponse::default().with_groups(described),
+    )
 }

@@ -1444,7 +1444,7 @@ impl ApiKey {
             ApiKey::DescribeTransactions => VersionRange { min: 0, max: 0 },
             ApiKey::ListTransactions => VersionRange { min: 0, max: 1 },
             ApiKey::AllocateProducerIds => VersionRange { min: 0, max: 0 },
-            ApiKey::ConsumerGroupHeartbeat => VersionRange { min: 0, max: 0 },
+            ApiKey::ConsumerGroupHeartbeat => VersionRange { min: 0, max: 1 },
             ApiKey::ConsumerGroupDescribe => VersionRange { min: 0, max: 0 },
             ApiKey::ControllerRegistration => VersionRange { min: 0, max: 0 },
             ApiKey::GetTelemetrySubscriptions => VersionRange { min: 0, max: 0 },

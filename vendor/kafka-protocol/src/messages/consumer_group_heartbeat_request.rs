@@ -56,6 +56,11 @@ pub struct ConsumerGroupHeartbeatRequest {
     /// Supported API versions: 0
     pub subscribed_topic_names: Option<Vec<super::TopicName>>,
 
+    /// null if it didn't change since the last heartbeat; the subscribed topic regex otherwise.
+    ///
+    /// Supported API versions: 1 (Sluice patch)
+    pub subscribed_topic_regex: Option<StrBytes>,
+
     /// null if not used or if it didn't change since the last heartbeat; the server side assignor to use otherwise.
     ///
     /// Supported API versions: 0
@@ -167,7 +172,7 @@ impl ConsumerGroupHeartbeatRequest {
 #[cfg(feature = "client")]
 impl Encodable for ConsumerGroupHeartbeatRequest {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version != 0 {
+        if version < 0 || version > 1 {
             bail!("specified version not supported by this message type");
         }
         types::CompactString.encode(buf, &self.group_id)?;
@@ -177,6 +182,9 @@ impl Encodable for ConsumerGroupHeartbeatRequest {
         types::CompactString.encode(buf, &self.rack_id)?;
         types::Int32.encode(buf, &self.rebalance_timeout_ms)?;
         types::CompactArray(types::CompactString).encode(buf, &self.subscribed_topic_names)?;
+        if version >= 1 {
+            types::CompactString.encode(buf, &self.subscribed_topic_regex)?;
+        }
         types::CompactString.encode(buf, &self.server_assignor)?;
         types::CompactArray(types::Struct { version }).encode(buf, &self.topic_partitions)?;
         let num_tagged_fields = self.unknown_tagged_fields.len();
@@ -201,6 +209,9 @@ impl Encodable for ConsumerGroupHeartbeatRequest {
         total_size += types::Int32.compute_size(&self.rebalance_timeout_ms)?;
         total_size +=
             types::CompactArray(types::CompactString).compute_size(&self.subscribed_topic_names)?;
+        if version >= 1 {
+            total_size += types::CompactString.compute_size(&self.subscribed_topic_regex)?;
+        }
         total_size += types::CompactString.compute_size(&self.server_assignor)?;
         total_size +=
             types::CompactArray(types::Struct { version }).compute_size(&self.topic_partitions)?;
@@ -221,7 +232,7 @@ impl Encodable for ConsumerGroupHeartbeatRequest {
 #[cfg(feature = "broker")]
 impl Decodable for ConsumerGroupHeartbeatRequest {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version != 0 {
+        if version < 0 || version > 1 {
             bail!("specified version not supported by this message type");
         }
         let group_id = types::CompactString.decode(buf)?;
@@ -231,6 +242,11 @@ impl Decodable for ConsumerGroupHeartbeatRequest {
         let rack_id = types::CompactString.decode(buf)?;
         let rebalance_timeout_ms = types::Int32.decode(buf)?;
         let subscribed_topic_names = types::CompactArray(types::CompactString).decode(buf)?;
+        let subscribed_topic_regex = if version >= 1 {
+            types::CompactString.decode(buf)?
+        } else {
+            None
+        };
         let server_assignor = types::CompactString.decode(buf)?;
         let topic_partitions = types::CompactArray(types::Struct { version }).decode(buf)?;
         let mut unknown_tagged_fields = BTreeMap::new();
@@ -249,6 +265,7 @@ impl Decodable for ConsumerGroupHeartbeatRequest {
             rack_id,
             rebalance_timeout_ms,
             subscribed_topic_names,
+            subscribed_topic_regex,
             server_assignor,
             topic_partitions,
             unknown_tagged_fields,
@@ -266,6 +283,7 @@ impl Default for ConsumerGroupHeartbeatRequest {
             rack_id: None,
             rebalance_timeout_ms: -1,
             subscribed_topic_names: None,
+            subscribed_topic_regex: None,
             server_assignor: None,
             topic_partitions: None,
             unknown_tagged_fields: BTreeMap::new(),
@@ -274,7 +292,7 @@ impl Default for ConsumerGroupHeartbeatRequest {
 }
 
 impl Message for ConsumerGroupHeartbeatRequest {
-    const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -330,7 +348,7 @@ impl TopicPartitions {
 #[cfg(feature = "client")]
 impl Encodable for TopicPartitions {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version != 0 {
+        if version < 0 || version > 1 {
             bail!("specified version not supported by this message type");
         }
         types::Uuid.encode(buf, &self.topic_id)?;
@@ -368,7 +386,7 @@ impl Encodable for TopicPartitions {
 #[cfg(feature = "broker")]
 impl Decodable for TopicPartitions {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version != 0 {
+        if version < 0 || version > 1 {
             bail!("specified version not supported by this message type");
         }
         let topic_id = types::Uuid.decode(buf)?;
@@ -400,7 +418,7 @@ impl Default for TopicPartitions {
 }
 
 impl Message for TopicPartitions {
-    const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
