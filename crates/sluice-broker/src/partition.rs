@@ -413,6 +413,23 @@ impl Partition {
             .map_err(|e| self.log_err(e))
     }
 
+    /// Deletes the records below `offset` (at most the high watermark:
+    /// Kafka's DeleteRecords); durable before it returns (an fsync: call it
+    /// off the async runtime). Returns the new log start.
+    pub fn delete_records_before(&self, offset: u64) -> Result<u64, BrokerError> {
+        let hw = self.high_watermark();
+        if offset > hw {
+            return Err(self.log_err(sluice_log::LogError::OffsetOutOfRange {
+                offset,
+                start: self.start_offset(),
+                end: hw,
+            }));
+        }
+        self.log
+            .delete_records_before(offset)
+            .map_err(|e| self.log_err(e))
+    }
+
     /// Like [`Partition::read`], but only whole batches below `high_watermark`
     /// (a value taken from [`Partition::high_watermark`] before the read),
     /// with the number of records in them.

@@ -39,6 +39,7 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (18, 0, 4), // ApiVersions
     (19, 0, 7), // CreateTopics
     (20, 0, 6), // DeleteTopics
+    (21, 0, 2), // DeleteRecords
     (22, 0, 4), // InitProducerId
     (32, 0, 4), // DescribeConfigs
     (37, 0, 3), // CreatePartitions
@@ -172,6 +173,7 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DeleteRecords => "DeleteRecords",
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::CreatePartitions => "CreatePartitions",
@@ -217,6 +219,7 @@ pub(crate) fn handle(
         RequestKind::Fetch(r) => fetch::fetch(&req, r),
         RequestKind::ListOffsets(r) => data::list_offsets(&req, r),
         RequestKind::InitProducerId(r) => data::init_producer_id(&req, r),
+        RequestKind::DeleteRecords(r) => data::delete_records(&req, r),
         RequestKind::JoinGroup(r) => groups::join_group(&req, r),
         RequestKind::SyncGroup(r) => groups::sync_group(&req, r),
         RequestKind::Heartbeat(r) => groups::heartbeat(&req, r),

@@ -1,4 +1,4 @@
-//! Produce, ListOffsets and InitProducerId.
+//! Produce, ListOffsets, InitProducerId and DeleteRecords.
 //!
 //! - Produce maps `acks` onto the core: `0` -> none (no response at all),
 //!   `1` -> leader (answered after the leader's append), `-1` (all) ->
@@ -278,7 +278,7 @@ fn first_record_at(
     let data = p.read(offset, 1).ok()?;
     let batch = sluice_protocol::batch::RecordBatch::parse(&data).ok()?;
     let batch = batch.decompress(MAX_LOOKUP_DECOMPRESSED).ok()?;
-    let from = i64::try_from(offset).unwrap_or(i64::MAX);
+    let from = i64::try_from(offset.max(p.start_offset())).unwrap_or(i64::MAX);
     let hit = batch
         .records()
         .filter_map(Result::ok)
@@ -347,4 +347,107 @@ pub(crate) fn init_producer_id(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     })
+}
+
+/// DeleteRecords: moves each partition's log start up to the given offset
+/// (-1: the high watermark) on its leader, durably; reads below it then
+/// answer `OFFSET_OUT_OF_RANGE` and ListOffsets(earliest) returns it. An
+/// offset past the high watermark is `OFFSET_OUT_OF_RANGE`. The answer
+/// carries each partition's new low watermark.
+pub(crate) fn delete_records(req: &Req<'_>, r: DeleteRecordsRequest) -> Result<Reply, KafkaError> {
+    use kafka_protocol::messages::delete_records_response::{
+        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+    };
+    // Existence and leadership as the native api checks them.
+    let probe = native::ListOffsetsRequest {
+        topics: r
+            .topics
+            .iter()
+            .map(|t| native::ListOffsetsTopic {
+                name: t.name.0.to_string(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| native::ListOffsetsPartition {
+                        partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
+                        spec: native::OffsetSpec::Earliest,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let checked = match native_call(
+        req,
+        native::ApiKey::ListOffsets,
+        native::Request::ListOffsets(probe),
+    ) {
+        sluice_broker::handler::Outcome::Respond(native::Response::ListOffsets(l)) => l,
+        _ => native::ListOffsetsResponse { topics: Vec::new() },
+    };
+    // (topic, partition, offset or the refusal) in request order.
+    let mut work: Vec<(TopicName, i32, Result<i64, i16>)> = Vec::new();
+    for (ti, t) in r.topics.iter().enumerate() {
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let check = checked
+                .topics
+                .get(ti)
+                .and_then(|ct| ct.partitions.get(pi))
+                .map_or(native::ErrorCode::UnknownTopicOrPartition, |cp| cp.error);
+            let item = if check != native::ErrorCode::None {
+                Err(to_kafka(check))
+            } else if p.offset < -1 {
+                Err(kafka::OFFSET_OUT_OF_RANGE)
+            } else {
+                Ok(p.offset)
+            };
+            work.push((t.name.clone(), p.partition_index, item));
+        }
+    }
+    let broker = std::sync::Arc::clone(&req.ctx.core.broker);
+    let enc = req.later::<DeleteRecordsResponse>("DeleteRecords");
+    Ok(Reply::Later(Box::pin(async move {
+        let done = tokio::task::spawn_blocking(move || {
+            work.into_iter()
+                .map(|(topic, index, item)| {
+                    let result = item.and_then(|offset| {
+                        let p = broker
+                            .partition(&topic.0, u32::try_from(index).unwrap_or(u32::MAX))
+                            .map_err(|e| to_kafka(e.code()))?;
+                        let target = if offset == -1 {
+                            p.high_watermark()
+                        } else {
+                            u64::try_from(offset).unwrap_or(u64::MAX)
+                        };
+                        p.delete_records_before(target)
+                            .map(|start| i64::try_from(start).unwrap_or(i64::MAX))
+                            .map_err(|e| to_kafka(e.code()))
+                    });
+                    (topic, index, result)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .ok()?;
+        let mut topics: Vec<DeleteRecordsTopicResult> = Vec::new();
+        for (topic, index, result) in done {
+            let part = match result {
+                Ok(low) => DeleteRecordsPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_low_watermark(low),
+                Err(code) => DeleteRecordsPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_low_watermark(-1)
+                    .with_error_code(code),
+            };
+            match topics.last_mut() {
+                Some(t) if t.name == topic => t.partitions.push(part),
+                _ => topics.push(
+                    DeleteRecordsTopicResult::default()
+                        .with_name(topic)
+                        .with_partitions(vec![part]),
+                ),
+            }
+        }
+        enc(&DeleteRecordsResponse::default().with_topics(topics))
+    })))
 }

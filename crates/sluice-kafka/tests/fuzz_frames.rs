@@ -211,6 +211,15 @@ fn sample(api: ApiKey, version: i16) -> RequestKind {
         ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
             ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("g"))]),
         ),
+        ApiKey::DeleteRecords => {
+            RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default().with_offset(3),
+                    ]),
+            ]))
+        }
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(
             OffsetDeleteRequest::default()
                 .with_group_id(GroupId(s("g")))

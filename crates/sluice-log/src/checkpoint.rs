@@ -226,6 +226,38 @@ pub(crate) fn remove_restart(io: &dyn FileIo, dir: &Path) -> Result<(), LogError
     remove_files(io, dir, [RESTART_FILE, RESTART_TMP])
 }
 
+/// File name of the log-start marker (see [`write_log_start`]).
+pub(crate) const LOG_START_FILE: &str = "log-start";
+const LOG_START_TMP: &str = "log-start.tmp";
+const LOG_START_MAGIC: &[u8; 4] = b"SLLS";
+
+/// The 20 bytes of a log-start marker for `offset` (magic `SLLS`).
+pub(crate) fn encode_log_start(offset: u64) -> [u8; LEN] {
+    encode_marker(LOG_START_MAGIC, offset)
+}
+
+/// Decodes a log-start marker into its offset, or says why it is not one.
+pub(crate) fn decode_log_start(bytes: &[u8]) -> Result<u64, String> {
+    decode_marker(LOG_START_MAGIC, bytes)
+}
+
+/// Reads the log-start marker of `dir`: `Ok(None)` when there is none.
+pub(crate) fn read_log_start(dir: &Path) -> Result<Option<u64>, String> {
+    read_with(dir, LOG_START_FILE, decode_log_start)
+}
+
+/// Durably records that the log in `dir` starts at `offset` (records below
+/// it were deleted by request, whatever segments still hold them).
+pub(crate) fn write_log_start(io: &dyn FileIo, dir: &Path, offset: u64) -> Result<(), LogError> {
+    replace(
+        io,
+        dir,
+        LOG_START_TMP,
+        LOG_START_FILE,
+        &encode_log_start(offset),
+    )
+}
+
 /// Reads and decodes `dir/name`: `Ok(None)` when it does not exist.
 fn read_with<T>(
     dir: &Path,
@@ -319,6 +351,21 @@ mod tests {
         longer.push(0);
         assert!(decode(&longer).is_err());
         assert!(decode(&[0u8; LEN]).is_err());
+    }
+
+    #[test]
+    fn log_start_marker_round_trips_and_is_no_other_marker() {
+        for off in [0u64, 7, u64::MAX] {
+            let b = encode_log_start(off);
+            assert_eq!(decode_log_start(&b), Ok(off));
+            assert!(decode(&b).is_err());
+            assert!(decode_restart(&b).is_err());
+            assert!(decode_truncation(&b).is_err());
+            assert!(decode_log_start(&encode_restart(off)).is_err());
+        }
+        let mut bad = encode_log_start(9);
+        bad[10] ^= 4;
+        assert!(decode_log_start(&bad).is_err());
     }
 
     #[test]

@@ -578,6 +578,38 @@ fn restart_at_empties_the_log_and_continues_from_the_new_offset() {
     assert_holds(&log, &kept);
 }
 
+#[test]
+fn deleting_records_moves_the_start_durably_and_refuses_reads_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), rolling_config()).unwrap();
+    fill(&log, 0, 20);
+    let end = log.end_offset();
+    assert_eq!(log.start_offset(), 0);
+    // Past the end: refused.
+    assert!(matches!(
+        log.delete_records_before(end + 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.delete_records_before(7).unwrap(), 7);
+    assert_eq!(log.start_offset(), 7);
+    assert!(matches!(
+        log.read(6, 1 << 20),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(!log.read(7, 1 << 20).unwrap().is_empty());
+    // Lower than the start: nothing changes.
+    assert_eq!(log.delete_records_before(3).unwrap(), 7);
+    drop(log);
+    let log = Log::open(dir.path(), rolling_config()).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (7, end));
+    assert!(log.read(0, 1 << 20).is_err());
+    // Up to the end: an empty log at its end, appends go on.
+    assert_eq!(log.delete_records_before(end).unwrap(), end);
+    assert!(log.read(end, 1 << 20).unwrap().is_empty());
+    assert_eq!(log.append(&batch(2)).unwrap().base_offset, end);
+    assert_eq!(log.start_offset(), end);
+}
+
 /// Runs `restart_at(at)` on a prepopulated log with the power cut at step
 /// `cut_at`: the reopened log holds either everything or nothing from
 /// `at` on, and nothing else; the latter if the call returned.

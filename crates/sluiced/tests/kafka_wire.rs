@@ -922,3 +922,63 @@ async fn offset_delete_removes_an_idle_groups_offsets() {
     assert_eq!(d.error_code, 69);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn delete_records_moves_the_log_start_for_fetch_and_list_offsets() {
+    let b = start().await;
+    let mut s = TcpStream::connect(b.kafka).await.unwrap();
+    create(&mut s, "dr", 1).await;
+    for i in 0..5i64 {
+        let r: ProduceResponse = call(
+            &mut s,
+            ApiKey::Produce,
+            9,
+            &produce("dr", 0, -1, batch(&[(i, b"k", b"v", &[])])),
+        )
+        .await;
+        assert_eq!(r.responses[0].partition_responses[0].base_offset, i);
+    }
+    let del = |offset: i64| {
+        DeleteRecordsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                .with_name(name("dr"))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(offset),
+                ])])
+    };
+    let r: DeleteRecordsResponse = call(&mut s, ApiKey::DeleteRecords, 2, &del(3)).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 3));
+    // Past the high watermark: refused.
+    let r: DeleteRecordsResponse = call(&mut s, ApiKey::DeleteRecords, 2, &del(9)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 1);
+    // Reads below the start are out of range; earliest is the new start.
+    let f: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &fetch_by_name("dr", 1, 0)).await;
+    let p = &f.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.log_start_offset), (1, 3));
+    let f: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &fetch_by_name("dr", 3, 0)).await;
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    let lo: ListOffsetsResponse = call(
+        &mut s,
+        ApiKey::ListOffsets,
+        7,
+        &ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name("dr"))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-2),
+                ])]),
+    )
+    .await;
+    assert_eq!(lo.topics[0].partitions[0].offset, 3);
+    // -1: up to the high watermark.
+    let r: DeleteRecordsResponse = call(&mut s, ApiKey::DeleteRecords, 2, &del(-1)).await;
+    assert_eq!(r.topics[0].partitions[0].low_watermark, 5);
+    b.stop().await;
+}

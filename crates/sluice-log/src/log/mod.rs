@@ -154,6 +154,9 @@ pub struct Log {
     retention: Mutex<()>,
     end_offset: AtomicU64,
     durable_offset: AtomicU64,
+    /// Records below this offset were deleted by [`Log::delete_records_before`]
+    /// (persisted in the `log-start` marker); 0 when none were.
+    log_start: AtomicU64,
     /// Shared with background seal-sync threads, which poison on failure.
     poisoned: Arc<AtomicBool>,
     /// Set for good by [`Log::mark_closed`]: every operation that would
@@ -277,6 +280,8 @@ impl Log {
         lock_dir(&lock_file).map_err(|e| LogError::io(&lock_path, e))?;
         Self::finish_truncation(io.as_ref(), &dir)?;
         Self::finish_restart(io.as_ref(), &dir, &config)?;
+        let log_start =
+            marker(&dir, checkpoint::LOG_START_FILE, checkpoint::read_log_start)?.unwrap_or(0);
 
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
@@ -382,6 +387,7 @@ impl Log {
             retention: Mutex::new(()),
             end_offset: AtomicU64::new(end),
             durable_offset: AtomicU64::new(end),
+            log_start: AtomicU64::new(log_start),
             poisoned: Arc::new(AtomicBool::new(false)),
             closed: Arc::new(AtomicBool::new(false)),
             pending_syncs: Arc::new(Mutex::new(Vec::new())),
@@ -947,9 +953,9 @@ impl Log {
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, LogError> {
         self.check_open()?;
         let end = self.end_offset();
+        let start = self.start_offset();
         let (start, candidates) = {
             let segs = self.segments();
-            let start = segs.first().map_or(0, |s| s.base);
             // The segment containing `offset` and the ones after it (gaps).
             let i = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
             let picked: [Option<Arc<Segment>>; 2] =
@@ -988,9 +994,37 @@ impl Log {
         Ok(None)
     }
 
-    /// First offset still in the log.
+    /// First offset still in the log: the first segment's base, or the
+    /// offset records were deleted below if that is higher (never past the end).
     pub fn start_offset(&self) -> u64 {
-        self.segments().first().map_or(0, |s| s.base)
+        let base = self.segments().first().map_or(0, |s| s.base);
+        base.max(self.log_start.load(Ordering::Acquire))
+            .min(self.end_offset().max(base))
+    }
+
+    /// Deletes every record below `offset` (Kafka's DeleteRecords): the log
+    /// then starts at `offset` for readers, durably (a `log-start` marker,
+    /// written and fsynced before it returns; see `protocol.md`). Segments
+    /// wholly below it are left to retention. `offset` must not pass the
+    /// end; below the current start nothing changes. Returns the new start.
+    pub fn delete_records_before(&self, offset: u64) -> Result<u64, LogError> {
+        let _one_at_a_time = lock(&self.retention);
+        self.check_open()?;
+        let end = self.end_offset();
+        if offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.start_offset(),
+                end,
+            });
+        }
+        let start = self.start_offset();
+        if offset <= start {
+            return Ok(start);
+        }
+        checkpoint::write_log_start(self.io.as_ref(), &self.dir, offset)?;
+        self.log_start.store(offset, Ordering::Release);
+        Ok(offset)
     }
 
     /// Offset the next appended record gets.
