@@ -11,9 +11,9 @@
 //!   (message formats before RecordBatch v2) get `UNSUPPORTED_VERSION`, and
 //!   a transactional produce `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`.
 //! - ListOffsets: `-2` earliest (log start), `-1` latest (the high
-//!   watermark, the same as Fetch reports), `-3` max timestamp (the batch
-//!   holding the largest timestamp: its base offset, found by a binary
-//!   search over the time index), `-4` earliest local (= earliest: no
+//!   watermark, the same as Fetch reports), `-3` max timestamp (the record
+//!   holding the largest timestamp, as KIP-734: its batch is found by a
+//!   binary search over the time index, then read), `-4` earliest local (= earliest: no
 //!   tiered storage), `-5` latest tiered (-1: nothing is tiered); a
 //!   timestamp: the core finds the first batch whose max timestamp reaches
 //!   it, then the batch is read (decompressed if need be) for the first
@@ -316,7 +316,23 @@ fn max_timestamp(
             None => hi = mid - 1,
         }
     }
-    Ok((i64::try_from(best.0).unwrap_or(i64::MAX), best.1))
+    // The batch holds the largest timestamp; Kafka (KIP-734) answers the
+    // offset of the record carrying it (the first such, if several do).
+    let record = (|| {
+        let data = p.read(best.0, 1).ok()?;
+        let batch = sluice_protocol::batch::RecordBatch::parse(&data).ok()?;
+        let batch = batch.decompress(MAX_LOOKUP_DECOMPRESSED).ok()?;
+        let from = i64::try_from(best.0).unwrap_or(i64::MAX);
+        batch
+            .records()
+            .filter_map(Result::ok)
+            .filter(|r| r.offset >= from)
+            .fold(None, |top: Option<(i64, i64)>, r| match top {
+                Some((_, ts)) if ts >= r.timestamp => top,
+                _ => Some((r.offset, r.timestamp)),
+            })
+    })();
+    Ok(record.unwrap_or((i64::try_from(best.0).unwrap_or(i64::MAX), best.1)))
 }
 
 pub(crate) fn init_producer_id(
