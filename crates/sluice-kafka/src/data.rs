@@ -148,36 +148,47 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub(crate) fn list_offsets(req: &Req<'_>, r: ListOffsetsRequest) -> Result<Reply, KafkaError> {
-    let v = req.version();
-    let broker = &req.ctx.core.broker;
-    // Leadership and existence checks as the native api makes them: ask it
-    // for the earliest offset of every partition first.
-    let probe = native::ListOffsetsRequest {
-        topics: r
-            .topics
-            .iter()
-            .map(|t| native::ListOffsetsTopic {
-                name: t.name.0.to_string(),
-                partitions: t
-                    .partitions
-                    .iter()
+/// Existence and leadership of partitions, checked as the native api
+/// checks them: the native ListOffsets (earliest) of each, whose per
+/// partition error code is the verdict, in request order.
+fn probe(
+    req: &Req<'_>,
+    topics: impl Iterator<Item = (String, Vec<i32>)>,
+) -> native::ListOffsetsResponse {
+    let request = native::ListOffsetsRequest {
+        topics: topics
+            .map(|(name, parts)| native::ListOffsetsTopic {
+                name,
+                partitions: parts
+                    .into_iter()
                     .map(|p| native::ListOffsetsPartition {
-                        partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
+                        partition: u32::try_from(p).unwrap_or(u32::MAX),
                         spec: native::OffsetSpec::Earliest,
                     })
                     .collect(),
             })
             .collect(),
     };
-    let checked = match native_call(
+    match native_call(
         req,
         native::ApiKey::ListOffsets,
-        native::Request::ListOffsets(probe),
+        native::Request::ListOffsets(request),
     ) {
         sluice_broker::handler::Outcome::Respond(native::Response::ListOffsets(l)) => l,
         _ => native::ListOffsetsResponse { topics: Vec::new() },
-    };
+    }
+}
+
+pub(crate) fn list_offsets(req: &Req<'_>, r: ListOffsetsRequest) -> Result<Reply, KafkaError> {
+    let v = req.version();
+    let broker = &req.ctx.core.broker;
+    let checked = probe(
+        req,
+        r.topics.iter().map(|t| {
+            let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.0.to_string(), parts)
+        }),
+    );
     let mut topics = Vec::with_capacity(r.topics.len());
     for (ti, t) in r.topics.iter().enumerate() {
         let name = t.name.0.to_string();
@@ -374,32 +385,13 @@ pub(crate) fn delete_records(req: &Req<'_>, r: DeleteRecordsRequest) -> Result<R
     use kafka_protocol::messages::delete_records_response::{
         DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
     };
-    // Existence and leadership as the native api checks them.
-    let probe = native::ListOffsetsRequest {
-        topics: r
-            .topics
-            .iter()
-            .map(|t| native::ListOffsetsTopic {
-                name: t.name.0.to_string(),
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| native::ListOffsetsPartition {
-                        partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
-                        spec: native::OffsetSpec::Earliest,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    };
-    let checked = match native_call(
+    let checked = probe(
         req,
-        native::ApiKey::ListOffsets,
-        native::Request::ListOffsets(probe),
-    ) {
-        sluice_broker::handler::Outcome::Respond(native::Response::ListOffsets(l)) => l,
-        _ => native::ListOffsetsResponse { topics: Vec::new() },
-    };
+        r.topics.iter().map(|t| {
+            let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.0.to_string(), parts)
+        }),
+    );
     // (topic, partition, offset or the refusal) in request order.
     let mut work: Vec<(TopicName, i32, Result<i64, i16>)> = Vec::new();
     for (ti, t) in r.topics.iter().enumerate() {
