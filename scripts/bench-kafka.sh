@@ -18,6 +18,11 @@ run() {
   local proto=$1
   rm -rf $W/k; $B/sluiced --data-dir $W/k --listen 127.0.0.1:17171 --http-listen 127.0.0.1:17180 --kafka-listen 127.0.0.1:19092 > $W/k.log 2>&1 &
   local pid=$!; sleep 1
+  # A broker already on these ports would take the load instead: refuse.
+  if ! grep -q "^listening native=127.0.0.1:17171 .*kafka=127.0.0.1:19092" $W/k.log; then
+    echo "sluiced did not start on 17171/19092 (port in use?): see $W/k.log" >&2
+    kill $pid 2>/dev/null; exit 1
+  fi
   local S="$B/sluice --broker 127.0.0.1:17171"
   local P="--protocol $proto --kafka-broker 127.0.0.1:19092 --topic bench --partitions 1"
   echo "$proto produce: $($S bench produce $P --messages $N --size $SIZE --acks $ACKS 2>&1 | grep -E 'MB/s|p99' | tr '\n' ' ')" >> $out
