@@ -591,3 +591,83 @@ fn an_idempotent_producer_rides_through_a_leader_kill_with_no_loss_and_no_duplic
         c.logs()
     );
 }
+
+#[test]
+fn deleted_records_stay_deleted_after_the_leader_dies() {
+    setup();
+    let mut c = TestCluster::start_voters(3);
+    let out = sluice_cli(&c.bootstrap(1))
+        .args([
+            "topic",
+            "create",
+            "dr",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+        ])
+        .output()
+        .expect("create");
+    assert!(out.status.success(), "{out:?}");
+    let boot: Vec<String> = c
+        .ids()
+        .iter()
+        .map(|id| c.node(*id).kafka_addr.to_string())
+        .collect();
+    let boot = boot.join(",");
+    let input: String = (0..100).map(|i| format!("v{i}\n")).collect();
+    kcat(
+        &["-b", &boot, "-P", "-t", "dr", "-X", "acks=all"],
+        Some(input.as_bytes()),
+    );
+    Client::Confluent.run(&boot, "delete-records", "dr", Some("40"));
+    // The followers learn the new start from their next fetches.
+    std::thread::sleep(Duration::from_secs(3));
+    let leader = common::workload::leader_of(&mut c, "dr", 0);
+    c.kill(leader);
+    let first = |boot: &str| {
+        kcat(
+            &[
+                "-b",
+                boot,
+                "-C",
+                "-t",
+                "dr",
+                "-o",
+                "beginning",
+                "-c",
+                "1",
+                "-e",
+                "-f",
+                "%o %s\n",
+            ],
+            None,
+        )
+    };
+    let alive: Vec<String> = c
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .map(|id| c.node(id).kafka_addr.to_string())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = std::panic::catch_unwind(|| first(&alive.join(",")));
+        if let Ok(line) = got {
+            if !line.trim().is_empty() {
+                assert_eq!(
+                    line.trim(),
+                    "40 v40",
+                    "the new leader serves deleted records"
+                );
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader served the topic\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

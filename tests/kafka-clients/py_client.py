@@ -18,6 +18,7 @@ bounded in time. Scenarios:
   member       a consumer-group member: prints its assignments as they
                change, consumes until idle, commits, prints what it read
   produce N    produce N records (values TOPIC-0..N-1) with acks=all
+  delete-records N  (confluent) delete the records of partition 0 below N
   failover N   (confluent) an idempotent producer sends N records to the
                3 partitions of TOPIC, paced over about ten seconds, while the
                test kills a leader; then every acknowledged record must be
@@ -342,6 +343,15 @@ elif SCENARIO == "failover" and LIB.startswith("confluent"):
     lost = [v for v in acked if v not in seen]
     check(not lost and dup == 0, "lost %d, duplicated %d" % (len(lost), dup))
     out(ok=True, acked=len(acked), read=len(seen))
+elif SCENARIO == "delete-records" and LIB.startswith("confluent"):
+    before = int(sys.argv[5])
+    a = AdminClient({"bootstrap.servers": BOOT})
+    res = a.delete_records([TopicPartition(TOPIC, 0, before)])
+    low = None
+    for _, f in res.items():
+        low = f.result(30).low_watermark
+    check(low == before, "low watermark %s, want %d" % (low, before))
+    out(ok=True, low_watermark=low)
 elif SCENARIO == "produce":
     n = int(sys.argv[5])
     recs = [(b"k%d" % i, b"%s-%d" % (TOPIC.encode(), i), [], int(time.time() * 1000)) for i in range(n)]

@@ -371,6 +371,15 @@ async fn follow(
                 }
             }
             f.local.set_follower_high_watermark(a.high_watermark);
+            // Records deleted on the leader (DeleteRecords, retention) go here
+            // too, up to what this replica has committed: a follower that
+            // becomes leader serves from the same start.
+            let start = a.log_start_offset.min(f.local.high_watermark());
+            if start > f.local.start_offset() {
+                if let Err(e) = f.local.delete_records_before(start) {
+                    tracing::warn!(topic = %f.topic, partition = f.partition, error = %sluice_broker::error::chain(&e), "cannot move the log start to the leader's");
+                }
+            }
         }
         // Durable before the next fetch reports it (one group commit each).
         let syncs = to_sync
