@@ -26,7 +26,7 @@
 //! | `message_timestamp_before_max_ms` | `SLUICE_MESSAGE_TIMESTAMP_BEFORE_MAX_MS` | unlimited (Kafka's `log.message.timestamp.before.max.ms`) |
 //! | `message_timestamp_after_max_ms`  | `SLUICE_MESSAGE_TIMESTAMP_AFTER_MAX_MS`  | `3600000` (Kafka's `log.message.timestamp.after.max.ms`) |
 //! | `max_frame_bytes`        | `SLUICE_MAX_FRAME_BYTES`     | 64 MiB           |
-//! | `max_connections`        | `SLUICE_MAX_CONNECTIONS`     | `10000`          |
+//! | `max_connections`        | `SLUICE_MAX_CONNECTIONS`     | `10000` (per listener: native and Kafka each) |
 //! | `max_partitions`         | `SLUICE_MAX_PARTITIONS`      | `100000` (all topics together) |
 //! | `connections_max_idle_ms` | `SLUICE_CONNECTIONS_MAX_IDLE_MS` | `600000` (10 min, as Kafka) |
 //! | `request_read_timeout_ms` | `SLUICE_REQUEST_READ_TIMEOUT_MS` | `30000` (a stalled partial frame) |

@@ -262,8 +262,11 @@ impl Server {
         ));
 
         // On a worker thread, not on the thread that called `run` (often `block_on`).
-        // One connection cap for both listeners.
+        // Each listener has its own `max_connections` cap: a permit is taken
+        // before each accept, so a shared one would be held by the idle
+        // listener and starve the other.
         let limit = Arc::new(Semaphore::new(config.max_connections));
+        let kafka_limit = Arc::new(Semaphore::new(config.max_connections));
         let acceptor = tokio::spawn(accept_loop(
             native,
             Proto::Native,
@@ -278,7 +281,7 @@ impl Server {
             tokio::spawn(accept_loop(
                 listener,
                 Proto::Kafka(advertised),
-                Arc::clone(&limit),
+                Arc::clone(&kafka_limit),
                 Arc::clone(&broker),
                 Arc::clone(&groups),
                 config.clone(),
