@@ -198,6 +198,7 @@ fn bench_fetch(c: &mut Criterion) {
             groups,
             local_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             shutdown: CancellationToken::new(),
+            conn: Default::default(),
         },
     };
     let mut out = Vec::new();

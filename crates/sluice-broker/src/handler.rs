@@ -130,6 +130,19 @@ pub struct Context {
     /// Cancelled when the broker shuts down or the connection's reader ends
     /// (parked fetches then answer early).
     pub shutdown: CancellationToken,
+    /// What the listener and the transport established about this connection.
+    pub conn: ConnSecurity,
+}
+
+/// What the listener and the transport established about a connection before its first request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnSecurity {
+    /// The connection runs over TLS.
+    pub tls: bool,
+    /// The principal of a verified client certificate (mTLS), as `User:<CN>`.
+    pub tls_principal: Option<String>,
+    /// The listener requires SASL authentication before other requests.
+    pub sasl: bool,
 }
 
 /// A request handler; the `&str` is the request header's `client_id`.
@@ -1716,6 +1729,7 @@ pub(crate) mod tests {
             groups,
             local_addr,
             shutdown: CancellationToken::new(),
+            conn: ConnSecurity::default(),
         }
     }
 

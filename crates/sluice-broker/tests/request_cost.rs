@@ -177,6 +177,7 @@ fn fixture() -> Fixture {
         groups,
         local_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
         shutdown: CancellationToken::new(),
+        conn: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -374,6 +374,7 @@ async fn accept_loop(
             groups: Arc::clone(&groups),
             local_addr,
             shutdown: shutdown.clone(),
+            conn: Default::default(),
         };
         let gauge = broker.metrics().active_connections.clone();
         let t = tracker.clone();
