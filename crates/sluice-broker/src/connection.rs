@@ -25,7 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use sluice_protocol::wire;
 use sluice_protocol::{ApiKey, Response};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 
 use crate::driver::{drive, Action, DriverConfig, FrontEnd, RequestMemory};
@@ -104,15 +104,18 @@ impl FrontEnd for Native {
 
 /// Serves one native-protocol connection until the client closes it, it
 /// misbehaves or times out, or the broker shuts down (then in-flight
-/// deferred responses are still sent).
-pub async fn serve(
-    stream: TcpStream,
+/// deferred responses are still sent). `stream` is plain TCP or TLS (after
+/// its handshake; `ctx.conn` says what it established).
+pub async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
     ctx: Context,
     config: DriverConfig,
     memory: RequestMemory,
     tracker: TaskTracker,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // A per-connection token: cancelled when the broker shuts down or when
     // this connection's reader ends, so parked fetches of a departed client
     // answer (or are dropped) at once instead of lingering until max_wait.

@@ -37,7 +37,15 @@
 //!
 //! Responses travel as lists of `Bytes` chunks written with vectored writes:
 //! fetch payloads are slices of the log's mapping, never copied.
+//!
+//! The stream is any `AsyncRead + AsyncWrite` (plain TCP, TLS). A plain
+//! `TcpStream` is split into its owned halves, which need no lock; any
+//! other stream is split with `tokio::io::split` (a mutex between reader
+//! and writer, uncontended in practice, and cheap beside TLS's own cost:
+//! rustls copies every byte into its records anyway). Vectored writes reach
+//! the stream either way.
 
+use std::any::Any;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,17 +196,49 @@ enum ReadEnd {
 /// out, or `shutdown` fires (then in-flight deferred responses are still
 /// sent). `shutdown` should be this connection's own token: it is cancelled
 /// when the reader ends, so the front end's parked requests answer at once.
-pub async fn drive<F: FrontEnd>(
-    stream: TcpStream,
+/// The caller sets socket options (TCP_NODELAY) before the stream gets here.
+pub async fn drive<S, F>(
+    stream: S,
+    peer: SocketAddr,
+    front_end: F,
+    config: DriverConfig,
+    memory: RequestMemory,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FrontEnd,
+{
+    // Plain TCP splits without a lock (see the module docs).
+    let mut slot = Some(stream);
+    if let Some(tcp) = (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<TcpStream>>()
+        .and_then(Option::take)
+    {
+        let (rd, wr) = tcp.into_split();
+        return drive_halves(rd, wr, peer, front_end, config, memory, shutdown, tracker).await;
+    }
+    let Some(stream) = slot else { return };
+    let (rd, wr) = tokio::io::split(stream);
+    drive_halves(rd, wr, peer, front_end, config, memory, shutdown, tracker).await
+}
+
+/// [`drive`] on the two halves of a stream.
+#[allow(clippy::too_many_arguments)]
+async fn drive_halves<R, W, F>(
+    mut rd: R,
+    wr: W,
     peer: SocketAddr,
     mut front_end: F,
     config: DriverConfig,
     memory: RequestMemory,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+    F: FrontEnd,
+{
     let (tx, rx) = mpsc::channel::<Slot>(RESPONSE_QUEUE);
     let written = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn(write_loop(

@@ -43,7 +43,7 @@ use futures::future::BoxFuture;
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 use sluice_broker::driver::{drive, Action, DriverConfig, FrontEnd, RequestMemory};
 use sluice_broker::handler::Context;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 
 pub use api::{parse_frame, served_range, Frame, SERVED};
@@ -172,20 +172,23 @@ pub fn driver_config(native: DriverConfig) -> DriverConfig {
 }
 
 /// Serves one Kafka-protocol connection until the client closes it, it
-/// misbehaves or times out, or the broker shuts down.
-pub async fn serve(
-    stream: TcpStream,
+/// misbehaves or times out, or the broker shuts down. `stream` is plain TCP
+/// or TLS (after its handshake); `ctx.core.local_addr` must be the address
+/// this connection reached (clients of a listener bound to an unspecified
+/// address are told it).
+pub async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
     ctx: KafkaContext,
     config: DriverConfig,
     memory: RequestMemory,
     tracker: TaskTracker,
-) {
-    let local = stream.local_addr().unwrap_or(ctx.core.local_addr);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut ctx = ctx;
     // Per connection: parked fetches answer as soon as this client goes.
     ctx.core.shutdown = ctx.core.shutdown.child_token();
-    ctx.core.local_addr = local;
     let shutdown = ctx.core.shutdown.clone();
     let front_end = Kafka {
         ctx: Arc::new(ctx),

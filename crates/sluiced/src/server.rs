@@ -362,6 +362,8 @@ async fn accept_loop(
     let driver = sluice_broker::connection::driver_config(&config);
     let memory = broker.request_memory().clone();
     while let Some((permit, stream, peer)) = accept_limited(&listener, &limit, &shutdown).await {
+        // Responses are written whole; Nagle would only delay their last segment.
+        let _ = stream.set_nodelay(true);
         let local_addr = match stream.local_addr() {
             Ok(a) => a,
             Err(e) => {
