@@ -48,6 +48,28 @@
 //!
 //! Cluster settings live in the TOML table `[cluster]` ([`ClusterLayer`]);
 //! their flags and variables are flat like the others.
+//!
+//! TLS and the security protocol of each listener ([`ListenerSecurity`]):
+//!
+//! | key (TOML / flag)        | env                          | default          |
+//! |--------------------------|------------------------------|------------------|
+//! | `tls_cert_file`          | `SLUICE_TLS_CERT_FILE`       | none; PEM certificate chain (leaf first) of every TLS listener |
+//! | `tls_key_file`           | `SLUICE_TLS_KEY_FILE`        | none; its PEM private key (PKCS#8, PKCS#1 or SEC1) |
+//! | `tls_ca_file`            | `SLUICE_TLS_CA_FILE`         | none; PEM CA: client certificates are verified against it, and brokers trust each other through it |
+//! | `tls_client_auth`        | `SLUICE_TLS_CLIENT_AUTH`     | `none` (`requested`: verified if sent; `required`: mTLS) |
+//! | `native_security`        | `SLUICE_NATIVE_SECURITY`     | `plaintext` (`ssl`, `sasl_plaintext`, `sasl_ssl`, as Kafka names them) |
+//! | `kafka_security`         | `SLUICE_KAFKA_SECURITY`      | `plaintext` (likewise) |
+//! | `http_tls`               | `SLUICE_HTTP_TLS`            | `false` (`/metrics` and `/health` over HTTPS) |
+//! | `cluster_tls`            | `SLUICE_CLUSTER_TLS`         | `false` (the cluster listener and the controller's connections to it use TLS) |
+//!
+//! The files are read once at start and again on SIGHUP. A listener that
+//! speaks TLS without `tls_cert_file` and `tls_key_file` is a config error;
+//! so is `tls_client_auth` other than `none` without `tls_ca_file`, and a
+//! cluster whose brokers would talk TLS to each other (`cluster_tls`, or a
+//! TLS native listener, which replication fetches from) without
+//! `tls_ca_file`: a broker verifies its peers against that CA and presents
+//! its own certificate to them, so broker certificates need both the
+//! serverAuth and the clientAuth extended key usage under mTLS.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -109,6 +131,107 @@ impl FlushMode {
             "os" => Some(FlushMode::Os),
             _ => None,
         }
+    }
+}
+
+/// What a listener speaks below its protocol, with Kafka's names
+/// (`security.protocol`): TLS or not, SASL authentication or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// Plain TCP, no authentication.
+    #[default]
+    #[serde(alias = "PLAINTEXT")]
+    Plaintext,
+    /// TLS, no SASL (a client certificate may still identify the client).
+    #[serde(alias = "SSL")]
+    Ssl,
+    /// Plain TCP with SASL authentication.
+    #[value(name = "sasl_plaintext")]
+    #[serde(alias = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    /// TLS with SASL authentication.
+    #[value(name = "sasl_ssl")]
+    #[serde(alias = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether the listener runs TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether the listener requires SASL authentication.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// The config-string form (`plaintext`, `ssl`, `sasl_plaintext`, `sasl_ssl`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+impl std::fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether TLS listeners ask clients for a certificate (`tls_client_auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// Asked for and verified against `tls_ca_file` if sent; clients without one are admitted.
+    Requested,
+    /// Clients without a certificate signed by `tls_ca_file` fail the handshake (mTLS).
+    Required,
+}
+
+/// The TLS identity files of the broker (resolved `tls_*` settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA certificate(s), if set.
+    pub ca: Option<PathBuf>,
+    /// Client certificates on TLS listeners.
+    pub client_auth: TlsClientAuth,
+}
+
+/// TLS files and the security protocol of each listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerSecurity {
+    /// The broker's certificate and key (and CA); set whenever a listener uses TLS.
+    pub tls: Option<TlsFiles>,
+    /// The native listener's protocol (replication fetches go through it too).
+    pub native: SecurityProtocol,
+    /// The Kafka listener's protocol.
+    pub kafka: SecurityProtocol,
+    /// `/metrics` and `/health` over HTTPS.
+    pub http_tls: bool,
+    /// The cluster listener and broker-to-broker controller traffic over TLS.
+    pub cluster_tls: bool,
+}
+
+impl ListenerSecurity {
+    /// Whether any listener or broker-to-broker connection uses TLS.
+    pub fn any_tls(&self) -> bool {
+        self.native.tls() || self.kafka.tls() || self.http_tls || self.cluster_tls
     }
 }
 
@@ -203,6 +326,34 @@ pub struct ConfigLayer {
     /// tracing filter (e.g. `info`, `sluice_broker=debug`).
     #[arg(long, env = "SLUICE_LOG")]
     pub log_level: Option<String>,
+
+    // TLS and the listeners' security protocols (see the module docs).
+    /// PEM certificate chain of this broker (leaf first), for every TLS listener.
+    #[arg(long, env = "SLUICE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[arg(long, env = "SLUICE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) client certificates and peer brokers are verified against.
+    #[arg(long, env = "SLUICE_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificates on TLS listeners: none, requested or required (mTLS).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_AUTH", value_enum, ignore_case = true)]
+    pub tls_client_auth: Option<TlsClientAuth>,
+    /// Native listener: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long, env = "SLUICE_NATIVE_SECURITY", value_enum, ignore_case = true)]
+    pub native_security: Option<SecurityProtocol>,
+    /// Kafka listener: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long, env = "SLUICE_KAFKA_SECURITY", value_enum, ignore_case = true)]
+    pub kafka_security: Option<SecurityProtocol>,
+    /// Serve /metrics and /health over HTTPS.
+    #[arg(long, env = "SLUICE_HTTP_TLS", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub http_tls: Option<bool>,
+    /// TLS on the cluster listener and on every broker-to-broker controller connection.
+    #[arg(long, env = "SLUICE_CLUSTER_TLS", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub cluster_tls: Option<bool>,
     /// Cluster settings (TOML table `[cluster]`).
     #[command(flatten)]
     #[serde(default)]
@@ -409,6 +560,8 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     /// Cluster settings; `None` for a single node (its own controller).
     pub cluster: Option<ClusterConfig>,
+    /// TLS files and each listener's security protocol.
+    pub listener_security: ListenerSecurity,
 }
 
 /// Broker-wide defaults for the per-topic settings.
@@ -498,6 +651,14 @@ impl ConfigLayer {
                 .or(lower.group_initial_rebalance_delay_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             log_level: self.log_level.or(lower.log_level),
+            tls_cert_file: self.tls_cert_file.or(lower.tls_cert_file),
+            tls_key_file: self.tls_key_file.or(lower.tls_key_file),
+            tls_ca_file: self.tls_ca_file.or(lower.tls_ca_file),
+            tls_client_auth: self.tls_client_auth.or(lower.tls_client_auth),
+            native_security: self.native_security.or(lower.native_security),
+            kafka_security: self.kafka_security.or(lower.kafka_security),
+            http_tls: self.http_tls.or(lower.http_tls),
+            cluster_tls: self.cluster_tls.or(lower.cluster_tls),
             cluster: self.cluster.or(lower.cluster),
         }
     }
@@ -514,9 +675,58 @@ impl ConfigLayer {
         })
     }
 
+    /// The TLS files and listener protocols, checked: every TLS listener
+    /// has a certificate and key, client certificates have a CA.
+    fn listener_security(&self) -> Result<ListenerSecurity, BrokerError> {
+        let mut sec = ListenerSecurity {
+            tls: None,
+            native: self.native_security.unwrap_or_default(),
+            kafka: self.kafka_security.unwrap_or_default(),
+            http_tls: self.http_tls.unwrap_or(false),
+            cluster_tls: self.cluster_tls.unwrap_or(false),
+        };
+        let client_auth = self.tls_client_auth.unwrap_or_default();
+        let nonempty = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        let ca = nonempty(&self.tls_ca_file);
+        if client_auth != TlsClientAuth::None && ca.is_none() {
+            return Err(BrokerError::Config(
+                "tls_client_auth = requested or required needs tls_ca_file (--tls-ca-file): \
+                 client certificates are verified against that CA"
+                    .into(),
+            ));
+        }
+        // The first listener that asks for TLS names itself in the error.
+        let wants = [
+            (
+                sec.native.tls(),
+                format!("native_security = {}", sec.native),
+            ),
+            (sec.kafka.tls(), format!("kafka_security = {}", sec.kafka)),
+            (sec.http_tls, "http_tls = true".to_string()),
+            (sec.cluster_tls, "cluster_tls = true".to_string()),
+        ];
+        let Some((_, why)) = wants.into_iter().find(|(on, _)| *on) else {
+            return Ok(sec);
+        };
+        let missing =
+            |what: &str, flag: &str| BrokerError::Config(format!("{why} needs {what} ({flag})"));
+        let cert = nonempty(&self.tls_cert_file)
+            .ok_or_else(|| missing("tls_cert_file", "--tls-cert-file"))?;
+        let key = nonempty(&self.tls_key_file)
+            .ok_or_else(|| missing("tls_key_file", "--tls-key-file"))?;
+        sec.tls = Some(TlsFiles {
+            cert,
+            key,
+            ca,
+            client_auth,
+        });
+        Ok(sec)
+    }
+
     /// Fills unset fields with defaults and checks ranges.
     pub fn resolve(self) -> Result<BrokerConfig, BrokerError> {
         let d = TopicDefaults::default();
+        let listener_security = self.listener_security()?;
         let parse_addr = |s: &str| -> SocketAddr {
             // The constants are valid literals; fall back to loopback if that ever changes.
             s.parse()
@@ -593,7 +803,26 @@ impl ConfigLayer {
                 .unwrap_or_else(|| "info,openraft=warn".to_string()),
             rack: self.cluster.rack.clone().filter(|r| !r.is_empty()),
             cluster: self.cluster.resolve()?,
+            listener_security,
         };
+        let sec = &cfg.listener_security;
+        let brokers_talk_tls = sec.cluster_tls || sec.native.tls();
+        if cfg.cluster.is_some()
+            && brokers_talk_tls
+            && sec.tls.as_ref().is_some_and(|t| t.ca.is_none())
+        {
+            let why = if sec.cluster_tls {
+                "cluster_tls = true".to_string()
+            } else {
+                format!(
+                    "native_security = {} in a cluster (replication fetches from the leader's native listener)",
+                    sec.native
+                )
+            };
+            return Err(BrokerError::Config(format!(
+                "{why} needs tls_ca_file (--tls-ca-file): brokers verify each other's certificates against it"
+            )));
+        }
         if cfg.default_partitions == 0 || cfg.default_partitions > MAX_PARTITIONS {
             return Err(BrokerError::Config(format!(
                 "default_partitions must be 1..={MAX_PARTITIONS}, got {}",
@@ -906,6 +1135,116 @@ mod tests {
         assert!(layer.resolve().is_err());
         assert!(Cli::try_parse_from(["sluiced", "--flush", "sometimes"]).is_err());
         assert!(Cli::try_parse_from(["sluiced", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn listeners_are_plaintext_unless_told_and_tls_needs_its_files() {
+        let cfg = ConfigLayer::default().resolve().unwrap();
+        assert_eq!(cfg.listener_security, ListenerSecurity::default());
+        assert!(!cfg.listener_security.any_tls());
+        let sp = SecurityProtocol::SaslSsl;
+        assert!(sp.tls() && sp.sasl());
+        assert!(!SecurityProtocol::Plaintext.tls() && !SecurityProtocol::Plaintext.sasl());
+        assert!(SecurityProtocol::Ssl.tls() && !SecurityProtocol::Ssl.sasl());
+        assert!(!SecurityProtocol::SaslPlaintext.tls() && SecurityProtocol::SaslPlaintext.sasl());
+
+        let tls_args = [
+            "--tls-cert-file",
+            "/c.pem",
+            "--tls-key-file",
+            "/c.key",
+            "--tls-ca-file",
+            "/ca.pem",
+        ];
+        let cli = Cli::try_parse_from(
+            [
+                "sluiced",
+                "--native-security",
+                "SASL_SSL",
+                "--kafka-security",
+                "ssl",
+            ]
+            .into_iter()
+            .chain(tls_args)
+            .chain(["--tls-client-auth", "required", "--http-tls"]),
+        )
+        .unwrap();
+        let sec = cli.into_config().unwrap().listener_security;
+        assert_eq!(sec.native, SecurityProtocol::SaslSsl);
+        assert_eq!(sec.kafka, SecurityProtocol::Ssl);
+        assert!(sec.http_tls && !sec.cluster_tls);
+        let files = sec.tls.expect("tls files");
+        assert_eq!(files.cert, PathBuf::from("/c.pem"));
+        assert_eq!(files.ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(files.client_auth, TlsClientAuth::Required);
+        assert!(Cli::try_parse_from(["sluiced", "--native-security", "tls"]).is_err());
+
+        // TOML, with Kafka's upper-case spelling too.
+        let layer: ConfigLayer = toml::from_str(
+            "kafka_security = \"SASL_PLAINTEXT\"\nnative_security = \"ssl\"\n\
+             tls_cert_file = \"/c.pem\"\ntls_key_file = \"/c.key\"\ncluster_tls = true\n",
+        )
+        .unwrap();
+        let sec = layer.resolve().unwrap().listener_security;
+        assert_eq!(sec.kafka, SecurityProtocol::SaslPlaintext);
+        assert!(sec.native.tls() && sec.cluster_tls);
+        assert!(toml::from_str::<ConfigLayer>("native_security = \"tls\"\n").is_err());
+
+        // Each missing file is named, with the listener that needs it.
+        let err = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("sluiced").chain(args.iter().copied()))
+                .unwrap();
+            cli.into_config().unwrap_err().to_string()
+        };
+        let e = err(&["--kafka-security", "sasl_ssl", "--tls-key-file", "/k"]);
+        assert!(
+            e.contains("kafka_security = sasl_ssl needs tls_cert_file"),
+            "{e}"
+        );
+        let e = err(&["--http-tls", "--tls-cert-file", "/c"]);
+        assert!(e.contains("http_tls = true needs tls_key_file"), "{e}");
+        let e = err(&["--tls-client-auth", "requested"]);
+        assert!(e.contains("needs tls_ca_file"), "{e}");
+        // Plaintext SASL needs no files.
+        assert!(
+            Cli::try_parse_from(["sluiced", "--native-security", "sasl_plaintext"])
+                .unwrap()
+                .into_config()
+                .is_ok()
+        );
+
+        // Brokers of a cluster that talk TLS to each other need the CA.
+        let cluster = [
+            "--node-id",
+            "1",
+            "--peers",
+            "1@127.0.0.1:7271",
+            "--cluster-listen",
+            "127.0.0.1:7271",
+            "--tls-cert-file",
+            "/c",
+            "--tls-key-file",
+            "/k",
+        ];
+        let with = |extra: &[&'static str]| -> Vec<&'static str> { [&cluster[..], extra].concat() };
+        let e = err(&with(&["--cluster-tls"]));
+        assert!(e.contains("cluster_tls = true needs tls_ca_file"), "{e}");
+        let e = err(&with(&["--native-security", "ssl"]));
+        assert!(e.contains("replication"), "{e}");
+        let ok = Cli::try_parse_from(
+            std::iter::once("sluiced")
+                .chain(with(&["--cluster-tls", "--tls-ca-file", "/ca"]))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        assert!(ok.into_config().unwrap().listener_security.cluster_tls);
+        // The Kafka listener alone on TLS: brokers do not talk through it.
+        assert!(Cli::try_parse_from(
+            std::iter::once("sluiced").chain(with(&["--kafka-security", "ssl"]))
+        )
+        .unwrap()
+        .into_config()
+        .is_ok());
     }
 
     /// The only test in this crate that touches `SLUICE_*` variables, so
