@@ -104,6 +104,8 @@ pub struct Broker {
     auto_creating: Mutex<std::collections::HashSet<String>>,
     /// Which broker coordinates each group; `None`: this one coordinates every group.
     coordinator_rule: RwLock<Option<GroupCoordinatorRule>>,
+    /// Users, ACLs, quotas and login failures (see [`crate::security`]).
+    security: Arc<crate::security::Security>,
 }
 
 /// Decides which broker coordinates a group (see [`Broker::set_group_coordinator`]).
@@ -330,7 +332,13 @@ impl Broker {
         )?;
         let request_memory = RequestMemory::new(config.queued_max_request_bytes)
             .with_gauge(metrics.request_memory_bytes.clone());
+        let security = Arc::new(crate::security::Security::open(
+            config.security.clone(),
+            &config.data_dir,
+            &metrics,
+        )?);
         Ok(Broker {
+            security,
             topics,
             metrics,
             auto_create_topics: config.auto_create_topics,
@@ -417,7 +425,12 @@ impl Broker {
         }
     }
 
-    /// The cluster link, if attached.
+    /// Users, ACLs and quotas of this broker.
+    pub fn security(&self) -> &Arc<crate::security::Security> {
+        &self.security
+    }
+
+    /// The cluster metadata link, once attached.
     pub fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
         self.cluster.get()
     }

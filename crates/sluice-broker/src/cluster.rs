@@ -244,6 +244,12 @@ pub trait ClusterLink: Send + Sync {
     fn delete_group_offsets(&self, group: String) -> BoxFuture<'static, Result<(), BrokerError>>;
     /// A group's replicated committed offsets as this broker has applied them.
     fn group_offsets(&self, group: &str) -> Vec<ReplicatedOffset>;
+    /// Applies a change to the security metadata (users, ACLs, quotas)
+    /// through the controller; resolves once this broker has applied it.
+    fn security_command(
+        &self,
+        cmd: sluice_auth::store::SecurityCommand,
+    ) -> BoxFuture<'static, Result<sluice_auth::store::SecurityOutcome, BrokerError>>;
     /// Starts partition moves (a ReassignPartitions request) through the
     /// controller; resolves, once applied here, to the moves started.
     fn reassign(

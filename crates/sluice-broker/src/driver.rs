@@ -95,6 +95,12 @@ pub enum Action {
 pub trait FrontEnd: Send + 'static {
     /// Handles one frame payload (without its length prefix), in request order.
     fn on_frame(&mut self, payload: Bytes) -> Action;
+
+    /// No further request is read before this instant (quota throttling, as
+    /// Kafka mutes a throttled channel); `None` reads on at once.
+    fn muted_until(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// Per-connection limits of the driver.
@@ -251,6 +257,15 @@ async fn drive_halves<R, W, F>(
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
 
     let close_reason: Option<String> = loop {
+        if let Some(until) = front_end.muted_until() {
+            let until = Instant::from_std(until);
+            if until > Instant::now() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.cancelled() => break None,
+                }
+            }
+        }
         let (payload, permit) = match read_frame(
             &mut rd, &mut buf, &config, &memory, &deferred, &written, &shutdown,
         )

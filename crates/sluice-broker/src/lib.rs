@@ -42,6 +42,7 @@ pub mod partition;
 pub mod placement;
 pub mod producer_state;
 pub mod replica;
+pub mod security;
 pub mod topic_meta;
 pub mod topics;
 

@@ -18,6 +18,7 @@
 //! | `sluice_group_lag_ms`                   | gauge     | group, topic, partition |
 //! | `sluice_group_metrics_omitted`          | gauge     |                   |
 //! | `sluice_group_offsets_expired_total`    | counter   |                   |
+//! | `sluice_tls_handshake_failures_total`   | counter   | listener          |
 //!
 //! The group series are refreshed by a timer (every second, see
 //! `sluiced`'s `server` module) from the coordinator and the offset store:
@@ -55,6 +56,10 @@ pub struct Metrics {
     pub offline_partitions: IntGauge,
     /// Request bytes held in memory across all connections (the driver's budget in use).
     pub request_memory_bytes: IntGauge,
+    /// TLS handshakes that failed or timed out, per listener (`native`,
+    /// `kafka`, `http`, `cluster`): plaintext clients on a TLS port,
+    /// unknown or expired certificates, stalled handshakes.
+    pub tls_handshake_failures: IntCounterVec,
     /// Time spent in fsync (group commits and interval flushes).
     pub fsync_duration: Histogram,
     log_end_offset: IntGaugeVec,
@@ -111,6 +116,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry every broker metric is registered in (other modules add theirs).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Creates and registers every metric on a fresh registry.
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -183,6 +193,11 @@ impl Metrics {
             request_memory_bytes: gauge(
                 "sluice_request_memory_bytes",
                 "Request bytes held in memory across all connections",
+            ),
+            tls_handshake_failures: counter(
+                "sluice_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out, per listener",
+                &["listener"],
             ),
             fsync_duration,
             log_end_offset: gauge_vec(

@@ -156,7 +156,7 @@ pub struct GroupOffset {
 }
 
 /// The whole replicated cluster metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterMetadata {
     /// Registered brokers by id.
     pub brokers: BTreeMap<NodeId, Broker>,
@@ -171,10 +171,13 @@ pub struct ClusterMetadata {
     /// set by the state machine, not by commands.
     #[serde(default)]
     pub applied_index: u64,
+    /// Users (salted SCRAM credentials), ACLs and quotas.
+    #[serde(default)]
+    pub security: sluice_auth::store::SecurityState,
 }
 
 /// A replicated metadata change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetadataCommand {
     /// Register a broker or update its addresses and rack (unfences it).
     RegisterBroker {
@@ -295,10 +298,12 @@ pub enum MetadataCommand {
         /// Draining or not.
         draining: bool,
     },
+    /// Changes the security metadata (users, ACLs, quotas).
+    Security(sluice_auth::store::SecurityCommand),
 }
 
 /// Outcome of applying one command; the same on every node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandResult {
     /// Applied; nothing to return.
     Ok,
@@ -323,6 +328,8 @@ pub enum CommandResult {
     StaleEpoch,
     /// The reassignments started (each partition's target replicas).
     Moves(Vec<PartitionMove>),
+    /// What a security command did.
+    Security(sluice_auth::store::SecurityOutcome),
 }
 
 impl ClusterMetadata {
@@ -474,6 +481,7 @@ impl ClusterMetadata {
                 }
                 None => CommandResult::UnknownTopic,
             },
+            MetadataCommand::Security(cmd) => CommandResult::Security(self.security.apply(cmd)),
             MetadataCommand::CommitOffsets { group, offsets } => {
                 if group.is_empty() || offsets.len() > MAX_COMMIT_OFFSETS {
                     return CommandResult::Invalid(format!(

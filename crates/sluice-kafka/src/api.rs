@@ -18,6 +18,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
+use sluice_auth::quota::QuotaKind;
+
+use crate::auth::{ConnAuth, SaslState};
 use crate::header::{parse_header, peek_ids, RequestHeader};
 use crate::{frame, KafkaContext, KafkaError, Reply};
 
@@ -36,12 +39,17 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (14, 0, 5), // SyncGroup
     (15, 0, 5), // DescribeGroups
     (16, 0, 4), // ListGroups
+    (17, 0, 1), // SaslHandshake
     (18, 0, 4), // ApiVersions
     (19, 0, 7), // CreateTopics
     (20, 0, 6), // DeleteTopics
     (21, 0, 2), // DeleteRecords
     (22, 0, 4), // InitProducerId
+    (29, 0, 3), // DescribeAcls
+    (30, 0, 3), // CreateAcls
+    (31, 0, 3), // DeleteAcls
     (32, 0, 4), // DescribeConfigs
+    (36, 0, 2), // SaslAuthenticate
     (37, 0, 3), // CreatePartitions
     (42, 0, 2), // DeleteGroups
     (44, 0, 1), // IncrementalAlterConfigs
@@ -67,6 +75,8 @@ pub(crate) struct Req<'a> {
     pub header: RequestHeader,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Who sent it.
+    pub principal: Arc<str>,
 }
 
 impl Req<'_> {
@@ -183,16 +193,28 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
         _ => "request",
     }
 }
 
-/// Handles one frame payload (length prefix removed).
+/// Handles one frame payload (length prefix removed) of a connection in state `auth`.
 pub(crate) fn handle(
     ctx: &Arc<KafkaContext>,
     peer: SocketAddr,
+    auth: &mut ConnAuth,
     payload: Bytes,
 ) -> Result<Reply, KafkaError> {
+    match auth.state {
+        SaslState::RawTokens(..) => return crate::auth::raw_token(ctx, peer, auth, &payload),
+        SaslState::Failed => return Err(KafkaError::Auth("request after a failed authentication".into())),
+        _ => {}
+    }
+    let frame_bytes = payload.len();
     let (header, body) = match parse_frame(payload)? {
         Frame::ApiVersionsUnsupported { correlation_id } => {
             return Ok(Reply::Now(crate::meta::api_versions_unsupported(
@@ -202,11 +224,47 @@ pub(crate) fn handle(
         Frame::Request { header, body } => (header, body),
     };
     let key = header.api_key;
-    let req = Req { ctx, header, peer };
+    let sasl_api = matches!(
+        *body,
+        RequestKind::ApiVersions(_) | RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)
+    );
+    if !auth.authenticated() && !sasl_api {
+        let api = ApiKey::try_from(key).map_or("request", api_name);
+        return Err(KafkaError::Auth(format!("{api} before SASL authentication")));
+    }
+    let req = Req {
+        ctx,
+        header,
+        peer,
+        principal: Arc::clone(&auth.principal),
+    };
     tracing::trace!(peer = %req.peer, api_key = key, version = req.version(), "kafka request");
-    use crate::{data, fetch, groups, meta};
-    match *body {
+    use crate::{auth as sec, data, fetch, groups, meta};
+    let security = ctx.core.broker.security();
+    if let Some(code) = sec::check(ctx, &req.principal, peer.ip(), &body) {
+        return sec::refuse(&req, *body, code);
+    }
+    // Quotas: each request, and the bytes of each produce, are charged now;
+    // a fetch's bytes when its answer is ready (below). Over quota, the
+    // connection is muted (reads nothing) for the throttle time.
+    let quotas = security.quotas_active();
+    if quotas {
+        let client = &req.header.client_id;
+        let mut t = security.record_quota(&req.principal, client, QuotaKind::Request, 1);
+        if matches!(*body, RequestKind::Produce(_)) {
+            let bytes = u64::try_from(frame_bytes).unwrap_or(u64::MAX);
+            t = t.max(security.record_quota(&req.principal, client, QuotaKind::Produce, bytes));
+        }
+        auth.mute(t);
+    }
+    let is_fetch = matches!(*body, RequestKind::Fetch(_));
+    let reply = match *body {
         RequestKind::ApiVersions(r) => meta::api_versions(&req, r),
+        RequestKind::SaslHandshake(r) => sec::sasl_handshake(&req, auth, r),
+        RequestKind::SaslAuthenticate(r) => sec::sasl_authenticate(&req, auth, r),
+        RequestKind::CreateAcls(r) => sec::create_acls(&req, r),
+        RequestKind::DescribeAcls(r) => sec::describe_acls(&req, r),
+        RequestKind::DeleteAcls(r) => sec::delete_acls(&req, r),
         RequestKind::Metadata(r) => meta::metadata(&req, r),
         RequestKind::DescribeCluster(r) => meta::describe_cluster(&req, r),
         RequestKind::FindCoordinator(r) => meta::find_coordinator(&req, r),
@@ -233,7 +291,37 @@ pub(crate) fn handle(
         RequestKind::ConsumerGroupHeartbeat(r) => groups::consumer_group_heartbeat(&req, r),
         RequestKind::ConsumerGroupDescribe(r) => groups::consumer_group_describe(&req, r),
         _ => Err(KafkaError::UnknownApi(key)),
+    }?;
+    if !(quotas && is_fetch) {
+        return Ok(reply);
     }
+    // Charge the fetch's answer bytes once known.
+    let (sec, principal, client) = (
+        Arc::clone(security),
+        Arc::clone(&req.principal),
+        req.header.client_id.clone(),
+    );
+    let muted = Arc::clone(&auth.muted_until);
+    let charge = move |chunks: &Vec<Bytes>| {
+        let bytes: usize = chunks.iter().map(Bytes::len).sum();
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let t = sec.record_quota(&principal, &client, QuotaKind::Fetch, bytes);
+        crate::auth::mute(&muted, t);
+    };
+    Ok(match reply {
+        Reply::Now(chunks) => {
+            charge(&chunks);
+            Reply::Now(chunks)
+        }
+        Reply::Later(fut) => Reply::Later(Box::pin(async move {
+            let out = fut.await;
+            if let Some(chunks) = &out {
+                charge(chunks);
+            }
+            out
+        })),
+        Reply::Nothing => Reply::Nothing,
+    })
 }
 
 #[cfg(test)]

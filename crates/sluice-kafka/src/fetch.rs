@@ -170,6 +170,35 @@ fn encode(correlation_id: i32, version: i16, top_error: i16, topics: Vec<TopicOu
     chunks
 }
 
+/// A fetch answered with `code` for every partition it names, without touching the log.
+pub(crate) fn fetch_refused(req: &Req<'_>, r: &FetchRequest, code: i16) -> Result<Reply, KafkaError> {
+    let topics = r
+        .topics
+        .iter()
+        .map(|t| TopicOut {
+            name: t.topic.0.to_string(),
+            id: t.topic_id,
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| PartOut {
+                    index: p.partition,
+                    error: code,
+                    high_watermark: -1,
+                    log_start: -1,
+                    records: Bytes::new(),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Reply::Now(encode(
+        req.header.correlation_id,
+        req.version(),
+        kafka::NONE,
+        topics,
+    )))
+}
+
 pub(crate) fn fetch(req: &Req<'_>, r: FetchRequest) -> Result<Reply, KafkaError> {
     let v = req.version();
     let cid = req.header.correlation_id;

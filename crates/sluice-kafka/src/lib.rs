@@ -27,6 +27,7 @@
 //! the client can retry with one we do.
 
 pub mod api;
+pub mod auth;
 pub mod codes;
 mod data;
 mod fetch;
@@ -76,6 +77,9 @@ pub enum KafkaError {
         /// What the decoder said.
         reason: String,
     },
+    /// A request a connection may not send in its authentication state.
+    #[error("{0}")]
+    Auth(String),
     /// A response could not be encoded in the request's version.
     #[error("cannot encode the {api} v{version} response: {reason}")]
     Encode {
@@ -146,12 +150,13 @@ pub(crate) fn frame<R: Encodable + HeaderVersion>(
 struct Kafka {
     ctx: Arc<KafkaContext>,
     peer: SocketAddr,
+    auth: auth::ConnAuth,
 }
 
 impl FrontEnd for Kafka {
     fn on_frame(&mut self, payload: Bytes) -> Action {
         let started = Instant::now();
-        match api::handle(&self.ctx, self.peer, payload) {
+        match api::handle(&self.ctx, self.peer, &mut self.auth, payload) {
             Ok(Reply::Now(chunks)) => {
                 tracing::trace!(elapsed = ?started.elapsed(), "kafka request answered");
                 Action::Respond(chunks)
@@ -160,6 +165,10 @@ impl FrontEnd for Kafka {
             Ok(Reply::Nothing) => Action::Nothing,
             Err(e) => Action::Close(format!("kafka: {e}")),
         }
+    }
+
+    fn muted_until(&self) -> Option<std::time::Instant> {
+        self.auth.muted_until.lock().ok().and_then(|g| *g)
     }
 }
 
@@ -190,9 +199,11 @@ pub async fn serve<S>(
     // Per connection: parked fetches answer as soon as this client goes.
     ctx.core.shutdown = ctx.core.shutdown.child_token();
     let shutdown = ctx.core.shutdown.clone();
+    let auth = auth::ConnAuth::new(&ctx);
     let front_end = Kafka {
         ctx: Arc::new(ctx),
         peer,
+        auth,
     };
     drive(stream, peer, front_end, config, memory, shutdown, tracker).await
 }

@@ -245,8 +245,23 @@ pub(crate) fn metadata(req: &Req<'_>, r: MetadataRequest) -> Result<Reply, Kafka
         if wanted.as_ref().is_some_and(|w| w.is_empty()) {
             break;
         }
+        // Topics the principal may not describe: left out of an all-topics
+        // answer, refused when named (and never auto-created).
+        if !crate::auth::may_describe_topic(req, &t.name) {
+            if wanted.is_some() {
+                topics.push(
+                    MetadataResponseTopic::default()
+                        .with_error_code(crate::auth::TOPIC_AUTHORIZATION_FAILED)
+                        .with_name(Some(tn(&t.name))),
+                );
+            }
+            continue;
+        }
         let mut error = to_kafka(t.error);
-        if error == kafka::UNKNOWN_TOPIC_OR_PARTITION && auto_create {
+        if error == kafka::UNKNOWN_TOPIC_OR_PARTITION
+            && auto_create
+            && crate::auth::may_create_topic(req, &t.name)
+        {
             error = match auto_create_topic(req, &t.name) {
                 Ok(()) => kafka::LEADER_NOT_AVAILABLE,
                 Err(code) => code,
