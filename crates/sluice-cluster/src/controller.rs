@@ -44,8 +44,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::network::{
-    self, ClientWriteReply, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, Membership,
-    Network, PeerClient, KIND_CLIENT_WRITE, KIND_HEARTBEAT, KIND_JOIN,
+    self, ClientWriteReply, ClusterTls, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest,
+    Membership, Network, PeerClient, KIND_CLIENT_WRITE, KIND_HEARTBEAT, KIND_JOIN,
 };
 use crate::raft::{LogStore, StateMachine, TypeConfig};
 use crate::{ClusterError, ClusterMetadata, CommandResult, MetadataCommand, NodeId, Result};
@@ -84,6 +84,8 @@ pub struct ControllerConfig {
     /// Log entries kept behind the snapshot (lagging followers catch up from
     /// them instead of receiving the whole snapshot).
     pub keep_logs_after_snapshot: u64,
+    /// TLS of the cluster listener and of connections to peers (plain by default).
+    pub tls: ClusterTls,
 }
 
 impl ControllerConfig {
@@ -110,6 +112,7 @@ impl ControllerConfig {
             leader_wait: Duration::from_secs(10),
             snapshot_every: 1000,
             keep_logs_after_snapshot: 1000,
+            tls: ClusterTls::default(),
         }
     }
 }
@@ -138,11 +141,18 @@ struct Shared {
     /// Last heartbeat received per node (meaningful on the leader only).
     seen: Mutex<HashMap<NodeId, Instant>>,
     rpc_timeout: Duration,
+    /// How peers are connected to (plain or TLS).
+    connector: sluice_tls::Connector,
 }
 
 impl Shared {
     fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
         self.raft.metrics().borrow().clone()
+    }
+
+    /// A client for the cluster listener at `addr`.
+    fn client(&self, addr: String) -> PeerClient {
+        PeerClient::with_connector(addr, self.rpc_timeout, self.connector.clone())
     }
 
     /// The cluster address of `id`: from the membership, else the configured voters.
@@ -290,6 +300,7 @@ impl Controller {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let net = Network {
             timeout: config.rpc_timeout,
+            connector: config.tls.connector.clone(),
         };
         let raft = Raft::new(config.node_id, Arc::new(raft_config), net, log, sm.clone())
             .await
@@ -301,9 +312,11 @@ impl Controller {
             voters: config.voters.clone(),
             seen: Mutex::new(HashMap::new()),
             rpc_timeout: config.rpc_timeout,
+            connector: config.tls.connector.clone(),
         });
         let mut tasks = vec![tokio::spawn(network::serve(
             config.listener,
+            config.tls.clone(),
             raft.clone(),
             Arc::clone(&shared),
         ))];
@@ -417,7 +430,7 @@ impl Controller {
                     )));
                 };
                 let timeout = self.shared.rpc_timeout;
-                let mut c = PeerClient::new(addr, timeout);
+                let mut c = self.shared.client(addr);
                 // The leader waits for a commit: allow it a few round trips.
                 match c.call(KIND_CLIENT_WRITE, &cmd, Some(timeout * 5)).await {
                     Ok(r) => r,
@@ -489,7 +502,7 @@ async fn join_loop(shared: Arc<Shared>, targets: Vec<String>, addr: String) {
                 t.clone()
             }
         };
-        let mut c = PeerClient::new(target.clone(), shared.rpc_timeout);
+        let mut c = shared.client(target.clone());
         let req = JoinRequest {
             id,
             addr: addr.clone(),
@@ -547,14 +560,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
             let Some(addr) = shared.addr_of(id) else {
                 continue;
             };
-            let entry = clients.entry(id).or_insert_with(|| {
-                (
-                    addr.clone(),
-                    PeerClient::new(addr.clone(), shared.rpc_timeout),
-                )
-            });
+            let entry = clients
+                .entry(id)
+                .or_insert_with(|| (addr.clone(), shared.client(addr.clone())));
             if entry.0 != addr {
-                *entry = (addr.clone(), PeerClient::new(addr, shared.rpc_timeout));
+                *entry = (addr.clone(), shared.client(addr));
             }
         }
         for (id, (_, c)) in clients.iter_mut() {

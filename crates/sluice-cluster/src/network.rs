@@ -29,8 +29,15 @@
 //! connection with a log line. Every request the client side sends has a
 //! timeout; a peer that closes or does not answer is an error for that call,
 //! and the next call reconnects.
+//!
+//! With [`ClusterTls`] set (the broker's `cluster_tls`), the listener runs
+//! a TLS handshake (bounded by [`TLS_HANDSHAKE_TIMEOUT`], in the
+//! connection's task) before the first frame, and every client connection
+//! ([`PeerClient`]) opens with one, trusting the cluster CA and presenting
+//! the node's own certificate. The frames are the same.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -44,7 +51,8 @@ use openraft::raft::{
 use openraft::{BasicNode, Raft};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sluice_tls::{Connector, MaybeTlsStream, ServerTls};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::raft::TypeConfig;
@@ -67,6 +75,29 @@ pub const KIND_JOIN: u8 = 5;
 pub const KIND_HEARTBEAT: u8 = 6;
 /// Bit set in the kind of every response.
 pub const KIND_RESPONSE: u8 = 0x80;
+
+/// How long an accepted cluster connection may take to finish its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS of the cluster listener and of this node's connections to the others.
+#[derive(Clone, Default)]
+pub struct ClusterTls {
+    /// The node's identity: the listener runs TLS with it when set.
+    pub identity: Option<Arc<ServerTls>>,
+    /// How this node connects to the others' cluster listeners.
+    pub connector: Connector,
+    /// Called once per failed or timed-out handshake on the listener (a metric).
+    pub on_handshake_failure: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterTls")
+            .field("listener_tls", &self.identity.is_some())
+            .field("connector", &self.connector)
+            .finish()
+    }
+}
 
 /// The answer to a forwarded client write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +183,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>> {
 }
 
 /// Reads one frame from a stream; `Ok(None)` on a clean end of stream.
-pub async fn read_frame(s: &mut TcpStream) -> Result<Option<(u8, Vec<u8>)>> {
+pub async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Result<Option<(u8, Vec<u8>)>> {
     let mut head = [0u8; 5];
     match s.read_exact(&mut head).await {
         Ok(_) => {}
@@ -172,27 +203,40 @@ pub async fn read_frame(s: &mut TcpStream) -> Result<Option<(u8, Vec<u8>)>> {
     Ok(Some((head[4], payload)))
 }
 
-async fn write_frame<T: Serialize>(s: &mut TcpStream, kind: u8, value: &T) -> Result<()> {
+async fn write_frame<S: AsyncWrite + Unpin, T: Serialize>(
+    s: &mut S,
+    kind: u8,
+    value: &T,
+) -> Result<()> {
     let mut buf = Vec::new();
     encode_frame(kind, value, &mut buf)?;
-    s.write_all(&buf).await.map_err(ClusterError::Net)
+    s.write_all(&buf).await.map_err(ClusterError::Net)?;
+    // A TLS stream holds written bytes in its buffer until flushed.
+    s.flush().await.map_err(ClusterError::Net)
 }
 
 /// A connection to one peer, reconnected after any failure.
 #[derive(Debug)]
 pub struct PeerClient {
     addr: String,
-    conn: Option<TcpStream>,
+    conn: Option<MaybeTlsStream>,
     timeout: Duration,
+    connector: Connector,
 }
 
 impl PeerClient {
-    /// A client for the peer at `addr`; each request times out after `timeout`.
+    /// A plain-TCP client for the peer at `addr`; each request times out after `timeout`.
     pub fn new(addr: String, timeout: Duration) -> Self {
+        PeerClient::with_connector(addr, timeout, Connector::plain())
+    }
+
+    /// A client that connects with `connector` (TLS when the cluster runs it).
+    pub fn with_connector(addr: String, timeout: Duration, connector: Connector) -> Self {
         PeerClient {
             addr,
             conn: None,
             timeout,
+            connector,
         }
     }
 
@@ -223,10 +267,12 @@ impl PeerClient {
         req: &Req,
     ) -> Result<Resp> {
         if self.conn.is_none() {
-            let s = TcpStream::connect(&self.addr)
+            // The TLS handshake, if any, is inside the call's timeout.
+            let s = self
+                .connector
+                .connect(&self.addr)
                 .await
                 .map_err(ClusterError::Net)?;
-            s.set_nodelay(true).map_err(ClusterError::Net)?;
             self.conn = Some(s);
         }
         let Some(conn) = self.conn.as_mut() else {
@@ -253,6 +299,8 @@ impl PeerClient {
 pub struct Network {
     /// Per-request timeout when openraft gives none.
     pub timeout: Duration,
+    /// How peers are connected to (plain or TLS).
+    pub connector: Connector,
 }
 
 /// openraft's network to one peer.
@@ -268,7 +316,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerNetwork {
             target,
-            client: PeerClient::new(node.addr.clone(), self.timeout),
+            client: PeerClient::with_connector(
+                node.addr.clone(),
+                self.timeout,
+                self.connector.clone(),
+            ),
         }
     }
 }
@@ -346,8 +398,8 @@ pub trait Membership: Send + Sync + 'static {
     fn heartbeat(&self, req: HeartbeatRequest) -> HeartbeatReply;
 }
 
-async fn serve_conn<M: Membership>(
-    mut s: TcpStream,
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin, M: Membership>(
+    mut s: S,
     raft: Raft<TypeConfig>,
     members: std::sync::Arc<M>,
 ) -> Result<()> {
@@ -402,9 +454,33 @@ async fn serve_conn<M: Membership>(
     Ok(())
 }
 
+/// Runs the TLS handshake of an accepted connection when `tls` has an
+/// identity; `None` (logged, counted) when it fails or times out.
+async fn establish(
+    s: TcpStream,
+    peer: std::net::SocketAddr,
+    tls: &ClusterTls,
+) -> Option<MaybeTlsStream> {
+    let Some(identity) = &tls.identity else {
+        return Some(MaybeTlsStream::Plain(s));
+    };
+    let acceptor = identity.acceptor();
+    let failure = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
+        Ok(Ok(s)) => return Some(s.into()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {} s", TLS_HANDSHAKE_TIMEOUT.as_secs()),
+    };
+    if let Some(count) = &tls.on_handshake_failure {
+        count();
+    }
+    tracing::warn!(%peer, reason = %failure, "cluster listener: TLS handshake failed; connection closed");
+    None
+}
+
 /// Accepts cluster connections and serves them until the task is aborted.
 pub async fn serve<M: Membership>(
     listener: TcpListener,
+    tls: ClusterTls,
     raft: Raft<TypeConfig>,
     members: std::sync::Arc<M>,
 ) {
@@ -415,7 +491,11 @@ pub async fn serve<M: Membership>(
                 Ok((s, peer)) => {
                     let _ = s.set_nodelay(true);
                     let (raft, members) = (raft.clone(), std::sync::Arc::clone(&members));
+                    let tls = tls.clone();
                     conns.spawn(async move {
+                        let Some(s) = establish(s, peer, &tls).await else {
+                            return;
+                        };
                         if let Err(e) = serve_conn(s, raft, members).await {
                             tracing::debug!(%peer, error = %e, "cluster connection closed");
                         }

@@ -342,6 +342,7 @@ impl ClusterNode {
         native_addr: String,
         kafka_addr: Option<String>,
         rack: Option<String>,
+        tls: crate::tls::PeerTls,
     ) -> Result<ClusterNode, BrokerError> {
         let voters: BTreeMap<u64, String> = config
             .voters
@@ -357,6 +358,7 @@ impl ClusterNode {
         cc.join = config.join.clone();
         cc.advertised = Some(cluster_addr.clone());
         cc.broker_session_timeout = config.broker_session_timeout;
+        cc.tls = tls.cluster;
         let controller = Controller::start(cc)
             .await
             .map_err(|e| BrokerError::Controller(format!("cannot start: {e}")))?;
@@ -440,6 +442,7 @@ impl ClusterNode {
             me,
             link.reconciled.clone(),
             stop.clone(),
+            tls.replication,
         );
         tasks.push(tokio::spawn(fetchers.run()));
         tasks.push(tokio::spawn(crate::replication::isr_loop(

@@ -1,4 +1,8 @@
 //! The HTTP side listener: `GET /metrics` (Prometheus text) and `GET /health`.
+//!
+//! With `http_tls` the listener serves HTTPS with the broker's certificate
+//! (client certificates as `tls_client_auth` says); the TLS handshake runs
+//! in the connection's task within the request-head timeout.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::tls::ListenerTls;
 use sluice_broker::Metrics;
+use sluice_tls::MaybeTlsStream;
 
 fn respond(
     status: StatusCode,
@@ -62,10 +68,17 @@ pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// that sends no complete request head within [`HTTP_HEADER_TIMEOUT`] is
 /// closed: clients that hold idle or half-sent connections cannot keep the
 /// [`MAX_HTTP_CONNECTIONS`] slots from a Prometheus scrape or a health check.
-pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
+/// HTTPS when `tls` runs TLS.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    tls: ListenerTls,
+    shutdown: CancellationToken,
+) {
     serve_limited(
         listener,
         metrics,
+        Some(tls),
         shutdown,
         MAX_HTTP_CONNECTIONS,
         HTTP_HEADER_TIMEOUT,
@@ -75,21 +88,38 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
 
 /// [`serve`] with at most `max_connections` open connections (once that many
 /// are open, the next one is accepted only after one of them closes) and
-/// the given request-head timeout.
+/// the given request-head timeout (which bounds a TLS handshake too).
 pub async fn serve_limited(
     listener: TcpListener,
     metrics: Metrics,
+    tls: Option<ListenerTls>,
     shutdown: CancellationToken,
     max_connections: usize,
     header_timeout: Duration,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
+    let tls = tls.filter(ListenerTls::is_tls);
     while let Some((permit, stream, peer)) =
         crate::server::accept_limited(&listener, &limit, &shutdown).await
     {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream = match &tls {
+                None => MaybeTlsStream::Plain(stream),
+                Some(tls) => {
+                    let handshake = tls.accept_within(stream, peer, header_timeout);
+                    let done = tokio::select! {
+                        done = handshake => done,
+                        _ = shutdown.cancelled() => None,
+                    };
+                    match done {
+                        Some((s, _)) => MaybeTlsStream::from(s),
+                        None => return drop(permit),
+                    }
+                }
+            };
             let svc = service_fn(move |req: Request<Incoming>| {
                 let r = route(&metrics, req.method(), req.uri().path());
                 async move { Ok::<_, Infallible>(r) }
@@ -144,6 +174,7 @@ mod tests {
         let server = tokio::spawn(serve_limited(
             listener,
             Metrics::new(),
+            None,
             shutdown.clone(),
             max,
             header_timeout,

@@ -6,6 +6,7 @@
 //! - [`server`]: listeners, connection cap, housekeeping, graceful shutdown.
 //! - [`http`]: `/metrics` and `/health`.
 //! - [`cluster`]: the controller node, registration and reconciling with the cluster metadata.
+//! - [`tls`]: TLS on the listeners (handshakes, SIGHUP reload) and to peer brokers.
 //!
 //! The library part exists so tests and benchmarks can embed a whole broker
 //! in-process ([`Server`]); `main.rs` is the command line around it.
@@ -16,5 +17,6 @@ pub mod cluster;
 pub mod http;
 pub mod replication;
 pub mod server;
+pub mod tls;
 
 pub use server::{shutdown_signal, Server};

@@ -11,6 +11,11 @@
 //!   [`FETCH_MAX_WAIT`].
 //! - [`isr_loop`] proposes ISR changes for the partitions this broker leads
 //!   (AlterIsr through the controller, guarded by the epochs).
+//!
+//! Fetchers connect to the leader's native listener, so they speak TLS when
+//! `native_security` does (the [`Connector`] carries the broker's own
+//! certificate and the cluster CA); [`authenticate`] is where the
+//! connection proves who it is before the first ReplicaFetch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +30,7 @@ use sluice_log::FlushPolicy;
 use sluice_protocol::{
     ApiKey, ErrorCode, FrameCodec, ReplicaFetchPartition, ReplicaFetchRequest, Request, Response,
 };
-use tokio::net::TcpStream;
+use sluice_tls::{Connector, MaybeTlsStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -143,15 +148,18 @@ pub struct Fetchers {
     meta: watch::Receiver<Arc<ClusterMetadata>>,
     stop: CancellationToken,
     tasks: HashMap<u32, JoinHandle<()>>,
+    connector: Connector,
 }
 
 impl Fetchers {
-    /// Fetchers following the reconciled metadata `meta`.
+    /// Fetchers following the reconciled metadata `meta`, connecting to
+    /// leaders with `connector` (TLS when the native listeners run it).
     pub fn new(
         broker: Arc<Broker>,
         me: u32,
         meta: watch::Receiver<Arc<ClusterMetadata>>,
         stop: CancellationToken,
+        connector: Connector,
     ) -> Fetchers {
         Fetchers {
             broker,
@@ -159,6 +167,7 @@ impl Fetchers {
             meta,
             stop,
             tasks: HashMap::new(),
+            connector,
         }
     }
 
@@ -176,6 +185,7 @@ impl Fetchers {
                 leader,
                 self.meta.clone(),
                 self.stop.clone(),
+                self.connector.clone(),
             ));
             self.tasks.insert(leader, task);
         }
@@ -197,20 +207,29 @@ impl Fetchers {
     }
 }
 
-type Conn = Framed<TcpStream, FrameCodec>;
+type Conn = Framed<MaybeTlsStream, FrameCodec>;
 
-async fn connect(addr: &str) -> Option<Conn> {
-    match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Some(Framed::new(s, FrameCodec::default()))
-        }
+async fn connect(addr: &str, connector: &Connector) -> Option<Conn> {
+    // The TLS handshake, if any, is inside the connect timeout.
+    match tokio::time::timeout(IO_TIMEOUT, connector.connect(addr)).await {
+        Ok(Ok(s)) => authenticate(Framed::new(s, FrameCodec::default()), addr).await,
         Ok(Err(e)) => {
             tracing::debug!(addr, error = %e, "cannot reach the leader");
             None
         }
         Err(_) => None,
     }
+}
+
+/// Authenticates a new connection to a leader's native listener before the
+/// first ReplicaFetch (after TLS, if any). `None` when the leader refused.
+///
+/// SASL for broker-to-broker connections goes here: when the native
+/// listener requires SASL (`sasl_plaintext`, `sasl_ssl`), the handshake
+/// exchange runs on `conn` (with the broker's own credentials) before it is
+/// handed back. Without SASL there is nothing to do.
+async fn authenticate(conn: Conn, _leader_addr: &str) -> Option<Conn> {
+    Some(conn)
 }
 
 /// Sends one request and reads its answer.
@@ -245,6 +264,7 @@ async fn follow(
     leader: u32,
     meta_rx: watch::Receiver<Arc<ClusterMetadata>>,
     stop: CancellationToken,
+    connector: Connector,
 ) {
     let mut conn: Option<Conn> = None;
     let mut correlation = 0u32;
@@ -268,7 +288,7 @@ async fn follow(
             return;
         };
         if conn.is_none() {
-            conn = connect(&addr).await;
+            conn = connect(&addr, &connector).await;
             if conn.is_none() {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

@@ -19,6 +19,12 @@
 //!
 //! A semaphore caps simultaneous connections at `max_connections`: at the cap
 //! the accept loop waits, leaving new clients in the kernel backlog.
+//!
+//! TLS ([`crate::tls`]): a listener whose protocol says TLS runs the
+//! handshake in each connection's task (bounded, so the accept loop never
+//! waits on a client), then fills the connection's `Context.conn` (TLS, the
+//! client certificate's principal, whether SASL is required) before its
+//! first request. SIGHUP reloads the certificate files.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,9 +36,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::ClusterNode;
+use crate::tls::{Listener, ListenerTls, PeerTls};
 use sluice_broker::error::chain;
-use sluice_broker::handler::Context;
+use sluice_broker::handler::{ConnSecurity, Context};
 use sluice_broker::{Broker, BrokerConfig, BrokerError, Groups, Metrics};
+use sluice_tls::ServerTls;
 
 /// How often partitions with the `interval` policy are checked for a due flush.
 const FLUSH_TICK: Duration = Duration::from_millis(100);
@@ -71,6 +79,8 @@ pub struct Server {
     kafka: Option<(TcpListener, Option<(String, u16)>)>,
     kafka_addr: Option<SocketAddr>,
     cluster: Option<ClusterNode>,
+    /// The TLS identity, when any listener runs TLS (reloaded on SIGHUP).
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// `host:port` split for advertising (a bracketed IPv6 host loses its brackets).
@@ -88,6 +98,8 @@ fn split_host_port(addr: &str) -> Result<(String, u16), BrokerError> {
 impl Server {
     /// Recovers the data directory and binds both listeners.
     pub async fn bind(config: BrokerConfig) -> Result<Server, BrokerError> {
+        // Unreadable certificate files fail the start before any recovery work.
+        let tls = crate::tls::load(&config.listener_security)?;
         let cfg = config.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open(&cfg, Metrics::new()))
             .await
@@ -164,6 +176,7 @@ impl Server {
                         advertised,
                         kafka_advertised.as_ref().map(|(h, p)| format!("{h}:{p}")),
                         config.rack.clone(),
+                        PeerTls::new(&config.listener_security, tls.as_ref(), broker.metrics()),
                     )
                     .await?,
                 )
@@ -189,6 +202,7 @@ impl Server {
             kafka: kafka.map(|(l, _)| (l, kafka_advertised)),
             kafka_addr,
             cluster,
+            tls,
         })
     }
 
@@ -227,9 +241,30 @@ impl Server {
             http,
             kafka,
             cluster,
+            tls,
             ..
         } = self;
         let tracker = TaskTracker::new();
+        let security = &config.listener_security;
+        let metrics = broker.metrics().clone();
+        let listener_tls = |listener, protocol: sluice_broker::config::SecurityProtocol| {
+            ListenerTls::new(
+                listener,
+                tls.as_ref(),
+                protocol.tls(),
+                protocol.sasl(),
+                &metrics,
+            )
+        };
+        let native_tls = listener_tls(Listener::Native, security.native);
+        let kafka_tls = listener_tls(Listener::Kafka, security.kafka);
+        let http_tls = ListenerTls::new(
+            Listener::Http,
+            tls.as_ref(),
+            security.http_tls,
+            false,
+            &metrics,
+        );
         // Fires after the controlled shutdown (phase 0).
         let stop = CancellationToken::new();
         let phase0 = {
@@ -247,8 +282,11 @@ impl Server {
         let http_task = tokio::spawn(crate::http::serve(
             http,
             broker.metrics().clone(),
+            http_tls,
             stop.clone(),
         ));
+        let reload =
+            tls.map(|identity| tokio::spawn(crate::tls::reload_on_sighup(identity, stop.clone())));
         let housekeeping_stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeeping(
             Arc::clone(&broker),
@@ -270,6 +308,7 @@ impl Server {
         let acceptor = tokio::spawn(accept_loop(
             native,
             Proto::Native,
+            native_tls,
             Arc::clone(&limit),
             Arc::clone(&broker),
             Arc::clone(&groups),
@@ -281,6 +320,7 @@ impl Server {
             tokio::spawn(accept_loop(
                 listener,
                 Proto::Kafka(advertised),
+                kafka_tls,
                 Arc::clone(&kafka_limit),
                 Arc::clone(&broker),
                 Arc::clone(&groups),
@@ -313,6 +353,9 @@ impl Server {
             );
         }
         let _ = http_task.await;
+        if let Some(r) = reload {
+            let _ = r.await;
+        }
         if let Some(c) = cluster {
             c.shutdown().await;
         }
@@ -348,10 +391,34 @@ enum Proto {
     Kafka(Option<(String, u16)>),
 }
 
+/// An accepted connection after its TLS handshake (if its listener runs TLS).
+enum Established {
+    Plain(TcpStream, ConnSecurity),
+    Tls(Box<sluice_tls::server::TlsStream<TcpStream>>, ConnSecurity),
+}
+
+/// Runs the TLS handshake when `tls` says so (bounded; `None` when it
+/// failed, which is logged and counted, or shutdown began meanwhile).
+async fn establish(
+    tls: &ListenerTls,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Option<Established> {
+    if !tls.is_tls() {
+        return Some(Established::Plain(stream, tls.plain_conn()));
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        done = tls.accept(stream, peer) => done.map(|(s, conn)| Established::Tls(Box::new(s), conn)),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     proto: Proto,
+    tls: ListenerTls,
     limit: Arc<Semaphore>,
     broker: Arc<Broker>,
     groups: Arc<Groups>,
@@ -381,22 +448,44 @@ async fn accept_loop(
         let gauge = broker.metrics().active_connections.clone();
         let t = tracker.clone();
         let memory = memory.clone();
+        let tls = tls.clone();
         match &proto {
             Proto::Native => tracker.spawn(async move {
                 gauge.inc();
-                sluice_broker::connection::serve(stream, peer, ctx, driver, memory, t).await;
+                use sluice_broker::connection::serve;
+                match establish(&tls, stream, peer, &ctx.shutdown).await {
+                    Some(Established::Plain(s, conn)) => {
+                        serve(s, peer, Context { conn, ..ctx }, driver, memory, t).await
+                    }
+                    Some(Established::Tls(s, conn)) => {
+                        serve(s, peer, Context { conn, ..ctx }, driver, memory, t).await
+                    }
+                    None => {}
+                }
                 gauge.dec();
                 drop(permit);
             }),
             Proto::Kafka(advertised) => {
-                let ctx = sluice_kafka::KafkaContext {
-                    core: ctx,
-                    advertised: advertised.clone(),
-                };
+                let advertised = advertised.clone();
                 let driver = sluice_kafka::driver_config(driver);
                 tracker.spawn(async move {
                     gauge.inc();
-                    sluice_kafka::serve(stream, peer, ctx, driver, memory, t).await;
+                    let kafka_ctx = |conn| sluice_kafka::KafkaContext {
+                        core: Context {
+                            conn,
+                            ..ctx.clone()
+                        },
+                        advertised,
+                    };
+                    match establish(&tls, stream, peer, &ctx.shutdown).await {
+                        Some(Established::Plain(s, conn)) => {
+                            sluice_kafka::serve(s, peer, kafka_ctx(conn), driver, memory, t).await
+                        }
+                        Some(Established::Tls(s, conn)) => {
+                            sluice_kafka::serve(s, peer, kafka_ctx(conn), driver, memory, t).await
+                        }
+                        None => {}
+                    }
                     gauge.dec();
                     drop(permit);
                 })
