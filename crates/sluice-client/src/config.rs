@@ -1,9 +1,15 @@
 //! Connection-level settings shared by [`Admin`](crate::Admin), [`Producer`](crate::Producer)
 //! and [`Consumer`](crate::Consumer).
+//!
+//! Security settings are fields of their own ([`ClientConfig::tls`]), each
+//! `None` by default, so that a connection is plain TCP unless told otherwise.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::codec::DEFAULT_MAX_FRAME_BYTES;
+use sluice_tls::{Connector, TlsError};
 
 /// The broker address used when none is given: `127.0.0.1:7171`.
 pub const DEFAULT_BROKER: &str = "127.0.0.1:7171";
@@ -30,6 +36,64 @@ pub struct ClientConfig {
     /// used before it is asked for again (Kafka's `metadata.max.age.ms`,
     /// shorter): how soon a producer sends to partitions added to a topic.
     pub metadata_max_age: Duration,
+    /// TLS for every connection (bootstrap and per broker); `None`: plain TCP.
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS settings of a client: the CA that signed the brokers' certificates,
+/// optionally a client certificate (for listeners that require mTLS), and
+/// optionally the name to check every broker's certificate against.
+///
+/// Without a server name override, a broker's certificate must name the
+/// host it was dialled at: the bootstrap host, then the hosts brokers
+/// advertise in Metadata (an IP address must be an IP SAN).
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<sluice_tls::rustls::ClientConfig>,
+    /// Check every broker's certificate against this name instead of the
+    /// host dialled (a certificate shared by all brokers, a load balancer).
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Trust the CA certificate(s) in `ca` (PEM); present `cert_and_key`
+    /// (PEM certificate chain and private key) when given. Public roots are
+    /// not bundled: the CA file is required.
+    pub fn from_files(
+        ca: &Path,
+        cert_and_key: Option<(&Path, &Path)>,
+    ) -> Result<ClientTls, TlsError> {
+        Ok(ClientTls::from_rustls(sluice_tls::client_config(
+            Some(ca),
+            cert_and_key,
+        )?))
+    }
+
+    /// A ready rustls config (custom verification, other roots).
+    pub fn from_rustls(config: Arc<sluice_tls::rustls::ClientConfig>) -> ClientTls {
+        ClientTls {
+            config,
+            server_name: None,
+        }
+    }
+
+    /// Checks certificates against `name` instead of the host dialled.
+    pub fn with_server_name(mut self, name: impl Into<String>) -> ClientTls {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    pub(crate) fn connector(&self) -> Connector {
+        Connector::tls(Arc::clone(&self.config)).with_server_name(self.server_name.clone())
+    }
 }
 
 impl ClientConfig {
@@ -58,6 +122,7 @@ impl Default for ClientConfig {
             reconnect_backoff_max: Duration::from_secs(1),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             metadata_max_age: Duration::from_secs(30),
+            tls: None,
         }
     }
 }

@@ -33,6 +33,12 @@
 //! and the answer is kept for the session (a reconnect may reach another
 //! broker, so it asks again). An api the broker does not list goes as
 //! version 0 (the broker answers UNKNOWN_API).
+//!
+//! TLS ([`ClientConfig::tls`]): the handshake follows the TCP connect, both
+//! within `connect_timeout`. A failed handshake is [`ClientError::Tls`]
+//! (not retried when the certificate was refused). A plain session splits
+//! the socket into owned halves; a TLS session shares its stream between
+//! the reader and writer tasks through `tokio::io::split`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,8 +50,8 @@ use futures::StreamExt;
 use sluice_protocol::codec::FrameCodec;
 use sluice_protocol::wire::{decode_response_version, encode_request_chunks_version};
 use sluice_protocol::{ApiKey, ApiVersionRange, Request, Response};
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use sluice_tls::MaybeTlsStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -491,8 +497,39 @@ impl Connection {
     }
 
     /// Connects to the first address that answers, starting from the
+    /// preferred one, and runs the TLS handshake if configured.
+    async fn connect_any(&self) -> Result<(MaybeTlsStream, String)> {
+        let started = tokio::time::Instant::now();
+        let (tcp, addr) = self.connect_tcp().await?;
+        let Some(tls) = &self.inner.config.tls else {
+            return Ok((MaybeTlsStream::Plain(tcp), addr));
+        };
+        let deadline = started + self.inner.config.connect_timeout;
+        let connector = tls.connector();
+        let handshake = connector.wrap(tcp, &addr);
+        let result = tokio::time::timeout_at(deadline, handshake)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ))
+            });
+        match result {
+            Ok(stream) => Ok((stream, addr)),
+            Err(e) => {
+                tracing::debug!(addr = %addr, error = %e, "TLS handshake failed");
+                Err(ClientError::Tls {
+                    addr,
+                    source: Arc::new(e),
+                })
+            }
+        }
+    }
+
+    /// Connects TCP to the first address that answers, starting from the
     /// preferred one.
-    async fn connect_any(&self) -> Result<(TcpStream, String)> {
+    async fn connect_tcp(&self) -> Result<(TcpStream, String)> {
         let addrs: Vec<&str> = split_addrs(&self.inner.addr);
         let first = self.inner.preferred.load(Ordering::Relaxed) as usize;
         let mut last_error = None;
@@ -537,27 +574,25 @@ impl Connection {
         let (stream, addr) = self.connect_any().await?;
         tracing::debug!(addr = %addr, "connected");
         *lock(&self.inner.connected) = Some(addr.clone());
-        let (read, write) = stream.into_split();
         let pending = Arc::new(Mutex::new(Pending {
             closed: None,
             waiting: HashMap::new(),
         }));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let shutdown = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(write_loop(
-            write,
-            rx,
-            pending.clone(),
-            addr.clone(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(read_loop(
-            read,
-            pending.clone(),
-            addr,
-            self.inner.config.max_frame_bytes,
-            shutdown,
-        ));
+        let max_frame = self.inner.config.max_frame_bytes;
+        let (p, a, sd) = (pending.clone(), addr, shutdown);
+        match stream {
+            // Plain TCP: owned halves, no lock between reader and writer.
+            MaybeTlsStream::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                start_session(read, write, rx, p, a, max_frame, sd);
+            }
+            tls => {
+                let (read, write) = tokio::io::split(tls);
+                start_session(read, write, rx, p, a, max_frame, sd);
+            }
+        }
         Ok(Session {
             writes: tx,
             pending,
@@ -632,8 +667,31 @@ fn close_session(pending: &Mutex<Pending>, addr: &str, reason: String) {
     }
 }
 
-async fn write_loop(
-    write: OwnedWriteHalf,
+/// Spawns a session's writer and reader tasks on its two halves.
+fn start_session<R, W>(
+    read: R,
+    write: W,
+    rx: mpsc::Receiver<Outgoing>,
+    pending: Arc<Mutex<Pending>>,
+    addr: String,
+    max_frame_bytes: usize,
+    shutdown: Arc<tokio::sync::Notify>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(write_loop(
+        write,
+        rx,
+        Arc::clone(&pending),
+        addr.clone(),
+        Arc::clone(&shutdown),
+    ));
+    tokio::spawn(read_loop(read, pending, addr, max_frame_bytes, shutdown));
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    write: W,
     mut rx: mpsc::Receiver<Outgoing>,
     pending: Arc<Mutex<Pending>>,
     addr: String,
@@ -707,8 +765,8 @@ async fn write_loop(
     let _ = out.shutdown().await;
 }
 
-async fn read_loop(
-    read: OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    read: R,
     pending: Arc<Mutex<Pending>>,
     addr: String,
     max_frame_bytes: usize,
@@ -1143,5 +1201,155 @@ mod tests {
             );
             server.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use crate::config::ClientTls;
+    use bytes::BytesMut;
+    use futures::StreamExt;
+    use sluice_protocol::wire::{decode_request, encode_response};
+    use sluice_protocol::{MetadataRequest, MetadataResponse};
+    use sluice_tls::testing::Pki;
+    use sluice_tls::{ClientAuth, ServerTls, TlsServerFiles};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A TLS fake broker: answers each Metadata request with its topic name
+    /// as the host of the one broker it lists.
+    async fn tls_broker(tls: ServerTls) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let acceptor = tls.acceptor();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let (read, mut write) = tokio::io::split(stream);
+                    let mut frames = FramedRead::new(read, FrameCodec::new(1 << 20));
+                    while let Some(Ok(payload)) = frames.next().await {
+                        let (h, req) = decode_request(payload).unwrap();
+                        let tag = match req {
+                            Request::Metadata(m) => m.topics.concat(),
+                            _ => String::new(),
+                        };
+                        let resp = Response::Metadata(MetadataResponse {
+                            brokers: vec![sluice_protocol::BrokerInfo {
+                                node_id: 0,
+                                host: tag,
+                                port: 1,
+                                rack: None,
+                            }],
+                            topics: Vec::new(),
+                            controller_id: sluice_protocol::NO_CONTROLLER,
+                            cluster_id: String::new(),
+                        });
+                        let mut buf = BytesMut::new();
+                        encode_response(h.correlation_id, &resp, &mut buf);
+                        if write.write_all(&buf).await.is_err() || write.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn tagged(tag: &str) -> Request {
+        Request::Metadata(MetadataRequest {
+            topics: vec![tag.to_string()],
+        })
+    }
+
+    fn host_of(r: &Response) -> &str {
+        match r {
+            Response::Metadata(m) => &m.brokers[0].host,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn config(tls: ClientTls) -> ClientConfig {
+        ClientConfig {
+            request_timeout: Duration::from_secs(5),
+            reconnect_backoff: Duration::from_millis(10),
+            reconnect_backoff_max: Duration::from_millis(50),
+            tls: Some(tls),
+            ..ClientConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_pipeline_over_tls_and_certificate_errors_are_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "main");
+        let leaf = pki.server("broker", "broker");
+        let tls = ServerTls::load(TlsServerFiles {
+            cert: leaf.cert,
+            key: leaf.key,
+            ca: Some(pki.ca_file.clone()),
+            client_auth: ClientAuth::None,
+        })
+        .unwrap();
+        let addr = tls_broker(tls).await;
+
+        let trusted = ClientTls::from_files(&pki.ca_file, None).unwrap();
+        let conn = Connection::new(addr.clone(), config(trusted));
+        let requests: Vec<Request> = (0..50).map(|i| tagged(&format!("t{i}"))).collect();
+        let answers = futures::future::join_all(requests.iter().map(|r| conn.request(r))).await;
+        for (i, a) in answers.into_iter().enumerate() {
+            assert_eq!(host_of(&a.unwrap()), format!("t{i}"));
+        }
+
+        // A CA that did not sign the broker's certificate.
+        let other = Pki::new(dir.path(), "other");
+        let untrusted = ClientTls::from_files(&other.ca_file, None).unwrap();
+        let e = Connection::new(addr.clone(), config(untrusted))
+            .request(&tagged("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Tls { .. }), "{e:?}");
+        assert!(!e.is_retriable(), "{e}");
+        assert!(e.to_string().contains("TLS handshake with"), "{e}");
+
+        // The right CA, but a name the certificate does not hold.
+        let misnamed = ClientTls::from_files(&pki.ca_file, None)
+            .unwrap()
+            .with_server_name("elsewhere.example");
+        let e = Connection::new(addr, config(misnamed))
+            .request(&tagged("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Tls { .. }), "{e:?}");
+    }
+
+    /// TLS to a port that does not speak it: the handshake fails (the peer
+    /// closes or answers garbage) and the error says TLS.
+    #[tokio::test]
+    async fn tls_to_a_plaintext_port_fails_as_a_tls_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "main");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                // What a plaintext broker does with a ClientHello: reads a
+                // frame length far over the limit and closes.
+                let mut b = [0u8; 5];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut b).await;
+                drop(s);
+            }
+        });
+        let tls = ClientTls::from_files(&pki.ca_file, None).unwrap();
+        let e = Connection::new(addr, config(tls))
+            .request(&tagged("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Tls { .. }), "{e:?}");
     }
 }

@@ -22,6 +22,18 @@ pub enum ClientError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// The TCP connection was made but the TLS handshake failed: the
+    /// broker's certificate was not trusted (unknown CA, expired, another
+    /// name), it refused the client's certificate, or the port does not
+    /// speak TLS. Retriable only when the connection was merely cut.
+    #[error("TLS handshake with {addr} failed ({source})")]
+    Tls {
+        /// The address dialled.
+        addr: String,
+        /// rustls' reason (kind `InvalidData`) or the I/O error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The broker answered with an error code.
     #[error("{context}: {code}")]
     Broker {
@@ -112,6 +124,8 @@ impl ClientError {
             | ClientError::Disconnected { .. }
             | ClientError::BrokerUnavailable { .. } => true,
             ClientError::Broker { code, .. } => code.is_retriable(),
+            // A certificate problem stays until someone fixes the files.
+            ClientError::Tls { source, .. } => source.kind() != std::io::ErrorKind::InvalidData,
             _ => false,
         }
     }

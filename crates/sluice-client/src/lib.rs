@@ -15,6 +15,8 @@
 //!   [`Consumer::subscribe`] (`group`, internal: join, long-poll heartbeats,
 //!   revoke/commit/confirm, rejoin), committed offsets, auto or manual commit.
 //! - [`ClientError`]: the one error type.
+//! - [`ClientConfig`]: addresses and timeouts shared by all of the above;
+//!   [`ClientTls`] (`ClientConfig::tls`) puts every connection on TLS.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_client::ClientError> {
@@ -45,7 +47,7 @@ pub use admin::{
     Admin, BrokerInfo, ClusterInfo, GroupDescription, GroupListing, GroupMember, GroupPartitionLag,
     ListedOffset, PartitionInfo, TopicInfo,
 };
-pub use config::{ClientConfig, DEFAULT_BROKER};
+pub use config::{ClientConfig, ClientTls, DEFAULT_BROKER};
 pub use connection::Connection;
 pub use consumer::{AssignmentSource, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::{ClientError, Result};
