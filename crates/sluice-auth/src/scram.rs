@@ -144,7 +144,9 @@ impl ScramMechanism {
             .to_vec()
     }
 
-    fn salted_password(
+    /// SaltedPassword = Hi(password, salt, i) (RFC 5802): what Kafka's
+    /// AlterUserScramCredentials carries instead of the password.
+    pub fn salted_password(
         self,
         password: &[u8],
         salt: &[u8],

@@ -54,6 +54,10 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (42, 0, 2), // DeleteGroups
     (44, 0, 1), // IncrementalAlterConfigs
     (47, 0, 0), // OffsetDelete
+    (48, 0, 1), // DescribeClientQuotas
+    (49, 0, 1), // AlterClientQuotas
+    (50, 0, 0), // DescribeUserScramCredentials
+    (51, 0, 0), // AlterUserScramCredentials
     (60, 0, 1), // DescribeCluster
     (68, 0, 1), // ConsumerGroupHeartbeat
     (69, 0, 0), // ConsumerGroupDescribe
@@ -198,6 +202,10 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreateAcls => "CreateAcls",
         ApiKey::DescribeAcls => "DescribeAcls",
         ApiKey::DeleteAcls => "DeleteAcls",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "request",
     }
 }
@@ -239,7 +247,7 @@ pub(crate) fn handle(
         principal: Arc::clone(&auth.principal),
     };
     tracing::trace!(peer = %req.peer, api_key = key, version = req.version(), "kafka request");
-    use crate::{auth as sec, data, fetch, groups, meta};
+    use crate::{auth as sec, data, fetch, groups, meta, users};
     let security = ctx.core.broker.security();
     if let Some(code) = sec::check(ctx, &req.principal, peer.ip(), &body) {
         return sec::refuse(&req, *body, code);
@@ -265,6 +273,10 @@ pub(crate) fn handle(
         RequestKind::CreateAcls(r) => sec::create_acls(&req, r),
         RequestKind::DescribeAcls(r) => sec::describe_acls(&req, r),
         RequestKind::DeleteAcls(r) => sec::delete_acls(&req, r),
+        RequestKind::DescribeUserScramCredentials(r) => users::describe_users(&req, r),
+        RequestKind::AlterUserScramCredentials(r) => users::alter_users(&req, r),
+        RequestKind::DescribeClientQuotas(r) => users::describe_quotas(&req, r),
+        RequestKind::AlterClientQuotas(r) => users::alter_quotas(&req, r),
         RequestKind::Metadata(r) => meta::metadata(&req, r),
         RequestKind::DescribeCluster(r) => meta::describe_cluster(&req, r),
         RequestKind::FindCoordinator(r) => meta::find_coordinator(&req, r),

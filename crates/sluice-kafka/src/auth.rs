@@ -445,7 +445,12 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
             .map(|g| need(Op::Describe, Rt::Group, g.0.as_str()))
             .collect(),
         RequestKind::CreateAcls(_) | RequestKind::DeleteAcls(_) => vec![cluster(Op::Alter)],
-        RequestKind::DescribeAcls(_) => vec![cluster(Op::Describe)],
+        RequestKind::DescribeAcls(_) | RequestKind::DescribeUserScramCredentials(_) => {
+            vec![cluster(Op::Describe)]
+        }
+        RequestKind::AlterUserScramCredentials(_) => vec![cluster(Op::Alter)],
+        RequestKind::DescribeClientQuotas(_) => vec![cluster(Op::DescribeConfigs)],
+        RequestKind::AlterClientQuotas(_) => vec![cluster(Op::AlterConfigs)],
         // ApiVersions, the SASL apis, and Metadata (filtered in its handler).
         _ => Vec::new(),
     }
@@ -796,6 +801,54 @@ pub(crate) fn refuse(req: &Req<'_>, body: RequestKind, code: i16) -> Result<Repl
                 r.filters
                     .iter()
                     .map(|_| DeleteAclsFilterResult::default().with_error_code(code))
+                    .collect(),
+            ),
+        ),
+        RequestKind::DescribeUserScramCredentials(_) => req.respond(
+            "DescribeUserScramCredentials",
+            &DescribeUserScramCredentialsResponse::default().with_error_code(code),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => {
+            let mut users: Vec<StrBytes> = r.deletions.iter().map(|d| d.name.clone()).collect();
+            users.extend(r.upsertions.iter().map(|u| u.name.clone()));
+            users.dedup();
+            req.respond(
+                "AlterUserScramCredentials",
+                &AlterUserScramCredentialsResponse::default().with_results(
+                    users
+                        .into_iter()
+                        .map(|u| {
+                            m::alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default()
+                                .with_user(u)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                ),
+            )
+        }
+        RequestKind::DescribeClientQuotas(_) => req.respond(
+            "DescribeClientQuotas",
+            &DescribeClientQuotasResponse::default().with_error_code(code),
+        ),
+        RequestKind::AlterClientQuotas(r) => req.respond(
+            "AlterClientQuotas",
+            &AlterClientQuotasResponse::default().with_entries(
+                r.entries
+                    .iter()
+                    .map(|e| {
+                        m::alter_client_quotas_response::EntryData::default()
+                            .with_error_code(code)
+                            .with_entity(
+                                e.entity
+                                    .iter()
+                                    .map(|x| {
+                                        m::alter_client_quotas_response::EntityData::default()
+                                            .with_entity_type(x.entity_type.clone())
+                                            .with_entity_name(x.entity_name.clone())
+                                    })
+                                    .collect(),
+                            )
+                    })
                     .collect(),
             ),
         ),

@@ -136,6 +136,14 @@ pub fn to_kafka(code: ErrorCode) -> i16 {
         ErrorCode::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
         ErrorCode::FencedLeaderEpoch => FENCED_LEADER_EPOCH,
         ErrorCode::UnknownLeaderEpoch => UNKNOWN_LEADER_EPOCH,
+        ErrorCode::TopicAuthorizationFailed => crate::auth::TOPIC_AUTHORIZATION_FAILED,
+        ErrorCode::GroupAuthorizationFailed => crate::auth::GROUP_AUTHORIZATION_FAILED,
+        ErrorCode::ClusterAuthorizationFailed => crate::auth::CLUSTER_AUTHORIZATION_FAILED,
+        ErrorCode::SaslAuthenticationFailed => crate::auth::SASL_AUTHENTICATION_FAILED,
+        ErrorCode::UnsupportedSaslMechanism => crate::auth::UNSUPPORTED_SASL_MECHANISM,
+        ErrorCode::IllegalSaslState => crate::auth::ILLEGAL_SASL_STATE,
+        // Kafka's RESOURCE_NOT_FOUND.
+        ErrorCode::ResourceNotFound => 91,
     }
 }
 

@@ -34,6 +34,7 @@ mod fetch;
 mod groups;
 mod header;
 mod meta;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
