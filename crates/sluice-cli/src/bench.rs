@@ -23,8 +23,8 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use sluice_client::{
-    ClientConfig, ClientError, Consumer, ConsumerConfig, Delivery, ErrorCode, Producer,
-    ProducerConfig, Record, SeekTo,
+    ClientError, Consumer, ConsumerConfig, Delivery, ErrorCode, Producer, ProducerConfig, Record,
+    SeekTo,
 };
 use tokio::sync::mpsc;
 
@@ -352,7 +352,7 @@ async fn produce(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
     for i in 0..k {
         let n = args.messages / k + u64::from(i < args.messages % k);
         let producer = Producer::with_config(
-            ClientConfig::new(broker),
+            crate::client_config(broker),
             ProducerConfig {
                 batch_bytes: args.batch_bytes,
                 buffer_bytes: args.buffer_bytes(),
@@ -545,7 +545,7 @@ async fn consume(broker: &str, args: BenchArgs) -> Result<i32, CliError> {
         let broker = broker.to_string();
         tasks.push(tokio::spawn(async move {
             let mut consumer = Consumer::with_config(
-                ClientConfig::new(broker),
+                crate::client_config(&broker),
                 ConsumerConfig {
                     start: SeekTo::Earliest,
                     ..ConsumerConfig::default()

@@ -12,6 +12,9 @@
 //! the earliest offset with Fetch v12 (the native consumer's defaults: 32
 //! MiB per fetch, 1 MiB per partition, 500 ms max wait) and counts records
 //! from the batch headers; latency is how long each fetch took.
+//!
+//! With the global TLS flags the connections run TLS (the Kafka listener's
+//! `kafka_security = ssl`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +25,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use sluice_protocol::batch::{RecordBatch, RecordBatchBuilder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use sluice_tls::MaybeTlsStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::bench::{histogram, progress, report, spawn_ticker, BenchArgs, Summary};
@@ -38,20 +40,35 @@ fn err(e: impl std::fmt::Display) -> CliError {
     CliError::msg(format!("kafka bench: {e}"))
 }
 
+/// The write half of a connection (plain TCP or TLS).
+type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+/// The read half of a connection (plain TCP or TLS).
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+
 /// A Kafka connection: a write half and a buffered read half.
 struct Conn {
-    w: OwnedWriteHalf,
-    r: BufReader<OwnedReadHalf>,
+    w: WriteHalf,
+    r: BufReader<ReadHalf>,
     next_id: i32,
 }
 
 impl Conn {
     async fn open(addr: &str) -> Result<Conn, CliError> {
-        let s = TcpStream::connect(addr)
+        let s = crate::connector()
+            .connect(addr)
             .await
             .map_err(|e| err(format!("cannot connect to {addr}: {e}")))?;
-        let _ = s.set_nodelay(true);
-        let (r, w) = s.into_split();
+        // Plain TCP splits into owned halves; TLS shares its stream.
+        let (r, w): (ReadHalf, WriteHalf) = match s {
+            MaybeTlsStream::Plain(tcp) => {
+                let (r, w) = tcp.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            tls => {
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+        };
         Ok(Conn {
             w,
             r: BufReader::with_capacity(1 << 20, r),
@@ -60,7 +77,7 @@ impl Conn {
     }
 
     async fn send<R: Encodable + HeaderVersion>(
-        w: &mut OwnedWriteHalf,
+        w: &mut WriteHalf,
         key: ApiKey,
         version: i16,
         id: i32,
@@ -78,11 +95,13 @@ impl Conn {
         body.encode(&mut buf, version).map_err(err)?;
         let len = i32::try_from(buf.len() - 4).map_err(err)?;
         buf[..4].copy_from_slice(&len.to_be_bytes());
-        w.write_all(&buf).await.map_err(err)
+        w.write_all(&buf).await.map_err(err)?;
+        // TLS holds the last record until flushed (a no-op on plain TCP).
+        w.flush().await.map_err(err)
     }
 
     async fn recv<P: Decodable + HeaderVersion>(
-        r: &mut BufReader<OwnedReadHalf>,
+        r: &mut BufReader<ReadHalf>,
         version: i16,
     ) -> Result<(i32, P), CliError> {
         let len = r.read_u32().await.map_err(err)? as usize;
@@ -275,7 +294,7 @@ async fn produce_one(
 ) -> Result<(hdrhistogram::Histogram<u64>, u64, u64), CliError> {
     let per_batch = (args.batch_bytes / (args.size + 20).max(1)).max(1) as u64;
     // One connection per distinct leader, a reader task per connection.
-    let mut conns: HashMap<String, (OwnedWriteHalf, mpsc::Sender<(Instant, u64)>)> = HashMap::new();
+    let mut conns: HashMap<String, (WriteHalf, mpsc::Sender<(Instant, u64)>)> = HashMap::new();
     let (done_tx, mut done_rx) =
         mpsc::unbounded_channel::<Result<(Duration, u64, bool), CliError>>();
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures::FutureExt;
-use sluice_client::{
-    ClientConfig, ClientError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo,
-};
+use sluice_client::{ClientError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 
 use crate::errors::CliError;
 use crate::format;
@@ -111,7 +109,7 @@ pub async fn run(broker: &str, args: ConsumeArgs) -> Result<i32, CliError> {
         None => info.partitions.iter().map(|p| p.partition).collect(),
     };
     let mut consumer = Consumer::with_config(
-        ClientConfig::new(broker),
+        crate::client_config(broker),
         ConsumerConfig {
             start: from,
             ..ConsumerConfig::default()
@@ -200,7 +198,7 @@ async fn run_group(
         .describe_topic(&args.name)
         .await
         .map_err(CliError::topic(&args.name))?;
-    let mut client = ClientConfig::new(broker);
+    let mut client = crate::client_config(broker);
     client.client_id = "sluice-cli".to_string();
     let mut consumer = Consumer::with_config(
         client,

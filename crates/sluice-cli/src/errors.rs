@@ -93,6 +93,21 @@ pub fn render_client(error: &ClientError, topic: Option<&str>, broker: &str) -> 
         ClientError::Disconnected { addr, reason } => {
             format!("connection to broker {addr} lost ({reason})")
         }
+        ClientError::Tls { addr, source } => {
+            let hint = match source.kind() {
+                std::io::ErrorKind::InvalidData => {
+                    "check --ca-file, --cert/--key and the broker's certificate"
+                }
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                    "is that port serving TLS?"
+                }
+                _ => "is sluiced running?",
+            };
+            format!(
+                "TLS handshake with {addr} failed ({}); {hint}",
+                io_reason(source)
+            )
+        }
         ClientError::Broker { code, context } => match (code, topic) {
             (ErrorCode::UnknownTopicOrPartition, Some(t)) => {
                 format!("topic \"{t}\" does not exist (or has no such partition); see `sluice topic list`")
@@ -188,5 +203,24 @@ mod tests {
         ] {
             assert!(!line.contains('\n'));
         }
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_check() {
+        let tls = |kind, msg: &str| ClientError::Tls {
+            addr: "127.0.0.1:7171".into(),
+            source: Arc::new(std::io::Error::new(kind, msg.to_string())),
+        };
+        let cert = tls(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: Expired",
+        );
+        assert_eq!(
+            render(&CliError::from(cert), "127.0.0.1:7171"),
+            "TLS handshake with 127.0.0.1:7171 failed (invalid peer certificate: Expired); \
+             check --ca-file, --cert/--key and the broker's certificate"
+        );
+        let plain = tls(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert!(render(&CliError::from(plain), "b").ends_with("is that port serving TLS?"));
     }
 }

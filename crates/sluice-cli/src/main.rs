@@ -5,6 +5,11 @@
 //! `sluice bench produce|consume`. `--broker ADDR`
 //! (or `SLUICE_BROKER`) picks the broker. Every failure prints one line,
 //! `error: <what went wrong>; <what to try>`, and exits with status 1.
+//!
+//! Connection settings other than the address (`--tls`, `--ca-file`,
+//! `--cert`, `--key`, `--tls-server-name`) are global flags; `main` turns
+//! them into one [`ClientConfig`] template that every subcommand starts
+//! from ([`client_config`]), so a new setting reaches all of them at once.
 
 /// `println!` that ends the process quietly when stdout is a closed pipe
 /// (`sluice topic list | head -1`) instead of panicking.
@@ -27,7 +32,12 @@ mod group;
 mod produce;
 mod topic;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use sluice_client::{ClientConfig, ClientTls};
 
 use crate::errors::{render, CliError};
 
@@ -38,8 +48,83 @@ struct Cli {
     /// Broker address (host:port), or several separated by commas.
     #[arg(long, global = true, env = "SLUICE_BROKER", default_value = sluice_client::DEFAULT_BROKER)]
     broker: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS to the brokers (global: every subcommand, including bench).
+#[derive(Args, Debug, Clone, Default)]
+struct TlsArgs {
+    /// Connect with TLS (needs --ca-file: no public roots are bundled).
+    #[arg(long, global = true, env = "SLUICE_TLS", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    tls: bool,
+    /// CA certificate (PEM) that signed the brokers' certificates; implies --tls.
+    #[arg(long, global = true, env = "SLUICE_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that require one (mTLS); with --key.
+    #[arg(long, global = true, env = "SLUICE_CERT_FILE", value_name = "PEM")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, env = "SLUICE_KEY_FILE", value_name = "PEM")]
+    key: Option<PathBuf>,
+    /// Name the brokers' certificates must hold (default: the host of each address).
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The client TLS settings, `None` for plain TCP.
+    fn client_tls(&self) -> Result<Option<ClientTls>, CliError> {
+        let wanted =
+            self.tls || self.ca_file.is_some() || self.cert.is_some() || self.key.is_some();
+        if !wanted {
+            return Ok(None);
+        }
+        let Some(ca) = &self.ca_file else {
+            return Err(CliError::msg(
+                "--tls needs --ca-file: the CA certificate that signed the broker's certificate \
+                 (sluice does not bundle public root certificates)",
+            ));
+        };
+        let pair = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            (Some(_), None) => return Err(CliError::msg("--cert needs --key (its private key)")),
+            (None, Some(_)) => return Err(CliError::msg("--key needs --cert (its certificate)")),
+        };
+        let tls =
+            ClientTls::from_files(ca, pair).map_err(|e| CliError::msg(format!("TLS: {e}")))?;
+        Ok(Some(match &self.tls_server_name {
+            Some(name) => tls.with_server_name(name.clone()),
+            None => tls,
+        }))
+    }
+}
+
+/// The settings every connection of this run starts from (see the module docs).
+static CLIENT: OnceLock<ClientConfig> = OnceLock::new();
+
+/// The client settings for `broker`: the global flags' template with that address.
+pub(crate) fn client_config(broker: &str) -> ClientConfig {
+    let mut config = CLIENT.get().cloned().unwrap_or_default();
+    config.bootstrap = broker.to_string();
+    config
+}
+
+/// How raw (non-client) connections of this run are made: TLS per the global flags.
+pub(crate) fn connector() -> sluice_tls::Connector {
+    CLIENT
+        .get()
+        .and_then(|c| c.tls.as_ref())
+        .map_or_else(sluice_tls::Connector::plain, ClientTls::connector)
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +190,18 @@ pub(crate) fn write_stdout_line(args: std::fmt::Arguments<'_>) {
 fn main() {
     let cli = Cli::parse();
     init_tracing();
+    match cli.tls.client_tls() {
+        Ok(tls) => {
+            let _ = CLIENT.set(ClientConfig {
+                tls,
+                ..ClientConfig::default()
+            });
+        }
+        Err(e) => {
+            eprintln!("error: {}", render(&e, &cli.broker));
+            std::process::exit(1);
+        }
+    }
     let threads = runtime_threads(&cli.command);
     let mut builder = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use sluice_client::{
-    Acks, ClientConfig, ClientError, Compression, Delivery, Producer, ProducerConfig, Record,
-};
+use sluice_client::{Acks, ClientError, Compression, Delivery, Producer, ProducerConfig, Record};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Notify};
 
@@ -117,7 +115,7 @@ struct Tally {
 pub async fn run(broker: &str, args: ProduceArgs) -> Result<i32, CliError> {
     let delivery_timeout = Duration::from_millis(args.delivery_timeout);
     let producer = Producer::with_config(
-        ClientConfig::new(broker),
+        crate::client_config(broker),
         ProducerConfig {
             acks: args.acks.acks(),
             delivery_timeout,

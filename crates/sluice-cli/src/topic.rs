@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
-use sluice_client::{Admin, ClientConfig, ConfigChange, TopicInfo};
+use sluice_client::{Admin, ConfigChange, TopicInfo};
 
 use crate::errors::CliError;
 
@@ -197,7 +197,7 @@ async fn alter(broker: &str, args: AlterArgs) -> Result<i32, CliError> {
 
 /// Connects an admin client.
 pub async fn admin(broker: &str) -> Result<Admin, CliError> {
-    Ok(Admin::with_config(ClientConfig::new(broker)).await?)
+    Ok(Admin::with_config(crate::client_config(broker)).await?)
 }
 
 /// Runs a topic command.

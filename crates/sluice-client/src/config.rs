@@ -91,7 +91,9 @@ impl ClientTls {
         self
     }
 
-    pub(crate) fn connector(&self) -> Connector {
+    /// A connector with these settings, for connections this crate does
+    /// not make itself (a raw Kafka-protocol bench, a health probe).
+    pub fn connector(&self) -> Connector {
         Connector::tls(Arc::clone(&self.config)).with_server_name(self.server_name.clone())
     }
 }
