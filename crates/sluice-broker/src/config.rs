@@ -358,6 +358,10 @@ pub struct ConfigLayer {
     #[command(flatten)]
     #[serde(default)]
     pub cluster: ClusterLayer,
+    /// Security settings (TOML table `[security]`, see [`crate::security`]).
+    #[command(flatten)]
+    #[serde(default)]
+    pub security: crate::security::SecurityLayer,
 }
 
 /// The `[cluster]` settings of one layer; `None` means "not set here".
@@ -562,6 +566,8 @@ pub struct BrokerConfig {
     pub cluster: Option<ClusterConfig>,
     /// TLS files and each listener's security protocol.
     pub listener_security: ListenerSecurity,
+    /// Authentication, authorization and quota settings (`[security]`).
+    pub security: crate::security::SecurityConfig,
 }
 
 /// Broker-wide defaults for the per-topic settings.
@@ -660,6 +666,7 @@ impl ConfigLayer {
             http_tls: self.http_tls.or(lower.http_tls),
             cluster_tls: self.cluster_tls.or(lower.cluster_tls),
             cluster: self.cluster.or(lower.cluster),
+            security: self.security.or(lower.security),
         }
     }
 
@@ -804,6 +811,7 @@ impl ConfigLayer {
             rack: self.cluster.rack.clone().filter(|r| !r.is_empty()),
             cluster: self.cluster.resolve()?,
             listener_security,
+            security: self.security.resolve()?,
         };
         let sec = &cfg.listener_security;
         let brokers_talk_tls = sec.cluster_tls || sec.native.tls();

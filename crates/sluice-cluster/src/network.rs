@@ -100,7 +100,7 @@ impl std::fmt::Debug for ClusterTls {
 }
 
 /// The answer to a forwarded client write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientWriteReply {
     /// Committed and applied with this result.
     Applied(CommandResult),

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sluice_auth::store::{SecurityCommand, SecurityOutcome, SecurityState};
 use sluice_broker::cluster::{
     ClusterLink, ClusterView, ControllerInfo, NewTopic, ReplicatedOffset, ViewBroker,
     ViewPartition, ViewTopic,
@@ -401,6 +402,9 @@ impl ClusterNode {
             config.node_id,
             &voters_of(&controller),
         )));
+        // The security metadata now comes from the cluster, not the local file.
+        broker.security().detach_local_store();
+        broker.security().install(first.security.clone());
         let (rec_tx, rec_rx) = watch::channel(first);
         let link = Arc::new(Link {
             controller: Arc::clone(&controller),
@@ -410,6 +414,38 @@ impl ClusterNode {
             ids: AtomicU64::new(0),
         });
         broker.attach_cluster(Arc::clone(&link) as Arc<dyn ClusterLink>);
+        // The bootstrap admin goes into the cluster metadata if it is missing
+        // there (retried while the controller elects a leader).
+        {
+            let b = Arc::clone(&broker);
+            tokio::spawn(async move {
+                for _ in 0..120 {
+                    let cmds = match b.security().admin_commands() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(error = %chain(&e), "bootstrap admin");
+                            return;
+                        }
+                    };
+                    if cmds.is_empty() {
+                        return;
+                    }
+                    let mut done = true;
+                    for cmd in cmds {
+                        if let Err(e) = sluice_broker::security::apply(&b, cmd).await {
+                            tracing::debug!(error = %chain(&e), "bootstrap admin not stored yet; retrying");
+                            done = false;
+                            break;
+                        }
+                    }
+                    if done {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                tracing::error!("the bootstrap admin could not be stored in the cluster metadata");
+            });
+        }
 
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -418,8 +454,13 @@ impl ClusterNode {
         let (b, s, node) = (Arc::clone(&broker), stop.clone(), config.node_id);
         let c = Arc::clone(&controller);
         tasks.push(tokio::spawn(async move {
+            let mut installed: Option<Arc<ClusterMetadata>> = None;
             loop {
                 let meta = applied.borrow_and_update().clone();
+                if installed.as_ref().is_none_or(|i| i.security != meta.security) {
+                    b.security().install(meta.security.clone());
+                    installed = Some(Arc::clone(&meta));
+                }
                 let (b2, m2) = (Arc::clone(&b), Arc::clone(&meta));
                 let work = move || {
                     reconcile(&b2, &m2);
@@ -845,9 +886,59 @@ fn placement_input(view: &ClusterView) -> (Vec<PlacementBroker>, PlacementLoad) 
     (brokers, load)
 }
 
+/// Whether the applied security metadata shows `cmd`'s effect (so this
+/// broker authenticates and authorizes with it).
+fn security_effect_visible(state: &SecurityState, cmd: &SecurityCommand) -> bool {
+    match cmd {
+        SecurityCommand::UpsertCredential { user, credential } => {
+            state.credential(user, credential.mechanism).as_ref() == Some(credential)
+        }
+        SecurityCommand::DeleteCredential { user, mechanism } => {
+            state.credential(user, *mechanism).is_none()
+        }
+        SecurityCommand::DeleteUser { user } => !state.users.contains_key(user),
+        SecurityCommand::CreateAcls { bindings } => bindings.iter().all(|b| state.acls.contains(b)),
+        SecurityCommand::DeleteAcls { filters } => !state
+            .acls
+            .iter()
+            .any(|b| filters.iter().any(|f| f.matches(b))),
+        SecurityCommand::SetQuota { entity, values } => {
+            let empty = values.producer_byte_rate.is_none()
+                && values.consumer_byte_rate.is_none()
+                && values.request_rate.is_none();
+            match state.quotas.get(entity) {
+                Some(v) => v == values,
+                None => empty,
+            }
+        }
+    }
+}
+
 impl ClusterLink for Link {
     fn view(&self) -> Arc<ClusterView> {
         self.view.borrow().clone()
+    }
+
+    fn security_command(
+        &self,
+        cmd: SecurityCommand,
+    ) -> BoxFuture<'static, Result<SecurityOutcome, BrokerError>> {
+        let this = self.clone_handle();
+        Box::pin(async move {
+            let effect = cmd.clone();
+            match this.propose(MetadataCommand::Security(cmd)).await? {
+                CommandResult::Security(out) => {
+                    this.wait_applied("the security change", |m| {
+                        security_effect_visible(&m.security, &effect)
+                    })
+                    .await?;
+                    Ok(out)
+                }
+                other => Err(BrokerError::Controller(format!(
+                    "security change refused: {other:?}"
+                ))),
+            }
+        })
     }
 
     fn commit_offsets(
