@@ -106,6 +106,8 @@ pub struct Broker {
     coordinator_rule: RwLock<Option<GroupCoordinatorRule>>,
     /// Users, ACLs, quotas and login failures (see [`crate::security`]).
     security: Arc<crate::security::Security>,
+    /// Free space of the data directory; refuses produce below `disk_min_free_bytes`.
+    disk: crate::disk::DiskSpace,
 }
 
 /// Decides which broker coordinates a group (see [`Broker::set_group_coordinator`]).
@@ -337,6 +339,8 @@ impl Broker {
             &config.data_dir,
             &metrics,
         )?);
+        let disk =
+            crate::disk::DiskSpace::open(&config.data_dir, config.disk_min_free_bytes, &metrics)?;
         Ok(Broker {
             security,
             topics,
@@ -359,6 +363,7 @@ impl Broker {
             producer_ids: Mutex::new((0, 0)),
             auto_creating: Mutex::new(std::collections::HashSet::new()),
             coordinator_rule: RwLock::new(None),
+            disk,
         })
     }
 
@@ -479,6 +484,11 @@ impl Broker {
         &self.metrics
     }
 
+    /// The data directory's free-space guard (see [`crate::disk`]).
+    pub fn disk_space(&self) -> &crate::disk::DiskSpace {
+        &self.disk
+    }
+
     /// The broker-wide request-memory budget every front end reads under.
     pub fn request_memory(&self) -> &RequestMemory {
         &self.request_memory
@@ -518,6 +528,8 @@ impl Broker {
     /// Appends whole record batches to a partition, auto-creating the topic if
     /// allowed. Fast (a copy into the mapped segment); call it in request order
     /// to keep per-connection order, then await [`Appended::durable`].
+    /// Refused with [`BrokerError::DiskSpaceLow`] while the data directory's
+    /// free space is below `disk_min_free_bytes` ([`crate::disk`]).
     pub fn append(
         &self,
         topic: &str,
@@ -531,6 +543,8 @@ impl Broker {
                 partition,
             });
         }
+        // Before the topic lookup: an auto-created partition takes space too.
+        self.disk.check()?;
         let (t, p) = self.topic_partition(topic, partition, true)?;
         let records =
             crate::partition::check_records(records, t.config(), now_ms()).map_err(|e| {
@@ -542,6 +556,7 @@ impl Broker {
             })?;
         let generation = p.generation();
         let info = p.append(&records)?;
+        self.disk.note_appended(info.bytes as u64);
         Ok(Appended {
             partition: p,
             info,

@@ -41,6 +41,9 @@ impl WireCode for BrokerError {
                 Rejection::OutOfOrderSequence => ErrorCode::OutOfOrderSequenceNumber,
                 Rejection::FencedEpoch => ErrorCode::InvalidProducerEpoch,
             },
+            // The same code as a real ENOSPC: to a client both mean "no room
+            // to write, reads still work, retry once space is freed".
+            BrokerError::DiskSpaceLow { .. } => ErrorCode::DiskFull,
             BrokerError::Log { source, .. } => log_error_code(source),
             BrokerError::Durability { source, .. } => log_error_code(source),
             BrokerError::Timeout { .. } => ErrorCode::RequestTimedOut,

@@ -12,6 +12,9 @@
 //! | `data_dir`               | `SLUICE_DATA_DIR`            | `./sluice-data`  |
 //! | `listen`                 | `SLUICE_LISTEN`              | `127.0.0.1:7171` |
 //! | `http_listen`            | `SLUICE_HTTP_LISTEN`         | `127.0.0.1:7180` |
+//! | `metrics_listen`         | `SLUICE_METRICS_LISTEN`      | none (when set, `/metrics` and `/health` are served there and `/metrics` no longer on `http_listen`) |
+//! | `metrics_token`          | `SLUICE_METRICS_TOKEN`       | none (when set, `/metrics` requires `Authorization: Bearer <token>`; `/health` stays open) |
+//! | `metrics_token_file`     | `SLUICE_METRICS_TOKEN_FILE`  | none (a file holding the token, read at start; surrounding whitespace is ignored) |
 //! | `kafka_listen`           | `SLUICE_KAFKA_LISTEN`        | `127.0.0.1:9092` (the Kafka-protocol listener; `off` disables it) |
 //! | `kafka_advertise`        | `SLUICE_KAFKA_ADVERTISE`     | the bound `kafka_listen` address (`host:port` Kafka clients are told in Metadata) |
 //! | `auto_create_topics`     | `SLUICE_AUTO_CREATE_TOPICS`  | `true`           |
@@ -33,6 +36,7 @@
 //! | `queued_max_request_bytes` | `SLUICE_QUEUED_MAX_REQUEST_BYTES` | 512 MiB (request bytes in memory, broker-wide) |
 //! | `max_request_partitions` | `SLUICE_MAX_REQUEST_PARTITIONS` | `10000` (entries per request, see protocol.md) |
 //! | `housekeeping_interval_ms` | `SLUICE_HOUSEKEEPING_INTERVAL_MS` | `5000` (retention checks) |
+//! | `disk_min_free_bytes`    | `SLUICE_DISK_MIN_FREE_BYTES` | 1 GiB (produce is refused while the data directory's file system has less available; `0` turns it off; see [`crate::disk`]) |
 //! | `offsets_retention_minutes` | `SLUICE_OFFSETS_RETENTION_MINUTES` | `10080` (7 days, as Kafka: committed offsets of an empty group) |
 //! | `group_initial_rebalance_delay_ms` | `SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS` | `3000` (Kafka's `group.initial.rebalance.delay.ms`: how long an empty Kafka-protocol group waits for more members before its first rebalance ends) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
@@ -248,6 +252,15 @@ pub struct ConfigLayer {
     /// HTTP listen address for /metrics and /health.
     #[arg(long, env = "SLUICE_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// A separate address for /metrics and /health only (then http_listen no longer serves /metrics).
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token /metrics requires (prefer metrics_token_file: flags show in the process list).
+    #[arg(long, env = "SLUICE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// File holding the bearer token /metrics requires.
+    #[arg(long, env = "SLUICE_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Kafka-protocol listen address, or `off`.
     #[arg(long, env = "SLUICE_KAFKA_LISTEN")]
     pub kafka_listen: Option<String>,
@@ -312,6 +325,9 @@ pub struct ConfigLayer {
     /// How often retention is enforced.
     #[arg(long, env = "SLUICE_HOUSEKEEPING_INTERVAL_MS")]
     pub housekeeping_interval_ms: Option<u64>,
+    /// Refuse produce while the data directory's file system has fewer bytes available (0: never).
+    #[arg(long, env = "SLUICE_DISK_MIN_FREE_BYTES")]
+    pub disk_min_free_bytes: Option<u64>,
     /// Committed offsets are deleted this long after the later of their
     /// commit and their group becoming empty.
     #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MINUTES")]
@@ -505,6 +521,54 @@ pub struct ClusterConfig {
     pub replica_lag_max: Duration,
 }
 
+/// The bearer token `/metrics` requires (`metrics_token` or
+/// `metrics_token_file`). Its `Debug` form does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsToken(String);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(<redacted>)")
+    }
+}
+
+impl MetricsToken {
+    /// The token itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The token from the setting or the file (not both); it must be
+    /// printable ASCII without spaces, as an HTTP header carries it.
+    fn resolve(
+        token: Option<&str>,
+        file: Option<&Path>,
+    ) -> Result<Option<MetricsToken>, BrokerError> {
+        let token = match (token, file) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(BrokerError::Config(
+                    "set metrics_token or metrics_token_file, not both".into(),
+                ))
+            }
+            (Some(t), None) => t.trim().to_string(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|source| BrokerError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+        };
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BrokerError::Config(
+                "metrics_token (or the content of metrics_token_file) must be non-empty printable ASCII without spaces".into(),
+            ));
+        }
+        Ok(Some(MetricsToken(token)))
+    }
+}
+
 /// `sluiced` command line.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sluiced", version, about = "The Sluice message broker")]
@@ -526,6 +590,10 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// HTTP listener.
     pub http_listen: SocketAddr,
+    /// Separate listener for /metrics and /health, if set.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token /metrics requires, if set.
+    pub metrics_token: Option<MetricsToken>,
     /// Kafka-protocol listener, if enabled.
     pub kafka_listen: Option<SocketAddr>,
     /// Kafka address advertised in Metadata, if not the bound one.
@@ -552,6 +620,8 @@ pub struct BrokerConfig {
     pub max_request_partitions: usize,
     /// Retention check period.
     pub housekeeping_interval: Duration,
+    /// Produce is refused below this many available bytes on the data directory's file system (0: off).
+    pub disk_min_free_bytes: u64,
     /// Offsets retention (`offsets_retention_minutes`).
     pub offsets_retention: Duration,
     /// Initial rebalance delay of Kafka-protocol groups (`group_initial_rebalance_delay_ms`).
@@ -616,6 +686,9 @@ impl ConfigLayer {
             data_dir: self.data_dir.or(lower.data_dir),
             listen: self.listen.or(lower.listen),
             http_listen: self.http_listen.or(lower.http_listen),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
+            metrics_token: self.metrics_token.or(lower.metrics_token),
+            metrics_token_file: self.metrics_token_file.or(lower.metrics_token_file),
             kafka_listen: self.kafka_listen.or(lower.kafka_listen),
             kafka_advertise: self.kafka_advertise.or(lower.kafka_advertise),
             auto_create_topics: self.auto_create_topics.or(lower.auto_create_topics),
@@ -649,6 +722,7 @@ impl ConfigLayer {
             housekeeping_interval_ms: self
                 .housekeeping_interval_ms
                 .or(lower.housekeeping_interval_ms),
+            disk_min_free_bytes: self.disk_min_free_bytes.or(lower.disk_min_free_bytes),
             offsets_retention_minutes: self
                 .offsets_retention_minutes
                 .or(lower.offsets_retention_minutes),
@@ -747,6 +821,11 @@ impl ConfigLayer {
             http_listen: self
                 .http_listen
                 .unwrap_or_else(|| parse_addr(DEFAULT_HTTP_LISTEN)),
+            metrics_listen: self.metrics_listen,
+            metrics_token: MetricsToken::resolve(
+                self.metrics_token.as_deref(),
+                self.metrics_token_file.as_deref(),
+            )?,
             kafka_listen: match self.kafka_listen.as_deref().map(str::trim) {
                 None => Some(parse_addr(DEFAULT_KAFKA_LISTEN)),
                 Some("off" | "none" | "") => None,
@@ -795,6 +874,9 @@ impl ConfigLayer {
             housekeeping_interval: Duration::from_millis(
                 self.housekeeping_interval_ms.unwrap_or(5000),
             ),
+            disk_min_free_bytes: self
+                .disk_min_free_bytes
+                .unwrap_or(crate::disk::DEFAULT_DISK_MIN_FREE_BYTES),
             offsets_retention: Duration::from_secs(
                 self.offsets_retention_minutes
                     .unwrap_or(DEFAULT_OFFSETS_RETENTION_MINUTES)
@@ -1000,6 +1082,69 @@ mod tests {
             cli.into_config().unwrap().group_initial_rebalance_delay,
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn disk_min_free_bytes_defaults_to_one_gib_and_zero_turns_it_off() {
+        let cfg = ConfigLayer::default().resolve().unwrap();
+        assert_eq!(cfg.disk_min_free_bytes, 1 << 30);
+        let layer: ConfigLayer = toml::from_str("disk_min_free_bytes = 0\n").unwrap();
+        assert_eq!(layer.resolve().unwrap().disk_min_free_bytes, 0);
+        let cli = Cli::try_parse_from(["sluiced", "--disk-min-free-bytes", "5000000"]).unwrap();
+        assert_eq!(cli.into_config().unwrap().disk_min_free_bytes, 5_000_000);
+    }
+
+    #[test]
+    fn the_metrics_token_comes_from_the_setting_or_a_file_and_is_not_printed() {
+        let cfg = ConfigLayer::default().resolve().unwrap();
+        assert_eq!((cfg.metrics_listen, cfg.metrics_token), (None, None));
+        let cli = Cli::try_parse_from([
+            "sluiced",
+            "--metrics-token",
+            "t0k3n",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+        ])
+        .unwrap();
+        let cfg = cli.into_config().unwrap();
+        assert_eq!(
+            cfg.metrics_token.as_ref().map(|t| t.expose()),
+            Some("t0k3n")
+        );
+        assert_eq!(cfg.metrics_listen.unwrap().port(), 9100);
+        assert!(
+            !format!("{cfg:?}").contains("t0k3n"),
+            "the token is redacted"
+        );
+        // A file: surrounding whitespace (the trailing newline) is not part of it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let layer: ConfigLayer = toml::from_str(&format!(
+            "metrics_token_file = {:?}\n",
+            file.to_str().unwrap()
+        ))
+        .unwrap();
+        let cfg = layer.clone().resolve().unwrap();
+        assert_eq!(cfg.metrics_token.unwrap().expose(), "from-file");
+        // Refused: both at once, a missing file, an empty or spaced token.
+        let both = ConfigLayer {
+            metrics_token: Some("x".into()),
+            ..layer
+        };
+        assert!(both.resolve().is_err());
+        let missing = ConfigLayer {
+            metrics_token_file: Some(dir.path().join("nope")),
+            ..ConfigLayer::default()
+        };
+        assert!(missing.resolve().is_err());
+        for bad in ["", "  ", "a b", "caf\u{e9}"] {
+            let layer = ConfigLayer {
+                metrics_token: Some(bad.into()),
+                ..ConfigLayer::default()
+            };
+            assert!(layer.resolve().is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -119,6 +119,16 @@ pub enum BrokerError {
         /// Why it was refused.
         reason: Rejection,
     },
+    /// Produce refused before touching the log: the data directory's file
+    /// system has less space available than `disk_min_free_bytes` (see
+    /// [`crate::disk`]).
+    #[error("produce refused: {available} bytes available on the data directory's file system, below disk_min_free_bytes = {min_free}; free space (delete topics, lower retention) or lower the limit")]
+    DiskSpaceLow {
+        /// Bytes available at the last measurement.
+        available: u64,
+        /// The configured floor.
+        min_free: u64,
+    },
     /// The storage engine refused or failed an operation on one partition.
     #[error("log {topic}/{partition}")]
     Log {

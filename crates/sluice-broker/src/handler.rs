@@ -669,6 +669,8 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                         && !v.topics.contains_key(&t.name)
                         && ctx.broker.auto_creates_topics()
                     {
+                        // No new partitions while produce is refused for disk space.
+                        ctx.broker.disk_space().check().map_err(|e| e.code())?;
                         auto_create(ctx, &t.name);
                         return Err(ErrorCode::LeaderNotAvailable);
                     }

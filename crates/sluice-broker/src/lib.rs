@@ -23,6 +23,8 @@
 //! - [`handler`]: the api-key -> handler table for the native protocol;
 //!   [`connection`]: the native front end on the driver.
 //! - [`config`]: TOML file < `SLUICE_*` env < flags; [`metrics`]: Prometheus.
+//! - [`disk`]: free space on the data directory and the produce guard
+//!   (`disk_min_free_bytes`).
 //! - [`error`]: [`BrokerError`] and its mapping to wire error codes.
 
 #![warn(missing_docs)]
@@ -33,6 +35,7 @@ pub mod cluster;
 pub mod codes;
 pub mod config;
 pub mod connection;
+pub mod disk;
 pub mod driver;
 pub mod error;
 pub mod group;

@@ -19,6 +19,9 @@
 //! | `sluice_group_metrics_omitted`          | gauge     |                   |
 //! | `sluice_group_offsets_expired_total`    | counter   |                   |
 //! | `sluice_tls_handshake_failures_total`   | counter   | listener          |
+//! | `sluice_disk_free_bytes`                | gauge     |                   |
+//! | `sluice_disk_total_bytes`               | gauge     |                   |
+//! | `sluice_disk_space_low`                 | gauge     |                   |
 //!
 //! The group series are refreshed by a timer (every second, see
 //! `sluiced`'s `server` module) from the coordinator and the offset store:
@@ -29,6 +32,11 @@
 //! 10,000 lag series by default); `sluice_group_metrics_omitted` counts the
 //! groups left out. `sluice_group_offsets_expired_total` counts committed
 //! offsets deleted by `offsets_retention_minutes`.
+//!
+//! The disk series describe the file system holding the data directory,
+//! measured every second ([`crate::disk`]): bytes available (`df`'s Avail),
+//! its size, and `sluice_disk_space_low` 1 while produce is refused because
+//! the available bytes are below `disk_min_free_bytes`.
 //!
 //! Hot paths hold pre-resolved label handles ([`TopicMetrics`],
 //! [`PartitionMetrics`]) so a request does no label lookup.
@@ -76,6 +84,12 @@ pub struct Metrics {
     pub group_metrics_omitted: IntGauge,
     /// Committed offsets deleted by offsets retention.
     pub group_offsets_expired: IntCounter,
+    /// Bytes available on the data directory's file system.
+    pub disk_free_bytes: IntGauge,
+    /// Size of the data directory's file system.
+    pub disk_total_bytes: IntGauge,
+    /// 1 while produce is refused for lack of disk space.
+    pub disk_space_low: IntGauge,
 }
 
 /// Pre-resolved per-topic counters.
@@ -237,6 +251,18 @@ impl Metrics {
             group_offsets_expired: plain_counter(
                 "sluice_group_offsets_expired_total",
                 "Committed offsets deleted because they outlived offsets_retention_minutes",
+            ),
+            disk_free_bytes: gauge(
+                "sluice_disk_free_bytes",
+                "Bytes available to the broker on the data directory's file system",
+            ),
+            disk_total_bytes: gauge(
+                "sluice_disk_total_bytes",
+                "Size in bytes of the data directory's file system",
+            ),
+            disk_space_low: gauge(
+                "sluice_disk_space_low",
+                "1 while produce is refused because free disk space is below disk_min_free_bytes",
             ),
             registry,
         }

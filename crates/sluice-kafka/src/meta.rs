@@ -11,6 +11,8 @@
 //!   made at creation), and auto-creates a missing topic when the broker
 //!   auto-creates topics and the request allows it (v4+; always before v4),
 //!   answering `LEADER_NOT_AVAILABLE` for it until it exists, as Kafka does.
+//!   While produce is refused for disk space (`disk_min_free_bytes`) the
+//!   topic is not created and gets `KAFKA_STORAGE_ERROR`.
 //! - DescribeConfigs lists a topic's effective config (overridden keys as
 //!   `DYNAMIC_TOPIC_CONFIG`, the rest as `DEFAULT_CONFIG`) plus Kafka's
 //!   `cleanup.policy=delete` (Sluice has no compaction) and
@@ -324,6 +326,10 @@ pub(crate) fn metadata(req: &Req<'_>, r: MetadataRequest) -> Result<Reply, Kafka
 fn auto_create_topic(req: &Req<'_>, name: &str) -> Result<(), i16> {
     if sluice_broker::topic_meta::validate_topic_name(name).is_err() || name.starts_with("__") {
         return Err(kafka::INVALID_TOPIC_EXCEPTION);
+    }
+    // Produce is refused for disk space: so is the topic it would create.
+    if req.ctx.core.broker.disk_space().is_low() {
+        return Err(kafka::KAFKA_STORAGE_ERROR);
     }
     let out = native_call(
         req,

@@ -30,8 +30,8 @@
 //!   make them fail or cut the power at any one of them.
 //! - `background.rs`: the bounded thread pool for background fsyncs and
 //!   checkpoint rewrites.
-//! - `sys.rs`: every `unsafe` block (memory maps, `fallocate`, `flock`),
-//!   behind small safe types with a publish protocol.
+//! - `sys.rs`: every `unsafe` block (memory maps, `fallocate`, `flock`,
+//!   `fstatvfs` for [`fs_space`]), behind small safe types with a publish protocol.
 //!
 //! # Directory
 //!
@@ -418,6 +418,7 @@ pub use crate::error::LogError;
 pub use crate::io::{FaultyFileIo, FileIo, OsFileIo};
 pub use crate::log::{AppendInfo, FlushPolicy, Log, LogConfig, OpenKind, WRITEBACK_CHUNK};
 pub use crate::segment::file_name;
+pub use crate::sys::{fs_space, FsSpace};
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {

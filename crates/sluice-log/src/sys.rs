@@ -1,4 +1,5 @@
-//! Every `unsafe` block of the crate: memory maps, `fallocate`, `flock`.
+//! Every `unsafe` block of the crate: memory maps, `fallocate`, `flock`,
+//! `fstatvfs`.
 //!
 //! The rest of the crate sees only safe types:
 //!
@@ -480,6 +481,38 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<()> {
     }
 }
 
+/// Space on the file system holding `file` (any open file or directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Bytes an unprivileged process may still allocate (`df`'s "Avail":
+    /// `f_bavail`, so blocks reserved for root do not count).
+    pub available: u64,
+    /// Size of the file system in bytes.
+    pub total: u64,
+}
+
+/// [`FsSpace`] of the file system holding `file`, with `fstatvfs(2)`.
+pub fn fs_space(file: &File) -> io::Result<FsSpace> {
+    // SAFETY: all-zero bytes are a valid `statvfs` (plain integers).
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid, open file descriptor borrowed for the call, and a
+    // pointer to a `statvfs` the kernel fills and nothing else aliases.
+    let rc = unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion)] // the field widths differ between targets
+    let (frsize, bavail, blocks) = (
+        u64::from(st.f_frsize),
+        u64::from(st.f_bavail),
+        u64::from(st.f_blocks),
+    );
+    Ok(FsSpace {
+        available: bavail.saturating_mul(frsize),
+        total: blocks.saturating_mul(frsize),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,5 +528,13 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
             assert!(e.get_ref().is_some(), "conversion error kept as the cause");
         }
+    }
+
+    #[test]
+    fn fs_space_of_a_directory_is_plausible() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = fs_space(&File::open(dir.path()).unwrap()).unwrap();
+        assert!(space.total > 0);
+        assert!(space.available <= space.total, "{space:?}");
     }
 }

@@ -34,7 +34,9 @@ pub enum ErrorCode {
     InvalidPartitions = 13,
     /// A topic config key or value is not valid.
     InvalidConfig = 14,
-    /// The disk is full; the partition refuses writes until space is freed.
+    /// The disk is full, or its available space is below the broker's
+    /// `disk_min_free_bytes`: produce is refused until space is freed (reads
+    /// keep working).
     DiskFull = 15,
     /// A storage error (I/O failure, failed fsync); the partition is read-only until restart.
     StorageError = 16,

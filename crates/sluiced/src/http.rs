@@ -1,8 +1,21 @@
-//! The HTTP side listener: `GET /metrics` (Prometheus text) and `GET /health`.
+//! The HTTP side listeners: `GET /metrics` (Prometheus text) and `GET /health`.
 //!
-//! With `http_tls` the listener serves HTTPS with the broker's certificate
+//! With `http_tls` the listeners serve HTTPS with the broker's certificate
 //! (client certificates as `tls_client_auth` says); the TLS handshake runs
 //! in the connection's task within the request-head timeout.
+//!
+//! Access (see [`Endpoints`]):
+//! - `http_listen` serves both paths. With `metrics_listen` set, a second
+//!   listener serves both paths there and `http_listen` answers `/metrics`
+//!   with 404, so the metrics can live on an internal-only address while
+//!   `/health` stays where load balancers look.
+//! - With `metrics_token` (or `metrics_token_file`) set, `/metrics` answers
+//!   401 with `WWW-Authenticate: Bearer realm="sluice"` unless the request
+//!   carries `Authorization: Bearer <token>` (Prometheus:
+//!   `authorization: { credentials_file: ... }`). The token is compared in
+//!   time that does not depend on where it differs. `/health` stays open: it
+//!   reveals nothing but liveness, and many load balancers and probes cannot
+//!   send a header.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -36,22 +50,106 @@ fn respond(
     r
 }
 
-/// Routes one HTTP request.
-pub fn route(metrics: &Metrics, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    match (method, path) {
-        (&Method::GET, "/metrics") => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
-        (&Method::GET, "/health") => respond(StatusCode::OK, "text/plain", "ok\n"),
-        (_, "/metrics" | "/health") => respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n",
-        ),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+/// What one HTTP listener serves, and to whom.
+#[derive(Clone)]
+pub struct Endpoints {
+    metrics: Metrics,
+    /// Whether `/metrics` is served here (not on `http_listen` once
+    /// `metrics_listen` is set).
+    serve_metrics: bool,
+    /// The bearer token `/metrics` requires, if any.
+    token: Option<Arc<str>>,
+}
+
+impl Endpoints {
+    /// `/metrics` and `/health`, both open.
+    pub fn new(metrics: Metrics) -> Endpoints {
+        Endpoints {
+            metrics,
+            serve_metrics: true,
+            token: None,
+        }
     }
+
+    /// The same without `/metrics` (404).
+    pub fn without_metrics(self) -> Endpoints {
+        Endpoints {
+            serve_metrics: false,
+            ..self
+        }
+    }
+
+    /// The same with `/metrics` behind `Authorization: Bearer <token>` (`None`: open).
+    pub fn with_token(self, token: Option<&str>) -> Endpoints {
+        Endpoints {
+            token: token.map(Arc::from),
+            ..self
+        }
+    }
+
+    /// Routes one HTTP request; `authorization` is its `Authorization` header.
+    pub fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Response<Full<Bytes>> {
+        match (method, path) {
+            (_, "/metrics") if !self.serve_metrics => {
+                respond(StatusCode::NOT_FOUND, "text/plain", "not found\n")
+            }
+            (&Method::GET, "/metrics") => match self.authorized(authorization) {
+                Ok(()) => respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                ),
+                Err(challenge) => {
+                    let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
+                    r.headers_mut()
+                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                    r
+                }
+            },
+            (&Method::GET, "/health") => respond(StatusCode::OK, "text/plain", "ok\n"),
+            (_, "/metrics" | "/health") => respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "method not allowed\n",
+            ),
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        }
+    }
+
+    /// `Ok` when no token is required or `authorization` carries it; else
+    /// the `WWW-Authenticate` challenge to answer with (RFC 6750).
+    fn authorized(&self, authorization: Option<&HeaderValue>) -> Result<(), &'static str> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match given {
+            None => Err(r#"Bearer realm="sluice""#),
+            Some(t) if same_token(t.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(r#"Bearer realm="sluice", error="invalid_token""#),
+        }
+    }
+}
+
+/// Whether `given` equals `expected`, in time that depends on their
+/// lengths only (not on the first differing byte), so the response time
+/// does not leak the token a byte at a time.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for (i, e) in expected.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(0);
+        diff |= usize::from(g ^ e);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// Open HTTP connections at most. Without a cap, connections to the metrics
@@ -71,13 +169,13 @@ pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTPS when `tls` runs TLS.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Metrics,
+    endpoints: Endpoints,
     tls: ListenerTls,
     shutdown: CancellationToken,
 ) {
     serve_limited(
         listener,
-        metrics,
+        endpoints,
         Some(tls),
         shutdown,
         MAX_HTTP_CONNECTIONS,
@@ -91,7 +189,7 @@ pub async fn serve(
 /// the given request-head timeout (which bounds a TLS handshake too).
 pub async fn serve_limited(
     listener: TcpListener,
-    metrics: Metrics,
+    endpoints: Endpoints,
     tls: Option<ListenerTls>,
     shutdown: CancellationToken,
     max_connections: usize,
@@ -102,7 +200,7 @@ pub async fn serve_limited(
     while let Some((permit, stream, peer)) =
         crate::server::accept_limited(&listener, &limit, &shutdown).await
     {
-        let metrics = metrics.clone();
+        let endpoints = endpoints.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -121,7 +219,11 @@ pub async fn serve_limited(
                 }
             };
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = route(&metrics, req.method(), req.uri().path());
+                let r = endpoints.route(
+                    req.method(),
+                    req.uri().path(),
+                    req.headers().get(AUTHORIZATION),
+                );
                 async move { Ok::<_, Infallible>(r) }
             });
             let conn = http1::Builder::new()
@@ -173,7 +275,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve_limited(
             listener,
-            Metrics::new(),
+            Endpoints::new(Metrics::new()),
             None,
             shutdown.clone(),
             max,
@@ -236,16 +338,80 @@ mod tests {
 
     #[test]
     fn routes() {
-        let m = Metrics::new();
-        assert_eq!(route(&m, &Method::GET, "/health").status(), StatusCode::OK);
-        assert_eq!(route(&m, &Method::GET, "/metrics").status(), StatusCode::OK);
+        let e = Endpoints::new(Metrics::new());
+        let route = |m: &Method, path: &str| e.route(m, path, None).status();
+        assert_eq!(route(&Method::GET, "/health"), StatusCode::OK);
+        assert_eq!(route(&Method::GET, "/metrics"), StatusCode::OK);
+        assert_eq!(route(&Method::GET, "/nope"), StatusCode::NOT_FOUND);
         assert_eq!(
-            route(&m, &Method::GET, "/nope").status(),
+            route(&Method::POST, "/health"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            route(&Method::POST, "/metrics"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        // Without /metrics (it is on metrics_listen): 404 whatever the method.
+        let e = Endpoints::new(Metrics::new()).without_metrics();
+        assert_eq!(
+            e.route(&Method::GET, "/metrics", None).status(),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            route(&m, &Method::POST, "/health").status(),
-            StatusCode::METHOD_NOT_ALLOWED
+            e.route(&Method::POST, "/metrics", None).status(),
+            StatusCode::NOT_FOUND
         );
+        assert_eq!(
+            e.route(&Method::GET, "/health", None).status(),
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn a_token_guards_metrics_but_not_health() {
+        let e = Endpoints::new(Metrics::new()).with_token(Some("s3cret-token"));
+        let get = |path: &str, auth: Option<&str>| {
+            let h = auth.map(|a| HeaderValue::from_str(a).unwrap());
+            e.route(&Method::GET, path, h.as_ref())
+        };
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer s3cret-toke"),
+            Some("Bearer s3cret-token2"),
+            Some("Basic s3cret-token"),
+            Some("s3cret-token"),
+            Some("Bearer"),
+        ] {
+            let r = get("/metrics", auth);
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+            let challenge = r.headers().get(WWW_AUTHENTICATE).unwrap().to_str().unwrap();
+            assert!(
+                challenge.starts_with("Bearer realm=\"sluice\""),
+                "{challenge}"
+            );
+        }
+        let wrong = get("/metrics", Some("Bearer wrong"));
+        assert!(wrong.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token"));
+        for auth in ["Bearer s3cret-token", "bearer  s3cret-token "] {
+            assert_eq!(
+                get("/metrics", Some(auth)).status(),
+                StatusCode::OK,
+                "{auth}"
+            );
+        }
+        assert_eq!(get("/health", None).status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(same_token(b"abc", b"abc"));
+        assert!(!same_token(b"abd", b"abc"));
+        assert!(!same_token(b"ab", b"abc"));
+        assert!(!same_token(b"abc\0", b"abc"));
+        assert!(!same_token(b"", b"abc"));
     }
 }

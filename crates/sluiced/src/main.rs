@@ -35,9 +35,12 @@ fn main() -> anyhow::Result<()> {
         let kafka = server
             .kafka_addr()
             .map_or_else(|| "off".to_string(), |a| a.to_string());
+        let metrics = server
+            .metrics_addr()
+            .map_or_else(String::new, |a| format!(" metrics={a}"));
         writeln!(
             out,
-            "listening native={} http={} kafka={kafka}",
+            "listening native={} http={} kafka={kafka}{metrics}",
             server.native_addr(),
             server.http_addr()
         )?;

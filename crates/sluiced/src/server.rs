@@ -75,6 +75,8 @@ pub struct Server {
     http: TcpListener,
     native_addr: SocketAddr,
     http_addr: SocketAddr,
+    /// The `metrics_listen` listener (only /metrics and /health) and its address, if set.
+    metrics_http: Option<(TcpListener, SocketAddr)>,
     /// The Kafka listener and the address its clients are told, if enabled.
     kafka: Option<(TcpListener, Option<(String, u16)>)>,
     kafka_addr: Option<SocketAddr>,
@@ -140,6 +142,14 @@ impl Server {
         };
         let native_addr = local(&native, config.listen)?;
         let http_addr = local(&http, config.http_listen)?;
+        let metrics_http = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let l = bind(addr, 128)?;
+                let bound = local(&l, addr)?;
+                Some((l, bound))
+            }
+        };
         let kafka = match config.kafka_listen {
             None => None,
             Some(addr) => {
@@ -186,6 +196,7 @@ impl Server {
             version = env!("CARGO_PKG_VERSION"),
             native = %native_addr,
             http = %http_addr,
+            metrics = ?metrics_http.as_ref().map(|(_, a)| *a),
             kafka = ?kafka_addr,
             data_dir = %config.data_dir.display(),
             topics_recovered = broker.topics().len(),
@@ -199,6 +210,7 @@ impl Server {
             http,
             native_addr,
             http_addr,
+            metrics_http,
             kafka: kafka.map(|(l, _)| (l, kafka_advertised)),
             kafka_addr,
             cluster,
@@ -221,6 +233,11 @@ impl Server {
         self.http_addr
     }
 
+    /// The bound `metrics_listen` address, if set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_http.as_ref().map(|(_, a)| *a)
+    }
+
     /// The broker API (for embedding and tests).
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
@@ -239,6 +256,7 @@ impl Server {
             groups,
             native,
             http,
+            metrics_http,
             kafka,
             cluster,
             tls,
@@ -279,12 +297,20 @@ impl Server {
                 stop.cancel();
             })
         };
+        let endpoints = crate::http::Endpoints::new(broker.metrics().clone())
+            .with_token(config.metrics_token.as_ref().map(|t| t.expose()));
         let http_task = tokio::spawn(crate::http::serve(
             http,
-            broker.metrics().clone(),
-            http_tls,
+            match metrics_http {
+                Some(_) => endpoints.clone().without_metrics(),
+                None => endpoints.clone(),
+            },
+            http_tls.clone(),
             stop.clone(),
         ));
+        // The metrics listener speaks what the HTTP listener speaks (`http_tls`).
+        let metrics_task = metrics_http
+            .map(|(l, _)| tokio::spawn(crate::http::serve(l, endpoints, http_tls, stop.clone())));
         let reload =
             tls.map(|identity| tokio::spawn(crate::tls::reload_on_sighup(identity, stop.clone())));
         let housekeeping_stop = CancellationToken::new();
@@ -353,6 +379,9 @@ impl Server {
             );
         }
         let _ = http_task.await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
         if let Some(r) = reload {
             let _ = r.await;
         }
@@ -497,6 +526,8 @@ async fn accept_loop(
 async fn housekeeping(broker: Arc<Broker>, retention_every: Duration, stop: CancellationToken) {
     let mut flush = tokio::time::interval(FLUSH_TICK);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut disk = tokio::time::interval(sluice_broker::disk::DISK_SPACE_TICK);
+    disk.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retention = tokio::time::interval(retention_every);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -514,6 +545,10 @@ async fn housekeeping(broker: Arc<Broker>, retention_every: Duration, stop: Canc
                 if let Err(e) = tokio::task::spawn_blocking(move || b.enforce_retention()).await {
                     tracing::error!(error = %e, "retention task failed");
                 }
+            }
+            _ = disk.tick() => {
+                // fstatvfs can block on a remote or failing file system.
+                let _ = tokio::task::spawn_blocking(move || b.disk_space().refresh()).await;
             }
         }
     }
