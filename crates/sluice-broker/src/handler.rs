@@ -1875,6 +1875,12 @@ pub(crate) mod tests {
         fn delete_group_offsets(&self, _: String) -> BoxFuture<'static, Result<(), BrokerError>> {
             Box::pin(async { Err(BrokerError::Controller("not in these tests".into())) })
         }
+        fn security_command(
+            &self,
+            _: sluice_auth::store::SecurityCommand,
+        ) -> BoxFuture<'static, Result<sluice_auth::store::SecurityOutcome, BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("not in these tests".into())) })
+        }
         fn group_offsets(&self, _: &str) -> Vec<crate::cluster::ReplicatedOffset> {
             Vec::new()
         }
@@ -2127,6 +2133,12 @@ pub(crate) mod tests {
         }
         fn delete_group_offsets(&self, _: String) -> BoxFuture<'static, Result<(), BrokerError>> {
             Box::pin(async { Ok(()) })
+        }
+        fn security_command(
+            &self,
+            _: sluice_auth::store::SecurityCommand,
+        ) -> BoxFuture<'static, Result<sluice_auth::store::SecurityOutcome, BrokerError>> {
+            Box::pin(async { Err(BrokerError::Controller("not in these tests".into())) })
         }
         fn group_offsets(&self, _: &str) -> Vec<crate::cluster::ReplicatedOffset> {
             Vec::new()

@@ -219,7 +219,11 @@ pub(crate) fn handle(
 ) -> Result<Reply, KafkaError> {
     match auth.state {
         SaslState::RawTokens(..) => return crate::auth::raw_token(ctx, peer, auth, &payload),
-        SaslState::Failed => return Err(KafkaError::Auth("request after a failed authentication".into())),
+        SaslState::Failed => {
+            return Err(KafkaError::Auth(
+                "request after a failed authentication".into(),
+            ))
+        }
         _ => {}
     }
     let frame_bytes = payload.len();
@@ -234,11 +238,15 @@ pub(crate) fn handle(
     let key = header.api_key;
     let sasl_api = matches!(
         *body,
-        RequestKind::ApiVersions(_) | RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)
+        RequestKind::ApiVersions(_)
+            | RequestKind::SaslHandshake(_)
+            | RequestKind::SaslAuthenticate(_)
     );
     if !auth.authenticated() && !sasl_api {
         let api = ApiKey::try_from(key).map_or("request", api_name);
-        return Err(KafkaError::Auth(format!("{api} before SASL authentication")));
+        return Err(KafkaError::Auth(format!(
+            "{api} before SASL authentication"
+        )));
     }
     let req = Req {
         ctx,

@@ -90,6 +90,8 @@ pub(crate) struct ConnAuth {
     pub principal: Arc<str>,
     /// SASL progress.
     pub state: SaslState,
+    /// The user the SASL exchange's first message named (for the failure log).
+    pub sasl_user: Option<String>,
     /// The connection runs over TLS.
     pub tls: bool,
     /// No request is read before this instant (quota throttling).
@@ -107,6 +109,7 @@ impl ConnAuth {
             } else {
                 SaslState::Open
             },
+            sasl_user: None,
             tls: conn.tls,
             muted_until: Arc::new(Mutex::new(None)),
         }
@@ -141,8 +144,8 @@ fn security<'a>(req: &'a Req<'_>) -> &'a Arc<Security> {
 
 fn lookup(
     sec: &Security,
-) -> impl Fn(&str, sluice_auth::scram::ScramMechanism) -> Option<sluice_auth::scram::ScramCredential>
-       + '_ {
+) -> impl Fn(&str, sluice_auth::scram::ScramMechanism) -> Option<sluice_auth::scram::ScramCredential> + '_
+{
     move |user, mech| sec.credential(user, mech)
 }
 
@@ -196,6 +199,12 @@ fn step(peer: IpAddr, sec: &Security, auth: &mut ConnAuth, input: &[u8]) -> Step
         SaslState::Authenticate(s, m) | SaslState::RawTokens(s, m) => (s, *m),
         _ => return Stepped::Failed(Duration::ZERO, "no SASL handshake".into()),
     };
+    // Only the first message names the user (SCRAM's client-final does
+    // not, and its nonce may happen to contain `n=`).
+    let user = auth
+        .sasl_user
+        .get_or_insert_with(|| user_hint(mech, input))
+        .clone();
     match session.step(input, &lookup(sec)) {
         Ok(SaslStep::Continue(bytes)) => Stepped::Reply(bytes),
         Ok(SaslStep::Done { principal, reply }) => {
@@ -206,7 +215,7 @@ fn step(peer: IpAddr, sec: &Security, auth: &mut ConnAuth, input: &[u8]) -> Step
         }
         Err(e) => {
             auth.state = SaslState::Failed;
-            let delay = sec.login_failed(peer, &user_hint(input), mech, &e.to_string());
+            let delay = sec.login_failed(peer, &user, mech, &e.to_string());
             Stepped::Failed(
                 delay,
                 format!(
@@ -217,14 +226,23 @@ fn step(peer: IpAddr, sec: &Security, auth: &mut ConnAuth, input: &[u8]) -> Step
     }
 }
 
-/// The user name a SCRAM client-first or PLAIN message names, for the log (best effort).
-fn user_hint(input: &[u8]) -> String {
+/// The user name a SCRAM client-first or PLAIN message names, for the log
+/// (best effort, and never a byte of the PLAIN password).
+fn user_hint(mech: &str, input: &[u8]) -> String {
     let text = String::from_utf8_lossy(&input[..input.len().min(256)]);
-    if let Some(i) = text.find("n=") {
-        let rest = &text[i + 2..];
-        return rest.split(',').next().unwrap_or("").to_string();
+    if mech == "PLAIN" {
+        // authzid NUL user NUL password
+        return match text.split('\0').collect::<Vec<_>>()[..] {
+            [_, user, _] => user.to_string(),
+            _ => String::new(),
+        };
     }
-    text.split('\0').nth(1).unwrap_or("").to_string()
+    // gs2-flag "," [authzid] "," "n=" user "," "r=" nonce ...
+    text.split(',')
+        .nth(2)
+        .and_then(|f| f.strip_prefix("n="))
+        .unwrap_or("")
+        .to_string()
 }
 
 /// SaslAuthenticate: one step of the exchange.
@@ -321,7 +339,9 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
     use ResourceType as Rt;
     let id_name = |id| topic_name_of(ctx, id);
     match body {
-        RequestKind::Produce(r) => topics(Op::Write, r.topic_data.iter().map(|t| t.name.0.as_str())),
+        RequestKind::Produce(r) => {
+            topics(Op::Write, r.topic_data.iter().map(|t| t.name.0.as_str()))
+        }
         RequestKind::Fetch(r) => r
             .topics
             .iter()
@@ -334,7 +354,9 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
             })
             .map(|n| need(Op::Read, Rt::Topic, n))
             .collect(),
-        RequestKind::ListOffsets(r) => topics(Op::Describe, r.topics.iter().map(|t| t.name.0.as_str())),
+        RequestKind::ListOffsets(r) => {
+            topics(Op::Describe, r.topics.iter().map(|t| t.name.0.as_str()))
+        }
         RequestKind::OffsetCommit(r) => {
             let mut v = vec![need(Op::Read, Rt::Group, r.group_id.0.as_str())];
             v.extend(topics(Op::Read, r.topics.iter().map(|t| t.name.0.as_str())));
@@ -366,7 +388,9 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
             if keys.is_empty() {
                 keys.push(r.key.as_str());
             }
-            keys.into_iter().map(|k| need(Op::Describe, rt, k)).collect()
+            keys.into_iter()
+                .map(|k| need(Op::Describe, rt, k))
+                .collect()
         }
         RequestKind::JoinGroup(r) => vec![need(Op::Read, Rt::Group, r.group_id.0.as_str())],
         RequestKind::SyncGroup(r) => vec![need(Op::Read, Rt::Group, r.group_id.0.as_str())],
@@ -410,7 +434,9 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
                 .map(|n| need(Op::Delete, Rt::Topic, n))
                 .collect()
         }
-        RequestKind::CreatePartitions(r) => topics(Op::Alter, r.topics.iter().map(|t| t.name.0.as_str())),
+        RequestKind::CreatePartitions(r) => {
+            topics(Op::Alter, r.topics.iter().map(|t| t.name.0.as_str()))
+        }
         RequestKind::DescribeConfigs(r) => r
             .resources
             .iter()
@@ -421,13 +447,19 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
             .iter()
             .map(|c| config_resource(Op::AlterConfigs, c.resource_type, &c.resource_name))
             .collect(),
-        RequestKind::DeleteRecords(r) => topics(Op::Delete, r.topics.iter().map(|t| t.name.0.as_str())),
+        RequestKind::DeleteRecords(r) => {
+            topics(Op::Delete, r.topics.iter().map(|t| t.name.0.as_str()))
+        }
         RequestKind::InitProducerId(r) => match &r.transactional_id {
             Some(t) if !t.0.is_empty() => {
                 vec![need(Op::Write, Rt::TransactionalId, t.0.as_str())]
             }
             _ => vec![Need {
-                alts: vec![(Op::IdempotentWrite, Rt::Cluster, CLUSTER_RESOURCE.to_string())],
+                alts: vec![(
+                    Op::IdempotentWrite,
+                    Rt::Cluster,
+                    CLUSTER_RESOURCE.to_string(),
+                )],
                 any_topic_write: true,
             }],
         },
@@ -509,7 +541,13 @@ pub(crate) fn may_create_topic(req: &Req<'_>, name: &str) -> bool {
     let sec = security(req);
     let host = req.peer.ip();
     sec.cluster_allowed(&req.principal, host, Operation::Create)
-        || sec.allowed(&req.principal, host, Operation::Create, ResourceType::Topic, name)
+        || sec.allowed(
+            &req.principal,
+            host,
+            Operation::Create,
+            ResourceType::Topic,
+            name,
+        )
 }
 
 /// The answer to a request refused with `code`: every entry carries it.
@@ -994,16 +1032,13 @@ pub(crate) fn describe_acls(req: &Req<'_>, r: DescribeAclsRequest) -> Result<Rep
     let mut grouped: std::collections::BTreeMap<(i8, String, i8), Vec<AclDescription>> =
         std::collections::BTreeMap::new();
     for b in security(req).acls().iter().filter(|b| filter.matches(b)) {
-        grouped
-            .entry(binding_resource_key(b))
-            .or_default()
-            .push(
-                AclDescription::default()
-                    .with_principal(sb(&b.principal))
-                    .with_host(sb(&b.host))
-                    .with_operation(b.operation.to_i8())
-                    .with_permission_type(b.permission.to_i8()),
-            );
+        grouped.entry(binding_resource_key(b)).or_default().push(
+            AclDescription::default()
+                .with_principal(sb(&b.principal))
+                .with_host(sb(&b.host))
+                .with_operation(b.operation.to_i8())
+                .with_permission_type(b.permission.to_i8()),
+        );
     }
     let resources = grouped
         .into_iter()
@@ -1091,4 +1126,23 @@ pub(crate) fn delete_acls(req: &Req<'_>, r: DeleteAclsRequest) -> Result<Reply, 
             DeleteAclsResponse::default().with_filter_results(results)
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_hint;
+
+    #[test]
+    fn user_hint_names_the_user_and_never_the_password() {
+        assert_eq!(user_hint("SCRAM-SHA-256", b"n,,n=alice,r=abc"), "alice");
+        assert_eq!(
+            user_hint("SCRAM-SHA-512", b"n,a=alice,n=alice,r=n=x"),
+            "alice"
+        );
+        // A client-final names no user.
+        assert_eq!(user_hint("SCRAM-SHA-256", b"c=biws,r=n=oops,p=AA=="), "");
+        assert_eq!(user_hint("PLAIN", b"\0bob\0pass,n=word"), "bob");
+        assert_eq!(user_hint("PLAIN", b"admin\0bob\0n=secret"), "bob");
+        assert_eq!(user_hint("PLAIN", b"n=secret"), "");
+    }
 }

@@ -38,7 +38,11 @@ use crate::meta::{finish, native_call, tn};
 use crate::{KafkaError, Reply};
 
 /// A produce answered with `code` for every partition, without touching the log.
-pub(crate) fn produce_refused(req: &Req<'_>, r: &ProduceRequest, code: i16) -> Result<Reply, KafkaError> {
+pub(crate) fn produce_refused(
+    req: &Req<'_>,
+    r: &ProduceRequest,
+    code: i16,
+) -> Result<Reply, KafkaError> {
     if r.acks == 0 {
         return Ok(Reply::Nothing);
     }

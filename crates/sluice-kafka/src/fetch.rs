@@ -171,7 +171,11 @@ fn encode(correlation_id: i32, version: i16, top_error: i16, topics: Vec<TopicOu
 }
 
 /// A fetch answered with `code` for every partition it names, without touching the log.
-pub(crate) fn fetch_refused(req: &Req<'_>, r: &FetchRequest, code: i16) -> Result<Reply, KafkaError> {
+pub(crate) fn fetch_refused(
+    req: &Req<'_>,
+    r: &FetchRequest,
+    code: i16,
+) -> Result<Reply, KafkaError> {
     let topics = r
         .topics
         .iter()

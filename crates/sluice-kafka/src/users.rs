@@ -112,8 +112,10 @@ pub(crate) fn alter_users(
     let state = req.ctx.core.broker.security().state();
     // Per user (in request order): the commands, or the first error.
     let mut order: Vec<String> = Vec::new();
-    let mut per_user: std::collections::BTreeMap<String, Result<Vec<SecurityCommand>, (i16, String)>> =
-        std::collections::BTreeMap::new();
+    let mut per_user: std::collections::BTreeMap<
+        String,
+        Result<Vec<SecurityCommand>, (i16, String)>,
+    > = std::collections::BTreeMap::new();
     let mut push = |user: &str, cmd: Result<SecurityCommand, (i16, String)>| {
         if !per_user.contains_key(user) {
             order.push(user.to_string());
@@ -226,7 +228,11 @@ fn entity_of(parts: &[(String, Option<String>)]) -> Result<QuotaEntity, String> 
         let slot = match kind.as_str() {
             "user" => &mut e.user,
             "client-id" => &mut e.client_id,
-            other => return Err(format!("unknown quota entity type {other:?} (user, client-id)")),
+            other => {
+                return Err(format!(
+                    "unknown quota entity type {other:?} (user, client-id)"
+                ))
+            }
         };
         if slot.is_some() {
             return Err(format!("entity type {kind} named twice"));
@@ -265,7 +271,7 @@ pub(crate) fn describe_quotas(
             let part = parts.iter().find(|(k, _)| *k == c.entity_type.as_str());
             match (c.match_type, part) {
                 (_, None) => false,
-                (0, Some((_, n))) => n.as_deref() == c._match.as_ref().map(|m| &**m),
+                (0, Some((_, n))) => n.as_deref() == c._match.as_deref(),
                 (1, Some((_, n))) => n.is_none(),
                 (_, Some(_)) => true,
             }
@@ -281,9 +287,7 @@ pub(crate) fn describe_quotas(
                 values.consumer_byte_rate,
                 values.request_rate,
             ])
-            .filter_map(|(k, v)| {
-                v.map(|v| dcq::ValueData::default().with_key(sb(k)).with_value(v))
-            })
+            .filter_map(|(k, v)| v.map(|v| dcq::ValueData::default().with_key(sb(k)).with_value(v)))
             .collect();
         entries.push(
             dcq::EntryData::default()
