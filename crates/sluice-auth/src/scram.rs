@@ -15,7 +15,9 @@
 //! does not) are accepted; `p=<cb-name>` is refused with
 //! [`AuthError::ChannelBinding`]. The authzid, when present, must equal the
 //! username (as Kafka requires). Names are "saslnames": `,` is sent as `=2C`
-//! and `=` as `=3D`. Nonces are printable ASCII other than `,`. A leading
+//! and `=` as `=3D`. Nonces are printable ASCII other than `,`; the
+//! client-final nonce must end with the server-first one (Kafka's rule:
+//! older librdkafka repeats its own nonce in front of it). A leading
 //! `m=` (mandatory extension) is refused; Kafka's `tokenauth=true` extension
 //! (delegation tokens) is refused; other extensions are ignored. Every
 //! message is at most [`MAX_MESSAGE_LEN`] bytes of UTF-8.
@@ -618,7 +620,12 @@ impl ScramServer {
                 "channel-binding data does not match the gs2 header",
             ));
         }
-        if nonce != p.nonce {
+        // Kafka checks only that the nonce ends with the server-first one,
+        // and older librdkafka (2.0.2, Debian's kcat) relies on it: it sends
+        // its own nonce again in front (`r=<c-nonce><c-nonce><s-nonce>`). The proof covers
+        // the client-final as sent, so this admits no replay: the server's
+        // fresh nonce must still be there and signed.
+        if !nonce.ends_with(p.nonce.as_str()) {
             return Err(AuthError::Malformed("nonce does not match"));
         }
         let proof = decode_b64(proof, "proof is not base64")?;
@@ -982,6 +989,42 @@ mod tests {
         assert!(matches!(
             client.verify(forged.as_bytes()),
             Err(AuthError::ServerSignature)
+        ));
+    }
+
+    /// librdkafka 2.0 (Debian's kcat) sends `r=<c-nonce><c-nonce><s-nonce>`
+    /// in client-final; Kafka accepts any nonce ending with the server-first
+    /// one, and so do we, as long as the proof covers what was sent.
+    #[test]
+    fn client_final_nonce_with_a_prefix_is_accepted_when_signed() {
+        let cred = ScramCredential::new(M256, "pw", 4096).unwrap();
+        let mut server = ScramServer::new(M256);
+        let cf = b"n,,n=alice,r=cnonce";
+        let sf = server.first(cf, |_| Some(cred.clone())).unwrap();
+        let sf = String::from_utf8(sf).unwrap();
+        let nonce = sf.split(',').next().unwrap().strip_prefix("r=").unwrap();
+        let salted = M256
+            .salted_password(b"pw", &cred.salt, cred.iterations)
+            .unwrap();
+        let client_key = M256.hmac(&salted, b"Client Key");
+        let without_proof = format!("c=biws,r=cnonce{nonce}");
+        let auth = format!("n=alice,r=cnonce,{sf},{without_proof}");
+        let proof = xor(
+            &client_key,
+            &M256.hmac(&M256.hash(&client_key), auth.as_bytes()),
+        );
+        let cfin = format!("{without_proof},p={}", B64.encode(proof));
+        let (user, _) = server.finish(cfin.as_bytes()).unwrap();
+        assert_eq!(user, "alice");
+        // A nonce that does not end with the server's is still refused.
+        let mut server = ScramServer::new(M256);
+        let sf = server.first(cf, |_| Some(cred.clone())).unwrap();
+        let sf = String::from_utf8(sf).unwrap();
+        let nonce = sf.split(',').next().unwrap().strip_prefix("r=").unwrap();
+        let cut = format!("c=biws,r={},p=AAAA", &nonce[..nonce.len() - 1]);
+        assert!(matches!(
+            server.finish(cut.as_bytes()),
+            Err(AuthError::Malformed("nonce does not match"))
         ));
     }
 
