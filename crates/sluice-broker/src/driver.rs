@@ -453,6 +453,11 @@ async fn read_some<R: AsyncRead + Unpin>(
                 buf.len()
             ))),
             Ok(_) => Ok(true),
+            // A TLS client that hangs up between requests without sending
+            // close_notify (most do): as clean as a TCP close there.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && buf.is_empty() => {
+                Err(ReadEnd::Done)
+            }
             Err(e) => Err(ReadEnd::Close(format!("read failed: {e}"))),
         },
         _ = tokio::time::sleep_until(deadline) => Ok(false),

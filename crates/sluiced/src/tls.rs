@@ -286,3 +286,78 @@ impl PeerTls {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_tls::testing::Pki;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    fn listener_tls(dir: &std::path::Path, metrics: &Metrics) -> ListenerTls {
+        let pki = Pki::new(dir, "t");
+        let leaf = pki.server("broker", "broker");
+        let files = TlsFiles {
+            cert: leaf.cert,
+            key: leaf.key,
+            ca: None,
+            client_auth: TlsClientAuth::None,
+        };
+        let identity = Arc::new(ServerTls::load(server_files(&files)).unwrap());
+        ListenerTls::new(Listener::Native, Some(&identity), true, true, metrics)
+    }
+
+    /// A client that says nothing, and one that speaks plaintext, are each
+    /// closed within the handshake timeout and counted; neither blocks.
+    #[tokio::test]
+    async fn stalled_and_plaintext_handshakes_fail_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let tls = listener_tls(dir.path(), &metrics);
+        assert!(tls.is_tls());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let started = std::time::Instant::now();
+        let r = tls
+            .accept_within(tcp, peer, Duration::from_millis(200))
+            .await;
+        assert!(r.is_none());
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain.write_all(&[0, 0, 0, 8, 0, 18, 0, 0, 0, 0, 0, 1]).await.unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        assert!(tls.accept_within(tcp, peer, Duration::from_secs(5)).await.is_none());
+
+        let text = metrics.render();
+        assert!(
+            text.contains("sluice_tls_handshake_failures_total{listener=\"native\"} 2"),
+            "{text}"
+        );
+        assert_eq!(
+            tls.plain_conn(),
+            ConnSecurity {
+                tls: false,
+                tls_principal: None,
+                sasl: true
+            }
+        );
+    }
+
+    /// A listener without TLS, or without an identity, never handshakes.
+    #[test]
+    fn plain_listeners_have_no_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let tls = listener_tls(dir.path(), &metrics);
+        let off = ListenerTls::new(Listener::Kafka, tls.identity.as_ref(), false, false, &metrics);
+        assert!(!off.is_tls());
+        assert!(!ListenerTls::new(Listener::Http, None, true, false, &metrics).is_tls());
+        assert!(!peer_connector(tls.identity.as_ref(), false).is_tls());
+        assert!(peer_connector(tls.identity.as_ref(), true).is_tls());
+        assert!(!peer_connector(None, true).is_tls());
+    }
+}
