@@ -335,6 +335,7 @@ fn follow_changes(broker: &Broker, name: &str, t: &sluice_cluster::TopicMeta) {
 impl ClusterNode {
     /// Starts the controller node on `listener`, registers the broker and
     /// keeps its topics in line with the metadata; attaches the link to `broker`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: &ClusterConfig,
         data_dir: &Path,

@@ -328,9 +328,15 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
 
         let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
-        plain.write_all(&[0, 0, 0, 8, 0, 18, 0, 0, 0, 0, 0, 1]).await.unwrap();
+        plain
+            .write_all(&[0, 0, 0, 8, 0, 18, 0, 0, 0, 0, 0, 1])
+            .await
+            .unwrap();
         let (tcp, peer) = listener.accept().await.unwrap();
-        assert!(tls.accept_within(tcp, peer, Duration::from_secs(5)).await.is_none());
+        assert!(tls
+            .accept_within(tcp, peer, Duration::from_secs(5))
+            .await
+            .is_none());
 
         let text = metrics.render();
         assert!(
@@ -353,7 +359,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new();
         let tls = listener_tls(dir.path(), &metrics);
-        let off = ListenerTls::new(Listener::Kafka, tls.identity.as_ref(), false, false, &metrics);
+        let off = ListenerTls::new(
+            Listener::Kafka,
+            tls.identity.as_ref(),
+            false,
+            false,
+            &metrics,
+        );
         assert!(!off.is_tls());
         assert!(!ListenerTls::new(Listener::Http, None, true, false, &metrics).is_tls());
         assert!(!peer_connector(tls.identity.as_ref(), false).is_tls());
