@@ -585,4 +585,82 @@ mod tests {
         assert!(matches!(r, Err(ClusterError::Timeout(_))));
         hold.abort();
     }
+
+    /// The cluster listener's TLS: a peer with the cluster's certificate
+    /// gets its answer over TLS; a plaintext peer is refused in the
+    /// handshake and counted.
+    #[tokio::test]
+    async fn tls_peers_are_served_and_plaintext_ones_refused() {
+        use sluice_tls::testing::Pki;
+        use sluice_tls::{ClientAuth, TlsServerFiles};
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new(dir.path(), "cluster");
+        let leaf = pki.server("node", "node");
+        let identity = Arc::new(
+            ServerTls::load(TlsServerFiles {
+                cert: leaf.cert,
+                key: leaf.key,
+                ca: Some(pki.ca_file.clone()),
+                client_auth: ClientAuth::Required,
+            })
+            .expect("identity"),
+        );
+        let failures = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&failures);
+        let tls = ClusterTls {
+            identity: Some(Arc::clone(&identity)),
+            connector: Connector::peer(Arc::clone(&identity)),
+            on_handshake_failure: Some(Arc::new(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            })),
+        };
+        // A listener that answers each heartbeat frame (over `establish`).
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let server_tls = tls.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((s, peer)) = l.accept().await {
+                let tls = server_tls.clone();
+                tokio::spawn(async move {
+                    let Some(mut s) = establish(s, peer, &tls).await else {
+                        return;
+                    };
+                    while let Ok(Some((kind, _))) = read_frame(&mut s).await {
+                        let reply = HeartbeatReply::Accepted;
+                        if write_frame(&mut s, KIND_RESPONSE | kind, &reply)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut c = PeerClient::with_connector(addr.clone(), Duration::from_secs(5), tls.connector);
+        for _ in 0..3 {
+            let r: HeartbeatReply = c
+                .call(KIND_HEARTBEAT, &HeartbeatRequest { id: 7 }, None)
+                .await
+                .expect("answered over TLS");
+            assert_eq!(r, HeartbeatReply::Accepted);
+        }
+        assert_eq!(failures.load(Ordering::Relaxed), 0);
+        let mut plain = PeerClient::new(addr, Duration::from_secs(5));
+        let r: Result<HeartbeatReply> = plain
+            .call(KIND_HEARTBEAT, &HeartbeatRequest { id: 8 }, None)
+            .await;
+        assert!(r.is_err(), "a plaintext peer was answered: {r:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while failures.load(Ordering::Relaxed) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failure was not counted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.abort();
+    }
 }
