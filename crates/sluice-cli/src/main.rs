@@ -56,6 +56,7 @@ struct Cli {
 
 /// TLS to the brokers (global: every subcommand, including bench).
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "TLS")]
 struct TlsArgs {
     /// Connect with TLS (needs --ca-file: no public roots are bundled).
     #[arg(long, global = true, env = "SLUICE_TLS", action = ArgAction::SetTrue,

@@ -806,3 +806,116 @@ async fn a_tls_cluster_keeps_durable_records_across_a_leader_kill() {
         );
     }
 }
+
+/// The `sluice` binary next to `sluiced` in this target profile.
+fn sluice_bin() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_sluiced")).with_file_name("sluice");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p sluice-cli`; `cargo test --workspace` does)",
+        path.display()
+    );
+    path
+}
+
+/// `sluice ARGS` against `broker` with the TLS settings in the environment.
+fn sluice(broker: &str, tls_env: &[(&str, String)], args: &[&str], stdin: &[u8]) -> String {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(args)
+        .env("SLUICE_BROKER", broker)
+        .env_remove("SLUICE_LOG")
+        .env_remove("RUST_LOG");
+    for (k, v) in tls_env {
+        cmd.env(k, v);
+    }
+    run(cmd, stdin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_tls_in_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "main");
+    let leaf = pki.server("broker", "broker");
+    let alice = pki.client("alice", "alice");
+    let mut a = args(&["--native-security", "ssl", "--tls-client-auth", "required"]);
+    a.extend(tls_args(&leaf, Some(&pki.ca_file)));
+    let b = Broker::start(dir.path(), "b", &a);
+    let env = [
+        ("SLUICE_CA_FILE", pki.ca_file.display().to_string()),
+        ("SLUICE_CERT_FILE", alice.cert.display().to_string()),
+        ("SLUICE_KEY_FILE", alice.key.display().to_string()),
+    ];
+    let native = b.native.as_str();
+    sluice(
+        native,
+        &env,
+        &["topic", "create", "cli", "--partitions", "1"],
+        b"",
+    );
+    let lines: Vec<String> = (0..100).map(|i| format!("line-{i}")).collect();
+    let input = lines.join("\n") + "\n";
+    sluice(native, &env, &["topic", "produce", "cli"], input.as_bytes());
+    let out = sluice(
+        native,
+        &env,
+        &["topic", "consume", "cli", "--from", "earliest", "-n", "100"],
+        b"",
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), lines);
+    assert!(sluice(native, &env, &["topic", "list"], b"").contains("cli"));
+    sluice(native, &env, &["cluster", "status"], b"");
+    sluice(native, &env, &["group", "list"], b"");
+    // The bench (native mode) over TLS, produce then consume.
+    let bench = ["--topic", "bench", "--messages", "2000", "--size", "1024"];
+    let out = sluice(
+        native,
+        &env,
+        &[&["bench", "produce"][..], &bench].concat(),
+        b"",
+    );
+    assert!(out.contains("produced 2000 messages"), "{out}");
+    let out = sluice(
+        native,
+        &env,
+        &[&["bench", "consume"][..], &bench].concat(),
+        b"",
+    );
+    assert!(out.contains("consumed 2000 messages"), "{out}");
+
+    // Flags instead of the environment; then what is refused, in one line each.
+    let ca = pki.ca_file.display().to_string();
+    let (cert, key) = (
+        alice.cert.display().to_string(),
+        alice.key.display().to_string(),
+    );
+    let flags = ["--ca-file", &ca, "--cert", &cert, "--key", &key];
+    assert!(sluice(native, &[], &[&flags[..], &["topic", "list"]].concat(), b"").contains("cli"));
+    let refused = |args: &[&str]| {
+        let out = Command::new(sluice_bin())
+            .args(args)
+            .env("SLUICE_BROKER", native)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let e = refused(&["--tls", "topic", "list"]);
+    assert!(e.contains("--tls needs --ca-file"), "{e}");
+    let e = refused(&["--ca-file", &ca, "--cert", &cert, "topic", "list"]);
+    assert!(e.contains("--cert needs --key"), "{e}");
+    let e = refused(&["--ca-file", &ca, "topic", "list"]);
+    assert!(e.contains("127.0.0.1"), "without a client certificate: {e}");
+    let plain = Broker::start(dir.path(), "plain", &[]);
+    let e = Command::new(sluice_bin())
+        .args(["--ca-file", &ca, "topic", "list"])
+        .env("SLUICE_BROKER", &plain.native)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        e.contains("TLS handshake with") && e.contains("is that port serving TLS?"),
+        "{e}"
+    );
+}
