@@ -2,8 +2,9 @@
 //!
 //! **SASL** (on a `sasl_plaintext` or `sasl_ssl` listener): Kafka's flow. A
 //! client sends SaslHandshake (v0 or v1) naming a mechanism; the answer
-//! lists the mechanisms offered (`UNSUPPORTED_SASL_MECHANISM` if the name
-//! is not one of them, or is PLAIN without TLS while that is not allowed).
+//! lists the mechanisms offered to this connection (PLAIN only over TLS
+//! unless allowed without) and is `UNSUPPORTED_SASL_MECHANISM` if the name
+//! is not one of them.
 //! After a v1 handshake the SASL messages travel in SaslAuthenticate
 //! requests; after a v0 handshake (clients before KIP-152) they travel as
 //! bare length-prefixed tokens with no request header, answered the same
@@ -20,7 +21,9 @@
 //! on each topic; CreateTopics: CREATE on the cluster or on the topic).
 //! Metadata is filtered instead of refused: topics the principal may not
 //! DESCRIBE are left out of an all-topics answer and answered
-//! `TOPIC_AUTHORIZATION_FAILED` when named. A request that names several
+//! `TOPIC_AUTHORIZATION_FAILED` when named (by id: without the name).
+//! ListGroups too, as Kafka: all groups with DESCRIBE on the cluster,
+//! else the groups the principal may DESCRIBE. A request that names several
 //! resources runs only if every one is allowed; otherwise every entry of
 //! the answer carries the error of the first refused one (Kafka answers
 //! per entry; a client asking for a resource it may not use in the same
@@ -156,7 +159,14 @@ pub(crate) fn sasl_handshake(
     r: SaslHandshakeRequest,
 ) -> Result<Reply, KafkaError> {
     let sec = security(req);
-    let offered: Vec<StrBytes> = sec.mechanism_names().into_iter().map(sb).collect();
+    // What this connection may use: PLAIN is not offered without TLS unless
+    // allowed (librdkafka prints this list when it refuses a mechanism).
+    let offered: Vec<StrBytes> = sec
+        .mechanism_names()
+        .into_iter()
+        .filter(|m| matches!(sec.check_mechanism(m, auth.tls), MechanismCheck::Ok(_)))
+        .map(sb)
+        .collect();
     let resp = |code| {
         SaslHandshakeResponse::default()
             .with_error_code(code)
@@ -401,7 +411,7 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
             .iter()
             .map(|g| need(Op::Describe, Rt::Group, g.0.as_str()))
             .collect(),
-        RequestKind::ListGroups(_) => vec![cluster(Op::Describe)],
+        // ListGroups is filtered in its handler instead (as Kafka does).
         RequestKind::DeleteGroups(r) => r
             .groups_names
             .iter()
@@ -536,6 +546,23 @@ pub(crate) fn may_describe_topic(req: &Req<'_>, name: &str) -> bool {
     )
 }
 
+/// Whether the request's principal may see every group in ListGroups
+/// (DESCRIBE on the cluster); otherwise it sees those it may DESCRIBE.
+pub(crate) fn may_list_all_groups(req: &Req<'_>) -> bool {
+    security(req).cluster_allowed(&req.principal, req.peer.ip(), Operation::Describe)
+}
+
+/// Whether the request's principal may DESCRIBE group `name`.
+pub(crate) fn may_describe_group(req: &Req<'_>, name: &str) -> bool {
+    security(req).allowed(
+        &req.principal,
+        req.peer.ip(),
+        Operation::Describe,
+        ResourceType::Group,
+        name,
+    )
+}
+
 /// Whether the request's principal may auto-create topic `name`.
 pub(crate) fn may_create_topic(req: &Req<'_>, name: &str) -> bool {
     let sec = security(req);
@@ -604,45 +631,69 @@ pub(crate) fn refuse(req: &Req<'_>, body: RequestKind, code: i16) -> Result<Repl
             ),
         ),
         RequestKind::OffsetFetch(r) => {
-            let groups = r
-                .groups
-                .iter()
-                .map(|g| {
-                    m::offset_fetch_response::OffsetFetchResponseGroup::default()
-                        .with_group_id(g.group_id.clone())
-                        .with_error_code(code)
-                })
-                .collect();
-            req.respond(
-                "OffsetFetch",
-                &OffsetFetchResponse::default()
-                    .with_error_code(code)
-                    .with_groups(groups),
-            )
+            // v8+ answers per group; v2-7 with a top-level code; v0-1 have
+            // only per-partition codes, so each partition asked carries it.
+            let v = req.version();
+            let body = if v >= 8 {
+                OffsetFetchResponse::default().with_groups(
+                    r.groups
+                        .iter()
+                        .map(|g| {
+                            m::offset_fetch_response::OffsetFetchResponseGroup::default()
+                                .with_group_id(g.group_id.clone())
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+            } else if v >= 2 {
+                OffsetFetchResponse::default().with_error_code(code)
+            } else {
+                OffsetFetchResponse::default().with_topics(
+                    r.topics
+                        .iter()
+                        .flatten()
+                        .map(|t| {
+                            m::offset_fetch_response::OffsetFetchResponseTopic::default()
+                                .with_name(t.name.clone())
+                                .with_partitions(
+                                    t.partition_indexes
+                                        .iter()
+                                        .map(|p| {
+                                            m::offset_fetch_response::OffsetFetchResponsePartition::default()
+                                                .with_partition_index(*p)
+                                                .with_committed_offset(-1)
+                                                .with_error_code(code)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                )
+            };
+            req.respond("OffsetFetch", &body)
         }
         RequestKind::FindCoordinator(r) => {
-            let mut keys = r.coordinator_keys.clone();
-            if keys.is_empty() {
-                keys.push(r.key.clone());
-            }
-            req.respond(
-                "FindCoordinator",
-                &FindCoordinatorResponse::default()
+            // v4+ answers per key and has no top-level fields; before, one key.
+            let body = if req.version() >= 4 {
+                FindCoordinatorResponse::default().with_coordinators(
+                    r.coordinator_keys
+                        .iter()
+                        .map(|k| {
+                            m::find_coordinator_response::Coordinator::default()
+                                .with_key(s(k))
+                                .with_node_id(BrokerId(-1))
+                                .with_port(-1)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+            } else {
+                FindCoordinatorResponse::default()
                     .with_error_code(code)
                     .with_node_id(BrokerId(-1))
                     .with_port(-1)
-                    .with_coordinators(
-                        keys.iter()
-                            .map(|k| {
-                                m::find_coordinator_response::Coordinator::default()
-                                    .with_key(s(k))
-                                    .with_node_id(BrokerId(-1))
-                                    .with_port(-1)
-                                    .with_error_code(code)
-                            })
-                            .collect(),
-                    ),
-            )
+            };
+            req.respond("FindCoordinator", &body)
         }
         RequestKind::JoinGroup(_) => req.respond(
             "JoinGroup",

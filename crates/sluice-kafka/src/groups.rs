@@ -628,9 +628,11 @@ pub(crate) fn list_groups(req: &Req<'_>, r: ListGroupsRequest) -> Result<Reply, 
     } else {
         Vec::new()
     };
+    let all = crate::auth::may_list_all_groups(req);
     let groups = l
         .groups
         .into_iter()
+        .filter(|g| all || crate::auth::may_describe_group(req, &g.group_id))
         .filter_map(|g| {
             let (ptype, state) = match classic.iter().find(|(name, _, _)| *name == g.group_id) {
                 Some((_, ptype, state)) => (ptype.clone(), state.clone()),

@@ -187,6 +187,8 @@ pub(crate) fn metadata(req: &Req<'_>, r: MetadataRequest) -> Result<Reply, Kafka
     let v = req.version();
     // Requested names; `None` = every topic. Ids (v10+) resolve to names.
     let mut unknown_ids = Vec::new();
+    // Topics asked for by id: a refusal must not tell their names.
+    let mut by_id: Vec<(String, Uuid)> = Vec::new();
     let wanted: Option<Vec<String>> = match r.topics {
         None => None,
         Some(ts) if v == 0 && ts.is_empty() => None,
@@ -195,7 +197,10 @@ pub(crate) fn metadata(req: &Req<'_>, r: MetadataRequest) -> Result<Reply, Kafka
                 .filter_map(|t| match t.name {
                     Some(n) => Some(n.0.to_string()),
                     None => match topic_name_of(ctx, t.topic_id) {
-                        Some(n) => Some(n),
+                        Some(n) => {
+                            by_id.push((n.clone(), t.topic_id));
+                            Some(n)
+                        }
                         None => {
                             unknown_ids.push(t.topic_id);
                             None
@@ -251,11 +256,13 @@ pub(crate) fn metadata(req: &Req<'_>, r: MetadataRequest) -> Result<Reply, Kafka
         // answer, refused when named (and never auto-created).
         if !crate::auth::may_describe_topic(req, &t.name) {
             if wanted.is_some() {
-                topics.push(
-                    MetadataResponseTopic::default()
-                        .with_error_code(crate::auth::TOPIC_AUTHORIZATION_FAILED)
-                        .with_name(Some(tn(&t.name))),
-                );
+                let refused = MetadataResponseTopic::default()
+                    .with_error_code(crate::auth::TOPIC_AUTHORIZATION_FAILED);
+                // Asked by id: answered by id, the name untold (as Kafka).
+                topics.push(match by_id.iter().find(|(n, _)| *n == t.name) {
+                    Some((_, id)) => refused.with_name(None).with_topic_id(*id),
+                    None => refused.with_name(Some(tn(&t.name))),
+                });
             }
             continue;
         }
