@@ -405,9 +405,13 @@ fn fetch_group(
         Outcome::Respond(native::Response::OffsetFetch(f)) => f,
         _ => return (kafka::UNKNOWN_SERVER_ERROR, Vec::new()),
     };
+    // Asked for every topic: only those the principal may DESCRIBE (as
+    // Kafka; named topics were checked before the request ran).
+    let every = asked.is_empty();
     let topics = resp
         .topics
         .into_iter()
+        .filter(|t| !every || crate::auth::may_describe_topic(req, &t.name))
         .map(|t| {
             let parts = t
                 .partitions
