@@ -122,8 +122,9 @@ impl Kafka {
                 ApiKey::Metadata,
                 12,
                 &MetadataRequest::default()
-                    .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(topic.into()))))]))
+                    .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                    )
+                    .with_name(Some(TopicName(StrBytes::from_string(topic.into()))))]))
                     .with_allow_auto_topic_creation(true),
             )
             .expect("metadata");
@@ -254,7 +255,10 @@ fn users_and_acls_live_in_the_cluster_metadata() {
     assert_eq!(r.results[0].error_code, 0, "{r:?}");
     let deadline = Instant::now() + SEEN;
     while Kafka::login(a1, ScramMechanism::Sha512, "alice", "alice-pw").is_ok() {
-        assert!(Instant::now() < deadline, "a deleted user still logs in on node 1");
+        assert!(
+            Instant::now() < deadline,
+            "a deleted user still logs in on node 1"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }

@@ -268,9 +268,11 @@ impl Security {
             "Failed SASL authentications (and refused TLS handshakes)",
         )
         .map_err(metric_err)?;
-        let auth_successes =
-            IntCounter::new("sluice_auth_successes_total", "Successful SASL authentications")
-                .map_err(metric_err)?;
+        let auth_successes = IntCounter::new(
+            "sluice_auth_successes_total",
+            "Successful SASL authentications",
+        )
+        .map_err(metric_err)?;
         let throttle_ms = IntCounterVec::new(
             Opts::new(
                 "sluice_quota_throttle_ms_total",
@@ -472,7 +474,13 @@ impl Security {
     }
 
     /// Records a failed login from `peer` (logged, counted) and returns how long to delay its answer.
-    pub fn login_failed(&self, peer: IpAddr, user: &str, mechanism: &str, reason: &str) -> Duration {
+    pub fn login_failed(
+        &self,
+        peer: IpAddr,
+        user: &str,
+        mechanism: &str,
+        reason: &str,
+    ) -> Duration {
         self.auth_failures.inc();
         let now = Instant::now();
         let count = match self.failures.lock() {
@@ -535,7 +543,9 @@ impl Security {
     }
 
     /// The quota table.
-    pub fn quotas(&self) -> BTreeMap<sluice_auth::quota::QuotaEntity, sluice_auth::quota::QuotaValues> {
+    pub fn quotas(
+        &self,
+    ) -> BTreeMap<sluice_auth::quota::QuotaEntity, sluice_auth::quota::QuotaValues> {
         self.snapshot().state.quotas.clone()
     }
 }
@@ -574,7 +584,10 @@ fn admin_commands(
     let mut cmds = Vec::new();
     for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
         let current = state.credential(user, m);
-        if current.as_ref().is_some_and(|c| c.verify_password(password)) {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.verify_password(password))
+        {
             continue;
         }
         let credential = ScramCredential::new(m, password, ScramCredential::DEFAULT_ITERATIONS)
@@ -660,12 +673,18 @@ mod tests {
     fn plain_needs_tls_unless_allowed() {
         let dir = tempfile::tempdir().unwrap();
         let sec = Security::open(SecurityConfig::default(), dir.path(), &Metrics::new()).unwrap();
-        assert_eq!(sec.check_mechanism("PLAIN", false), MechanismCheck::PlainNeedsTls);
+        assert_eq!(
+            sec.check_mechanism("PLAIN", false),
+            MechanismCheck::PlainNeedsTls
+        );
         assert_eq!(
             sec.check_mechanism("PLAIN", true),
             MechanismCheck::Ok(Mechanism::Plain)
         );
-        assert_eq!(sec.check_mechanism("GSSAPI", true), MechanismCheck::Unsupported);
+        assert_eq!(
+            sec.check_mechanism("GSSAPI", true),
+            MechanismCheck::Unsupported
+        );
         assert!(matches!(
             sec.check_mechanism("SCRAM-SHA-512", false),
             MechanismCheck::Ok(_)

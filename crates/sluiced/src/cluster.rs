@@ -458,7 +458,10 @@ impl ClusterNode {
             let mut installed: Option<Arc<ClusterMetadata>> = None;
             loop {
                 let meta = applied.borrow_and_update().clone();
-                if installed.as_ref().is_none_or(|i| i.security != meta.security) {
+                if installed
+                    .as_ref()
+                    .is_none_or(|i| i.security != meta.security)
+                {
                     b.security().install(meta.security.clone());
                     installed = Some(Arc::clone(&meta));
                 }

@@ -86,9 +86,11 @@ fn produce_request(topic: &str) -> ProduceRequest {
         .with_timeout_ms(10_000)
         .with_topic_data(vec![produce_request::TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![produce_request::PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(b.into_batch()))])])
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(b.into_batch())),
+            ])])
 }
 
 /// Pipelines Produce requests as `client` for [`RUN`]; returns the bytes
@@ -165,7 +167,10 @@ async fn a_producer_over_its_quota_runs_at_the_quota_and_its_neighbour_at_full_s
     )
     .await;
     assert_eq!(set.entries[0].error_code, 0, "{:?}", set.entries[0]);
-    assert_eq!(set.entries[1].error_code, 42, "an unknown quota key is refused");
+    assert_eq!(
+        set.entries[1].error_code, 42,
+        "an unknown quota key is refused"
+    );
     let described: DescribeClientQuotasResponse = call(
         addr,
         ApiKey::DescribeClientQuotas,
@@ -186,8 +191,9 @@ async fn a_producer_over_its_quota_runs_at_the_quota_and_its_neighbour_at_full_s
             ApiKey::Metadata,
             12,
             &MetadataRequest::default()
-                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default()
-                    .with_name(Some(TopicName(StrBytes::from_static_str(t))))]))
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                )
+                .with_name(Some(TopicName(StrBytes::from_static_str(t))))]))
                 .with_allow_auto_topic_creation(true),
         )
         .await;
