@@ -91,6 +91,21 @@ pub enum ErrorCode {
     /// A replica fetch named a newer leader epoch than this broker knows:
     /// this broker's metadata is behind; retry.
     UnknownLeaderEpoch = 37,
+    /// The principal may not do this to a topic it names (ACLs); nothing was applied.
+    TopicAuthorizationFailed = 38,
+    /// The principal may not do this to the group it names (ACLs); nothing was applied.
+    GroupAuthorizationFailed = 39,
+    /// The principal may not do this cluster-wide operation (ACLs); nothing was applied.
+    ClusterAuthorizationFailed = 40,
+    /// SASL authentication failed (wrong password, unknown user, bad proof).
+    SaslAuthenticationFailed = 41,
+    /// The SASL mechanism is not offered (or is PLAIN without TLS while that is not allowed).
+    UnsupportedSaslMechanism = 42,
+    /// A SASL request out of sequence, SASL on a listener without it, or
+    /// another request before authentication.
+    IllegalSaslState = 43,
+    /// The user, credential or quota entity named does not exist.
+    ResourceNotFound = 44,
 }
 
 impl ErrorCode {
@@ -134,6 +149,13 @@ impl ErrorCode {
         ErrorCode::CoordinatorNotAvailable,
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch,
+        ErrorCode::TopicAuthorizationFailed,
+        ErrorCode::GroupAuthorizationFailed,
+        ErrorCode::ClusterAuthorizationFailed,
+        ErrorCode::SaslAuthenticationFailed,
+        ErrorCode::UnsupportedSaslMechanism,
+        ErrorCode::IllegalSaslState,
+        ErrorCode::ResourceNotFound,
     ];
 
     /// The numeric value sent on the wire.
@@ -190,6 +212,13 @@ impl ErrorCode {
             ErrorCode::CoordinatorNotAvailable => "COORDINATOR_NOT_AVAILABLE",
             ErrorCode::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
             ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
+            ErrorCode::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
+            ErrorCode::GroupAuthorizationFailed => "GROUP_AUTHORIZATION_FAILED",
+            ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
+            ErrorCode::SaslAuthenticationFailed => "SASL_AUTHENTICATION_FAILED",
+            ErrorCode::UnsupportedSaslMechanism => "UNSUPPORTED_SASL_MECHANISM",
+            ErrorCode::IllegalSaslState => "ILLEGAL_SASL_STATE",
+            ErrorCode::ResourceNotFound => "RESOURCE_NOT_FOUND",
         }
     }
 

@@ -108,6 +108,24 @@ pub enum ApiKey {
     ReplicaFetch = 20,
     /// Move partitions to other brokers: listed moves, a rebalance, or draining a broker.
     ReassignPartitions = 21,
+    /// Pick a SASL mechanism (first step of authentication).
+    SaslHandshake = 22,
+    /// One SASL message of the exchange chosen by SaslHandshake.
+    SaslAuthenticate = 23,
+    /// Create, replace or delete users' SCRAM credentials (salted client side).
+    AlterUserScramCredentials = 24,
+    /// Users and their SCRAM mechanisms and iteration counts (never keys).
+    DescribeUsers = 25,
+    /// Add ACL bindings.
+    CreateAcls = 26,
+    /// ACL bindings matching a filter.
+    DescribeAcls = 27,
+    /// Remove the ACL bindings matching filters.
+    DeleteAcls = 28,
+    /// Set or remove quotas of users and client ids.
+    AlterQuotas = 29,
+    /// Every configured quota.
+    DescribeQuotas = 30,
 }
 
 /// `controller_id` when no controller is known.
@@ -188,6 +206,24 @@ pub enum Request {
     ReplicaFetch(ReplicaFetchRequest),
     /// ReassignPartitions.
     ReassignPartitions(ReassignPartitionsRequest),
+    /// SaslHandshake.
+    SaslHandshake(SaslHandshakeRequest),
+    /// SaslAuthenticate.
+    SaslAuthenticate(SaslAuthenticateRequest),
+    /// AlterUserScramCredentials.
+    AlterUserScramCredentials(AlterUserScramCredentialsRequest),
+    /// DescribeUsers.
+    DescribeUsers(DescribeUsersRequest),
+    /// CreateAcls.
+    CreateAcls(CreateAclsRequest),
+    /// DescribeAcls.
+    DescribeAcls(DescribeAclsRequest),
+    /// DeleteAcls.
+    DeleteAcls(DeleteAclsRequest),
+    /// AlterQuotas.
+    AlterQuotas(AlterQuotasRequest),
+    /// DescribeQuotas (empty body).
+    DescribeQuotas,
 }
 
 /// One response body.
@@ -239,6 +275,24 @@ pub enum Response {
     ReplicaFetch(ReplicaFetchResponse),
     /// ReassignPartitions.
     ReassignPartitions(ReassignPartitionsResponse),
+    /// SaslHandshake.
+    SaslHandshake(SaslHandshakeResponse),
+    /// SaslAuthenticate.
+    SaslAuthenticate(SaslAuthenticateResponse),
+    /// AlterUserScramCredentials.
+    AlterUserScramCredentials(AlterUserScramCredentialsResponse),
+    /// DescribeUsers.
+    DescribeUsers(DescribeUsersResponse),
+    /// CreateAcls.
+    CreateAcls(CreateAclsResponse),
+    /// DescribeAcls.
+    DescribeAcls(DescribeAclsResponse),
+    /// DeleteAcls.
+    DeleteAcls(DeleteAclsResponse),
+    /// AlterQuotas.
+    AlterQuotas(AlterQuotasResponse),
+    /// DescribeQuotas.
+    DescribeQuotas(DescribeQuotasResponse),
 }
 
 /// Supported version range of one api.
@@ -1170,6 +1224,361 @@ pub struct InitProducerIdResponse {
     pub producer_epoch: i16,
 }
 
+// ----------------------------------------------------------------------------
+// Security (keys 22..=30): SASL authentication, users, ACLs, quotas. The
+// enums of the ACL model travel as Kafka's int8 codes (as `u8`, all
+// positive); the broker maps and checks them. See protocol.md,
+// "Authentication" and the api sections.
+// ----------------------------------------------------------------------------
+
+/// SaslHandshake request: the mechanism the client wants to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslHandshakeRequest {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+}
+
+/// SaslHandshake response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslHandshakeResponse {
+    /// NONE, UNSUPPORTED_SASL_MECHANISM or ILLEGAL_SASL_STATE.
+    pub error: ErrorCode,
+    /// The mechanisms this listener offers, preferred first.
+    pub mechanisms: Vec<String>,
+}
+
+/// SaslAuthenticate request: one client message of the SASL exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslAuthenticateRequest {
+    /// The mechanism's message (PLAIN's `authzid NUL user NUL password`,
+    /// SCRAM's client-first or client-final).
+    pub auth_bytes: Bytes,
+}
+
+/// SaslAuthenticate response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslAuthenticateResponse {
+    /// NONE, SASL_AUTHENTICATION_FAILED or ILLEGAL_SASL_STATE.
+    pub error: ErrorCode,
+    /// Why it failed; empty on success.
+    pub error_message: String,
+    /// The server's message (SCRAM's server-first or server-final; empty for PLAIN).
+    pub auth_bytes: Bytes,
+}
+
+/// A SCRAM mechanism as its wire code (Kafka's ScramMechanism type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ScramMechanismType {
+    /// SCRAM-SHA-256.
+    Sha256 = 1,
+    /// SCRAM-SHA-512.
+    Sha512 = 2,
+}
+
+impl ScramMechanismType {
+    /// Both mechanisms.
+    pub const ALL: [ScramMechanismType; 2] =
+        [ScramMechanismType::Sha256, ScramMechanismType::Sha512];
+
+    /// Maps a wire value; `None` for anything but 1 and 2.
+    pub fn from_u8(v: u8) -> Option<ScramMechanismType> {
+        match v {
+            1 => Some(ScramMechanismType::Sha256),
+            2 => Some(ScramMechanismType::Sha512),
+            _ => None,
+        }
+    }
+
+    /// The SASL name (`SCRAM-SHA-256`, `SCRAM-SHA-512`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScramMechanismType::Sha256 => "SCRAM-SHA-256",
+            ScramMechanismType::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A credential to create or replace: the password never crosses the wire,
+/// only what the client derived from it (as Kafka's AlterUserScramCredentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramUpsertion {
+    /// The user.
+    pub user: String,
+    /// Which mechanism.
+    pub mechanism: ScramMechanismType,
+    /// PBKDF2 iteration count (the broker accepts 4096..=16384).
+    pub iterations: u32,
+    /// The salt (random, chosen by the client).
+    pub salt: Bytes,
+    /// `PBKDF2(password, salt, iterations)` with the mechanism's hash.
+    pub salted_password: Bytes,
+}
+
+/// A credential to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramDeletion {
+    /// The user.
+    pub user: String,
+    /// The mechanism whose credential goes; `None` (wire 0) removes the user
+    /// with every credential.
+    pub mechanism: Option<ScramMechanismType>,
+}
+
+/// AlterUserScramCredentials request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterUserScramCredentialsRequest {
+    /// Credentials to create or replace.
+    pub upsertions: Vec<ScramUpsertion>,
+    /// Credentials (or users) to remove.
+    pub deletions: Vec<ScramDeletion>,
+}
+
+/// The outcome of one entry of an admin request (a user, ACL, quota change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminResult {
+    /// NONE, or why this entry was not applied.
+    pub error: ErrorCode,
+    /// Detail of `error`; empty on success.
+    pub message: String,
+}
+
+impl AdminResult {
+    /// A success.
+    pub fn ok() -> AdminResult {
+        AdminResult {
+            error: ErrorCode::None,
+            message: String::new(),
+        }
+    }
+
+    /// A failure with its detail.
+    pub fn err(error: ErrorCode, message: impl Into<String>) -> AdminResult {
+        AdminResult {
+            error,
+            message: message.into(),
+        }
+    }
+}
+
+/// AlterUserScramCredentials response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterUserScramCredentialsResponse {
+    /// One result per upsertion, then one per deletion, in request order.
+    pub results: Vec<AdminResult>,
+}
+
+/// DescribeUsers request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DescribeUsersRequest {
+    /// Users to describe; empty = every user.
+    pub users: Vec<String>,
+}
+
+/// One credential of a described user (no salt, no keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialInfo {
+    /// The mechanism.
+    pub mechanism: ScramMechanismType,
+    /// Its PBKDF2 iteration count.
+    pub iterations: u32,
+}
+
+/// One user in a DescribeUsers response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedUser {
+    /// The user.
+    pub user: String,
+    /// NONE, or RESOURCE_NOT_FOUND for a named user that does not exist.
+    pub error: ErrorCode,
+    /// Its credentials, by mechanism.
+    pub credentials: Vec<CredentialInfo>,
+}
+
+/// DescribeUsers response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeUsersResponse {
+    /// The users asked for (in request order) or every user (by name).
+    pub users: Vec<DescribedUser>,
+}
+
+/// One ACL binding (Kafka's model; enums as Kafka's codes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AclEntry {
+    /// 2 topic, 3 group, 4 cluster, 5 transactional id.
+    pub resource_type: u8,
+    /// The resource name, a prefix when `pattern_type` is prefixed, `*` for all
+    /// (the cluster is `kafka-cluster`).
+    pub resource_name: String,
+    /// 3 literal, 4 prefixed.
+    pub pattern_type: u8,
+    /// `Type:name`, e.g. `User:alice`; `User:*` is every user.
+    pub principal: String,
+    /// `*` or a client IP address.
+    pub host: String,
+    /// 2 all, 3 read, 4 write, 5 create, 6 delete, 7 alter, 8 describe,
+    /// 9 cluster-action, 10 describe-configs, 11 alter-configs, 12 idempotent-write.
+    pub operation: u8,
+    /// 2 deny, 3 allow.
+    pub permission: u8,
+}
+
+/// An ACL filter: matches bindings field by field (`None` and the code 1,
+/// "any", match everything; pattern type 2, "match", matches every binding
+/// that applies to the named resource).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AclFilterEntry {
+    /// Resource type code, 1 = any.
+    pub resource_type: u8,
+    /// Resource name, `None` = any.
+    pub resource_name: Option<String>,
+    /// Pattern type code: 1 any, 2 match, 3 literal, 4 prefixed.
+    pub pattern_type: u8,
+    /// Principal, `None` = any.
+    pub principal: Option<String>,
+    /// Host, `None` = any.
+    pub host: Option<String>,
+    /// Operation code, 1 = any.
+    pub operation: u8,
+    /// Permission code, 1 = any.
+    pub permission: u8,
+}
+
+impl AclFilterEntry {
+    /// The filter matching every binding.
+    pub fn any() -> AclFilterEntry {
+        AclFilterEntry {
+            resource_type: 1,
+            resource_name: None,
+            pattern_type: 1,
+            principal: None,
+            host: None,
+            operation: 1,
+            permission: 1,
+        }
+    }
+}
+
+/// CreateAcls request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateAclsRequest {
+    /// Bindings to add (already present ones are no-ops).
+    pub creations: Vec<AclEntry>,
+}
+
+/// CreateAcls response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateAclsResponse {
+    /// One result per binding, in request order.
+    pub results: Vec<AdminResult>,
+}
+
+/// DescribeAcls request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeAclsRequest {
+    /// Which bindings.
+    pub filter: AclFilterEntry,
+}
+
+/// DescribeAcls response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeAclsResponse {
+    /// NONE, or INVALID_REQUEST for a filter with an unknown code.
+    pub error: ErrorCode,
+    /// Detail of `error`.
+    pub message: String,
+    /// The matching bindings, sorted.
+    pub acls: Vec<AclEntry>,
+}
+
+/// DeleteAcls request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteAclsRequest {
+    /// Filters, applied in order.
+    pub filters: Vec<AclFilterEntry>,
+}
+
+/// The outcome of one DeleteAcls filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteAclsResult {
+    /// NONE, or why nothing was deleted.
+    pub error: ErrorCode,
+    /// Detail of `error`.
+    pub message: String,
+    /// The bindings this filter removed.
+    pub deleted: Vec<AclEntry>,
+}
+
+/// DeleteAcls response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteAclsResponse {
+    /// One result per filter, in request order.
+    pub results: Vec<DeleteAclsResult>,
+}
+
+/// One part of a quota entity: the default, or a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QuotaEntityName {
+    /// `<default>`: every user (client id) without an entry of its own.
+    Default,
+    /// This user (client id).
+    Named(String),
+}
+
+/// Who a quota applies to: a user, a client id, or both; `None` = not part of the entity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct QuotaEntityKey {
+    /// The user part.
+    pub user: Option<QuotaEntityName>,
+    /// The client-id part.
+    pub client_id: Option<QuotaEntityName>,
+}
+
+/// Quota rates; `None` = not set for this entity.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct QuotaRates {
+    /// Produce bytes per second.
+    pub producer_byte_rate: Option<f64>,
+    /// Fetch bytes per second.
+    pub consumer_byte_rate: Option<f64>,
+    /// Requests per second.
+    pub request_rate: Option<f64>,
+}
+
+/// One entity's quotas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaEntry {
+    /// Who.
+    pub entity: QuotaEntityKey,
+    /// The rates; all `None` (in AlterQuotas) removes the entity's quotas.
+    pub rates: QuotaRates,
+}
+
+// `f64` rates are never NaN on the wire the broker accepts (it refuses them),
+// and equality of decoded values is bitwise-exact: Eq is sound for tests.
+impl Eq for QuotaEntry {}
+
+/// AlterQuotas request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterQuotasRequest {
+    /// Entities to set (each replaces the entity's rates as a whole) or remove.
+    pub entries: Vec<QuotaEntry>,
+}
+
+/// AlterQuotas response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterQuotasResponse {
+    /// One result per entry, in request order.
+    pub results: Vec<AdminResult>,
+}
+
+/// DescribeQuotas response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeQuotasResponse {
+    /// Every entity with quotas, sorted.
+    pub entries: Vec<QuotaEntry>,
+}
+
 impl ApiKey {
     /// Every assigned api key, in numeric order (keys 7..=13 are the group apis,
     /// see [`GROUP_APIS`]; key 14 is the group admin api DeleteGroups).
@@ -1196,6 +1605,15 @@ impl ApiKey {
         ApiKey::AlterConfigs,
         ApiKey::ReplicaFetch,
         ApiKey::ReassignPartitions,
+        ApiKey::SaslHandshake,
+        ApiKey::SaslAuthenticate,
+        ApiKey::AlterUserScramCredentials,
+        ApiKey::DescribeUsers,
+        ApiKey::CreateAcls,
+        ApiKey::DescribeAcls,
+        ApiKey::DeleteAcls,
+        ApiKey::AlterQuotas,
+        ApiKey::DescribeQuotas,
     ];
 
     /// Maps a wire value to a key; `None` for unassigned values.
@@ -1228,6 +1646,15 @@ impl ApiKey {
             ApiKey::AlterConfigs => "AlterConfigs",
             ApiKey::ReplicaFetch => "ReplicaFetch",
             ApiKey::ReassignPartitions => "ReassignPartitions",
+            ApiKey::SaslHandshake => "SaslHandshake",
+            ApiKey::SaslAuthenticate => "SaslAuthenticate",
+            ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
+            ApiKey::DescribeUsers => "DescribeUsers",
+            ApiKey::CreateAcls => "CreateAcls",
+            ApiKey::DescribeAcls => "DescribeAcls",
+            ApiKey::DeleteAcls => "DeleteAcls",
+            ApiKey::AlterQuotas => "AlterQuotas",
+            ApiKey::DescribeQuotas => "DescribeQuotas",
         }
     }
 
@@ -1348,6 +1775,15 @@ pub const SUPPORTED_APIS: &[ApiVersionRange] = &[
     v0(ApiKey::AlterConfigs),
     v0(ApiKey::ReplicaFetch),
     v0(ApiKey::ReassignPartitions),
+    v0(ApiKey::SaslHandshake),
+    v0(ApiKey::SaslAuthenticate),
+    v0(ApiKey::AlterUserScramCredentials),
+    v0(ApiKey::DescribeUsers),
+    v0(ApiKey::CreateAcls),
+    v0(ApiKey::DescribeAcls),
+    v0(ApiKey::DeleteAcls),
+    v0(ApiKey::AlterQuotas),
+    v0(ApiKey::DescribeQuotas),
 ];
 
 /// The consumer-group apis, version 0 of keys 7..=13. The broker serves them:
@@ -1389,6 +1825,15 @@ impl Request {
             Request::AlterConfigs(_) => ApiKey::AlterConfigs,
             Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
             Request::ReassignPartitions(_) => ApiKey::ReassignPartitions,
+            Request::SaslHandshake(_) => ApiKey::SaslHandshake,
+            Request::SaslAuthenticate(_) => ApiKey::SaslAuthenticate,
+            Request::AlterUserScramCredentials(_) => ApiKey::AlterUserScramCredentials,
+            Request::DescribeUsers(_) => ApiKey::DescribeUsers,
+            Request::CreateAcls(_) => ApiKey::CreateAcls,
+            Request::DescribeAcls(_) => ApiKey::DescribeAcls,
+            Request::DeleteAcls(_) => ApiKey::DeleteAcls,
+            Request::AlterQuotas(_) => ApiKey::AlterQuotas,
+            Request::DescribeQuotas => ApiKey::DescribeQuotas,
         }
     }
 }
@@ -1420,6 +1865,15 @@ impl Response {
             Response::AlterConfigs(_) => ApiKey::AlterConfigs,
             Response::ReplicaFetch(_) => ApiKey::ReplicaFetch,
             Response::ReassignPartitions(_) => ApiKey::ReassignPartitions,
+            Response::SaslHandshake(_) => ApiKey::SaslHandshake,
+            Response::SaslAuthenticate(_) => ApiKey::SaslAuthenticate,
+            Response::AlterUserScramCredentials(_) => ApiKey::AlterUserScramCredentials,
+            Response::DescribeUsers(_) => ApiKey::DescribeUsers,
+            Response::CreateAcls(_) => ApiKey::CreateAcls,
+            Response::DescribeAcls(_) => ApiKey::DescribeAcls,
+            Response::DeleteAcls(_) => ApiKey::DeleteAcls,
+            Response::AlterQuotas(_) => ApiKey::AlterQuotas,
+            Response::DescribeQuotas(_) => ApiKey::DescribeQuotas,
         })
     }
 }

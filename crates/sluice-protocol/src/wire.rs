@@ -59,6 +59,15 @@
 //! | AlterConfigs (19) | `[name string, [key string, value nullable_string]]` (null = delete) | `[name string, error u16, message string]` |
 //! | ReplicaFetch (20) | see `protocol.md` (broker to broker)                                 | see `protocol.md` |
 //! | ReassignPartitions (21) | `action u8, node_id u32, [topic string, partition u32, replicas [u32]]` (action 0 move, 1 rebalance, 2 drain `node_id`, 3 undrain; replicas empty = cancel) | `error u16, message string, [topic string, partition u32, replicas [u32]]` (the moves started) |
+//! | SaslHandshake (22) | `mechanism string`                                                  | `error u16, [mechanism string]` |
+//! | SaslAuthenticate (23) | `auth_bytes bytes`                                               | `error u16, error_message string, auth_bytes bytes` |
+//! | AlterUserScramCredentials (24) | `[user string, mechanism u8, iterations u32, salt bytes, salted_password bytes]`, `[user string, mechanism u8]` (mechanism 1 SHA-256, 2 SHA-512; 0 in a deletion = the whole user) | `[error u16, message string]` (upsertions then deletions) |
+//! | DescribeUsers (25) | `[user string]` (empty = all)                                       | `[user string, error u16, [mechanism u8, iterations u32]]` |
+//! | CreateAcls (26)  | `[ACL]`                                                               | `[error u16, message string]` |
+//! | DescribeAcls (27) | `FILTER`                                                             | `error u16, message string, [ACL]` |
+//! | DeleteAcls (28)  | `[FILTER]`                                                            | `[error u16, message string, [ACL]]` |
+//! | AlterQuotas (29) | `[QUOTA]` (no rate set = remove the entity)                           | `[error u16, message string]` |
+//! | DescribeQuotas (30) | empty                                                             | `[QUOTA]` |
 //!
 //! Version 1 (the cluster fields; the broker answers in the request's version):
 //!
@@ -71,6 +80,15 @@
 //! rack `None`, `cluster_id` empty, `controller_id` -1 ([`NO_CONTROLLER`]),
 //! `leader_epoch` 0, `replicas` and `isr` empty, `replication_factor` -1
 //! ([`DEFAULT_REPLICATION_FACTOR`]).
+//!
+//! `ACL` = `resource_type u8, resource_name string, pattern_type u8,
+//! principal string, host string, operation u8, permission u8` (Kafka's
+//! codes, [`AclEntry`]); `FILTER` = the same with `nullable_string` names
+//! (null = any) and code 1 = any ([`AclFilterEntry`]); `QUOTA` = `user
+//! PART, client_id PART, producer_byte_rate RATE, consumer_byte_rate RATE,
+//! request_rate RATE` with `PART` = `u8` 0 absent, 1 default, 2 then a
+//! `string`, and `RATE` = `u8` 0 unset, or 1 then an `f64` (finite)
+//! ([`QuotaEntry`]).
 //!
 //! `TP` = `[topic string, [partition u32]]` ([`TopicPartitions`]). An `i64`
 //! offset or `lag_ms` uses -1 for "none/unknown"; below -1 is malformed. The
@@ -197,6 +215,63 @@ impl<'a> Enc<'a> {
     fn bytes(&mut self, b: &[u8]) {
         self.u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
         self.buf.put_slice(b);
+    }
+    fn opt_f64(&mut self, v: Option<f64>) {
+        match v {
+            None => self.u8(0),
+            Some(x) => {
+                self.u8(1);
+                self.buf.put_f64(x);
+            }
+        }
+    }
+    fn entity_name(&mut self, v: &Option<QuotaEntityName>) {
+        match v {
+            None => self.u8(0),
+            Some(QuotaEntityName::Default) => self.u8(1),
+            Some(QuotaEntityName::Named(n)) => {
+                self.u8(2);
+                self.string(n);
+            }
+        }
+    }
+    fn quota_entries(&mut self, v: &[QuotaEntry]) {
+        self.count(v.len());
+        for q in v {
+            self.entity_name(&q.entity.user);
+            self.entity_name(&q.entity.client_id);
+            self.opt_f64(q.rates.producer_byte_rate);
+            self.opt_f64(q.rates.consumer_byte_rate);
+            self.opt_f64(q.rates.request_rate);
+        }
+    }
+    fn acl_entries(&mut self, v: &[AclEntry]) {
+        self.count(v.len());
+        for a in v {
+            self.u8(a.resource_type);
+            self.string(&a.resource_name);
+            self.u8(a.pattern_type);
+            self.string(&a.principal);
+            self.string(&a.host);
+            self.u8(a.operation);
+            self.u8(a.permission);
+        }
+    }
+    fn acl_filter(&mut self, f: &AclFilterEntry) {
+        self.u8(f.resource_type);
+        self.nullable_string(f.resource_name.as_deref());
+        self.u8(f.pattern_type);
+        self.nullable_string(f.principal.as_deref());
+        self.nullable_string(f.host.as_deref());
+        self.u8(f.operation);
+        self.u8(f.permission);
+    }
+    fn admin_results(&mut self, v: &[AdminResult]) {
+        self.count(v.len());
+        for r in v {
+            self.code(r.error);
+            self.string(&r.message);
+        }
     }
     fn topic_partitions(&mut self, v: &[TopicPartitions]) {
         self.count(v.len());
@@ -346,6 +421,34 @@ fn encode_request_body(e: &mut Enc<'_>, version: u16, request: &Request) {
                 }
             }
         }
+        Request::SaslHandshake(r) => e.string(&r.mechanism),
+        Request::SaslAuthenticate(r) => e.bytes(&r.auth_bytes),
+        Request::AlterUserScramCredentials(r) => {
+            e.count(r.upsertions.len());
+            for u in &r.upsertions {
+                e.string(&u.user);
+                e.u8(u.mechanism as u8);
+                e.u32(u.iterations);
+                e.bytes(&u.salt);
+                e.bytes(&u.salted_password);
+            }
+            e.count(r.deletions.len());
+            for d in &r.deletions {
+                e.string(&d.user);
+                e.u8(d.mechanism.map_or(0, |m| m as u8));
+            }
+        }
+        Request::DescribeUsers(r) => e.strings(&r.users),
+        Request::CreateAcls(r) => e.acl_entries(&r.creations),
+        Request::DescribeAcls(r) => e.acl_filter(&r.filter),
+        Request::DeleteAcls(r) => {
+            e.count(r.filters.len());
+            for f in &r.filters {
+                e.acl_filter(f);
+            }
+        }
+        Request::AlterQuotas(r) => e.quota_entries(&r.entries),
+        Request::DescribeQuotas => {}
     }
 }
 
@@ -575,6 +678,44 @@ fn encode_response_body(e: &mut Enc<'_>, version: u16, response: &Response) {
             e.string(&r.host);
             e.u16(r.port);
         }
+        Response::SaslHandshake(r) => {
+            e.code(r.error);
+            e.strings(&r.mechanisms);
+        }
+        Response::SaslAuthenticate(r) => {
+            e.code(r.error);
+            e.string(&r.error_message);
+            e.bytes(&r.auth_bytes);
+        }
+        Response::AlterUserScramCredentials(AlterUserScramCredentialsResponse { results })
+        | Response::CreateAcls(CreateAclsResponse { results })
+        | Response::AlterQuotas(AlterQuotasResponse { results }) => e.admin_results(results),
+        Response::DescribeUsers(r) => {
+            e.count(r.users.len());
+            for u in &r.users {
+                e.string(&u.user);
+                e.code(u.error);
+                e.count(u.credentials.len());
+                for c in &u.credentials {
+                    e.u8(c.mechanism as u8);
+                    e.u32(c.iterations);
+                }
+            }
+        }
+        Response::DescribeAcls(r) => {
+            e.code(r.error);
+            e.string(&r.message);
+            e.acl_entries(&r.acls);
+        }
+        Response::DeleteAcls(r) => {
+            e.count(r.results.len());
+            for x in &r.results {
+                e.code(x.error);
+                e.string(&x.message);
+                e.acl_entries(&x.deleted);
+            }
+        }
+        Response::DescribeQuotas(r) => e.quota_entries(&r.entries),
     }
 }
 
@@ -986,6 +1127,83 @@ impl Dec {
         }
         Ok(v)
     }
+    /// `u8` 0 (absent) or 1 then an `f64`, which must be finite.
+    fn opt_f64(&mut self, what: &'static str) -> PResult<Option<f64>> {
+        if !self.bool(what)? {
+            return Ok(None);
+        }
+        self.need(8, what)?;
+        let v = self.buf.get_f64();
+        if !v.is_finite() {
+            return Err(ProtocolError::InvalidValue {
+                what,
+                value: v.to_bits() as i64,
+            });
+        }
+        Ok(Some(v))
+    }
+    /// A quota entity part: `u8` 0 absent, 1 default, 2 then a name.
+    fn entity_name(&mut self, what: &'static str) -> PResult<Option<QuotaEntityName>> {
+        match self.u8(what)? {
+            0 => Ok(None),
+            1 => Ok(Some(QuotaEntityName::Default)),
+            2 => Ok(Some(QuotaEntityName::Named(self.string(what)?))),
+            other => Err(ProtocolError::InvalidValue {
+                what,
+                value: other as i64,
+            }),
+        }
+    }
+    fn quota_entry(&mut self) -> PResult<QuotaEntry> {
+        Ok(QuotaEntry {
+            entity: QuotaEntityKey {
+                user: self.entity_name("quota user")?,
+                client_id: self.entity_name("quota client id")?,
+            },
+            rates: QuotaRates {
+                producer_byte_rate: self.opt_f64("producer_byte_rate")?,
+                consumer_byte_rate: self.opt_f64("consumer_byte_rate")?,
+                request_rate: self.opt_f64("request_rate")?,
+            },
+        })
+    }
+    fn acl_entry(&mut self) -> PResult<AclEntry> {
+        Ok(AclEntry {
+            resource_type: self.u8("resource_type")?,
+            resource_name: self.string("resource_name")?,
+            pattern_type: self.u8("pattern_type")?,
+            principal: self.string("principal")?,
+            host: self.string("host")?,
+            operation: self.u8("operation")?,
+            permission: self.u8("permission")?,
+        })
+    }
+    fn acl_filter(&mut self) -> PResult<AclFilterEntry> {
+        Ok(AclFilterEntry {
+            resource_type: self.u8("resource_type")?,
+            resource_name: self.nullable_string("resource_name")?,
+            pattern_type: self.u8("pattern_type")?,
+            principal: self.nullable_string("principal")?,
+            host: self.nullable_string("host")?,
+            operation: self.u8("operation")?,
+            permission: self.u8("permission")?,
+        })
+    }
+    fn scram_mechanism(&mut self) -> PResult<ScramMechanismType> {
+        let v = self.u8("mechanism")?;
+        ScramMechanismType::from_u8(v).ok_or(ProtocolError::InvalidValue {
+            what: "mechanism",
+            value: v as i64,
+        })
+    }
+    fn admin_results(&mut self) -> PResult<Vec<AdminResult>> {
+        self.vec("results", 4, |d| {
+            Ok(AdminResult {
+                error: d.code("error")?,
+                message: d.string("message")?,
+            })
+        })
+    }
     fn finish(&self, what: &'static str) -> PResult<()> {
         if !self.buf.is_empty() {
             return Err(ProtocolError::TrailingBytes {
@@ -1292,6 +1510,58 @@ fn decode_request_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Reques
             }
             Request::AlterConfigs(AlterConfigsRequest { topics })
         }
+        ApiKey::SaslHandshake => Request::SaslHandshake(SaslHandshakeRequest {
+            mechanism: d.string("mechanism")?,
+        }),
+        ApiKey::SaslAuthenticate => Request::SaslAuthenticate(SaslAuthenticateRequest {
+            auth_bytes: d.bytes("auth_bytes")?,
+        }),
+        ApiKey::AlterUserScramCredentials => {
+            let upsertions = d.budgeted_vec("upsertions", 15, Entries::Each, |d| {
+                Ok(ScramUpsertion {
+                    user: d.string("user")?,
+                    mechanism: d.scram_mechanism()?,
+                    iterations: d.u32("iterations")?,
+                    salt: d.bytes("salt")?,
+                    salted_password: d.bytes("salted_password")?,
+                })
+            })?;
+            let deletions = d.budgeted_vec("deletions", 3, Entries::Each, |d| {
+                let user = d.string("user")?;
+                let mechanism = match d.u8("mechanism")? {
+                    0 => None,
+                    v => Some(ScramMechanismType::from_u8(v).ok_or(
+                        ProtocolError::InvalidValue {
+                            what: "mechanism",
+                            value: v as i64,
+                        },
+                    )?),
+                };
+                Ok(ScramDeletion { user, mechanism })
+            })?;
+            Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+                upsertions,
+                deletions,
+            })
+        }
+        ApiKey::DescribeUsers => {
+            let users = d.budgeted_vec("users", 2, Entries::Each, |d| d.string("user"))?;
+            unique_names(users.iter().map(String::as_str), "user")?;
+            Request::DescribeUsers(DescribeUsersRequest { users })
+        }
+        ApiKey::CreateAcls => Request::CreateAcls(CreateAclsRequest {
+            creations: d.budgeted_vec("creations", 11, Entries::Each, Dec::acl_entry)?,
+        }),
+        ApiKey::DescribeAcls => Request::DescribeAcls(DescribeAclsRequest {
+            filter: d.acl_filter()?,
+        }),
+        ApiKey::DeleteAcls => Request::DeleteAcls(DeleteAclsRequest {
+            filters: d.budgeted_vec("filters", 11, Entries::Each, Dec::acl_filter)?,
+        }),
+        ApiKey::AlterQuotas => Request::AlterQuotas(AlterQuotasRequest {
+            entries: d.budgeted_vec("entries", 5, Entries::Each, Dec::quota_entry)?,
+        }),
+        ApiKey::DescribeQuotas => Request::DescribeQuotas,
     })
 }
 
@@ -1596,6 +1866,57 @@ fn decode_response_body(key: ApiKey, version: u16, d: &mut Dec) -> PResult<Respo
         ApiKey::AlterConfigs => Response::AlterConfigs(AlterConfigsResponse {
             topics: topic_results(d)?,
         }),
+        ApiKey::SaslHandshake => Response::SaslHandshake(SaslHandshakeResponse {
+            error: d.code("error")?,
+            mechanisms: d.strings("mechanisms")?,
+        }),
+        ApiKey::SaslAuthenticate => Response::SaslAuthenticate(SaslAuthenticateResponse {
+            error: d.code("error")?,
+            error_message: d.string("error_message")?,
+            auth_bytes: d.bytes("auth_bytes")?,
+        }),
+        ApiKey::AlterUserScramCredentials => {
+            Response::AlterUserScramCredentials(AlterUserScramCredentialsResponse {
+                results: d.admin_results()?,
+            })
+        }
+        ApiKey::DescribeUsers => Response::DescribeUsers(DescribeUsersResponse {
+            users: d.vec("users", 8, |d| {
+                Ok(DescribedUser {
+                    user: d.string("user")?,
+                    error: d.code("error")?,
+                    credentials: d.vec("credentials", 5, |d| {
+                        Ok(CredentialInfo {
+                            mechanism: d.scram_mechanism()?,
+                            iterations: d.u32("iterations")?,
+                        })
+                    })?,
+                })
+            })?,
+        }),
+        ApiKey::CreateAcls => Response::CreateAcls(CreateAclsResponse {
+            results: d.admin_results()?,
+        }),
+        ApiKey::DescribeAcls => Response::DescribeAcls(DescribeAclsResponse {
+            error: d.code("error")?,
+            message: d.string("message")?,
+            acls: d.vec("acls", 11, Dec::acl_entry)?,
+        }),
+        ApiKey::DeleteAcls => Response::DeleteAcls(DeleteAclsResponse {
+            results: d.vec("results", 8, |d| {
+                Ok(DeleteAclsResult {
+                    error: d.code("error")?,
+                    message: d.string("message")?,
+                    deleted: d.vec("deleted", 11, Dec::acl_entry)?,
+                })
+            })?,
+        }),
+        ApiKey::AlterQuotas => Response::AlterQuotas(AlterQuotasResponse {
+            results: d.admin_results()?,
+        }),
+        ApiKey::DescribeQuotas => Response::DescribeQuotas(DescribeQuotasResponse {
+            entries: d.vec("entries", 5, Dec::quota_entry)?,
+        }),
     })
 }
 
@@ -1719,6 +2040,41 @@ mod tests {
         );
         b.push(1_700_000_000_001, None, Some(b"world"), &[]);
         b.finish()
+    }
+
+    fn sample_acl() -> AclEntry {
+        AclEntry {
+            resource_type: 2,
+            resource_name: "orders".into(),
+            pattern_type: 4,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: 4,
+            permission: 3,
+        }
+    }
+
+    fn sample_quotas() -> Vec<QuotaEntry> {
+        vec![
+            QuotaEntry {
+                entity: QuotaEntityKey {
+                    user: Some(QuotaEntityName::Named("alice".into())),
+                    client_id: Some(QuotaEntityName::Default),
+                },
+                rates: QuotaRates {
+                    producer_byte_rate: Some(1_048_576.0),
+                    consumer_byte_rate: None,
+                    request_rate: Some(0.5),
+                },
+            },
+            QuotaEntry {
+                entity: QuotaEntityKey {
+                    user: Some(QuotaEntityName::Default),
+                    client_id: None,
+                },
+                rates: QuotaRates::default(),
+            },
+        ]
     }
 
     pub(crate) fn all_requests() -> Vec<Request> {
@@ -1931,6 +2287,59 @@ mod tests {
                     },
                 ],
             }),
+            Request::SaslHandshake(SaslHandshakeRequest {
+                mechanism: "SCRAM-SHA-256".into(),
+            }),
+            Request::SaslAuthenticate(SaslAuthenticateRequest {
+                auth_bytes: Bytes::from_static(b"n,,n=alice,r=abc"),
+            }),
+            Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+                upsertions: vec![ScramUpsertion {
+                    user: "alice".into(),
+                    mechanism: ScramMechanismType::Sha512,
+                    iterations: 8192,
+                    salt: Bytes::from_static(&[1, 2, 3, 4]),
+                    salted_password: Bytes::from(vec![7u8; 64]),
+                }],
+                deletions: vec![
+                    ScramDeletion {
+                        user: "bob".into(),
+                        mechanism: Some(ScramMechanismType::Sha256),
+                    },
+                    ScramDeletion {
+                        user: "carol".into(),
+                        mechanism: None,
+                    },
+                ],
+            }),
+            Request::DescribeUsers(DescribeUsersRequest { users: vec![] }),
+            Request::DescribeUsers(DescribeUsersRequest {
+                users: vec!["alice".into(), "bob".into()],
+            }),
+            Request::CreateAcls(CreateAclsRequest {
+                creations: vec![sample_acl()],
+            }),
+            Request::DescribeAcls(DescribeAclsRequest {
+                filter: AclFilterEntry::any(),
+            }),
+            Request::DeleteAcls(DeleteAclsRequest {
+                filters: vec![
+                    AclFilterEntry {
+                        resource_type: 2,
+                        resource_name: Some("orders".into()),
+                        pattern_type: 2,
+                        principal: Some("User:alice".into()),
+                        host: None,
+                        operation: 3,
+                        permission: 3,
+                    },
+                    AclFilterEntry::any(),
+                ],
+            }),
+            Request::AlterQuotas(AlterQuotasRequest {
+                entries: sample_quotas(),
+            }),
+            Request::DescribeQuotas,
         ]
     }
 
@@ -2266,6 +2675,77 @@ mod tests {
                     error: ErrorCode::InvalidConfig,
                     message: "unknown topic config key".into(),
                 }],
+            }),
+            Response::SaslHandshake(SaslHandshakeResponse {
+                error: ErrorCode::UnsupportedSaslMechanism,
+                mechanisms: vec!["SCRAM-SHA-256".into(), "PLAIN".into()],
+            }),
+            Response::SaslAuthenticate(SaslAuthenticateResponse {
+                error: ErrorCode::None,
+                error_message: String::new(),
+                auth_bytes: Bytes::from_static(b"r=abcdef,s=c2FsdA==,i=4096"),
+            }),
+            Response::SaslAuthenticate(SaslAuthenticateResponse {
+                error: ErrorCode::SaslAuthenticationFailed,
+                error_message: "authentication failed".into(),
+                auth_bytes: Bytes::new(),
+            }),
+            Response::AlterUserScramCredentials(AlterUserScramCredentialsResponse {
+                results: vec![
+                    AdminResult::ok(),
+                    AdminResult::err(ErrorCode::ResourceNotFound, "no such user"),
+                ],
+            }),
+            Response::DescribeUsers(DescribeUsersResponse {
+                users: vec![
+                    DescribedUser {
+                        user: "alice".into(),
+                        error: ErrorCode::None,
+                        credentials: vec![
+                            CredentialInfo {
+                                mechanism: ScramMechanismType::Sha256,
+                                iterations: 4096,
+                            },
+                            CredentialInfo {
+                                mechanism: ScramMechanismType::Sha512,
+                                iterations: 8192,
+                            },
+                        ],
+                    },
+                    DescribedUser {
+                        user: "nobody".into(),
+                        error: ErrorCode::ResourceNotFound,
+                        credentials: vec![],
+                    },
+                ],
+            }),
+            Response::CreateAcls(CreateAclsResponse {
+                results: vec![AdminResult::ok()],
+            }),
+            Response::DescribeAcls(DescribeAclsResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                acls: vec![sample_acl()],
+            }),
+            Response::DeleteAcls(DeleteAclsResponse {
+                results: vec![
+                    DeleteAclsResult {
+                        error: ErrorCode::None,
+                        message: String::new(),
+                        deleted: vec![sample_acl()],
+                    },
+                    DeleteAclsResult {
+                        error: ErrorCode::InvalidRequest,
+                        message: "unknown operation 99".into(),
+                        deleted: vec![],
+                    },
+                ],
+            }),
+            Response::AlterQuotas(AlterQuotasResponse {
+                results: vec![AdminResult::ok(), AdminResult::ok()],
+            }),
+            Response::DescribeQuotas(DescribeQuotasResponse {
+                entries: sample_quotas(),
             }),
         ]
     }
@@ -3429,5 +3909,106 @@ mod tests {
         assert_eq!(ApiKey::CreateTopics.negotiate(&broker(1)), None);
         assert_eq!(ApiKey::DescribeCluster.negotiate(SUPPORTED_APIS), Some(0));
         assert_eq!(ApiKey::CreateTopics.negotiate(SUPPORTED_APIS), Some(1));
+    }
+
+    #[test]
+    fn sasl_bodies_have_the_documented_layout() {
+        // SaslHandshake request: header, then `mechanism string`.
+        let req = Request::SaslHandshake(SaslHandshakeRequest {
+            mechanism: "PLAIN".into(),
+        });
+        let p = payload(&req);
+        let header_len = 2 + 2 + 4 + 2 + 1; // client id "c"
+        assert_eq!(&p[header_len..], b"\x00\x05PLAIN");
+        // SaslAuthenticate response: error u16, error_message string, auth_bytes bytes.
+        let resp = Response::SaslAuthenticate(SaslAuthenticateResponse {
+            error: ErrorCode::SaslAuthenticationFailed,
+            error_message: "no".into(),
+            auth_bytes: Bytes::from_static(b"xy"),
+        });
+        let mut b = BytesMut::new();
+        encode_response(5, &resp, &mut b);
+        assert_eq!(
+            &b[..],
+            &[
+                0, 0, 0, 18, // length
+                0, 0, 0, 5, // correlation id
+                0, 0, // header error NONE
+                0, 41, // SASL_AUTHENTICATION_FAILED
+                0, 2, b'n', b'o', // error_message
+                0, 0, 0, 2, b'x', b'y', // auth_bytes
+            ]
+        );
+    }
+
+    #[test]
+    fn security_bodies_refuse_bad_codes_lying_counts_and_odd_rates() {
+        let header = |key: ApiKey| header_bytes(key as u16, 0, 1);
+        let decode = |b: BytesMut| decode_request(b.freeze());
+        // A count of a billion ACLs with nothing behind it: refused before allocating.
+        for key in [
+            ApiKey::CreateAcls,
+            ApiKey::DeleteAcls,
+            ApiKey::AlterQuotas,
+            ApiKey::DescribeUsers,
+            ApiKey::AlterUserScramCredentials,
+        ] {
+            let mut b = header(key);
+            b.put_u32(1_000_000_000);
+            let e = decode(b).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{key}");
+            assert!(
+                matches!(e.source, ProtocolError::CountTooLarge { .. }),
+                "{key}: {:?}",
+                e.source
+            );
+        }
+        // Mechanism 3 does not exist (0 is only valid in a deletion).
+        let mut b = header(ApiKey::AlterUserScramCredentials);
+        b.put_u32(1);
+        b.put_u16(1);
+        b.put_u8(b'a');
+        b.put_u8(0);
+        b.put_u32(4096);
+        b.put_u32(0);
+        b.put_u32(0);
+        b.put_u32(0);
+        assert!(decode(b).is_err());
+        let mut b = header(ApiKey::AlterUserScramCredentials);
+        b.put_u32(0);
+        b.put_u32(1);
+        b.put_u16(1);
+        b.put_u8(b'a');
+        b.put_u8(3);
+        assert!(decode(b).is_err());
+        // A NaN or infinite rate is malformed; so is an entity part tag of 3.
+        for rate in [f64::NAN, f64::INFINITY] {
+            let mut b = header(ApiKey::AlterQuotas);
+            b.put_u32(1);
+            b.put_u8(1); // user = default
+            b.put_u8(0); // no client id
+            b.put_u8(1);
+            b.put_f64(rate);
+            b.put_u8(0);
+            b.put_u8(0);
+            assert_eq!(decode(b).unwrap_err().code, ErrorCode::InvalidRequest);
+        }
+        let mut b = header(ApiKey::AlterQuotas);
+        b.put_u32(1);
+        b.put_u8(3);
+        b.put_u8(0);
+        b.put_slice(&[0, 0, 0]);
+        assert_eq!(decode(b).unwrap_err().code, ErrorCode::InvalidRequest);
+        // Entries count against the request's cap.
+        let creations = vec![sample_acl(); 3];
+        let p = payload(&Request::CreateAcls(CreateAclsRequest { creations }));
+        let limits = RequestLimits { max_partitions: 2 };
+        let e = decode_request_with_limits(p, &limits).unwrap_err();
+        assert!(matches!(e.source, ProtocolError::TooManyEntries { .. }));
+        // A user named twice in DescribeUsers.
+        let p = payload(&Request::DescribeUsers(DescribeUsersRequest {
+            users: vec!["a".into(), "a".into()],
+        }));
+        assert!(decode_request(p).is_err());
     }
 }
