@@ -913,6 +913,14 @@ impl ConfigLayer {
                 "{why} needs tls_ca_file (--tls-ca-file): brokers verify each other's certificates against it"
             )));
         }
+        if cfg.cluster.is_some() && sec.native.sasl() && cfg.security.admin.is_none() {
+            // Replication fetches authenticate to the leader's native
+            // listener as the bootstrap admin (docs/security.md).
+            return Err(BrokerError::Config(format!(
+                "native_security = {} in a cluster needs security.admin_user and security.admin_password (SLUICE_ADMIN_USER, SLUICE_ADMIN_PASSWORD): brokers authenticate their replication fetches to each other as that user",
+                sec.native
+            )));
+        }
         if cfg.default_partitions == 0 || cfg.default_partitions > MAX_PARTITIONS {
             return Err(BrokerError::Config(format!(
                 "default_partitions must be 1..={MAX_PARTITIONS}, got {}",
@@ -1398,6 +1406,38 @@ mod tests {
         .unwrap()
         .into_config()
         .is_ok());
+    }
+
+    /// Replication fetches authenticate as the bootstrap admin: a clustered
+    /// broker whose native listener requires SASL needs one.
+    #[test]
+    fn a_clustered_sasl_native_listener_needs_the_bootstrap_admin() {
+        let args = |extra: &[&str]| -> Result<BrokerConfig, BrokerError> {
+            let base = [
+                "sluiced",
+                "--node-id",
+                "1",
+                "--peers",
+                "1@127.0.0.1:7271",
+                "--cluster-listen",
+                "127.0.0.1:7271",
+                "--native-security",
+                "sasl_plaintext",
+            ];
+            Cli::try_parse_from(base.iter().chain(extra.iter()).copied())
+                .unwrap()
+                .into_config()
+        };
+        let e = args(&[]).unwrap_err().to_string();
+        assert!(e.contains("admin_user") && e.contains("replication"), "{e}");
+        assert!(args(&["--admin-user", "root", "--admin-password", "pw"]).is_ok());
+        // A single broker needs none.
+        assert!(
+            Cli::try_parse_from(["sluiced", "--native-security", "sasl_plaintext"])
+                .unwrap()
+                .into_config()
+                .is_ok()
+        );
     }
 
     /// The only test in this crate that touches `SLUICE_*` variables, so

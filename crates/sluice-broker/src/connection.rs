@@ -13,6 +13,18 @@
 //! response, not even an error for a malformed body (the spec promises
 //! none; the client would not expect its correlation id).
 //!
+//! Security (`native_security`): on a SASL listener only ApiVersions,
+//! SaslHandshake and SaslAuthenticate are served before authentication;
+//! anything else is answered `ILLEGAL_SASL_STATE` and the connection then
+//! closes. A failed login is answered after the failed-login delay, then
+//! the connection closes. With authorization on, each request is checked
+//! against the ACLs before its handler runs (refused: a header-level
+//! `*_AUTHORIZATION_FAILED`, nothing applied), and Metadata, ListGroups and
+//! OffsetFetch answers are trimmed to what the principal may describe.
+//! With quotas configured, each request, the bytes of each Produce frame and
+//! of each Fetch answer are charged to the principal and client id, and the
+//! connection is muted (no request read) for the throttle time.
+//!
 //! At most [`MAX_DEFERRED`] deferred requests run per connection. Without the
 //! cap a client could pipeline millions of tiny parked fetches (a few dozen
 //! bytes each, parked up to `max_wait_ms`) and grow the broker's task count
@@ -20,11 +32,13 @@
 //! and one in-flight request per connection).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use sluice_auth::quota::QuotaKind;
 use sluice_protocol::wire;
-use sluice_protocol::{ApiKey, Response};
+use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 
@@ -32,6 +46,7 @@ use crate::driver::{drive, Action, DriverConfig, FrontEnd, RequestMemory};
 use crate::error::chain;
 use crate::handler::{dispatch, Context, Outcome};
 use crate::metrics::Metrics;
+use crate::native_security::{self as ns, Authenticated, ConnAuth, ResponseFilter};
 
 pub use crate::driver::write_all_chunks;
 
@@ -44,6 +59,7 @@ struct Native {
     ctx: Context,
     metrics: Metrics,
     peer: SocketAddr,
+    auth: ConnAuth,
 }
 
 /// The response frame in the body layout of the request's `version`.
@@ -53,10 +69,57 @@ fn encode(correlation_id: u32, version: u16, resp: &Response) -> Vec<Bytes> {
     chunks
 }
 
+impl Native {
+    /// Before authentication on a SASL listener: ApiVersions and the SASL
+    /// requests; `Some` is the action for this request when it is one of
+    /// those handled here, or one that is refused.
+    fn unauthenticated(&mut self, correlation_id: u32, request: &Request) -> Option<Action> {
+        let sec = Arc::clone(self.ctx.broker.security());
+        match request {
+            Request::ApiVersions => None,
+            Request::SaslHandshake(r) => {
+                let resp = ns::sasl_handshake(&sec, &mut self.auth, &r.mechanism);
+                Some(Action::Respond(encode(correlation_id, 0, &resp)))
+            }
+            Request::SaslAuthenticate(r) => {
+                match ns::sasl_authenticate(&sec, self.peer.ip(), &mut self.auth, &r.auth_bytes) {
+                    Authenticated::Now(resp) => {
+                        Some(Action::Respond(encode(correlation_id, 0, &resp)))
+                    }
+                    Authenticated::Delayed(delay, resp) => {
+                        Some(Action::Deferred(Box::pin(async move {
+                            tokio::time::sleep(delay).await;
+                            Some(encode(correlation_id, 0, &resp))
+                        })))
+                    }
+                }
+            }
+            other => {
+                self.auth.close = Some(format!(
+                    "{} before SASL authentication",
+                    other.api_key().name()
+                ));
+                Some(Action::Respond(encode(
+                    correlation_id,
+                    0,
+                    &Response::Error(ErrorCode::IllegalSaslState),
+                )))
+            }
+        }
+    }
+}
+
 impl FrontEnd for Native {
     fn on_frame(&mut self, payload: Bytes) -> Action {
         let started = Instant::now();
+        if let Some(reason) = &self.auth.close {
+            return Action::Close(reason.clone());
+        }
+        if matches!(self.auth.state, ns::SaslState::Failed) {
+            return Action::Close("request after a failed authentication".into());
+        }
         let acks_none = wire::produce_acks_byte(&payload) == Some(0);
+        let frame_bytes = payload.len();
         let (header, request) = match wire::decode_request_with_limits(
             payload,
             self.ctx.broker.request_limits(),
@@ -69,6 +132,14 @@ impl FrontEnd for Native {
                         self.metrics
                             .request_timer(ApiKey::from_u16(h.api_key))
                             .observe(started.elapsed().as_secs_f64());
+                        if !self.auth.authenticated() {
+                            // Before authentication nothing but the SASL
+                            // requests is served: answer, then close.
+                            self.auth.close = Some(format!(
+                                "malformed request before SASL authentication: {}",
+                                chain(&e.source)
+                            ));
+                        }
                         if acks_none {
                             Action::Nothing
                         } else {
@@ -84,10 +155,86 @@ impl FrontEnd for Native {
         let timer = self.metrics.request_timer(ApiKey::from_u16(header.api_key));
         let correlation_id = header.correlation_id;
         let version = header.api_version;
+        if self.auth.sasl {
+            let early = if self.auth.authenticated() {
+                // A second exchange on an authenticated connection.
+                matches!(
+                    request,
+                    Request::SaslHandshake(_) | Request::SaslAuthenticate(_)
+                )
+                .then(|| {
+                    self.auth.close = Some("SASL request after authentication".into());
+                    Action::Respond(encode(
+                        correlation_id,
+                        0,
+                        &Response::Error(ErrorCode::IllegalSaslState),
+                    ))
+                })
+            } else {
+                self.unauthenticated(correlation_id, &request)
+            };
+            if let Some(action) = early {
+                timer.observe(started.elapsed().as_secs_f64());
+                return action;
+            }
+        }
+        let sec = Arc::clone(self.ctx.broker.security());
+        let principal = Arc::clone(&self.auth.principal);
+        let host = self.peer.ip();
+        if let Some(code) = ns::check(&self.ctx, &principal, host, &request) {
+            timer.observe(started.elapsed().as_secs_f64());
+            return if acks_none {
+                Action::Nothing
+            } else {
+                Action::Respond(encode(correlation_id, 0, &Response::Error(code)))
+            };
+        }
+        let filter = ResponseFilter::for_request(&sec, &principal, host, &request);
+        // Quotas: the request and a produce's bytes now, a fetch's answer
+        // bytes once encoded; over quota, the connection reads nothing more
+        // for the throttle time.
+        let quotas = sec.quotas_active();
+        let is_fetch = matches!(request, Request::Fetch(_));
+        if quotas {
+            let client = &header.client_id;
+            let mut t = sec.record_quota(&principal, client, QuotaKind::Request, 1);
+            if matches!(request, Request::Produce(_)) {
+                let bytes = u64::try_from(frame_bytes).unwrap_or(u64::MAX);
+                t = t.max(sec.record_quota(&principal, client, QuotaKind::Produce, bytes));
+            }
+            ns::mute(&self.auth.muted_until, t);
+        }
+        let charge = (quotas && is_fetch).then(|| {
+            let (sec, principal, client, muted) = (
+                Arc::clone(&sec),
+                Arc::clone(&principal),
+                header.client_id.clone(),
+                Arc::clone(&self.auth.muted_until),
+            );
+            move |chunks: &Vec<Bytes>| {
+                let bytes: usize = chunks.iter().map(Bytes::len).sum();
+                let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+                ns::mute(
+                    &muted,
+                    sec.record_quota(&principal, &client, QuotaKind::Fetch, bytes),
+                );
+            }
+        });
+        let finish = move |resp: Response| {
+            let resp = match &filter {
+                Some(f) => f.apply(&sec, &principal, host, resp),
+                None => resp,
+            };
+            let chunks = encode(correlation_id, version, &resp);
+            if let Some(charge) = &charge {
+                charge(&chunks);
+            }
+            chunks
+        };
         match dispatch(&self.ctx, &header, request) {
             Outcome::Respond(resp) => {
                 timer.observe(started.elapsed().as_secs_f64());
-                Action::Respond(encode(correlation_id, version, &resp))
+                Action::Respond(finish(resp))
             }
             Outcome::NoResponse => {
                 timer.observe(started.elapsed().as_secs_f64());
@@ -96,9 +243,17 @@ impl FrontEnd for Native {
             Outcome::Deferred(fut) => Action::Deferred(Box::pin(async move {
                 let resp = fut.await;
                 timer.observe(started.elapsed().as_secs_f64());
-                resp.map(|r| encode(correlation_id, version, &r))
+                resp.map(finish)
             })),
         }
+    }
+
+    fn muted_until(&self) -> Option<std::time::Instant> {
+        self.auth.muted_until()
+    }
+
+    fn close_requested(&self) -> Option<String> {
+        self.auth.close.clone()
     }
 }
 
@@ -126,6 +281,7 @@ pub async fn serve<S>(
     let shutdown = ctx.shutdown.clone();
     let front_end = Native {
         metrics: ctx.broker.metrics().clone(),
+        auth: ConnAuth::new(&ctx),
         ctx,
         peer,
     };

@@ -101,6 +101,14 @@ pub trait FrontEnd: Send + 'static {
     fn muted_until(&self) -> Option<std::time::Instant> {
         None
     }
+
+    /// Set when the front end wants the connection closed once the responses
+    /// already queued are written (an answer saying why, then the close: a
+    /// request before authentication, a failed login); checked before each
+    /// read. The reason is logged once.
+    fn close_requested(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Per-connection limits of the driver.
@@ -257,6 +265,9 @@ async fn drive_halves<R, W, F>(
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
 
     let close_reason: Option<String> = loop {
+        if let Some(reason) = front_end.close_requested() {
+            break Some(reason);
+        }
         if let Some(until) = front_end.muted_until() {
             let until = Instant::from_std(until);
             if until > Instant::now() {

@@ -106,6 +106,7 @@ use crate::cluster::{ClusterView, ControllerInfo, NewTopic, NO_LEADER};
 use crate::codes::WireCode;
 use crate::error::{chain, BrokerError};
 use crate::group::{Groups, HeartbeatReply};
+use crate::native_security as ns;
 use crate::topics::serving;
 
 /// What the connection should do after a handler ran.
@@ -172,6 +173,18 @@ pub const HANDLERS: &[(ApiKey, Handler)] = &[
     (ApiKey::AlterConfigs, alter_configs),
     (ApiKey::ReassignPartitions, reassign_partitions),
     (ApiKey::ReplicaFetch, replica_fetch),
+    (ApiKey::SaslHandshake, ns::sasl_handshake_without_sasl),
+    (ApiKey::SaslAuthenticate, ns::sasl_authenticate_without_sasl),
+    (
+        ApiKey::AlterUserScramCredentials,
+        ns::alter_user_scram_credentials,
+    ),
+    (ApiKey::DescribeUsers, ns::describe_users),
+    (ApiKey::CreateAcls, ns::create_acls),
+    (ApiKey::DescribeAcls, ns::describe_acls),
+    (ApiKey::DeleteAcls, ns::delete_acls),
+    (ApiKey::AlterQuotas, ns::alter_quotas),
+    (ApiKey::DescribeQuotas, ns::describe_quotas),
 ];
 
 /// The handler of an api key, if the broker serves it.

@@ -21,7 +21,9 @@
 //!   (framing, request-memory budget, timeouts, deferred-request cap,
 //!   ordered or unordered responses, shutdown).
 //! - [`handler`]: the api-key -> handler table for the native protocol;
-//!   [`connection`]: the native front end on the driver.
+//!   [`connection`]: the native front end on the driver; `native_security`:
+//!   SASL, ACL checks, filtered answers and the security admin apis of the
+//!   native protocol (the policy is [`security`]'s).
 //! - [`config`]: TOML file < `SLUICE_*` env < flags; [`metrics`]: Prometheus.
 //! - [`disk`]: free space on the data directory and the produce guard
 //!   (`disk_min_free_bytes`).
@@ -41,6 +43,7 @@ pub mod error;
 pub mod group;
 pub mod handler;
 pub mod metrics;
+mod native_security;
 pub mod partition;
 pub mod placement;
 pub mod producer_state;
