@@ -1,6 +1,6 @@
 //! Administration: topics (create, list, describe, delete, list offsets),
-//! consumer groups (list, describe with lag, delete, seek) and the cluster
-//! (describe).
+//! consumer groups (list, describe with lag, delete, seek), the cluster
+//! (describe), and (module `security`) SCRAM users, ACLs and quotas.
 //!
 //! Metadata and CreateTopics go as the highest version the broker lists in
 //! ApiVersions (v1 carries replicas, isr, leader epochs, racks, the
@@ -24,6 +24,9 @@ use sluice_protocol::{
 };
 
 use crate::consumer::SeekTo;
+
+mod security;
+pub use security::DEFAULT_SCRAM_ITERATIONS;
 
 use crate::cluster::Cluster;
 use crate::config::ClientConfig;

@@ -38,6 +38,9 @@ pub struct ClientConfig {
     pub metadata_max_age: Duration,
     /// TLS for every connection (bootstrap and per broker); `None`: plain TCP.
     pub tls: Option<ClientTls>,
+    /// SASL credentials every connection authenticates with right after
+    /// connecting (and after TLS); `None`: no authentication.
+    pub sasl: Option<crate::sasl::ClientSasl>,
 }
 
 /// TLS settings of a client: the CA that signed the brokers' certificates,
@@ -125,6 +128,7 @@ impl Default for ClientConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             metadata_max_age: Duration::from_secs(30),
             tls: None,
+            sasl: None,
         }
     }
 }

@@ -571,7 +571,8 @@ impl Connection {
     }
 
     async fn dial(&self) -> Result<Session> {
-        let (stream, addr) = self.connect_any().await?;
+        let (mut stream, addr) = self.connect_any().await?;
+        crate::sasl::authenticate(&mut stream, &addr, &self.inner.config).await?;
         tracing::debug!(addr = %addr, "connected");
         *lock(&self.inner.connected) = Some(addr.clone());
         let pending = Arc::new(Mutex::new(Pending {

@@ -34,6 +34,19 @@ pub enum ClientError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// The broker refused the SASL login (wrong password, unknown user, a
+    /// mechanism it does not offer here). Not retriable.
+    #[error("authentication failed for user {user} at {addr} with {mechanism}: {reason}")]
+    Authentication {
+        /// The broker address.
+        addr: String,
+        /// The user name tried.
+        user: String,
+        /// The SASL mechanism.
+        mechanism: &'static str,
+        /// What the broker (or the SCRAM check of its answer) said.
+        reason: String,
+    },
     /// The broker answered with an error code.
     #[error("{context}: {code}")]
     Broker {

@@ -14,6 +14,9 @@
 //!   records as a `futures::Stream`; or group membership with
 //!   [`Consumer::subscribe`] (`group`, internal: join, long-poll heartbeats,
 //!   revoke/commit/confirm, rejoin), committed offsets, auto or manual commit.
+//! - SASL ([`ClientConfig::sasl`], [`ClientSasl`]): every connection
+//!   authenticates right after connecting (and after TLS); the security
+//!   admin methods of [`Admin`] manage users, ACLs ([`acl`]) and quotas.
 //! - [`ClientError`]: the one error type.
 //! - [`ClientConfig`]: addresses and timeouts shared by all of the above;
 //!   [`ClientTls`] (`ClientConfig::tls`) puts every connection on TLS.
@@ -42,10 +45,11 @@ mod error;
 mod group;
 pub mod partitioner;
 mod producer;
+mod sasl;
 
 pub use admin::{
     Admin, BrokerInfo, ClusterInfo, GroupDescription, GroupListing, GroupMember, GroupPartitionLag,
-    ListedOffset, PartitionInfo, TopicInfo,
+    ListedOffset, PartitionInfo, TopicInfo, DEFAULT_SCRAM_ITERATIONS,
 };
 pub use config::{ClientConfig, ClientTls, DEFAULT_BROKER};
 pub use connection::Connection;
@@ -53,5 +57,12 @@ pub use consumer::{AssignmentSource, Consumer, ConsumerConfig, ConsumerRecord, S
 pub use error::{ClientError, Result};
 pub use group::OffsetReset;
 pub use producer::{Delivery, Producer, ProducerConfig, Record, UNKNOWN_OFFSET};
+pub use sasl::{ClientSasl, SaslMechanism};
+/// The ACL model (bindings, filters, resource types, operations) the
+/// security admin methods of [`Admin`] take and return.
+pub use sluice_auth::acl;
+/// Quota entities and rates ([`Admin::alter_quota`], [`Admin::describe_quotas`]).
+pub use sluice_auth::quota::{EntityName, QuotaEntity, QuotaValues};
 pub use sluice_protocol::batch::Compression;
 pub use sluice_protocol::{Acks, ConfigChange, ErrorCode, OffsetSpec, PartitionReplicas};
+pub use sluice_protocol::{DescribedUser, ScramMechanismType};
