@@ -121,8 +121,23 @@ pub fn render_client(error: &ClientError, topic: Option<&str>, broker: &str) -> 
             (ErrorCode::InvalidReplicationFactor, _) => {
                 format!("{context}: invalid replication factor; see `sluice cluster status` for the brokers")
             }
+            (
+                ErrorCode::TopicAuthorizationFailed
+                | ErrorCode::GroupAuthorizationFailed
+                | ErrorCode::ClusterAuthorizationFailed,
+                _,
+            ) => format!(
+                "{context}: not authorized ({}); an admin can grant it with `sluice acl add`",
+                code.name()
+            ),
+            (ErrorCode::IllegalSaslState, _) => format!(
+                "{context}: the broker requires authentication; give --username and --password-file (or SLUICE_USERNAME, SLUICE_PASSWORD)"
+            ),
             _ => format!("{context}: {}", code.name()),
         },
+        ClientError::Authentication { .. } => {
+            format!("{root}; check --username, --password/--password-file and --sasl-mechanism")
+        }
         ClientError::Timeout { what, after } => format!(
             "{what} timed out after {} ms; is the broker at {broker} overloaded?",
             after.as_millis()

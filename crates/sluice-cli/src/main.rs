@@ -2,12 +2,16 @@
 //!
 //! Shape follows Redpanda's `rpk`: `sluice topic create|list|describe|delete|produce|consume`,
 //! `sluice group list|describe|delete|seek`, `sluice cluster status`,
-//! `sluice bench produce|consume`. `--broker ADDR`
+//! `sluice bench produce|consume`, `sluice user create|delete|list`,
+//! `sluice acl add|remove|list`, `sluice quota set|remove|list`. `--broker ADDR`
 //! (or `SLUICE_BROKER`) picks the broker. Every failure prints one line,
 //! `error: <what went wrong>; <what to try>`, and exits with status 1.
 //!
 //! Connection settings other than the address (`--tls`, `--ca-file`,
-//! `--cert`, `--key`, `--tls-server-name`) are global flags; `main` turns
+//! `--cert`, `--key`, `--tls-server-name`) are global flags, and the SASL
+//! login (`--sasl-mechanism`, `--username`, `--password`, `--password-file`)
+//! top-level ones, before the subcommand (see `security`: `user create` has
+//! a `--password` of its own); `main` turns
 //! them into one [`ClientConfig`] template that every subcommand starts
 //! from ([`client_config`]), so a new setting reaches all of them at once.
 
@@ -30,6 +34,7 @@ mod errors;
 mod format;
 mod group;
 mod produce;
+mod security;
 mod topic;
 
 use std::path::PathBuf;
@@ -50,6 +55,8 @@ struct Cli {
     broker: String,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    sasl: security::SaslArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -150,6 +157,21 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// SCRAM users: create (or change a password), delete, list.
+    User {
+        #[command(subcommand)]
+        command: security::UserCommand,
+    },
+    /// ACLs: add, remove, list (Kafka's model, like kafka-acls).
+    Acl {
+        #[command(subcommand)]
+        command: security::AclCommand,
+    },
+    /// Quotas of users and client ids: set, remove, list (like kafka-configs).
+    Quota {
+        #[command(subcommand)]
+        command: security::QuotaCommand,
+    },
 }
 
 /// Runtime threads for a command: one (a current-thread runtime) except for
@@ -191,10 +213,15 @@ pub(crate) fn write_stdout_line(args: std::fmt::Arguments<'_>) {
 fn main() {
     let cli = Cli::parse();
     init_tracing();
-    match cli.tls.client_tls() {
-        Ok(tls) => {
+    match cli
+        .tls
+        .client_tls()
+        .and_then(|tls| Ok((tls, cli.sasl.client_sasl()?)))
+    {
+        Ok((tls, sasl)) => {
             let _ = CLIENT.set(ClientConfig {
                 tls,
+                sasl,
                 ..ClientConfig::default()
             });
         }
@@ -248,5 +275,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Group { command } => group::run(&cli.broker, command).await,
         Command::Cluster { command } => cluster::run(&cli.broker, command).await,
         Command::Bench { command } => bench::run(&cli.broker, command).await,
+        Command::User { command } => security::run_user(&cli.broker, command).await,
+        Command::Acl { command } => security::run_acl(&cli.broker, command).await,
+        Command::Quota { command } => security::run_quota(&cli.broker, command).await,
     }
 }
