@@ -15,7 +15,13 @@
 //! Fetchers connect to the leader's native listener, so they speak TLS when
 //! `native_security` does (the [`Connector`] carries the broker's own
 //! certificate and the cluster CA); [`authenticate`] is where the
-//! connection proves who it is before the first ReplicaFetch.
+//! connection proves who it is before the first ReplicaFetch: with a
+//! bootstrap admin configured (`[security] admin_user`), a fetcher logs in
+//! as that user with SCRAM-SHA-512 (SCRAM-SHA-256 if the leader does not
+//! offer it). A leader whose native listener has no SASL answers the
+//! handshake `ILLEGAL_SASL_STATE` and the connection is used as it is. A
+//! clustered broker with a SASL native listener and no admin does not start
+//! (config check), so a follower never lacks the credentials it needs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -209,10 +215,10 @@ impl Fetchers {
 
 type Conn = Framed<MaybeTlsStream, FrameCodec>;
 
-async fn connect(addr: &str, connector: &Connector) -> Option<Conn> {
+async fn connect(addr: &str, connector: &Connector, broker: &Broker) -> Option<Conn> {
     // The TLS handshake, if any, is inside the connect timeout.
     match tokio::time::timeout(IO_TIMEOUT, connector.connect(addr)).await {
-        Ok(Ok(s)) => authenticate(Framed::new(s, FrameCodec::default()), addr).await,
+        Ok(Ok(s)) => authenticate(Framed::new(s, FrameCodec::default()), addr, broker).await,
         Ok(Err(e)) => {
             tracing::debug!(addr, error = %e, "cannot reach the leader");
             None
@@ -224,12 +230,105 @@ async fn connect(addr: &str, connector: &Connector) -> Option<Conn> {
 /// Authenticates a new connection to a leader's native listener before the
 /// first ReplicaFetch (after TLS, if any). `None` when the leader refused.
 ///
-/// SASL for broker-to-broker connections goes here: when the native
-/// listener requires SASL (`sasl_plaintext`, `sasl_ssl`), the handshake
-/// exchange runs on `conn` (with the broker's own credentials) before it is
-/// handed back. Without SASL there is nothing to do.
-async fn authenticate(conn: Conn, _leader_addr: &str) -> Option<Conn> {
-    Some(conn)
+/// With a bootstrap admin configured, the SASL exchange (SCRAM) runs on
+/// `conn` as that user (see the module docs); without one there is nothing
+/// to do (the config check guarantees the leader's listener needs none).
+async fn authenticate(mut conn: Conn, leader_addr: &str, broker: &Broker) -> Option<Conn> {
+    let Some((user, password)) = broker.security().config().admin.clone() else {
+        return Some(conn);
+    };
+    match tokio::time::timeout(IO_TIMEOUT, scram_login(&mut conn, &user, &password)).await {
+        Ok(Ok(())) => Some(conn),
+        Ok(Err(why)) => {
+            tracing::warn!(leader = leader_addr, user, reason = %why, "replication login to the leader refused");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                leader = leader_addr,
+                "replication login to the leader timed out"
+            );
+            None
+        }
+    }
+}
+
+/// Sends one SASL request and reads its answer (decoded as `key`).
+async fn sasl_round_trip(
+    conn: &mut Conn,
+    correlation: u32,
+    req: &Request,
+    key: ApiKey,
+) -> Result<Response, String> {
+    let mut buf = BytesMut::new();
+    sluice_protocol::wire::encode_request(correlation, "sluiced-replica", req, &mut buf);
+    let frame = buf
+        .split_off(sluice_protocol::codec::LENGTH_PREFIX)
+        .freeze();
+    conn.send(frame).await.map_err(|e| e.to_string())?;
+    let payload = match conn.next().await {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("the leader closed the connection".into()),
+    };
+    match sluice_protocol::wire::decode_response(key, payload) {
+        Ok((c, r)) if c == correlation => Ok(r),
+        Ok(_) => Err("answer out of order".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Logs in as `user` with SCRAM-SHA-512, else SCRAM-SHA-256; `Ok` also when
+/// the leader's listener has no SASL.
+async fn scram_login(conn: &mut Conn, user: &str, password: &str) -> Result<(), String> {
+    use sluice_auth::scram::{ScramClient, ScramMechanism};
+    use sluice_protocol::{SaslAuthenticateRequest, SaslHandshakeRequest};
+    let mut chosen = None;
+    for (i, m) in [ScramMechanism::Sha512, ScramMechanism::Sha256]
+        .into_iter()
+        .enumerate()
+    {
+        let hs = Request::SaslHandshake(SaslHandshakeRequest {
+            mechanism: m.name().to_string(),
+        });
+        match sasl_round_trip(conn, i as u32, &hs, ApiKey::SaslHandshake).await? {
+            Response::SaslHandshake(r) => match r.error {
+                ErrorCode::None => {
+                    chosen = Some(m);
+                    break;
+                }
+                // No SASL on that listener: nothing to prove.
+                ErrorCode::IllegalSaslState => return Ok(()),
+                ErrorCode::UnsupportedSaslMechanism => continue,
+                other => return Err(format!("SaslHandshake answered {other}")),
+            },
+            other => return Err(format!("unexpected answer to SaslHandshake: {other:?}")),
+        }
+    }
+    let m = chosen.ok_or("the leader offers neither SCRAM-SHA-512 nor SCRAM-SHA-256")?;
+    let mut client = ScramClient::new(m, user, password);
+    let auth = |message: Vec<u8>| {
+        Request::SaslAuthenticate(SaslAuthenticateRequest {
+            auth_bytes: message.into(),
+        })
+    };
+    let server_first = authenticate_step(conn, 10, &auth(client.first())).await?;
+    let client_final = client.finish(&server_first).map_err(|e| e.to_string())?;
+    let server_final = authenticate_step(conn, 11, &auth(client_final)).await?;
+    client.verify(&server_final).map_err(|e| e.to_string())
+}
+
+/// One SaslAuthenticate: the server's bytes, or why it refused.
+async fn authenticate_step(
+    conn: &mut Conn,
+    correlation: u32,
+    req: &Request,
+) -> Result<Vec<u8>, String> {
+    match sasl_round_trip(conn, correlation, req, ApiKey::SaslAuthenticate).await? {
+        Response::SaslAuthenticate(r) if r.error == ErrorCode::None => Ok(r.auth_bytes.to_vec()),
+        Response::SaslAuthenticate(r) => Err(format!("{} ({})", r.error, r.error_message)),
+        other => Err(format!("unexpected answer to SaslAuthenticate: {other:?}")),
+    }
 }
 
 /// Sends one request and reads its answer.
@@ -288,7 +387,7 @@ async fn follow(
             return;
         };
         if conn.is_none() {
-            conn = connect(&addr, &connector).await;
+            conn = connect(&addr, &connector, &broker).await;
             if conn.is_none() {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
