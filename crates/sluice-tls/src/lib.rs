@@ -384,8 +384,9 @@ impl Connector {
     }
 
     /// TLS as the broker `identity` (its CA, its own certificate as client
-    /// certificate), picking up reloads. Plain if it has no CA: such a
-    /// broker cannot verify its peers (configuration checks refuse that).
+    /// certificate), picking up reloads. Without a CA file every connect
+    /// fails with [`TlsError::NoTrustRoots`]: such a broker cannot verify
+    /// its peers (the broker's configuration checks refuse that setup).
     pub fn peer(identity: Arc<ServerTls>) -> Connector {
         Connector {
             tls: Some(Source::Peer(identity)),
