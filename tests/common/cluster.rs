@@ -187,17 +187,21 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// Sends `req` in `version` to `addr` on a fresh connection and returns the
-/// response, or why there is none (connect, timeout, decode), within
-/// [`PROBE_TIMEOUT`] per step.
-pub fn call_version(addr: SocketAddr, req: &Request, version: u16) -> Result<Response, String> {
-    let mut s = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(PROBE_TIMEOUT))
-        .and_then(|()| s.set_write_timeout(Some(PROBE_TIMEOUT)))
-        .map_err(|e| format!("socket options: {e}"))?;
+/// Credentials the harness logs in with (SCRAM-SHA-256) before each probe,
+/// for clusters whose native listeners require SASL; unset: no login. One
+/// test binary, one setting (set it before starting the cluster).
+pub static NATIVE_LOGIN: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// One request/response on `s` (correlation id `cid`).
+fn exchange(
+    s: &mut TcpStream,
+    addr: SocketAddr,
+    cid: u32,
+    req: &Request,
+    version: u16,
+) -> Result<Response, String> {
     let mut buf = BytesMut::new();
-    encode_request_version(1, version, "sluice-cluster-tests", req, &mut buf);
+    encode_request_version(cid, version, "sluice-cluster-tests", req, &mut buf);
     s.write_all(&buf)
         .map_err(|e| format!("write to {addr}: {e}"))?;
     let mut len = [0u8; 4];
@@ -206,12 +210,57 @@ pub fn call_version(addr: SocketAddr, req: &Request, version: u16) -> Result<Res
     let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
     s.read_exact(&mut payload)
         .map_err(|e| format!("read from {addr}: {e}"))?;
-    let (cid, resp) = decode_response_version(req.api_key(), version, Bytes::from(payload))
+    let (got, resp) = decode_response_version(req.api_key(), version, Bytes::from(payload))
         .map_err(|e| format!("decode {} from {addr}: {e}", req.api_key()))?;
-    if cid != 1 {
-        return Err(format!("correlation id {cid} from {addr}"));
+    if got != cid {
+        return Err(format!("correlation id {got} from {addr}"));
     }
     Ok(resp)
+}
+
+/// The SCRAM-SHA-256 login of [`NATIVE_LOGIN`] on a fresh connection.
+fn native_login(s: &mut TcpStream, addr: SocketAddr, user: &str, pw: &str) -> Result<(), String> {
+    use sluice_auth::scram::{ScramClient, ScramMechanism};
+    let hs = Request::SaslHandshake(SaslHandshakeRequest {
+        mechanism: "SCRAM-SHA-256".into(),
+    });
+    match exchange(s, addr, 100, &hs, 0)? {
+        Response::SaslHandshake(r) if r.error == ErrorCode::None => {}
+        other => return Err(format!("SaslHandshake to {addr}: {other:?}")),
+    }
+    let mut client = ScramClient::new(ScramMechanism::Sha256, user, pw);
+    let mut step = |cid: u32, bytes: Vec<u8>| -> Result<Bytes, String> {
+        let req = Request::SaslAuthenticate(SaslAuthenticateRequest {
+            auth_bytes: Bytes::from(bytes),
+        });
+        match exchange(s, addr, cid, &req, 0)? {
+            Response::SaslAuthenticate(r) if r.error == ErrorCode::None => Ok(r.auth_bytes),
+            other => Err(format!("SaslAuthenticate to {addr}: {other:?}")),
+        }
+    };
+    let server_first = step(101, client.first())?;
+    let fin = client
+        .finish(&server_first)
+        .map_err(|e| format!("SCRAM with {addr}: {e}"))?;
+    let server_final = step(102, fin)?;
+    client
+        .verify(&server_final)
+        .map_err(|e| format!("SCRAM with {addr}: {e}"))
+}
+
+/// Sends `req` in `version` to `addr` on a fresh connection and returns the
+/// response, or why there is none (connect, timeout, decode), within
+/// [`PROBE_TIMEOUT`] per step (after a login when [`NATIVE_LOGIN`] is set).
+pub fn call_version(addr: SocketAddr, req: &Request, version: u16) -> Result<Response, String> {
+    let mut s = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(PROBE_TIMEOUT))
+        .and_then(|()| s.set_write_timeout(Some(PROBE_TIMEOUT)))
+        .map_err(|e| format!("socket options: {e}"))?;
+    if let Some((user, pw)) = NATIVE_LOGIN.get() {
+        native_login(&mut s, addr, user, pw)?;
+    }
+    exchange(&mut s, addr, 1, req, version)
 }
 
 /// DescribeCluster from `addr`.
