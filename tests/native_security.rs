@@ -25,6 +25,8 @@
 //!   connection muted) while another user beside it is not.
 //! - **CLI**: `sluice user|acl|quota` round trips, persisted across a
 //!   SIGKILL and restart.
+//! - **Inside TLS** (`sasl_ssl`, certificates made at test time): PLAIN and
+//!   SCRAM with the client and the CLI, TLS first and SASL after.
 //!
 //! Every socket read and wait is bounded.
 
@@ -1325,4 +1327,64 @@ fn cli_users_acls_and_quotas_round_trip_and_survive_a_kill() {
     );
     let out = admin_cli(&b, &["user", "delete", "bob"]);
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+// ------------------------------------------------------------------ 7: SASL inside TLS
+
+/// On `sasl_ssl` the login runs inside the TLS session, so PLAIN is
+/// accepted without `sasl_plain_without_tls`; the client and the CLI do
+/// TLS, then SASL, on every connection.
+#[test]
+fn plain_and_scram_inside_tls_with_the_client_and_the_cli() {
+    use sluice_client::ClientTls;
+    use sluice_tls::testing::Pki;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "main");
+    let leaf = pki.server("broker", "broker");
+    let (cert, key) = (leaf.cert.to_str().unwrap(), leaf.key.to_str().unwrap());
+    let b = TestBroker::start_with(&[
+        "--native-security",
+        "sasl_ssl",
+        "--admin-user",
+        ADMIN.0,
+        "--admin-password",
+        ADMIN.1,
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key,
+    ]);
+    let tls = ClientTls::from_files(&pki.ca_file, None).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        for m in [SaslMechanism::Plain, SaslMechanism::ScramSha512] {
+            let cfg = ClientConfig {
+                tls: Some(tls.clone()),
+                ..config(b.addr, m, ADMIN)
+            };
+            let admin = Admin::with_config(cfg.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{m}: {e}"));
+            let name = format!("tls-{}", m.name().to_lowercase());
+            admin.create_topic(&name, 1, vec![]).await.unwrap();
+            let producer = Producer::with_config(cfg, ProducerConfig::default());
+            producer.send(Record::new(name.clone(), "v")).await.unwrap();
+            producer.close().await;
+        }
+        let wrong = ClientConfig {
+            tls: Some(tls.clone()),
+            ..config(b.addr, SaslMechanism::Plain, (ADMIN.0, "nope"))
+        };
+        let e = Admin::with_config(wrong).await.err().expect("refused");
+        assert!(matches!(e, ClientError::Authentication { .. }), "{e:?}");
+    });
+    let out = sluice_cli(&b.addr.to_string())
+        .env("SLUICE_USERNAME", ADMIN.0)
+        .env("SLUICE_PASSWORD", ADMIN.1)
+        .args(["--ca-file", pki.ca_file.to_str().unwrap()])
+        .args(["--sasl-mechanism", "plain", "topic", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("tls-plain"), "{}", stdout(&out));
 }
