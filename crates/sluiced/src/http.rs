@@ -1,4 +1,6 @@
-//! The HTTP side listeners: `GET /metrics` (Prometheus text) and `GET /health`.
+//! The HTTP side listeners: `GET /metrics` (Prometheus text), `GET /health`
+//! and, on `http_listen`, the web console (`/`, `/assets/*` and the JSON API
+//! under `/api/v1/`, see `docs/console.md` and [`sluice_console`]).
 //!
 //! With `http_tls` the listeners serve HTTPS with the broker's certificate
 //! (client certificates as `tls_client_auth` says); the TLS handshake runs
@@ -34,8 +36,58 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::tls::ListenerTls;
-use sluice_broker::Metrics;
-use sluice_tls::MaybeTlsStream;
+use http_body_util::{BodyExt, Limited};
+use sluice_broker::{BrokerConfig, Metrics};
+use sluice_client::{ClientTls, SaslMechanism};
+use sluice_console::{Console, ConsoleConfig};
+use sluice_tls::{MaybeTlsStream, ServerTls};
+
+/// The console of a broker with `config`, its native listener bound at
+/// `native` (an unspecified address is reached on loopback), TLS identity
+/// `tls` and node id `node_id`.
+pub fn console(
+    config: &BrokerConfig,
+    native: std::net::SocketAddr,
+    tls: Option<&Arc<ServerTls>>,
+    node_id: u32,
+) -> Arc<Console> {
+    let mut addr = native;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let security = &config.listener_security;
+    let tls = if security.native.tls() {
+        tls.and_then(|id| id.peer_client_config())
+            .map(ClientTls::from_rustls)
+    } else {
+        None
+    };
+    let mut sasl_mechanisms = Vec::new();
+    if security.native.sasl() {
+        // Strongest first; PLAIN only where the listener takes it.
+        let offered = |name: &str| config.security.mechanisms.iter().any(|m| m.name() == name);
+        for m in [
+            SaslMechanism::ScramSha512,
+            SaslMechanism::ScramSha256,
+            SaslMechanism::Plain,
+        ] {
+            let plain_ok = security.native.tls() || config.security.plain_without_tls;
+            if offered(m.name()) && (m != SaslMechanism::Plain || plain_ok) {
+                sasl_mechanisms.push(m);
+            }
+        }
+    }
+    Console::new(ConsoleConfig {
+        bootstrap: addr.to_string(),
+        tls,
+        sasl_mechanisms,
+        service_login: config.security.admin.clone(),
+        node_id,
+    })
+}
 
 fn respond(
     status: StatusCode,
@@ -59,6 +111,8 @@ pub struct Endpoints {
     serve_metrics: bool,
     /// The bearer token `/metrics` requires, if any.
     token: Option<Arc<str>>,
+    /// The web console, where served.
+    console: Option<Arc<Console>>,
 }
 
 impl Endpoints {
@@ -68,7 +122,103 @@ impl Endpoints {
             metrics,
             serve_metrics: true,
             token: None,
+            console: None,
         }
+    }
+
+    /// The same with the web console at `/`, `/assets/*` and `/api/v1/*`.
+    pub fn with_console(self, console: Arc<Console>) -> Endpoints {
+        Endpoints {
+            console: Some(console),
+            ..self
+        }
+    }
+
+    /// Answers one request: the console's paths go to the console, the rest to [`Endpoints::route`].
+    pub async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let console = match &self.console {
+            Some(c) if Console::serves(req.uri().path()) => Arc::clone(c),
+            _ => {
+                return self.route(
+                    req.method(),
+                    req.uri().path(),
+                    req.headers().get(AUTHORIZATION),
+                )
+            }
+        };
+        let method = req.method().clone();
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let authorization = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let json_body = req
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
+        let api_error = |status: StatusCode, message: &str| {
+            let body = format!("{{\"error\":{:?}}}", message);
+            respond(status, "application/json", body)
+        };
+        // A body-carrying call must be JSON: a cross-site form or a
+        // text/plain POST (which a browser sends without asking) is refused,
+        // and a JSON one from another origin needs a CORS preflight, which
+        // is never granted.
+        if method == Method::POST && !json_body {
+            return api_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST bodies must be JSON (Content-Type: application/json)",
+            );
+        }
+        let body = match Limited::new(req.into_body(), sluice_console::MAX_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return api_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than 1 MiB or was cut off",
+                )
+            }
+        };
+        let reply = console
+            .handle(
+                method.as_str(),
+                &path_and_query,
+                authorization.as_deref(),
+                &body,
+            )
+            .await;
+        let status =
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = respond(status, reply.content_type, reply.body);
+        let h = r.headers_mut();
+        h.insert(
+            hyper::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        h.insert(
+            hyper::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            hyper::header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        );
+        h.insert(
+            hyper::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+        );
+        r
     }
 
     /// The same without `/metrics` (404).
@@ -219,12 +369,8 @@ pub async fn serve_limited(
                 }
             };
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = endpoints.route(
-                    req.method(),
-                    req.uri().path(),
-                    req.headers().get(AUTHORIZATION),
-                );
-                async move { Ok::<_, Infallible>(r) }
+                let endpoints = endpoints.clone();
+                async move { Ok::<_, Infallible>(endpoints.serve(req).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

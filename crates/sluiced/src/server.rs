@@ -260,6 +260,7 @@ impl Server {
             kafka,
             cluster,
             tls,
+            native_addr,
             ..
         } = self;
         let tracker = TaskTracker::new();
@@ -299,11 +300,12 @@ impl Server {
         };
         let endpoints = crate::http::Endpoints::new(broker.metrics().clone())
             .with_token(config.metrics_token.as_ref().map(|t| t.expose()));
+        let console = crate::http::console(&config, native_addr, tls.as_ref(), broker.node_id());
         let http_task = tokio::spawn(crate::http::serve(
             http,
             match metrics_http {
-                Some(_) => endpoints.clone().without_metrics(),
-                None => endpoints.clone(),
+                Some(_) => endpoints.clone().without_metrics().with_console(console),
+                None => endpoints.clone().with_console(console),
             },
             http_tls.clone(),
             stop.clone(),
