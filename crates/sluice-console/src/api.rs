@@ -346,8 +346,6 @@ async fn browse(
     if first < end {
         let config = ConsumerConfig {
             start: SeekTo::Offset(first),
-            fetch_max_wait: Duration::from_millis(100),
-            partition_max_bytes: 1 << 20,
             ..ConsumerConfig::default()
         };
         let mut consumer = Consumer::with_config(s.config.clone(), config);

@@ -67,11 +67,13 @@ pub fn console(
     };
     let mut sasl_mechanisms = Vec::new();
     if security.native.sasl() {
-        // Strongest first; PLAIN only where the listener takes it.
+        // SCRAM-SHA-256 first (what `sluice user create` makes by default),
+        // then -512 for users made with it only; PLAIN only where the
+        // listener takes it.
         let offered = |name: &str| config.security.mechanisms.iter().any(|m| m.name() == name);
         for m in [
-            SaslMechanism::ScramSha512,
             SaslMechanism::ScramSha256,
+            SaslMechanism::ScramSha512,
             SaslMechanism::Plain,
         ] {
             let plain_ok = security.native.tls() || config.security.plain_without_tls;
