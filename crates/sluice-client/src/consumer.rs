@@ -1133,8 +1133,22 @@ impl Consumer {
                         if let Some(t) = topic {
                             // Best effort: on failure the fetch below goes to the
                             // bootstrap broker and reports its own error.
-                            if let Err(e) = cluster.route(&t).await {
-                                tracing::debug!(topic = %t, error = %e, "leader lookup failed");
+                            match cluster.route(&t).await {
+                                // Leaders known now: answer "nothing yet" so the
+                                // next round sends each partition to its leader.
+                                // (Sending this fetch to the bootstrap broker would
+                                // get NOT_LEADER where it does not lead, which
+                                // forgets the route again: a consumer that started
+                                // at an explicit offset, needing no ListOffsets to
+                                // learn the leaders, fetched from the wrong broker
+                                // for ever.)
+                                Ok(Some(_)) => {
+                                    return (asked, Ok(FetchResponse { topics: Vec::new() }));
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::debug!(topic = %t, error = %e, "leader lookup failed");
+                                }
                             }
                         }
                         cluster.bootstrap().clone()
