@@ -93,8 +93,8 @@
   const STATUS_WORDS = {
     0: 'network error',
     400: 'bad request',
-    401: 'login required',
-    403: 'not allowed',
+    401: 'unauthorized',
+    403: 'forbidden',
     404: 'not found',
     405: 'method not allowed',
     409: 'conflict',
@@ -110,7 +110,10 @@
     const text = document.getElementById('error-text');
     const status = err && typeof err.status === 'number' ? err.status : null;
     const words = err && err.message ? err.message : String(err);
-    let line = (context ? context + ': ' : '') + words;
+    // The API's words name what failed already ("could not create topic
+    // \"x\": ..."); the page's context is for failures of its own.
+    const own = status === null || status === 0 || status === undefined;
+    let line = (context && own ? context + ': ' : '') + words;
     if (status !== null) {
       line += status === 0 ? ' (network error)'
         : ' (HTTP ' + status + (STATUS_WORDS[status] ? ' ' + STATUS_WORDS[status] : '') + ')';
@@ -131,7 +134,9 @@
   }
 
   let noticeTimer = null;
-  function notice(msg) {
+  let noticeKeep = false; // whether the notice outlives the navigation that follows it
+  function notice(msg, keep) {
+    noticeKeep = !!keep;
     const box = document.getElementById('notice');
     box.textContent = msg;
     box.hidden = false;
@@ -215,10 +220,10 @@
     return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString();
   }
 
-  function fmtClock(ms) {
+  function fmtClock(ms, seconds) {
     const d = new Date(ms);
     const p = (n) => String(n).padStart(2, '0');
-    return p(d.getHours()) + ':' + p(d.getMinutes());
+    return p(d.getHours()) + ':' + p(d.getMinutes()) + (seconds ? ':' + p(d.getSeconds()) : '');
   }
 
   // The value of a datetime-local input for `ms` (local time, seconds included).
@@ -251,6 +256,8 @@
       if (v === null || v === undefined || v === false) continue;
       if (k === 'class') el.setAttribute('class', v);
       else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      // An input's value attribute, so that form.reset() goes back to it.
+      else if (k === 'value' && el instanceof HTMLInputElement) el.setAttribute('value', String(v));
       else if (k === 'value' && 'value' in el && !(el instanceof SVGElement)) el.value = v;
       else if (v === true) el.setAttribute(k, '');
       else el.setAttribute(k, String(v));
@@ -406,7 +413,7 @@
       root.append(svg('text', {
         class: 'axis-text', x: x(t), y: H - 6,
         'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle',
-      }, fmtClock(t)));
+      }, fmtClock(t, t1 - t0 < 600000)));
     }
     series.forEach((s, i) => {
       if (!s.points.length) return;
@@ -952,7 +959,8 @@
         value.focus();
       });
       const remove = h('button', { type: 'button', class: 'small danger', 'data-testid': 'config-delete-' + k }, 'Delete');
-      remove.addEventListener('click', () => post({ set: {}, delete: [k] }, 'Could not delete config "' + k + '"', 'Config "' + k + '" deleted: the default applies again.'));
+      remove.title = 'Delete the topic\'s own value: the broker\'s default applies again';
+      remove.addEventListener('click', () => post({ set: {}, delete: [k] }, 'Could not delete config "' + k + '"', 'Config "' + k + '" deleted: the broker\'s default applies again.'));
       return h('tr', { 'data-config-key': k }, td(k, { class: 'mono' }), td(v, { class: 'mono', 'data-col': 'value' }), td([edit, ' ', remove], { class: 'nowrap', style: 'text-align:right' }));
     });
     const form = h('form', { id: 'config-form', class: 'card-body', style: 'border-top:1px solid var(--border)' },
@@ -960,7 +968,7 @@
         h('label', { class: 'grow' }, 'Key', key),
         h('label', { class: 'grow' }, 'Value', value),
         h('button', { type: 'submit', class: 'primary', id: 'config-set' }, 'Set')),
-      h('p', { class: 'form-note' }, 'Only the overrides of this topic are listed; keys not listed take the broker\'s defaults.'));
+      h('p', { class: 'form-note' }, 'Set gives the topic its own value for a key; Delete drops it, so the broker\'s default applies again.'));
     onSubmit(form, 'Could not change the config', async () => {
       const k = key.value.trim();
       if (!k) throw new ApiError(null, 'enter a config key');
@@ -968,8 +976,8 @@
       refill(answer && answer.partitions ? answer : await api('GET', '/topics/' + enc(topic.name)));
       notice('Config "' + k + '" set to "' + value.value + '".');
     });
-    return card('Configuration', entries.length + ' override' + (entries.length === 1 ? '' : 's'),
-      h('div', null, table({ id: 'config' }, [['Key'], ['Value'], ['']], rows, 'No overrides: every key takes the broker\'s default.'), form));
+    return card('Configuration', entries.length + ' key' + (entries.length === 1 ? '' : 's') + ', effective values',
+      h('div', null, table({ id: 'config' }, [['Key'], ['Value'], ['']], rows, 'No config keys.'), form));
   }
 
   function confirmDelete(name) {
@@ -998,8 +1006,8 @@
       try {
         await api('DELETE', '/topics/' + enc(name));
         close();
+        notice('Topic "' + name + '" deleted.', true);
         location.hash = '#/topics';
-        notice('Topic "' + name + '" deleted.');
       } catch (e) {
         close();
         fail('Could not delete topic "' + name + '"', e);
@@ -1323,7 +1331,7 @@
     const result = h('div', { id: 'reset-result', class: 'result', hidden: true });
     to.addEventListener('change', () => { tsLabel.hidden = to.value !== 'timestamp'; });
     const form = h('form', { id: 'reset-form', class: 'card-body' },
-      h('div', { class: 'form-row' }, h('label', null, 'Reset to', to), tsLabel),
+      h('div', { class: 'form-row' }, h('label', { class: 'grow' }, 'Reset to', to), tsLabel),
       h('div', { class: 'form-row' }, h('label', { class: 'grow' }, 'Topic', topic)),
       h('div', { class: 'form-actions' }, submit),
       note,
@@ -1353,7 +1361,7 @@
         members = grp.members.length;
         const topics = Array.from(new Set(grp.offsets.map((o) => o.topic).concat(grp.members.flatMap((m) => m.topics || [])))).sort();
         const keep = topic.value;
-        topic.replaceChildren(h('option', { value: '' }, 'Every topic of the group'), topics.map((t) => h('option', { value: t }, t)));
+        topic.replaceChildren(h('option', { value: '' }, 'Every topic of the group'), ...topics.map((t) => h('option', { value: t }, t)));
         topic.value = topics.includes(keep) ? keep : '';
         submit.disabled = members > 0;
         submit.dataset.keepDisabled = members > 0 ? 'true' : 'false';
@@ -1373,6 +1381,8 @@
     window.addEventListener('hashchange', () => {
       document.getElementById('modal-root').textContent = '';
       clearError();
+      if (noticeKeep) noticeKeep = false;
+      else hideNotice();
       route();
     });
     const v = view();
