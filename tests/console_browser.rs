@@ -9,7 +9,8 @@
 //!   partitions of 10 records: keys, headers, JSON values, one text value;
 //!   partition 1 with timestamps a minute apart), group `billing` with
 //!   committed offsets 4 and no member, group `dashboard` with one live
-//!   member. The script checks the overview (broker alive, controller,
+//!   member consuming, and a topic `clicks` with a record every 100 ms (the
+//!   charts and rates have something to show). The script checks the overview (broker alive, controller,
 //!   partitions in sync, charts), the topic list, creating a topic, the
 //!   API's 409 in the error banner, the partitions and config tables,
 //!   setting and deleting a config key, the message browser (text, pretty
@@ -181,26 +182,65 @@ fn tail(s: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Produces a small JSON record to `clicks` every 100 ms, for ever: the
+/// throughput charts and rates have something to show.
+async fn trickle(config: ClientConfig) {
+    let producer = Producer::with_config(config, ProducerConfig::default());
+    for i in 0u64.. {
+        let value = format!(r#"{{"click":{i},"page":"/home","ms":{}}}"#, i * 100);
+        let record = Record::new("clicks", value).key(format!("user-{}", i % 7));
+        if let Err(e) = producer.send(record).await {
+            eprintln!("clicks: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn console_in_a_browser() {
     browser_tools();
     let b = TestBroker::start();
-    // The first API call starts the throughput and lag sampler: early, so the
-    // charts have points by the time the browser looks.
+    let rt = runtime();
+    rt.block_on(async {
+        let admin = Admin::with_config(client_config(&b, None))
+            .await
+            .expect("admin connects");
+        admin
+            .create_topic("clicks", 2, Vec::new())
+            .await
+            .expect("create clicks");
+    });
+    let clicks = rt.spawn(trickle(client_config(&b, None)));
+    // The first API call starts the throughput and lag sampler: early (and
+    // after `clicks` exists, so its growth counts), so that the charts have
+    // points by the time the browser looks.
     let (status, body) = http_get(b.http_addr, "/api/v1/overview");
     assert_eq!(status, 200, "{body}");
-    let rt = runtime();
     rt.block_on(seed(client_config(&b, None)));
-    // A live member, kept for the whole run: its group cannot be reset.
-    let member = rt.block_on(async {
-        let mut c = Consumer::with_config(client_config(&b, None), ConsumerConfig::default());
-        c.subscribe("dashboard", vec!["orders".to_string()])
-            .await
-            .expect("subscribe dashboard");
-        c
+    // A live member for the whole run, consuming and committing (the "out"
+    // throughput): its group cannot be reset.
+    let (joined_tx, joined) = tokio::sync::oneshot::channel();
+    let config = client_config(&b, None);
+    let member = rt.spawn(async move {
+        let mut c = Consumer::with_config(config, ConsumerConfig::default());
+        c.subscribe(
+            "dashboard",
+            vec!["orders".to_string(), "clicks".to_string()],
+        )
+        .await
+        .expect("subscribe dashboard");
+        let _ = joined_tx.send(());
+        while let Some(r) = c.next().await {
+            if let Err(e) = r {
+                eprintln!("dashboard: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     });
+    rt.block_on(joined).expect("dashboard joined");
     run_script(&b, "plain", &[]);
-    rt.block_on(member.close()).expect("leave dashboard");
+    clicks.abort();
+    member.abort();
 }
 
 #[test]

@@ -20,7 +20,8 @@
 //     except partition 2's last record (offset 9), the text "not json: plain text";
 //     partition 1's record i has timestamp BASE + i minutes (BASE whole seconds);
 //   group "billing": committed offset 4 on every partition of "orders", no member;
-//   group "dashboard" (plain scenario): one live member subscribed to "orders".
+//   plain scenario: group "dashboard" with one live member consuming "orders"
+//     and "clicks", a topic that gets a record every 100 ms (for the charts).
 //
 // Exits 0 when every check passed; otherwise prints which one failed and
 // why, saves failure-<step>.png, and exits 1.

@@ -371,7 +371,9 @@
   // niceMax in the 1024-based unit `v` is shown in (axis ticks of 0, 50, 100 KiB/s).
   function niceBytes(v) {
     if (!(v > 0)) return 1024;
-    const unit = Math.pow(1024, Math.max(0, Math.floor(Math.log(v) / Math.log(1024))));
+    let unit = Math.pow(1024, Math.max(0, Math.floor(Math.log(v) / Math.log(1024))));
+    // 1000 B rounds up to 2000 B: say 1 KiB instead.
+    if (niceMax(v / unit) >= 1024) unit *= 1024;
     return niceMax(v / unit) * unit;
   }
 
@@ -659,7 +661,7 @@
     stopTimers();
     state.gen++;
     document.body.classList.add('logged-out');
-    updateUser(null);
+    updateUser(state.session ? Object.assign({}, state.session, { user: null }) : null);
     setNav(null);
     setCrumbs([{ label: 'Log in' }]);
     const v = view();
@@ -804,6 +806,18 @@
     } catch (e) {
       return ctx.failed('Could not load the topics', e);
     }
+    const stats = h('div', { class: 'stats', id: 'topics-stats' });
+    const fillStats = () => {
+      const own = topics.filter((t) => !t.name.startsWith('__'));
+      const sum = (f) => own.reduce((n, t) => n + (Number(t[f]) || 0), 0);
+      stats.replaceChildren(
+        stat('Topics', fmtInt(own.length)),
+        stat('Partitions', fmtInt(sum('partitions'))),
+        stat('Messages', fmtInt(sum('messages'))),
+        stat('Size', fmtBytes(sum('size_bytes'))),
+        stat('Produced', fmtRate(sum('messages_per_sec'), 'msg/s')));
+    };
+    fillStats();
     const filter = h('input', { id: 'topic-filter', type: 'search', placeholder: 'Filter by name', 'aria-label': 'Filter topics by name' });
     const internal = h('input', { id: 'show-internal', type: 'checkbox' });
     const listBox = h('div');
@@ -833,6 +847,7 @@
     const form = createTopicForm(async (name) => {
       topics = await api('GET', '/topics');
       if (!ctx.live()) return;
+      fillStats();
       draw();
       notice('Topic "' + name + '" created.');
     });
@@ -841,7 +856,7 @@
       form.hidden = !form.hidden;
       if (!form.hidden) form.querySelector('#topic-name').focus();
     });
-    ctx.show(pageHead('Topics', null, open), form, listBox);
+    ctx.show(pageHead('Topics', null, open), stats, form, listBox);
   }
 
   function createTopicForm(created) {
@@ -1040,8 +1055,7 @@
 
     const firstPart = ps.length ? ps[0].partition : 0;
     const qp = Number(query.get('partition'));
-    const partSel = h('select', { id: 'msg-partition' }, ps.map((p) => h('option', { value: String(p.partition) },
-      'Partition ' + p.partition + ' (' + fmtInt(p.start_offset) + '–' + fmtInt(p.end_offset) + ')')));
+    const partSel = h('select', { id: 'msg-partition' }, ps.map((p) => h('option', { value: String(p.partition) }, 'Partition ' + p.partition)));
     partSel.value = String(query.has('partition') && partitionOf(qp) ? qp : firstPart);
     const modeSel = h('select', { id: 'msg-mode' }, h('option', { value: 'offset' }, 'From offset'), h('option', { value: 'timestamp' }, 'From timestamp'));
     modeSel.value = query.has('timestamp') ? 'timestamp' : 'offset';
@@ -1143,7 +1157,8 @@
       draw();
       const first = r.records.length ? r.records[0].offset : null;
       const lastOff = r.records.length ? r.records[r.records.length - 1].offset : null;
-      range.textContent = (r.records.length ? 'Offsets ' + fmtInt(first) + '–' + fmtInt(lastOff) + ' · ' + r.records.length + ' record' + (r.records.length === 1 ? '' : 's') + ' · '
+      const shown = first === lastOff ? 'Offset ' + fmtInt(first) : 'Offsets ' + fmtInt(first) + '–' + fmtInt(lastOff);
+      range.textContent = (r.records.length ? shown + ' · ' + r.records.length + ' record' + (r.records.length === 1 ? '' : 's') + ' · '
         : '') + 'partition ' + p + ' holds offsets ' + fmtInt(r.start_offset) + ' to ' + fmtInt(Math.max(r.start_offset, r.end_offset - 1)) + (r.end_offset > r.start_offset ? '' : ' (empty)');
       next.disabled = !(r.next_offset < r.end_offset);
       next.dataset.nextOffset = String(r.next_offset);
