@@ -146,8 +146,11 @@ impl Sampler {
             };
             let mut rates = HashMap::new();
             for (name, &(ends, bytes)) in &totals.topics {
-                // A topic made since the last sample counts from zero.
-                let (e0, b0) = last.topics.get(name).copied().unwrap_or((ends, bytes));
+                // A topic made since the last sample counts from zero (all
+                // its records came in this interval). A group seen for the
+                // first time counts nothing: its first commit may be a reset
+                // far ahead, not consumption.
+                let (e0, b0) = last.topics.get(name).copied().unwrap_or((0, 0));
                 let r = (rate(ends, e0, secs), rate(bytes, b0, secs));
                 point.in_records_per_sec += r.0;
                 point.in_bytes_per_sec += r.1;
@@ -236,11 +239,11 @@ mod tests {
         );
         let (now, hist) = s.throughput();
         assert_eq!(hist.len(), 1);
-        assert_eq!(now.in_records_per_sec, 20.0, "b is new: counts from zero");
-        assert_eq!(now.in_bytes_per_sec, 200.0);
-        assert_eq!(now.out_records_per_sec, 10.0);
+        assert_eq!(now.in_records_per_sec, 20.7, "b is new: counts from zero");
+        assert_eq!(now.in_bytes_per_sec, 207.0);
+        assert_eq!(now.out_records_per_sec, 10.0, "h is new: counts nothing");
         assert_eq!(s.topic_rate("a"), Some((20.0, 200.0)));
-        assert_eq!(s.topic_rate("b"), Some((0.0, 0.0)));
+        assert_eq!(s.topic_rate("b"), Some((0.7, 7.0)));
         assert_eq!(s.lag_history("g"), vec![(1, 50), (2, 150)]);
         // A log that shrank (topic recreated) never gives a negative rate.
         s.record(
