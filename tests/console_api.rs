@@ -762,3 +762,19 @@ fn cluster_console_sees_every_broker_and_partition() {
         },
     );
 }
+
+#[test]
+fn authorization_without_a_login_turns_the_api_off() {
+    // The console's connection would carry the broker's own principal, which
+    // such setups make a super user: no API call is answered.
+    let b = TestBroker::start_with(&["--authorization", "true", "--super-users", "User:ANONYMOUS"]);
+    let api = Api::new(b.http_addr);
+    for path in ["/api/v1/session", "/api/v1/topics", "/api/v1/overview"] {
+        let e = api.fails("GET", path, None, 403);
+        assert!(e.contains("the console is off"), "{e}");
+    }
+    let e = api.fails("POST", "/api/v1/topics", Some(json!({"name": "x"})), 403);
+    assert!(e.contains("native_security"), "{e}");
+    // The page itself still loads (and shows that error).
+    assert_eq!(http(b.http_addr, "GET", "/", None, None, b"").0, 200);
+}

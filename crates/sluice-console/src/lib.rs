@@ -55,6 +55,9 @@ pub struct ConsoleConfig {
     pub service_login: Option<(String, String)>,
     /// This broker's node id.
     pub node_id: u32,
+    /// Why the API must refuse every call, if it must (e.g. authorization
+    /// on without a login to tell who the user is).
+    pub refuse: Option<String>,
 }
 
 /// One HTTP answer.
@@ -196,6 +199,12 @@ impl Console {
         authorization: Option<&str>,
         body: &[u8],
     ) -> Result<(u16, Value), ConsoleError> {
+        if let Some(why) = &self.config.refuse {
+            return Err(ConsoleError::Client {
+                message: why.clone(),
+                status: 403,
+            });
+        }
         let segments: Vec<String> = rest
             .split('/')
             .filter(|s| !s.is_empty())
@@ -449,6 +458,7 @@ mod tests {
             sasl_mechanisms: vec![SaslMechanism::ScramSha256],
             service_login: None,
             node_id: 1,
+            refuse: None,
         });
         let r = c.handle("GET", "/", None, b"").await;
         assert_eq!(r.status, 200);
@@ -475,5 +485,24 @@ mod tests {
             .handle("GET", "/api/v1/topics", Some("Basic YTpi"), b"")
             .await;
         assert_eq!(r.status, 502, "{:?}", r.body);
+    }
+
+    #[tokio::test]
+    async fn a_refusing_console_serves_the_page_and_refuses_the_api() {
+        let c = Console::new(ConsoleConfig {
+            bootstrap: "127.0.0.1:1".into(),
+            tls: None,
+            sasl_mechanisms: Vec::new(),
+            service_login: None,
+            node_id: 1,
+            refuse: Some("no login".into()),
+        });
+        assert_eq!(c.handle("GET", "/", None, b"").await.status, 200);
+        for path in ["/api/v1/session", "/api/v1/topics"] {
+            let r = c.handle("GET", path, None, b"").await;
+            assert_eq!(r.status, 403);
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["error"], "no login");
+        }
     }
 }

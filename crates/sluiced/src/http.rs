@@ -82,12 +82,23 @@ pub fn console(
             }
         }
     }
+    // Without SASL the console's connection carries the broker's own
+    // principal (ANONYMOUS, or its certificate's), which authorization
+    // setups make a super user for replication: the console would hand that
+    // to anyone reaching the HTTP port. It needs a login to act as the user.
+    let refuse = (config.security.authorization && !security.native.sasl()).then(|| {
+        "the console is off: authorization is on but the native listener has no SASL, \
+         so the console cannot tell who you are (set native_security to sasl_plaintext \
+         or sasl_ssl)"
+            .to_string()
+    });
     Console::new(ConsoleConfig {
         bootstrap: addr.to_string(),
         tls,
         sasl_mechanisms,
         service_login: config.security.admin.clone(),
         node_id,
+        refuse,
     })
 }
 
