@@ -37,11 +37,19 @@
 //! available bytes and the floor. There is no hysteresis: produce resumes as
 //! soon as a measurement is back at or above the floor. `0` turns the guard
 //! off (the gauges are still exported).
+//!
+//! The same housekeeping tick ([`DiskSpace::tick`]) also measures what the
+//! files under the data directory take on disk (`sluice_data_dir_bytes`,
+//! [`dir_usage`]), at most every [`DATA_DIR_USAGE_TICK`]: unlike
+//! `fstatvfs`, that is one `stat` per file, so it is neither on the append
+//! path nor every second.
 
 use std::fs::File;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 
@@ -55,6 +63,9 @@ pub const DEFAULT_DISK_MIN_FREE_BYTES: u64 = 1 << 30;
 
 /// How often the broker's housekeeping measures the free space.
 pub const DISK_SPACE_TICK: Duration = Duration::from_secs(1);
+
+/// How often [`DiskSpace::tick`] walks the data directory for its size.
+pub const DATA_DIR_USAGE_TICK: Duration = Duration::from_secs(15);
 
 /// Whether produce is refused with `available` bytes left and a floor of `min_free`.
 pub fn refuses(available: u64, min_free: u64) -> bool {
@@ -90,6 +101,37 @@ pub struct DiskSpace {
     available_gauge: IntGauge,
     total_gauge: IntGauge,
     low_gauge: IntGauge,
+    /// The data directory's path, walked by [`DiskSpace::measure_usage`].
+    path: PathBuf,
+    /// When the data directory was last walked (`None`: never).
+    usage_walked: Mutex<Option<Instant>>,
+    usage_gauge: IntGauge,
+}
+
+/// Bytes the files under `dir` take on disk, as `du` counts them: the
+/// allocated blocks (`st_blocks`, in 512-byte units) of `dir` and of every
+/// file and directory below it, symbolic links not followed. Sparse and
+/// preallocated files count what is allocated, not their length. Entries
+/// that vanish during the walk (a segment deleted by retention) are skipped.
+pub fn dir_usage(dir: &Path) -> u64 {
+    let mut total = std::fs::symlink_metadata(dir).map_or(0, |m| m.blocks() * 512);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            // DirEntry::metadata does not follow symbolic links.
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            total = total.saturating_add(meta.blocks().saturating_mul(512));
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    total
 }
 
 impl DiskSpace {
@@ -115,6 +157,9 @@ impl DiskSpace {
             available_gauge: metrics.disk_free_bytes.clone(),
             total_gauge: metrics.disk_total_bytes.clone(),
             low_gauge: metrics.disk_space_low.clone(),
+            path: data_dir.to_path_buf(),
+            usage_walked: Mutex::new(None),
+            usage_gauge: metrics.data_dir_bytes.clone(),
         };
         space.refresh();
         Ok(space)
@@ -152,6 +197,32 @@ impl DiskSpace {
         if before < self.step && before.saturating_add(bytes) >= self.step {
             self.refresh();
         }
+    }
+
+    /// The housekeeping's measurement ([`DISK_SPACE_TICK`]): the free space
+    /// ([`DiskSpace::refresh`]), and the data directory's size when it was
+    /// last walked [`DATA_DIR_USAGE_TICK`] ago or never.
+    pub fn tick(&self) {
+        self.refresh();
+        let due = {
+            let mut walked = self.usage_walked.lock().unwrap_or_else(|p| p.into_inner());
+            let due = walked.is_none_or(|t| t.elapsed() >= DATA_DIR_USAGE_TICK);
+            if due {
+                *walked = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.measure_usage();
+        }
+    }
+
+    /// Walks the data directory now and sets `sluice_data_dir_bytes`; returns the bytes.
+    pub fn measure_usage(&self) -> u64 {
+        let bytes = dir_usage(&self.path);
+        self.usage_gauge
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        bytes
     }
 
     /// Measures the file system now, updates the gauges and the verdict,
@@ -244,5 +315,34 @@ mod tests {
         // Appends are counted; a step's worth measures again (still low).
         full.note_appended(refresh_step(u64::MAX));
         assert!(full.is_low());
+    }
+
+    #[test]
+    fn the_data_dir_size_counts_allocated_blocks_of_every_file_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new();
+        let space = DiskSpace::open(dir.path(), 0, &m).unwrap();
+        let empty = dir_usage(dir.path());
+        std::fs::create_dir_all(dir.path().join("orders/0")).unwrap();
+        std::fs::write(dir.path().join("orders/0/a.log"), vec![7u8; 256 << 10]).unwrap();
+        std::fs::write(dir.path().join("top.meta"), vec![1u8; 64 << 10]).unwrap();
+        // A sparse file: its length is not what it takes.
+        let sparse = File::create(dir.path().join("orders/0/b.index")).unwrap();
+        sparse.set_len(64 << 20).unwrap();
+        let used = dir_usage(dir.path());
+        assert!(used >= empty + (320 << 10), "{empty} -> {used}");
+        assert!(
+            used < empty + (8 << 20),
+            "the sparse file counted its length: {used}"
+        );
+        // The first tick walks; the next ones within the interval do not.
+        space.tick();
+        assert_eq!(m.data_dir_bytes.get(), used as i64);
+        std::fs::write(dir.path().join("more"), vec![1u8; 128 << 10]).unwrap();
+        space.tick();
+        assert_eq!(m.data_dir_bytes.get(), used as i64);
+        assert!(space.measure_usage() >= used + (128 << 10));
+        assert!(m.data_dir_bytes.get() >= (used + (128 << 10)) as i64);
+        assert_eq!(dir_usage(&dir.path().join("missing")), 0);
     }
 }

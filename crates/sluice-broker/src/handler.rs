@@ -701,6 +701,7 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                         .append(&t.name, p.partition, &p.records, crate::codes::acks(acks))
                         .map_err(|e| produce_error(p.partition, e))
                 };
+                let r = r.map_err(|code| ctx.broker.metrics().produce_failed(code));
                 if let Ok(a) = &r {
                     any_wait |= a.needs_fsync();
                 }
@@ -726,13 +727,17 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
         return Outcome::Respond(Response::Produce(ProduceResponse { topics }));
     }
     let timeout = Duration::from_millis(u64::from(timeout_ms));
+    let metrics = ctx.broker.metrics().clone();
     Outcome::Deferred(Box::pin(async move {
         let mut topics = Vec::with_capacity(appended.len());
         for (name, parts) in appended {
             let mut partitions = Vec::with_capacity(parts.len());
             for (p, r) in parts {
                 let r = match r {
-                    Ok(a) => a.durable(timeout).await.map_err(|e| produce_error(p, e)),
+                    Ok(a) => a
+                        .durable(timeout)
+                        .await
+                        .map_err(|e| metrics.produce_failed(produce_error(p, e))),
                     Err(e) => Err(e),
                 };
                 partitions.push(partition_response(p, r));
@@ -1844,6 +1849,48 @@ pub(crate) mod tests {
                 ("missing".into(), 0, ErrorCode::UnknownTopicOrPartition),
             ]
         );
+    }
+
+    /// Each produce partition answered with an error counts once in
+    /// `sluice_produce_errors_total`, under its error name.
+    #[test]
+    fn produce_errors_are_counted_per_partition_by_name() {
+        use sluice_protocol::{Acks as WireAcks, ProducePartition, ProduceTopic};
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_context(dir.path(), "127.0.0.1:1".parse().unwrap());
+        ctx.broker.create_topic("t", 1, &[]).unwrap();
+        let part = |partition, records: &[u8]| ProducePartition {
+            partition,
+            records: bytes::Bytes::copy_from_slice(records),
+        };
+        let req = Request::Produce(ProduceRequest {
+            acks: WireAcks::Leader,
+            timeout_ms: 1000,
+            topics: vec![ProduceTopic {
+                name: "t".into(),
+                partitions: vec![part(9, b"x"), part(0, b""), part(7, b"y")],
+            }],
+        });
+        let Outcome::Respond(Response::Produce(r)) =
+            dispatch(&ctx, &test_header(ApiKey::Produce as u16), req)
+        else {
+            panic!("not answered at once");
+        };
+        let codes: Vec<ErrorCode> = r.topics[0].partitions.iter().map(|p| p.error).collect();
+        assert_eq!(
+            codes,
+            vec![
+                ErrorCode::UnknownTopicOrPartition,
+                ErrorCode::InvalidRequest,
+                ErrorCode::UnknownTopicOrPartition
+            ]
+        );
+        let text = ctx.broker.metrics().render();
+        assert!(
+            text.contains("sluice_produce_errors_total{error=\"UNKNOWN_TOPIC_OR_PARTITION\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_produce_errors_total{error=\"INVALID_REQUEST\"} 1"));
     }
 
     /// A cluster link with a fixed view that proposes nothing.

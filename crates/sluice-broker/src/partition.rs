@@ -707,6 +707,7 @@ impl Partition {
                     }
                 }
                 tracing::info!(topic = %self.topic, partition = self.index, epoch, end, "leading");
+                self.metrics.leader_changes.inc();
                 *role = Role::Leader(LeaderState {
                     me,
                     epoch,
@@ -1329,6 +1330,30 @@ mod high_watermark_tests {
             m.partition("t", 0),
             m.fsync_duration.clone(),
         )
+    }
+
+    /// `sluice_leader_changes_total` counts leaderships taken in a new
+    /// epoch: not a repeated metadata apply of the same epoch, not a
+    /// follower's role change.
+    #[test]
+    fn a_leadership_in_a_new_epoch_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(
+            dir.path(),
+            FlushPolicy::Always,
+            Arc::new(FaultyFileIo::default()),
+        );
+        let changes = || p.metrics.leader_changes.get();
+        assert_eq!(changes(), 0);
+        p.become_leader(1, 1, 0, vec![1, 2], vec![1, 2]);
+        assert_eq!(changes(), 1);
+        // The same epoch again (an ISR change): still one leadership.
+        p.become_leader(1, 1, 1, vec![1, 2], vec![1]);
+        assert_eq!(changes(), 1);
+        p.become_follower(2, Some(2));
+        assert_eq!(changes(), 1);
+        p.become_leader(1, 3, 2, vec![1, 2], vec![1, 2]);
+        assert_eq!(changes(), 2);
     }
 
     /// The group commit's promises, on a disk whose fsync takes 20 ms while

@@ -11,6 +11,9 @@
 //!   [`FETCH_MAX_WAIT`].
 //! - [`isr_loop`] proposes ISR changes for the partitions this broker leads
 //!   (AlterIsr through the controller, guarded by the epochs).
+//! - [`apply_roles`] also sets the replication gauges from the same
+//!   metadata ([`PartitionHealth`]): `sluice_under_replicated_partitions`
+//!   and `sluice_leaderless_partitions`.
 //!
 //! Fetchers connect to the leader's native listener, so they speak TLS when
 //! `native_security` does (the [`Connector`] carries the broker's own
@@ -70,6 +73,12 @@ pub fn apply_roles(broker: &Broker, meta: &ClusterMetadata, me: u32, incarnation
         .brokers
         .get(&u64::from(me))
         .is_some_and(|b| b.incarnation == incarnation && !b.fenced);
+    let health = PartitionHealth::of(meta, me, current);
+    let m = broker.metrics();
+    m.under_replicated_partitions
+        .set(i64::try_from(health.under_replicated).unwrap_or(i64::MAX));
+    m.leaderless_partitions
+        .set(i64::try_from(health.leaderless).unwrap_or(i64::MAX));
     for (name, t) in &meta.topics {
         let Some(local) = broker.topics().get(name) else {
             continue;
@@ -94,6 +103,42 @@ pub fn apply_roles(broker: &Broker, meta: &ClusterMetadata, me: u32, incarnation
                 }
             }
         }
+    }
+}
+
+/// The replication gauges' figures in one applied metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionHealth {
+    /// Partitions `me` leads (while `current`) with fewer in-sync replicas
+    /// than their replication factor. As in Kafka, the replicas a
+    /// reassignment is adding do not count in the factor until the move
+    /// completes.
+    pub under_replicated: usize,
+    /// Partitions of the whole cluster whose leader is none, or a broker
+    /// that is fenced or not registered.
+    pub leaderless: usize,
+}
+
+impl PartitionHealth {
+    /// Counts both in `meta` for broker `me` (`current`: its registration
+    /// of this start is in `meta`, unfenced, so it leads what it is named for).
+    pub fn of(meta: &ClusterMetadata, me: u32, current: bool) -> PartitionHealth {
+        let mut h = PartitionHealth::default();
+        for pm in meta.topics.values().flat_map(|t| t.partitions.iter()) {
+            let live = pm
+                .leader
+                .and_then(|l| meta.brokers.get(&l))
+                .is_some_and(|b| !b.fenced);
+            if !live {
+                h.leaderless += 1;
+            } else if current && pm.leader.map(u32_of) == Some(me) {
+                let factor = pm.replicas.len().saturating_sub(pm.adding.len());
+                if pm.in_sync().len() < factor {
+                    h.under_replicated += 1;
+                }
+            }
+        }
+        h
     }
 }
 
@@ -565,5 +610,98 @@ pub async fn isr_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sluice_cluster::metadata::{Broker as BrokerMeta, PartitionMeta, TopicMeta};
+
+    use super::*;
+
+    fn partition(replicas: &[u64], leader: Option<u64>, isr: &[u64]) -> PartitionMeta {
+        PartitionMeta {
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: 1,
+            isr: isr.to_vec(),
+            partition_epoch: 1,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
+
+    fn broker(id: u64, fenced: bool) -> BrokerMeta {
+        BrokerMeta {
+            id,
+            native_addr: format!("127.0.0.1:{}", 7000 + id),
+            cluster_addr: format!("127.0.0.1:{}", 8000 + id),
+            kafka_addr: None,
+            rack: None,
+            fenced,
+            incarnation: 1,
+            draining: false,
+        }
+    }
+
+    #[test]
+    fn health_counts_led_partitions_short_of_replicas_and_partitions_without_a_live_leader() {
+        let mut moving = partition(&[1, 2, 3, 4], Some(1), &[1, 2, 3]);
+        moving.adding = vec![4];
+        let mut meta = ClusterMetadata {
+            brokers: [
+                (1, broker(1, false)),
+                (2, broker(2, false)),
+                (3, broker(3, true)),
+            ]
+            .into(),
+            ..ClusterMetadata::default()
+        };
+        meta.topics.insert(
+            "t".into(),
+            TopicMeta {
+                name: "t".into(),
+                id: [1; 16],
+                partitions: vec![
+                    // Led by 1, fully in sync.
+                    partition(&[1, 2, 3], Some(1), &[1, 2, 3]),
+                    // Led by 1, one replica out: under-replicated.
+                    partition(&[1, 2, 3], Some(1), &[1, 2]),
+                    // Led by 2, short: 2's figure, not 1's.
+                    partition(&[2, 1, 3], Some(2), &[2, 1]),
+                    // Led by fenced 3, by an unregistered 9, by nobody.
+                    partition(&[3, 1, 2], Some(3), &[3, 1, 2]),
+                    partition(&[9], Some(9), &[9]),
+                    partition(&[1, 2], None, &[1]),
+                    // A move adding 4: not under-replicated for that.
+                    moving,
+                    // Metadata from before replication: an empty ISR is every replica.
+                    partition(&[1, 2], Some(1), &[]),
+                ],
+                config: BTreeMap::new(),
+            },
+        );
+        assert_eq!(
+            PartitionHealth::of(&meta, 1, true),
+            PartitionHealth {
+                under_replicated: 1,
+                leaderless: 3
+            }
+        );
+        assert_eq!(PartitionHealth::of(&meta, 2, true).under_replicated, 1);
+        // Not yet current (registration not applied): leads nothing.
+        assert_eq!(
+            PartitionHealth::of(&meta, 1, false),
+            PartitionHealth {
+                under_replicated: 0,
+                leaderless: 3
+            }
+        );
+        assert_eq!(
+            PartitionHealth::of(&ClusterMetadata::default(), 1, true),
+            PartitionHealth::default()
+        );
     }
 }

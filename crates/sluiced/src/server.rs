@@ -549,8 +549,8 @@ async fn housekeeping(broker: Arc<Broker>, retention_every: Duration, stop: Canc
                 }
             }
             _ = disk.tick() => {
-                // fstatvfs can block on a remote or failing file system.
-                let _ = tokio::task::spawn_blocking(move || b.disk_space().refresh()).await;
+                // fstatvfs (and the data dir walk) can block on a remote or failing file system.
+                let _ = tokio::task::spawn_blocking(move || b.disk_space().tick()).await;
             }
         }
     }
