@@ -108,6 +108,8 @@ pub struct Broker {
     security: Arc<crate::security::Security>,
     /// Free space of the data directory; refuses produce below `disk_min_free_bytes`.
     disk: crate::disk::DiskSpace,
+    /// Which requests the front ends log as slow (`slow_request_ms`).
+    slow_log: crate::slow_log::SlowLog,
 }
 
 /// Decides which broker coordinates a group (see [`Broker::set_group_coordinator`]).
@@ -364,6 +366,7 @@ impl Broker {
             auto_creating: Mutex::new(std::collections::HashSet::new()),
             coordinator_rule: RwLock::new(None),
             disk,
+            slow_log: crate::slow_log::SlowLog::new(config.slow_request),
         })
     }
 
@@ -375,6 +378,11 @@ impl Broker {
     /// Bounds a front end applies while decoding a request (`max_request_partitions`).
     pub fn request_limits(&self) -> &RequestLimits {
         &self.request_limits
+    }
+
+    /// Which requests the front ends log as slow (`slow_request_ms`).
+    pub fn slow_log(&self) -> crate::slow_log::SlowLog {
+        self.slow_log
     }
 
     /// Allocates a producer id for an idempotent producer: `(id, epoch 0)`.
@@ -803,15 +811,21 @@ impl Broker {
                     continue;
                 }
                 match p.enforce_retention(now) {
-                    Ok(n) => deleted += n,
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(
+                            topic = t.name(),
+                            partition = p.index(),
+                            segments = n,
+                            "retention deleted segments"
+                        );
+                        deleted += n;
+                    }
                     Err(e) => {
                         tracing::error!(topic = t.name(), partition = p.index(), error = %crate::error::chain(&e), "retention failed")
                     }
                 }
             }
-        }
-        if deleted > 0 {
-            tracing::info!(segments = deleted, "retention deleted segments");
         }
         deleted
     }
@@ -941,15 +955,17 @@ impl PreparedFetch {
                 return results;
             }
             let changed = select_all(receivers.iter_mut().map(|r| Box::pin(r.changed())));
-            tokio::select! {
-                (res, _, _) = changed => {
-                    if res.is_err() {
-                        // The partition was dropped (topic deleted): answer now.
-                        return self.read_pass().0;
-                    }
-                }
-                _ = tokio::time::sleep_until(self.deadline) => return self.read_pass().0,
-                _ = cancel.cancelled() => return self.read_pass().0,
+            // Parked by design: not counted by the slow-request log.
+            let parked_at = std::time::Instant::now();
+            let woken = tokio::select! {
+                // An error: the partition was dropped (topic deleted): answer now.
+                (res, _, _) = changed => res.is_ok(),
+                _ = tokio::time::sleep_until(self.deadline) => false,
+                _ = cancel.cancelled() => false,
+            };
+            crate::slow_log::add_parked(parked_at.elapsed());
+            if !woken {
+                return self.read_pass().0;
             }
         }
     }

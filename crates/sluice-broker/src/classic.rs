@@ -204,10 +204,10 @@ impl From<sluice_group::ClassicGroupDescription> for ClassicGroupDescription {
 
 /// Where a parked classic request is answered.
 pub(crate) enum ClassicWaiter {
-    /// A JoinGroup.
-    Join(oneshot::Sender<ClassicJoinResponse>),
-    /// A SyncGroup.
-    Sync(oneshot::Sender<ClassicSyncResponse>),
+    /// A JoinGroup to this group.
+    Join(oneshot::Sender<ClassicJoinResponse>, String),
+    /// A SyncGroup to this group.
+    Sync(oneshot::Sender<ClassicSyncResponse>, String),
 }
 
 fn join_error(member_id: String, error: i16) -> ClassicJoinResponse {
@@ -231,33 +231,39 @@ fn sync_error(error: i16) -> ClassicSyncResponse {
     }
 }
 
-fn join_response(reply: sluice_group::JoinReply) -> ClassicJoinResponse {
+fn join_response(group: &str, reply: sluice_group::JoinReply) -> ClassicJoinResponse {
     match reply.result {
-        Ok(j) => ClassicJoinResponse {
-            error: kafka::NONE,
-            generation_id: j.generation_id,
-            protocol_type: Some(j.protocol_type),
-            protocol_name: Some(j.protocol_name),
-            leader: j.leader,
-            member_id: reply.member_id,
-            members: j
-                .members
-                .into_iter()
-                .map(|m| ClassicJoinMember {
-                    member_id: m.member_id,
-                    group_instance_id: m.group_instance_id,
-                    metadata: m.metadata,
-                })
-                .collect(),
-        },
+        Ok(j) => {
+            tracing::info!(group, member = %reply.member_id, generation = j.generation_id, "member joined group");
+            ClassicJoinResponse {
+                error: kafka::NONE,
+                generation_id: j.generation_id,
+                protocol_type: Some(j.protocol_type),
+                protocol_name: Some(j.protocol_name),
+                leader: j.leader,
+                member_id: reply.member_id,
+                members: j
+                    .members
+                    .into_iter()
+                    .map(|m| ClassicJoinMember {
+                        member_id: m.member_id,
+                        group_instance_id: m.group_instance_id,
+                        metadata: m.metadata,
+                    })
+                    .collect(),
+            }
+        }
         Err(e) => {
-            log_refusal("join", &e);
+            log_refusal("join", group, &e);
             join_error(reply.member_id, e.kafka_code())
         }
     }
 }
 
-fn sync_response(r: Result<sluice_group::SyncedGroup, ClassicError>) -> ClassicSyncResponse {
+fn sync_response(
+    group: &str,
+    r: Result<sluice_group::SyncedGroup, ClassicError>,
+) -> ClassicSyncResponse {
     match r {
         Ok(s) => ClassicSyncResponse {
             error: kafka::NONE,
@@ -266,17 +272,17 @@ fn sync_response(r: Result<sluice_group::SyncedGroup, ClassicError>) -> ClassicS
             assignment: s.assignment,
         },
         Err(e) => {
-            log_refusal("sync", &e);
+            log_refusal("sync", group, &e);
             sync_error(e.kafka_code())
         }
     }
 }
 
-fn log_refusal(what: &str, e: &ClassicError) {
+fn log_refusal(what: &str, group: &str, e: &ClassicError) {
     if matches!(e, ClassicError::UnknownServerError(_)) {
-        tracing::error!(error = %e, "kafka group {what} failed");
+        tracing::error!(group, error = %e, "kafka group {what} failed");
     } else {
-        tracing::debug!(error = %e, "kafka group {what} refused");
+        tracing::debug!(group, error = %e, "kafka group {what} refused");
     }
 }
 
@@ -287,11 +293,11 @@ pub(crate) fn route_completions(st: &mut State) {
     for c in st.classic.take_completions() {
         let waiter = st.classic_waiters.remove(&c.ticket());
         match (c, waiter) {
-            (Completion::Join(_, reply), Some(ClassicWaiter::Join(tx))) => {
-                let _ = tx.send(join_response(reply));
+            (Completion::Join(_, reply), Some(ClassicWaiter::Join(tx, group))) => {
+                let _ = tx.send(join_response(&group, reply));
             }
-            (Completion::Sync(_, r), Some(ClassicWaiter::Sync(tx))) => {
-                let _ = tx.send(sync_response(r));
+            (Completion::Sync(_, r), Some(ClassicWaiter::Sync(tx, group))) => {
+                let _ = tx.send(sync_response(&group, r));
             }
             (c, w) => {
                 // Tickets are registered under the same lock that produced
@@ -393,7 +399,8 @@ impl Groups {
                 },
             );
             let (tx, rx) = oneshot::channel();
-            st.classic_waiters.insert(ticket, ClassicWaiter::Join(tx));
+            st.classic_waiters
+                .insert(ticket, ClassicWaiter::Join(tx, group));
             self.after_change(&mut st);
             rx
         };
@@ -427,7 +434,8 @@ impl Groups {
                 },
             );
             let (tx, rx) = oneshot::channel();
-            st.classic_waiters.insert(ticket, ClassicWaiter::Sync(tx));
+            st.classic_waiters
+                .insert(ticket, ClassicWaiter::Sync(tx, group));
             self.after_change(&mut st);
             rx
         };
@@ -498,7 +506,7 @@ impl Groups {
         st.classic
             .check_commit(group, member_id, generation_id, group_instance_id)
             .map_err(|e| {
-                log_refusal("commit", &e);
+                log_refusal("commit", group, &e);
                 e.kafka_code()
             })?;
         let standalone = generation_id < 0 && member_id.is_empty() && group_instance_id.is_none();

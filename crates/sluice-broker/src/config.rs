@@ -41,6 +41,8 @@
 //! | `group_initial_rebalance_delay_ms` | `SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS` | `3000` (Kafka's `group.initial.rebalance.delay.ms`: how long an empty Kafka-protocol group waits for more members before its first rebalance ends) |
 //! | `shutdown_timeout_ms`    | `SLUICE_SHUTDOWN_TIMEOUT_MS` | `10000`          |
 //! | `log_level`              | `SLUICE_LOG` (then `RUST_LOG`) | `info,openraft=warn` (openraft's own info lines are state dumps) |
+//! | `log_format`             | `SLUICE_LOG_FORMAT`          | `text` (`json`: one JSON object per line on stderr) |
+//! | `slow_request_ms`        | `SLUICE_SLOW_REQUEST_MS`     | `1000` (a request busier than this is logged at WARN; `0` logs every request; see [`crate::slow_log`]) |
 //! | `[cluster] rack` (`--rack`) | `SLUICE_RACK`             | none (the broker's availability zone, reported in Metadata v1 and DescribeCluster) |
 //! | `[cluster] node_id` (`--node-id`) | `SLUICE_NODE_ID`    | none; required with `peers` or `join` |
 //! | `[cluster] peers` (`--peers`) | `SLUICE_PEERS`          | none (a single node); `id@host:port,...` of the controller voters' cluster listeners |
@@ -136,6 +138,18 @@ impl FlushMode {
             _ => None,
         }
     }
+}
+
+/// How `sluiced` writes its log lines to stderr (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (tracing-subscriber's default format).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`
+    /// (with `message`), and the enclosing spans' fields under `span` and `spans`.
+    Json,
 }
 
 /// What a listener speaks below its protocol, with Kafka's names
@@ -342,6 +356,12 @@ pub struct ConfigLayer {
     /// tracing filter (e.g. `info`, `sluice_broker=debug`).
     #[arg(long, env = "SLUICE_LOG")]
     pub log_level: Option<String>,
+    /// Log line format on stderr: text or json.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, ignore_case = true)]
+    pub log_format: Option<LogFormat>,
+    /// Log requests busier than this (frame read to response ready) at WARN; 0 logs every request.
+    #[arg(long, env = "SLUICE_SLOW_REQUEST_MS")]
+    pub slow_request_ms: Option<u64>,
 
     // TLS and the listeners' security protocols (see the module docs).
     /// PEM certificate chain of this broker (leaf first), for every TLS listener.
@@ -630,6 +650,10 @@ pub struct BrokerConfig {
     pub shutdown_timeout: Duration,
     /// tracing filter.
     pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Requests busier than this are logged (`slow_request_ms`; zero: every request).
+    pub slow_request: Duration,
     /// The broker's availability zone, if configured.
     pub rack: Option<String>,
     /// Cluster settings; `None` for a single node (its own controller).
@@ -731,6 +755,8 @@ impl ConfigLayer {
                 .or(lower.group_initial_rebalance_delay_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             log_level: self.log_level.or(lower.log_level),
+            log_format: self.log_format.or(lower.log_format),
+            slow_request_ms: self.slow_request_ms.or(lower.slow_request_ms),
             tls_cert_file: self.tls_cert_file.or(lower.tls_cert_file),
             tls_key_file: self.tls_key_file.or(lower.tls_key_file),
             tls_ca_file: self.tls_ca_file.or(lower.tls_ca_file),
@@ -890,6 +916,11 @@ impl ConfigLayer {
             log_level: self
                 .log_level
                 .unwrap_or_else(|| "info,openraft=warn".to_string()),
+            log_format: self.log_format.unwrap_or_default(),
+            slow_request: Duration::from_millis(
+                self.slow_request_ms
+                    .unwrap_or(crate::slow_log::DEFAULT_SLOW_REQUEST_MS),
+            ),
             rack: self.cluster.rack.clone().filter(|r| !r.is_empty()),
             cluster: self.cluster.resolve()?,
             listener_security,
@@ -1100,6 +1131,41 @@ mod tests {
         assert_eq!(layer.resolve().unwrap().disk_min_free_bytes, 0);
         let cli = Cli::try_parse_from(["sluiced", "--disk-min-free-bytes", "5000000"]).unwrap();
         assert_eq!(cli.into_config().unwrap().disk_min_free_bytes, 5_000_000);
+    }
+
+    #[test]
+    fn log_format_and_slow_request_ms_come_from_every_layer() {
+        let cfg = ConfigLayer::default().resolve().unwrap();
+        assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.slow_request, Duration::from_millis(1000));
+        let layer: ConfigLayer =
+            toml::from_str("log_format = \"json\"\nslow_request_ms = 0\n").unwrap();
+        let cfg = layer.resolve().unwrap();
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.slow_request, Duration::ZERO);
+        let cli = Cli::try_parse_from([
+            "sluiced",
+            "--log-format",
+            "JSON",
+            "--slow-request-ms",
+            "250",
+        ])
+        .unwrap();
+        let cfg = cli.into_config().unwrap();
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.slow_request, Duration::from_millis(250));
+        // An unknown format is refused, naming the ones there are.
+        let e = Cli::try_parse_from(["sluiced", "--log-format", "xml"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("xml") && e.contains("text") && e.contains("json"),
+            "{e}"
+        );
+        let e = toml::from_str::<ConfigLayer>("log_format = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("xml") && e.contains("json"), "{e}");
     }
 
     #[test]

@@ -33,12 +33,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prometheus::Histogram;
 use sluice_auth::quota::QuotaKind;
 use sluice_protocol::wire;
-use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
+use sluice_protocol::{ApiKey, ErrorCode, Request, RequestHeader, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 
@@ -47,6 +48,7 @@ use crate::error::chain;
 use crate::handler::{dispatch, Context, Outcome};
 use crate::metrics::Metrics;
 use crate::native_security::{self as ns, Authenticated, ConnAuth, ResponseFilter};
+use crate::slow_log::{SlowLog, SlowRequest};
 
 pub use crate::driver::write_all_chunks;
 
@@ -60,6 +62,33 @@ struct Native {
     metrics: Metrics,
     peer: SocketAddr,
     auth: ConnAuth,
+    slow: SlowLog,
+    /// The connection span's `client_id` is recorded (from the first request that has one).
+    named: bool,
+}
+
+/// Records a finished request: its latency in `timer` (time `parked` by
+/// design included, as clients see it) and, if it was slow, a `slow
+/// request` line (see [`crate::slow_log`]).
+fn finished(
+    timer: &Histogram,
+    slow: SlowLog,
+    started: Instant,
+    parked: Duration,
+    peer: SocketAddr,
+    header: &RequestHeader,
+) {
+    let elapsed = started.elapsed();
+    timer.observe(elapsed.as_secs_f64());
+    slow.check(elapsed, parked, || SlowRequest {
+        protocol: "native",
+        api: ApiKey::from_u16(header.api_key).map_or("unknown", ApiKey::name),
+        api_key: i32::from(header.api_key),
+        api_version: i32::from(header.api_version),
+        correlation_id: i64::from(header.correlation_id),
+        client_id: &header.client_id,
+        peer,
+    });
 }
 
 /// The response frame in the body layout of the request's `version`.
@@ -88,7 +117,7 @@ impl Native {
                     }
                     Authenticated::Delayed(delay, resp) => {
                         Some(Action::Deferred(Box::pin(async move {
-                            tokio::time::sleep(delay).await;
+                            crate::slow_log::parked(tokio::time::sleep(delay)).await;
                             Some(encode(correlation_id, 0, &resp))
                         })))
                     }
@@ -128,10 +157,15 @@ impl FrontEnd for Native {
             Err(e) => {
                 return match e.header {
                     Some(h) => {
-                        tracing::debug!(peer = %self.peer, api_key = h.api_key, version = h.api_version, code = %e.code, error = %chain(&e.source), "rejecting request");
-                        self.metrics
-                            .request_timer(ApiKey::from_u16(h.api_key))
-                            .observe(started.elapsed().as_secs_f64());
+                        tracing::debug!(peer = %self.peer, client_id = %h.client_id, api_key = h.api_key, version = h.api_version, code = %e.code, error = %chain(&e.source), "rejecting request");
+                        finished(
+                            &self.metrics.request_timer(ApiKey::from_u16(h.api_key)),
+                            self.slow,
+                            started,
+                            Duration::ZERO,
+                            self.peer,
+                            &h,
+                        );
                         if !self.auth.authenticated() {
                             // Before authentication nothing but the SASL
                             // requests is served: answer, then close.
@@ -152,7 +186,13 @@ impl FrontEnd for Native {
                 };
             }
         };
+        if !self.named && !header.client_id.is_empty() {
+            // Once per connection: every later line in its span names the client.
+            tracing::Span::current().record("client_id", header.client_id.as_str());
+            self.named = true;
+        }
         let timer = self.metrics.request_timer(ApiKey::from_u16(header.api_key));
+        let (slow, peer) = (self.slow, self.peer);
         let correlation_id = header.correlation_id;
         let version = header.api_version;
         if self.auth.sasl {
@@ -174,7 +214,10 @@ impl FrontEnd for Native {
                 self.unauthenticated(correlation_id, &request)
             };
             if let Some(action) = early {
-                timer.observe(started.elapsed().as_secs_f64());
+                // A failed login's deliberate delay (a deferred answer) is not timed.
+                if !matches!(action, Action::Deferred(_)) {
+                    finished(&timer, slow, started, Duration::ZERO, peer, &header);
+                }
                 return action;
             }
         }
@@ -182,7 +225,7 @@ impl FrontEnd for Native {
         let principal = Arc::clone(&self.auth.principal);
         let host = self.peer.ip();
         if let Some(code) = ns::check(&self.ctx, &principal, host, &request) {
-            timer.observe(started.elapsed().as_secs_f64());
+            finished(&timer, slow, started, Duration::ZERO, peer, &header);
             return if acks_none {
                 Action::Nothing
             } else {
@@ -233,17 +276,19 @@ impl FrontEnd for Native {
         };
         match dispatch(&self.ctx, &header, request) {
             Outcome::Respond(resp) => {
-                timer.observe(started.elapsed().as_secs_f64());
-                Action::Respond(finish(resp))
+                let chunks = finish(resp);
+                finished(&timer, slow, started, Duration::ZERO, peer, &header);
+                Action::Respond(chunks)
             }
             Outcome::NoResponse => {
-                timer.observe(started.elapsed().as_secs_f64());
+                finished(&timer, slow, started, Duration::ZERO, peer, &header);
                 Action::Nothing
             }
             Outcome::Deferred(fut) => Action::Deferred(Box::pin(async move {
-                let resp = fut.await;
-                timer.observe(started.elapsed().as_secs_f64());
-                resp.map(finish)
+                let (resp, parked) = crate::slow_log::measure(fut).await;
+                let chunks = resp.map(finish);
+                finished(&timer, slow, started, parked, peer, &header);
+                chunks
             })),
         }
     }
@@ -281,6 +326,8 @@ pub async fn serve<S>(
     let shutdown = ctx.shutdown.clone();
     let front_end = Native {
         metrics: ctx.broker.metrics().clone(),
+        slow: ctx.broker.slow_log(),
+        named: false,
         auth: ConnAuth::new(&ctx),
         ctx,
         peer,

@@ -61,6 +61,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Responses queued per connection before the reader waits for the writer.
 const RESPONSE_QUEUE: usize = 256;
@@ -208,7 +209,8 @@ enum ReadEnd {
 
 /// Serves one connection until the client closes it, it misbehaves or times
 /// out, or `shutdown` fires (then in-flight deferred responses are still
-/// sent). `shutdown` should be this connection's own token: it is cancelled
+/// sent). Deferred requests run in the span `drive` is called in (the
+/// listener's per-connection span, with the peer), so their lines carry it too. `shutdown` should be this connection's own token: it is cancelled
 /// when the reader ends, so the front end's parked requests answer at once.
 /// The caller sets socket options (TCP_NODELAY) before the stream gets here.
 pub async fn drive<S, F>(
@@ -316,20 +318,27 @@ async fn drive_halves<R, W, F>(
                     if tx.send(Slot::Pending(done_rx)).await.is_err() {
                         break None;
                     }
-                    tracker.spawn(async move {
-                        let _ = done_tx.send(fut.await);
-                        drop(permit);
-                    });
+                    // In the connection's span (see `drive`), like its reader.
+                    tracker.spawn(
+                        async move {
+                            let _ = done_tx.send(fut.await);
+                            drop(permit);
+                        }
+                        .in_current_span(),
+                    );
                 } else {
                     let tx = tx.clone();
-                    tracker.spawn(async move {
-                        if let Some(chunks) = fut.await {
-                            let _ = tx.send(Slot::Ready(chunks)).await;
+                    tracker.spawn(
+                        async move {
+                            if let Some(chunks) = fut.await {
+                                let _ = tx.send(Slot::Ready(chunks)).await;
+                            }
+                            // Held until the response is queued, so a client that
+                            // does not read cannot pile up finished responses either.
+                            drop(permit);
                         }
-                        // Held until the response is queued, so a client that
-                        // does not read cannot pile up finished responses either.
-                        drop(permit);
-                    });
+                        .in_current_span(),
+                    );
                 }
                 if stop_reading {
                     break None;

@@ -653,8 +653,8 @@ fn partition_response(
 
 /// A produce error as its wire code, logged (the error, which may hold a
 /// copy of the topic name, is dropped here, not kept per partition).
-fn produce_error(partition: u32, e: BrokerError) -> ErrorCode {
-    tracing::debug!(partition, error = %chain(&e), "produce failed");
+fn produce_error(topic: &str, partition: u32, e: BrokerError) -> ErrorCode {
+    tracing::debug!(topic, partition, error = %chain(&e), "produce failed");
     e.code()
 }
 
@@ -694,12 +694,12 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                 let r = if let Err(code) = led {
                     Err(code)
                 } else if p.records.is_empty() {
-                    tracing::debug!(partition = p.partition, "produce partition without records");
+                    tracing::debug!(topic = %t.name, partition = p.partition, "produce partition without records");
                     Err(ErrorCode::InvalidRequest)
                 } else {
                     ctx.broker
                         .append(&t.name, p.partition, &p.records, crate::codes::acks(acks))
-                        .map_err(|e| produce_error(p.partition, e))
+                        .map_err(|e| produce_error(&t.name, p.partition, e))
                 };
                 let r = r.map_err(|code| ctx.broker.metrics().produce_failed(code));
                 if let Ok(a) = &r {
@@ -737,7 +737,7 @@ fn produce(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                     Ok(a) => a
                         .durable(timeout)
                         .await
-                        .map_err(|e| metrics.produce_failed(produce_error(p, e))),
+                        .map_err(|e| metrics.produce_failed(produce_error(&name, p, e))),
                     Err(e) => Err(e),
                 };
                 partitions.push(partition_response(p, r));
@@ -1046,11 +1046,15 @@ fn replica_fetch(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             rx.borrow_and_update();
         }
         let changed = futures::future::select_all(ends.iter_mut().map(|rx| Box::pin(rx.changed())));
-        tokio::select! {
-            _ = changed => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = cancel.cancelled() => {}
-        }
+        // Parked by design (a long poll): not a slow request.
+        crate::slow_log::parked(async {
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {}
+            }
+        })
+        .await;
         let (answers, _) = answer_replica_fetch(&req, &parts);
         Some(Response::ReplicaFetch(ReplicaFetchResponse {
             partitions: answers,
@@ -1132,12 +1136,12 @@ fn clamp_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-fn group_error(what: &str, e: &GroupError) -> ErrorCode {
+fn group_error(what: &str, group: &str, e: &GroupError) -> ErrorCode {
     if matches!(e, GroupError::Storage(s) if !matches!(s, sluice_log::LogError::BatchTooLarge { .. }))
     {
-        tracing::error!(error = %chain(e), "{what} failed");
+        tracing::error!(group, error = %chain(e), "{what} failed");
     } else {
-        tracing::debug!(error = %e, "{what} refused");
+        tracing::debug!(group, error = %e, "{what} refused");
     }
     e.code()
 }
@@ -1240,16 +1244,19 @@ fn join_group(ctx: &Context, client_id: &str, req: Request) -> Outcome {
         },
     );
     Outcome::Respond(Response::JoinGroup(match r {
-        Ok(v) => JoinGroupResponse {
-            error: ErrorCode::None,
-            member_id: v.member_id,
-            generation: v.generation,
-            heartbeat_interval_ms: clamp_u32(v.heartbeat_interval_ms),
-            assignment: to_wire(&v.assignment),
-            revoke: to_wire(&v.revoke),
-        },
+        Ok(v) => {
+            tracing::info!(group = %group_id, member = %v.member_id, client_id, generation = v.generation, "member joined group");
+            JoinGroupResponse {
+                error: ErrorCode::None,
+                member_id: v.member_id,
+                generation: v.generation,
+                heartbeat_interval_ms: clamp_u32(v.heartbeat_interval_ms),
+                assignment: to_wire(&v.assignment),
+                revoke: to_wire(&v.revoke),
+            }
+        }
         Err(e) => JoinGroupResponse {
-            error: group_error("join", &e),
+            error: group_error("join", &group_id, &e),
             member_id: String::new(),
             generation: 0,
             heartbeat_interval_ms: 0,
@@ -1259,7 +1266,7 @@ fn join_group(ctx: &Context, client_id: &str, req: Request) -> Outcome {
     }))
 }
 
-fn heartbeat_response(r: Result<MemberView, GroupError>) -> Response {
+fn heartbeat_response(group: &str, r: Result<MemberView, GroupError>) -> Response {
     Response::Heartbeat(match r {
         Ok(v) => HeartbeatResponse {
             error: ErrorCode::None,
@@ -1269,7 +1276,7 @@ fn heartbeat_response(r: Result<MemberView, GroupError>) -> Response {
             revoke: to_wire(&v.revoke),
         },
         Err(e) => HeartbeatResponse {
-            error: group_error("heartbeat", &e),
+            error: group_error("heartbeat", group, &e),
             generation: 0,
             heartbeat_interval_ms: 0,
             assignment: Vec::new(),
@@ -1304,12 +1311,13 @@ fn heartbeat(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
         .groups
         .heartbeat(&group_id, &member_id, generation, &owned, max_wait)
     {
-        HeartbeatReply::Ready(r) => Outcome::Respond(heartbeat_response(r)),
+        HeartbeatReply::Ready(r) => Outcome::Respond(heartbeat_response(&group_id, r)),
         HeartbeatReply::Parked(parked) => {
             let cancel = ctx.shutdown.clone();
             Outcome::Deferred(Box::pin(async move {
-                Some(match parked.wait(&cancel).await {
-                    Some(r) => heartbeat_response(r),
+                // Parked by design until the group changes: not a slow request.
+                Some(match crate::slow_log::parked(parked.wait(&cancel)).await {
+                    Some(r) => heartbeat_response(&group_id, r),
                     // Shutdown (or the client is gone): retriable, not a heartbeat.
                     None => Response::Heartbeat(HeartbeatResponse {
                         error: ErrorCode::BrokerShuttingDown,
@@ -1337,7 +1345,7 @@ fn leave_group(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     }
     let error = match ctx.groups.leave(&group_id, &member_id) {
         Ok(()) => ErrorCode::None,
-        Err(e) => group_error("leave", &e),
+        Err(e) => group_error("leave", &group_id, &e),
     };
     Outcome::Respond(Response::LeaveGroup(LeaveGroupResponse { error }))
 }
@@ -1423,7 +1431,10 @@ fn offset_commit(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
     {
         Ok(t) => t,
         Err(e) => {
-            return Outcome::Respond(commit_response(shape, group_error("offset commit", &e)))
+            return Outcome::Respond(commit_response(
+                shape,
+                group_error("offset commit", &group_id, &e),
+            ))
         }
     };
     let done = finish_commit_replicated(ctx, group_id, ticket, commits);
@@ -1447,9 +1458,9 @@ pub fn finish_commit_replicated(
         let r = tokio::task::spawn_blocking(move || groups.finish_commit(ticket)).await;
         let mut code = match r {
             Ok(Ok(())) => ErrorCode::None,
-            Ok(Err(e)) => group_error("offset commit", &e),
+            Ok(Err(e)) => group_error("offset commit", &group_id, &e),
             Err(e) => {
-                tracing::error!(error = %e, "offset commit task failed");
+                tracing::error!(group = %group_id, error = %e, "offset commit task failed");
                 ErrorCode::StorageError
             }
         };
@@ -1467,8 +1478,8 @@ pub fn finish_commit_replicated(
                     metadata: c.metadata,
                 })
                 .collect();
-            if let Err(e) = link.commit_offsets(group_id, offsets).await {
-                tracing::warn!(error = %chain(&e), "offset commit not replicated");
+            if let Err(e) = link.commit_offsets(group_id.clone(), offsets).await {
+                tracing::warn!(group = %group_id, error = %chain(&e), "offset commit not replicated");
                 code = ErrorCode::CoordinatorNotAvailable;
             }
         }
@@ -1639,7 +1650,10 @@ fn describe_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
             }
             let info = match ctx.groups.describe(&group_id) {
                 Ok(info) => info,
-                Err(e) => return undescribed(group_id, group_error("describe group", &e)),
+                Err(e) => {
+                    let code = group_error("describe group", &group_id, &e);
+                    return undescribed(group_id, code);
+                }
             };
             let d = info.description;
             DescribedGroup {
@@ -1709,7 +1723,7 @@ fn delete_groups(ctx: &Context, _client_id: &str, req: Request) -> Outcome {
                             tracing::info!(group = %group_id, offsets = n, "deleted group");
                             ErrorCode::None
                         }
-                        Err(e) => group_error("delete group", &e),
+                        Err(e) => group_error("delete group", &group_id, &e),
                     };
                     DeletedGroup { group_id, error }
                 })

@@ -28,6 +28,7 @@
 //! - [`disk`]: free space on the data directory and the produce guard
 //!   (`disk_min_free_bytes`).
 //! - [`error`]: [`BrokerError`] and its mapping to wire error codes.
+//! - [`slow_log`]: the `slow request` log of both wires (waits by design left out).
 
 #![warn(missing_docs)]
 
@@ -49,6 +50,7 @@ pub mod placement;
 pub mod producer_state;
 pub mod replica;
 pub mod security;
+pub mod slow_log;
 pub mod topic_meta;
 pub mod topics;
 

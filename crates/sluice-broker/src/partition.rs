@@ -618,6 +618,13 @@ impl Partition {
         }
     }
 
+    /// A span naming this partition, for rare calls into its log that may
+    /// log (truncation, restart): `sluice-log`'s lines carry only the
+    /// directory. ERROR level, so it is on whenever the lines in it are.
+    fn span(&self) -> tracing::Span {
+        tracing::error_span!("partition", topic = %self.topic, partition = self.index)
+    }
+
     /// Runs [`flush_loop`] on the blocking pool (the caller set `running`).
     fn start_flush_loop(&self) {
         let log = Arc::clone(&self.log);
@@ -626,8 +633,8 @@ impl Partition {
         let hw = Arc::clone(&self.hw_tx);
         let repl = Arc::clone(&self.repl);
         let hist = self.fsync_duration.clone();
-        let name = format!("{}/{}", self.topic, self.index);
-        let work = move || flush_loop(&log, &gc, &hw, &repl, &hist, &name);
+        let (topic, index) = (Arc::clone(&self.topic), self.index);
+        let work = move || flush_loop(&log, &gc, &hw, &repl, &hist, &topic, index);
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(work)),
             Err(_) => work(),
@@ -967,7 +974,11 @@ impl Partition {
                 h.store(self.log.dir())?;
             }
         }
-        self.log.restart_at(offset).map_err(|e| self.log_err(e))?;
+        {
+            // The log's own lines name only its directory.
+            let _span = self.span().entered();
+            self.log.restart_at(offset).map_err(|e| self.log_err(e))?;
+        }
         *self.producers.lock().unwrap_or_else(|e| e.into_inner()) =
             rebuild_producer_states(&self.log);
         self.end_tx.send_replace(offset);
@@ -978,7 +989,11 @@ impl Partition {
     /// Truncates the log (role lock held by the caller) and brings the
     /// epoch history, the producer state and the end watch in line.
     fn truncate_locked(&self, offset: u64) -> Result<u64, BrokerError> {
-        let new_end = self.log.truncate_to(offset).map_err(|e| self.log_err(e))?;
+        let new_end = {
+            // The log's own lines name only its directory.
+            let _span = self.span().entered();
+            self.log.truncate_to(offset).map_err(|e| self.log_err(e))?
+        };
         {
             let mut h = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
             if h.truncate_from(new_end) {
@@ -1043,7 +1058,8 @@ fn flush_loop(
     hw: &watch::Sender<u64>,
     repl: &Repl,
     hist: &Histogram,
-    name: &str,
+    topic: &str,
+    partition: u32,
 ) {
     loop {
         let target = gc.requested.load(Ordering::SeqCst);
@@ -1071,7 +1087,7 @@ fn flush_loop(
                 gc.state.send_modify(|s| s.durable = s.durable.max(durable));
             }
             Err(e) => {
-                tracing::error!(partition = %name, error = %crate::error::chain(&e), "fsync failed");
+                tracing::error!(topic, partition, error = %crate::error::chain(&e), "fsync failed");
                 gc.state.send_modify(|s| s.failed = Some(Arc::new(e)));
                 gc.running.store(false, Ordering::SeqCst);
                 return;

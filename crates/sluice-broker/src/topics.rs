@@ -325,6 +325,10 @@ impl TopicRegistry {
         log_config: sluice_log::LogConfig,
         tm: &TopicMetrics,
     ) -> Result<Partition, BrokerError> {
+        // Recovery's lines (what was cut, indexes rebuilt) name only the
+        // directory; this span names the partition. ERROR level, so it is
+        // on whenever the lines in it are.
+        let _span = tracing::error_span!("partition", topic = %name, partition = index).entered();
         let log = Log::open_with_io(
             topic_dir.join(index.to_string()),
             log_config,

@@ -575,7 +575,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
                     .call::<_, HeartbeatReply>(KIND_HEARTBEAT, &req, None)
                     .await
                 {
-                    tracing::debug!(error = %e, voter = id, "heartbeat failed");
+                    tracing::debug!(error = %e, node = id, "heartbeat failed");
                 }
             });
         }
@@ -645,7 +645,7 @@ async fn fence_loop(shared: Arc<Shared>, session: Duration, tick: Duration) {
                     continue;
                 }
                 tracing::warn!(
-                    broker = b.id,
+                    node = b.id,
                     ?session,
                     silent = ?last.map(|l| now.duration_since(l)),
                     "no heartbeat within the session timeout: fencing the broker"
@@ -656,10 +656,7 @@ async fn fence_loop(shared: Arc<Shared>, session: Duration, tick: Duration) {
                     Some(l) if now.duration_since(l) < session => {}
                     _ => continue,
                 }
-                tracing::info!(
-                    broker = b.id,
-                    "heartbeat from a fenced broker: unfencing it"
-                );
+                tracing::info!(node = b.id, "heartbeat from a fenced broker: unfencing it");
                 MetadataCommand::UnfenceBroker { id: b.id }
             };
             let write = network::local_client_write(&shared.raft, cmd);

@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
@@ -23,6 +24,7 @@ use sluice_auth::quota::QuotaKind;
 use crate::auth::{ConnAuth, SaslState};
 use crate::header::{parse_header, peek_ids, RequestHeader};
 use crate::{frame, KafkaContext, KafkaError, Reply};
+use sluice_broker::slow_log::SlowRequest;
 
 /// Served apis: (api key, lowest version, highest version).
 pub const SERVED: &[(i16, i16, i16)] = &[
@@ -210,12 +212,15 @@ fn api_name(api: ApiKey) -> &'static str {
     }
 }
 
-/// Handles one frame payload (length prefix removed) of a connection in state `auth`.
+/// Handles one frame payload (length prefix removed) of a connection in state
+/// `auth`, read at `started`. Served requests go through the slow-request log
+/// ([`sluice_broker::slow_log`]); refusals and SASL tokens are answered at once.
 pub(crate) fn handle(
     ctx: &Arc<KafkaContext>,
     peer: SocketAddr,
     auth: &mut ConnAuth,
     payload: Bytes,
+    started: Instant,
 ) -> Result<Reply, KafkaError> {
     match auth.state {
         SaslState::RawTokens(..) => return crate::auth::raw_token(ctx, peer, auth, &payload),
@@ -312,10 +317,58 @@ pub(crate) fn handle(
         RequestKind::ConsumerGroupDescribe(r) => groups::consumer_group_describe(&req, r),
         _ => Err(KafkaError::UnknownApi(key)),
     }?;
-    if !(quotas && is_fetch) {
-        return Ok(reply);
+    let reply = if quotas && is_fetch {
+        charge_fetch(security, &req, auth, reply)
+    } else {
+        reply
+    };
+    Ok(watch_slow(ctx, req.header, peer, started, reply))
+}
+
+/// The request's reply, seen by the slow-request log when it is ready.
+fn watch_slow(
+    ctx: &KafkaContext,
+    header: RequestHeader,
+    peer: SocketAddr,
+    started: Instant,
+    reply: Reply,
+) -> Reply {
+    let slow = ctx.core.broker.slow_log();
+    let check = move |header: &RequestHeader, parked: Duration| {
+        slow.check(started.elapsed(), parked, || SlowRequest {
+            protocol: "kafka",
+            api: ApiKey::try_from(header.api_key).map_or("request", api_name),
+            api_key: i32::from(header.api_key),
+            api_version: i32::from(header.api_version),
+            correlation_id: i64::from(header.correlation_id),
+            client_id: &header.client_id,
+            peer,
+        })
+    };
+    match reply {
+        Reply::Now(chunks) => {
+            check(&header, Duration::ZERO);
+            Reply::Now(chunks)
+        }
+        Reply::Nothing => {
+            check(&header, Duration::ZERO);
+            Reply::Nothing
+        }
+        Reply::Later(fut) => Reply::Later(Box::pin(async move {
+            let (out, parked) = sluice_broker::slow_log::measure(fut).await;
+            check(&header, parked);
+            out
+        })),
     }
-    // Charge the fetch's answer bytes once known.
+}
+
+/// Charges a fetch's answer bytes to its quotas once known.
+fn charge_fetch(
+    security: &Arc<sluice_broker::security::Security>,
+    req: &Req<'_>,
+    auth: &ConnAuth,
+    reply: Reply,
+) -> Reply {
     let (sec, principal, client) = (
         Arc::clone(security),
         Arc::clone(&req.principal),
@@ -328,7 +381,7 @@ pub(crate) fn handle(
         let t = sec.record_quota(&principal, &client, QuotaKind::Fetch, bytes);
         crate::auth::mute(&muted, t);
     };
-    Ok(match reply {
+    match reply {
         Reply::Now(chunks) => {
             charge(&chunks);
             Reply::Now(chunks)
@@ -341,7 +394,7 @@ pub(crate) fn handle(
             out
         })),
         Reply::Nothing => Reply::Nothing,
-    })
+    }
 }
 
 #[cfg(test)]

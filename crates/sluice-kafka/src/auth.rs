@@ -279,7 +279,8 @@ pub(crate) fn sasl_authenticate(
         Stepped::Failed(delay, message) => {
             let encode = req.later::<SaslAuthenticateResponse>("SaslAuthenticate");
             Ok(Reply::Later(Box::pin(async move {
-                tokio::time::sleep(delay).await;
+                // A failed login's deliberate delay: not a slow request.
+                sluice_broker::slow_log::parked(tokio::time::sleep(delay)).await;
                 encode(
                     &SaslAuthenticateResponse::default()
                         .with_error_code(SASL_AUTHENTICATION_FAILED)
@@ -307,7 +308,7 @@ pub(crate) fn raw_token(
         }
         // A v0 exchange has no error message: Kafka closes the connection.
         Stepped::Failed(delay, _) => Ok(Reply::Later(Box::pin(async move {
-            tokio::time::sleep(delay).await;
+            sluice_broker::slow_log::parked(tokio::time::sleep(delay)).await;
             None
         }))),
     }

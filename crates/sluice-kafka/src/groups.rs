@@ -110,7 +110,8 @@ pub(crate) fn join_group(req: &Req<'_>, r: JoinGroupRequest) -> Result<Reply, Ka
     let fut = req.ctx.core.groups.classic_join(join);
     let enc = req.later::<JoinGroupResponse>("JoinGroup");
     Ok(Reply::Later(Box::pin(async move {
-        let j = fut.await;
+        // The group's barrier is a wait by design: not a slow request.
+        let j = sluice_broker::slow_log::parked(fut).await;
         let mut body = JoinGroupResponse::default()
             .with_error_code(j.error)
             .with_generation_id(j.generation_id)
@@ -172,7 +173,8 @@ pub(crate) fn sync_group(req: &Req<'_>, r: SyncGroupRequest) -> Result<Reply, Ka
     let fut = req.ctx.core.groups.classic_sync(sync);
     let enc = req.later::<SyncGroupResponse>("SyncGroup");
     Ok(Reply::Later(Box::pin(async move {
-        let s = fut.await;
+        // Waiting for the leader's assignment is by design: not a slow request.
+        let s = sluice_broker::slow_log::parked(fut).await;
         let mut body = SyncGroupResponse::default()
             .with_error_code(s.error)
             .with_assignment(s.assignment);
@@ -608,7 +610,7 @@ pub(crate) fn offset_delete(req: &Req<'_>, r: OffsetDeleteRequest) -> Result<Rep
         let top = match done {
             Ok(Ok(_)) => kafka::NONE,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "offset delete failed");
+                tracing::warn!(group = %group, error = %e, "offset delete failed");
                 kafka::NOT_COORDINATOR
             }
             Err(_) => kafka::UNKNOWN_SERVER_ERROR,

@@ -39,6 +39,15 @@ pub fn peek_ids(payload: &[u8]) -> Option<(i16, i16, i32)> {
     ))
 }
 
+/// The client id of a request header (version 1 or 2: every api Sluice
+/// serves), without parsing the rest; `None` when it is null, cut short or
+/// not UTF-8.
+pub(crate) fn peek_client_id(payload: &[u8]) -> Option<&str> {
+    let len = i16::from_be_bytes([*payload.get(8)?, *payload.get(9)?]);
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(payload.get(10..10 + len)?).ok()
+}
+
 fn short(what: &str) -> KafkaError {
     KafkaError::Header(format!("frame ends inside the {what}"))
 }

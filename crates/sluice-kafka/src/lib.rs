@@ -152,12 +152,21 @@ struct Kafka {
     ctx: Arc<KafkaContext>,
     peer: SocketAddr,
     auth: auth::ConnAuth,
+    /// The connection span's `client_id` is recorded (from the first request).
+    named: bool,
 }
 
 impl FrontEnd for Kafka {
     fn on_frame(&mut self, payload: Bytes) -> Action {
         let started = Instant::now();
-        match api::handle(&self.ctx, self.peer, &mut self.auth, payload) {
+        if !self.named {
+            // Once per connection: every later line in its span names the client.
+            self.named = true;
+            if let Some(id) = header::peek_client_id(&payload).filter(|id| !id.is_empty()) {
+                tracing::Span::current().record("client_id", id);
+            }
+        }
+        match api::handle(&self.ctx, self.peer, &mut self.auth, payload, started) {
             Ok(Reply::Now(chunks)) => {
                 tracing::trace!(elapsed = ?started.elapsed(), "kafka request answered");
                 Action::Respond(chunks)
@@ -205,6 +214,7 @@ pub async fn serve<S>(
         ctx: Arc::new(ctx),
         peer,
         auth,
+        named: false,
     };
     drive(stream, peer, front_end, config, memory, shutdown, tracker).await
 }

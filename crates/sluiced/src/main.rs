@@ -1,9 +1,16 @@
 //! `sluiced`: parse config, init tracing, run the broker until SIGINT/SIGTERM.
+//!
+//! Logs go to stderr, filtered by `log_level` (`RUST_LOG` syntax), as text
+//! or, with `log_format = "json"`, one JSON object per line:
+//! `{"timestamp", "level", "target", "fields": {"message", ...}, "span",
+//! "spans"}` (tracing-subscriber's JSON layout; `span` is the innermost
+//! enclosing span's fields, `spans` all of them, outermost first).
 
 use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
+use sluice_broker::config::LogFormat;
 use sluice_broker::Cli;
 use sluiced::{shutdown_signal, Server};
 use tokio_util::sync::CancellationToken;
@@ -16,11 +23,18 @@ fn main() -> anyhow::Result<()> {
     let config = cli.into_config().context("invalid configuration")?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log filter {:?}", config.log_level))?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_ansi(false)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 
     raise_open_file_limit(config.max_connections);
 

@@ -230,13 +230,18 @@ impl Fetchers {
             if self.tasks.contains_key(&leader) {
                 continue;
             }
-            let task = tokio::spawn(follow(
-                Arc::clone(&self.broker),
-                self.me,
-                leader,
-                self.meta.clone(),
-                self.stop.clone(),
-                self.connector.clone(),
+            // Every line of this fetcher names the leader it follows.
+            let span = tracing::error_span!("replica_fetcher", node = leader);
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                follow(
+                    Arc::clone(&self.broker),
+                    self.me,
+                    leader,
+                    self.meta.clone(),
+                    self.stop.clone(),
+                    self.connector.clone(),
+                ),
+                span,
             ));
             self.tasks.insert(leader, task);
         }
@@ -265,7 +270,7 @@ async fn connect(addr: &str, connector: &Connector, broker: &Broker) -> Option<C
     match tokio::time::timeout(IO_TIMEOUT, connector.connect(addr)).await {
         Ok(Ok(s)) => authenticate(Framed::new(s, FrameCodec::default()), addr, broker).await,
         Ok(Err(e)) => {
-            tracing::debug!(addr, error = %e, "cannot reach the leader");
+            tracing::debug!(peer = addr, error = %e, "cannot reach the leader");
             None
         }
         Err(_) => None,
@@ -285,12 +290,12 @@ async fn authenticate(mut conn: Conn, leader_addr: &str, broker: &Broker) -> Opt
     match tokio::time::timeout(IO_TIMEOUT, scram_login(&mut conn, &user, &password)).await {
         Ok(Ok(())) => Some(conn),
         Ok(Err(why)) => {
-            tracing::warn!(leader = leader_addr, user, reason = %why, "replication login to the leader refused");
+            tracing::warn!(peer = leader_addr, user, reason = %why, "replication login to the leader refused");
             None
         }
         Err(_) => {
             tracing::warn!(
-                leader = leader_addr,
+                peer = leader_addr,
                 "replication login to the leader timed out"
             );
             None
@@ -413,7 +418,7 @@ async fn follow(
     let mut conn: Option<Conn> = None;
     let mut correlation = 0u32;
     let mut backoff = Duration::from_millis(50);
-    tracing::debug!(leader, "replica fetcher started");
+    tracing::debug!(node = leader, "replica fetcher started");
     loop {
         if stop.is_cancelled() {
             return;
@@ -421,7 +426,7 @@ async fn follow(
         let meta = meta_rx.borrow().clone();
         let followed = followed_on(&broker, &meta, me, leader);
         if followed.is_empty() {
-            tracing::debug!(leader, "replica fetcher has nothing to follow");
+            tracing::debug!(node = leader, "replica fetcher has nothing to follow");
             return;
         }
         let Some(addr) = meta
@@ -478,7 +483,10 @@ async fn follow(
         let mut to_sync: Vec<(Arc<Partition>, u64)> = Vec::new();
         for (f, a) in followed.iter().zip(resp.partitions) {
             if a.topic != f.topic || a.partition != f.partition {
-                tracing::warn!(leader, "ReplicaFetch answer out of order; reconnecting");
+                tracing::warn!(
+                    node = leader,
+                    "ReplicaFetch answer out of order; reconnecting"
+                );
                 conn = None;
                 break;
             }
@@ -503,7 +511,7 @@ async fn follow(
                     continue;
                 }
                 other => {
-                    tracing::warn!(topic = %f.topic, partition = f.partition, leader, error = %other, "replica fetch refused");
+                    tracing::warn!(topic = %f.topic, partition = f.partition, node = leader, error = %other, "replica fetch refused");
                     stale = true;
                     continue;
                 }

@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::cluster::ClusterNode;
 use crate::tls::{Listener, ListenerTls, PeerTls};
@@ -422,6 +423,16 @@ enum Proto {
     Kafka(Option<(String, u16)>),
 }
 
+impl Proto {
+    /// The listener's name in log lines (the `listener` field).
+    fn name(&self) -> &'static str {
+        match self {
+            Proto::Native => "native",
+            Proto::Kafka(_) => "kafka",
+        }
+    }
+}
+
 /// An accepted connection after its TLS handshake (if its listener runs TLS).
 enum Established {
     Plain(TcpStream, ConnSecurity),
@@ -480,46 +491,64 @@ async fn accept_loop(
         let t = tracker.clone();
         let memory = memory.clone();
         let tls = tls.clone();
+        // Every line logged while serving this connection (its TLS handshake,
+        // its requests, deferred ones included) carries the peer, the
+        // listener and, once its first request names it, the client id.
+        // ERROR level so that the span is on whenever any line in it is.
+        let span = tracing::error_span!(
+            "conn",
+            peer = %peer,
+            listener = proto.name(),
+            client_id = tracing::field::Empty
+        );
         match &proto {
-            Proto::Native => tracker.spawn(async move {
-                gauge.inc();
-                use sluice_broker::connection::serve;
-                match establish(&tls, stream, peer, &ctx.shutdown).await {
-                    Some(Established::Plain(s, conn)) => {
-                        serve(s, peer, Context { conn, ..ctx }, driver, memory, t).await
-                    }
-                    Some(Established::Tls(s, conn)) => {
-                        serve(s, peer, Context { conn, ..ctx }, driver, memory, t).await
-                    }
-                    None => {}
-                }
-                gauge.dec();
-                drop(permit);
-            }),
-            Proto::Kafka(advertised) => {
-                let advertised = advertised.clone();
-                let driver = sluice_kafka::driver_config(driver);
-                tracker.spawn(async move {
+            Proto::Native => tracker.spawn(
+                async move {
                     gauge.inc();
-                    let kafka_ctx = |conn| sluice_kafka::KafkaContext {
-                        core: Context {
-                            conn,
-                            ..ctx.clone()
-                        },
-                        advertised,
-                    };
+                    use sluice_broker::connection::serve;
                     match establish(&tls, stream, peer, &ctx.shutdown).await {
                         Some(Established::Plain(s, conn)) => {
-                            sluice_kafka::serve(s, peer, kafka_ctx(conn), driver, memory, t).await
+                            serve(s, peer, Context { conn, ..ctx }, driver, memory, t).await
                         }
                         Some(Established::Tls(s, conn)) => {
-                            sluice_kafka::serve(s, peer, kafka_ctx(conn), driver, memory, t).await
+                            serve(s, peer, Context { conn, ..ctx }, driver, memory, t).await
                         }
                         None => {}
                     }
                     gauge.dec();
                     drop(permit);
-                })
+                }
+                .instrument(span),
+            ),
+            Proto::Kafka(advertised) => {
+                let advertised = advertised.clone();
+                let driver = sluice_kafka::driver_config(driver);
+                tracker.spawn(
+                    async move {
+                        gauge.inc();
+                        let kafka_ctx = |conn| sluice_kafka::KafkaContext {
+                            core: Context {
+                                conn,
+                                ..ctx.clone()
+                            },
+                            advertised,
+                        };
+                        match establish(&tls, stream, peer, &ctx.shutdown).await {
+                            Some(Established::Plain(s, conn)) => {
+                                sluice_kafka::serve(s, peer, kafka_ctx(conn), driver, memory, t)
+                                    .await
+                            }
+                            Some(Established::Tls(s, conn)) => {
+                                sluice_kafka::serve(s, peer, kafka_ctx(conn), driver, memory, t)
+                                    .await
+                            }
+                            None => {}
+                        }
+                        gauge.dec();
+                        drop(permit);
+                    }
+                    .instrument(span),
+                )
             }
         };
     }
