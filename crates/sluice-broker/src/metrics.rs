@@ -7,6 +7,7 @@
 //! | `sluice_messages_out_total`             | counter   | topic             |
 //! | `sluice_bytes_out_total`                | counter   | topic             |
 //! | `sluice_request_duration_seconds`       | histogram | api               |
+//! | `sluice_kafka_request_duration_seconds` | histogram | api (Kafka's name) |
 //! | `sluice_active_connections`             | gauge     |                   |
 //! | `sluice_parked_fetches`                 | gauge     |                   |
 //! | `sluice_fsync_duration_seconds`         | histogram |                   |
@@ -99,6 +100,7 @@ pub struct Metrics {
     messages_out: IntCounterVec,
     bytes_out: IntCounterVec,
     request_duration: HistogramVec,
+    kafka_request_duration: HistogramVec,
     /// Open client connections.
     pub active_connections: IntGauge,
     /// Fetch requests parked waiting for data.
@@ -225,6 +227,16 @@ impl Metrics {
             &["api"],
         ));
         must(registry.register(Box::new(request_duration.clone())));
+        let kafka_request_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_kafka_request_duration_seconds",
+                "Time from receiving a Kafka-protocol request to its response being ready \
+                 (long-poll waits included), per Kafka API",
+            )
+            .buckets(latency_buckets.clone()),
+            &["api"],
+        ));
+        must(registry.register(Box::new(kafka_request_duration.clone())));
         let fsync_duration = must(Histogram::with_opts(
             HistogramOpts::new("sluice_fsync_duration_seconds", "Duration of log flushes")
                 .buckets(latency_buckets),
@@ -255,6 +267,7 @@ impl Metrics {
                 &["topic"],
             ),
             request_duration,
+            kafka_request_duration,
             active_connections: gauge("sluice_active_connections", "Open client connections"),
             parked_fetches: gauge("sluice_parked_fetches", "Fetch requests waiting for data"),
             offline_partitions: gauge(
@@ -393,6 +406,11 @@ impl Metrics {
     pub fn request_timer(&self, api: Option<ApiKey>) -> Histogram {
         let name = api.map_or("unknown", |k| k.name());
         self.request_duration.with_label_values(&[name])
+    }
+
+    /// The latency histogram of one Kafka-protocol API (label: Kafka's API name).
+    pub fn kafka_request_timer(&self, api: &str) -> Histogram {
+        self.kafka_request_duration.with_label_values(&[api])
     }
 
     /// Prometheus text exposition of every metric.

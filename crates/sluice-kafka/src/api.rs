@@ -334,10 +334,14 @@ fn watch_slow(
     reply: Reply,
 ) -> Reply {
     let slow = ctx.core.broker.slow_log();
+    let api = ApiKey::try_from(header.api_key).map_or("request", api_name);
+    let timer = ctx.core.broker.metrics().kafka_request_timer(api);
     let check = move |header: &RequestHeader, parked: Duration| {
-        slow.check(started.elapsed(), parked, || SlowRequest {
+        let elapsed = started.elapsed();
+        timer.observe(elapsed.as_secs_f64());
+        slow.check(elapsed, parked, || SlowRequest {
             protocol: "kafka",
-            api: ApiKey::try_from(header.api_key).map_or("request", api_name),
+            api,
             api_key: i32::from(header.api_key),
             api_version: i32::from(header.api_version),
             correlation_id: i64::from(header.correlation_id),

@@ -201,6 +201,7 @@ struct Broker {
     child: Option<Child>,
     native: SocketAddr,
     http: SocketAddr,
+    kafka: SocketAddr,
     log: PathBuf,
 }
 
@@ -272,6 +273,7 @@ fn start_broker(dir: &Path) -> Broker {
                 child: Some(child),
                 native: addr(native).parse().unwrap(),
                 http: addr(http).parse().unwrap(),
+                kafka: addr(kafka).parse().unwrap(),
                 log,
             };
         }
@@ -517,6 +519,27 @@ fn has_metric(name: &str, scrape: &(BTreeSet<String>, BTreeSet<(String, String)>
             .any(|s| name.strip_suffix(s).is_some_and(histogram))
 }
 
+/// One Kafka ApiVersions v0 round trip on the Kafka listener (the Kafka
+/// request latency series exist once a Kafka request was served).
+async fn kafka_api_versions(kafka: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(kafka)
+        .await
+        .expect("kafka connect");
+    // api_key 18, version 0, correlation id 7, client id "deploy".
+    let mut body = vec![0, 18, 0, 0, 0, 0, 0, 7, 0, 6];
+    body.extend_from_slice(b"deploy");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).await.unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.expect("ApiVersions answer");
+    let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer[..4], &[0, 0, 0, 7], "correlation id");
+    assert_eq!(&answer[4..6], &[0, 0], "no error");
+}
+
 /// The value of the sample `series` (name with its labels as rendered).
 fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape
@@ -578,6 +601,7 @@ fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         tokio::time::timeout(TIMEOUT, async {
             workload(broker.native).await;
             refused_produce(broker.native).await;
+            kafka_api_versions(broker.kafka).await;
         })
         .await
         .unwrap_or_else(|_| panic!("the workload took over {TIMEOUT:?}"))
@@ -603,6 +627,11 @@ fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     // The new series measure something.
     let value =
         |series: &str| sample(&body, series).unwrap_or_else(|| panic!("no {series} in:\n{body}"));
+    assert_eq!(
+        value("sluice_kafka_request_duration_seconds_count{api=\"ApiVersions\"}"),
+        1.0,
+        "the Kafka ApiVersions round trip is timed"
+    );
     assert!(
         value("sluice_leader_changes_total") >= 1.0,
         "the only voter leads its partitions"
