@@ -354,7 +354,20 @@ async fn produce_one(
         }
         Ok(())
     };
+    // --throughput: this producer's share, paced per batch; a paced batch
+    // holds at most 10 ms of records so the rate is smooth, not bursts.
+    let rate = args.throughput as f64 / args.producers.max(1) as f64;
+    let per_batch = if rate > 0.0 {
+        per_batch.min(((rate / 100.0) as u64).max(1))
+    } else {
+        per_batch
+    };
+    let paced_from = Instant::now();
     while sent_records < n {
+        if rate > 0.0 {
+            let due = paced_from + Duration::from_secs_f64(sent_records as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let count = per_batch.min(n - sent_records);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
