@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{ClusterSpec, TestCluster};
-use common::{bin_path, sluice_cli, sluice_with_input, TestBroker};
+use common::{bin_path, http_request, sluice_cli, sluice_with_input, TestBroker};
 use serde_json::{json, Value};
 
-/// One HTTP/1.1 request; returns (status, body as JSON or as a string).
+/// One HTTP/1.1 request with optional Basic credentials and content type.
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -25,38 +25,15 @@ fn http(
     content_type: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some((u, p)) = auth {
-        head.push_str(&format!(
-            "Authorization: Basic {}\r\n",
-            b64(format!("{u}:{p}").as_bytes())
-        ));
+    let basic = auth.map(|(u, p)| format!("Basic {}", b64(format!("{u}:{p}").as_bytes())));
+    let mut headers = Vec::new();
+    if let Some(b) = &basic {
+        headers.push(("Authorization", b.as_str()));
     }
     if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
+        headers.push(("Content-Type", ct));
     }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before reading a large body: ignore a reset.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_request(addr, method, path, &headers, body)
 }
 
 fn b64(b: &[u8]) -> String {
