@@ -51,7 +51,7 @@ use sluice_protocol::{
 use crate::codes::WireCode;
 use crate::error::chain;
 use crate::handler::{Context, Outcome};
-use crate::security::{MechanismCheck, Security, ANONYMOUS, CLUSTER_RESOURCE};
+use crate::security::{MechanismCheck, Need, Security, ANONYMOUS};
 
 /// Where a native connection is in its authentication.
 pub(crate) enum SaslState {
@@ -214,40 +214,16 @@ fn user_hint(input: &[u8]) -> String {
     text.split('\0').nth(1).unwrap_or("").to_string()
 }
 
-/// One resource a request needs permission on; any of the alternatives suffices.
-pub(crate) struct Need {
-    alts: Vec<(Operation, ResourceType, String)>,
-    /// WRITE on any topic also allows it (InitProducerId, as Kafka 2.8+).
-    any_topic_write: bool,
-}
-
 fn need(op: Operation, rt: ResourceType, name: impl Into<String>) -> Need {
-    Need {
-        alts: vec![(op, rt, name.into())],
-        any_topic_write: false,
-    }
+    Need::on(op, rt, name)
 }
 
 fn cluster(op: Operation) -> Need {
-    need(op, ResourceType::Cluster, CLUSTER_RESOURCE)
+    Need::cluster(op)
 }
 
 fn topics<'a>(op: Operation, names: impl Iterator<Item = &'a str>) -> Vec<Need> {
-    names.map(|n| need(op, ResourceType::Topic, n)).collect()
-}
-
-fn create_topic(name: &str) -> Need {
-    Need {
-        alts: vec![
-            (
-                Operation::Create,
-                ResourceType::Cluster,
-                CLUSTER_RESOURCE.into(),
-            ),
-            (Operation::Create, ResourceType::Topic, name.into()),
-        ],
-        any_topic_write: false,
-    }
+    Need::topics(op, names)
 }
 
 /// Whether a produce to `name` would auto-create it.
@@ -272,7 +248,11 @@ pub(crate) fn needs(ctx: &Context, request: &Request) -> Vec<Need> {
         }
         // Filtered, not refused (see ResponseFilter).
         Request::Metadata(_) | Request::ListGroups => Vec::new(),
-        Request::CreateTopics(r) => r.topics.iter().map(|t| create_topic(&t.name)).collect(),
+        Request::CreateTopics(r) => r
+            .topics
+            .iter()
+            .map(|t| Need::create_topic(&t.name))
+            .collect(),
         Request::DeleteTopics(r) => topics(Op::Delete, r.topics.iter().map(String::as_str)),
         Request::Produce(r) => {
             let mut v = topics(Op::Write, r.topics.iter().map(|t| t.name.as_str()));
@@ -280,7 +260,7 @@ pub(crate) fn needs(ctx: &Context, request: &Request) -> Vec<Need> {
                 r.topics
                     .iter()
                     .filter(|t| would_auto_create(ctx, &t.name))
-                    .map(|t| create_topic(&t.name)),
+                    .map(|t| Need::create_topic(&t.name)),
             );
             v
         }
@@ -316,10 +296,7 @@ pub(crate) fn needs(ctx: &Context, request: &Request) -> Vec<Need> {
             .iter()
             .map(|g| need(Op::Delete, Rt::Group, g.as_str()))
             .collect(),
-        Request::InitProducerId => vec![Need {
-            alts: vec![(Op::IdempotentWrite, Rt::Cluster, CLUSTER_RESOURCE.into())],
-            any_topic_write: true,
-        }],
+        Request::InitProducerId => vec![Need::idempotent_write()],
         Request::DescribeCluster => vec![cluster(Op::Describe)],
         Request::FindCoordinator(r) => vec![need(Op::Describe, Rt::Group, r.group_id.as_str())],
         Request::CreatePartitions(r) => topics(Op::Alter, r.topics.iter().map(|t| t.name.as_str())),
@@ -354,24 +331,12 @@ pub(crate) fn check(
     host: IpAddr,
     request: &Request,
 ) -> Option<ErrorCode> {
-    let sec = ctx.broker.security();
-    if !sec.authorization() || sec.is_super_user(principal) {
-        return None;
-    }
-    for n in needs(ctx, request) {
-        let ok = n
-            .alts
-            .iter()
-            .any(|(op, rt, name)| sec.allowed(principal, host, *op, *rt, name))
-            || (n.any_topic_write
-                && sec.allowed_on_any(principal, host, Operation::Write, ResourceType::Topic));
-        if !ok {
-            let (op, rt, name) = &n.alts[n.alts.len() - 1];
-            tracing::info!(principal, %host, operation = %op, resource = %rt, name, api = %request.api_key(), "native request refused by ACLs");
-            return Some(refusal_code(*rt));
-        }
-    }
-    None
+    let (op, rt, name) = ctx
+        .broker
+        .security()
+        .first_refused(principal, host, || needs(ctx, request))?;
+    tracing::info!(principal, %host, operation = %op, resource = %rt, name, api = %request.api_key(), "native request refused by ACLs");
+    Some(refusal_code(rt))
 }
 
 /// How an answer must be trimmed to what the principal may see.

@@ -202,6 +202,60 @@ impl Default for SecurityConfig {
     }
 }
 
+/// One resource a request needs permission on; any of the alternatives
+/// suffices. Each front end lists the needs of its requests; both check
+/// them with [`Security::first_refused`].
+pub struct Need {
+    alts: Vec<(Operation, ResourceType, String)>,
+    /// WRITE on any topic also allows it (InitProducerId, as Kafka 2.8+).
+    any_topic_write: bool,
+}
+
+impl Need {
+    /// `op` on the resource `rt` named `name`.
+    pub fn on(op: Operation, rt: ResourceType, name: impl Into<String>) -> Need {
+        Need {
+            alts: vec![(op, rt, name.into())],
+            any_topic_write: false,
+        }
+    }
+
+    /// `op` on the cluster.
+    pub fn cluster(op: Operation) -> Need {
+        Need::on(op, ResourceType::Cluster, CLUSTER_RESOURCE)
+    }
+
+    /// `op` on each of the topics `names`.
+    pub fn topics<'a>(op: Operation, names: impl Iterator<Item = &'a str>) -> Vec<Need> {
+        names
+            .map(|n| Need::on(op, ResourceType::Topic, n))
+            .collect()
+    }
+
+    /// Creating topic `name`: CREATE on the cluster or on the topic.
+    pub fn create_topic(name: &str) -> Need {
+        Need {
+            alts: vec![
+                (
+                    Operation::Create,
+                    ResourceType::Cluster,
+                    CLUSTER_RESOURCE.into(),
+                ),
+                (Operation::Create, ResourceType::Topic, name.into()),
+            ],
+            any_topic_write: false,
+        }
+    }
+
+    /// An idempotent producer id: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
+    pub fn idempotent_write() -> Need {
+        Need {
+            any_topic_write: true,
+            ..Need::cluster(Operation::IdempotentWrite)
+        }
+    }
+}
+
 /// The security metadata as served: the state and its ACL index.
 struct Snapshot {
     state: SecurityState,
@@ -424,6 +478,33 @@ impl Security {
     /// Whether `principal` may do `op` on the cluster resource.
     pub fn cluster_allowed(&self, principal: &str, host: IpAddr, op: Operation) -> bool {
         self.allowed(principal, host, op, ResourceType::Cluster, CLUSTER_RESOURCE)
+    }
+
+    /// `None` when authorization is off, `principal` is a super user or
+    /// every one of `needs` (asked for only then) is allowed at `host`;
+    /// else the refused need's resource as `(operation, type, name)`.
+    pub fn first_refused(
+        &self,
+        principal: &str,
+        host: IpAddr,
+        needs: impl FnOnce() -> Vec<Need>,
+    ) -> Option<(Operation, ResourceType, String)> {
+        if !self.authorization() || self.is_super_user(principal) {
+            return None;
+        }
+        needs().into_iter().find_map(|n| {
+            let ok = n
+                .alts
+                .iter()
+                .any(|(op, rt, name)| self.allowed(principal, host, *op, *rt, name))
+                || (n.any_topic_write
+                    && self.allowed_on_any(principal, host, Operation::Write, ResourceType::Topic));
+            if ok {
+                None
+            } else {
+                n.alts.into_iter().next_back()
+            }
+        })
     }
 
     /// Whether `principal` may do `op` on some resource of type `resource`:

@@ -51,7 +51,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_auth::acl::{AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType};
 use sluice_auth::sasl::{SaslSession, SaslStep};
 use sluice_auth::store::{SecurityCommand, SecurityOutcome};
-use sluice_broker::security::{MechanismCheck, Security, ANONYMOUS, CLUSTER_RESOURCE};
+use sluice_broker::security::{MechanismCheck, Need, Security, ANONYMOUS};
 
 use crate::api::Req;
 use crate::codes::kafka;
@@ -314,26 +314,16 @@ pub(crate) fn raw_token(
     }
 }
 
-/// One resource an api needs permission on; any of the alternatives suffices.
-pub(crate) struct Need {
-    alts: Vec<(Operation, ResourceType, String)>,
-    /// Write on any topic also allows it (InitProducerId, as Kafka 2.8+).
-    any_topic_write: bool,
-}
-
 fn need(op: Operation, rt: ResourceType, name: impl Into<String>) -> Need {
-    Need {
-        alts: vec![(op, rt, name.into())],
-        any_topic_write: false,
-    }
+    Need::on(op, rt, name)
 }
 
 fn cluster(op: Operation) -> Need {
-    need(op, ResourceType::Cluster, CLUSTER_RESOURCE)
+    Need::cluster(op)
 }
 
 fn topics<'a>(op: Operation, names: impl Iterator<Item = &'a str>) -> Vec<Need> {
-    names.map(|n| need(op, ResourceType::Topic, n)).collect()
+    Need::topics(op, names)
 }
 
 /// Kafka config resource types in DescribeConfigs/IncrementalAlterConfigs.
@@ -426,13 +416,7 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
         RequestKind::CreateTopics(r) => r
             .topics
             .iter()
-            .map(|t| Need {
-                alts: vec![
-                    (Op::Create, Rt::Cluster, CLUSTER_RESOURCE.to_string()),
-                    (Op::Create, Rt::Topic, t.name.0.to_string()),
-                ],
-                any_topic_write: false,
-            })
+            .map(|t| Need::create_topic(&t.name.0))
             .collect(),
         RequestKind::DeleteTopics(r) => {
             let mut names: Vec<String> = r.topic_names.iter().map(|n| n.0.to_string()).collect();
@@ -465,14 +449,7 @@ pub(crate) fn needs(ctx: &KafkaContext, body: &RequestKind) -> Vec<Need> {
             Some(t) if !t.0.is_empty() => {
                 vec![need(Op::Write, Rt::TransactionalId, t.0.as_str())]
             }
-            _ => vec![Need {
-                alts: vec![(
-                    Op::IdempotentWrite,
-                    Rt::Cluster,
-                    CLUSTER_RESOURCE.to_string(),
-                )],
-                any_topic_write: true,
-            }],
+            _ => vec![Need::idempotent_write()],
         },
         RequestKind::DescribeCluster(_) => vec![cluster(Op::Describe)],
         RequestKind::ConsumerGroupHeartbeat(r) => {
@@ -516,24 +493,13 @@ pub(crate) fn check(
     host: IpAddr,
     body: &RequestKind,
 ) -> Option<i16> {
-    let sec = ctx.core.broker.security();
-    if !sec.authorization() || sec.is_super_user(principal) {
-        return None;
-    }
-    for n in needs(ctx, body) {
-        let ok = n
-            .alts
-            .iter()
-            .any(|(op, rt, name)| sec.allowed(principal, host, *op, *rt, name))
-            || (n.any_topic_write
-                && sec.allowed_on_any(principal, host, Operation::Write, ResourceType::Topic));
-        if !ok {
-            let (op, rt, name) = &n.alts[n.alts.len() - 1];
-            tracing::info!(principal, %host, operation = %op, resource = %rt, name, "request refused by ACLs");
-            return Some(refusal_code(*rt));
-        }
-    }
-    None
+    let (op, rt, name) = ctx
+        .core
+        .broker
+        .security()
+        .first_refused(principal, host, || needs(ctx, body))?;
+    tracing::info!(principal, %host, operation = %op, resource = %rt, name, "request refused by ACLs");
+    Some(refusal_code(rt))
 }
 
 /// Whether the request's principal may DESCRIBE topic `name` (Metadata filtering).
